@@ -1,0 +1,3 @@
+"""dicomtls: secure DICOM networking with a complete TLS verification model."""
+
+__version__ = "0.1.0"
