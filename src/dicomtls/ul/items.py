@@ -1,0 +1,542 @@
+"""Variable items of A-ASSOCIATE PDUs (PS3.8 9.3.2, 9.3.3) and user-information sub-items
+(PS3.8 Annex D, PS3.7 Annex D.3.3).
+
+Each item is a frozen dataclass with ``encode()`` (validating, raising
+:class:`LocalProtocolError`) and a ``decode(view)`` classmethod taking the item's
+*value* (the bytes after its 4-byte header) and raising :class:`PDUError`.
+PS3.8 9.3.1 says unrecognized items are skipped; unknown user-information
+sub-items are kept as :class:`RawSubItem` so that nothing a peer sent is lost.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dicomtls.ul._wire import (
+    U16,
+    U32,
+    UNEXPECTED,
+    decode_uid,
+    encode_uid,
+    item,
+    iter_items,
+    read_u16_prefixed,
+    u16_prefixed,
+)
+from dicomtls.ul.errors import LocalProtocolError, PDUError
+
+__all__ = [
+    "AsyncOpsWindow",
+    "CommonExtendedNegotiation",
+    "ExtendedNegotiation",
+    "ItemType",
+    "PresentationContextAC",
+    "PresentationContextRQ",
+    "PresentationResult",
+    "RawSubItem",
+    "RoleSelection",
+    "UserIdentityAC",
+    "UserIdentityRQ",
+    "UserIdentityType",
+    "UserInformation",
+    "check_context_id",
+]
+
+
+class ItemType(enum.IntEnum):
+    """Item and sub-item type codes (PS3.8 9.3.2-9.3.3, Annex D; PS3.7 D.3.3)."""
+
+    APPLICATION_CONTEXT = 0x10
+    PRESENTATION_CONTEXT_RQ = 0x20
+    PRESENTATION_CONTEXT_AC = 0x21
+    ABSTRACT_SYNTAX = 0x30
+    TRANSFER_SYNTAX = 0x40
+    USER_INFORMATION = 0x50
+    MAXIMUM_LENGTH = 0x51
+    IMPLEMENTATION_CLASS_UID = 0x52
+    ASYNC_OPS_WINDOW = 0x53
+    ROLE_SELECTION = 0x54
+    IMPLEMENTATION_VERSION_NAME = 0x55
+    EXTENDED_NEGOTIATION = 0x56
+    COMMON_EXTENDED_NEGOTIATION = 0x57
+    USER_IDENTITY_RQ = 0x58
+    USER_IDENTITY_AC = 0x59
+
+
+#: Item types that live at PDU or presentation-context level; anywhere else they are
+#: "unexpected" (a recognized parameter in the wrong place), not merely unknown.
+CONTEXT_ITEM_TYPES = frozenset(
+    {0x10, 0x20, 0x21, 0x30, 0x40, 0x50},
+)
+
+
+def check_context_id(context_id: int, what: str = "presentation context ID") -> None:
+    """Presentation context IDs are odd integers 1..255 (PS3.8 9.3.2.2)."""
+    if not isinstance(context_id, int) or not 1 <= context_id <= 255 or context_id % 2 == 0:
+        raise LocalProtocolError(f"{what} {context_id!r} is not an odd integer from 1 to 255")
+
+
+def _decoded_context_id(context_id: int, where: str) -> int:
+    if context_id % 2 == 0:
+        raise PDUError(f"{where} has presentation context ID {context_id}, which is not odd")
+    return context_id
+
+
+class PresentationResult(enum.IntEnum):
+    """Result/reason of a presentation context in the A-ASSOCIATE-AC (PS3.8 Table 9-18)."""
+
+    ACCEPTANCE = 0
+    USER_REJECTION = 1
+    NO_REASON = 2
+    ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
+    TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PresentationContextRQ:
+    """Item 0x20: one abstract syntax offered with the transfer syntaxes we can use (9.3.2.2)."""
+
+    id: int
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]
+
+    item_type: ClassVar[int] = ItemType.PRESENTATION_CONTEXT_RQ
+
+    def encode(self) -> bytes:
+        check_context_id(self.id)
+        if not self.transfer_syntaxes:
+            raise LocalProtocolError(f"presentation context {self.id} offers no transfer syntax")
+        parts = [
+            bytes((self.id, 0, 0, 0)),
+            item(0x30, encode_uid(self.abstract_syntax, "abstract syntax")),
+        ]
+        parts += [item(0x40, encode_uid(ts, "transfer syntax")) for ts in self.transfer_syntaxes]
+        return item(self.item_type, b"".join(parts))
+
+    @classmethod
+    def decode(cls, view: memoryview) -> PresentationContextRQ:
+        if len(view) < 4:
+            raise PDUError(f"presentation context item 0x20 has {len(view)} bytes, fewer than 4")
+        where = f"presentation context item 0x20 (ID {view[0]})"
+        context_id = _decoded_context_id(view[0], where)
+        abstract: str | None = None
+        transfer: list[str] = []
+        for sub_type, value in iter_items(view[4:], where):
+            if sub_type == ItemType.ABSTRACT_SYNTAX:
+                if abstract is not None:
+                    raise PDUError(f"{where} has more than one abstract syntax", UNEXPECTED)
+                abstract = decode_uid(value, f"abstract syntax of {where}")
+            elif sub_type == ItemType.TRANSFER_SYNTAX:
+                transfer.append(decode_uid(value, f"transfer syntax of {where}"))
+            elif sub_type in CONTEXT_ITEM_TYPES:
+                raise PDUError(f"item 0x{sub_type:02X} is not allowed in the {where}", UNEXPECTED)
+        if abstract is None:
+            raise PDUError(f"{where} has no abstract syntax sub-item")
+        if not transfer:
+            raise PDUError(f"{where} has no transfer syntax sub-item")
+        return cls(context_id, abstract, tuple(transfer))
+
+
+@dataclass(frozen=True, slots=True)
+class PresentationContextAC:
+    """Item 0x21: the acceptor's answer for one context (9.3.3.2).
+
+    When ``result`` is not ACCEPTANCE the transfer syntax "shall not be tested"; it
+    decodes to ``""`` if absent or unreadable, and ``""`` encodes as an empty sub-item.
+    """
+
+    id: int
+    result: PresentationResult
+    transfer_syntax: str
+
+    item_type: ClassVar[int] = ItemType.PRESENTATION_CONTEXT_AC
+
+    def encode(self) -> bytes:
+        check_context_id(self.id)
+        try:
+            result = PresentationResult(self.result)
+        except ValueError:
+            raise LocalProtocolError(
+                f"presentation context {self.id} result {self.result!r} is not 0..4"
+            ) from None
+        if result != PresentationResult.ACCEPTANCE and self.transfer_syntax == "":
+            ts = b""
+        else:
+            ts = encode_uid(self.transfer_syntax, "transfer syntax")
+        return item(self.item_type, bytes((self.id, 0, result, 0)) + item(0x40, ts))
+
+    @classmethod
+    def decode(cls, view: memoryview) -> PresentationContextAC:
+        if len(view) < 4:
+            raise PDUError(f"presentation context item 0x21 has {len(view)} bytes, fewer than 4")
+        where = f"presentation context item 0x21 (ID {view[0]})"
+        context_id = _decoded_context_id(view[0], where)
+        try:
+            result = PresentationResult(view[2])
+        except ValueError:
+            raise PDUError(f"{where} has result/reason {view[2]}, not one of 0..4") from None
+        raw_ts: list[memoryview] = []
+        for sub_type, value in iter_items(view[4:], where):
+            if sub_type == ItemType.TRANSFER_SYNTAX:
+                raw_ts.append(value)
+            elif sub_type in CONTEXT_ITEM_TYPES:
+                raise PDUError(f"item 0x{sub_type:02X} is not allowed in the {where}", UNEXPECTED)
+        if len(raw_ts) > 1:
+            raise PDUError(f"{where} has {len(raw_ts)} transfer syntax sub-items, not one")
+        if result == PresentationResult.ACCEPTANCE:
+            if not raw_ts:
+                raise PDUError(f"{where} accepts the context but names no transfer syntax")
+            return cls(context_id, result, decode_uid(raw_ts[0], f"transfer syntax of {where}"))
+        try:
+            ts = decode_uid(raw_ts[0], "") if raw_ts else ""
+        except PDUError:
+            ts = ""
+        return cls(context_id, result, ts)
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncOpsWindow:
+    """Sub-item 0x53 (PS3.7 D.3.3.3): outstanding operations each side may have; 0 = unlimited."""
+
+    invoked: int
+    performed: int
+
+    def encode(self) -> bytes:
+        for name, value in (("invoked", self.invoked), ("performed", self.performed)):
+            if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+                raise LocalProtocolError(f"asynchronous operations window {name} {value!r}")
+        return item(0x53, U16.pack(self.invoked) + U16.pack(self.performed))
+
+    @classmethod
+    def decode(cls, view: memoryview) -> AsyncOpsWindow:
+        if len(view) != 4:
+            raise PDUError(f"asynchronous operations window sub-item 0x53 has length {len(view)}")
+        return cls(U16.unpack_from(view, 0)[0], U16.unpack_from(view, 2)[0])
+
+
+def _role(value: int, which: str, where: str) -> bool:
+    if value > 1:
+        raise PDUError(f"{where} has {which} role {value}, not 0 or 1")
+    return value == 1
+
+
+@dataclass(frozen=True, slots=True)
+class RoleSelection:
+    """Sub-item 0x54 (PS3.7 D.3.3.4): which of SCU/SCP each side plays for a SOP class."""
+
+    sop_class_uid: str
+    scu_role: bool
+    scp_role: bool
+
+    def encode(self) -> bytes:
+        uid = u16_prefixed(encode_uid(self.sop_class_uid, "role selection SOP class"), "UID")
+        return item(0x54, uid + bytes((bool(self.scu_role), bool(self.scp_role))))
+
+    @classmethod
+    def decode(cls, view: memoryview) -> RoleSelection:
+        where = "SCP/SCU role selection sub-item 0x54"
+        uid, pos = read_u16_prefixed(view, 0, "SOP class UID", where)
+        if len(view) - pos != 2:
+            raise PDUError(f"{where} has {len(view) - pos} bytes after its UID, not 2")
+        return cls(
+            decode_uid(uid, f"SOP class UID of {where}"),
+            _role(view[pos], "SCU", where),
+            _role(view[pos + 1], "SCP", where),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendedNegotiation:
+    """Sub-item 0x56 (PS3.7 D.3.3.5): service-class-specific bytes, opaque at this layer."""
+
+    sop_class_uid: str
+    service_class_application_information: bytes
+
+    def encode(self) -> bytes:
+        uid = encode_uid(self.sop_class_uid, "extended negotiation SOP class")
+        return item(
+            0x56, u16_prefixed(uid, "UID") + bytes(self.service_class_application_information)
+        )
+
+    @classmethod
+    def decode(cls, view: memoryview) -> ExtendedNegotiation:
+        where = "SOP class extended negotiation sub-item 0x56"
+        uid, pos = read_u16_prefixed(view, 0, "SOP class UID", where)
+        return cls(decode_uid(uid, f"SOP class UID of {where}"), bytes(view[pos:]))
+
+
+@dataclass(frozen=True, slots=True)
+class CommonExtendedNegotiation:
+    """Sub-item 0x57 (PS3.7 D.3.3.6): the service class and related general SOP classes."""
+
+    sop_class_uid: str
+    service_class_uid: str
+    related_general_sop_class_uids: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        related = b"".join(
+            u16_prefixed(encode_uid(uid, "related general SOP class"), "UID")
+            for uid in self.related_general_sop_class_uids
+        )
+        return item(
+            0x57,
+            u16_prefixed(encode_uid(self.sop_class_uid, "common extended SOP class"), "UID")
+            + u16_prefixed(encode_uid(self.service_class_uid, "service class"), "UID")
+            + u16_prefixed(related, "related general SOP class identification"),
+        )
+
+    @classmethod
+    def decode(cls, view: memoryview) -> CommonExtendedNegotiation:
+        where = "SOP class common extended negotiation sub-item 0x57"
+        sop, pos = read_u16_prefixed(view, 0, "SOP class UID", where)
+        service, pos = read_u16_prefixed(view, pos, "service class UID", where)
+        related_raw, pos = read_u16_prefixed(view, pos, "related SOP class identification", where)
+        if pos != len(view):
+            raise PDUError(f"{where} has {len(view) - pos} unexplained trailing bytes")
+        related: list[str] = []
+        rview = memoryview(related_raw)
+        rpos = 0
+        while rpos < len(rview):
+            uid, rpos = read_u16_prefixed(rview, rpos, "related SOP class UID", where)
+            related.append(decode_uid(uid, f"related general SOP class UID of {where}"))
+        return cls(
+            decode_uid(sop, f"SOP class UID of {where}"),
+            decode_uid(service, f"service class UID of {where}"),
+            tuple(related),
+        )
+
+
+class UserIdentityType(enum.IntEnum):
+    """User-identity-type of sub-item 0x58 (PS3.7 Table D.3-14)."""
+
+    USERNAME = 1
+    USERNAME_AND_PASSCODE = 2
+    KERBEROS = 3
+    SAML = 4
+    JWT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class UserIdentityRQ:
+    """Sub-item 0x58 (PS3.7 D.3.3.7.1); the secondary field exists only for username+passcode."""
+
+    type: UserIdentityType
+    positive_response_requested: bool
+    primary_field: bytes
+    secondary_field: bytes = b""
+
+    def __repr__(self) -> str:
+        # Never print a passcode or token into a log.
+        return (
+            f"UserIdentityRQ(type={self.type!r}, positive_response_requested="
+            f"{self.positive_response_requested!r}, primary_field=<{len(self.primary_field)} "
+            f"bytes>, secondary_field=<{len(self.secondary_field)} bytes>)"
+        )
+
+    def encode(self) -> bytes:
+        try:
+            kind = UserIdentityType(self.type)
+        except ValueError:
+            raise LocalProtocolError(f"user identity type {self.type!r} is not 1..5") from None
+        if self.secondary_field and kind != UserIdentityType.USERNAME_AND_PASSCODE:
+            raise LocalProtocolError(
+                f"user identity type {kind.name} carries no secondary field (PS3.7 D.3.3.7.1)"
+            )
+        return item(
+            0x58,
+            bytes((kind, bool(self.positive_response_requested)))
+            + u16_prefixed(bytes(self.primary_field), "user identity primary field")
+            + u16_prefixed(bytes(self.secondary_field), "user identity secondary field"),
+        )
+
+    @classmethod
+    def decode(cls, view: memoryview) -> UserIdentityRQ:
+        where = "user identity sub-item 0x58"
+        if len(view) < 2:
+            raise PDUError(f"{where} has {len(view)} bytes, fewer than 2")
+        try:
+            kind = UserIdentityType(view[0])
+        except ValueError:
+            raise PDUError(f"{where} has user identity type {view[0]}, not 1..5") from None
+        if view[1] > 1:
+            raise PDUError(f"{where} has positive-response-requested {view[1]}, not 0 or 1")
+        primary, pos = read_u16_prefixed(view, 2, "primary field", where)
+        secondary, pos = read_u16_prefixed(view, pos, "secondary field", where)
+        if pos != len(view):
+            raise PDUError(f"{where} has {len(view) - pos} unexplained trailing bytes")
+        if secondary and kind != UserIdentityType.USERNAME_AND_PASSCODE:
+            raise PDUError(f"{where} of type {kind.name} has a secondary field")
+        return cls(kind, view[1] == 1, primary, secondary)
+
+
+@dataclass(frozen=True, slots=True)
+class UserIdentityAC:
+    """Sub-item 0x59 (PS3.7 D.3.3.7.2): the acceptor's server response."""
+
+    server_response: bytes
+
+    def __repr__(self) -> str:
+        return f"UserIdentityAC(server_response=<{len(self.server_response)} bytes>)"
+
+    def encode(self) -> bytes:
+        return item(0x59, u16_prefixed(bytes(self.server_response), "server response"))
+
+    @classmethod
+    def decode(cls, view: memoryview) -> UserIdentityAC:
+        where = "user identity sub-item 0x59"
+        response, pos = read_u16_prefixed(view, 0, "server response", where)
+        if pos != len(view):
+            raise PDUError(f"{where} has {len(view) - pos} unexplained trailing bytes")
+        return cls(response)
+
+
+@dataclass(frozen=True, slots=True)
+class RawSubItem:
+    """A user-information sub-item this codec does not know, kept verbatim (PS3.8 D.2 note 2)."""
+
+    type: int
+    data: bytes
+
+    def encode(self) -> bytes:
+        if not isinstance(self.type, int) or not 0 <= self.type <= 0xFF:
+            raise LocalProtocolError(f"sub-item type {self.type!r} does not fit in one byte")
+        if self.type in _KNOWN_SUB_ITEMS:
+            raise LocalProtocolError(
+                f"sub-item type 0x{self.type:02X} has its own field in UserInformation"
+            )
+        return item(self.type, bytes(self.data))
+
+
+def _decode_version_name(view: memoryview) -> str:
+    text = bytes(view).rstrip(b"\x00 ").decode("ascii", "replace")
+    if not 1 <= len(text) <= 16 or any(not " " <= c <= "~" for c in text):
+        raise PDUError(
+            f"implementation version name {bytes(view)[:40]!r} is not 1 to 16 ASCII characters"
+        )
+    return text
+
+
+def _encode_version_name(name: str) -> bytes:
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= 16
+        or any(not " " <= c <= "~" for c in name)
+    ):
+        raise LocalProtocolError(
+            f"implementation version name {name!r} is not 1 to 16 printable ASCII characters"
+        )
+    return name.encode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class UserInformation:
+    """Item 0x50 (PS3.8 9.3.2.3, Annex D) with one field per sub-item the standard defines.
+
+    ``max_length`` (0x51, 0 = unlimited) and ``implementation_class_uid`` (0x52) are
+    mandatory in PS3.7 D.3.3.1-2, so they are required here too. Sub-items are encoded in
+    ascending type order, which PS3.8 9.3.2.3 recommends for older peers; unknown
+    sub-items come last.
+    """
+
+    max_length: int
+    implementation_class_uid: str
+    implementation_version_name: str | None = None
+    async_ops_window: AsyncOpsWindow | None = None
+    role_selections: tuple[RoleSelection, ...] = ()
+    extended_negotiations: tuple[ExtendedNegotiation, ...] = ()
+    common_extended_negotiations: tuple[CommonExtendedNegotiation, ...] = ()
+    user_identity: UserIdentityRQ | UserIdentityAC | None = None
+    unknown: tuple[RawSubItem, ...] = ()
+
+    item_type: ClassVar[int] = ItemType.USER_INFORMATION
+
+    def encode(self) -> bytes:
+        if not isinstance(self.max_length, int) or not 0 <= self.max_length <= 0xFFFFFFFF:
+            raise LocalProtocolError(f"maximum length {self.max_length!r} is not 0..2**32-1")
+        parts = [
+            item(0x51, U32.pack(self.max_length)),
+            item(0x52, encode_uid(self.implementation_class_uid, "implementation class UID")),
+        ]
+        if self.async_ops_window is not None:
+            parts.append(self.async_ops_window.encode())
+        parts += [r.encode() for r in self.role_selections]
+        if self.implementation_version_name is not None:
+            parts.append(item(0x55, _encode_version_name(self.implementation_version_name)))
+        parts += [e.encode() for e in self.extended_negotiations]
+        parts += [c.encode() for c in self.common_extended_negotiations]
+        if self.user_identity is not None:
+            parts.append(self.user_identity.encode())
+        parts += [u.encode() for u in self.unknown]
+        return item(self.item_type, b"".join(parts))
+
+    @classmethod
+    def decode(cls, view: memoryview, identity_type: int) -> UserInformation:
+        """Decode the value of item 0x50; ``identity_type`` is 0x58 in an RQ, 0x59 in an AC."""
+        where = "user information item 0x50"
+        seen: set[int] = set()
+        max_length: int | None = None
+        class_uid: str | None = None
+        version_name: str | None = None
+        window: AsyncOpsWindow | None = None
+        identity: UserIdentityRQ | UserIdentityAC | None = None
+        roles: list[RoleSelection] = []
+        extended: list[ExtendedNegotiation] = []
+        common: list[CommonExtendedNegotiation] = []
+        unknown: list[RawSubItem] = []
+        for sub_type, value in iter_items(view, where):
+            if sub_type in _SINGLE_SUB_ITEMS:
+                if sub_type in seen:
+                    raise PDUError(
+                        f"{where} has more than one sub-item 0x{sub_type:02X}", UNEXPECTED
+                    )
+                seen.add(sub_type)
+            if sub_type == 0x51:
+                if len(value) != 4:
+                    raise PDUError(f"maximum length sub-item 0x51 has length {len(value)}, not 4")
+                (max_length,) = U32.unpack_from(value)
+            elif sub_type == 0x52:
+                class_uid = decode_uid(value, "implementation class UID")
+            elif sub_type == 0x53:
+                window = AsyncOpsWindow.decode(value)
+            elif sub_type == 0x54:
+                roles.append(RoleSelection.decode(value))
+            elif sub_type == 0x55:
+                version_name = _decode_version_name(value)
+            elif sub_type == 0x56:
+                extended.append(ExtendedNegotiation.decode(value))
+            elif sub_type == 0x57:
+                common.append(CommonExtendedNegotiation.decode(value))
+            elif sub_type in (0x58, 0x59):
+                if sub_type != identity_type:
+                    other = "A-ASSOCIATE-AC" if sub_type == 0x59 else "A-ASSOCIATE-RQ"
+                    raise PDUError(
+                        f"user identity sub-item 0x{sub_type:02X} belongs in an {other} only",
+                        UNEXPECTED,
+                    )
+                if sub_type == 0x58:
+                    identity = UserIdentityRQ.decode(value)
+                else:
+                    identity = UserIdentityAC.decode(value)
+            else:
+                unknown.append(RawSubItem(sub_type, bytes(value)))
+        if max_length is None:
+            raise PDUError(f"{where} has no maximum length sub-item 0x51 (PS3.8 D.1)")
+        if class_uid is None:
+            raise PDUError(f"{where} has no implementation class UID sub-item 0x52 (PS3.7 D.3.3.2)")
+        return cls(
+            max_length=max_length,
+            implementation_class_uid=class_uid,
+            implementation_version_name=version_name,
+            async_ops_window=window,
+            role_selections=tuple(roles),
+            extended_negotiations=tuple(extended),
+            common_extended_negotiations=tuple(common),
+            user_identity=identity,
+            unknown=tuple(unknown),
+        )
+
+
+_SINGLE_SUB_ITEMS = frozenset({0x51, 0x52, 0x53, 0x55, 0x58, 0x59})
+_KNOWN_SUB_ITEMS = frozenset(range(0x51, 0x5A))

@@ -1,0 +1,583 @@
+"""The seven DICOM upper-layer PDUs (PS3.8 9.3.2-9.3.8) and :func:`decode_pdu`.
+
+Sans-I/O: bytes in, dataclasses out, and back. ``decode_pdu`` takes exactly one
+complete PDU (framing is :class:`~dicomtls.ul.reader.PDUReader`'s job) and hands
+P-DATA-TF payloads back as read-only memoryview slices of its input, so a
+multi-megabyte image fragment is never copied here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dicomtls.ul._wire import (
+    PDU_HEADER,
+    U16,
+    U32,
+    UNEXPECTED,
+    as_byte_view,
+    decode_ae,
+    decode_echoed_ae,
+    decode_uid,
+    encode_ae,
+    encode_echoed_ae,
+    encode_uid,
+    item,
+    iter_items,
+)
+from dicomtls.ul.errors import AbortReason, AbortSource, LocalProtocolError, PDUError
+from dicomtls.ul.items import (
+    CONTEXT_ITEM_TYPES,
+    ItemType,
+    PresentationContextAC,
+    PresentationContextRQ,
+    UserInformation,
+    check_context_id,
+)
+
+__all__ = [
+    "DICOM_APPLICATION_CONTEXT",
+    "MCH_COMMAND",
+    "MCH_LAST",
+    "PDU",
+    "PDV",
+    "Abort",
+    "AssociateAC",
+    "AssociateRJ",
+    "AssociateRQ",
+    "PDUType",
+    "PDataTF",
+    "RejectReason",
+    "RejectReasonACSE",
+    "RejectReasonPresentation",
+    "RejectReasonServiceUser",
+    "RejectResult",
+    "RejectSource",
+    "ReleaseRP",
+    "ReleaseRQ",
+    "decode_pdu",
+]
+
+#: The only application context name DICOM defines (PS3.7 Annex A.2.1).
+DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+
+#: Message control header bits (PS3.8 Annex E.2).
+MCH_COMMAND = 0x01
+MCH_LAST = 0x02
+
+#: Fixed part of A-ASSOCIATE-RQ/AC after the 6-byte header: version, reserved,
+#: called AE, calling AE, 32 reserved bytes (PS3.8 Table 9-11).
+ASSOCIATE_FIXED = 68
+
+
+class PDUType(enum.IntEnum):
+    """PDU-type codes (PS3.8 9.3.1)."""
+
+    ASSOCIATE_RQ = 0x01
+    ASSOCIATE_AC = 0x02
+    ASSOCIATE_RJ = 0x03
+    P_DATA_TF = 0x04
+    RELEASE_RQ = 0x05
+    RELEASE_RP = 0x06
+    ABORT = 0x07
+
+    @property
+    def title(self) -> str:
+        """The standard's spelling, for messages: A-ASSOCIATE-RQ, P-DATA-TF..."""
+        return _TITLES[self]
+
+
+_TITLES = {
+    PDUType.ASSOCIATE_RQ: "A-ASSOCIATE-RQ",
+    PDUType.ASSOCIATE_AC: "A-ASSOCIATE-AC",
+    PDUType.ASSOCIATE_RJ: "A-ASSOCIATE-RJ",
+    PDUType.P_DATA_TF: "P-DATA-TF",
+    PDUType.RELEASE_RQ: "A-RELEASE-RQ",
+    PDUType.RELEASE_RP: "A-RELEASE-RP",
+    PDUType.ABORT: "A-ABORT",
+}
+
+
+def _header(pdu_type: int, length: int) -> bytes:
+    if length > 0xFFFFFFFF:
+        raise LocalProtocolError(f"a PDU of {length} bytes does not fit the 32-bit length field")
+    return PDU_HEADER.pack(pdu_type, length)
+
+
+# --- A-ASSOCIATE-RQ / AC (PS3.8 9.3.2, 9.3.3) ---------------------------------------
+
+
+def _check_unique_ids(ids: list[int], where: str, local: bool) -> None:
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        message = f"{where} repeats presentation context ID(s) {duplicates}"
+        raise LocalProtocolError(message) if local else PDUError(message)
+
+
+def _encode_associate(
+    pdu_type: PDUType,
+    protocol_version: int,
+    called: bytes,
+    calling: bytes,
+    application_context: str,
+    contexts: list[bytes],
+    user_information: UserInformation,
+) -> bytes:
+    if not isinstance(protocol_version, int) or not 0 <= protocol_version <= 0xFFFF:
+        raise LocalProtocolError(f"protocol version {protocol_version!r} is not 0..65535")
+    if not contexts:
+        raise LocalProtocolError(f"an {pdu_type.title} needs at least one presentation context")
+    body = b"".join(
+        [
+            U16.pack(protocol_version),
+            b"\x00\x00",
+            called,
+            calling,
+            bytes(32),
+            item(0x10, encode_uid(application_context, "application context name")),
+            *contexts,
+            user_information.encode(),
+        ]
+    )
+    return _header(pdu_type, len(body)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class _AssociateParts:
+    protocol_version: int
+    called: memoryview
+    calling: memoryview
+    application_context: str
+    contexts: list[memoryview]
+    user_information: UserInformation
+
+
+def _decode_associate(body: memoryview, pdu_type: PDUType) -> _AssociateParts:
+    name = pdu_type.title
+    if len(body) < ASSOCIATE_FIXED:
+        raise PDUError(f"{name} has {len(body)} bytes after its header, fewer than 68 fixed ones")
+    context_type = (
+        ItemType.PRESENTATION_CONTEXT_RQ
+        if pdu_type == PDUType.ASSOCIATE_RQ
+        else ItemType.PRESENTATION_CONTEXT_AC
+    )
+    application_context: str | None = None
+    user_information: UserInformation | None = None
+    contexts: list[memoryview] = []
+    for item_type, value in iter_items(body[ASSOCIATE_FIXED:], name):
+        if item_type == ItemType.APPLICATION_CONTEXT:
+            if application_context is not None:
+                raise PDUError(f"{name} has more than one application context item", UNEXPECTED)
+            application_context = decode_uid(value, f"application context name in the {name}")
+        elif item_type == context_type:
+            contexts.append(value)
+        elif item_type == ItemType.USER_INFORMATION:
+            if user_information is not None:
+                raise PDUError(f"{name} has more than one user information item", UNEXPECTED)
+            user_information = UserInformation.decode(value, 0x58 if context_type == 0x20 else 0x59)
+        elif item_type in CONTEXT_ITEM_TYPES:
+            raise PDUError(f"item 0x{item_type:02X} is not allowed in an {name}", UNEXPECTED)
+        # Anything else is an unrecognized item: PS3.8 9.3.1 says skip it.
+    if application_context is None:
+        raise PDUError(f"{name} has no application context item 0x10")
+    if not contexts:
+        raise PDUError(f"{name} has no presentation context item 0x{context_type:02X}")
+    if user_information is None:
+        raise PDUError(f"{name} has no user information item 0x50")
+    return _AssociateParts(
+        U16.unpack_from(body, 0)[0],
+        body[4:20],
+        body[20:36],
+        application_context,
+        contexts,
+        user_information,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssociateRQ:
+    """A-ASSOCIATE-RQ (PS3.8 9.3.2): the requestor's offer."""
+
+    called_ae: str
+    calling_ae: str
+    presentation_contexts: tuple[PresentationContextRQ, ...]
+    user_information: UserInformation
+    application_context: str = DICOM_APPLICATION_CONTEXT
+    protocol_version: int = 1
+
+    pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_RQ
+
+    def encode(self) -> bytes:
+        _check_unique_ids([pc.id for pc in self.presentation_contexts], "A-ASSOCIATE-RQ", True)
+        return _encode_associate(
+            self.pdu_type,
+            self.protocol_version,
+            encode_ae(self.called_ae, "called AE title"),
+            encode_ae(self.calling_ae, "calling AE title"),
+            self.application_context,
+            [pc.encode() for pc in self.presentation_contexts],
+            self.user_information,
+        )
+
+    @classmethod
+    def decode(cls, body: memoryview) -> AssociateRQ:
+        parts = _decode_associate(body, cls.pdu_type)
+        contexts = tuple(PresentationContextRQ.decode(v) for v in parts.contexts)
+        _check_unique_ids([pc.id for pc in contexts], "A-ASSOCIATE-RQ", False)
+        return cls(
+            called_ae=decode_ae(parts.called, "called AE title"),
+            calling_ae=decode_ae(parts.calling, "calling AE title"),
+            presentation_contexts=contexts,
+            user_information=parts.user_information,
+            application_context=parts.application_context,
+            protocol_version=parts.protocol_version,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssociateAC:
+    """A-ASSOCIATE-AC (PS3.8 9.3.3): the acceptor's answer, one result per offered context.
+
+    The AE title fields only echo the request and PS3.8 says not to test them, so they
+    decode without validation (Latin-1, spaces stripped).
+    """
+
+    called_ae: str
+    calling_ae: str
+    presentation_contexts: tuple[PresentationContextAC, ...]
+    user_information: UserInformation
+    application_context: str = DICOM_APPLICATION_CONTEXT
+    protocol_version: int = 1
+
+    pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_AC
+
+    def encode(self) -> bytes:
+        _check_unique_ids([pc.id for pc in self.presentation_contexts], "A-ASSOCIATE-AC", True)
+        return _encode_associate(
+            self.pdu_type,
+            self.protocol_version,
+            encode_echoed_ae(self.called_ae, "called AE title"),
+            encode_echoed_ae(self.calling_ae, "calling AE title"),
+            self.application_context,
+            [pc.encode() for pc in self.presentation_contexts],
+            self.user_information,
+        )
+
+    @classmethod
+    def decode(cls, body: memoryview) -> AssociateAC:
+        parts = _decode_associate(body, cls.pdu_type)
+        contexts = tuple(PresentationContextAC.decode(v) for v in parts.contexts)
+        _check_unique_ids([pc.id for pc in contexts], "A-ASSOCIATE-AC", False)
+        return cls(
+            called_ae=decode_echoed_ae(parts.called),
+            calling_ae=decode_echoed_ae(parts.calling),
+            presentation_contexts=contexts,
+            user_information=parts.user_information,
+            application_context=parts.application_context,
+            protocol_version=parts.protocol_version,
+        )
+
+
+# --- A-ASSOCIATE-RJ (PS3.8 9.3.4) ---------------------------------------------------
+
+
+class RejectResult(enum.IntEnum):
+    """A-ASSOCIATE-RJ result (PS3.8 Table 9-21)."""
+
+    PERMANENT = 1
+    TRANSIENT = 2
+
+
+class RejectSource(enum.IntEnum):
+    """A-ASSOCIATE-RJ source (PS3.8 Table 9-21)."""
+
+    SERVICE_USER = 1
+    SERVICE_PROVIDER_ACSE = 2
+    SERVICE_PROVIDER_PRESENTATION = 3
+
+
+class RejectReasonServiceUser(enum.IntEnum):
+    """Reasons when the source is the service user; 4-6 and 8-10 are reserved."""
+
+    NO_REASON_GIVEN = 1
+    APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
+    CALLING_AE_NOT_RECOGNIZED = 3
+    CALLED_AE_NOT_RECOGNIZED = 7
+
+
+class RejectReasonACSE(enum.IntEnum):
+    """Reasons when the source is the service provider's ACSE function."""
+
+    NO_REASON_GIVEN = 1
+    PROTOCOL_VERSION_NOT_SUPPORTED = 2
+
+
+class RejectReasonPresentation(enum.IntEnum):
+    """Reasons when the source is the service provider's presentation function."""
+
+    TEMPORARY_CONGESTION = 1
+    LOCAL_LIMIT_EXCEEDED = 2
+
+
+RejectReason = RejectReasonServiceUser | RejectReasonACSE | RejectReasonPresentation
+
+_REASONS: dict[RejectSource, type[RejectReason]] = {
+    RejectSource.SERVICE_USER: RejectReasonServiceUser,
+    RejectSource.SERVICE_PROVIDER_ACSE: RejectReasonACSE,
+    RejectSource.SERVICE_PROVIDER_PRESENTATION: RejectReasonPresentation,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AssociateRJ:
+    """A-ASSOCIATE-RJ (PS3.8 9.3.4); ``reason`` must belong to ``source``'s enum."""
+
+    result: RejectResult
+    source: RejectSource
+    reason: RejectReason
+
+    pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_RJ
+
+    def encode(self) -> bytes:
+        try:
+            result = RejectResult(self.result)
+            source = RejectSource(self.source)
+            reason = _REASONS[source](self.reason)
+        except ValueError as exc:
+            raise LocalProtocolError(f"invalid A-ASSOCIATE-RJ: {exc}") from None
+        return bytes((3, 0, 0, 0, 0, 4, 0, result, source, reason))
+
+    @classmethod
+    def decode(cls, body: memoryview) -> AssociateRJ:
+        try:
+            result = RejectResult(body[1])
+        except ValueError:
+            raise PDUError(f"A-ASSOCIATE-RJ result {body[1]} is not 1 or 2") from None
+        try:
+            source = RejectSource(body[2])
+        except ValueError:
+            raise PDUError(f"A-ASSOCIATE-RJ source {body[2]} is not 1, 2 or 3") from None
+        try:
+            reason = _REASONS[source](body[3])
+        except ValueError:
+            raise PDUError(
+                f"A-ASSOCIATE-RJ reason {body[3]} is not defined for source {source.name}"
+            ) from None
+        return cls(result, source, reason)
+
+
+# --- P-DATA-TF (PS3.8 9.3.5, Annex E) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PDV:
+    """One presentation data value item: a fragment of a command or data set (PS3.8 E.2)."""
+
+    context_id: int
+    message_control_header: int
+    data: bytes | memoryview
+
+    def __repr__(self) -> str:
+        # Payloads can be megabytes; show their size, not their bytes.
+        return (
+            f"PDV(context_id={self.context_id}, message_control_header="
+            f"0x{self.message_control_header:02X}, data=<{self.nbytes} bytes>)"
+        )
+
+    @property
+    def is_command(self) -> bool:
+        """Bit 0 of the message control header: command (1) or data set (0)."""
+        return bool(self.message_control_header & MCH_COMMAND)
+
+    @property
+    def is_last(self) -> bool:
+        """Bit 1 of the message control header: last fragment of the message."""
+        return bool(self.message_control_header & MCH_LAST)
+
+    @property
+    def nbytes(self) -> int:
+        """Payload size in bytes, whatever the item format of a memoryview payload."""
+        return self.data.nbytes if isinstance(self.data, memoryview) else len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class PDataTF:
+    """P-DATA-TF (PS3.8 9.3.5): one or more PDVs.
+
+    Use :meth:`encode_parts` to write header and payloads with ``writelines`` and no
+    concatenation; :meth:`encode` joins them once for callers that want one buffer.
+    """
+
+    pdvs: tuple[PDV, ...] = ()
+
+    pdu_type: ClassVar[PDUType] = PDUType.P_DATA_TF
+
+    def encode_parts(self) -> list[bytes | memoryview]:
+        if not self.pdvs:
+            raise LocalProtocolError("a P-DATA-TF needs at least one PDV")
+        parts: list[bytes | memoryview] = [b""]
+        total = 0
+        for pdv in self.pdvs:
+            check_context_id(pdv.context_id, "PDV presentation context ID")
+            if not isinstance(pdv.message_control_header, int) or not (
+                0 <= pdv.message_control_header <= 3
+            ):
+                raise LocalProtocolError(
+                    f"message control header {pdv.message_control_header!r} is not 0..3 "
+                    "(bits 2-7 are reserved, PS3.8 E.2)"
+                )
+            size = pdv.nbytes
+            parts.append(U32.pack(size + 2) + bytes((pdv.context_id, pdv.message_control_header)))
+            parts.append(pdv.data)
+            total += 6 + size
+        parts[0] = _header(self.pdu_type, total)
+        return parts
+
+    def encode(self) -> bytes:
+        return b"".join(self.encode_parts())
+
+    @classmethod
+    def decode(cls, body: memoryview) -> PDataTF:
+        body = body.toreadonly()
+        pdvs: list[PDV] = []
+        pos = 0
+        end = len(body)
+        while pos < end:
+            if end - pos < 6:
+                raise PDUError(
+                    f"{end - pos} trailing byte(s) in the P-DATA-TF are too few for a PDV item"
+                )
+            (length,) = U32.unpack_from(body, pos)
+            if length < 2:
+                raise PDUError(f"PDV item length {length} leaves no room for its 2 header bytes")
+            stop = pos + 4 + length
+            if stop > end:
+                raise PDUError(
+                    f"PDV item length {length} runs past the end of the P-DATA-TF "
+                    f"({end - pos - 4} bytes left)"
+                )
+            context_id = body[pos + 4]
+            if context_id % 2 == 0:
+                raise PDUError(f"PDV presentation context ID {context_id} is not odd")
+            # Bits 2-7 of the message control header are reserved (PS3.8 E.2): not tested.
+            pdvs.append(PDV(context_id, body[pos + 5] & 0x03, body[pos + 6 : stop]))
+            pos = stop
+        if not pdvs:
+            raise PDUError("P-DATA-TF carries no PDV item")
+        return cls(tuple(pdvs))
+
+
+# --- A-RELEASE-RQ/RP, A-ABORT (PS3.8 9.3.6-9.3.8) ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRQ:
+    """A-RELEASE-RQ (PS3.8 9.3.6)."""
+
+    pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RQ
+
+    def encode(self) -> bytes:
+        return b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+
+    @classmethod
+    def decode(cls, body: memoryview) -> ReleaseRQ:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRP:
+    """A-RELEASE-RP (PS3.8 9.3.7)."""
+
+    pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RP
+
+    def encode(self) -> bytes:
+        return b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+
+    @classmethod
+    def decode(cls, body: memoryview) -> ReleaseRP:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """A-ABORT (PS3.8 9.3.8). The reason is only significant when the provider aborts;
+    from a service user any undefined value decodes as REASON_NOT_SPECIFIED."""
+
+    source: AbortSource = AbortSource.SERVICE_USER
+    reason: AbortReason = AbortReason.REASON_NOT_SPECIFIED
+
+    pdu_type: ClassVar[PDUType] = PDUType.ABORT
+
+    def encode(self) -> bytes:
+        try:
+            source = AbortSource(self.source)
+            reason = AbortReason(self.reason)
+        except ValueError as exc:
+            raise LocalProtocolError(f"invalid A-ABORT: {exc}") from None
+        return bytes((7, 0, 0, 0, 0, 4, 0, 0, source, reason))
+
+    @classmethod
+    def decode(cls, body: memoryview) -> Abort:
+        try:
+            source = AbortSource(body[2])
+        except ValueError:
+            raise PDUError(f"A-ABORT source {body[2]} is not 0 or 2") from None
+        try:
+            reason = AbortReason(body[3])
+        except ValueError:
+            if source == AbortSource.SERVICE_PROVIDER:
+                raise PDUError(f"A-ABORT reason {body[3]} is not defined") from None
+            reason = AbortReason.REASON_NOT_SPECIFIED
+        return cls(source, reason)
+
+
+PDU = AssociateRQ | AssociateAC | AssociateRJ | PDataTF | ReleaseRQ | ReleaseRP | Abort
+
+#: PDUs whose length is fixed at 4 (PS3.8 Tables 9-21, 9-24, 9-25, 9-26).
+FIXED_LENGTH_TYPES = frozenset(
+    {PDUType.ASSOCIATE_RJ, PDUType.RELEASE_RQ, PDUType.RELEASE_RP, PDUType.ABORT}
+)
+
+_DECODERS: dict[int, Callable[[memoryview], PDU]] = {
+    PDUType.ASSOCIATE_RQ: AssociateRQ.decode,
+    PDUType.ASSOCIATE_AC: AssociateAC.decode,
+    PDUType.ASSOCIATE_RJ: AssociateRJ.decode,
+    PDUType.P_DATA_TF: PDataTF.decode,
+    PDUType.RELEASE_RQ: ReleaseRQ.decode,
+    PDUType.RELEASE_RP: ReleaseRP.decode,
+    PDUType.ABORT: Abort.decode,
+}
+
+
+def check_header(pdu_type: int, length: int) -> PDUType:
+    """Validate a PDU header on its own, so a framer can refuse before buffering the body."""
+    if pdu_type not in _DECODERS:
+        raise PDUError(f"unrecognized PDU type 0x{pdu_type:02X}", AbortReason.UNRECOGNIZED_PDU)
+    kind = PDUType(pdu_type)
+    if kind in FIXED_LENGTH_TYPES and length != 4:
+        raise PDUError(f"{kind.title} has PDU length {length}; PS3.8 fixes it at 4")
+    if kind in (PDUType.ASSOCIATE_RQ, PDUType.ASSOCIATE_AC) and length < ASSOCIATE_FIXED:
+        raise PDUError(f"{kind.title} has PDU length {length}, fewer than its 68 fixed bytes")
+    return kind
+
+
+def decode_pdu(data: bytes | bytearray | memoryview) -> PDU:
+    """Decode exactly one complete PDU; anything malformed raises :class:`PDUError`.
+
+    P-DATA-TF payloads are read-only views into ``data``: keep ``data`` unchanged
+    while they are in use (a viewed ``bytearray`` also cannot be resized).
+    """
+    view = as_byte_view(data)
+    if len(view) < PDU_HEADER.size:
+        raise PDUError(f"{len(view)} byte(s) are too few for a 6-byte PDU header")
+    pdu_type, length = PDU_HEADER.unpack_from(view, 0)
+    kind = check_header(pdu_type, length)
+    if len(view) - PDU_HEADER.size != length:
+        raise PDUError(
+            f"{kind.title} declares PDU length {length} but {len(view) - PDU_HEADER.size} "
+            "bytes follow its header"
+        )
+    return _DECODERS[pdu_type](view[PDU_HEADER.size :])

@@ -1,0 +1,123 @@
+"""PDUReader: framing, limits checked at the header, and large P-DATA-TF PDUs."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicomtls.ul import (
+    PDV,
+    Abort,
+    AbortReason,
+    LocalProtocolError,
+    PDataTF,
+    PDUError,
+    PDUReader,
+    ReleaseRQ,
+)
+from tests.ul.test_pdu_bytes import ASSOCIATE_RQ, ASSOCIATE_RQ_BYTES, P_DATA, P_DATA_BYTES
+
+
+def test_byte_by_byte() -> None:
+    reader = PDUReader()
+    stream = ASSOCIATE_RQ_BYTES + P_DATA_BYTES + ReleaseRQ().encode()
+    out: list[object] = []
+    for i in range(len(stream)):
+        reader.feed(stream[i : i + 1])
+        out.extend(reader)
+    assert out == [ASSOCIATE_RQ, P_DATA, ReleaseRQ()]
+    assert reader.buffered == 0
+    assert reader.next_pdu() is None
+
+
+def test_partial_pdu_is_reported_as_buffered() -> None:
+    reader = PDUReader()
+    reader.feed(P_DATA_BYTES[:9])
+    assert reader.next_pdu() is None
+    assert reader.buffered == 9
+
+
+def test_caller_may_reuse_its_buffer_after_feed() -> None:
+    reader = PDUReader()
+    buf = bytearray(P_DATA_BYTES)
+    reader.feed(buf)
+    buf[:] = bytes(len(buf))
+    assert reader.next_pdu() == P_DATA
+
+
+def test_unknown_type_fails_at_the_header() -> None:
+    reader = PDUReader()
+    reader.feed(Abort().encode() + b"\x09\x00\x00\x00\x00\x04")
+    assert reader.next_pdu() == Abort()
+    with pytest.raises(PDUError) as info:
+        reader.next_pdu()
+    assert info.value.reason == AbortReason.UNRECOGNIZED_PDU
+    # Broken for good: more bytes change nothing.
+    reader.feed(ReleaseRQ().encode())
+    with pytest.raises(PDUError):
+        reader.next_pdu()
+
+
+def test_p_data_longer_than_advertised_fails_before_buffering() -> None:
+    reader = PDUReader(max_pdu_length=16384)
+    reader.feed(b"\x04\x00\x00\x00\x40\x01")  # 16385
+    with pytest.raises(PDUError, match="more than the maximum length 16384") as info:
+        reader.next_pdu()
+    assert info.value.reason == AbortReason.INVALID_PDU_PARAMETER_VALUE
+    assert reader.buffered == 0
+
+
+def test_p_data_at_the_limit_is_accepted() -> None:
+    payload = bytes(16384 - 6)
+    reader = PDUReader(max_pdu_length=16384)
+    reader.feed(PDataTF((PDV(1, 0, payload),)).encode())
+    pdu = reader.next_pdu()
+    assert isinstance(pdu, PDataTF) and pdu.pdvs[0].data == payload
+
+
+def test_a_4_gib_associate_request_is_refused_at_the_header() -> None:
+    reader = PDUReader()
+    reader.feed(b"\x01\x00\xff\xff\xff\xff")
+    with pytest.raises(PDUError, match="more than the 1048576 bytes") as info:
+        reader.next_pdu()
+    assert info.value.reason == AbortReason.INVALID_PDU_PARAMETER_VALUE
+
+
+def test_fixed_length_pdus_with_other_lengths_fail_at_the_header() -> None:
+    reader = PDUReader()
+    reader.feed(b"\x05\x00\x00\x01\x00\x00")
+    with pytest.raises(PDUError, match="fixes it at 4"):
+        reader.next_pdu()
+
+
+def test_decode_error_comes_after_the_good_pdus_before_it() -> None:
+    reader = PDUReader()
+    bad_abort = b"\x07\x00\x00\x00\x00\x04\x00\x00\x01\x00"
+    reader.feed(ReleaseRQ().encode() + bad_abort + ReleaseRQ().encode())
+    assert reader.next_pdu() == ReleaseRQ()
+    with pytest.raises(PDUError, match="source 1"):
+        reader.next_pdu()
+    with pytest.raises(PDUError, match="source 1"):
+        reader.next_pdu()
+
+
+@pytest.mark.parametrize("size", [8 << 20, (16 << 20) + 100])
+def test_large_p_data_in_small_chunks(size: int) -> None:
+    """Several megabytes fed in 64 KiB pieces, both below and above the pre-allocation
+    limit; the PDV comes back as a view of the reader's buffer, not a copy."""
+    payload = bytes(range(256)) * (size // 256)
+    wire = PDataTF((PDV(1, 2, payload),)).encode()
+    reader = PDUReader()
+    view = memoryview(wire)
+    for start in range(0, len(wire), 65536):
+        reader.feed(view[start : start + 65536])
+    pdu = reader.next_pdu()
+    assert isinstance(pdu, PDataTF)
+    data = pdu.pdvs[0].data
+    assert isinstance(data, memoryview) and data.readonly
+    assert data.nbytes == len(payload) and data == payload
+    assert reader.next_pdu() is None
+
+
+def test_bad_limits_are_local_errors() -> None:
+    with pytest.raises(LocalProtocolError):
+        PDUReader(max_pdu_length=-1)
