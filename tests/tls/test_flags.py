@@ -3,9 +3,9 @@
 import itertools
 
 import pytest
+from OpenSSL import SSL
 
 from dicomtls.tls.flags import Side, VerifyFlags, parse_verify_flags, validate_verify_flags
-from OpenSSL import SSL
 
 
 def test_values_are_the_seeds_and_openssls() -> None:
@@ -53,7 +53,7 @@ def test_client_mode_ignores_the_server_only_flags() -> None:
 
 def test_descriptions_follow_the_seeds_table() -> None:
     assert "does NOT end" in VerifyFlags.NONE.describe(Side.CLIENT)
-    assert "no client certificate is requested" == VerifyFlags.NONE.describe(Side.SERVER)
+    assert VerifyFlags.NONE.describe(Side.SERVER) == "no client certificate is requested"
     assert "required" in (VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT).describe(Side.SERVER)
     assert "if one is sent" in VerifyFlags.PEER.describe(Side.SERVER)
 

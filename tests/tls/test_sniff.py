@@ -31,8 +31,12 @@ def test_plain_dicom_answer_to_our_hello_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("head", "protocol"),
-    [(b"GET / HTTP/1.1\r\n", "http"), (b"HTTP/1.1 400 Bad", "http"), (b"\x80\x2e\x01\x03\x01", "sslv2"),
-     (b"SSH-2.0-OpenSSH", "unknown")],
+    [
+        (b"GET / HTTP/1.1\r\n", "http"),
+        (b"HTTP/1.1 400 Bad", "http"),
+        (b"\x80\x2e\x01\x03\x01", "sslv2"),
+        (b"SSH-2.0-OpenSSH", "unknown"),
+    ],
 )
 def test_other_protocols(head: bytes, protocol: str) -> None:
     found = describe_non_tls(head, Side.SERVER)

@@ -45,9 +45,7 @@ class VerifyFlags(enum.IntFlag):
         if self == VerifyFlags.NONE:
             return "none"
         return ",".join(
-            (member.name or "").lower().replace("_", "-")
-            for member in VerifyFlags
-            if member and member in self
+            (member.name or "").lower().replace("_", "-") for member in VerifyFlags if member & self
         )
 
     def requests_client_certificate(self) -> bool:
@@ -96,7 +94,9 @@ def validate_verify_flags(value: int) -> VerifyFlags:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"verify flags must be VerifyFlags, not {type(value).__name__}")
     if value & ~int(_ALL):
-        raise ValueError(f"verify flags 0x{value:02x} contain unknown bits (known: 0x01, 0x02, 0x04)")
+        raise ValueError(
+            f"verify flags 0x{value:02x} contain unknown bits (known: 0x01, 0x02, 0x04)"
+        )
     flags = VerifyFlags(value)
     dependent = flags & (VerifyFlags.FAIL_IF_NO_PEER_CERT | VerifyFlags.CLIENT_ONCE)
     if dependent and VerifyFlags.PEER not in flags:

@@ -1,0 +1,462 @@
+"""The secure link over asyncio: a socket, a TLS engine, and nothing that can block.
+
+One :class:`_LinkProtocol` per TCP connection feeds received bytes to the
+sans-I/O :class:`~dicomtls.tls.engine.TLSEngine` and writes what it produces.
+The handshake runs inside ``data_received`` on the event loop, so a peer that
+connects and says nothing holds only a timer: every other connection keeps
+handshaking. Plain TCP (``tls=None``) uses the same path without the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dicomtls.tls.engine import TLSClosed, TLSEngine
+from dicomtls.tls.errors import HandshakeStage, TLSError, TLSHandshakeError
+from dicomtls.tls.flags import Side
+from dicomtls.tls.session import SessionInfo
+from dicomtls.tls.settings import TLSSettings
+
+__all__ = ["LinkEvents", "SecureLink", "Server", "connect", "serve"]
+
+log = logging.getLogger("dicomtls.net")
+
+_HIGH_WATER = 8 << 20  # pause reading the socket when this much plaintext is unread
+
+
+@dataclass(frozen=True)
+class LinkEvents:
+    """Optional callbacks, the seed's connection events in Python form."""
+
+    on_connected: Callable[[str], None] | None = None
+    """Client: the TCP connection to the peer (``host:port``) is up."""
+    on_accepted: Callable[[str], None] | None = None
+    """Server: a TCP connection from the peer was accepted."""
+    on_secure_link_ready: Callable[[str, TLSHandshakeError | None], None] | None = None
+    """The handshake finished: ``None`` on success, else the error that ended it."""
+
+
+def _peer_name(transport: asyncio.BaseTransport) -> str:
+    address = transport.get_extra_info("peername")
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = address[0]
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address)
+
+
+class SecureLink:
+    """An established connection: TLS when configured, plain TCP otherwise.
+
+    ``read`` returns decrypted bytes as they arrive (``b""`` once the peer has
+    closed), ``write`` encrypts and queues, ``drain`` waits for the socket.
+    """
+
+    def __init__(self, protocol: _LinkProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def peer(self) -> str:
+        return self._protocol.peer
+
+    @property
+    def session(self) -> SessionInfo | None:
+        """The negotiated TLS parameters, ``None`` for plain TCP."""
+        return self._protocol.session
+
+    @property
+    def is_tls(self) -> bool:
+        return self._protocol.engine is not None
+
+    async def read(self) -> bytes:
+        return await self._protocol.read()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._protocol.write(data)
+
+    async def drain(self) -> None:
+        await self._protocol.drain()
+
+    async def close(self) -> None:
+        """Send close_notify and close the socket, waiting until it is closed."""
+        await self._protocol.close()
+
+    def abort(self) -> None:
+        self._protocol.abort()
+
+    async def __aenter__(self) -> SecureLink:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _LinkProtocol(asyncio.Protocol):
+    def __init__(
+        self,
+        tls: TLSSettings | None,
+        side: Side,
+        events: LinkEvents,
+        server_hostname: str | None = None,
+    ) -> None:
+        self._tls = tls
+        self._side = side
+        self._events = events
+        self._server_hostname = server_hostname
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[SecureLink] = self._loop.create_future()
+        self.engine: TLSEngine | None = None
+        self.session: SessionInfo | None = None
+        self.peer = "?"
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._inbox: deque[bytes] = deque()
+        self._inbox_size = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._paused_reading = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.peer = _peer_name(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        callback = (
+            self._events.on_accepted if self._side is Side.SERVER else self._events.on_connected
+        )
+        if callback is not None:
+            callback(self.peer)
+        if self._tls is None:
+            self.ready.set_result(SecureLink(self))
+            return
+        self._timer = self._loop.call_later(self._tls.handshake_timeout, self._handshake_timed_out)
+        try:
+            self.engine = TLSEngine(
+                self._tls, self._side, self.peer, server_hostname=self._server_hostname
+            )
+            self._advance_handshake()
+        except TLSHandshakeError as exc:
+            self._fail_handshake(exc)
+
+    def data_received(self, data: bytes) -> None:
+        engine = self.engine
+        if engine is None:
+            self._deliver(data)
+            return
+        try:
+            engine.receive_data(data)
+            if not engine.handshake_complete:
+                self._advance_handshake()
+                if not engine.handshake_complete:
+                    return
+            self._pump_plaintext(engine)
+        except TLSHandshakeError as exc:
+            self._fail_handshake(exc)
+        except TLSError as exc:
+            self._fail(exc)
+
+    def eof_received(self) -> bool | None:
+        engine = self.engine
+        if engine is not None:
+            engine.receive_eof()
+            try:
+                if not engine.handshake_complete:
+                    self._advance_handshake()
+                else:
+                    self._pump_plaintext(engine)
+            except TLSHandshakeError as exc:
+                self._fail_handshake(exc)
+                return None
+            except TLSError as exc:
+                self._fail(exc)
+                return None
+        self._eof = True
+        self._wake_reader()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        engine = self.engine
+        explained = engine.close_error() if engine is not None else None
+        if not self.ready.done():
+            if explained is not None:
+                self._report_failure(explained)
+                self.ready.set_exception(explained)
+            else:
+                self.ready.set_exception(ConnectionError(f"connection to {self.peer} lost"))
+        elif self._error is None and not self._eof:
+            if explained is not None:
+                # e.g. a TLS 1.3 server that judged our certificate and reset the connection
+                self._report_failure(explained)
+                self._error = explained
+            elif exc is not None:
+                self._error = ConnectionResetError(f"connection to {self.peer} lost: {exc}")
+        self._eof = True
+        self._wake_reader()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def _advance_handshake(self) -> None:
+        engine = self.engine
+        assert engine is not None and self._transport is not None
+        done = engine.do_handshake()
+        self._flush()
+        if done:
+            if self._timer is not None:
+                self._timer.cancel()
+            self.session = engine.session()
+            if self._events.on_secure_link_ready is not None:
+                self._events.on_secure_link_ready(self.peer, None)
+            if not self.ready.done():
+                self.ready.set_result(SecureLink(self))
+
+    def _handshake_timed_out(self) -> None:
+        if self.engine is not None and not self.engine.handshake_complete:
+            self._fail_handshake(self.engine.timeout_error())
+
+    def _report_failure(self, error: TLSHandshakeError) -> None:
+        log.warning("%s", error)
+        if self._events.on_secure_link_ready is not None:
+            self._events.on_secure_link_ready(self.peer, error)
+
+    def _fail_handshake(self, error: TLSHandshakeError) -> None:
+        """End a connection whose handshake failed: one log line, the alert sent, socket closed."""
+        if self._timer is not None:
+            self._timer.cancel()
+        already_ready = self.ready.done()
+        if not already_ready:
+            self._report_failure(error)
+            self.ready.set_exception(error)
+        else:
+            # TLS 1.3 client: the server refused our certificate after our handshake was done.
+            self._report_failure(error)
+            self._error = error
+            self._wake_reader()
+        with contextlib.suppress(Exception):
+            self._flush()  # carries our alert, if OpenSSL produced one
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._wake_reader()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- data path ------------------------------------------------------------------------
+
+    def _pump_plaintext(self, engine: TLSEngine) -> None:
+        try:
+            data = engine.read()
+        except TLSClosed:
+            self._eof = True
+            self._wake_reader()
+            return
+        finally:
+            self._flush()  # reading may have produced protocol records (key updates, alerts)
+        if data:
+            self._deliver(data)
+
+    def _deliver(self, data: bytes) -> None:
+        self._inbox.append(data)
+        self._inbox_size += len(data)
+        if self._inbox_size > _HIGH_WATER and not self._paused_reading and self._transport:
+            self._paused_reading = True
+            self._transport.pause_reading()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    async def read(self) -> bytes:
+        while not self._inbox:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._reader = self._loop.create_future()
+            await self._reader
+        data = b"".join(self._inbox) if len(self._inbox) > 1 else self._inbox[0]
+        self._inbox.clear()
+        self._inbox_size = 0
+        if self._paused_reading and self._transport is not None:
+            self._paused_reading = False
+            self._transport.resume_reading()
+        return data
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionError(f"connection to {self.peer} is closed")
+        if self.engine is None:
+            self._transport.write(data)
+            return
+        self.engine.send(bytes(data) if isinstance(data, bytearray) else data)
+        self._flush()
+
+    def _flush(self) -> None:
+        if self.engine is None or self._transport is None:
+            return
+        out = self.engine.data_to_send()
+        if out and not self._transport.is_closing():
+            self._transport.write(out)
+
+    async def drain(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if not self._write_paused:
+            return
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
+
+    async def close(self) -> None:
+        if self._transport is None:
+            return
+        if not self._transport.is_closing():
+            if self.engine is not None and self.engine.handshake_complete:
+                self.engine.close()
+                self._flush()
+            self._transport.close()
+        await self._closed
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+async def connect(
+    host: str,
+    port: int,
+    tls: TLSSettings | None,
+    *,
+    events: LinkEvents | None = None,
+    connect_timeout: float = 30.0,
+) -> SecureLink:
+    """Open a connection and, with ``tls``, complete the handshake; raises TLSHandshakeError."""
+    loop = asyncio.get_running_loop()
+    events = events or LinkEvents()
+    side = Side.CLIENT
+
+    def factory() -> _LinkProtocol:
+        return _LinkProtocol(tls, side, events, server_hostname=host)
+
+    try:
+        async with asyncio.timeout(connect_timeout):
+            _, protocol = await loop.create_connection(factory, host, port)
+    except (OSError, TimeoutError) as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise TLSHandshakeError(
+            peer=f"{host}:{port}",
+            side=side,
+            stage=HandshakeStage.CONNECT,
+            reason=f"TCP connection failed: {reason}",
+            hint="check host, port, firewall, and that the peer is running",
+        ) from exc
+    return await protocol.ready
+
+
+HandlerType = Callable[[SecureLink], Awaitable[Any]]
+
+
+class Server:
+    """A listening secure-link server; each accepted link runs ``handler`` in its own task."""
+
+    def __init__(self, server: asyncio.Server, tasks: set[asyncio.Task[Any]]) -> None:
+        self._server = server
+        self._tasks = tasks
+
+    @property
+    def port(self) -> int:
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets)
+
+    async def close(self) -> None:
+        """Stop accepting, then wait for running handlers to finish."""
+        self._server.close()
+        await self._server.wait_closed()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def serve(
+    handler: HandlerType,
+    host: str,
+    port: int,
+    tls: TLSSettings | None,
+    *,
+    events: LinkEvents | None = None,
+) -> Server:
+    """Listen on ``host:port``; every link whose handshake succeeds goes to ``handler``.
+
+    A failed handshake never reaches ``handler``: it is logged in one line with the
+    peer, stage, certificate and hint, and reported through ``events``.
+    """
+    loop = asyncio.get_running_loop()
+    events = events or LinkEvents()
+    if tls is not None:
+        tls.context(Side.SERVER)  # a server without a certificate fails now, not per connection
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def run(protocol: _LinkProtocol) -> None:
+        try:
+            link = await protocol.ready
+        except (TLSHandshakeError, ConnectionError):
+            return  # already logged and reported
+        try:
+            await handler(link)
+        except Exception:
+            log.exception("handler for %s failed", link.peer)
+        finally:
+            await link.close()
+
+    def factory() -> _LinkProtocol:
+        protocol = _LinkProtocol(tls, Side.SERVER, events)
+        task = loop.create_task(run(protocol))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return protocol
+
+    server = await loop.create_server(factory, host, port, reuse_address=True)
+    return Server(server, tasks)

@@ -1,0 +1,434 @@
+"""The TLS engine: pyOpenSSL over memory BIOs, bytes in and bytes out, no sockets.
+
+The asyncio transport feeds received ciphertext to :meth:`TLSEngine.receive_data`,
+drives :meth:`do_handshake`, and sends whatever :meth:`data_to_send` returns;
+tests may wire two engines together directly. Because the engine never
+touches a socket, a peer that says nothing costs nothing but a timer.
+
+The engine is also where OpenSSL's per-certificate verify callback lands
+(through the context, see :mod:`dicomtls.tls.context`): it turns each call
+into a :class:`CertificateInfo` and a :class:`VerifyError`, adds the optional
+hostname check, asks the user's ``on_verify`` and records what was decided,
+so that a failed handshake can name the certificate and code that failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.errors import (
+    HandshakeStage,
+    TLSError,
+    TLSHandshakeError,
+    alert_from_reason,
+    alert_meaning,
+)
+from dicomtls.tls.flags import Side
+from dicomtls.tls.session import SessionInfo, session_info
+from dicomtls.tls.sniff import describe_non_tls
+from dicomtls.tls.verify_error import VerifyCode, VerifyError
+
+if TYPE_CHECKING:
+    from dicomtls.tls.settings import TLSSettings
+
+__all__ = ["TLSClosed", "TLSEngine", "VerifyCall"]
+
+log = logging.getLogger("dicomtls.tls")
+
+_READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
+
+
+class TLSClosed(TLSError):
+    """The peer ended the TLS session (close_notify or a bare TCP close)."""
+
+
+@dataclass
+class VerifyCall:
+    """One call of the verify callback: what OpenSSL said, and what was decided."""
+
+    ok: bool
+    error: VerifyError
+    depth: int
+    accepted: bool
+    raw: x509.Certificate
+
+    @cached_property
+    def certificate(self) -> CertificateInfo:
+        return CertificateInfo.from_certificate(self.raw, self.depth)
+
+
+def _hostname_error(cert: x509.Certificate, hostname: str) -> VerifyError | None:
+    """RFC 6125 matching against the subjectAltName only (no Common Name fallback)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = x509.SubjectAlternativeName([])
+    try:
+        address = ipaddress.ip_address(hostname.strip("[]"))
+    except ValueError:
+        address = None
+    if address is not None:
+        if address in san.get_values_for_type(x509.IPAddress):
+            return None
+        return VerifyError(VerifyCode.IP_ADDRESS_MISMATCH, 0)
+    wanted = hostname.rstrip(".").lower()
+    for pattern in san.get_values_for_type(x509.DNSName):
+        pattern = pattern.rstrip(".").lower()
+        if pattern == wanted:
+            return None
+        if pattern.startswith("*.") and "." in wanted:
+            head, rest = wanted.split(".", 1)
+            if head and rest == pattern[2:]:
+                return None
+    return VerifyError(VerifyCode.HOSTNAME_MISMATCH, 0)
+
+
+class TLSEngine:
+    """One TLS connection, sans-I/O."""
+
+    def __init__(
+        self,
+        settings: TLSSettings,
+        side: Side,
+        peer: str,
+        *,
+        server_hostname: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.side = side
+        self.peer = peer
+        self.server_hostname = settings.server_hostname or server_hostname
+        self.verify_calls: list[VerifyCall] = []
+        self.handshake_complete = False
+        self._callback_exception: BaseException | None = None
+        self._first_bytes_seen = False
+        self._received_application_data = False
+        self._conn = SSL.Connection(settings.context(side), None)
+        self._conn.set_app_data(self)
+        if side is Side.CLIENT:
+            self._conn.set_connect_state()
+            if self.server_hostname and not _is_ip(self.server_hostname):
+                self._conn.set_tlsext_host_name(self.server_hostname.encode("idna"))
+        else:
+            self._conn.set_accept_state()
+
+    # -- ciphertext side ----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed ciphertext received from the network."""
+        if not self._first_bytes_seen and data:
+            self._first_bytes_seen = True
+            if not self.handshake_complete:
+                what = describe_non_tls(bytes(data[:16]), self.side)
+                if what is not None:
+                    raise self._error(HandshakeStage.NOT_TLS, what.reason, hint=what.hint)
+        self._conn.bio_write(data)
+
+    def receive_eof(self) -> None:
+        """The peer closed its end of the TCP connection."""
+        self._conn.bio_shutdown()
+
+    def data_to_send(self) -> bytes:
+        """Ciphertext waiting to go out to the peer (empty when none)."""
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.bio_read(_READ_CHUNK))
+            except SSL.WantReadError:
+                break
+        return b"".join(chunks)
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def do_handshake(self) -> bool:
+        """Advance the handshake; True once it is complete. Raises TLSHandshakeError."""
+        if self.handshake_complete:
+            return True
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.ZeroReturnError:
+            raise self.closed_error() from None
+        except SSL.SysCallError:
+            raise self.closed_error() from None
+        except SSL.Error as exc:
+            raise self._classify(exc) from (self._callback_exception or exc)
+        if self._callback_exception is not None:
+            # Client NONE mode does not end the handshake on a False verdict, but a
+            # crashing callback must never be mistaken for consent.
+            raise self._callback_error() from self._callback_exception
+        self.handshake_complete = True
+        self._log_unverified_peer()
+        return True
+
+    def _log_unverified_peer(self) -> None:
+        failed = self.first_rejected_call
+        if failed is not None and not self.settings.verify.failure_ends_connection():
+            log.warning(
+                "TLS %s link to %s continues although its certificate %r failed: %s",
+                self.side,
+                self.peer,
+                failed.certificate.subject,
+                failed.error,
+            )
+
+    # -- plaintext side -------------------------------------------------------------------
+
+    def send(self, data: bytes | memoryview) -> None:
+        """Encrypt application data; the ciphertext then waits in :meth:`data_to_send`."""
+        try:
+            self._conn.sendall(data)
+        except SSL.Error as exc:
+            raise TLSError(f"TLS write to {self.peer} failed: {_reason(exc)}") from exc
+
+    def read(self) -> bytes:
+        """Decrypted application data available now (empty when none). Raises TLSClosed."""
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.recv(_READ_CHUNK))
+            except SSL.WantReadError:
+                break
+            except (SSL.ZeroReturnError, SSL.SysCallError):
+                if chunks:
+                    break
+                if self._rejected_after_handshake():
+                    raise self._closed_after_handshake_error() from None
+                raise TLSClosed(f"TLS session with {self.peer} closed") from None
+            except SSL.Error as exc:
+                if chunks:
+                    break
+                if not self._received_application_data and _alert(exc):
+                    # TLS 1.3: the server judges our certificate after our handshake finished.
+                    raise self._classify(exc) from exc
+                raise TLSError(f"TLS read from {self.peer} failed: {_reason(exc)}") from exc
+        data = b"".join(chunks)
+        if data:
+            self._received_application_data = True
+        return data
+
+    def close(self) -> None:
+        """Send close_notify (the ciphertext then waits in :meth:`data_to_send`)."""
+        with contextlib.suppress(SSL.Error):
+            self._conn.shutdown()
+
+    # -- verification (called by OpenSSL through the context's trampoline) ------------------
+
+    def on_openssl_verify(
+        self, certificate: crypto.X509, errnum: int, depth: int, ok: bool
+    ) -> bool:
+        raw = certificate.to_cryptography()
+        error = VerifyError(errnum, depth)
+        if ok and depth == 0 and self._wants_hostname_check():
+            assert self.server_hostname is not None
+            mismatch = _hostname_error(raw, self.server_hostname)
+            if mismatch is not None:
+                ok, error = False, VerifyError(mismatch.code, depth)
+        call = VerifyCall(ok=ok, error=error, depth=depth, accepted=ok, raw=raw)
+        if ok and any(c.depth == depth and not c.ok for c in self.verify_calls):
+            # OpenSSL reports each error of a certificate, then confirms it once more;
+            # the callback has already ruled on that certificate, so it is not asked twice.
+            return True
+        callback = self.settings.on_verify
+        if callback is not None and self._callback_exception is None:
+            try:
+                call.accepted = bool(callback(ok, call.certificate, error))
+            except Exception as exc:
+                self._callback_exception = exc
+                call.accepted = False
+                log.error("TLS verify callback raised %r for %s", exc, self.peer)
+        elif self._callback_exception is not None:
+            call.accepted = False
+        self.verify_calls.append(call)
+        return call.accepted
+
+    def _wants_hostname_check(self) -> bool:
+        return (
+            self.side is Side.CLIENT and self.settings.check_hostname and bool(self.server_hostname)
+        )
+
+    @property
+    def first_rejected_call(self) -> VerifyCall | None:
+        """The first certificate that failed OpenSSL's checks or was refused by the callback."""
+        for call in self.verify_calls:
+            if not call.accepted or not call.ok:
+                return call
+        return None
+
+    # -- results ----------------------------------------------------------------------------
+
+    def session(self) -> SessionInfo:
+        """What was negotiated; only meaningful once the handshake is complete."""
+        return session_info(self._conn, self)
+
+    # -- error classification ---------------------------------------------------------------
+
+    def _error(
+        self, stage: HandshakeStage, reason: str, *, hint: str | None = None, **extra: object
+    ) -> TLSHandshakeError:
+        return TLSHandshakeError(
+            peer=self.peer,
+            side=self.side,
+            stage=stage,
+            reason=reason,
+            hint=hint,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def _callback_error(self) -> TLSHandshakeError:
+        exc = self._callback_exception
+        failing = next((c for c in self.verify_calls if not c.accepted), None)
+        error = self._error(
+            HandshakeStage.CALLBACK,
+            f"our verify callback raised {exc!r}",
+            certificate=None if failing is None else failing.certificate,
+            verify_error=None if failing is None else failing.error,
+            hint="fix the exception in on_verify; a crashing callback always rejects the peer",
+        )
+        error.__cause__ = exc
+        return error
+
+    def closed_error(self) -> TLSHandshakeError:
+        return self._error(
+            HandshakeStage.CLOSED,
+            "the peer closed the connection during the TLS handshake",
+            hint=(
+                "the peer may not speak TLS on this port, or it dropped us without an alert "
+                "(check its log for the reason: our certificate, TLS version or cipher suites)"
+            ),
+        )
+
+    def close_error(self) -> TLSHandshakeError | None:
+        """When the transport drops (EOF or reset), the handshake error that explains it, if any."""
+        if not self.handshake_complete:
+            return self.closed_error()
+        if self._rejected_after_handshake():
+            return self._closed_after_handshake_error()
+        return None
+
+    def _rejected_after_handshake(self) -> bool:
+        """A TLS 1.3 server that hangs up before saying anything has almost surely refused us.
+
+        In TLS 1.3 the client finishes first and the server judges its certificate after;
+        many servers (DCMTK, asyncio) then close without sending the alert.
+        """
+        return (
+            self.side is Side.CLIENT
+            and not self._received_application_data
+            and self._conn.get_protocol_version_name() == "TLSv1.3"
+        )
+
+    def _closed_after_handshake_error(self) -> TLSHandshakeError:
+        has_certificate = self.settings.identity is not None
+        return self._error(
+            HandshakeStage.CLOSED,
+            "the peer closed the connection right after the TLS 1.3 handshake, before any data",
+            hint=(
+                "the server judged our certificate after our side finished and refused it: "
+                + (
+                    "check that it trusts our CA and accepts our certificate's purposes"
+                    if has_certificate
+                    else "it probably requires a client certificate, and we sent none"
+                )
+            ),
+        )
+
+    def timeout_error(self) -> TLSHandshakeError:
+        """The error for a handshake that did not finish in time (raised by the transport)."""
+        return self._error(
+            HandshakeStage.TIMEOUT,
+            f"no complete TLS handshake within {self.settings.handshake_timeout:g} s",
+            hint="the peer may be plain TCP waiting for us to speak first, or too slow/blocked",
+        )
+
+    def _classify(self, exc: SSL.Error) -> TLSHandshakeError:
+        reason = _reason(exc)
+        if self._callback_exception is not None:
+            return self._callback_error()
+        failed = next((c for c in self.verify_calls if not c.accepted), None)
+        if failed is not None and not self.handshake_complete:
+            verdict = "OpenSSL's checks" if not failed.ok else "our verify callback"
+            return self._error(
+                HandshakeStage.VERIFY,
+                f"we rejected the peer's certificate chain ({verdict})",
+                certificate=failed.certificate,
+                verify_error=failed.error,
+                openssl_error=reason,
+                hint=failed.error.hint,
+            )
+        lowered = reason.lower()
+        alert = _alert(exc)
+        if alert is not None:
+            return self._error(
+                HandshakeStage.PEER_REJECTED,
+                f"the peer sent TLS alert {alert}: {alert_meaning(alert)}",
+                alert=alert,
+                openssl_error=reason,
+                hint=_alert_hint(alert),
+            )
+        if "peer did not return a certificate" in lowered or "certificate required" in lowered:
+            return self._error(
+                HandshakeStage.NO_PEER_CERTIFICATE,
+                "the peer sent no certificate and we require one (FAIL_IF_NO_PEER_CERT)",
+                openssl_error=reason,
+                hint="configure the client with a certificate and key issued by a CA we trust",
+            )
+        hint = _protocol_hint(lowered)
+        return self._error(HandshakeStage.HANDSHAKE, reason, openssl_error=reason, hint=hint)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _reason(exc: SSL.Error) -> str:
+    errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    reasons = [e[2] for e in errors if isinstance(e, tuple) and len(e) >= 3 and e[2]]
+    return "; ".join(reasons) if reasons else (str(exc) or type(exc).__name__)
+
+
+def _alert(exc: SSL.Error) -> str | None:
+    return alert_from_reason(_reason(exc))
+
+
+_ALERT_HINTS = {
+    "unknown_ca": "add the CA that issued our certificate to the peer's trusted CA list",
+    "certificate_required": "configure a client certificate and key (the peer requires one)",
+    "certificate_expired": "renew our certificate (and check both machines' clocks)",
+    "certificate_revoked": "our certificate is on the peer's CRL: issue a new one",
+    "unsupported_certificate": (
+        "reissue our certificate with extendedKeyUsage serverAuth and clientAuth"
+    ),
+    "bad_certificate": "check our certificate's purposes, key size and signature in the peer's log",
+    "protocol_version": "both sides must allow a common TLS version (1.2 or 1.3 for BCP 195)",
+    "handshake_failure": "no common cipher suite or signature algorithm: compare both profiles",
+    "insufficient_security": "offer the stronger suites the peer's profile requires",
+}
+
+
+def _alert_hint(alert: str) -> str:
+    return _ALERT_HINTS.get(alert, "read the peer's log for why it refused the handshake")
+
+
+def _protocol_hint(reason: str) -> str | None:
+    if "no shared cipher" in reason or "no cipher" in reason:
+        return "no cipher suite is allowed by both sides: compare the TLS profiles/cipher lists"
+    if any(w in reason for w in ("unsupported protocol", "version too low", "protocol version")):
+        return "no TLS version is allowed by both sides; BCP 195 needs TLS 1.2 or 1.3"
+    if "wrong version number" in reason or "packet length too long" in reason:
+        return "the peer does not speak TLS on this port (plain DICOM?)"
+    return None

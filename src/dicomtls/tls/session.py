@@ -1,0 +1,166 @@
+"""What a completed handshake negotiated: the seed's cipher introspection, and more.
+
+The seed asks for the key exchange, authentication, encryption and integrity
+algorithms and the encryption and mutual-authentication key lengths. For
+TLS 1.2 the suite name says all of that; for TLS 1.3 the key exchange group
+and the signature key are negotiated apart from the suite, so we read them
+from the connection and the certificates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from OpenSSL import SSL
+from OpenSSL._util import lib as _openssl_lib
+
+from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.ciphers import cipher_from_openssl
+from dicomtls.tls.flags import Side
+from dicomtls.tls.verify_error import VerifyError
+
+if TYPE_CHECKING:
+    from dicomtls.tls.engine import TLSEngine
+
+__all__ = ["SessionInfo", "session_info"]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """The negotiated parameters of one secure link."""
+
+    protocol: str
+    """``TLSv1.2`` or ``TLSv1.3``."""
+    cipher_openssl: str
+    cipher_iana: str | None
+    key_exchange: str
+    """e.g. ``ECDHE (x25519)``: for TLS 1.3 the group negotiated separately."""
+    authentication: str
+    """The server's signature algorithm family: ``ECDSA``, ``RSA``, ``Ed25519``."""
+    encryption: str
+    encryption_bits: int
+    integrity: str
+    """``AEAD`` (GCM, Poly1305) or the HMAC hash for CBC suites."""
+    peer_key_type: str | None
+    peer_key_bits: int | None
+    """The seed's "mutual authentication key length": the peer's certificate key size."""
+    local_key_type: str | None
+    local_key_bits: int | None
+    peer_chain: tuple[CertificateInfo, ...]
+    resumed: bool
+    verify_result: VerifyError
+    """Result of verifying the peer; not OK only when the flags let a failure pass."""
+    server_name: str | None
+
+    @property
+    def peer_certificate(self) -> CertificateInfo | None:
+        return self.peer_chain[0] if self.peer_chain else None
+
+    def summary(self) -> str:
+        """One line, as a log or ``--verbose`` shows it."""
+        peer_key = (
+            f"{self.peer_key_type}-{self.peer_key_bits}" if self.peer_key_type else "no peer cert"
+        )
+        return (
+            f"{self.protocol} {self.cipher_iana or self.cipher_openssl} "
+            f"(kx {self.key_exchange}, auth {self.authentication}, enc {self.encryption} "
+            f"{self.encryption_bits}-bit, integrity {self.integrity}, peer key {peer_key})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view for ``--json`` and audit records."""
+        return {
+            "protocol": self.protocol,
+            "cipher": {"openssl": self.cipher_openssl, "iana": self.cipher_iana},
+            "key_exchange": self.key_exchange,
+            "authentication": self.authentication,
+            "encryption": self.encryption,
+            "encryption_bits": self.encryption_bits,
+            "integrity": self.integrity,
+            "peer_key": {"type": self.peer_key_type, "bits": self.peer_key_bits},
+            "local_key": {"type": self.local_key_type, "bits": self.local_key_bits},
+            "peer_chain": [c.to_dict() for c in self.peer_chain],
+            "resumed": self.resumed,
+            "verify_result": self.verify_result.to_dict(),
+            "server_name": self.server_name,
+        }
+
+
+def _signature_family(key_type: str | None) -> str:
+    return {"EC": "ECDSA", "RSA": "RSA", None: "none"}.get(key_type, key_type or "none")
+
+
+def _peer_chain(conn: SSL.Connection) -> tuple[CertificateInfo, ...]:
+    """The chain the peer sent, leaf first.
+
+    OpenSSL leaves the peer's own certificate out of the sent chain on the server
+    side only, so the leaf is put back in front where it is missing.
+    """
+    leaf = conn.get_peer_certificate(as_cryptography=True)
+    if leaf is None:
+        return ()
+    sent: list[x509.Certificate] = conn.get_peer_cert_chain(as_cryptography=True) or []
+    if not sent or sent[0] != leaf:
+        sent = [leaf, *sent]
+    return tuple(CertificateInfo.from_certificate(c, depth) for depth, c in enumerate(sent))
+
+
+def _tls13_key_exchange(group: str | None) -> str:
+    """TLS 1.3 negotiates the group apart from the suite; hybrids add ML-KEM to ECDHE."""
+    if not group:
+        return "ECDHE"
+    if "MLKEM" in group.upper():
+        return f"ECDHE+ML-KEM hybrid ({group})"
+    if group.lower().startswith("ffdhe"):
+        return f"DHE ({group})"
+    return f"ECDHE ({group})"
+
+
+def _sni(conn: SSL.Connection) -> str | None:
+    name = conn.get_servername()
+    return None if name is None else name.decode("idna")
+
+
+def _resumed(conn: SSL.Connection) -> bool:
+    # pyOpenSSL has no public accessor for SSL_session_reused.
+    return bool(_openssl_lib.SSL_session_reused(conn._ssl))
+
+
+def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
+    """Read the negotiated parameters from a connection whose handshake completed."""
+    protocol = conn.get_protocol_version_name()
+    name = conn.get_cipher_name() or ""
+    suite = cipher_from_openssl(name, protocol)
+    peer_chain = _peer_chain(conn)
+    identity = engine.settings.identity
+    local = None if identity is None else CertificateInfo.from_certificate(identity.certificate)
+    server_cert = peer_chain[0] if engine.side is Side.CLIENT and peer_chain else local
+    group = conn.get_group_name() if hasattr(conn, "get_group_name") else None
+    if suite is not None and not suite.tls13:
+        key_exchange = suite.key_exchange + (f" ({group})" if group else "")
+        authentication = suite.authentication
+    else:
+        key_exchange = _tls13_key_exchange(group)
+        authentication = _signature_family(None if server_cert is None else server_cert.key_type)
+    failed = engine.first_rejected_call
+    peer = peer_chain[0] if peer_chain else None
+    return SessionInfo(
+        protocol=protocol,
+        cipher_openssl=name,
+        cipher_iana=None if suite is None else suite.iana_name,
+        key_exchange=key_exchange,
+        authentication=authentication,
+        encryption=suite.encryption if suite is not None else name,
+        encryption_bits=conn.get_cipher_bits() or 0,
+        integrity=suite.integrity if suite is not None else "unknown",
+        peer_key_type=None if peer is None else peer.key_type,
+        peer_key_bits=None if peer is None else peer.key_bits,
+        local_key_type=None if local is None else local.key_type,
+        local_key_bits=None if local is None else local.key_bits,
+        peer_chain=peer_chain,
+        resumed=_resumed(conn),
+        verify_result=VerifyError(0) if failed is None else failed.error,
+        server_name=engine.server_hostname if engine.side is Side.CLIENT else _sni(conn),
+    )

@@ -1,0 +1,188 @@
+"""TLS settings of a DICOM network connection: immutable, validated once, secure by default.
+
+Every file is read and every rule checked when a :class:`TLSSettings` is
+constructed, so a wrong password, a key that does not match its certificate or
+an illegal verification-flag combination is a :class:`SettingsError` right
+there, not a mystery at handshake time. Defaults follow DICOM PS3.15 B.12
+(BCP 195, RFC 8996): mutual TLS, verification on, TLS 1.2 and 1.3 only.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.ciphers import CipherSuite, lookup_cipher
+from dicomtls.tls.errors import SettingsError
+from dicomtls.tls.flags import Side, VerifyFlags, validate_verify_flags
+from dicomtls.tls.identity import Identity, PasswordCallback, load_identity
+from dicomtls.tls.profiles import DEFAULT_PROFILE, SecurityProfile, get_profile
+from dicomtls.tls.trust import CRLScope, TrustStore, load_trust
+from dicomtls.tls.verify_error import VerifyError
+
+__all__ = ["DEFAULT_VERIFY", "TLSSettings", "VerifyCallback"]
+
+log = logging.getLogger("dicomtls.tls")
+
+VerifyCallback = Callable[[bool, CertificateInfo, VerifyError], bool]
+"""The seed's OnVerify: ``(ok, certificate, error) -> continue?``; return ``ok`` for the default."""
+
+DEFAULT_VERIFY = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
+
+PathLike = str | Path
+
+
+def _paths(value: PathLike | Iterable[PathLike] | None) -> tuple[Path, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | Path):
+        return (Path(value),)
+    return tuple(Path(v) for v in value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSSettings:
+    """How one side of a DICOM connection does TLS.
+
+    The same object serves a client and a server; :meth:`context` builds (once
+    per side) the OpenSSL context that every connection of that side shares.
+    """
+
+    certificate: PathLike | None = None
+    """Our certificate chain: PEM (leaf first, may include the key), DER, or PKCS#12."""
+    private_key: PathLike | None = None
+    """The private key (PEM or DER) when it is not inside ``certificate``."""
+    password: str | bytes | None = field(default=None, repr=False)
+    on_private_key_password: PasswordCallback | None = None
+    """Asked for the key password (given the key path) when ``password`` is not set."""
+    ca_files: PathLike | Iterable[PathLike] | None = None
+    """PEM bundles or DER files of CA certificates we trust for the peer."""
+    ca_directory: PathLike | None = None
+    crl_files: PathLike | Iterable[PathLike] | None = None
+    crl_scope: CRLScope = CRLScope.LEAF
+    verify: VerifyFlags = DEFAULT_VERIFY
+    verify_depth: int = 9
+    """Maximum number of intermediate CA certificates between the peer and a trusted CA."""
+    on_verify: VerifyCallback | None = None
+    profile: str = DEFAULT_PROFILE
+    """A DICOM PS3.15 security profile name; see :mod:`dicomtls.tls.profiles`."""
+    ciphers: Iterable[str] | None = None
+    """Explicit cipher suites (IANA or OpenSSL names), overriding the profile's list."""
+    check_hostname: bool = False
+    """Client side: also require the server certificate to match ``server_hostname``."""
+    server_hostname: str | None = None
+    """Client side: the name for SNI and the hostname check (defaults to the host dialled)."""
+    handshake_timeout: float = 30.0
+
+    # Derived once in __post_init__; never given by the caller.
+    identity: Identity | None = field(init=False, default=None, repr=False, compare=False)
+    trust: TrustStore = field(init=False, repr=False, compare=False)
+    security_profile: SecurityProfile = field(init=False, repr=False, compare=False)
+    cipher_override: tuple[CipherSuite, ...] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
+    _contexts: dict[Side, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        try:
+            set_(self, "verify", validate_verify_flags(self.verify))
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(str(exc)) from None
+        if not isinstance(self.verify_depth, int) or not 0 <= self.verify_depth <= 100:
+            raise SettingsError(
+                f"verify_depth must be an integer 0..100, got {self.verify_depth!r}"
+            )
+        if not self.handshake_timeout > 0:
+            raise SettingsError(f"handshake_timeout must be > 0 s, got {self.handshake_timeout!r}")
+        if self.private_key is not None and self.certificate is None:
+            raise SettingsError("private_key given without certificate")
+        if self.check_hostname and VerifyFlags.PEER not in self.verify:
+            raise SettingsError(
+                "check_hostname=True needs verify flag PEER: nothing would enforce it"
+            )
+        try:
+            set_(self, "crl_scope", CRLScope(self.crl_scope))
+        except ValueError:
+            raise SettingsError(
+                f"crl_scope must be 'leaf' or 'chain', not {self.crl_scope!r}"
+            ) from None
+        set_(self, "security_profile", self._resolve_profile())
+        set_(self, "cipher_override", self._resolve_ciphers())
+        if self.certificate is not None:
+            key = None if self.private_key is None else Path(self.private_key)
+            identity = load_identity(
+                Path(self.certificate),
+                key,
+                password=self.password,
+                on_private_key_password=self.on_private_key_password,
+            )
+            set_(self, "identity", identity)
+        ca_dir = None if self.ca_directory is None else Path(self.ca_directory)
+        trust = load_trust(_paths(self.ca_files), ca_dir, _paths(self.crl_files))
+        set_(self, "trust", trust)
+        if VerifyFlags.PEER in self.verify and not trust.ca_certificates:
+            raise SettingsError(
+                "verification is on (PEER) but no CA is trusted: set ca_files or ca_directory, "
+                "or explicitly choose verify=VerifyFlags.NONE"
+            )
+        set_(self, "_contexts", {})
+        if self.verify == VerifyFlags.NONE:
+            log.warning(
+                "TLS peer verification is off (verify=NONE): anyone can connect or impersonate"
+            )
+
+    def _resolve_profile(self) -> SecurityProfile:
+        try:
+            profile = get_profile(self.profile)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if profile.retired:
+            message = (
+                f"TLS profile {profile.name!r} ({profile.annex}) is retired by DICOM PS3.15; "
+                "use it only for old devices that support nothing newer"
+            )
+            warnings.warn(message, stacklevel=4)
+            log.warning(message)
+        return profile
+
+    def _resolve_ciphers(self) -> tuple[CipherSuite, ...] | None:
+        if self.ciphers is None:
+            return None
+        names = [self.ciphers] if isinstance(self.ciphers, str) else list(self.ciphers)
+        if not names:
+            raise SettingsError(
+                "ciphers is empty: give at least one cipher suite or leave it unset"
+            )
+        suites = []
+        for name in names:
+            try:
+                suites.append(lookup_cipher(name))
+            except ValueError as exc:
+                raise SettingsError(str(exc)) from None
+        return tuple(suites)
+
+    def context(self, side: Side) -> Any:
+        """The shared OpenSSL context for ``side`` (an ``OpenSSL.SSL.Context``), built once."""
+        contexts: dict[Side, Any] = self._contexts
+        if side not in contexts:
+            from dicomtls.tls.context import build_context
+
+            contexts[side] = build_context(self, side)
+        return contexts[side]
+
+    def describe(self) -> str:
+        """One line for logs: who we are, whom we trust, how we verify."""
+        who = "no certificate"
+        if self.identity is not None:
+            who = self.identity.certificate.subject.rfc4514_string()
+        return (
+            f"profile={self.security_profile.name} verify={self.verify.label} "
+            f"identity={who!r} trusted_cas={len(self.trust.ca_certificates)} "
+            f"crls={len(self.trust.crls)}"
+        )

@@ -1,0 +1,296 @@
+"""Interop with DCMTK's TLS tools (Debian package ``dcmtk``), both directions, TLS 1.2 and 1.3.
+
+DCMTK's Non-Downgrading BCP 195 profile (its default) offers only RSA-authenticated
+suites for TLS 1.2, so these tests use an RSA-2048 PKI, as most deployed DICOM
+nodes do. The DICOM bytes carried over the link are hand-built here (see
+``dicom_bytes``): the point is the secure link, proven by a real DICOM answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
+from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
+from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError
+from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.settings import TLSSettings
+
+from ..tls.loopback import Recorder
+from . import dicom_bytes
+
+pytestmark = pytest.mark.interop
+
+PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
+TLS12_ONLY = ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"]
+
+
+def test_dcmtk_is_installed() -> None:
+    """The test command installs DCMTK; without it these tests would prove nothing."""
+    for tool in ("echoscu", "storescp"):
+        assert shutil.which(tool), f"{tool} missing: run scripts/setup.sh"
+
+
+@dataclass
+class RsaPKI:
+    ca: Path
+    files: dict[str, tuple[Path, Path]]  # name -> (certificate chain, key)
+
+    def ours(
+        self, name: str | None, verify: VerifyFlags = PEER_FAIL, **extra: object
+    ) -> TLSSettings:
+        cert, key = self.files[name] if name else (None, None)
+        return TLSSettings(
+            certificate=cert,
+            private_key=key,
+            ca_files=self.ca,
+            verify=verify,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def dcmtk_args(self, name: str | None) -> list[str]:
+        trust = ["+cf", str(self.ca)]
+        if name is None:
+            return ["+tla", *trust]
+        cert, key = self.files[name]
+        return ["+tls", str(key), str(cert), *trust]
+
+
+@pytest.fixture(scope="module")
+def rsa_pki(tmp_path_factory: pytest.TempPathFactory) -> RsaPKI:
+    directory = tmp_path_factory.mktemp("rsa-pki")
+    rsa = KeySpec.rsa(2048)
+    root = CertificateAuthority.create("dicomtls DCMTK Root CA", key=rsa)
+    ca = directory / "ca.pem"
+    root.write_cert(ca)
+    identities = {
+        "scp": root.issue("scp", key=rsa, dns=["localhost"], ips=["127.0.0.1"]),
+        "scu": root.issue("scu", key=rsa, dns=["localhost"], ips=["127.0.0.1"]),
+        "no-purpose": root.issue_broken(BrokenKind("no-purpose"), "no-purpose", key=rsa),
+    }
+    files = {}
+    for name, ident in identities.items():
+        written = ident.write(directory, name=name)
+        files[name] = (written.chain, written.key)
+    return RsaPKI(ca, files)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _run_tool(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+# -- DCMTK's echoscu against our server -------------------------------------------------------
+
+
+async def _echoscu_to_us(
+    pki: RsaPKI, server_tls: TLSSettings, client: str | None
+) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    result: dict[str, object] = {}
+    ready: asyncio.Future[TLSHandshakeError | None] = loop.create_future()
+
+    def on_ready(peer: str, error: TLSHandshakeError | None) -> None:
+        if not ready.done():
+            ready.set_result(error)
+
+    async def handler(link: SecureLink) -> None:
+        assert link.session is not None
+        result["session"] = link.session
+        data = b""
+        while len(data) < 6 or len(data) < dicom_bytes.read_pdu_length(data):
+            chunk = await link.read()
+            if not chunk:
+                break
+            data += chunk
+        result["pdu"] = data
+        link.write(dicom_bytes.a_associate_rj())
+        await link.drain()
+
+    server = await serve(
+        handler, "127.0.0.1", 0, server_tls, events=LinkEvents(on_secure_link_ready=on_ready)
+    )
+    async with server:
+        code, output = await _run_tool(
+            "echoscu", "-d", *pki.dcmtk_args(client), "127.0.0.1", str(server.port)
+        )
+        result["error"] = await asyncio.wait_for(ready, 30)
+    result["code"], result["output"] = code, output
+    return result
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+def test_echoscu_to_our_server(rsa_pki: RsaPKI, version: str) -> None:
+    recorder = Recorder()
+    ciphers = TLS12_ONLY if version == "TLSv1.2" else None
+    server_tls = rsa_pki.ours("scp", on_verify=recorder, ciphers=ciphers)
+    result = asyncio.run(_echoscu_to_us(rsa_pki, server_tls, "scu"))
+    assert result["error"] is None, result["error"]
+    session = result["session"]
+    assert session.protocol == version  # type: ignore[attr-defined]
+    assert session.peer_certificate.subject.startswith("CN = scu,")  # type: ignore[attr-defined]
+    assert recorder.codes == ["OK", "OK"] and recorder.depths == [1, 0]
+    pdu = result["pdu"]
+    assert isinstance(pdu, bytes) and pdu[0] == 0x01  # DCMTK's A-ASSOCIATE-RQ, decrypted by us
+    assert dicom_bytes.VERIFICATION_SOP_CLASS.encode() in pdu
+    assert "Association Rejected" in str(result["output"])  # our A-ASSOCIATE-RJ, decrypted by DCMTK
+    assert result["code"] != 0
+
+
+def test_echoscu_with_no_purpose_certificate_is_refused_and_explained(rsa_pki: RsaPKI) -> None:
+    recorder = Recorder()
+    result = asyncio.run(
+        _echoscu_to_us(rsa_pki, rsa_pki.ours("scp", on_verify=recorder), "no-purpose")
+    )
+    error = result["error"]
+    assert isinstance(error, TLSHandshakeError)
+    assert error.stage is HandshakeStage.VERIFY
+    assert error.verify_error is not None and error.verify_error.name == "INVALID_PURPOSE"
+    assert error.certificate is not None and error.certificate.subject.startswith(
+        "CN = no-purpose,"
+    )
+    assert "pdu" not in result  # nothing reached the DICOM layer
+    assert result["code"] != 0
+    assert "INVALID_PURPOSE" in recorder.codes
+
+
+def test_echoscu_without_certificate_is_refused(rsa_pki: RsaPKI) -> None:
+    result = asyncio.run(_echoscu_to_us(rsa_pki, rsa_pki.ours("scp"), None))
+    error = result["error"]
+    assert isinstance(error, TLSHandshakeError)
+    assert error.stage is HandshakeStage.NO_PEER_CERTIFICATE
+    assert result["code"] != 0
+
+
+def test_echoscu_without_certificate_is_welcome_when_only_peer_is_set(rsa_pki: RsaPKI) -> None:
+    result = asyncio.run(
+        _echoscu_to_us(rsa_pki, rsa_pki.ours("scp", verify=VerifyFlags.PEER), None)
+    )
+    assert result["error"] is None
+    assert result["session"].peer_chain == ()  # type: ignore[attr-defined]
+
+
+# -- our client against DCMTK's storescp ----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        "storescp", "-d", *pki.dcmtk_args("scp"), *peer_options, "-od", str(tmp), str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await _wait_listening(port)
+        yield port
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def _wait_listening(port: int) -> None:
+    """Wait until the port accepts a TCP connection (the tool has no readiness signal)."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+
+
+async def _associate(link: SecureLink) -> bytes:
+    link.write(dicom_bytes.a_associate_rq(called="STORESCP"))
+    data = b""
+    while len(data) < 6 or len(data) < dicom_bytes.read_pdu_length(data):
+        chunk = await link.read()
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def _us_to_storescp(
+    pki: RsaPKI, tmp: Path, ours: TLSSettings, *opts: str
+) -> tuple[str, bytes, bytes]:
+    async with _storescp(pki, tmp, *opts) as port:
+        link = await connect("127.0.0.1", port, ours)
+        assert link.session is not None
+        answer = await _associate(link)
+        release = b""
+        if answer[:1] == b"\x02":
+            link.write(dicom_bytes.a_release_rq())
+            release = await link.read()
+        await link.close()
+        return link.session.protocol, answer, release
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+def test_our_client_to_storescp(rsa_pki: RsaPKI, tmp_path: Path, version: str) -> None:
+    recorder = Recorder()
+    ciphers = TLS12_ONLY if version == "TLSv1.2" else None
+    ours = rsa_pki.ours("scu", on_verify=recorder, ciphers=ciphers, check_hostname=True)
+    protocol, answer, release = asyncio.run(
+        _us_to_storescp(rsa_pki, tmp_path, ours, "--require-peer-cert")
+    )
+    assert protocol == version
+    assert answer[0] == 0x02  # A-ASSOCIATE-AC from DCMTK over our link
+    assert release[:1] == b"\x06"  # A-RELEASE-RP
+    assert recorder.codes == ["OK", "OK"]
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+def test_storescp_requiring_a_certificate_rejects_us_without_one(
+    rsa_pki: RsaPKI, tmp_path: Path, version: str
+) -> None:
+    ciphers = TLS12_ONLY if version == "TLSv1.2" else None
+    ours = rsa_pki.ours(None, ciphers=ciphers)
+    with pytest.raises(TLSHandshakeError) as caught:
+        asyncio.run(_us_to_storescp(rsa_pki, tmp_path, ours, "--require-peer-cert"))
+    error = caught.value
+    assert error.side == "client"
+    assert error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED)
+    if error.alert is not None:
+        assert error.alert in ("certificate_required", "handshake_failure")
+    if error.stage is HandshakeStage.CLOSED and version == "TLSv1.3":
+        assert "requires a client certificate" in (error.hint or "")
+
+
+def test_storescp_with_an_untrusted_certificate_is_refused_by_us(
+    rsa_pki: RsaPKI, tmp_path: Path
+) -> None:
+    other = CertificateAuthority.create("Some Other Root", key=KeySpec.ec())
+    other_ca = tmp_path / "other-ca.pem"
+    other.write_cert(other_ca)
+    cert, key = rsa_pki.files["scu"]
+    ours = TLSSettings(certificate=cert, private_key=key, ca_files=other_ca)
+    with pytest.raises(TLSHandshakeError) as caught:
+        asyncio.run(_us_to_storescp(rsa_pki, tmp_path, ours, "--require-peer-cert"))
+    error = caught.value
+    assert error.stage is HandshakeStage.VERIFY
+    assert error.verify_error is not None
+    # DCMTK sends its root along, so OpenSSL meets an untrusted self-signed CA at depth 1.
+    assert error.verify_error.name == "SELF_SIGNED_CERT_IN_CHAIN"
+    assert error.certificate is not None
+    assert error.certificate.subject.startswith("CN = dicomtls DCMTK Root CA")
