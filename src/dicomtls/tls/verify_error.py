@@ -134,7 +134,7 @@ _MESSAGES: dict[int, str] = {
     VerifyCode.CERT_REVOKED: "certificate revoked",
     VerifyCode.NO_ISSUER_PUBLIC_KEY: "issuer certificate doesn't have a public key",
     VerifyCode.PATH_LENGTH_EXCEEDED: "path length constraint exceeded",
-    VerifyCode.INVALID_PURPOSE: "unsupported certificate purpose",
+    VerifyCode.INVALID_PURPOSE: "unsuitable certificate purpose",
     VerifyCode.CERT_UNTRUSTED: "certificate not trusted",
     VerifyCode.CERT_REJECTED: "certificate rejected",
     VerifyCode.KEYUSAGE_NO_CERTSIGN: "key usage does not include certificate signing",

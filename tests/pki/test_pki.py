@@ -1,0 +1,111 @@
+"""The test PKI, proven with ``openssl verify`` rather than by reading back what we wrote."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
+
+
+@pytest.fixture(scope="module")
+def cas() -> tuple[CertificateAuthority, CertificateAuthority]:
+    root = CertificateAuthority.create("PKI Test Root")
+    return root, root.create_intermediate("PKI Test Intermediate")
+
+
+def _verify(tmp: Path, root: CertificateAuthority, chain: bytes, *args: str) -> tuple[int, str]:
+    (tmp / "root.pem").write_bytes(root.cert_pem())
+    (tmp / "chain.pem").write_bytes(chain)
+    certs = chain.split(b"-----END CERTIFICATE-----")
+    (tmp / "leaf.pem").write_bytes(certs[0] + b"-----END CERTIFICATE-----\n")
+    untrusted = b"-----END CERTIFICATE-----".join(certs[1:]).strip()
+    cmd = ["openssl", "verify", "-CAfile", str(tmp / "root.pem"), *args]
+    if untrusted:
+        (tmp / "untrusted.pem").write_bytes(untrusted + b"\n")
+        cmd += ["-untrusted", str(tmp / "untrusted.pem")]
+    done = subprocess.run([*cmd, str(tmp / "leaf.pem")], capture_output=True, text=True)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_node_certificate_verifies_for_both_purposes(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, inter = cas
+    node = inter.issue("node", dns=["localhost"], ips=["127.0.0.1"])
+    for purpose in ("sslserver", "sslclient"):
+        code, out = _verify(tmp_path, root, node.cert_chain_pem(), "-purpose", purpose)
+        assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    ("kind", "args", "message"),
+    [
+        ("expired", (), "certificate has expired"),
+        ("not-yet-valid", (), "certificate is not yet valid"),
+        ("no-purpose", ("-purpose", "sslclient"), "error 26 at 0 depth"),
+        ("server-only", ("-purpose", "sslclient"), "error 26 at 0 depth"),
+        ("client-only", ("-purpose", "sslserver"), "error 26 at 0 depth"),
+        ("self-signed", (), "self-signed certificate"),
+        ("untrusted", (), "unable to get local issuer certificate"),
+        ("weak-key", ("-auth_level", "2"), "EE certificate key too weak"),
+        ("sha1", ("-auth_level", "2"), "CA signature digest algorithm too weak"),
+        ("long-chain", ("-verify_depth", "2"), "certificate chain too long"),
+    ],
+)
+def test_broken_kinds_fail_as_described(
+    cas, tmp_path: Path, kind: str, args: tuple[str, ...], message: str
+) -> None:  # type: ignore[no-untyped-def]
+    root, inter = cas
+    broken = inter.issue_broken(BrokenKind(kind), kind)
+    code, out = _verify(tmp_path, root, broken.cert_chain_pem(), *args)
+    assert code != 0
+    assert message in out
+    assert BrokenKind(kind).description
+
+
+def test_revoked_certificate_on_the_crl(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, inter = cas
+    revoked = inter.issue_broken("revoked", "revoked")
+    crl = tmp_path / "crl.pem"
+    crl.write_bytes(inter.crl([revoked]))
+    code, out = _verify(
+        tmp_path, root, revoked.cert_chain_pem(), "-crl_check", "-CRLfile", str(crl)
+    )
+    assert code != 0 and "certificate revoked" in out
+    fine = inter.issue("fine")
+    code, out = _verify(tmp_path, root, fine.cert_chain_pem(), "-crl_check", "-CRLfile", str(crl))
+    assert code == 0, out
+
+
+def test_wrong_hostname_fails_a_hostname_check(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, inter = cas
+    wrong = inter.issue_broken("wrong-hostname", "wrong")
+    code, out = _verify(tmp_path, root, wrong.cert_chain_pem(), "-verify_hostname", "localhost")
+    assert code != 0 and "hostname mismatch" in out.lower()
+
+
+def test_key_files(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, inter = cas
+    ident = inter.issue("keys")
+    files = ident.write(tmp_path, "keys", password=b"pw")
+    assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+    key = serialization.load_pem_private_key(files.key.read_bytes(), password=b"pw")
+    assert key.public_key() == ident.private_key.public_key()
+    with pytest.raises(ValueError):
+        serialization.load_pem_private_key(files.key.read_bytes(), password=b"wrong")
+    assert b"BEGIN EC PRIVATE KEY" in ident.private_key_pem_traditional()
+    bundle = pkcs12.load_pkcs12(ident.pkcs12(b"p12"), b"p12")
+    assert bundle.cert is not None and bundle.cert.certificate == ident.certificate
+    assert [c.certificate for c in bundle.additional_certs] == list(ident.intermediates)
+
+
+def test_rsa_and_unknown_kinds(cas) -> None:  # type: ignore[no-untyped-def]
+    _, inter = cas
+    rsa = inter.issue("rsa", key=KeySpec.rsa(2048))
+    assert rsa.certificate.public_key().key_size == 2048  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="choose one of: expired"):
+        inter.issue_broken("melted", "x")

@@ -1,0 +1,113 @@
+"""CertificateInfo against the real ``openssl`` command: names, dates, serial, and purposes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from dicomtls.pki import CertificateAuthority, Identity, KeySpec
+from dicomtls.tls.certinfo import PURPOSE_NAMES, CertificateInfo
+
+
+def _openssl_purposes(pem: bytes, tmp_path: Path) -> dict[str, bool]:
+    path = tmp_path / "cert.pem"
+    path.write_bytes(pem)
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-purpose", "-in", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rows = {}
+    for line in out.splitlines():
+        match = re.match(r"^(.+?) : (Yes|No)", line.strip())
+        if match:
+            rows[match.group(1)] = match.group(2) == "Yes"
+    return rows
+
+
+@pytest.fixture(scope="module")
+def root() -> CertificateAuthority:
+    return CertificateAuthority.create("Purpose Root")
+
+
+def _cases(root: CertificateAuthority) -> dict[str, x509.Certificate]:
+    return {
+        "both": root.issue("both").certificate,
+        "server-only": root.issue("srv", client=False).certificate,
+        "client-only": root.issue("cli", server=False).certificate,
+        "email": root.issue("mail", eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION]).certificate,
+        "no-eku": root.issue("noeku", eku=[]).certificate,
+        "timestamp": root.issue("ts", eku=[ExtendedKeyUsageOID.TIME_STAMPING]).certificate,
+        "rsa": root.issue("rsa", key=KeySpec.rsa(2048)).certificate,
+        "root": root.certificate,
+        "intermediate": root.create_intermediate("inter").certificate,
+    }
+
+
+def test_purposes_match_openssl(root: CertificateAuthority, tmp_path: Path) -> None:
+    for label, cert in _cases(root).items():
+        info = CertificateInfo.from_certificate(cert)
+        theirs = _openssl_purposes(Identity(cert, None).cert_pem(), tmp_path)  # type: ignore[arg-type]
+        ours = {p.name: p.ok for p in info.purposes}
+        assert list(ours) == list(PURPOSE_NAMES)
+        for name in PURPOSE_NAMES:
+            assert ours[name] == theirs[name], f"{label}: {name}"
+
+
+def test_dicom_purposes_of_a_node_certificate(root: CertificateAuthority) -> None:
+    both = CertificateInfo.from_certificate(root.issue("node").certificate)
+    assert both.has_client_auth and both.has_server_auth
+    server_only = CertificateInfo.from_certificate(root.issue("s", client=False).certificate)
+    assert server_only.has_server_auth and not server_only.has_client_auth
+
+
+def test_fields_match_openssl(root: CertificateAuthority, tmp_path: Path) -> None:
+    ident = root.issue("fields", dns=["pacs.example.org"], ips=["10.0.0.7"])
+    info = CertificateInfo.from_certificate(ident.certificate, depth=0)
+    path = tmp_path / "c.pem"
+    path.write_bytes(ident.cert_pem())
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-subject", "-issuer", "-serial", "-startdate", "-enddate",
+         "-fingerprint", "-sha256", "-nameopt", "oneline", "-in", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert f"subject={info.subject}" in out
+    assert f"issuer={info.issuer}" in out
+    assert f"serial={info.serial_hex.replace(':', '').upper()}" in out
+    text = str(info)
+    start = re.search(r"notBefore=(.+)", out)
+    assert start is not None and f"Valid From: {start.group(1)}" in text
+    assert f"={info.sha256_fingerprint}" in out
+    assert info.dns_names == ("pacs.example.org",) and info.ip_addresses == ("10.0.0.7",)
+    assert info.key_description == "EC secp256r1 256 bits"
+    assert info.extended_key_usage == ("serverAuth", "clientAuth")
+
+
+def test_seed_certificate_string_layout(root: CertificateAuthority) -> None:
+    info = CertificateInfo.from_certificate(root.issue("Test Client").certificate)
+    lines = str(info).splitlines()
+    assert lines[0].startswith("Subject Name: CN = Test Client")
+    assert lines[1].startswith("Issuer Name: CN = Purpose Root")
+    assert lines[2].startswith("Valid From: ") and lines[2].endswith(" GMT")
+    assert lines[3].startswith("Valid To: ")
+    assert re.fullmatch(r"Serial Number: [0-9a-f]{2}(:[0-9a-f]{2})*", lines[4])
+    assert lines[5] == "Basic Constraints: Not a CA (Certificate Authority)"
+    assert lines[6] == "Certificate purposes:"
+    assert lines[7:24] == [str(p) for p in info.purposes]
+    assert lines[7] == "SSL client : Yes"
+
+
+def test_ca_and_names_with_commas() -> None:
+    ca = CertificateAuthority.create("Root, Inc.", organization='LEAD "Technologies"')
+    info = CertificateInfo.from_certificate(ca.certificate, depth=1)
+    assert info.subject == 'CN = "Root, Inc.", O = "LEAD \\"Technologies\\""'
+    assert info.is_ca and info.self_signed
+    assert info.basic_constraints == "CA (Certificate Authority), unlimited path length"
+    data = info.to_dict()
+    assert data["depth"] == 1 and data["purposes"]["SSL client CA"] is True
