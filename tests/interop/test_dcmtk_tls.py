@@ -277,6 +277,43 @@ def test_storescp_requiring_a_certificate_rejects_us_without_one(
         assert "requires a client certificate" in (error.hint or "")
 
 
+def test_storescp_verifying_only_if_present_accepts_us_without_one(
+    rsa_pki: RsaPKI, tmp_path: Path
+) -> None:
+    protocol, answer, _ = asyncio.run(
+        _us_to_storescp(rsa_pki, tmp_path, rsa_pki.ours(None), "--verify-peer-cert")
+    )
+    assert protocol == "TLSv1.3"
+    assert answer[0] == 0x02
+
+
+def test_echoscu_ignoring_our_untrusted_certificate_still_connects(
+    rsa_pki: RsaPKI, tmp_path: Path
+) -> None:
+    stranger = CertificateAuthority.create("Stranger Root", key=KeySpec.rsa(2048))
+    files = stranger.issue("stranger", key=KeySpec.rsa(2048)).write(tmp_path, "stranger")
+    ours = TLSSettings(certificate=files.chain, private_key=files.key, verify=VerifyFlags.NONE)
+
+    async def run() -> dict[str, object]:
+        result: dict[str, object] = {}
+
+        async def handler(link: SecureLink) -> None:
+            result["pdu"] = await link.read()
+            link.write(dicom_bytes.a_associate_rj())
+            await link.drain()
+
+        async with await serve(handler, "127.0.0.1", 0, ours) as server:
+            _code, output = await _run_tool(
+                "echoscu", "+tla", "--ignore-peer-cert", "127.0.0.1", str(server.port)
+            )
+        result["output"] = output
+        return result
+
+    result = asyncio.run(run())
+    assert isinstance(result["pdu"], bytes) and result["pdu"][:1] == b"\x01"
+    assert "Association Rejected" in str(result["output"])
+
+
 def test_storescp_with_an_untrusted_certificate_is_refused_by_us(
     rsa_pki: RsaPKI, tmp_path: Path
 ) -> None:

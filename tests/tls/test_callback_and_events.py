@@ -180,3 +180,31 @@ def test_connection_refused_is_a_connect_stage_error(matrix_pki: MatrixPKI) -> N
         asyncio.run(connect("127.0.0.1", port, matrix_pki.settings("client", PEER_FAIL)))
     assert caught.value.stage is HandshakeStage.CONNECT
     assert f"127.0.0.1:{port}" in str(caught.value)
+
+
+def test_hostname_check_by_dns_name_and_sni(matrix_pki: MatrixPKI) -> None:
+    recorder = Recorder()
+    client = matrix_pki.settings("client", PEER_FAIL, on_verify=recorder, check_hostname=True)
+    outcome = handshake(
+        matrix_pki.settings("wrong-hostname", VerifyFlags.NONE), client, host="localhost"
+    )
+    assert outcome.client_error is not None
+    assert outcome.client_error.verify_error is not None
+    assert outcome.client_error.verify_error.name == "HOSTNAME_MISMATCH"
+    assert "subjectAltName DNS" in (outcome.client_error.hint or "")
+    good = handshake(matrix_pki.settings("server", VerifyFlags.NONE), client, host="localhost")
+    assert good.ok, good
+    assert good.server_session is not None and good.server_session.server_name == "localhost"
+
+
+def test_crl_scope_chain_needs_a_crl_for_every_ca(matrix_pki: MatrixPKI) -> None:
+    # Only the intermediate published a CRL: checking the whole chain then misses the root's.
+    server = matrix_pki.settings("server", PEER_FAIL, crl_scope="chain")
+    outcome = handshake(server, matrix_pki.settings("client", PEER_FAIL))
+    assert outcome.server_error is not None
+    assert outcome.server_error.verify_error is not None
+    assert outcome.server_error.verify_error.name == "UNABLE_TO_GET_CRL"
+    leaf_only = handshake(
+        matrix_pki.settings("server", PEER_FAIL), matrix_pki.settings("client", PEER_FAIL)
+    )
+    assert leaf_only.ok
