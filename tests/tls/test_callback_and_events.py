@@ -208,3 +208,19 @@ def test_crl_scope_chain_needs_a_crl_for_every_ca(matrix_pki: MatrixPKI) -> None
         matrix_pki.settings("server", PEER_FAIL), matrix_pki.settings("client", PEER_FAIL)
     )
     assert leaf_only.ok
+
+
+def test_a_hello_fed_one_byte_at_a_time_is_still_tls(matrix_pki: MatrixPKI) -> None:
+    """Sans-I/O makes slowloris exact: the server engine gets the hello one byte per call."""
+    from dicomtls.tls.engine import TLSEngine
+    from dicomtls.tls.flags import Side
+
+    client = TLSEngine(matrix_pki.settings("client", PEER_FAIL), Side.CLIENT, "client")
+    server = TLSEngine(matrix_pki.settings("server", PEER_FAIL), Side.SERVER, "server")
+    client.do_handshake()
+    hello = client.data_to_send()
+    for i in range(len(hello)):
+        server.receive_data(hello[i : i + 1])
+        server.do_handshake()
+    answer = server.data_to_send()
+    assert answer[:2] == b"\x16\x03"  # its ServerHello record: the hello was recognised as TLS

@@ -45,6 +45,8 @@ __all__ = ["TLSClosed", "TLSEngine", "VerifyCall"]
 log = logging.getLogger("dicomtls.tls")
 
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
+_SNIFF_BYTES = 3  # a TLS record header starts 0x16 0x03 0x0N; a PDU with its type and 0x00
+_HTTP_OR_PDU_PREFIXES = (b"GET ", b"POST", b"HTTP")
 
 
 class TLSClosed(TLSError):
@@ -111,6 +113,7 @@ class TLSEngine:
         self.handshake_complete = False
         self._callback_exception: BaseException | None = None
         self._first_bytes_seen = False
+        self._head = b""
         self._received_application_data = False
         self._conn = SSL.Connection(settings.context(side), None)
         self._conn.set_app_data(self)
@@ -126,12 +129,18 @@ class TLSEngine:
     def receive_data(self, data: bytes) -> None:
         """Feed ciphertext received from the network."""
         if not self._first_bytes_seen and data:
-            self._first_bytes_seen = True
-            if not self.handshake_complete:
-                what = describe_non_tls(bytes(data[:16]), self.side)
-                if what is not None:
-                    raise self._error(HandshakeStage.NOT_TLS, what.reason, hint=what.hint)
+            self._sniff(bytes(data[:_SNIFF_BYTES]))
         self._conn.bio_write(data)
+
+    def _sniff(self, data: bytes) -> None:
+        """Judge the peer's first bytes once enough have arrived (a slow peer sends one at a time)."""
+        self._head += data[: _SNIFF_BYTES - len(self._head)]
+        if len(self._head) < _SNIFF_BYTES and not self._head.startswith(_HTTP_OR_PDU_PREFIXES):
+            return
+        self._first_bytes_seen = True
+        what = describe_non_tls(self._head, self.side)
+        if what is not None and not self.handshake_complete:
+            raise self._error(HandshakeStage.NOT_TLS, what.reason, hint=what.hint)
 
     def receive_eof(self) -> None:
         """The peer closed its end of the TCP connection."""
