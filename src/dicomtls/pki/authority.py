@@ -89,6 +89,12 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
+def _encryption(password: bytes | None) -> serialization.KeySerializationEncryption:
+    if password:
+        return serialization.BestAvailableEncryption(password)
+    return serialization.NoEncryption()
+
+
 @dataclass(frozen=True)
 class IdentityFiles:
     """Where :meth:`Identity.write` put things."""
@@ -125,22 +131,14 @@ class Identity:
 
     def private_key_pem(self, password: bytes | None = None) -> bytes:
         """PKCS#8 PEM, encrypted with the best available scheme when a password is given."""
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(password)
-            if password
-            else serialization.NoEncryption()
-        )
+        encryption = _encryption(password)
         return self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
 
     def private_key_pem_traditional(self, password: bytes | None = None) -> bytes:
         """``BEGIN RSA/EC PRIVATE KEY``: what old tools (and some DCMTK builds) expect."""
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(password)
-            if password
-            else serialization.NoEncryption()
-        )
+        encryption = _encryption(password)
         return self.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, encryption
         )
@@ -153,11 +151,7 @@ class Identity:
         )
 
     def pkcs12(self, password: bytes | None = None) -> bytes:
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(password)
-            if password
-            else serialization.NoEncryption()
-        )
+        encryption = _encryption(password)
         name = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         label = str(name[0].value).encode() if name else b"dicomtls"
         return pkcs12.serialize_key_and_certificates(

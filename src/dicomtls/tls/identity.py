@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from dicomtls.tls.errors import SettingsError
+from dicomtls.tls.files import parse_certificates, read_file
 
 __all__ = ["Identity", "PasswordCallback", "PrivateKey", "load_identity"]
 
@@ -49,15 +50,6 @@ class Identity:
     certificate: x509.Certificate
     intermediates: tuple[x509.Certificate, ...]
     private_key: PrivateKey
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise SettingsError(f"{what} file not found: {path}") from None
-    except OSError as exc:
-        raise SettingsError(f"cannot read {what} file {path}: {exc.strerror}") from None
 
 
 def _as_bytes(password: str | bytes | None) -> bytes | None:
@@ -115,17 +107,6 @@ def _load_private_key(data: bytes, path: Path, passwords: _PasswordSource) -> Pr
     return _checked_key(key, path)
 
 
-def _load_certificates(data: bytes, path: Path) -> list[x509.Certificate]:
-    try:
-        if b"-----BEGIN" in data:
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise SettingsError(f"{path} does not contain a readable certificate: {exc}") from exc
-    return certs
-
-
 def _public_der(key: object) -> bytes:
     public = key.public_key()  # type: ignore[attr-defined]
     der: bytes = public.public_bytes(
@@ -169,13 +150,13 @@ def load_identity(
     key), DER (the leaf alone), or PKCS#12 (``.p12``/``.pfx``, key included).
     """
     passwords = _PasswordSource(password, on_private_key_password)
-    data = _read(certificate, "certificate")
+    data = read_file(certificate, "certificate")
     if certificate.suffix.lower() in _PKCS12_SUFFIXES:
         identity = _load_pkcs12(data, certificate, passwords)
     else:
-        certs = _load_certificates(data, certificate)
+        certs = parse_certificates(data, certificate, "certificate")
         key_path = private_key if private_key is not None else certificate
-        key_data = _read(private_key, "private key") if private_key is not None else data
+        key_data = read_file(private_key, "private key") if private_key is not None else data
         if private_key is None and b"PRIVATE KEY-----" not in data:
             raise SettingsError(
                 f"no private key given and {certificate} does not contain one: set private_key"

@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 
 from dicomtls.tls.errors import SettingsError
+from dicomtls.tls.files import parse_certificates, read_file
 
 __all__ = ["CRLScope", "TrustStore", "load_trust"]
 
@@ -39,28 +40,6 @@ class TrustStore:
     crls: tuple[x509.CertificateRevocationList, ...]
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise SettingsError(f"{what} file not found: {path}") from None
-    except IsADirectoryError:
-        raise SettingsError(f"{what} file {path} is a directory (use ca_directory)") from None
-    except OSError as exc:
-        raise SettingsError(f"cannot read {what} file {path}: {exc.strerror}") from None
-
-
-def _parse_certificates(data: bytes, path: Path) -> list[x509.Certificate]:
-    try:
-        if b"-----BEGIN" in data:
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise SettingsError(f"CA file {path} holds no readable certificate: {exc}") from None
-    return certs
-
-
 def _looks_like_ca_file(path: Path) -> bool:
     # OpenSSL's hashed names look like "1a2b3c4d.0"; accept them as well as ordinary suffixes.
     name = path.name
@@ -74,14 +53,14 @@ def _load_directory(directory: Path) -> list[x509.Certificate]:
     certs: list[x509.Certificate] = []
     for path in sorted(directory.iterdir()):
         if _looks_like_ca_file(path):
-            certs.extend(_parse_certificates(_read(path, "CA"), path))
+            certs.extend(parse_certificates(read_file(path, "CA"), path, "CA"))
     if not certs:
         raise SettingsError(f"CA directory {directory} holds no certificate files (*.pem, *.crt)")
     return certs
 
 
 def _parse_crls(path: Path) -> list[x509.CertificateRevocationList]:
-    data = _read(path, "CRL")
+    data = read_file(path, "CRL")
     try:
         if b"-----BEGIN" not in data:
             return [x509.load_der_x509_crl(data)]
@@ -97,7 +76,7 @@ def load_trust(
     """Read every CA and CRL file, failing early with the file's name."""
     certs: list[x509.Certificate] = []
     for path in ca_files:
-        certs.extend(_parse_certificates(_read(path, "CA"), path))
+        certs.extend(parse_certificates(read_file(path, "CA"), path, "CA"))
     if ca_directory is not None:
         certs.extend(_load_directory(ca_directory))
     crls: list[x509.CertificateRevocationList] = []
