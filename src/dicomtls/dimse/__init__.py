@@ -1,0 +1,1 @@
+"""PS3.7 DIMSE: command sets, status codes, and message fragmentation over P-DATA-TF."""
