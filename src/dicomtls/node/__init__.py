@@ -1,0 +1,1 @@
+"""The application on top of DIMSE: durable storage, index, query/retrieve, policy, audit."""

@@ -1,0 +1,141 @@
+"""Durable storage of received objects: stream to a temporary file, fsync, rename, fsync the directory.
+
+The rule a storage SCP must keep: Success is sent only for data that is on disk,
+and a crash never leaves a partial file that looks complete. Data arrives in
+fragments and goes straight to a temporary file under ``.incoming/``; only
+:meth:`IncomingObject.commit` (fsync, atomic rename, directory fsync) makes it
+visible under ``objects/``. Leftovers of a crash are removed by :meth:`DurableStore.recover`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicomtls.dimse.part10 import encode_file_header
+
+__all__ = ["DurableStore", "IncomingObject", "StorageError"]
+
+_SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
+
+
+class StorageError(OSError):
+    """The object could not be stored (disk full, permissions): answer 0xA700, not Success."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    path: Path
+    size: int
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class IncomingObject:
+    """One object being received: write fragments, then commit or abort."""
+
+    def __init__(self, store: DurableStore, final: Path, header: bytes) -> None:
+        self._store = store
+        self._final = final
+        self._temp = store.incoming / f"{final.name}.{os.getpid()}.{id(self):x}.part"
+        try:
+            self._fd: int | None = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._size = 0
+            self.write(header)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(exc.errno, f"cannot start {final.name}: {exc.strerror}") from exc
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append received bytes; an OSError (e.g. ENOSPC) becomes StorageError."""
+        assert self._fd is not None, "write after commit or abort"
+        view = memoryview(data)
+        try:
+            while len(view):
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self._size += written
+        except OSError as exc:
+            self.abort()
+            raise StorageError(
+                exc.errno, f"cannot write {self._final.name}: {exc.strerror}"
+            ) from exc
+
+    def commit(self) -> StoredObject:
+        """Make the object durable and visible; only after this may Success be sent."""
+        assert self._fd is not None, "commit after commit or abort"
+        try:
+            if self._store.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            self._final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._temp, self._final)
+            if self._store.fsync:
+                _fsync_directory(self._final.parent)
+        except OSError as exc:
+            self.abort()
+            raise StorageError(
+                exc.errno, f"cannot store {self._final.name}: {exc.strerror}"
+            ) from exc
+        return StoredObject(self._final, self._size)
+
+    def abort(self) -> None:
+        """Forget the object: the temporary file goes, nothing becomes visible."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._temp.unlink(missing_ok=True)
+
+
+class DurableStore:
+    """A directory of received objects, ``objects/ab/<SOPInstanceUID>.dcm``."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self.objects = root / "objects"
+        self.incoming = root / ".incoming"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sop_instance_uid: str) -> Path:
+        if not _SAFE_UID.match(sop_instance_uid):
+            raise StorageError(0, f"refusing to store SOP instance UID {sop_instance_uid!r}")
+        bucket = hashlib.sha1(sop_instance_uid.encode(), usedforsecurity=False).hexdigest()[:2]
+        return self.objects / bucket / f"{sop_instance_uid}.dcm"
+
+    def begin(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        *,
+        implementation_class_uid: str,
+        source_ae_title: str | None = None,
+    ) -> IncomingObject:
+        header = encode_file_header(
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            implementation_class_uid,
+            source_ae_title=source_ae_title,
+        )
+        return IncomingObject(self, self.path_for(sop_instance_uid), header)
+
+    def recover(self) -> int:
+        """Remove what a crash left half-written; returns how many files went."""
+        removed = 0
+        for leftover in self.incoming.glob("*.part"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
