@@ -1,0 +1,228 @@
+"""Association negotiation (PS3.7 Annex D, PS3.8 9.3.2-9.3.3): what to propose, what to accept.
+
+Requestor side: :func:`build_request` turns "these SOP classes with these
+transfer syntaxes" into an A-ASSOCIATE-RQ with odd context IDs, and
+:class:`Negotiated` reads the A-ASSOCIATE-AC back into "context 3 carries CT
+Image Storage in Explicit VR Little Endian". Acceptor side: :func:`answer_request`
+applies an :class:`AcceptorPolicy` and returns the AC, or the RJ with the
+standard's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from dicomtls.ul.errors import LocalProtocolError
+from dicomtls.ul.items import (
+    AsyncOpsWindow,
+    PresentationContextAC,
+    PresentationContextRQ,
+    PresentationResult,
+    RoleSelection,
+    UserInformation,
+)
+from dicomtls.ul.pdu import (
+    DICOM_APPLICATION_CONTEXT,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    RejectReasonServiceUser,
+    RejectResult,
+    RejectSource,
+)
+
+__all__ = [
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "AcceptedContext",
+    "AcceptorPolicy",
+    "Negotiated",
+    "Proposal",
+    "answer_request",
+    "build_request",
+]
+
+#: Our implementation class UID (under the pydicom-registered root, as many toolkits do).
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1432.1"
+IMPLEMENTATION_VERSION_NAME = "DICOMTLS_010"
+DEFAULT_MAX_PDU = 4 << 20  # 4 MiB: large PDUs mean few headers and few Python calls per object
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One abstract syntax we want, with the transfer syntaxes we can send it in."""
+
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]
+    scu_role: bool | None = None
+    scp_role: bool | None = None
+    """Role selection (e.g. scp_role=True for C-GET's C-STORE sub-operations)."""
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    id: int
+    abstract_syntax: str
+    transfer_syntax: str
+    scu_role: bool = True
+    scp_role: bool = True
+
+
+def build_request(
+    calling_ae: str,
+    called_ae: str,
+    proposals: Sequence[Proposal],
+    *,
+    max_pdu_length: int = DEFAULT_MAX_PDU,
+) -> AssociateRQ:
+    """An A-ASSOCIATE-RQ offering each proposal on its own odd context ID (1, 3, 5, ...)."""
+    if not proposals:
+        raise LocalProtocolError("an association needs at least one presentation context")
+    if len(proposals) > 128:
+        raise LocalProtocolError(f"{len(proposals)} presentation contexts; at most 128 fit")
+    contexts = tuple(
+        PresentationContextRQ(2 * i + 1, p.abstract_syntax, p.transfer_syntaxes)
+        for i, p in enumerate(proposals)
+    )
+    roles = tuple(
+        RoleSelection(p.abstract_syntax, bool(p.scu_role), bool(p.scp_role))
+        for p in proposals
+        if p.scu_role is not None or p.scp_role is not None
+    )
+    user = UserInformation(
+        max_length=max_pdu_length,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        role_selections=_unique_roles(roles),
+    )
+    return AssociateRQ(
+        called_ae=called_ae,
+        calling_ae=calling_ae,
+        presentation_contexts=contexts,
+        user_information=user,
+    )
+
+
+def _unique_roles(roles: tuple[RoleSelection, ...]) -> tuple[RoleSelection, ...]:
+    seen: dict[str, RoleSelection] = {}
+    for role in roles:
+        seen.setdefault(role.sop_class_uid, role)
+    return tuple(seen.values())
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """The outcome of an accepted association, from either side."""
+
+    contexts: tuple[AcceptedContext, ...]
+    peer_max_pdu_length: int
+    peer_implementation_class_uid: str
+    peer_implementation_version_name: str | None
+
+    @classmethod
+    def from_exchange(cls, rq: AssociateRQ, ac: AssociateAC, *, we_requested: bool) -> Negotiated:
+        offered = {c.id: c for c in rq.presentation_contexts}
+        roles = {r.sop_class_uid: r for r in ac.user_information.role_selections}
+        accepted = []
+        for answer in ac.presentation_contexts:
+            proposal = offered.get(answer.id)
+            if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
+                continue
+            role = roles.get(proposal.abstract_syntax)
+            accepted.append(
+                AcceptedContext(
+                    answer.id,
+                    proposal.abstract_syntax,
+                    answer.transfer_syntax,
+                    scu_role=True if role is None else role.scu_role,
+                    scp_role=role is not None and role.scp_role,
+                )
+            )
+        peer = ac.user_information if we_requested else rq.user_information
+        return cls(
+            contexts=tuple(accepted),
+            peer_max_pdu_length=peer.max_length,
+            peer_implementation_class_uid=peer.implementation_class_uid,
+            peer_implementation_version_name=peer.implementation_version_name,
+        )
+
+    def context_for(
+        self, abstract_syntax: str, transfer_syntax: str | None = None
+    ) -> AcceptedContext | None:
+        """An accepted context for ``abstract_syntax`` (in ``transfer_syntax``, if given)."""
+        for context in self.contexts:
+            if context.abstract_syntax == abstract_syntax and (
+                transfer_syntax is None or context.transfer_syntax == transfer_syntax
+            ):
+                return context
+        return None
+
+    def by_id(self, context_id: int) -> AcceptedContext | None:
+        for context in self.contexts:
+            if context.id == context_id:
+                return context
+        return None
+
+
+@dataclass(frozen=True)
+class AcceptorPolicy:
+    """What an SCP accepts: abstract syntax -> transfer syntaxes in our order of preference."""
+
+    ae_title: str
+    supported: Mapping[str, Sequence[str]]
+    max_pdu_length: int = DEFAULT_MAX_PDU
+    require_called_ae: bool = True
+    """Reject requests addressed to another AE title (the standard's reason 7)."""
+    calling_ae_allowed: Callable[[str], bool] = field(default=lambda _ae: True)
+    """Reject unknown calling AE titles (reason 3); access policy plugs in here."""
+    accept_scp_role: bool = True
+    """Whether we accept acting as SCU when a requestor proposes SCP role (C-GET)."""
+
+
+def answer_request(rq: AssociateRQ, policy: AcceptorPolicy) -> AssociateAC | AssociateRJ:
+    """Apply ``policy`` to a request: an AC with per-context results, or an RJ with its reason."""
+
+    def reject(reason: RejectReasonServiceUser) -> AssociateRJ:
+        return AssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER, reason)
+
+    if rq.application_context != DICOM_APPLICATION_CONTEXT:
+        return reject(RejectReasonServiceUser.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
+    if policy.require_called_ae and rq.called_ae.strip() != policy.ae_title:
+        return reject(RejectReasonServiceUser.CALLED_AE_NOT_RECOGNIZED)
+    if not policy.calling_ae_allowed(rq.calling_ae.strip()):
+        return reject(RejectReasonServiceUser.CALLING_AE_NOT_RECOGNIZED)
+    answers = tuple(_answer_context(c, policy) for c in rq.presentation_contexts)
+    accepted_classes = {
+        c.abstract_syntax
+        for c, a in zip(rq.presentation_contexts, answers, strict=True)
+        if a.result == PresentationResult.ACCEPTANCE
+    }
+    roles = tuple(
+        RoleSelection(r.sop_class_uid, r.scu_role, r.scp_role and policy.accept_scp_role)
+        for r in rq.user_information.role_selections
+        if r.sop_class_uid in accepted_classes
+    )
+    user = UserInformation(
+        max_length=policy.max_pdu_length,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        async_ops_window=AsyncOpsWindow(1, 1) if rq.user_information.async_ops_window else None,
+        role_selections=roles,
+    )
+    return AssociateAC(
+        called_ae=rq.called_ae,
+        calling_ae=rq.calling_ae,
+        presentation_contexts=answers,
+        user_information=user,
+    )
+
+
+def _answer_context(offer: PresentationContextRQ, policy: AcceptorPolicy) -> PresentationContextAC:
+    ours = policy.supported.get(offer.abstract_syntax)
+    if ours is None:
+        return PresentationContextAC(offer.id, PresentationResult.ABSTRACT_SYNTAX_NOT_SUPPORTED, "")
+    for syntax in ours:
+        if syntax in offer.transfer_syntaxes:
+            return PresentationContextAC(offer.id, PresentationResult.ACCEPTANCE, syntax)
+    return PresentationContextAC(offer.id, PresentationResult.TRANSFER_SYNTAXES_NOT_SUPPORTED, "")

@@ -1,0 +1,428 @@
+"""One association's upper layer, sans-I/O: bytes in -> events out, calls in -> bytes out.
+
+The I/O layer owns the socket and the clock. It feeds received bytes to
+:meth:`UpperLayer.receive_data`, writes whatever :meth:`UpperLayer.data_to_send`
+returns, starts or stops a timer when :attr:`UpperLayer.artim_running` changes,
+calls :meth:`UpperLayer.artim_expired` when it fires, and closes the transport
+when :attr:`UpperLayer.should_close` becomes true. Every transition goes through
+:data:`~dicomtls.ul.states.TRANSITIONS`, so the behaviour can be checked line by
+line against PS3.8 Table 9-10.
+
+Errors follow h11: :class:`LocalProtocolError` when our own user asks for
+something the state forbids; a peer that breaks the protocol never raises, it
+gets an A-ABORT with the standard's reason and an :class:`Aborted` event that
+says what it did.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dicomtls.ul.errors import AbortReason, AbortSource, LocalProtocolError, PDUError
+from dicomtls.ul.pdu import (
+    PDU,
+    Abort,
+    AssociateAC,
+    AssociateRJ,
+    AssociateRQ,
+    PDataTF,
+    RejectReasonACSE,
+    RejectResult,
+    RejectSource,
+    ReleaseRP,
+    ReleaseRQ,
+)
+from dicomtls.ul.reader import PDUReader
+from dicomtls.ul.states import NEXT_STATE, TRANSITIONS, Action, Event, State
+
+__all__ = [
+    "Aborted",
+    "AssociationAccepted",
+    "AssociationRejected",
+    "AssociationRequested",
+    "Closed",
+    "DataReceived",
+    "ReleaseConfirmed",
+    "ReleaseRequested",
+    "Role",
+    "ULEvent",
+    "UpperLayer",
+]
+
+
+class Role(enum.StrEnum):
+    REQUESTOR = "requestor"
+    ACCEPTOR = "acceptor"
+
+
+@dataclass(frozen=True)
+class AssociationRequested:
+    request: AssociateRQ
+
+
+@dataclass(frozen=True)
+class AssociationAccepted:
+    accept: AssociateAC
+
+
+@dataclass(frozen=True)
+class AssociationRejected:
+    reject: AssociateRJ
+
+
+@dataclass(frozen=True)
+class DataReceived:
+    pdata: PDataTF
+
+
+@dataclass(frozen=True)
+class ReleaseRequested:
+    collision: bool = False
+
+
+@dataclass(frozen=True)
+class ReleaseConfirmed:
+    pass
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """The association ended abnormally; ``by_peer`` tells who ended it, ``reason`` why."""
+
+    source: AbortSource
+    reason: AbortReason
+    by_peer: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The transport is gone (or must now be closed); nothing more will happen."""
+
+
+ULEvent = (
+    AssociationRequested
+    | AssociationAccepted
+    | AssociationRejected
+    | DataReceived
+    | ReleaseRequested
+    | ReleaseConfirmed
+    | Aborted
+    | Closed
+)
+
+_PDU_EVENTS: dict[type, Event] = {
+    AssociateAC: Event.EVT3,
+    AssociateRJ: Event.EVT4,
+    AssociateRQ: Event.EVT6,
+    PDataTF: Event.EVT10,
+    ReleaseRQ: Event.EVT12,
+    ReleaseRP: Event.EVT13,
+    Abort: Event.EVT16,
+}
+
+
+class UpperLayer:
+    """The PS3.8 upper layer of one association, for either role."""
+
+    def __init__(self, role: Role, *, max_pdu_length: int = 0) -> None:
+        self.role = role
+        # The transport is already connected when this object is made:
+        # a requestor has done AE-1/Evt2, an acceptor has done AE-5.
+        self.state = State.STA4 if role is Role.REQUESTOR else State.STA2
+        self.artim_running = role is Role.ACCEPTOR
+        self.should_close = False
+        self.our_max_pdu_length = max_pdu_length
+        self.peer_max_pdu_length = 0
+        self._reader = PDUReader(max_pdu_length=0)
+        self._outgoing: list[bytes] = []
+        self._events: list[ULEvent] = []
+
+    @property
+    def ended(self) -> bool:
+        """Sta1 again: the association is over and the transport closed or closing."""
+        return self.state is State.STA1
+
+    # -- I/O side -------------------------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        """PDUs waiting to be written, in order (a list, for ``writelines``)."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[ULEvent]:
+        """Feed received bytes; returns the events they caused."""
+        if self.ended:
+            return []
+        self._reader.feed(data)
+        while not self.ended:
+            try:
+                pdu = self._reader.next_pdu()
+            except PDUError as exc:
+                self._dispatch(Event.EVT19, None, error=exc)
+                break
+            if pdu is None:
+                break
+            self._dispatch(_PDU_EVENTS[type(pdu)], pdu)
+        return self._take_events()
+
+    def connection_closed(self) -> list[ULEvent]:
+        """Evt17: the transport closed under us."""
+        if not self.ended:
+            self._dispatch(Event.EVT17, None)
+        return self._take_events()
+
+    def artim_expired(self) -> list[ULEvent]:
+        """Evt18: the ARTIM timer the I/O layer runs for us has fired."""
+        if self.artim_running:
+            self._dispatch(Event.EVT18, None)
+        return self._take_events()
+
+    # -- local user side --------------------------------------------------------------------
+
+    def request(self, rq: AssociateRQ) -> None:
+        """Evt2 on a connected transport: send the A-ASSOCIATE-RQ (AE-2)."""
+        self._local(Event.EVT2, rq)
+
+    def accept(self, ac: AssociateAC) -> None:
+        """Evt7: answer the request with an A-ASSOCIATE-AC (AE-7)."""
+        self._local(Event.EVT7, ac)
+
+    def reject(self, rj: AssociateRJ) -> None:
+        """Evt8: answer the request with an A-ASSOCIATE-RJ (AE-8)."""
+        self._local(Event.EVT8, rj)
+
+    def check_can_send_data(self) -> None:
+        """Raise unless P-DATA may be sent now (DT-1 in Sta6, AR-7 in Sta8).
+
+        The DIMSE layer writes its P-DATA-TF PDUs itself, as header + memoryview pairs,
+        so that large data sets are never copied into a PDU object here.
+        """
+        self._action_for(Event.EVT9)
+
+    def send_pdata(self, pdata: PDataTF) -> None:
+        """Evt9: send a P-DATA-TF PDU built by the caller."""
+        self._local(Event.EVT9, pdata)
+
+    def release(self) -> None:
+        """Evt11: ask to release the association (AR-1)."""
+        self._local(Event.EVT11, None)
+
+    def release_response(self) -> None:
+        """Evt14: agree to the peer's release request (AR-4, or AR-9 in a collision)."""
+        self._local(Event.EVT14, None)
+
+    def abort(self, reason: AbortReason = AbortReason.REASON_NOT_SPECIFIED) -> None:
+        """Evt15: abort as the service user (AA-1); harmless when already ending."""
+        if (self.state, Event.EVT15) in TRANSITIONS:
+            self._dispatch(Event.EVT15, Abort(AbortSource.SERVICE_USER, reason))
+
+    def _take_events(self) -> list[ULEvent]:
+        events, self._events = self._events, []
+        return events
+
+    # -- the machine ------------------------------------------------------------------------
+
+    def _action_for(self, event: Event) -> Action:
+        action = TRANSITIONS.get((self.state, event))
+        if action is None:
+            raise LocalProtocolError(
+                f"{event} is not allowed in {self.state} ({self.state.description})"
+            )
+        return action
+
+    def _local(self, event: Event, pdu: PDU | None) -> None:
+        self._action_for(event)
+        self._dispatch(event, pdu)
+
+    def _dispatch(self, event: Event, pdu: PDU | None, error: PDUError | None = None) -> None:
+        action = TRANSITIONS.get((self.state, event))
+        if action is None:  # only local events can be missing, and _local checked them
+            raise LocalProtocolError(f"{event} is not allowed in {self.state}")
+        next_state = getattr(self, f"_{action.name.lower()}")(pdu, event, error)
+        self.state = next_state if next_state is not None else _single(NEXT_STATE[action])
+
+    def _send(self, pdu: PDU) -> None:
+        self._outgoing.append(pdu.encode())
+
+    def _abort_by_provider(self, reason: AbortReason, message: str) -> None:
+        self._send(Abort(AbortSource.SERVICE_PROVIDER, reason))
+        self._events.append(Aborted(AbortSource.SERVICE_PROVIDER, reason, False, message))
+
+    # Association establishment (PS3.8 Table 9-6)
+
+    def _ae_2(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        assert isinstance(pdu, AssociateRQ)
+        self.our_max_pdu_length = pdu.user_information.max_length
+        self._send(pdu)
+
+    def _ae_3(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        assert isinstance(pdu, AssociateAC)
+        self._negotiated(pdu.user_information.max_length)
+        self._events.append(AssociationAccepted(pdu))
+
+    def _ae_4(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        assert isinstance(pdu, AssociateRJ)
+        self.should_close = True
+        self._events.extend([AssociationRejected(pdu), Closed()])
+
+    def _ae_6(self, pdu: PDU | None, event: Event, error: PDUError | None) -> State:
+        assert isinstance(pdu, AssociateRQ)
+        self.artim_running = False
+        if pdu.protocol_version & 0x0001 == 0:
+            self._send(
+                AssociateRJ(
+                    RejectResult.PERMANENT,
+                    RejectSource.SERVICE_PROVIDER_ACSE,
+                    RejectReasonACSE.PROTOCOL_VERSION_NOT_SUPPORTED,
+                )
+            )
+            self.artim_running = True
+            return State.STA13
+        self.peer_max_pdu_length = pdu.user_information.max_length
+        self._events.append(AssociationRequested(pdu))
+        return State.STA3
+
+    def _ae_7(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        assert isinstance(pdu, AssociateAC)
+        self._send(pdu)
+        self._negotiated(self.peer_max_pdu_length, ours=pdu.user_information.max_length)
+
+    def _ae_8(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        assert isinstance(pdu, AssociateRJ)
+        self._send(pdu)
+        self.artim_running = True
+
+    def _negotiated(self, peer_max: int, ours: int | None = None) -> None:
+        """Limits in both directions: we refuse PDUs above what we advertised."""
+        if ours is not None:
+            self.our_max_pdu_length = ours
+        self.peer_max_pdu_length = peer_max
+        self._reader.max_pdu_length = self.our_max_pdu_length
+
+    # Data transfer (Table 9-7)
+
+    def _dt_1(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        if pdu is not None:
+            self._send(pdu)
+
+    def _dt_2(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        assert isinstance(pdu, PDataTF)
+        self._events.append(DataReceived(pdu))
+
+    # Release (Table 9-8)
+
+    def _ar_1(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._send(ReleaseRQ())
+
+    def _ar_2(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._events.append(ReleaseRequested())
+
+    def _ar_3(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self.should_close = True
+        self._events.extend([ReleaseConfirmed(), Closed()])
+
+    def _ar_4(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._send(ReleaseRP())
+        self.artim_running = True
+
+    def _ar_5(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self.artim_running = False
+        self._events.append(Closed())
+
+    def _ar_6(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._dt_2(pdu, event, error)
+
+    def _ar_7(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._dt_1(pdu, event, error)
+
+    def _ar_8(self, pdu: PDU | None, event: Event, error: PDUError | None) -> State:
+        self._events.append(ReleaseRequested(collision=True))
+        return State.STA9 if self.role is Role.REQUESTOR else State.STA10
+
+    def _ar_9(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._send(ReleaseRP())
+
+    def _ar_10(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._events.append(ReleaseConfirmed())
+
+    # Abort (Table 9-9)
+
+    def _aa_1(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        if isinstance(pdu, Abort):  # our user's A-ABORT request
+            self._send(pdu)
+            self._events.append(Aborted(pdu.source, pdu.reason, False, "aborted by us"))
+        else:  # a PDU while awaiting A-ASSOCIATE-RQ
+            reason = error.reason if error is not None else AbortReason.UNEXPECTED_PDU
+            message = str(error) if error is not None else f"unexpected {type(pdu).__name__} first"
+            self._send(Abort(AbortSource.SERVICE_USER, reason))
+            self._events.append(Aborted(AbortSource.SERVICE_USER, reason, False, message))
+        self.artim_running = True
+
+    def _aa_2(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self.artim_running = False
+        self.should_close = True
+        if event is Event.EVT18 and self.state is State.STA2:
+            self._events.append(
+                Aborted(
+                    AbortSource.SERVICE_PROVIDER,
+                    AbortReason.REASON_NOT_SPECIFIED,
+                    False,
+                    "no A-ASSOCIATE-RQ arrived before the ARTIM timer expired",
+                )
+            )
+        elif isinstance(pdu, Abort) and self.state is State.STA2:
+            self._events.append(Aborted(pdu.source, pdu.reason, True, "peer aborted"))
+        self._events.append(Closed())
+
+    def _aa_3(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        assert isinstance(pdu, Abort)
+        self.should_close = True
+        message = f"peer aborted ({pdu.source.name}, {pdu.reason.name})"
+        self._events.extend([Aborted(pdu.source, pdu.reason, True, message), Closed()])
+
+    def _aa_4(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._events.extend(
+            [
+                Aborted(
+                    AbortSource.SERVICE_PROVIDER,
+                    AbortReason.REASON_NOT_SPECIFIED,
+                    True,
+                    "the peer closed the connection without releasing",
+                ),
+                Closed(),
+            ]
+        )
+
+    def _aa_5(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self.artim_running = False
+        self._events.append(Closed())
+
+    def _aa_6(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        pass  # a PDU after we ended the association is ignored
+
+    def _aa_7(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        self._send(Abort(AbortSource.SERVICE_PROVIDER, AbortReason.UNEXPECTED_PDU))
+
+    def _aa_8(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
+        if error is not None:
+            self._abort_by_provider(error.reason, str(error))
+        else:
+            name = type(pdu).__name__ if pdu is not None else "event"
+            self._abort_by_provider(
+                AbortReason.UNEXPECTED_PDU,
+                f"unexpected {name} in {self.state} ({self.state.description})",
+            )
+        self.artim_running = True
+
+
+def _single(state: State | tuple[State, State]) -> State:
+    assert isinstance(state, State), "role- or outcome-dependent actions return their state"
+    return state
+
+
+def events_of(events: Iterable[ULEvent], kind: type) -> list[ULEvent]:
+    """The events of one kind (a convenience for callers and tests)."""
+    return [e for e in events if isinstance(e, kind)]
