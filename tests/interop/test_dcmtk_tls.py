@@ -9,23 +9,20 @@ nodes do. The DICOM bytes carried over the link are hand-built here (see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
-import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
-from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
+from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.tls.settings import TLSSettings
 
 from ..tls.loopback import Recorder
 from . import dicom_bytes
+from .conftest import RsaPKI, run_tool, storescp
 
 pytestmark = pytest.mark.interop
 
@@ -37,64 +34,6 @@ def test_dcmtk_is_installed() -> None:
     """The test command installs DCMTK; without it these tests would prove nothing."""
     for tool in ("echoscu", "storescp"):
         assert shutil.which(tool), f"{tool} missing: run scripts/setup.sh"
-
-
-@dataclass
-class RsaPKI:
-    ca: Path
-    files: dict[str, tuple[Path, Path]]  # name -> (certificate chain, key)
-
-    def ours(
-        self, name: str | None, verify: VerifyFlags = PEER_FAIL, **extra: object
-    ) -> TLSSettings:
-        cert, key = self.files[name] if name else (None, None)
-        return TLSSettings(
-            certificate=cert,
-            private_key=key,
-            ca_files=self.ca,
-            verify=verify,
-            **extra,  # type: ignore[arg-type]
-        )
-
-    def dcmtk_args(self, name: str | None) -> list[str]:
-        trust = ["+cf", str(self.ca)]
-        if name is None:
-            return ["+tla", *trust]
-        cert, key = self.files[name]
-        return ["+tls", str(key), str(cert), *trust]
-
-
-@pytest.fixture(scope="module")
-def rsa_pki(tmp_path_factory: pytest.TempPathFactory) -> RsaPKI:
-    directory = tmp_path_factory.mktemp("rsa-pki")
-    rsa = KeySpec.rsa(2048)
-    root = CertificateAuthority.create("dicomtls DCMTK Root CA", key=rsa)
-    ca = directory / "ca.pem"
-    root.write_cert(ca)
-    identities = {
-        "scp": root.issue("scp", key=rsa, dns=["localhost"], ips=["127.0.0.1"]),
-        "scu": root.issue("scu", key=rsa, dns=["localhost"], ips=["127.0.0.1"]),
-        "no-purpose": root.issue_broken(BrokenKind("no-purpose"), "no-purpose", key=rsa),
-    }
-    files = {}
-    for name, ident in identities.items():
-        written = ident.write(directory, name=name)
-        files[name] = (written.chain, written.key)
-    return RsaPKI(ca, files)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def _run_tool(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(errors="replace")
 
 
 # -- DCMTK's echoscu against our server -------------------------------------------------------
@@ -128,7 +67,7 @@ async def _echoscu_to_us(
         handler, "127.0.0.1", 0, server_tls, events=LinkEvents(on_secure_link_ready=on_ready)
     )
     async with server:
-        code, output = await _run_tool(
+        code, output = await run_tool(
             "echoscu", "-d", *pki.dcmtk_args(client), "127.0.0.1", str(server.port)
         )
         result["error"] = await asyncio.wait_for(ready, 30)
@@ -190,36 +129,6 @@ def test_echoscu_without_certificate_is_welcome_when_only_peer_is_set(rsa_pki: R
 # -- our client against DCMTK's storescp ----------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
-    port = _free_port()
-    proc = await asyncio.create_subprocess_exec(
-        "storescp", "-d", *pki.dcmtk_args("scp"), *peer_options, "-od", str(tmp), str(port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        await _wait_listening(port)
-        yield port
-    finally:
-        proc.terminate()
-        await proc.wait()
-
-
-async def _wait_listening(port: int) -> None:
-    """Wait until the port accepts a TCP connection (the tool has no readiness signal)."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-
-
 async def _associate(link: SecureLink) -> bytes:
     link.write(dicom_bytes.a_associate_rq(called="STORESCP"))
     data = b""
@@ -231,10 +140,10 @@ async def _associate(link: SecureLink) -> bytes:
     return data
 
 
-async def _us_to_storescp(
+async def _us_tostorescp(
     pki: RsaPKI, tmp: Path, ours: TLSSettings, *opts: str
 ) -> tuple[str, bytes, bytes]:
-    async with _storescp(pki, tmp, *opts) as port:
+    async with storescp(pki, tmp, *opts) as port:
         link = await connect("127.0.0.1", port, ours)
         assert link.session is not None
         answer = await _associate(link)
@@ -247,12 +156,12 @@ async def _us_to_storescp(
 
 
 @pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
-def test_our_client_to_storescp(rsa_pki: RsaPKI, tmp_path: Path, version: str) -> None:
+def test_our_client_tostorescp(rsa_pki: RsaPKI, tmp_path: Path, version: str) -> None:
     recorder = Recorder()
     ciphers = TLS12_ONLY if version == "TLSv1.2" else None
     ours = rsa_pki.ours("scu", on_verify=recorder, ciphers=ciphers, check_hostname=True)
     protocol, answer, release = asyncio.run(
-        _us_to_storescp(rsa_pki, tmp_path, ours, "--require-peer-cert")
+        _us_tostorescp(rsa_pki, tmp_path, ours, "--require-peer-cert")
     )
     assert protocol == version
     assert answer[0] == 0x02  # A-ASSOCIATE-AC from DCMTK over our link
@@ -267,7 +176,7 @@ def test_storescp_requiring_a_certificate_rejects_us_without_one(
     ciphers = TLS12_ONLY if version == "TLSv1.2" else None
     ours = rsa_pki.ours(None, ciphers=ciphers)
     with pytest.raises(TLSHandshakeError) as caught:
-        asyncio.run(_us_to_storescp(rsa_pki, tmp_path, ours, "--require-peer-cert"))
+        asyncio.run(_us_tostorescp(rsa_pki, tmp_path, ours, "--require-peer-cert"))
     error = caught.value
     assert error.side == "client"
     assert error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED)
@@ -281,7 +190,7 @@ def test_storescp_verifying_only_if_present_accepts_us_without_one(
     rsa_pki: RsaPKI, tmp_path: Path
 ) -> None:
     protocol, answer, _ = asyncio.run(
-        _us_to_storescp(rsa_pki, tmp_path, rsa_pki.ours(None), "--verify-peer-cert")
+        _us_tostorescp(rsa_pki, tmp_path, rsa_pki.ours(None), "--verify-peer-cert")
     )
     assert protocol == "TLSv1.3"
     assert answer[0] == 0x02
@@ -303,7 +212,7 @@ def test_echoscu_ignoring_our_untrusted_certificate_still_connects(
             await link.drain()
 
         async with await serve(handler, "127.0.0.1", 0, ours) as server:
-            _code, output = await _run_tool(
+            _code, output = await run_tool(
                 "echoscu", "+tla", "--ignore-peer-cert", "127.0.0.1", str(server.port)
             )
         result["output"] = output
@@ -323,7 +232,7 @@ def test_storescp_with_an_untrusted_certificate_is_refused_by_us(
     cert, key = rsa_pki.files["scu"]
     ours = TLSSettings(certificate=cert, private_key=key, ca_files=other_ca)
     with pytest.raises(TLSHandshakeError) as caught:
-        asyncio.run(_us_to_storescp(rsa_pki, tmp_path, ours, "--require-peer-cert"))
+        asyncio.run(_us_tostorescp(rsa_pki, tmp_path, ours, "--require-peer-cert"))
     error = caught.value
     assert error.stage is HandshakeStage.VERIFY
     assert error.verify_error is not None

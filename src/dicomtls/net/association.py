@@ -1,0 +1,463 @@
+"""DICOM associations over the secure link, in asyncio: the I/O binding of ``ul`` and ``dimse``.
+
+:func:`associate` opens a link (TLS when settings are given), negotiates, and
+returns an :class:`Association` whose ``echo`` and ``store`` run the DIMSE-C
+services as SCU. :func:`serve_dicom` accepts associations and answers C-ECHO
+and C-STORE, streaming each received data set into a durable store and sending
+Success only after the object is on disk.
+
+Every protocol failure of a peer becomes an A-ABORT with the standard's reason
+and one log line naming the peer; other associations are never affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, encode_command
+from dicomtls.dimse.messages import c_echo_rq, c_echo_rsp, c_store_rq, c_store_rsp
+from dicomtls.dimse.part10 import iter_blocks, read_header
+from dicomtls.dimse.pdv import CommandReceived, MessageAssembler, MessageError, pdata_pdus
+from dicomtls.dimse.status import Status, status_name
+from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
+from dicomtls.tls.settings import TLSSettings
+from dicomtls.ul.acse import (
+    AcceptorPolicy,
+    Negotiated,
+    Proposal,
+    answer_request,
+    build_request,
+)
+from dicomtls.ul.connection import (
+    Aborted,
+    AssociationAccepted,
+    AssociationRejected,
+    AssociationRequested,
+    Closed,
+    DataReceived,
+    ReleaseConfirmed,
+    ReleaseRequested,
+    Role,
+    ULEvent,
+    UpperLayer,
+)
+from dicomtls.ul.errors import AbortReason
+from dicomtls.ul.pdu import AssociateRJ
+
+__all__ = [
+    "Association",
+    "AssociationError",
+    "DicomServer",
+    "StoreHandler",
+    "associate",
+    "serve_dicom",
+]
+
+log = logging.getLogger("dicomtls.net")
+
+VERIFICATION = "1.2.840.10008.1.1"
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+ARTIM_TIMEOUT = 30.0
+_SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, one syscall
+
+
+class AssociationError(Exception):
+    """The association could not be made or ended abnormally; the text says why and with whom."""
+
+
+class _Channel:
+    """Reads the link, drives the UpperLayer, and hands out its events one by one."""
+
+    def __init__(self, link: SecureLink, ul: UpperLayer, artim_timeout: float) -> None:
+        self.link = link
+        self.ul = ul
+        self._pending: deque[ULEvent] = deque()
+        self._artim = artim_timeout
+
+    def flush(self) -> None:
+        for chunk in self.ul.data_to_send():
+            self.link.write(chunk)
+
+    async def next_event(self) -> ULEvent:
+        while not self._pending:
+            try:
+                if self.ul.artim_running:
+                    data = await asyncio.wait_for(self.link.read(), self._artim)
+                else:
+                    data = await self.link.read()
+            except TimeoutError:
+                self._pending.extend(self.ul.artim_expired())
+            except (ConnectionError, OSError) as exc:
+                log.debug("link to %s failed: %s", self.link.peer, exc)
+                self._pending.extend(self.ul.connection_closed())
+            else:
+                if data:
+                    self._pending.extend(self.ul.receive_data(data))
+                else:
+                    self._pending.extend(self.ul.connection_closed())
+            self.flush()
+            if self.ul.should_close and not self._pending:
+                self._pending.append(Closed())
+        return self._pending.popleft()
+
+
+class DatasetSink(Protocol):
+    def write(self, data: memoryview) -> None: ...
+
+
+@dataclass
+class _Message:
+    context_id: int
+    command: CommandSet
+    field: CommandField
+    dataset: bytes | None = None
+
+
+class Association:
+    """An established association; as SCU it offers ``echo`` and ``store``."""
+
+    def __init__(
+        self, channel: _Channel, negotiated: Negotiated, calling_ae: str, called_ae: str
+    ) -> None:
+        self._channel = channel
+        self.negotiated = negotiated
+        self.calling_ae = calling_ae
+        self.called_ae = called_ae
+        self._assembler = MessageAssembler()
+        self._message_id = 0
+        self._ended = False
+
+    @property
+    def link(self) -> SecureLink:
+        return self._channel.link
+
+    @property
+    def peer(self) -> str:
+        return self._channel.link.peer
+
+    def _next_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send_message(
+        self, context_id: int, command: CommandSet, dataset: Iterable[bytes | memoryview] | None
+    ) -> None:
+        """Send one DIMSE message, the data set streamed block by block without copies."""
+        ul = self._channel.ul
+        ul.check_can_send_data()
+        link = self._channel.link
+        encoded = encode_command(command)
+        for header, payload in pdata_pdus(context_id, encoded, dataset, ul.peer_max_pdu_length):
+            if len(payload) <= _SMALL_PAYLOAD:
+                link.write(header + payload.tobytes())
+            else:
+                link.write(header)
+                link.write(payload)
+                await link.drain()
+        await link.drain()
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def receive_message(
+        self, sink_for: Callable[[CommandReceived], DatasetSink | None] | None = None
+    ) -> _Message | None:
+        """The next whole message, or None once the association has ended.
+
+        ``sink_for`` may return a sink for the data set (e.g. a file being written);
+        without one the data set is collected in memory.
+        """
+        message: _Message | None = None
+        sink: DatasetSink | None = None
+        collected = bytearray()
+        while True:
+            event = await self._channel.next_event()
+            if isinstance(event, DataReceived):
+                try:
+                    for item in self._assembler.feed(event.pdata.pdvs):
+                        if isinstance(item, CommandReceived):
+                            message = _Message(
+                                item.context_id, item.command, command_field(item.command)
+                            )
+                            if not item.expects_dataset:
+                                return message
+                            sink = sink_for(item) if sink_for is not None else None
+                        else:
+                            if sink is not None:
+                                sink.write(item.data)
+                            else:
+                                collected += item.data
+                            if item.last:
+                                assert message is not None
+                                message.dataset = None if sink is not None else bytes(collected)
+                                return message
+                except (MessageError, ValueError) as exc:
+                    self._protocol_failure(f"bad DIMSE message: {exc}")
+                    return None
+                continue
+            if isinstance(event, ReleaseRequested):
+                self._channel.ul.release_response()
+                self._channel.flush()
+                continue
+            if isinstance(event, Aborted):
+                level = logging.WARNING if not event.by_peer else logging.INFO
+                log.log(level, "association with %s aborted: %s", self.peer, event.message)
+            if isinstance(event, Closed | ReleaseConfirmed | Aborted):
+                self._ended = True
+                await self.link.close()
+                return None
+
+    def _protocol_failure(self, message: str) -> None:
+        log.warning("association with %s: %s; aborting", self.peer, message)
+        self._channel.ul.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
+        self._channel.flush()
+
+    async def _response(self, field: CommandField, message_id: int) -> _Message:
+        message = await self.receive_message()
+        if message is None:
+            raise AssociationError(f"association with {self.peer} ended before the {field.name}")
+        if (
+            message.field is not field
+            or message.command.get(Tag.MessageIDBeingRespondedTo) != message_id
+        ):
+            self._protocol_failure(f"expected {field.name} for message {message_id}")
+            raise AssociationError(f"{self.peer} answered out of order")
+        return message
+
+    # -- SCU services ---------------------------------------------------------------------
+
+    async def echo(self) -> int:
+        """C-ECHO; returns the status (0x0000 on success)."""
+        context = self.negotiated.context_for(VERIFICATION)
+        if context is None:
+            raise AssociationError(f"{self.peer} did not accept the Verification SOP class")
+        message_id = self._next_id()
+        await self.send_message(context.id, c_echo_rq(message_id), None)
+        response = await self._response(CommandField.C_ECHO_RSP, message_id)
+        return int(response.command[Tag.Status])  # type: ignore[arg-type]
+
+    async def store(self, path: Path) -> int:
+        """C-STORE a Part 10 file, streaming its data set; returns the status."""
+        header = read_header(path)
+        context = self.negotiated.context_for(header.sop_class_uid, header.transfer_syntax_uid)
+        if context is None:
+            raise AssociationError(
+                f"{self.peer} accepted no context for {header.sop_class_uid} in "
+                f"{header.transfer_syntax_uid}"
+            )
+        message_id = self._next_id()
+        command = c_store_rq(message_id, header.sop_class_uid, header.sop_instance_uid)
+        await self.send_message(context.id, command, iter_blocks(header))
+        response = await self._response(CommandField.C_STORE_RSP, message_id)
+        return int(response.command[Tag.Status])  # type: ignore[arg-type]
+
+    # -- ending ---------------------------------------------------------------------------
+
+    async def release(self) -> None:
+        """A-RELEASE and wait for the answer (or the end)."""
+        if self._ended:
+            return
+        ul = self._channel.ul
+        ul.release()
+        self._channel.flush()
+        while True:
+            event = await self._channel.next_event()
+            if isinstance(event, ReleaseRequested):  # collision
+                ul.release_response()
+                self._channel.flush()
+            elif isinstance(event, Closed | Aborted):
+                break
+        self._ended = True
+        await self.link.close()
+
+    async def abort(self) -> None:
+        self._channel.ul.abort()
+        self._channel.flush()
+        self._ended = True
+        await self.link.close()
+
+    async def __aenter__(self) -> Association:
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            await self.release()
+        else:
+            await self.abort()
+
+
+def default_proposals(sop_classes: Sequence[str] = ()) -> list[Proposal]:
+    """Verification plus each storage class in Explicit and Implicit VR Little Endian."""
+    proposals = [Proposal(VERIFICATION, (IMPLICIT_VR_LE,))]
+    proposals += [Proposal(uid, (EXPLICIT_VR_LE, IMPLICIT_VR_LE)) for uid in sop_classes]
+    return proposals
+
+
+async def associate(
+    host: str,
+    port: int,
+    tls: TLSSettings | None,
+    *,
+    calling_ae: str = "DICOMTLS-SCU",
+    called_ae: str = "ANY-SCP",
+    proposals: Sequence[Proposal] | None = None,
+    max_pdu_length: int = 4 << 20,
+) -> Association:
+    """Connect, (handshake), and negotiate an association; raises AssociationError if refused."""
+    link = await connect(host, port, tls)
+    ul = UpperLayer(Role.REQUESTOR)
+    channel = _Channel(link, ul, ARTIM_TIMEOUT)
+    rq = build_request(
+        calling_ae, called_ae, proposals or default_proposals(), max_pdu_length=max_pdu_length
+    )
+    ul.request(rq)
+    channel.flush()
+    event = await channel.next_event()
+    if isinstance(event, AssociationAccepted):
+        negotiated = Negotiated.from_exchange(rq, event.accept, we_requested=True)
+        return Association(channel, negotiated, calling_ae, called_ae)
+    await link.close()
+    if isinstance(event, AssociationRejected):
+        rj = event.reject
+        raise AssociationError(
+            f"{link.peer} rejected the association ({rj.result.name}, {rj.source.name}, "
+            f"{rj.reason.name})"
+        )
+    if isinstance(event, Aborted):
+        raise AssociationError(f"{link.peer} aborted the association request: {event.message}")
+    raise AssociationError(f"{link.peer} closed the connection during association")
+
+
+# -- the SCP side ---------------------------------------------------------------------------
+
+
+class StoreHandler(Protocol):
+    """Called for each C-STORE: returns a sink for the data set and a way to finish it."""
+
+    def begin(
+        self, association: Association, command: CommandSet, transfer_syntax: str
+    ) -> _StoreJob: ...
+
+
+class _StoreJob(Protocol):
+    def write(self, data: memoryview) -> None: ...
+    def commit(self) -> int: ...
+    def abort(self) -> None: ...
+
+
+@dataclass
+class DicomServer:
+    """A running SCP; ``close`` stops accepting and lets running associations finish."""
+
+    _server: object
+    port: int
+    associations: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def close(self) -> None:
+        await self._server.close()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> DicomServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def _serve_association(
+    link: SecureLink, policy: AcceptorPolicy, store: StoreHandler | None
+) -> None:
+    ul = UpperLayer(Role.ACCEPTOR, max_pdu_length=policy.max_pdu_length)
+    channel = _Channel(link, ul, ARTIM_TIMEOUT)
+    event = await channel.next_event()
+    if not isinstance(event, AssociationRequested):
+        if isinstance(event, Aborted):
+            log.warning("association from %s: %s", link.peer, event.message)
+        return
+    answer = answer_request(event.request, policy)
+    if isinstance(answer, AssociateRJ):
+        log.warning(
+            "association from %s (calling %r, called %r) rejected: %s",
+            link.peer, event.request.calling_ae, event.request.called_ae, answer.reason.name,
+        )  # fmt: skip
+        ul.reject(answer)
+        channel.flush()
+        await channel.next_event()  # ARTIM or the peer's close
+        return
+    ul.accept(answer)
+    channel.flush()
+    negotiated = Negotiated.from_exchange(event.request, answer, we_requested=False)
+    association = Association(channel, negotiated, event.request.calling_ae, policy.ae_title)
+    await _serve_requests(association, store)
+
+
+async def _serve_requests(association: Association, store: StoreHandler | None) -> None:
+    jobs: dict[int, _StoreJob | None] = {}
+
+    def sink_for(received: CommandReceived) -> DatasetSink | None:
+        if store is None or command_field(received.command) is not CommandField.C_STORE_RQ:
+            return None
+        context = association.negotiated.by_id(received.context_id)
+        syntax = context.transfer_syntax if context else IMPLICIT_VR_LE
+        job = store.begin(association, received.command, syntax)
+        jobs[received.context_id] = job
+        return job
+
+    while True:
+        message = await association.receive_message(sink_for)
+        if message is None:
+            for job in jobs.values():
+                if job is not None:
+                    job.abort()  # the peer left mid-transfer: nothing partial is kept
+            return
+        command = message.command
+        message_id = int(command[Tag.MessageID])  # type: ignore[arg-type]
+        if message.field is CommandField.C_ECHO_RQ:
+            response = c_echo_rsp(message_id)
+        elif message.field is CommandField.C_STORE_RQ:
+            job = jobs.pop(message.context_id, None)
+            status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else job.commit()
+            response = c_store_rsp(
+                message_id,
+                str(command[Tag.AffectedSOPClassUID]),
+                str(command[Tag.AffectedSOPInstanceUID]),
+                status,
+            )
+            if status != Status.SUCCESS:
+                log.warning("C-STORE from %s: %s", association.peer, status_name(status))
+        else:
+            log.warning("%s from %s is not supported here", message.field.name, association.peer)
+            response = {
+                Tag.CommandField: message.field.value | 0x8000,
+                Tag.MessageIDBeingRespondedTo: message_id,
+                Tag.CommandDataSetType: 0x0101,
+                Tag.Status: Status.UNRECOGNIZED_OPERATION,
+            }
+        await association.send_message(message.context_id, response, None)
+
+
+async def serve_dicom(
+    host: str,
+    port: int,
+    tls: TLSSettings | None,
+    policy: AcceptorPolicy,
+    *,
+    store: StoreHandler | None = None,
+    events: LinkEvents | None = None,
+) -> DicomServer:
+    """Accept associations on ``host:port`` and serve C-ECHO (and C-STORE into ``store``)."""
+
+    async def handler(link: SecureLink) -> None:
+        with contextlib.suppress(ConnectionError):
+            await _serve_association(link, policy, store)
+
+    server = await serve(handler, host, port, tls, events=events)
+    return DicomServer(server, server.port)

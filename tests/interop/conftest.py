@@ -1,0 +1,121 @@
+"""Shared peers for the interop tests: an RSA PKI DCMTK accepts, and DCMTK's tools as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
+from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.settings import TLSSettings
+
+PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
+
+
+@dataclass
+class RsaPKI:
+    ca: Path
+    files: dict[str, tuple[Path, Path]]  # name -> (certificate chain, key)
+
+    def ours(
+        self, name: str | None, verify: VerifyFlags = PEER_FAIL, **extra: object
+    ) -> TLSSettings:
+        cert, key = self.files[name] if name else (None, None)
+        return TLSSettings(
+            certificate=cert,
+            private_key=key,
+            ca_files=self.ca,
+            verify=verify,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def dcmtk_args(self, name: str | None) -> list[str]:
+        trust = ["+cf", str(self.ca)]
+        if name is None:
+            return ["+tla", *trust]
+        cert, key = self.files[name]
+        return ["+tls", str(key), str(cert), *trust]
+
+
+@pytest.fixture(scope="module")
+def rsa_pki(tmp_path_factory: pytest.TempPathFactory) -> RsaPKI:
+    directory = tmp_path_factory.mktemp("rsa-pki")
+    rsa = KeySpec.rsa(2048)
+    root = CertificateAuthority.create("dicomtls DCMTK Root CA", key=rsa)
+    ca = directory / "ca.pem"
+    root.write_cert(ca)
+    identities = {
+        "scp": root.issue("scp", key=rsa, dns=["localhost"], ips=["127.0.0.1"]),
+        "scu": root.issue("scu", key=rsa, dns=["localhost"], ips=["127.0.0.1"]),
+        "no-purpose": root.issue_broken(BrokenKind("no-purpose"), "no-purpose", key=rsa),
+    }
+    files = {}
+    for name, ident in identities.items():
+        written = ident.write(directory, name=name)
+        files[name] = (written.chain, written.key)
+    return RsaPKI(ca, files)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _run_tool(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def run_tool(*args: str) -> tuple[int, str]:
+    """Run a DCMTK tool to its end; its exit code and combined output."""
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        "storescp", "-d", *pki.dcmtk_args("scp"), *peer_options, "-od", str(tmp), str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        await _wait_listening(port)
+        yield port
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def _wait_listening(port: int) -> None:
+    """Wait until the port accepts a TCP connection (the tool has no readiness signal)."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return

@@ -1,0 +1,95 @@
+"""DICOM over the secure link against DCMTK: echoscu and storescu to our SCP, our SCU to storescp."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from dicomtls.net.association import associate, default_proposals, serve_dicom
+from dicomtls.node.storage import DurableStore
+from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.ul.acse import AcceptorPolicy
+
+from ..node.test_storage import CT, _make_file
+from .conftest import RsaPKI, run_tool, storescp
+
+pytestmark = pytest.mark.interop
+
+EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+POLICY = AcceptorPolicy(
+    "DICOMTLS", {"1.2.840.10008.1.1": [IMPLICIT, EXPLICIT], CT: [EXPLICIT, IMPLICIT]}
+)
+
+
+def _files(directory: Path, count: int) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = directory / f"ct{i}.dcm"
+        _make_file(path, pixels=100_000 + 50_000 * i)
+        paths.append(path)
+    return paths
+
+
+async def _dcmtk_to_us(pki: RsaPKI, tmp: Path, files: list[Path]) -> tuple[int, str, int, str]:
+    store = DurableStore(tmp / "store")
+    server = await serve_dicom(
+        "127.0.0.1", 0, pki.ours("scp"), POLICY, store=DurableStoreHandler(store)
+    )
+    async with server:
+        echo_code, echo_out = await run_tool(
+            "echoscu",
+            "-v",
+            *pki.dcmtk_args("scu"),
+            "-aec",
+            "DICOMTLS",
+            "127.0.0.1",
+            str(server.port),
+        )
+        store_code, store_out = await run_tool(
+            "storescu", "-v", *pki.dcmtk_args("scu"), "-aec", "DICOMTLS", "127.0.0.1",
+            str(server.port), *map(str, files),
+        )  # fmt: skip
+    return echo_code, echo_out, store_code, store_out
+
+
+def test_echoscu_and_storescu_to_our_scp(rsa_pki: RsaPKI, tmp_path: Path) -> None:
+    files = _files(tmp_path / "in", 3)
+    echo_code, echo_out, store_code, store_out = asyncio.run(_dcmtk_to_us(rsa_pki, tmp_path, files))
+    assert echo_code == 0, echo_out
+    assert "Received Echo Response (Success)" in echo_out
+    assert store_code == 0, store_out
+    assert store_out.count("Received Store Response (Success)") == 3
+    store = DurableStore(tmp_path / "store")
+    for path in files:
+        sent = pydicom.dcmread(path)
+        stored = pydicom.dcmread(store.path_for(sent.SOPInstanceUID))
+        assert stored.PixelData == sent.PixelData
+        assert stored.file_meta.SourceApplicationEntityTitle.strip() == "STORESCU"
+
+
+def test_our_scu_tostorescp(rsa_pki: RsaPKI, tmp_path: Path) -> None:
+    files = _files(tmp_path / "in", 2)
+    received = tmp_path / "received"
+    received.mkdir()
+
+    async def run() -> tuple[int, list[int]]:
+        async with storescp(rsa_pki, received, "--require-peer-cert") as port:
+            assoc = await associate(
+                "127.0.0.1", port, rsa_pki.ours("scu"), called_ae="STORESCP",
+                proposals=default_proposals([CT]),
+            )  # fmt: skip
+            async with assoc:
+                return await assoc.echo(), [await assoc.store(f) for f in files]
+
+    echo, statuses = asyncio.run(run())
+    assert echo == 0 and statuses == [0, 0]
+    got = sorted(received.glob("*"))
+    assert len(got) == 2
+    sent_pixels = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f).PixelData for f in files}
+    for path in got:
+        ds = pydicom.dcmread(path)
+        assert sent_pixels[ds.SOPInstanceUID] == ds.PixelData
