@@ -72,3 +72,24 @@ async def _wrong_called_ae(pki: MatrixPKI) -> str:
 def test_rejection_is_named(matrix_pki: MatrixPKI) -> None:
     message = asyncio.run(_wrong_called_ae(matrix_pki))
     assert "rejected the association" in message and "CALLED_AE_NOT_RECOGNIZED" in message
+
+
+async def _tls_client_on_plain_port(pki: MatrixPKI, caplog: pytest.LogCaptureFixture) -> None:
+    from dicomtls.net.link import connect
+    from dicomtls.tls.errors import TLSHandshakeError
+
+    server = await serve_dicom("127.0.0.1", 0, None, POLICY)
+    async with server:
+        with pytest.raises(TLSHandshakeError):
+            await connect("127.0.0.1", server.port, pki.settings("client", PEER_FAIL))
+
+
+def test_tls_client_on_plain_port_is_named_in_the_log(
+    matrix_pki: MatrixPKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="dicomtls.net"):
+        asyncio.run(_tls_client_on_plain_port(matrix_pki, caplog))
+    lines = [r.getMessage() for r in caplog.records if "ClientHello" in r.getMessage()]
+    assert len(lines) == 1
+    assert "peer sent a TLS ClientHello to a non-TLS port" in lines[0]
+    assert "127.0.0.1:" in lines[0]

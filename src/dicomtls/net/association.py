@@ -28,6 +28,7 @@ from dicomtls.dimse.pdv import CommandReceived, MessageAssembler, MessageError, 
 from dicomtls.dimse.status import Status, status_name
 from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
 from dicomtls.tls.settings import TLSSettings
+from dicomtls.tls.sniff import looks_like_tls_client_hello
 from dicomtls.ul.acse import (
     AcceptorPolicy,
     Negotiated,
@@ -48,7 +49,7 @@ from dicomtls.ul.connection import (
     ULEvent,
     UpperLayer,
 )
-from dicomtls.ul.errors import AbortReason
+from dicomtls.ul.errors import AbortReason, AbortSource
 from dicomtls.ul.pdu import AssociateRJ
 
 __all__ = [
@@ -81,6 +82,7 @@ class _Channel:
         self.ul = ul
         self._pending: deque[ULEvent] = deque()
         self._artim = artim_timeout
+        self._first_bytes = not link.is_tls  # only a plain link can meet a TLS peer by mistake
 
     def flush(self) -> None:
         for chunk in self.ul.data_to_send():
@@ -99,14 +101,37 @@ class _Channel:
                 log.debug("link to %s failed: %s", self.link.peer, exc)
                 self._pending.extend(self.ul.connection_closed())
             else:
-                if data:
-                    self._pending.extend(self.ul.receive_data(data))
-                else:
-                    self._pending.extend(self.ul.connection_closed())
+                self._receive(data)
             self.flush()
             if self.ul.should_close and not self._pending:
                 self._pending.append(Closed())
         return self._pending.popleft()
+
+    def _receive(self, data: bytes) -> None:
+        if not data:
+            self._pending.extend(self.ul.connection_closed())
+            return
+        if self._first_bytes:
+            self._first_bytes = False
+            mistaken = _tls_on_plain_port(data, self.ul.role)
+            if mistaken is not None:
+                self.link.abort()
+                reason = AbortReason.UNRECOGNIZED_PDU
+                self._pending.append(Aborted(AbortSource.SERVICE_PROVIDER, reason, True, mistaken))
+                self._pending.extend(self.ul.connection_closed())
+                return
+        self._pending.extend(self.ul.receive_data(data))
+
+
+def _tls_on_plain_port(data: bytes, role: Role) -> str | None:
+    """Name a TLS peer on a plain DICOM link, instead of "PDU too large: 369295617"."""
+    if role is Role.ACCEPTOR and looks_like_tls_client_hello(data[:3]):
+        return (
+            "peer sent a TLS ClientHello to a non-TLS port (use our TLS port, or enable TLS here)"
+        )
+    if role is Role.REQUESTOR and len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03:
+        return "peer answered with TLS records: this port expects TLS (enable TLS for this peer)"
+    return None
 
 
 class DatasetSink(Protocol):
