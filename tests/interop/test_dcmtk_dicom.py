@@ -8,7 +8,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicomtls.net.association import associate, default_proposals, serve_dicom
+from dicomtls.net.association import associate, default_proposals
+from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.ul.acse import AcceptorPolicy
@@ -37,7 +38,7 @@ def _files(directory: Path, count: int) -> list[Path]:
 async def _dcmtk_to_us(pki: RsaPKI, tmp: Path, files: list[Path]) -> tuple[int, str, int, str]:
     store = DurableStore(tmp / "store")
     server = await serve_dicom(
-        "127.0.0.1", 0, pki.ours("scp"), POLICY, store=DurableStoreHandler(store)
+        "127.0.0.1", 0, pki.ours("scp"), POLICY, Services(store=DurableStoreHandler(store))
     )
     async with server:
         echo_code, echo_out = await run_tool(

@@ -12,7 +12,8 @@ import resource
 import sys
 from pathlib import Path
 
-from dicomtls.net.association import associate, default_proposals, serve_dicom
+from dicomtls.net.association import associate, default_proposals
+from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.tls.settings import TLSSettings
@@ -34,7 +35,7 @@ async def _serve(pki: Path, store_dir: Path) -> None:
     policy = AcceptorPolicy("BIGSCP", {CT: [EXPLICIT]})
     handler = DurableStoreHandler(DurableStore(store_dir))
     async with await serve_dicom(
-        "127.0.0.1", 0, _tls(pki, "server"), policy, store=handler
+        "127.0.0.1", 0, _tls(pki, "server"), policy, Services(store=handler)
     ) as server:
         print(f"port={server.port}", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -9,7 +9,8 @@ import pydicom
 import pytest
 
 from dicomtls.dimse.part10 import read_header
-from dicomtls.net.association import AssociationError, associate, default_proposals, serve_dicom
+from dicomtls.net.association import AssociationError, associate, default_proposals
+from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.tls.flags import VerifyFlags
@@ -28,7 +29,11 @@ POLICY = AcceptorPolicy(
 async def _echo_and_store(pki: MatrixPKI, tmp: Path, files: list[Path]) -> tuple[int, list[int]]:
     store = DurableStore(tmp / "store")
     server = await serve_dicom(
-        "127.0.0.1", 0, pki.settings("server", PEER_FAIL), POLICY, store=DurableStoreHandler(store)
+        "127.0.0.1",
+        0,
+        pki.settings("server", PEER_FAIL),
+        POLICY,
+        Services(store=DurableStoreHandler(store)),
     )
     async with server, await associate(
         "127.0.0.1", server.port, pki.settings("client", PEER_FAIL),

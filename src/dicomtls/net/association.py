@@ -13,34 +13,32 @@ and one log line naming the peer; other associations are never affected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from pydicom.dataset import Dataset
+
 from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, encode_command
-from dicomtls.dimse.messages import c_echo_rq, c_echo_rsp, c_store_rq, c_store_rsp
+from dicomtls.dimse.messages import c_echo_rq, c_store_rq
 from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.dimse.pdv import CommandReceived, MessageAssembler, MessageError, pdata_pdus
-from dicomtls.dimse.status import Status, status_name
-from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
+from dicomtls.net import qr_scu
+from dicomtls.net.link import SecureLink, connect
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.tls.sniff import looks_like_tls_client_hello
 from dicomtls.ul.acse import (
-    AcceptorPolicy,
     Negotiated,
     Proposal,
-    answer_request,
     build_request,
 )
 from dicomtls.ul.connection import (
     Aborted,
     AssociationAccepted,
     AssociationRejected,
-    AssociationRequested,
     Closed,
     DataReceived,
     ReleaseConfirmed,
@@ -50,15 +48,14 @@ from dicomtls.ul.connection import (
     UpperLayer,
 )
 from dicomtls.ul.errors import AbortReason, AbortSource
-from dicomtls.ul.pdu import AssociateRJ
 
 __all__ = [
     "Association",
     "AssociationError",
-    "DicomServer",
-    "StoreHandler",
+    "DatasetSink",
+    "Message",
     "associate",
-    "serve_dicom",
+    "default_proposals",
 ]
 
 log = logging.getLogger("dicomtls.net")
@@ -107,6 +104,19 @@ class _Channel:
                 self._pending.append(Closed())
         return self._pending.popleft()
 
+    def drain_nowait(self) -> None:
+        """Process whatever bytes have already arrived, without waiting for more."""
+        data = self.link.read_nowait()
+        if data:
+            self._receive(data)
+            self.flush()
+
+    def pop_pending(self) -> ULEvent | None:
+        return self._pending.popleft() if self._pending else None
+
+    def push_back(self, event: ULEvent) -> None:
+        self._pending.appendleft(event)
+
     def _receive(self, data: bytes) -> None:
         if not data:
             self._pending.extend(self.ul.connection_closed())
@@ -139,7 +149,7 @@ class DatasetSink(Protocol):
 
 
 @dataclass
-class _Message:
+class Message:
     context_id: int
     command: CommandSet
     field: CommandField
@@ -159,6 +169,7 @@ class Association:
         self._assembler = MessageAssembler()
         self._message_id = 0
         self._ended = False
+        self._cancelled: set[int] = set()
 
     @property
     def link(self) -> SecureLink:
@@ -168,7 +179,7 @@ class Association:
     def peer(self) -> str:
         return self._channel.link.peer
 
-    def _next_id(self) -> int:
+    def next_message_id(self) -> int:
         self._message_id = self._message_id % 0xFFFF + 1
         return self._message_id
 
@@ -195,13 +206,13 @@ class Association:
 
     async def receive_message(
         self, sink_for: Callable[[CommandReceived], DatasetSink | None] | None = None
-    ) -> _Message | None:
+    ) -> Message | None:
         """The next whole message, or None once the association has ended.
 
         ``sink_for`` may return a sink for the data set (e.g. a file being written);
         without one the data set is collected in memory.
         """
-        message: _Message | None = None
+        message: Message | None = None
         sink: DatasetSink | None = None
         collected = bytearray()
         while True:
@@ -210,7 +221,7 @@ class Association:
                 try:
                     for item in self._assembler.feed(event.pdata.pdvs):
                         if isinstance(item, CommandReceived):
-                            message = _Message(
+                            message = Message(
                                 item.context_id, item.command, command_field(item.command)
                             )
                             if not item.expects_dataset:
@@ -241,12 +252,36 @@ class Association:
                 await self.link.close()
                 return None
 
+    def cancel_requested(self, message_id: int) -> bool:
+        """Whether the peer has sent C-CANCEL-RQ for ``message_id`` (checked without waiting).
+
+        With an asynchronous operations window of 1, the only message a peer may send
+        while we answer its request is C-CANCEL; anything else ends the association.
+        """
+        self._channel.drain_nowait()
+        while (event := self._channel.pop_pending()) is not None:
+            if not isinstance(event, DataReceived):
+                self._channel.push_back(event)  # an abort or close: receive_message reports it
+                break
+            try:
+                for item in self._assembler.feed(event.pdata.pdvs):
+                    if not isinstance(item, CommandReceived) or (
+                        command_field(item.command) is not CommandField.C_CANCEL_RQ
+                    ):
+                        raise MessageError("only C-CANCEL may arrive while a request is answered")
+                    if item.command.get(Tag.MessageIDBeingRespondedTo) == message_id:
+                        self._cancelled.add(message_id)
+            except (MessageError, ValueError) as exc:
+                self._protocol_failure(str(exc))
+                break
+        return message_id in self._cancelled
+
     def _protocol_failure(self, message: str) -> None:
         log.warning("association with %s: %s; aborting", self.peer, message)
         self._channel.ul.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
         self._channel.flush()
 
-    async def _response(self, field: CommandField, message_id: int) -> _Message:
+    async def response(self, field: CommandField, message_id: int) -> Message:
         message = await self.receive_message()
         if message is None:
             raise AssociationError(f"association with {self.peer} ended before the {field.name}")
@@ -265,9 +300,9 @@ class Association:
         context = self.negotiated.context_for(VERIFICATION)
         if context is None:
             raise AssociationError(f"{self.peer} did not accept the Verification SOP class")
-        message_id = self._next_id()
+        message_id = self.next_message_id()
         await self.send_message(context.id, c_echo_rq(message_id), None)
-        response = await self._response(CommandField.C_ECHO_RSP, message_id)
+        response = await self.response(CommandField.C_ECHO_RSP, message_id)
         return int(response.command[Tag.Status])  # type: ignore[arg-type]
 
     async def store(self, path: Path) -> int:
@@ -279,11 +314,39 @@ class Association:
                 f"{self.peer} accepted no context for {header.sop_class_uid} in "
                 f"{header.transfer_syntax_uid}"
             )
-        message_id = self._next_id()
+        message_id = self.next_message_id()
         command = c_store_rq(message_id, header.sop_class_uid, header.sop_instance_uid)
         await self.send_message(context.id, command, iter_blocks(header))
-        response = await self._response(CommandField.C_STORE_RSP, message_id)
+        response = await self.response(CommandField.C_STORE_RSP, message_id)
         return int(response.command[Tag.Status])  # type: ignore[arg-type]
+
+    def find(
+        self, identifier: Dataset, model: qr_scu.QueryModel = qr_scu.QueryModel.STUDY_ROOT
+    ) -> AsyncIterator[Dataset]:
+        """C-FIND: the matching identifiers, as they arrive."""
+        return qr_scu.find(self, identifier, model)
+
+    async def move(
+        self,
+        identifier: Dataset,
+        destination: str,
+        model: qr_scu.QueryModel = qr_scu.QueryModel.STUDY_ROOT,
+    ) -> qr_scu.RetrieveResult:
+        """C-MOVE the matches to AE title ``destination``."""
+        return await qr_scu.move(self, identifier, destination, model)
+
+    async def get(
+        self,
+        identifier: Dataset,
+        target: qr_scu.StoreTarget,
+        model: qr_scu.QueryModel = qr_scu.QueryModel.STUDY_ROOT,
+    ) -> qr_scu.RetrieveResult:
+        """C-GET the matches onto this association, written into ``target``."""
+        return await qr_scu.get(self, identifier, target, model)
+
+    async def cancel(self, message_id: int) -> None:
+        """C-CANCEL a running C-FIND/C-MOVE/C-GET."""
+        await qr_scu.cancel(self, message_id)
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -360,129 +423,3 @@ async def associate(
     if isinstance(event, Aborted):
         raise AssociationError(f"{link.peer} aborted the association request: {event.message}")
     raise AssociationError(f"{link.peer} closed the connection during association")
-
-
-# -- the SCP side ---------------------------------------------------------------------------
-
-
-class StoreHandler(Protocol):
-    """Called for each C-STORE: returns a sink for the data set and a way to finish it."""
-
-    def begin(
-        self, association: Association, command: CommandSet, transfer_syntax: str
-    ) -> _StoreJob: ...
-
-
-class _StoreJob(Protocol):
-    def write(self, data: memoryview) -> None: ...
-    def commit(self) -> int: ...
-    def abort(self) -> None: ...
-
-
-@dataclass
-class DicomServer:
-    """A running SCP; ``close`` stops accepting and lets running associations finish."""
-
-    _server: object
-    port: int
-    associations: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def close(self) -> None:
-        await self._server.close()  # type: ignore[attr-defined]
-
-    async def __aenter__(self) -> DicomServer:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
-async def _serve_association(
-    link: SecureLink, policy: AcceptorPolicy, store: StoreHandler | None
-) -> None:
-    ul = UpperLayer(Role.ACCEPTOR, max_pdu_length=policy.max_pdu_length)
-    channel = _Channel(link, ul, ARTIM_TIMEOUT)
-    event = await channel.next_event()
-    if not isinstance(event, AssociationRequested):
-        if isinstance(event, Aborted):
-            log.warning("association from %s: %s", link.peer, event.message)
-        return
-    answer = answer_request(event.request, policy)
-    if isinstance(answer, AssociateRJ):
-        log.warning(
-            "association from %s (calling %r, called %r) rejected: %s",
-            link.peer, event.request.calling_ae, event.request.called_ae, answer.reason.name,
-        )  # fmt: skip
-        ul.reject(answer)
-        channel.flush()
-        await channel.next_event()  # ARTIM or the peer's close
-        return
-    ul.accept(answer)
-    channel.flush()
-    negotiated = Negotiated.from_exchange(event.request, answer, we_requested=False)
-    association = Association(channel, negotiated, event.request.calling_ae, policy.ae_title)
-    await _serve_requests(association, store)
-
-
-async def _serve_requests(association: Association, store: StoreHandler | None) -> None:
-    jobs: dict[int, _StoreJob | None] = {}
-
-    def sink_for(received: CommandReceived) -> DatasetSink | None:
-        if store is None or command_field(received.command) is not CommandField.C_STORE_RQ:
-            return None
-        context = association.negotiated.by_id(received.context_id)
-        syntax = context.transfer_syntax if context else IMPLICIT_VR_LE
-        job = store.begin(association, received.command, syntax)
-        jobs[received.context_id] = job
-        return job
-
-    while True:
-        message = await association.receive_message(sink_for)
-        if message is None:
-            for job in jobs.values():
-                if job is not None:
-                    job.abort()  # the peer left mid-transfer: nothing partial is kept
-            return
-        command = message.command
-        message_id = int(command[Tag.MessageID])  # type: ignore[arg-type]
-        if message.field is CommandField.C_ECHO_RQ:
-            response = c_echo_rsp(message_id)
-        elif message.field is CommandField.C_STORE_RQ:
-            job = jobs.pop(message.context_id, None)
-            status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else job.commit()
-            response = c_store_rsp(
-                message_id,
-                str(command[Tag.AffectedSOPClassUID]),
-                str(command[Tag.AffectedSOPInstanceUID]),
-                status,
-            )
-            if status != Status.SUCCESS:
-                log.warning("C-STORE from %s: %s", association.peer, status_name(status))
-        else:
-            log.warning("%s from %s is not supported here", message.field.name, association.peer)
-            response = {
-                Tag.CommandField: message.field.value | 0x8000,
-                Tag.MessageIDBeingRespondedTo: message_id,
-                Tag.CommandDataSetType: 0x0101,
-                Tag.Status: Status.UNRECOGNIZED_OPERATION,
-            }
-        await association.send_message(message.context_id, response, None)
-
-
-async def serve_dicom(
-    host: str,
-    port: int,
-    tls: TLSSettings | None,
-    policy: AcceptorPolicy,
-    *,
-    store: StoreHandler | None = None,
-    events: LinkEvents | None = None,
-) -> DicomServer:
-    """Accept associations on ``host:port`` and serve C-ECHO (and C-STORE into ``store``)."""
-
-    async def handler(link: SecureLink) -> None:
-        with contextlib.suppress(ConnectionError):
-            await _serve_association(link, policy, store)
-
-    server = await serve(handler, host, port, tls, events=events)
-    return DicomServer(server, server.port)

@@ -77,6 +77,10 @@ class SecureLink:
     async def read(self) -> bytes:
         return await self._protocol.read()
 
+    def read_nowait(self) -> bytes:
+        """What has already arrived (``b""`` if nothing), without waiting: for C-CANCEL checks."""
+        return self._protocol.read_nowait()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._protocol.write(data)
 
@@ -309,6 +313,17 @@ class _LinkProtocol(asyncio.Protocol):
             self._reader = self._loop.create_future()
             await self._reader
         data = b"".join(self._inbox) if len(self._inbox) > 1 else self._inbox[0]
+        self._inbox.clear()
+        self._inbox_size = 0
+        if self._paused_reading and self._transport is not None:
+            self._paused_reading = False
+            self._transport.resume_reading()
+        return data
+
+    def read_nowait(self) -> bytes:
+        if not self._inbox:
+            return b""
+        data = b"".join(self._inbox)
         self._inbox.clear()
         self._inbox_size = 0
         if self._paused_reading and self._transport is not None:

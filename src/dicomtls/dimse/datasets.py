@@ -1,0 +1,50 @@
+"""Encoding and decoding the small data sets DIMSE carries (C-FIND identifiers), via pydicom.
+
+Large objects never pass through here: C-STORE data sets stream as bytes. Query
+identifiers are small, so pydicom's reader and writer are the right tool, in the
+transfer syntax the presentation context negotiated.
+"""
+
+from __future__ import annotations
+
+import io
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+__all__ = ["DatasetError", "decode_dataset", "encode_dataset"]
+
+IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
+
+
+class DatasetError(ValueError):
+    """A data set pydicom cannot parse: answered with a DIMSE failure status, not a crash."""
+
+
+def _flags(transfer_syntax: str) -> tuple[bool, bool]:
+    """(implicit VR, little endian) for the uncompressed transfer syntaxes."""
+    return transfer_syntax == IMPLICIT_VR_LE, transfer_syntax != EXPLICIT_VR_BE
+
+
+def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
+    implicit, little = _flags(transfer_syntax)
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
+    write_dataset(buffer, dataset)
+    return bytes(buffer.getvalue())
+
+
+def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:
+    implicit, little = _flags(transfer_syntax)
+    try:
+        dataset = read_dataset(
+            io.BytesIO(bytes(data)), is_implicit_VR=implicit, is_little_endian=little
+        )
+        for element in dataset:  # force parsing now, so errors surface here and not later
+            _ = element.value
+    except Exception as exc:
+        raise DatasetError(f"unreadable data set: {exc}") from None
+    return dataset

@@ -1,0 +1,196 @@
+"""Query/Retrieve as SCU (PS3.4 Annex C): C-FIND, C-MOVE, C-GET and C-CANCEL over an association.
+
+C-GET's C-STORE sub-operations arrive on the same association; they are written
+through the same streaming sinks a storage SCP uses, so retrieving a large study
+never holds an object in memory.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from pydicom.dataset import Dataset
+
+from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field
+from dicomtls.dimse.datasets import decode_dataset, encode_dataset
+from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
+from dicomtls.dimse.pdv import CommandReceived
+from dicomtls.dimse.status import Category, Status, status_category
+
+if TYPE_CHECKING:
+    from dicomtls.net.association import Association, DatasetSink
+
+__all__ = ["QueryModel", "RetrieveResult", "StoreTarget", "find", "get", "move"]
+
+
+class QueryModel(enum.Enum):
+    """The information models: (FIND, MOVE, GET) SOP class UIDs (PS3.4 C.6)."""
+
+    PATIENT_ROOT = (
+        "1.2.840.10008.5.1.4.1.2.1.1",
+        "1.2.840.10008.5.1.4.1.2.1.2",
+        "1.2.840.10008.5.1.4.1.2.1.3",
+    )
+    STUDY_ROOT = (
+        "1.2.840.10008.5.1.4.1.2.2.1",
+        "1.2.840.10008.5.1.4.1.2.2.2",
+        "1.2.840.10008.5.1.4.1.2.2.3",
+    )
+
+    @property
+    def find_uid(self) -> str:
+        return self.value[0]
+
+    @property
+    def move_uid(self) -> str:
+        return self.value[1]
+
+    @property
+    def get_uid(self) -> str:
+        return self.value[2]
+
+
+@dataclass
+class RetrieveResult:
+    """The final C-MOVE/C-GET status and sub-operation counts."""
+
+    status: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    stored: list[str] = field(default_factory=list)
+    """SOP instance UIDs received (C-GET)."""
+
+    @property
+    def ok(self) -> bool:
+        return status_category(self.status) is Category.SUCCESS
+
+
+class StoreJob(Protocol):
+    def write(self, data: memoryview) -> None: ...
+    def commit(self) -> int: ...
+    def abort(self) -> None: ...
+
+
+class StoreTarget(Protocol):
+    """Where C-GET's incoming objects go (a :class:`DurableStoreHandler` fits)."""
+
+    def begin(
+        self, association: Association, command: CommandSet, transfer_syntax: str
+    ) -> StoreJob: ...
+
+
+def _context(association: Association, sop_class: str) -> tuple[int, str]:
+    from dicomtls.net.association import AssociationError
+
+    context = association.negotiated.context_for(sop_class)
+    if context is None:
+        raise AssociationError(f"{association.peer} did not accept SOP class {sop_class}")
+    return context.id, context.transfer_syntax
+
+
+async def find(
+    association: Association, identifier: Dataset, model: QueryModel = QueryModel.STUDY_ROOT
+) -> AsyncIterator[Dataset]:
+    """C-FIND: yield each matching identifier; a failure status raises at the end."""
+    from dicomtls.net.association import AssociationError
+
+    context_id, syntax = _context(association, model.find_uid)
+    message_id = association.next_message_id()
+    command = c_find_rq(message_id, model.find_uid)
+    await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+    while True:
+        response = await association.response(CommandField.C_FIND_RSP, message_id)
+        status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+        category = status_category(status)
+        if category is Category.PENDING:
+            if response.dataset is not None:
+                yield decode_dataset(response.dataset, syntax)
+            continue
+        if category in (Category.SUCCESS, Category.CANCEL):
+            return
+        raise AssociationError(f"C-FIND failed at {association.peer}: status 0x{status:04X}")
+
+
+async def cancel(association: Association, message_id: int) -> None:
+    """C-CANCEL the request ``message_id`` (its responses still have to be read)."""
+    context_id = association.negotiated.contexts[0].id
+    await association.send_message(context_id, c_cancel_rq(message_id), None)
+
+
+def _counts(command: CommandSet, result: RetrieveResult) -> None:
+    result.completed = int(command.get(Tag.NumberOfCompletedSuboperations, result.completed))  # type: ignore[arg-type]
+    result.failed = int(command.get(Tag.NumberOfFailedSuboperations, result.failed))  # type: ignore[arg-type]
+    result.warning = int(command.get(Tag.NumberOfWarningSuboperations, result.warning))  # type: ignore[arg-type]
+
+
+async def move(
+    association: Association,
+    identifier: Dataset,
+    destination: str,
+    model: QueryModel = QueryModel.STUDY_ROOT,
+) -> RetrieveResult:
+    """C-MOVE: ask the peer to send the matches to AE ``destination``; returns the counts."""
+    context_id, syntax = _context(association, model.move_uid)
+    message_id = association.next_message_id()
+    command = c_move_rq(message_id, model.move_uid, destination)
+    await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+    result = RetrieveResult(Status.PENDING)
+    while status_category(result.status) is Category.PENDING:
+        response = await association.response(CommandField.C_MOVE_RSP, message_id)
+        result.status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+        _counts(response.command, result)
+    return result
+
+
+async def get(
+    association: Association,
+    identifier: Dataset,
+    target: StoreTarget,
+    model: QueryModel = QueryModel.STUDY_ROOT,
+) -> RetrieveResult:
+    """C-GET: the peer sends the matches back on this association, into ``target``."""
+    from dicomtls.net.association import AssociationError
+
+    context_id, syntax = _context(association, model.get_uid)
+    message_id = association.next_message_id()
+    command = c_get_rq(message_id, model.get_uid)
+    await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+    result = RetrieveResult(Status.PENDING)
+    jobs: dict[int, StoreJob] = {}
+
+    def sink_for(received: CommandReceived) -> DatasetSink | None:
+        if command_field(received.command) is not CommandField.C_STORE_RQ:
+            return None
+        accepted = association.negotiated.by_id(received.context_id)
+        syntax_in = accepted.transfer_syntax if accepted else syntax
+        job = target.begin(association, received.command, syntax_in)
+        jobs[received.context_id] = job
+        return job
+
+    while status_category(result.status) is Category.PENDING:
+        message = await association.receive_message(sink_for)
+        if message is None:
+            raise AssociationError(f"association with {association.peer} ended during C-GET")
+        if message.field is CommandField.C_STORE_RQ:
+            job = jobs.pop(message.context_id)
+            status = job.commit()
+            instance = str(message.command[Tag.AffectedSOPInstanceUID])
+            if status == Status.SUCCESS:
+                result.stored.append(instance)
+            response = c_store_rsp(
+                int(message.command[Tag.MessageID]),  # type: ignore[arg-type]
+                str(message.command[Tag.AffectedSOPClassUID]),
+                instance,
+                status,
+            )
+            await association.send_message(message.context_id, response, None)
+            continue
+        if message.field is not CommandField.C_GET_RSP:
+            raise AssociationError(f"{association.peer} sent {message.field.name} during C-GET")
+        result.status = int(message.command[Tag.Status])  # type: ignore[arg-type]
+        _counts(message.command, result)
+    return result

@@ -1,0 +1,354 @@
+"""The SCP side: accept associations and answer C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET, C-CANCEL.
+
+What the node stores and finds is the application's business (``node/``); this
+module only speaks the protocol, through the handlers in :class:`Services`.
+C-STORE data sets stream into the store handler and Success is sent only after
+its commit; C-MOVE opens its own sub-association to the destination (TLS when
+configured); C-GET sends C-STORE sub-operations on the requesting association,
+on the contexts where the requestor took the SCP role. Each association runs
+in its own task, so one slow or hostile peer holds up nobody else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field
+from dicomtls.dimse.datasets import DatasetError, decode_dataset, encode_dataset
+from dicomtls.dimse.messages import (
+    c_echo_rsp,
+    c_find_rsp,
+    c_get_rsp,
+    c_move_rsp,
+    c_store_rq,
+    c_store_rsp,
+)
+from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
+from dicomtls.dimse.pdv import CommandReceived
+from dicomtls.dimse.status import Status, status_name
+from dicomtls.net.association import (
+    IMPLICIT_VR_LE,
+    Association,
+    AssociationError,
+    DatasetSink,
+    Message,
+    _Channel,
+    associate,
+    default_proposals,
+)
+from dicomtls.net.link import LinkEvents, SecureLink, serve
+from dicomtls.net.qr_scu import StoreTarget
+from dicomtls.tls.settings import TLSSettings
+from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request
+from dicomtls.ul.connection import Aborted, AssociationRequested, Role, UpperLayer
+from dicomtls.ul.pdu import AssociateRJ
+
+__all__ = ["DicomServer", "FindHandler", "RetrieveHandler", "Services", "serve_dicom"]
+
+log = logging.getLogger("dicomtls.net")
+
+FindHandler = Callable[[Association, str, Dataset], Iterable[Dataset]]
+"""(association, SOP class, identifier) -> matching identifiers."""
+RetrieveHandler = Callable[[Association, str, Dataset], Iterable[Path]]
+"""(association, SOP class, identifier) -> the Part 10 files to send."""
+
+
+@dataclass
+class Services:
+    """What this SCP offers; a service without a handler is answered as unsupported."""
+
+    store: StoreTarget | None = None
+    find: FindHandler | None = None
+    retrieve: RetrieveHandler | None = None
+    move_destinations: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """AE title -> (host, port): where C-MOVE may send."""
+    move_tls: TLSSettings | None = None
+    """TLS for C-MOVE sub-associations (None: plain TCP)."""
+
+
+@dataclass
+class DicomServer:
+    """A running SCP; ``close`` stops accepting and waits for running associations."""
+
+    _server: Any
+    port: int
+
+    async def close(self) -> None:
+        await self._server.close()
+
+    async def __aenter__(self) -> DicomServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def serve_dicom(
+    host: str,
+    port: int,
+    tls: TLSSettings | None,
+    policy: AcceptorPolicy,
+    services: Services | None = None,
+    *,
+    events: LinkEvents | None = None,
+) -> DicomServer:
+    """Accept associations on ``host:port`` and serve them with ``services``."""
+    services = services or Services()
+
+    async def handler(link: SecureLink) -> None:
+        with contextlib.suppress(ConnectionError):
+            await _serve_association(link, policy, services)
+
+    server = await serve(handler, host, port, tls, events=events)
+    return DicomServer(server, server.port)
+
+
+async def _serve_association(link: SecureLink, policy: AcceptorPolicy, services: Services) -> None:
+    ul = UpperLayer(Role.ACCEPTOR, max_pdu_length=policy.max_pdu_length)
+    channel = _Channel(link, ul, 30.0)
+    event = await channel.next_event()
+    if not isinstance(event, AssociationRequested):
+        if isinstance(event, Aborted):
+            log.warning("association from %s: %s", link.peer, event.message)
+        return
+    request = event.request
+    answer = answer_request(request, policy)
+    if isinstance(answer, AssociateRJ):
+        log.warning(
+            "association from %s (calling %r, called %r) rejected: %s",
+            link.peer, request.calling_ae, request.called_ae, answer.reason.name,
+        )  # fmt: skip
+        ul.reject(answer)
+        channel.flush()
+        await channel.next_event()  # the peer closes, or ARTIM ends it
+        return
+    ul.accept(answer)
+    channel.flush()
+    negotiated = Negotiated.from_exchange(request, answer, we_requested=False)
+    association = Association(channel, negotiated, request.calling_ae, policy.ae_title)
+    await _Dispatcher(association, services).run()
+
+
+class _Dispatcher:
+    """Answers one association's requests, one at a time (asynchronous operations window 1)."""
+
+    def __init__(self, association: Association, services: Services) -> None:
+        self.association = association
+        self.services = services
+        self._jobs: dict[int, Any] = {}
+
+    def _sink_for(self, received: CommandReceived) -> DatasetSink | None:
+        store = self.services.store
+        if store is None or command_field(received.command) is not CommandField.C_STORE_RQ:
+            return None
+        context = self.association.negotiated.by_id(received.context_id)
+        syntax = context.transfer_syntax if context else IMPLICIT_VR_LE
+        job = store.begin(self.association, received.command, syntax)
+        self._jobs[received.context_id] = job
+        return job
+
+    async def run(self) -> None:
+        handlers = {
+            CommandField.C_ECHO_RQ: self._echo,
+            CommandField.C_STORE_RQ: self._store,
+            CommandField.C_FIND_RQ: self._find,
+            CommandField.C_MOVE_RQ: self._move,
+            CommandField.C_GET_RQ: self._get,
+        }
+        try:
+            while (message := await self.association.receive_message(self._sink_for)) is not None:
+                if message.field is CommandField.C_CANCEL_RQ:
+                    continue  # nothing is running: a late cancel has nothing to stop
+                handler = handlers.get(message.field)
+                if handler is None:
+                    await self._unsupported(message)
+                else:
+                    await handler(message)
+        finally:
+            for job in self._jobs.values():
+                job.abort()  # the peer left mid-transfer: nothing partial is kept
+
+    def _syntax(self, message: Message) -> str:
+        context = self.association.negotiated.by_id(message.context_id)
+        return context.transfer_syntax if context else IMPLICIT_VR_LE
+
+    def _identifier(self, message: Message) -> Dataset | None:
+        try:
+            return decode_dataset(message.dataset or b"", self._syntax(message))
+        except DatasetError as exc:
+            log.warning("%s from %s: %s", message.field.name, self.association.peer, exc)
+            return None
+
+    async def _reply(
+        self, message: Message, command: CommandSet, dataset: bytes | None = None
+    ) -> None:
+        await self.association.send_message(
+            message.context_id, command, None if dataset is None else [dataset]
+        )
+
+    async def _unsupported(self, message: Message) -> None:
+        log.warning("%s from %s is not supported here", message.field.name, self.association.peer)
+        response: CommandSet = {
+            Tag.CommandField: message.field.value | 0x8000,
+            Tag.MessageIDBeingRespondedTo: _message_id(message),
+            Tag.CommandDataSetType: 0x0101,
+            Tag.Status: Status.UNRECOGNIZED_OPERATION,
+        }
+        await self._reply(message, response)
+
+    async def _echo(self, message: Message) -> None:
+        await self._reply(message, c_echo_rsp(_message_id(message)))
+
+    async def _store(self, message: Message) -> None:
+        job = self._jobs.pop(message.context_id, None)
+        status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else job.commit()
+        if status != Status.SUCCESS:
+            log.warning("C-STORE from %s: %s", self.association.peer, status_name(status))
+        command = message.command
+        await self._reply(
+            message,
+            c_store_rsp(
+                _message_id(message),
+                str(command[Tag.AffectedSOPClassUID]),
+                str(command[Tag.AffectedSOPInstanceUID]),
+                status,
+            ),
+        )
+
+    async def _find(self, message: Message) -> None:
+        sop_class = str(message.command[Tag.AffectedSOPClassUID])
+        message_id = _message_id(message)
+        identifier = self._identifier(message)
+        if identifier is None or self.services.find is None:
+            status = (
+                Status.UNABLE_TO_PROCESS if identifier is None else Status.SOP_CLASS_NOT_SUPPORTED
+            )
+            await self._reply(message, c_find_rsp(message_id, sop_class, status, False))
+            return
+        syntax = self._syntax(message)
+        for match in self.services.find(self.association, sop_class, identifier):
+            if self.association.cancel_requested(message_id):
+                await self._reply(message, c_find_rsp(message_id, sop_class, Status.CANCEL, False))
+                return
+            pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
+            await self._reply(message, pending, encode_dataset(match, syntax))
+        await self._reply(message, c_find_rsp(message_id, sop_class, Status.SUCCESS, False))
+
+    def _files(self, message: Message, identifier: Dataset) -> list[Path]:
+        retrieve = self.services.retrieve
+        if retrieve is None:
+            return []
+        return list(
+            retrieve(self.association, str(message.command[Tag.AffectedSOPClassUID]), identifier)
+        )
+
+    async def _move(self, message: Message) -> None:
+        sop_class = str(message.command[Tag.AffectedSOPClassUID])
+        message_id = _message_id(message)
+        destination = str(message.command[Tag.MoveDestination]).strip()
+        address = self.services.move_destinations.get(destination)
+        identifier = self._identifier(message)
+        if address is None or identifier is None:
+            status = (
+                Status.MOVE_DESTINATION_UNKNOWN if address is None else Status.UNABLE_TO_PROCESS
+            )
+            log.warning(
+                "C-MOVE from %s to %r: %s", self.association.peer, destination, status_name(status)
+            )
+            await self._reply(message, c_move_rsp(message_id, sop_class, status))
+            return
+        files = self._files(message, identifier)
+        try:
+            headers = [read_header(path) for path in files]
+            sub = await associate(
+                address[0], address[1], self.services.move_tls, calling_ae=self.association.called_ae,
+                called_ae=destination, proposals=default_proposals(sorted({h.sop_class_uid for h in headers})),
+            )  # fmt: skip
+        except (AssociationError, OSError, Part10Error) as exc:
+            log.warning(
+                "C-MOVE from %s: sub-association to %s failed: %s",
+                self.association.peer,
+                destination,
+                exc,
+            )
+            await self._reply(message, c_move_rsp(message_id, sop_class, Status.OUT_OF_RESOURCES_SUBOPERATIONS, (0, 0, len(files), 0)))  # fmt: skip
+            return
+        completed = failed = 0
+        async with sub:
+            for index, path in enumerate(files):
+                if self.association.cancel_requested(message_id):
+                    counts = (len(files) - index, completed, failed, 0)
+                    await self._reply(
+                        message, c_move_rsp(message_id, sop_class, Status.CANCEL, counts)
+                    )
+                    return
+                try:
+                    ok = await sub.store(path) == Status.SUCCESS
+                except AssociationError:
+                    ok = False
+                completed, failed = completed + ok, failed + (not ok)
+                remaining = len(files) - index - 1
+                if remaining:
+                    counts = (remaining, completed, failed, 0)
+                    await self._reply(
+                        message, c_move_rsp(message_id, sop_class, Status.PENDING, counts)
+                    )
+        final = Status.SUCCESS if not failed else Status.COERCION_OF_DATA_ELEMENTS
+        await self._reply(
+            message, c_move_rsp(message_id, sop_class, final, (0, completed, failed, 0))
+        )
+
+    async def _get(self, message: Message) -> None:
+        sop_class = str(message.command[Tag.AffectedSOPClassUID])
+        message_id = _message_id(message)
+        identifier = self._identifier(message)
+        if identifier is None:
+            await self._reply(message, c_get_rsp(message_id, sop_class, Status.UNABLE_TO_PROCESS))
+            return
+        files = self._files(message, identifier)
+        completed = failed = 0
+        for index, path in enumerate(files):
+            if self.association.cancel_requested(message_id):
+                counts = (len(files) - index, completed, failed, 0)
+                await self._reply(message, c_get_rsp(message_id, sop_class, Status.CANCEL, counts))
+                return
+            ok = await self._store_back(path)
+            completed, failed = completed + ok, failed + (not ok)
+            remaining = len(files) - index - 1
+            if remaining:
+                counts = (remaining, completed, failed, 0)
+                await self._reply(message, c_get_rsp(message_id, sop_class, Status.PENDING, counts))
+        final = Status.SUCCESS if not failed else Status.COERCION_OF_DATA_ELEMENTS
+        await self._reply(
+            message, c_get_rsp(message_id, sop_class, final, (0, completed, failed, 0))
+        )
+
+    async def _store_back(self, path: Path) -> bool:
+        """One C-GET sub-operation: C-STORE on a context where the requestor is SCP."""
+        header = read_header(path)
+        context = self.association.negotiated.context_for(
+            header.sop_class_uid, header.transfer_syntax_uid
+        )
+        if context is None or not context.scp_role:
+            log.warning(
+                "C-GET to %s: no context with SCP role for %s",
+                self.association.peer,
+                header.sop_class_uid,
+            )
+            return False
+        sub_id = self.association.next_message_id()
+        command = c_store_rq(sub_id, header.sop_class_uid, header.sop_instance_uid)
+        await self.association.send_message(context.id, command, iter_blocks(header))
+        response = await self.association.response(CommandField.C_STORE_RSP, sub_id)
+        return response.command.get(Tag.Status) == Status.SUCCESS
+
+
+def _message_id(message: Message) -> int:
+    return int(message.command[Tag.MessageID])  # type: ignore[arg-type]
