@@ -179,6 +179,11 @@ class Association:
     def peer(self) -> str:
         return self._channel.link.peer
 
+    @property
+    def last_message_id(self) -> int:
+        """The ID of the request sent last: what C-CANCEL names."""
+        return self._message_id
+
     def next_message_id(self) -> int:
         self._message_id = self._message_id % 0xFFFF + 1
         return self._message_id

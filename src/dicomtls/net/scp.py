@@ -11,6 +11,7 @@ in its own task, so one slow or hostile peer holds up nobody else.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -175,6 +176,11 @@ class _Dispatcher:
             for job in self._jobs.values():
                 job.abort()  # the peer left mid-transfer: nothing partial is kept
 
+    async def _cancelled(self, message_id: int) -> bool:
+        """Let the loop read (a C-CANCEL may be in flight), then check for one."""
+        await asyncio.sleep(0)
+        return self.association.cancel_requested(message_id)
+
     def _syntax(self, message: Message) -> str:
         context = self.association.negotiated.by_id(message.context_id)
         return context.transfer_syntax if context else IMPLICIT_VR_LE
@@ -234,7 +240,7 @@ class _Dispatcher:
             return
         syntax = self._syntax(message)
         for match in self.services.find(self.association, sop_class, identifier):
-            if self.association.cancel_requested(message_id):
+            if await self._cancelled(message_id):
                 await self._reply(message, c_find_rsp(message_id, sop_class, Status.CANCEL, False))
                 return
             pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
@@ -283,7 +289,7 @@ class _Dispatcher:
         completed = failed = 0
         async with sub:
             for index, path in enumerate(files):
-                if self.association.cancel_requested(message_id):
+                if await self._cancelled(message_id):
                     counts = (len(files) - index, completed, failed, 0)
                     await self._reply(
                         message, c_move_rsp(message_id, sop_class, Status.CANCEL, counts)
@@ -315,7 +321,7 @@ class _Dispatcher:
         files = self._files(message, identifier)
         completed = failed = 0
         for index, path in enumerate(files):
-            if self.association.cancel_requested(message_id):
+            if await self._cancelled(message_id):
                 counts = (len(files) - index, completed, failed, 0)
                 await self._reply(message, c_get_rsp(message_id, sop_class, Status.CANCEL, counts))
                 return

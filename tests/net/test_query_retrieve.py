@@ -1,0 +1,158 @@
+"""C-FIND, C-MOVE, C-GET and C-CANCEL between our SCU and our SCPs over mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+
+from dicomtls.net.association import Association, associate, default_proposals
+from dicomtls.net.qr_scu import QueryModel
+from dicomtls.net.scp import Services, serve_dicom
+from dicomtls.node.storage import DurableStore
+from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.tls.flags import VerifyFlags
+from dicomtls.ul.acse import AcceptorPolicy, Proposal
+
+from ..conftest import MatrixPKI
+from ..node.test_storage import CT, _make_file
+
+PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
+EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+QR = QueryModel.STUDY_ROOT
+SYNTAXES = [EXPLICIT, IMPLICIT]
+ARCHIVE_POLICY = AcceptorPolicy(
+    "ARCHIVE", {QR.find_uid: SYNTAXES, QR.move_uid: SYNTAXES, QR.get_uid: SYNTAXES, CT: SYNTAXES}
+)
+VIEWER_POLICY = AcceptorPolicy("VIEWER", {CT: SYNTAXES, "1.2.840.10008.1.1": SYNTAXES})
+
+
+class Archive:
+    """A tiny in-memory archive: what the node's SQLite index does, for the protocol tests."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = {f: pydicom.dcmread(f, stop_before_pixels=True) for f in files}
+        self.find_calls = 0
+
+    def _matching(self, identifier: Dataset) -> Iterator[tuple[Path, Dataset]]:
+        wanted = identifier.get("PatientID", "")
+        for path, ds in self.files.items():
+            if not wanted or ds.PatientID == wanted:
+                yield path, ds
+
+    def find(
+        self, association: Association, sop_class: str, identifier: Dataset
+    ) -> Iterable[Dataset]:
+        self.find_calls += 1
+        for _, ds in self._matching(identifier):
+            match = Dataset()
+            match.QueryRetrieveLevel = "IMAGE"
+            match.PatientID, match.SOPInstanceUID = ds.PatientID, ds.SOPInstanceUID
+            yield match
+
+    def retrieve(
+        self, association: Association, sop_class: str, identifier: Dataset
+    ) -> Iterable[Path]:
+        return [path for path, _ in self._matching(identifier)]
+
+
+def _archive_files(tmp: Path, count: int) -> list[Path]:
+    files = []
+    for i in range(count):
+        path = tmp / f"obj{i}.dcm"
+        _make_file(path, pixels=50_000)
+        files.append(path)
+    return files
+
+
+def _query(patient_id: str = "P1") -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE"
+    ds.PatientID = patient_id
+    ds.SOPInstanceUID = ""
+    return ds
+
+
+async def _run(pki: MatrixPKI, tmp: Path, files: list[Path]) -> dict[str, object]:
+    archive = Archive(files)
+    viewer_store = DurableStore(tmp / "viewer")
+    getter_store = DurableStore(tmp / "getter")
+    viewer = await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), VIEWER_POLICY,
+                               Services(store=DurableStoreHandler(viewer_store)))  # fmt: skip
+    services = Services(
+        find=archive.find, retrieve=archive.retrieve,
+        move_destinations={"VIEWER": ("127.0.0.1", viewer.port)},
+        move_tls=pki.settings("client", PEER_FAIL),
+    )  # fmt: skip
+    out: dict[str, object] = {}
+    async with viewer, await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), ARCHIVE_POLICY, services) as archive_server:  # fmt: skip
+        proposals = [
+            *default_proposals(),
+            Proposal(QR.find_uid, (EXPLICIT,)), Proposal(QR.move_uid, (EXPLICIT,)),
+            Proposal(QR.get_uid, (EXPLICIT,)),
+            Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=False, scp_role=True),
+        ]  # fmt: skip
+        assoc = await associate("127.0.0.1", archive_server.port, pki.settings("client", PEER_FAIL),
+                                called_ae="ARCHIVE", proposals=proposals)  # fmt: skip
+        async with assoc:
+            out["found"] = [m async for m in assoc.find(_query(), QR)]
+            out["none"] = [m async for m in assoc.find(_query("NOBODY"), QR)]
+            out["move"] = await assoc.move(_query(), "VIEWER", QR)
+            out["move_unknown"] = await assoc.move(_query(), "NOWHERE", QR)
+            out["get"] = await assoc.get(_query(), DurableStoreHandler(getter_store), QR)
+    out["viewer"] = viewer_store
+    out["getter"] = getter_store
+    return out
+
+
+def test_find_move_get(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
+    files = _archive_files(tmp_path, 3)
+    uids = sorted(pydicom.dcmread(f).SOPInstanceUID for f in files)
+    out = asyncio.run(_run(matrix_pki, tmp_path, files))
+    found = out["found"]
+    assert isinstance(found, list) and sorted(m.SOPInstanceUID for m in found) == uids
+    assert out["none"] == []
+    move = out["move"]
+    assert move.ok and (move.completed, move.failed) == (3, 0)  # type: ignore[attr-defined]
+    assert out["move_unknown"].status == 0xA801  # type: ignore[attr-defined]
+    get = out["get"]
+    assert get.ok and get.completed == 3 and sorted(get.stored) == uids  # type: ignore[attr-defined]
+    for store_name in ("viewer", "getter"):
+        store = out[store_name]
+        assert isinstance(store, DurableStore)
+        for f in files:
+            sent = pydicom.dcmread(f)
+            assert pydicom.dcmread(store.path_for(sent.SOPInstanceUID)).PixelData == sent.PixelData
+
+
+async def _cancel_find(pki: MatrixPKI) -> tuple[int, int]:
+    produced = 0
+
+    def endless(association: Association, sop_class: str, identifier: Dataset) -> Iterator[Dataset]:
+        nonlocal produced
+        while produced < 10_000:
+            produced += 1
+            match = Dataset()
+            match.PatientID = f"P{produced}"
+            yield match
+
+    services = Services(find=endless)
+    async with await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), ARCHIVE_POLICY, services) as server:  # fmt: skip
+        assoc = await associate("127.0.0.1", server.port, pki.settings("client", PEER_FAIL),
+                                called_ae="ARCHIVE", proposals=[Proposal(QR.find_uid, (EXPLICIT,))])  # fmt: skip
+        async with assoc:
+            received = 0
+            async for _ in assoc.find(_query(""), QR):
+                received += 1
+                if received == 5:
+                    await assoc.cancel(assoc.last_message_id)
+    return received, produced
+
+
+def test_cancel_stops_a_find(matrix_pki: MatrixPKI) -> None:
+    received, produced = asyncio.run(_cancel_find(matrix_pki))
+    assert 5 <= received < 10_000
+    assert produced < 10_000  # the SCP stopped producing matches
