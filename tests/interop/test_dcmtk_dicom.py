@@ -94,3 +94,46 @@ def test_our_scu_tostorescp(rsa_pki: RsaPKI, tmp_path: Path) -> None:
     for path in got:
         ds = pydicom.dcmread(path)
         assert sent_pixels[ds.SOPInstanceUID] == ds.PixelData
+
+
+async def _dcmtk_qr_to_us(pki: RsaPKI, tmp: Path, files: list[Path]) -> dict[str, tuple[int, str]]:
+    """findscu over TLS; movescu and getscu over plain TCP (Debian's 3.6.7 builds have no TLS)."""
+    from ..net.test_query_retrieve import ARCHIVE_POLICY, VIEWER_POLICY, Archive
+
+    archive = Archive(files)
+    viewer_store = DurableStore(tmp / "viewer")
+    keys = ["-k", "QueryRetrieveLevel=IMAGE", "-k", "PatientID=P1", "-k", "SOPInstanceUID"]
+    out: dict[str, tuple[int, str]] = {}
+    get_dir = tmp / "got"
+    get_dir.mkdir()
+    viewer = await serve_dicom("127.0.0.1", 0, None, VIEWER_POLICY,
+                               Services(store=DurableStoreHandler(viewer_store)))  # fmt: skip
+    services = Services(find=archive.find, retrieve=archive.retrieve,
+                        move_destinations={"VIEWER": ("127.0.0.1", viewer.port)})  # fmt: skip
+    async with viewer:
+        async with await serve_dicom("127.0.0.1", 0, pki.ours("scp"), ARCHIVE_POLICY, services) as tls_server:  # fmt: skip
+            out["find"] = await run_tool("findscu", "-v", *pki.dcmtk_args("scu"), "-S", "-aec", "ARCHIVE",
+                                         *keys, "127.0.0.1", str(tls_server.port))  # fmt: skip
+        async with await serve_dicom("127.0.0.1", 0, None, ARCHIVE_POLICY, services) as plain:
+            plain_args = ["-S", "-aec", "ARCHIVE", *keys, "127.0.0.1", str(plain.port)]
+            out["move"] = await run_tool("movescu", "-v", "-aem", "VIEWER", *plain_args)
+            out["get"] = await run_tool("getscu", "-v", "-od", str(get_dir), *plain_args)
+    return out
+
+
+def test_findscu_movescu_getscu_to_our_scp(rsa_pki: RsaPKI, tmp_path: Path) -> None:
+    files = _files(tmp_path / "in", 2)
+    out = asyncio.run(_dcmtk_qr_to_us(rsa_pki, tmp_path, files))
+    code, text = out["find"]
+    assert code == 0, text
+    assert text.count("(Pending)") == 2 and "(Success)" in text
+    code, text = out["move"]
+    assert code == 0, text
+    assert "Received Final Move Response (Success)" in text, text
+    code, text = out["get"]
+    assert code == 0, text
+    uids = {pydicom.dcmread(f).SOPInstanceUID for f in files}
+    viewer = DurableStore(tmp_path / "viewer")
+    assert all(viewer.path_for(uid).exists() for uid in uids)
+    got = {pydicom.dcmread(p).SOPInstanceUID for p in (tmp_path / "got").iterdir()}
+    assert got == uids
