@@ -1,0 +1,104 @@
+"""Interop with pynetdicom (PyPI), over TLS with the standard library's ssl, both directions."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from dicomtls.net.association import associate, default_proposals
+from dicomtls.net.scp import Services, serve_dicom
+from dicomtls.node.storage import DurableStore
+from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.tls.flags import VerifyFlags
+from dicomtls.ul.acse import AcceptorPolicy
+
+from ..conftest import MatrixPKI
+from ..node.test_storage import CT, _make_file
+
+pytestmark = pytest.mark.interop
+
+PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
+EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+POLICY = AcceptorPolicy(
+    "DICOMTLS", {"1.2.840.10008.1.1": [IMPLICIT, EXPLICIT], CT: [EXPLICIT, IMPLICIT]}
+)
+
+
+def _context(pki: MatrixPKI, purpose: ssl.Purpose, name: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(purpose, cafile=str(pki.ca_file))
+    ctx.load_cert_chain(str(pki.files[name].cert), str(pki.files[name].key))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = False
+    return ctx
+
+
+def test_pynetdicom_scu_to_our_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"ct{i}.dcm")
+        _make_file(files[-1], pixels=120_000)
+    store = DurableStore(tmp_path / "store")
+    results: dict[str, object] = {}
+
+    def pynetdicom_client(port: int) -> None:
+        ae = AE(ae_title="PYNETDICOM")
+        ae.add_requested_context(Verification)
+        ae.add_requested_context(CTImageStorage, [EXPLICIT, IMPLICIT])
+        assoc = ae.associate("127.0.0.1", port, ae_title="DICOMTLS",
+                             tls_args=(_context(matrix_pki, ssl.Purpose.SERVER_AUTH, "client"), None))  # fmt: skip
+        results["established"] = assoc.is_established
+        if assoc.is_established:
+            results["echo"] = assoc.send_c_echo().Status
+            results["store"] = [assoc.send_c_store(pydicom.dcmread(f)).Status for f in files]
+            assoc.release()
+
+    async def run() -> None:
+        server = await serve_dicom("127.0.0.1", 0, matrix_pki.settings("server", PEER_FAIL), POLICY,
+                                   Services(store=DurableStoreHandler(store)))  # fmt: skip
+        async with server:
+            await asyncio.get_running_loop().run_in_executor(None, pynetdicom_client, server.port)
+
+    asyncio.run(run())
+    assert results["established"] is True
+    assert results["echo"] == 0 and results["store"] == [0, 0]
+    for f in files:
+        sent = pydicom.dcmread(f)
+        assert pydicom.dcmread(store.path_for(sent.SOPInstanceUID)).PixelData == sent.PixelData
+
+
+def test_our_scu_to_pynetdicom_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
+    path = tmp_path / "ct.dcm"
+    _make_file(path, pixels=150_000)
+    received: list[pydicom.Dataset] = []
+
+    def on_store(event):  # type: ignore[no-untyped-def]
+        received.append(event.dataset)
+        return 0x0000
+
+    ae = AE(ae_title="PYNETSCP")
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(CTImageStorage, [EXPLICIT, IMPLICIT])
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
+                             ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"))  # fmt: skip
+    port = server.server_address[1]
+    try:
+
+        async def run() -> tuple[int, int, str]:
+            assoc = await associate("127.0.0.1", port, matrix_pki.settings("client", PEER_FAIL),
+                                    called_ae="PYNETSCP", proposals=default_proposals([CT]))  # fmt: skip
+            async with assoc:
+                protocol = assoc.link.session.protocol if assoc.link.session else "?"
+                return await assoc.echo(), await assoc.store(path), protocol
+
+        echo, stored, protocol = asyncio.run(run())
+    finally:
+        server.shutdown()
+    assert (echo, stored) == (0, 0)
+    assert protocol.startswith("TLSv1.")
+    assert len(received) == 1 and received[0].PixelData == pydicom.dcmread(path).PixelData
