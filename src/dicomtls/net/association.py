@@ -64,6 +64,7 @@ VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 ARTIM_TIMEOUT = 30.0
+DIMSE_TIMEOUT = 120.0
 _SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, one syscall
 
 
@@ -74,26 +75,39 @@ class AssociationError(Exception):
 class _Channel:
     """Reads the link, drives the UpperLayer, and hands out its events one by one."""
 
-    def __init__(self, link: SecureLink, ul: UpperLayer, artim_timeout: float) -> None:
+    def __init__(
+        self,
+        link: SecureLink,
+        ul: UpperLayer,
+        artim_timeout: float = ARTIM_TIMEOUT,
+        idle_timeout: float | None = None,
+    ) -> None:
         self.link = link
         self.ul = ul
         self._pending: deque[ULEvent] = deque()
         self._artim = artim_timeout
+        self._idle = idle_timeout
         self._first_bytes = not link.is_tls  # only a plain link can meet a TLS peer by mistake
 
     def flush(self) -> None:
-        for chunk in self.ul.data_to_send():
-            self.link.write(chunk)
+        chunks = self.ul.data_to_send()
+        try:
+            for chunk in chunks:
+                self.link.write(chunk)
+        except ConnectionError:
+            pass  # the transport is gone; the events already say so
 
     async def next_event(self) -> ULEvent:
         while not self._pending:
+            artim = self.ul.artim_running
             try:
-                if self.ul.artim_running:
-                    data = await asyncio.wait_for(self.link.read(), self._artim)
-                else:
+                async with asyncio.timeout(self._artim if artim else self._idle):
                     data = await self.link.read()
             except TimeoutError:
-                self._pending.extend(self.ul.artim_expired())
+                if artim:
+                    self._pending.extend(self.ul.artim_expired())
+                else:
+                    self._idle_expired()
             except (ConnectionError, OSError) as exc:
                 log.debug("link to %s failed: %s", self.link.peer, exc)
                 self._pending.extend(self.ul.connection_closed())
@@ -103,6 +117,17 @@ class _Channel:
             if self.ul.should_close and not self._pending:
                 self._pending.append(Closed())
         return self._pending.popleft()
+
+    def _idle_expired(self) -> None:
+        """Nothing arrived for the idle timeout: abort rather than hold the slot forever."""
+        self.ul.abort()
+        message = f"no data for {self._idle:g} s (idle timeout): aborted"
+        self._pending.append(
+            Aborted(AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, False, message)
+        )
+        self.flush()  # the A-ABORT goes out before the connection closes
+        self._pending.extend(self.ul.connection_closed())
+        self.link.close_soon()
 
     def drain_nowait(self) -> None:
         """Process whatever bytes have already arrived, without waiting for more."""
@@ -170,6 +195,7 @@ class Association:
         self._message_id = 0
         self._ended = False
         self._cancelled: set[int] = set()
+        self.dimse_timeout: float | None = DIMSE_TIMEOUT
 
     @property
     def link(self) -> SecureLink:
@@ -287,7 +313,14 @@ class Association:
         self._channel.flush()
 
     async def response(self, field: CommandField, message_id: int) -> Message:
-        message = await self.receive_message()
+        try:
+            async with asyncio.timeout(self.dimse_timeout):
+                message = await self.receive_message()
+        except TimeoutError:
+            await self.abort()
+            raise AssociationError(
+                f"no {field.name} from {self.peer} within {self.dimse_timeout:g} s (DIMSE timeout)"
+            ) from None
         if message is None:
             raise AssociationError(f"association with {self.peer} ended before the {field.name}")
         if (
@@ -404,11 +437,12 @@ async def associate(
     called_ae: str = "ANY-SCP",
     proposals: Sequence[Proposal] | None = None,
     max_pdu_length: int = 4 << 20,
+    dimse_timeout: float | None = DIMSE_TIMEOUT,
 ) -> Association:
     """Connect, (handshake), and negotiate an association; raises AssociationError if refused."""
     link = await connect(host, port, tls)
     ul = UpperLayer(Role.REQUESTOR)
-    channel = _Channel(link, ul, ARTIM_TIMEOUT)
+    channel = _Channel(link, ul)
     rq = build_request(
         calling_ae, called_ae, proposals or default_proposals(), max_pdu_length=max_pdu_length
     )
@@ -417,7 +451,9 @@ async def associate(
     event = await channel.next_event()
     if isinstance(event, AssociationAccepted):
         negotiated = Negotiated.from_exchange(rq, event.accept, we_requested=True)
-        return Association(channel, negotiated, calling_ae, called_ae)
+        association = Association(channel, negotiated, calling_ae, called_ae)
+        association.dimse_timeout = dimse_timeout
+        return association
     await link.close()
     if isinstance(event, AssociationRejected):
         rj = event.reject

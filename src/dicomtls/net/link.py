@@ -94,6 +94,10 @@ class SecureLink:
     def abort(self) -> None:
         self._protocol.abort()
 
+    def close_soon(self) -> None:
+        """Close after what is queued has been sent (close_notify for TLS), without waiting."""
+        self._protocol.close_soon()
+
     async def __aenter__(self) -> SecureLink:
         return self
 
@@ -356,14 +360,18 @@ class _LinkProtocol(asyncio.Protocol):
         self._drain_waiters.append(waiter)
         await waiter
 
+    def close_soon(self) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        if self.engine is not None and self.engine.handshake_complete:
+            self.engine.close()
+            self._flush()
+        self._transport.close()
+
     async def close(self) -> None:
         if self._transport is None:
             return
-        if not self._transport.is_closing():
-            if self.engine is not None and self.engine.handshake_complete:
-                self.engine.close()
-                self._flush()
-            self._transport.close()
+        self.close_soon()
         await self._closed
 
     def abort(self) -> None:
@@ -421,12 +429,22 @@ class Server:
     def sockets(self) -> tuple[socket.socket, ...]:
         return tuple(self._server.sockets)
 
-    async def close(self) -> None:
-        """Stop accepting, then wait for running handlers to finish."""
+    async def close(self, grace: float | None = None) -> None:
+        """Stop accepting, let running handlers finish (within ``grace`` s), then cancel the rest."""
         self._server.close()
         await self._server.wait_closed()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not self._tasks:
+            return
+        _, unfinished = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            log.warning(
+                "shutdown: %d connection(s) still busy after %s s, cancelled",
+                len(unfinished),
+                grace,
+            )
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def __aenter__(self) -> Server:
         return self

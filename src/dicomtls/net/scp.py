@@ -49,9 +49,15 @@ from dicomtls.net.qr_scu import StoreTarget
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request
 from dicomtls.ul.connection import Aborted, AssociationRequested, Role, UpperLayer
-from dicomtls.ul.pdu import AssociateRJ
+from dicomtls.ul.pdu import (
+    AssociateAC,
+    AssociateRJ,
+    RejectReasonPresentation,
+    RejectResult,
+    RejectSource,
+)
 
-__all__ = ["DicomServer", "FindHandler", "RetrieveHandler", "Services", "serve_dicom"]
+__all__ = ["DicomServer", "FindHandler", "Limits", "RetrieveHandler", "Services", "serve_dicom"]
 
 log = logging.getLogger("dicomtls.net")
 
@@ -75,14 +81,31 @@ class Services:
 
 
 @dataclass
+class Limits:
+    """How much one server takes on: the rest get A-ASSOCIATE-RJ (transient, local limit)."""
+
+    max_associations: int = 100
+    max_per_peer: int = 20
+    """Per peer IP address: one misbehaving host cannot take every slot."""
+    idle_timeout: float | None = 300.0
+    """Abort an association that sends nothing for this long."""
+    artim_timeout: float = 30.0
+    shutdown_grace: float = 30.0
+    """On close, how long running transfers may take to finish before they are cancelled."""
+
+
+@dataclass
 class DicomServer:
-    """A running SCP; ``close`` stops accepting and waits for running associations."""
+    """A running SCP; ``close`` stops accepting and lets running associations finish."""
 
     _server: Any
     port: int
+    limits: Limits
+    active: dict[str, int] = field(default_factory=dict)
+    """Associations in progress, per peer address."""
 
     async def close(self) -> None:
-        await self._server.close()
+        await self._server.close(grace=self.limits.shutdown_grace)
 
     async def __aenter__(self) -> DicomServer:
         return self
@@ -98,33 +121,60 @@ async def serve_dicom(
     policy: AcceptorPolicy,
     services: Services | None = None,
     *,
+    limits: Limits | None = None,
     events: LinkEvents | None = None,
 ) -> DicomServer:
     """Accept associations on ``host:port`` and serve them with ``services``."""
     services = services or Services()
+    limits = limits or Limits()
+    active: dict[str, int] = {}
 
     async def handler(link: SecureLink) -> None:
-        with contextlib.suppress(ConnectionError):
-            await _serve_association(link, policy, services)
+        address = link.peer.rsplit(":", 1)[0]
+        active[address] = active.get(address, 0) + 1
+        try:
+            refusal = _over_limit(active, address, limits)
+            with contextlib.suppress(ConnectionError):
+                await _serve_association(link, policy, services, limits, refusal)
+        finally:
+            active[address] -= 1
+            if not active[address]:
+                del active[address]
 
     server = await serve(handler, host, port, tls, events=events)
-    return DicomServer(server, server.port)
+    return DicomServer(server, server.port, limits, active)
 
 
-async def _serve_association(link: SecureLink, policy: AcceptorPolicy, services: Services) -> None:
+def _over_limit(active: dict[str, int], address: str, limits: Limits) -> str | None:
+    if sum(active.values()) > limits.max_associations:
+        return f"{limits.max_associations} associations already active"
+    if active[address] > limits.max_per_peer:
+        return f"{limits.max_per_peer} associations already active from {address}"
+    return None
+
+
+async def _serve_association(
+    link: SecureLink,
+    policy: AcceptorPolicy,
+    services: Services,
+    limits: Limits,
+    refusal: str | None,
+) -> None:
     ul = UpperLayer(Role.ACCEPTOR, max_pdu_length=policy.max_pdu_length)
-    channel = _Channel(link, ul, 30.0)
+    channel = _Channel(link, ul, limits.artim_timeout, limits.idle_timeout)
     event = await channel.next_event()
     if not isinstance(event, AssociationRequested):
         if isinstance(event, Aborted):
             log.warning("association from %s: %s", link.peer, event.message)
         return
     request = event.request
-    answer = answer_request(request, policy)
+    answer: AssociateAC | AssociateRJ = (
+        answer_request(request, policy) if refusal is None else _busy()
+    )
     if isinstance(answer, AssociateRJ):
         log.warning(
             "association from %s (calling %r, called %r) rejected: %s",
-            link.peer, request.calling_ae, request.called_ae, answer.reason.name,
+            link.peer, request.calling_ae, request.called_ae, refusal or answer.reason.name,
         )  # fmt: skip
         ul.reject(answer)
         channel.flush()
@@ -135,6 +185,14 @@ async def _serve_association(link: SecureLink, policy: AcceptorPolicy, services:
     negotiated = Negotiated.from_exchange(request, answer, we_requested=False)
     association = Association(channel, negotiated, request.calling_ae, policy.ae_title)
     await _Dispatcher(association, services).run()
+
+
+def _busy() -> AssociateRJ:
+    return AssociateRJ(
+        RejectResult.TRANSIENT,
+        RejectSource.SERVICE_PROVIDER_PRESENTATION,
+        RejectReasonPresentation.LOCAL_LIMIT_EXCEEDED,
+    )
 
 
 class _Dispatcher:
