@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, encode_command
 from dicomtls.dimse.messages import c_echo_rq, c_store_rq
-from dicomtls.dimse.part10 import iter_blocks, read_header
+from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
 from dicomtls.dimse.pdv import CommandReceived, MessageAssembler, MessageError, pdata_pdus
 from dicomtls.net import qr_scu
 from dicomtls.net.link import SecureLink, connect
@@ -56,6 +56,7 @@ __all__ = [
     "Message",
     "associate",
     "default_proposals",
+    "proposals_for",
 ]
 
 log = logging.getLogger("dicomtls.net")
@@ -419,6 +420,24 @@ class Association:
             await self.release()
         else:
             await self.abort()
+
+
+def proposals_for(files: Iterable[Path]) -> list[Proposal]:
+    """Verification plus one context per (SOP class, transfer syntax) the files need.
+
+    Files that are not DICOM are skipped here; ``store`` reports them when sent.
+    """
+    needed: dict[str, set[str]] = {}
+    for path in files:
+        try:
+            header = read_header(path)
+        except Part10Error:
+            continue
+        needed.setdefault(header.sop_class_uid, set()).add(header.transfer_syntax_uid)
+    proposals = [Proposal(VERIFICATION, (IMPLICIT_VR_LE,))]
+    for sop_class, syntaxes in sorted(needed.items()):
+        proposals.append(Proposal(sop_class, tuple(sorted(syntaxes | {EXPLICIT_VR_LE}))))
+    return proposals
 
 
 def default_proposals(sop_classes: Sequence[str] = ()) -> list[Proposal]:

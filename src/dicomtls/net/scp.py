@@ -33,6 +33,7 @@ from dicomtls.dimse.messages import (
 )
 from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
 from dicomtls.dimse.pdv import CommandReceived
+from dicomtls.dimse.sop_classes import STORAGE_SOP_CLASSES, UNCOMPRESSED, VERIFICATION
 from dicomtls.dimse.status import Status, status_name
 from dicomtls.net.association import (
     IMPLICIT_VR_LE,
@@ -57,7 +58,15 @@ from dicomtls.ul.pdu import (
     RejectSource,
 )
 
-__all__ = ["DicomServer", "FindHandler", "Limits", "RetrieveHandler", "Services", "serve_dicom"]
+__all__ = [
+    "DicomServer",
+    "FindHandler",
+    "Limits",
+    "RetrieveHandler",
+    "Services",
+    "serve_dicom",
+    "storage_policy",
+]
 
 log = logging.getLogger("dicomtls.net")
 
@@ -143,6 +152,14 @@ async def serve_dicom(
 
     server = await serve(handler, host, port, tls, events=events)
     return DicomServer(server, server.port, limits, active)
+
+
+def storage_policy(ae_title: str, *, max_pdu_length: int = 4 << 20) -> AcceptorPolicy:
+    """An acceptor policy for a storage SCP: Verification and every storage SOP class,
+    uncompressed (the data set is stored as it arrives, in the negotiated syntax)."""
+    supported = {sop: UNCOMPRESSED for sop in STORAGE_SOP_CLASSES}
+    supported[VERIFICATION] = UNCOMPRESSED
+    return AcceptorPolicy(ae_title, supported, max_pdu_length=max_pdu_length)
 
 
 def _over_limit(active: dict[str, int], address: str, limits: Limits) -> str | None:
