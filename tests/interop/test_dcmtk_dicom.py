@@ -137,3 +137,92 @@ def test_findscu_movescu_getscu_to_our_scp(rsa_pki: RsaPKI, tmp_path: Path) -> N
     assert all(viewer.path_for(uid).exists() for uid in uids)
     got = {pydicom.dcmread(p).SOPInstanceUID for p in (tmp_path / "got").iterdir()}
     assert got == uids
+
+
+def _dcmqrscp_config(tmp: Path, port: int, viewer_port: int) -> Path:
+    database = tmp / "qrdb"
+    database.mkdir()
+    config = tmp / "dcmqrscp.cfg"
+    config.write_text(f"""NetworkTCPPort = {port}
+MaxPDUSize = 16384
+MaxAssociations = 16
+HostTable BEGIN
+viewer = (VIEWER, 127.0.0.1, {viewer_port})
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+ARCHIVE {database} RW (100, 1024mb) ANY
+AETable END
+""")
+    return config
+
+
+def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
+    """Store, find, move and get against DCMTK's archive (plain TCP: its 3.6.7 build has no TLS)."""
+    from pydicom.dataset import Dataset
+
+    from dicomtls.net.qr_scu import QueryModel
+    from dicomtls.ul.acse import Proposal
+
+    from ..net.test_query_retrieve import VIEWER_POLICY
+    from ..node.test_storage import STUDY_UID
+    from .conftest import _free_port, _wait_listening
+
+    def _query() -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel, ds.StudyInstanceUID, ds.PatientID = "STUDY", STUDY_UID, ""
+        return ds
+
+    files = _files(tmp_path / "in", 2)
+    uids = sorted(pydicom.dcmread(f).SOPInstanceUID for f in files)
+    qr = QueryModel.STUDY_ROOT
+
+    async def run() -> dict[str, object]:
+        viewer_store = DurableStore(tmp_path / "viewer")
+        async with await serve_dicom("127.0.0.1", 0, None, VIEWER_POLICY,
+                                     Services(store=DurableStoreHandler(viewer_store))) as viewer:  # fmt: skip
+            port = _free_port()
+            config = _dcmqrscp_config(tmp_path, port, viewer.port)
+            proc = await asyncio.create_subprocess_exec(
+                "dcmqrscp",
+                "-c",
+                str(config),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                await _wait_listening(port)
+                proposals = [
+                    *default_proposals([CT]),
+                    Proposal(qr.find_uid, (EXPLICIT, IMPLICIT)), Proposal(qr.move_uid, (EXPLICIT, IMPLICIT)),
+                    Proposal(qr.get_uid, (EXPLICIT, IMPLICIT)),
+                ]  # fmt: skip
+                out: dict[str, object] = {}
+                async with await associate(
+                    "127.0.0.1", port, None, called_ae="ARCHIVE", proposals=proposals
+                ) as assoc:
+                    out["stored"] = [await assoc.store(f) for f in files]
+                    out["found"] = [m.StudyInstanceUID async for m in assoc.find(_query(), qr)]
+                    out["move"] = await assoc.move(_query(), "VIEWER", qr)
+                get_proposals = [Proposal(qr.get_uid, (EXPLICIT, IMPLICIT)),
+                                 Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=False, scp_role=True)]  # fmt: skip
+                async with await associate(
+                    "127.0.0.1", port, None, called_ae="ARCHIVE", proposals=get_proposals
+                ) as assoc:
+                    out["get"] = await assoc.get(
+                        _query(), DurableStoreHandler(DurableStore(tmp_path / "got")), qr
+                    )
+            finally:
+                proc.terminate()
+                await proc.wait()
+            out["viewer"] = viewer_store
+            return out
+
+    out = asyncio.run(run())
+    assert out["stored"] == [0, 0]
+    assert out["found"] == [STUDY_UID]
+    assert out["move"].ok and out["move"].completed == 2  # type: ignore[attr-defined]
+    assert out["get"].ok and sorted(out["get"].stored) == uids  # type: ignore[attr-defined]
+    viewer = out["viewer"]
+    assert isinstance(viewer, DurableStore) and all(viewer.path_for(u).exists() for u in uids)

@@ -13,12 +13,14 @@ from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
 from dicomtls.node.storage import DurableStore, StorageError
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
+STUDY_UID, SERIES_UID = generate_uid(), generate_uid()  # every test object belongs to one series
 
 
 def _make_file(path: Path, pixels: int = 300_000) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
     ds.PatientName, ds.PatientID = "Doe^Jane", "P1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = STUDY_UID, SERIES_UID, "CT"
     ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, pixels // 1000, 1000, 1
     ds.PixelData = bytes(i % 256 for i in range(pixels))
     ds.file_meta = FileMetaDataset()
