@@ -214,3 +214,42 @@ def test_graceful_shutdown_lets_a_running_transfer_finish(tmp_path: Path) -> Non
     status, refused_after = asyncio.run(_shutdown_during_store(tmp_path))
     assert status == 0
     assert refused_after
+
+
+async def _garbage_datasets(tmp: Path) -> tuple[int, int, int, list[Path]]:
+    from dicomtls.dimse.command import CommandField, Tag
+    from dicomtls.dimse.messages import c_find_rq, c_store_rq
+    from dicomtls.net.qr_scu import QueryModel
+
+    find_uid = QueryModel.STUDY_ROOT.find_uid
+    policy = AcceptorPolicy("SCP", {CT: [EXPLICIT], find_uid: [EXPLICIT]})
+    store = DurableStore(tmp / "store")
+    services = Services(store=DurableStoreHandler(store), find=lambda *_: [])
+    async with await serve_dicom("127.0.0.1", 0, None, policy, services) as server:
+        assoc = await associate("127.0.0.1", server.port, None, called_ae="SCP",
+                                proposals=[Proposal(CT, (EXPLICIT,)), Proposal(find_uid, (EXPLICIT,))])  # fmt: skip
+        async with assoc:
+            ct, find = assoc.negotiated.context_for(CT), assoc.negotiated.context_for(find_uid)
+            assert ct is not None and find is not None
+            garbage = [b"\x10\x00\x10\x00PN\x08\x00Doe^Jane\x08\x00\x18\x00XX\x04\x001.2."]
+            await assoc.send_message(ct.id, c_store_rq(1, CT, "1.2.3.4"), garbage)
+            bad_store = (await assoc.response(CommandField.C_STORE_RSP, 1)).command[Tag.Status]
+            path = tmp / "ok.dcm"
+            _make_file(path, pixels=1000)
+            other_uid = c_store_rq(2, CT, "9.9.9")  # the data set inside names another instance
+            from dicomtls.dimse.part10 import iter_blocks, read_header
+
+            await assoc.send_message(ct.id, other_uid, iter_blocks(read_header(path)))
+            mismatch = (await assoc.response(CommandField.C_STORE_RSP, 2)).command[Tag.Status]
+            await assoc.send_message(find.id, c_find_rq(3, find_uid), [b"\xfe\xff\x00\xe0garbage"])
+            bad_find = (await assoc.response(CommandField.C_FIND_RSP, 3)).command[Tag.Status]
+    return int(bad_store), int(mismatch), int(bad_find), list(store.objects.rglob("*.dcm"))  # type: ignore[arg-type]
+
+
+def test_unparseable_data_sets_get_failure_statuses_and_are_not_kept(tmp_path: Path) -> None:
+    bad_store, mismatch, bad_find, stored = asyncio.run(_garbage_datasets(tmp_path))
+    assert bad_store == 0xC000  # cannot understand
+    assert mismatch == 0xA900  # data set does not match the command
+    assert bad_find == 0xC001  # unable to process
+    assert stored == []
+    assert not list((tmp_path / "store" / ".incoming").iterdir())

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pydicom
 
 from dicomtls.dimse.command import CommandSet, Tag
 from dicomtls.dimse.status import Status
@@ -18,12 +21,40 @@ __all__ = ["DurableStoreHandler"]
 log = logging.getLogger("dicomtls.node")
 
 
+def _check_dataset(path: Path, sop_instance_uid: str) -> int:
+    """Parse what arrived (up to the pixel data) before it may count as stored.
+
+    Returns a failure status when pydicom cannot read it (0xC000) or it names another
+    instance than the command (0xA900), else SUCCESS.
+    """
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        for element in dataset:  # pydicom converts lazily: make every value parse now
+            _ = element.value
+        stored_uid = str(dataset.get("SOPInstanceUID", ""))
+    except Exception as exc:
+        log.warning("received data set cannot be parsed: %s", exc)
+        return Status.CANNOT_UNDERSTAND
+    if stored_uid != sop_instance_uid:
+        log.warning(
+            "data set holds SOP instance %r, the command named %r", stored_uid, sop_instance_uid
+        )
+        return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    return Status.SUCCESS
+
+
 class _Job:
     """One incoming object; after a write error it swallows the rest and reports it at commit."""
 
-    def __init__(self, incoming: IncomingObject | None, failure: StorageError | None) -> None:
+    def __init__(
+        self,
+        incoming: IncomingObject | None,
+        failure: StorageError | None,
+        sop_instance_uid: str = "",
+    ) -> None:
         self._incoming = incoming
         self.failure = failure
+        self._sop_instance_uid = sop_instance_uid
 
     def write(self, data: memoryview) -> None:
         if self._incoming is None:
@@ -35,6 +66,10 @@ class _Job:
 
     def commit(self) -> int:
         if self._incoming is not None:
+            status = _check_dataset(self._incoming.partial_path, self._sop_instance_uid)
+            if status != Status.SUCCESS:
+                self.abort()
+                return status
             try:
                 self._incoming.commit()
                 return Status.SUCCESS
@@ -66,4 +101,4 @@ class DurableStoreHandler:
             )
         except StorageError as exc:
             return _Job(None, exc)
-        return _Job(incoming, None)
+        return _Job(incoming, None, str(command[Tag.AffectedSOPInstanceUID]))
