@@ -200,16 +200,7 @@ class CertificateAuthority:
         """A fresh self-signed root CA."""
         private_key = (key or KeySpec.ec()).generate()
         name = _name(common_name, organization)
-        now = _now()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(private_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=valid_days))
-        )
+        builder = _builder(name, name, private_key, None, _now() + dt.timedelta(days=valid_days))
         builder = _ca_extensions(builder, private_key, None, path_length=None)
         cert = builder.sign(private_key, _signing_hash(private_key))
         return cls(Identity(cert, private_key), path_length=None)
@@ -230,16 +221,9 @@ class CertificateAuthority:
     ) -> CertificateAuthority:
         """An intermediate CA under this one (pathLenConstraint 0 by default)."""
         private_key = (key or KeySpec.ec()).generate()
-        now = _now()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name, organization))
-            .issuer_name(self.certificate.subject)
-            .public_key(private_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1825))
-        )
+        subject = _name(common_name, organization)
+        not_after = _now() + dt.timedelta(days=1825)
+        builder = _builder(subject, self.certificate.subject, private_key, None, not_after)
         builder = _ca_extensions(builder, private_key, self.identity.private_key, path_length)
         cert = builder.sign(self.identity.private_key, _signing_hash(self.identity.private_key))
         return CertificateAuthority(
@@ -267,16 +251,9 @@ class CertificateAuthority:
         overrides the purposes; an empty sequence leaves the extension out.
         """
         private_key = (key or KeySpec.ec()).generate()
-        now = _now()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name, organization))
-            .issuer_name(self.certificate.subject)
-            .public_key(private_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before or now - dt.timedelta(hours=1))
-            .not_valid_after(not_after or now + dt.timedelta(days=365))
-        )
+        subject = _name(common_name, organization)
+        not_after = not_after or _now() + dt.timedelta(days=365)
+        builder = _builder(subject, self.certificate.subject, private_key, not_before, not_after)
         builder = _leaf_extensions(
             builder, private_key, self.identity.private_key, server, client, eku
         )
@@ -333,6 +310,29 @@ class CertificateAuthority:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(self.cert_pem())
         return path
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: PrivateKey,
+    not_before: dt.datetime | None,
+    not_after: dt.datetime,
+) -> x509.CertificateBuilder:
+    """The common start of every certificate: names, key, a random serial, validity.
+
+    Validity starts an hour back by default, so a peer whose clock runs a little
+    behind does not see a brand-new certificate as not yet valid.
+    """
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or _now() - dt.timedelta(hours=1))
+        .not_valid_after(not_after)
+    )
 
 
 def _alt_names(common_name: str, dns: Sequence[str], ips: Sequence[str]) -> list[x509.GeneralName]:
