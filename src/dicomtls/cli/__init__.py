@@ -1,4 +1,8 @@
-"""The ``dicomtls`` command: thin, it parses options, calls the library and renders the result."""
+"""The ``dicomtls`` command: thin, it parses options, calls the library and renders the result.
+
+Every mistake a person can make ends in one line saying what and where, and a
+non-zero exit code; tracebacks only with ``--debug``.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,35 @@ import sys
 import click
 
 from dicomtls import __version__
+from dicomtls.cli import certs, client, serve
+from dicomtls.dimse.part10 import Part10Error
+from dicomtls.net.association import AssociationError
+from dicomtls.tls.errors import TLSError
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dicomtls")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Secure DICOM networking: TLS with a complete verification model."""
-    ctx.obj = {"debug": debug}
+def cli(debug: bool) -> None:
+    """Secure DICOM networking: TLS with a complete verification model.
+
+    \b
+    First secure node in a minute:
+      dicomtls serve                      # creates a test PKI, prints the client command
+      dicomtls echo localhost 2762 ...    # as printed
+      dicomtls store localhost 2762 ./folder --called-ae DICOMTLS
+    """
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.ERROR,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
 
 @cli.command()
-@click.pass_context
-def demo(ctx: click.Context) -> None:
-    """Run a secure link end to end on loopback: a good handshake and an explained failure.
+def demo() -> None:
+    """Run the main job end to end on loopback: a good link and an explained failure.
 
     \b
     Example:
@@ -36,7 +48,14 @@ def demo(ctx: click.Context) -> None:
     """
     from dicomtls.cli.demo import run_demo
 
-    ctx.exit(run_demo())
+    raise SystemExit(run_demo())
+
+
+client.register(cli)
+serve.register(cli)
+certs.register(cli)
+
+_EXPECTED = (TLSError, AssociationError, Part10Error, OSError, ValueError)
 
 
 def main() -> None:
@@ -52,8 +71,15 @@ def main() -> None:
     except click.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:
+    except _EXPECTED as exc:
         if debug:
             raise
         click.echo(f"dicomtls: error: {exc}", err=True)
         sys.exit(1)
+    except Exception as exc:  # a bug of ours: still one line, with the way to see more
+        if debug:
+            raise
+        click.echo(
+            f"dicomtls: internal error: {exc!r} (run with --debug for the traceback)", err=True
+        )
+        sys.exit(70)

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from dicomtls.cli.render import session_table
 from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
 from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.errors import TLSHandshakeError
-from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.tls.verify_error import VerifyError
 
@@ -45,27 +44,6 @@ def _make_pki(directory: Path) -> _Paths:
         files = identity.write(directory, name=name)
         paths.identities[name] = (files.chain, files.key)
     return paths
-
-
-def session_table(session: SessionInfo) -> Table:
-    """The seed's cipher introspection, as a table."""
-    table = Table(title="Negotiated secure link", show_header=False)
-    rows = [
-        ("Protocol", session.protocol),
-        ("Cipher suite", f"{session.cipher_iana or '?'} ({session.cipher_openssl})"),
-        ("Key exchange", session.key_exchange),
-        ("Authentication", session.authentication),
-        ("Encryption", f"{session.encryption}, {session.encryption_bits}-bit key"),
-        ("Integrity", session.integrity),
-        (
-            "Peer (mutual authentication) key",
-            f"{session.peer_key_type} {session.peer_key_bits} bits",
-        ),
-        ("Peer certificate", session.peer_certificate.subject if session.peer_certificate else "-"),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    return table
 
 
 async def _demo(console: Console, directory: Path) -> bool:

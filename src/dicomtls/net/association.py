@@ -480,6 +480,9 @@ async def associate(
             f"{link.peer} rejected the association ({rj.result.name}, {rj.source.name}, "
             f"{rj.reason.name})"
         )
+    hint = "" if link.is_tls else " (if that is a TLS port, connect with TLS)"
     if isinstance(event, Aborted):
-        raise AssociationError(f"{link.peer} aborted the association request: {event.message}")
-    raise AssociationError(f"{link.peer} closed the connection during association")
+        raise AssociationError(
+            f"{link.peer} aborted the association request: {event.message}{hint}"
+        )
+    raise AssociationError(f"{link.peer} closed the connection during association{hint}")

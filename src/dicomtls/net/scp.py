@@ -154,11 +154,12 @@ async def serve_dicom(
     return DicomServer(server, server.port, limits, active)
 
 
-def storage_policy(ae_title: str, *, max_pdu_length: int = 4 << 20) -> AcceptorPolicy:
-    """An acceptor policy for a storage SCP: Verification and every storage SOP class,
-    uncompressed (the data set is stored as it arrives, in the negotiated syntax)."""
-    supported = {sop: UNCOMPRESSED for sop in STORAGE_SOP_CLASSES}
-    supported[VERIFICATION] = UNCOMPRESSED
+def storage_policy(
+    ae_title: str, *, also: Iterable[str] = (), max_pdu_length: int = 4 << 20
+) -> AcceptorPolicy:
+    """An acceptor policy for a storage SCP: Verification, every storage SOP class and the
+    SOP classes in ``also``, uncompressed (data sets are stored as they arrive)."""
+    supported = {sop: UNCOMPRESSED for sop in (*STORAGE_SOP_CLASSES, VERIFICATION, *also)}
     return AcceptorPolicy(ae_title, supported, max_pdu_length=max_pdu_length)
 
 

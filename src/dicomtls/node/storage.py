@@ -105,10 +105,12 @@ class IncomingObject:
 class DurableStore:
     """A directory of received objects, ``objects/ab/<SOPInstanceUID>.dcm``."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, flat: bool = False) -> None:
         self.root = root
         self.fsync = fsync
-        self.objects = root / "objects"
+        self.flat = flat
+        """``root/<SOPInstanceUID>.dcm`` instead of buckets under ``objects/`` (C-GET --out)."""
+        self.objects = root if flat else root / "objects"
         self.incoming = root / ".incoming"
         self.objects.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
@@ -116,6 +118,8 @@ class DurableStore:
     def path_for(self, sop_instance_uid: str) -> Path:
         if not _SAFE_UID.match(sop_instance_uid):
             raise StorageError(0, f"refusing to store SOP instance UID {sop_instance_uid!r}")
+        if self.flat:
+            return self.objects / f"{sop_instance_uid}.dcm"
         bucket = hashlib.sha1(sop_instance_uid.encode(), usedforsecurity=False).hexdigest()[:2]
         return self.objects / bucket / f"{sop_instance_uid}.dcm"
 
@@ -136,6 +140,11 @@ class DurableStore:
             source_ae_title=source_ae_title,
         )
         return IncomingObject(self, self.path_for(sop_instance_uid), header)
+
+    def stored_files(self) -> list[Path]:
+        """Every committed object (what ``index --rebuild`` reads)."""
+        pattern = "*.dcm" if self.flat else "*/*.dcm"
+        return sorted(self.objects.glob(pattern))
 
     def recover(self) -> int:
         """Remove what a crash left half-written; returns how many files went."""

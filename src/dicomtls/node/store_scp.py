@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
+from pydicom.dataset import Dataset
 
 from dicomtls.dimse.command import CommandSet, Tag
 from dicomtls.dimse.status import Status
@@ -16,16 +18,19 @@ from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID
 if TYPE_CHECKING:
     from dicomtls.net.association import Association
 
-__all__ = ["DurableStoreHandler"]
+__all__ = ["DurableStoreHandler", "OnStored"]
 
 log = logging.getLogger("dicomtls.node")
 
+OnStored = Callable[[Path, Dataset], None]
+"""Told of each object once it is on disk (e.g. to index it)."""
 
-def _check_dataset(path: Path, sop_instance_uid: str) -> int:
+
+def _check_dataset(path: Path, sop_instance_uid: str) -> tuple[int, Dataset | None]:
     """Parse what arrived (up to the pixel data) before it may count as stored.
 
-    Returns a failure status when pydicom cannot read it (0xC000) or it names another
-    instance than the command (0xA900), else SUCCESS.
+    A failure status when pydicom cannot read it (0xC000) or it names another
+    instance than the command (0xA900); else SUCCESS and the parsed header.
     """
     try:
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
@@ -34,13 +39,13 @@ def _check_dataset(path: Path, sop_instance_uid: str) -> int:
         stored_uid = str(dataset.get("SOPInstanceUID", ""))
     except Exception as exc:
         log.warning("received data set cannot be parsed: %s", exc)
-        return Status.CANNOT_UNDERSTAND
+        return Status.CANNOT_UNDERSTAND, None
     if stored_uid != sop_instance_uid:
         log.warning(
             "data set holds SOP instance %r, the command named %r", stored_uid, sop_instance_uid
         )
-        return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
-    return Status.SUCCESS
+        return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, None
+    return Status.SUCCESS, dataset
 
 
 class _Job:
@@ -51,10 +56,12 @@ class _Job:
         incoming: IncomingObject | None,
         failure: StorageError | None,
         sop_instance_uid: str = "",
+        on_stored: OnStored | None = None,
     ) -> None:
         self._incoming = incoming
         self.failure = failure
         self._sop_instance_uid = sop_instance_uid
+        self._on_stored = on_stored
 
     def write(self, data: memoryview) -> None:
         if self._incoming is None:
@@ -66,15 +73,18 @@ class _Job:
 
     def commit(self) -> int:
         if self._incoming is not None:
-            status = _check_dataset(self._incoming.partial_path, self._sop_instance_uid)
-            if status != Status.SUCCESS:
+            status, dataset = _check_dataset(self._incoming.partial_path, self._sop_instance_uid)
+            if status != Status.SUCCESS or dataset is None:
                 self.abort()
                 return status
             try:
-                self._incoming.commit()
-                return Status.SUCCESS
+                stored = self._incoming.commit()
             except StorageError as exc:
                 self.failure = exc
+            else:
+                if self._on_stored is not None:
+                    self._on_stored(stored.path, dataset)
+                return Status.SUCCESS
         log.warning("store failed: %s", self.failure)
         return Status.OUT_OF_RESOURCES
 
@@ -85,10 +95,11 @@ class _Job:
 
 
 class DurableStoreHandler:
-    """Plugs a :class:`DurableStore` into the SCP (``serve_dicom(store=...)``)."""
+    """Plugs a :class:`DurableStore` into the SCP (``Services(store=...)``)."""
 
-    def __init__(self, store: DurableStore) -> None:
+    def __init__(self, store: DurableStore, on_stored: OnStored | None = None) -> None:
         self.store = store
+        self.on_stored = on_stored
 
     def begin(self, association: Association, command: CommandSet, transfer_syntax: str) -> _Job:
         try:
@@ -101,4 +112,5 @@ class DurableStoreHandler:
             )
         except StorageError as exc:
             return _Job(None, exc)
-        return _Job(incoming, None, str(command[Tag.AffectedSOPInstanceUID]))
+        sop_instance = str(command[Tag.AffectedSOPInstanceUID])
+        return _Job(incoming, None, sop_instance, self.on_stored)

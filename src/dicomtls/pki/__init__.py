@@ -2,6 +2,7 @@
 
 from dicomtls.pki.authority import CertificateAuthority, Identity, IdentityFiles, KeySpec
 from dicomtls.pki.broken import BrokenKind, issue_broken
+from dicomtls.pki.bundle import PKIFiles, init_pki, load_ca
 
 __all__ = [
     "BrokenKind",
@@ -9,5 +10,8 @@ __all__ = [
     "Identity",
     "IdentityFiles",
     "KeySpec",
+    "PKIFiles",
+    "init_pki",
     "issue_broken",
+    "load_ca",
 ]

@@ -1,0 +1,171 @@
+"""``dicomtls pki``, ``inspect`` and ``ciphers``: certificates made, explained and matched to profiles."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import click
+from cryptography import x509
+from rich.console import Console
+from rich.table import Table
+
+from dicomtls.pki import BrokenKind, init_pki, load_ca
+from dicomtls.pki.bundle import PKIFiles
+from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.ciphers import lookup_cipher
+from dicomtls.tls.profiles import PROFILES
+
+__all__ = ["register"]
+
+console = Console(emoji=False, highlight=False)
+
+
+@click.group()
+def pki() -> None:
+    """A small test PKI: a CA, and node certificates with the right purposes."""
+
+
+@pki.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def pki_init(directory: Path) -> None:
+    """Create a CA with a server and a client identity.
+
+    \b
+    Example:
+      dicomtls pki init ./pki
+    """
+    if PKIFiles(directory).ca.exists():
+        raise click.UsageError(
+            f"{directory} already holds a PKI (ca.pem); choose another directory"
+        )
+    files = init_pki(directory)
+    console.print(
+        f"created {files.ca}, {files.chain('server')}, {files.chain('client')} and their keys"
+    )
+
+
+@pki.command("issue")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("name")
+@click.option("--server/--no-server", default=True, help="extendedKeyUsage serverAuth.")
+@click.option("--client/--no-client", default=True, help="extendedKeyUsage clientAuth.")
+@click.option("--ip", "ips", multiple=True, help="IP subjectAltName (repeatable).")
+@click.option("--dns", "dns", multiple=True, help="DNS subjectAltName (repeatable).")
+@click.option("--broken", type=click.Choice([k.value for k in BrokenKind]),
+              help="Issue a deliberately bad certificate for testing a peer.")  # fmt: skip
+def pki_issue(directory: Path, name: str, server: bool, client: bool, ips: tuple[str, ...],
+              dns: tuple[str, ...], broken: str | None) -> None:  # fmt: skip
+    """Issue a certificate from the PKI in DIRECTORY, as NAME-chain.pem and NAME.key.
+
+    \b
+    Kinds for --broken:
+    """
+    if not PKIFiles(directory).ca_key.exists():
+        raise click.UsageError(
+            f"{directory} has no ca.key: run 'dicomtls pki init {directory}' first"
+        )
+    ca = load_ca(directory)
+    try:
+        if broken:
+            identity = ca.issue_broken(BrokenKind(broken), name)
+        else:
+            identity = ca.issue(name, server=server, client=client, dns=list(dns), ips=list(ips))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    files = identity.write(directory, name)
+    what = f"broken ({BrokenKind(broken).description})" if broken else "certificate"
+    console.print(f"issued {what}: {files.chain} and {files.key}")
+
+
+pki_issue.help = (pki_issue.help or "") + "".join(
+    f"\n      {k.value}: {k.description}" for k in BrokenKind
+)
+
+
+def _warnings(info: CertificateInfo) -> list[str]:
+    found = []
+    left = info.not_after - dt.datetime.now(dt.UTC)
+    if left.total_seconds() < 0:
+        found.append("expired")
+    elif left < dt.timedelta(days=30):
+        found.append(f"expires in {left.days} days")
+    if (info.key_type == "RSA" and info.key_bits < 2048) or (
+        info.key_type == "EC" and info.key_bits < 256
+    ):
+        found.append(f"{info.key_description}: too small for the BCP 195 profiles")
+    if info.signature_hash in ("sha1", "md5"):
+        found.append(f"signed with {info.signature_hash}: too weak for the BCP 195 profiles")
+    if not info.is_ca:
+        if not info.has_client_auth:
+            found.append("no TLS client purpose (clientAuth): cannot act as SCU")
+        if not info.has_server_auth:
+            found.append("no TLS server purpose (serverAuth): cannot act as SCP")
+    return found
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(file: Path, as_json: bool) -> None:
+    """Explain a certificate or chain file: each certificate as the verify callback shows it.
+
+    \b
+    Example:
+      dicomtls inspect dicom-store/pki/server-chain.pem
+    """
+    data = file.read_bytes()
+    try:
+        certs = (
+            x509.load_pem_x509_certificates(data)
+            if b"-----BEGIN" in data
+            else [x509.load_der_x509_certificate(data)]
+        )
+    except ValueError:
+        raise click.BadParameter(f"{file} holds no readable certificate (PEM or DER)") from None
+    infos = [CertificateInfo.from_certificate(c, depth) for depth, c in enumerate(certs)]
+    if as_json:
+        print(json.dumps([{**i.to_dict(), "warnings": _warnings(i)} for i in infos]))
+        return
+    for info in infos:
+        console.rule(f"certificate {info.depth}")
+        console.print(str(info), markup=False)
+        for warning in _warnings(info):
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@click.command()
+@click.option("--profile", type=click.Choice(list(PROFILES)), help="Only this profile.")
+def ciphers(profile: str | None) -> None:
+    """The TLS versions and cipher suites each DICOM security profile allows.
+
+    \b
+    Example:
+      dicomtls ciphers --profile bcp195-rfc8996
+    """
+    for name in [profile] if profile else list(PROFILES):
+        p = PROFILES[name]
+        versions = ", ".join(v.display_name for v in p.versions)
+        title = f"{p.name} — PS3.15 {p.annex}{' (retired)' if p.retired else ''}: {versions}"
+        table = Table(title=title)
+        for column in (
+            "cipher suite (IANA)",
+            "OpenSSL name",
+            "key exchange",
+            "auth",
+            "encryption",
+            "integrity",
+        ):
+            table.add_column(column)
+        for iana in (*p.tls13_suites, *p.tls12_suites):
+            suite = lookup_cipher(iana)
+            table.add_row(suite.iana_name, suite.openssl_name, suite.key_exchange, suite.authentication,
+                          suite.encryption, suite.integrity)  # fmt: skip
+        console.print(table)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(pki)
+    group.add_command(inspect)
+    group.add_command(ciphers)

@@ -1,0 +1,325 @@
+"""Client commands: ``echo``, ``store``, ``find``, ``move``, ``get``; TLS on by default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+from pydicom.dataset import Dataset
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from dicomtls.cli.render import print_session, verify_printer
+from dicomtls.cli.tlsopts import TLSOptions, tls_options
+from dicomtls.dimse.part10 import Part10Error, read_header
+from dicomtls.dimse.status import status_name
+from dicomtls.net.association import Association, associate, default_proposals, proposals_for
+from dicomtls.net.qr_scu import QueryModel
+from dicomtls.node.storage import DurableStore
+from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.ul.acse import Proposal
+
+__all__ = ["register"]
+
+console = Console(emoji=False, highlight=False)
+
+
+def _common(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.argument("host"),
+        click.argument("port", type=click.IntRange(1, 65535)),
+        click.option("--ae-title", default="DICOMTLS-SCU", show_default=True, help="Our (calling) AE title."),
+        click.option("--called-ae", default="DICOMTLS", show_default=True, help="The peer's (called) AE title."),
+        click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result."),
+        click.option("--verbose", "-v", is_flag=True, help="Show each certificate as verified and the negotiated cipher."),
+    ]):  # fmt: skip
+        function = option(function)
+    return tls_options(function)
+
+
+async def _open(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str,
+                proposals: list[Proposal], verbose: bool) -> Association:  # fmt: skip
+    on_verify = verify_printer(console) if verbose else None
+    settings = tls.settings("client", on_verify=on_verify)
+    assoc = await associate(
+        host, port, settings, calling_ae=ae_title, called_ae=called_ae, proposals=proposals
+    )
+    if verbose and assoc.link.session is not None:
+        print_session(console, assoc.link.session)
+    return assoc
+
+
+def _run(coroutine: Coroutine[Any, Any, int]) -> None:
+    raise SystemExit(asyncio.run(coroutine))
+
+
+def _session_json(assoc: Association) -> dict[str, Any] | None:
+    return None if assoc.link.session is None else assoc.link.session.to_dict()
+
+
+@click.command()
+@_common
+def echo(
+    host: str,
+    port: int,
+    tls: TLSOptions,
+    ae_title: str,
+    called_ae: str,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """Verify a DICOM node (C-ECHO) over TLS.
+
+    \b
+    Example:
+      dicomtls echo pacs.example.org 2762 --ca ca.pem --tls-cert me.pem --tls-key me.key
+    """
+
+    async def run() -> int:
+        started = time.perf_counter()
+        async with await _open(
+            host, port, tls, ae_title, called_ae, default_proposals(), verbose
+        ) as assoc:
+            status = await assoc.echo()
+            elapsed = time.perf_counter() - started
+            if as_json:
+                print(json.dumps({"status": status, "ok": status == 0, "seconds": round(elapsed, 4),
+                                  "tls": _session_json(assoc)}))  # fmt: skip
+            else:
+                console.print(
+                    f"C-ECHO {host}:{port} ({called_ae}): {status_name(status)} in {elapsed * 1000:.0f} ms"
+                )
+        return 0 if status == 0 else 1
+
+    _run(run())
+
+
+def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
+    """Every DICOM file under ``paths`` and the ones that are not DICOM."""
+    candidates: list[Path] = []
+    for path in paths:
+        candidates += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    good, bad = [], []
+    for path in candidates:
+        try:
+            read_header(path)
+            good.append(path)
+        except Part10Error:
+            bad.append(path)
+    return good, bad
+
+
+@click.command()
+@_common
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def store(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool,
+          verbose: bool, paths: tuple[Path, ...]) -> None:  # fmt: skip
+    """Send DICOM files and folders (recursively) to a node (C-STORE).
+
+    Non-DICOM files are skipped and counted; one bad file never stops the batch.
+    The exit code is non-zero when anything failed.
+
+    \b
+    Example:
+      dicomtls store localhost 2762 ./studies/ --called-ae DICOMTLS
+    """
+    files, skipped = _collect(paths)
+
+    async def run() -> int:
+        results: list[tuple[Path, int | str]] = []
+        total = sum(f.stat().st_size for f in files)
+        started = time.perf_counter()
+        async with await _open(
+            host, port, tls, ae_title, called_ae, proposals_for(files), verbose
+        ) as assoc:
+            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          console=console, disable=as_json, transient=True) as progress:  # fmt: skip
+                task = progress.add_task(f"0/{len(files)} objects", total=total)
+                for done, path in enumerate(files, 1):
+                    try:
+                        outcome: int | str = await assoc.store(path)
+                    except Exception as exc:  # one bad file never stops the batch
+                        outcome = str(exc)
+                    results.append((path, outcome))
+                    progress.update(
+                        task,
+                        advance=path.stat().st_size,
+                        description=f"{done}/{len(files)} objects",
+                    )
+        elapsed = time.perf_counter() - started
+        failed = [(p, o) for p, o in results if o != 0]
+        if as_json:
+            print(json.dumps({
+                "stored": len(results) - len(failed), "failed": [{"path": str(p), "status": o} for p, o in failed],
+                "skipped_non_dicom": [str(p) for p in skipped], "bytes": total, "seconds": round(elapsed, 3),
+            }))  # fmt: skip
+        else:
+            _store_summary(results, skipped, total, elapsed)
+        return 1 if failed else 0
+
+    _run(run())
+
+
+def _store_summary(
+    results: list[tuple[Path, int | str]], skipped: list[Path], total: int, elapsed: float
+) -> None:
+    table = Table(title="C-STORE summary")
+    table.add_column("result")
+    table.add_column("objects", justify="right")
+    ok = sum(1 for _, o in results if o == 0)
+    table.add_row("stored (Success)", str(ok))
+    table.add_row("failed", str(len(results) - ok))
+    table.add_row("skipped (not DICOM)", str(len(skipped)))
+    console.print(table)
+    for path, outcome in results:
+        if outcome != 0:
+            reason = status_name(outcome) if isinstance(outcome, int) else outcome
+            console.print(f"[red]failed[/red] {path}: {reason}")
+    rate = total / elapsed / 1e6 if elapsed else 0.0
+    console.print(f"{total / 1e6:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s)")
+
+
+def _identifier(keys: tuple[str, ...], level: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level.upper()
+    for key in keys:
+        name, _, value = key.partition("=")
+        try:
+            setattr(ds, name.strip(), value)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise click.BadParameter(f"{key!r}: {exc}", param_hint="-k") from None
+        if name.strip() not in ds.dir():
+            raise click.BadParameter(f"{name!r} is not a DICOM keyword", param_hint="-k")
+    return ds
+
+
+def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("-k", "--key", "keys", multiple=True, help="KEYWORD=VALUE matching key, or KEYWORD to return it (repeatable)."),
+        click.option("--level", type=click.Choice(["patient", "study", "series", "image"]), default="study", show_default=True),
+        click.option("--model", type=click.Choice(["study", "patient"]), default="study", show_default=True, help="Study Root or Patient Root."),
+    ]):  # fmt: skip
+        function = option(function)
+    return function
+
+
+def _model(name: str) -> QueryModel:
+    return QueryModel.STUDY_ROOT if name == "study" else QueryModel.PATIENT_ROOT
+
+
+@click.command()
+@_common
+@_qr
+def find(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool, verbose: bool,
+         keys: tuple[str, ...], level: str, model: str) -> None:  # fmt: skip
+    """Query a node (C-FIND).
+
+    \b
+    Example:
+      dicomtls find localhost 2762 --level study -k PatientName='Doe*' -k StudyDate -k StudyInstanceUID
+    """
+    identifier = _identifier(keys, level)
+    qr = _model(model)
+
+    async def run() -> int:
+        proposals = [Proposal(qr.find_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))]
+        async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
+            matches = [m async for m in assoc.find(identifier, qr)]
+        if as_json:
+            print(json.dumps([{e.keyword: str(e.value) for e in m} for m in matches]))
+            return 0
+        table = Table(title=f"{len(matches)} match(es) at {level} level")
+        columns = [e.keyword for e in identifier if e.keyword != "QueryRetrieveLevel"] or [
+            "QueryRetrieveLevel"
+        ]
+        for column in columns:
+            table.add_column(column)
+        for match in matches:
+            table.add_row(*(str(match.get(c, "")) for c in columns))
+        console.print(table)
+        return 0
+
+    _run(run())
+
+
+@click.command()
+@_common
+@_qr
+@click.option("--dest", required=True, help="AE title the node should send the matches to.")
+def move(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool, verbose: bool,
+         keys: tuple[str, ...], level: str, model: str, dest: str) -> None:  # fmt: skip
+    """Ask a node to send matching objects to another AE (C-MOVE).
+
+    \b
+    Example:
+      dicomtls move localhost 2762 --dest VIEWER --level study -k StudyInstanceUID=1.2.3
+    """
+    identifier = _identifier(keys, level)
+    qr = _model(model)
+
+    async def run() -> int:
+        proposals = [Proposal(qr.move_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))]
+        async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
+            result = await assoc.move(identifier, dest, qr)
+        _retrieve_report("C-MOVE", result, as_json)
+        return 0 if result.ok else 1
+
+    _run(run())
+
+
+@click.command()
+@_common
+@_qr
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the objects.",
+)
+def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool, verbose: bool,
+        keys: tuple[str, ...], level: str, model: str, out: Path) -> None:  # fmt: skip
+    """Retrieve matching objects onto this association (C-GET) into a directory.
+
+    \b
+    Example:
+      dicomtls get localhost 2762 --out ./retrieved --level study -k StudyInstanceUID=1.2.3
+    """
+    from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES, UNCOMPRESSED
+
+    identifier = _identifier(keys, level)
+    qr = _model(model)
+
+    async def run() -> int:
+        proposals = [Proposal(qr.get_uid, UNCOMPRESSED)]
+        proposals += [
+            Proposal(uid, UNCOMPRESSED, scu_role=False, scp_role=True)
+            for uid in COMMON_STORAGE_SOP_CLASSES
+        ]
+        async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
+            result = await assoc.get(
+                identifier, DurableStoreHandler(DurableStore(out, flat=True)), qr
+            )
+        _retrieve_report("C-GET", result, as_json)
+        return 0 if result.ok else 1
+
+    _run(run())
+
+
+def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"status": result.status, "ok": result.ok, "completed": result.completed,
+                          "failed": result.failed, "warning": result.warning, "stored": result.stored}))  # fmt: skip
+        return
+    console.print(f"{service}: {status_name(result.status)}; completed {result.completed}, "
+                  f"failed {result.failed}, warnings {result.warning}")  # fmt: skip
+
+
+def register(group: click.Group) -> None:
+    for command in (echo, store, find, move, get):
+        group.add_command(command)

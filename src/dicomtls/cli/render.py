@@ -1,0 +1,58 @@
+"""How the CLI shows certificates and negotiated sessions (rich), shared by every command."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.table import Table
+
+from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.session import SessionInfo
+from dicomtls.tls.verify_error import VerifyError
+
+__all__ = ["print_session", "session_table", "verify_printer"]
+
+
+def session_table(session: SessionInfo) -> Table:
+    """The seed's cipher introspection, as a table."""
+    table = Table(title="Negotiated secure link", show_header=False)
+    peer = session.peer_certificate
+    rows = [
+        ("Protocol", session.protocol),
+        ("Cipher suite", f"{session.cipher_iana or '?'} ({session.cipher_openssl})"),
+        ("Key exchange", session.key_exchange),
+        ("Authentication", session.authentication),
+        ("Encryption", f"{session.encryption}, {session.encryption_bits}-bit key"),
+        ("Integrity", session.integrity),
+        (
+            "Peer (mutual authentication) key",
+            f"{session.peer_key_type} {session.peer_key_bits} bits",
+        ),
+        ("Peer certificate", peer.subject if peer else "-"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    return table
+
+
+def print_session(console: Console, session: SessionInfo) -> None:
+    console.print(session_table(session))
+
+
+def verify_printer(console: Console) -> Callable[[bool, CertificateInfo, VerifyError], bool]:
+    """An on_verify callback that shows each certificate and its code, and keeps the default."""
+
+    def on_verify(ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
+        console.print(
+            f"[bold]certificate at depth {cert.depth}[/bold]: {error.name}", highlight=False
+        )
+        console.print(str(cert), markup=False, highlight=False)
+        if not error.ok:
+            console.print(
+                f"[red]Error {error.name}[/red]: {error.message}\nHint: {error.hint}",
+                highlight=False,
+            )
+        return ok
+
+    return on_verify

@@ -1,0 +1,166 @@
+"""``dicomtls serve``: a secure DICOM node in one command, and ``dicomtls index --rebuild``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from dicomtls.cli.render import verify_printer
+from dicomtls.cli.tlsopts import TLSOptions, tls_options
+from dicomtls.net.scp import Limits
+from dicomtls.node.index import Index
+from dicomtls.node.node import DEFAULT_AE_TITLE, DEFAULT_PORT, NodeConfig, start_node
+from dicomtls.node.storage import DurableStore
+from dicomtls.pki import PKIFiles, init_pki
+
+__all__ = ["register"]
+
+console = Console(emoji=False, highlight=False, stderr=True)
+log = logging.getLogger("dicomtls.node")
+
+
+def _destination(text: str) -> tuple[str, tuple[str, int]]:
+    ae, _, address = text.partition("=")
+    host, _, port = address.rpartition(":")
+    if not ae or not host or not port.isdigit():
+        raise click.BadParameter(f"{text!r}: use AE=HOST:PORT", param_hint="--move-destination")
+    return ae.strip(), (host.strip("[]"), int(port))
+
+
+def _load_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
+
+
+def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
+    pki = PKIFiles(store / "pki")
+    if not pki.exists():
+        init_pki(pki.directory)
+        console.print(
+            f"created a local test PKI under {pki.directory} (CA, server and client certificates)"
+        )
+    console.print(
+        "connect with:\n  dicomtls echo localhost "
+        f"{port} --called-ae {ae_title} --ca {pki.ca} --tls-cert {pki.chain('client')} --tls-key {pki.key('client')}"
+    )
+    return pki
+
+
+@click.command()
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("dicom-store"), show_default=True,
+              help="Where received objects and the index live.")  # fmt: skip
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help=f"Listening port [default: {DEFAULT_PORT}].",
+)
+@click.option("--ae-title", default=None, help=f"Our AE title [default: {DEFAULT_AE_TITLE}].")
+@click.option(
+    "--max-associations",
+    type=click.IntRange(1),
+    default=None,
+    help="Concurrent associations [default: 100].",
+)
+@click.option(
+    "--move-destination", multiple=True, help="AE=HOST:PORT where C-MOVE may send (repeatable)."
+)
+@click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True,
+              help="'never' relaxes durability for benchmarks: Success before data is on disk.")  # fmt: skip
+@click.option("--explain", is_flag=True, help="Print each verify-callback call as it happens.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML file with the same keys as the options (e.g. port = 11112).")  # fmt: skip
+@tls_options
+def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_associations: int | None,
+          move_destination: tuple[str, ...], fsync: str, explain: bool, config_file: Path | None,
+          tls: TLSOptions) -> None:  # fmt: skip
+    """Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.
+
+    Run with no options on a fresh machine, it creates a test PKI under the store and
+    prints the client command that uses it.
+
+    \b
+    Examples:
+      dicomtls serve
+      dicomtls serve --port 11112 --ae-title PACS --tls-cert node.pem --tls-key node.key --ca ca.pem
+      dicomtls serve --move-destination VIEWER=10.0.0.5:2762 --config node.toml
+    """
+    config = _load_config(config_file)
+    port = port if port is not None else int(config.get("port", DEFAULT_PORT))
+    ae_title = ae_title or str(config.get("ae_title", DEFAULT_AE_TITLE))
+    store = Path(config.get("store", store))
+    destinations = dict(
+        _destination(d) for d in (*config.get("move_destinations", []), *move_destination)
+    )
+    limits = Limits(max_associations=max_associations or int(config.get("max_associations", 100)))
+    if tls.cert is None and not tls.no_tls:
+        pki = _first_run_pki(store, port, ae_title)
+        tls = TLSOptions(pki.chain("server"), pki.key("server"), tls.ca or (pki.ca,), tls.crl, tls.verify,
+                         tls.profile, False, tls.key_password, False)  # fmt: skip
+    on_verify = verify_printer(console) if explain else None
+    settings = tls.settings("server", on_verify=on_verify)
+    move_tls = None if settings is None else tls.settings("client")
+    node_config = NodeConfig(store=store, host=host, port=port, ae_title=ae_title, tls=settings,
+                             move_destinations=destinations, move_tls=move_tls, limits=limits,
+                             fsync=fsync == "always")  # fmt: skip
+    asyncio.run(_serve(node_config))
+
+
+async def _serve(config: NodeConfig) -> None:
+    node = await start_node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    mode = "TLS " + config.tls.security_profile.name if config.tls else "plain TCP (no TLS)"
+    console.print(f"dicomtls node {config.ae_title} listening on {config.host}:{node.port} ({mode}); "
+                  f"store {config.store} ({node.index.count()} objects indexed)")  # fmt: skip
+    await stop.wait()
+    console.print("shutting down: running transfers may finish")
+    await node.close()
+
+
+@click.command("index")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path("dicom-store"),
+    show_default=True,
+)
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    required=True,
+    help="Recreate the SQLite index from the stored files.",
+)
+def index(store: Path, rebuild: bool) -> None:
+    """Rebuild a node's index from its files (the files are the truth).
+
+    \b
+    Example:
+      dicomtls index --rebuild --store ./dicom-store
+    """
+    files = DurableStore(store).stored_files()
+    db = Index(store / "index.sqlite")
+    with contextlib.closing(db):
+        indexed, bad = db.rebuild(files)
+    console.print(f"indexed {indexed} object(s) from {store}; {bad} unreadable file(s) skipped")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(serve)
+    group.add_command(index)
