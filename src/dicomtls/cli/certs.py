@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 from cryptography import x509
-from rich.console import Console
 from rich.table import Table
 
+from dicomtls.cli.render import make_console
 from dicomtls.pki import BrokenKind, init_pki, load_ca
 from dicomtls.pki.bundle import PKIFiles
 from dicomtls.tls.certinfo import CertificateInfo
@@ -19,7 +19,7 @@ from dicomtls.tls.profiles import PROFILES
 
 __all__ = ["register"]
 
-console = Console(emoji=False, highlight=False)
+console = make_console()
 
 
 @click.group()

@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 from pydicom.dataset import Dataset
-from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from dicomtls.cli.render import print_session, verify_printer
+from dicomtls.cli.render import make_console, print_session, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.dimse.part10 import Part10Error, read_header
 from dicomtls.dimse.status import status_name
@@ -27,7 +26,7 @@ from dicomtls.ul.acse import Proposal
 
 __all__ = ["register"]
 
-console = Console(emoji=False, highlight=False)
+console = make_console()
 
 
 def _common(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,54 +1,85 @@
-"""``dicomtls demo``: the secure link end to end on loopback, success and an explained failure.
+"""``dicomtls demo``: the main job end to end on loopback, success and an explained failure.
 
-It builds a fresh test PKI, starts a mutual-TLS server, connects a good client and
-shows what was negotiated, then connects a client whose certificate lacks the TLS
-client purpose and shows what the verify callback saw and how to fix it.
+A fresh test PKI; a node (durable store + SQLite index) under mutual TLS; an SCU
+that echoes, stores a few generated CT objects and queries them back, with the
+negotiated cipher details; then a client whose certificate lacks the TLS client
+purpose, and what the verify callback saw and how to fix it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from rich.console import Console
+from rich.table import Table
 
-from dicomtls.cli.render import session_table
-from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
-from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
+from dicomtls.cli.render import make_console, session_table
+from dicomtls.net.association import AssociationError, associate, proposals_for
+from dicomtls.net.link import LinkEvents
+from dicomtls.net.qr_scu import QueryModel
+from dicomtls.node.node import NodeConfig, start_node
+from dicomtls.pki import BrokenKind, init_pki, load_ca
+from dicomtls.pki.bundle import PKIFiles
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.errors import TLSHandshakeError
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.tls.verify_error import VerifyError
+from dicomtls.ul.acse import Proposal
 
-__all__ = ["run_demo"]
+__all__ = ["make_ct", "run_demo"]
 
-
-@dataclass
-class _Paths:
-    ca: Path
-    identities: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def _make_pki(directory: Path) -> _Paths:
-    root = CertificateAuthority.create("dicomtls Demo Root CA", key=KeySpec.ec())
-    paths = _Paths(ca=directory / "ca.pem")
-    root.write_cert(paths.ca)
-    made = {
-        "server": root.issue("DICOMTLS", dns=["localhost"], ips=["127.0.0.1", "::1"]),
-        "client": root.issue("DEMO-SCU", dns=["localhost"], ips=["127.0.0.1"]),
-        "bad-client": root.issue_broken(BrokenKind("no-purpose"), "Test Client"),
-    }
-    for name, identity in made.items():
-        files = identity.write(directory, name=name)
-        paths.identities[name] = (files.chain, files.key)
-    return paths
+def make_ct(path: Path, patient: str, study_uid: str, number: int) -> None:
+    """A small but complete CT object (64x64, 16 bit) for demonstrations."""
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = UID(CT), generate_uid()
+    ds.PatientName, ds.PatientID = patient, "DEMO-" + patient.split("^")[0].upper()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = (
+        study_uid,
+        generate_uid(prefix=None, entropy_srcs=[study_uid]),
+    )
+    ds.StudyDate, ds.Modality, ds.InstanceNumber = "20261124", "CT", number
+    ds.Rows = ds.Columns = 64
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.SamplesPerPixel = 16, 16, 15, 1
+    ds.PixelRepresentation, ds.PhotometricInterpretation = 0, "MONOCHROME2"
+    ds.PixelData = bytes((i * number) % 256 for i in range(64 * 64 * 2))
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = UID(CT)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _settings(
+    pki: PKIFiles,
+    name: str,
+    on_verify: Callable[[bool, CertificateInfo, VerifyError], bool] | None = None,
+) -> TLSSettings:
+    return TLSSettings(
+        certificate=pki.chain(name), private_key=pki.key(name), ca_files=pki.ca, on_verify=on_verify
+    )
 
 
 async def _demo(console: Console, directory: Path) -> bool:
-    paths = _make_pki(directory)
+    pki = init_pki(directory / "pki", common_name="dicomtls Demo CA")
+    load_ca(pki.directory).issue_broken(BrokenKind.NO_PURPOSE, "Test Client").write(
+        pki.directory, "bad-client"
+    )
+    study = generate_uid()
+    files = []
+    for number in range(1, 4):
+        files.append(directory / f"ct{number}.dcm")
+        make_ct(files[-1], "Doe^Jane", study, number)
+
     callback_lines: list[str] = []
+    failures: list[TLSHandshakeError] = []
 
     def on_verify(ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
         callback_lines.append(f"Received client certificate (depth {cert.depth}):\n{cert}")
@@ -56,40 +87,47 @@ async def _demo(console: Console, directory: Path) -> bool:
             callback_lines.append(f"Error {error.name}: {error.message}\nHint: {error.hint}")
         return ok
 
-    def settings(name: str, **extra: object) -> TLSSettings:
-        cert, key = paths.identities[name]
-        return TLSSettings(certificate=cert, private_key=key, ca_files=paths.ca, **extra)  # type: ignore[arg-type]
-
-    failures: list[TLSHandshakeError] = []
-
     def on_ready(peer: str, error: TLSHandshakeError | None) -> None:
         if error is not None:
             failures.append(error)
 
-    async def handler(link: SecureLink) -> None:
-        link.write(b"echo: " + await link.read())
-        await link.drain()
-
-    server_tls = settings("server", on_verify=on_verify)
-    events = LinkEvents(on_secure_link_ready=on_ready)
+    config = NodeConfig(store=directory / "store", host="127.0.0.1", port=0,
+                        tls=_settings(pki, "server", on_verify=on_verify))  # fmt: skip
+    node = await start_node(config, events=LinkEvents(on_secure_link_ready=on_ready))
     expected = True
-    async with await serve(handler, "127.0.0.1", 0, server_tls, events=events) as server:
-        console.rule("[bold]1. Mutual TLS with a good client certificate")
-        async with await connect("127.0.0.1", server.port, settings("client")) as link:
-            assert link.session is not None
-            link.write(b"hello over TLS")
-            answer = await link.read()
-            console.print(f"secure link ready with {link.peer}; the server answered {answer!r}")
-            console.print(session_table(link.session))
-            expected &= answer == b"echo: hello over TLS"
+    try:
+        console.rule("[bold]1. A node with a fresh PKI; echo, store and query over mutual TLS")
+        proposals = [
+            *proposals_for(files),
+            Proposal(QueryModel.STUDY_ROOT.find_uid, (ExplicitVRLittleEndian,)),
+        ]
+        async with await associate("127.0.0.1", node.port, _settings(pki, "client"), called_ae="DICOMTLS",
+                                   calling_ae="DEMO-SCU", proposals=proposals) as assoc:  # fmt: skip
+            assert assoc.link.session is not None
+            echo = await assoc.echo()
+            stored = [await assoc.store(f) for f in files]
+            query = Dataset()
+            query.QueryRetrieveLevel, query.StudyInstanceUID = "IMAGE", study
+            query.SeriesInstanceUID = query.SOPInstanceUID = query.InstanceNumber = ""
+            found = [m async for m in assoc.find(query)]
+            console.print(f"C-ECHO: 0x{echo:04X}; C-STORE of {len(files)} objects: "
+                          f"{', '.join(f'0x{s:04X}' for s in stored)}")  # fmt: skip
+            table = Table(title=f"C-FIND found {len(found)} image(s) in study {study}")
+            table.add_column("InstanceNumber")
+            table.add_column("SOPInstanceUID")
+            for match in sorted(found, key=lambda m: int(m.InstanceNumber or 0)):
+                table.add_row(str(match.InstanceNumber), str(match.SOPInstanceUID))
+            console.print(table)
+            console.print(session_table(assoc.link.session))
+            expected &= echo == 0 and stored == [0, 0, 0] and len(found) == 3
         callback_lines.clear()
 
         console.rule("[bold]2. A client certificate without the TLS client purpose")
         try:
-            async with await connect("127.0.0.1", server.port, settings("bad-client")) as link:
-                link.write(b"let me in")
-                await link.read()
-        except TLSHandshakeError as error:
+            async with await associate("127.0.0.1", node.port, _settings(pki, "bad-client"),
+                                       called_ae="DICOMTLS") as assoc:  # fmt: skip
+                await assoc.echo()
+        except (TLSHandshakeError, AssociationError) as error:
             console.print(f"[red]client side:[/red] {error}")
         console.print("[bold]The server's verify callback saw:[/bold]")
         console.print("\n".join(callback_lines), markup=False, highlight=False)
@@ -101,12 +139,14 @@ async def _demo(console: Console, directory: Path) -> bool:
             and server_failure.verify_error is not None
             and server_failure.verify_error.name == "INVALID_PURPOSE"
         )
+    finally:
+        await node.close()
     return expected
 
 
 def run_demo(console: Console | None = None) -> int:
     """Run the demo; 0 when everything happened as expected."""
-    console = console or Console(emoji=False, highlight=False)
+    console = console or make_console()
     with tempfile.TemporaryDirectory(prefix="dicomtls-demo-") as tmp:
         ok = asyncio.run(_demo(console, Path(tmp)))
     console.rule()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from rich.console import Console
@@ -11,7 +12,15 @@ from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.verify_error import VerifyError
 
-__all__ = ["print_session", "session_table", "verify_printer"]
+__all__ = ["make_console", "print_session", "session_table", "verify_printer"]
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console for CLI output: no emoji or guessing highlights, and, when piped, wide
+    enough that tables keep whole cipher names and UIDs instead of folding them."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 200
+    return Console(emoji=False, highlight=False, stderr=stderr, width=width)
 
 
 def session_table(session: SessionInfo) -> Table:

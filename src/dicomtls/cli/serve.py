@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
-from dicomtls.cli.render import verify_printer
+from dicomtls.cli.render import make_console, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.net.scp import Limits
 from dicomtls.node.index import Index
@@ -23,7 +22,7 @@ from dicomtls.pki import PKIFiles, init_pki
 
 __all__ = ["register"]
 
-console = Console(emoji=False, highlight=False, stderr=True)
+console = make_console(stderr=True)
 log = logging.getLogger("dicomtls.node")
 
 

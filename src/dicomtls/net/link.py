@@ -133,6 +133,7 @@ class _LinkProtocol(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._handshake_failed = False  # reported once; the close that follows says nothing new
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -200,7 +201,9 @@ class _LinkProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         engine = self.engine
-        explained = engine.close_error() if engine is not None else None
+        explained = None
+        if engine is not None and not self._handshake_failed:
+            explained = engine.close_error()
         if not self.ready.done():
             if explained is not None:
                 self._report_failure(explained)
@@ -261,6 +264,7 @@ class _LinkProtocol(asyncio.Protocol):
         """End a connection whose handshake failed: one log line, the alert sent, socket closed."""
         if self._timer is not None:
             self._timer.cancel()
+        self._handshake_failed = True
         already_ready = self.ready.done()
         if not already_ready:
             self._report_failure(error)

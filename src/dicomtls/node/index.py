@@ -120,6 +120,9 @@ class Index:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if not path.exists():  # a deleted index must not be revived from a stale journal
+            for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                stale.unlink(missing_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -1,0 +1,261 @@
+"""The real ``dicomtls`` command in subprocesses: a node started as a person would, used as printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from ..node.test_storage import STUDY_UID, _make_file
+
+EXE = str(Path(sys.executable).with_name("dicomtls"))
+
+
+def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Node:
+    def __init__(self, cwd: Path, *args: str) -> None:
+        self.cwd = cwd
+        self.port = _free_port()
+        self.proc = subprocess.Popen([EXE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+                                     cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.output: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # the node says when it listens: no sleeping
+            self.output.append(line)
+            if "listening on" in line:
+                break
+        else:
+            raise AssertionError("node did not start:\n" + "".join(self.output))
+
+    @property
+    def client_command(self) -> list[str]:
+        text = "".join(self.output).replace("\n", " ")
+        match = re.search(r"dicomtls (echo localhost .*?client\.key)", text)
+        assert match, text
+        return shlex.split(match.group(1))
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        rest, _ = self.proc.communicate(timeout=30)
+        return "".join(self.output) + rest
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    started = Node(tmp_path)
+    yield started
+    started.stop()
+
+
+def _folder(tmp: Path, count: int = 3) -> Path:
+    folder = tmp / "folder" / "sub"
+    folder.mkdir(parents=True)
+    for i in range(count):
+        _make_file(folder / f"img{i}.dcm", pixels=30_000)
+    (folder / "README.txt").write_text("not DICOM")
+    return tmp / "folder"
+
+
+def test_fresh_node_prints_a_client_command_that_works(node: Node, tmp_path: Path) -> None:
+    assert (tmp_path / "dicom-store" / "pki" / "ca.pem").exists()
+    done = run(*node.client_command[:1], *node.client_command[1:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "0x0000 success" in done.stdout
+
+
+def test_store_find_get_move_index(node: Node, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    stored = run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=tmp_path)
+    assert stored.returncode == 0, stored.stderr
+    report = json.loads(stored.stdout)
+    assert (
+        report["stored"] == 3 and report["failed"] == [] and len(report["skipped_non_dicom"]) == 1
+    )
+
+    found = run("find", "127.0.0.1", str(node.port), "--level", "series", "-k", f"StudyInstanceUID={STUDY_UID}",
+                "-k", "SeriesInstanceUID", "-k", "Modality", "--json", cwd=tmp_path)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    series = json.loads(found.stdout)
+    assert len(series) == 1 and series[0]["Modality"] == "CT"
+
+    got = run("get", "127.0.0.1", str(node.port), "--out", "retrieved", "--level", "study",
+              "-k", f"StudyInstanceUID={STUDY_UID}", "--json", cwd=tmp_path)  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["completed"] == 3
+    sent = {pydicom.dcmread(p).SOPInstanceUID for p in folder.rglob("*.dcm")}
+    assert {p.stem for p in (tmp_path / "retrieved").glob("*.dcm")} == sent
+
+    rebuilt = run("index", "--rebuild", cwd=tmp_path)  # while the node runs
+    assert rebuilt.returncode == 0 and "indexed 3 object(s)" in rebuilt.stderr + rebuilt.stdout
+
+    refused = run("move", "127.0.0.1", str(node.port), "--dest", "NOWHERE", "-k", f"StudyInstanceUID={STUDY_UID}",
+                  cwd=tmp_path)  # fmt: skip
+    assert refused.returncode != 0 and "move destination unknown" in refused.stdout
+
+
+def test_index_survives_restart_and_is_rebuilt_from_files(tmp_path: Path) -> None:
+    first = Node(tmp_path)
+    assert (
+        run("store", "127.0.0.1", str(first.port), str(_folder(tmp_path)), cwd=tmp_path).returncode
+        == 0
+    )
+    first.stop()
+    again = Node(tmp_path)
+    try:
+        assert "(3 objects indexed)" in "".join(again.output)
+    finally:
+        again.stop()
+    for leftover in (tmp_path / "dicom-store").glob("index.sqlite*"):
+        leftover.unlink()
+    rebuilt = run("index", "--rebuild", cwd=tmp_path)
+    assert "indexed 3 object(s)" in rebuilt.stdout + rebuilt.stderr
+    third = Node(tmp_path)
+    try:
+        found = run("find", "127.0.0.1", str(third.port), "--level", "image", "-k", f"StudyInstanceUID={STUDY_UID}",
+                    "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID", "--json", cwd=tmp_path)  # fmt: skip
+        assert len(json.loads(found.stdout)) == 3
+    finally:
+        third.stop()
+
+
+def test_move_to_a_second_node(tmp_path: Path) -> None:
+    viewer_dir = tmp_path / "viewer"
+    viewer_dir.mkdir()
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir()
+    viewer = Node(viewer_dir, "--ae-title", "VIEWER")
+    pki = viewer_dir / "dicom-store" / "pki"
+    tls = [
+        "--ca",
+        str(pki / "ca.pem"),
+        "--tls-cert",
+        str(pki / "server-chain.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+    ]
+    archive = Node(archive_dir, "--move-destination", f"VIEWER=127.0.0.1:{viewer.port}", *tls)
+    try:
+        folder = _folder(tmp_path)
+        client = [
+            "--ca",
+            str(pki / "ca.pem"),
+            "--tls-cert",
+            str(pki / "client-chain.pem"),
+            "--tls-key",
+            str(pki / "client.key"),
+        ]
+        assert (
+            run(
+                "store", "127.0.0.1", str(archive.port), str(folder), *client, cwd=tmp_path
+            ).returncode
+            == 0
+        )
+        moved = run("move", "127.0.0.1", str(archive.port), "--dest", "VIEWER", "--level", "study",
+                    "-k", f"StudyInstanceUID={STUDY_UID}", "--json", *client, cwd=tmp_path)  # fmt: skip
+        assert moved.returncode == 0, moved.stderr + moved.stdout
+        assert json.loads(moved.stdout)["completed"] == 3
+        assert len(list((viewer_dir / "dicom-store" / "objects").rglob("*.dcm"))) == 3
+    finally:
+        viewer.stop()
+        archive.stop()
+
+
+def test_failures_are_one_line_with_an_exit_code(node: Node, tmp_path: Path) -> None:
+    cases = [
+        (["echo", "127.0.0.1", str(_free_port())], "TCP connection failed"),
+        (["echo", "127.0.0.1", str(node.port), "--called-ae", "WRONG"], "CALLED_AE_NOT_RECOGNIZED"),
+        (["echo", "127.0.0.1", str(node.port), "--no-tls"], "connect with TLS"),
+        (["echo", "127.0.0.1", str(node.port), "--verify", "bogus"], "unknown verify flag 'bogus'"),
+        (["store", "127.0.0.1", str(node.port), "missing-folder"], "does not exist"),
+        (["find", "127.0.0.1", str(node.port), "-k", "NotAKeyword=1"], "not a DICOM keyword"),
+    ]
+    for args, expected in cases:
+        done = run(*args, cwd=tmp_path)
+        assert done.returncode != 0, args
+        assert expected in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert (
+            len(
+                [
+                    line
+                    for line in done.stderr.splitlines()
+                    if line.startswith(("dicomtls:", "Error:"))
+                ]
+            )
+            == 1
+        )
+
+
+def test_bad_key_password_and_port_in_use(node: Node, tmp_path: Path) -> None:
+    from dicomtls.pki import CertificateAuthority
+
+    ca = CertificateAuthority.create("CLI CA")
+    ident = ca.issue("locked")
+    (tmp_path / "locked.pem").write_bytes(ident.cert_chain_pem())
+    (tmp_path / "locked.key").write_bytes(ident.private_key_pem(password=b"right"))
+    done = run("echo", "127.0.0.1", str(node.port), "--tls-cert", "locked.pem", "--tls-key", "locked.key",
+               "--key-password", "wrong", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1 and "wrong password for private key locked.key" in done.stderr
+    mismatched = run("echo", "127.0.0.1", str(node.port), "--tls-cert", "locked.pem",
+                     "--tls-key", str(tmp_path / "dicom-store/pki/client.key"), cwd=tmp_path)  # fmt: skip
+    assert mismatched.returncode == 1 and "does not match the certificate" in mismatched.stderr
+    busy = run(
+        "serve", "--host", "127.0.0.1", "--port", str(node.port), "--store", "other", cwd=tmp_path
+    )
+    assert busy.returncode == 1 and "address already in use" in busy.stderr.lower()
+    assert "Traceback" not in done.stderr + mismatched.stderr + busy.stderr
+
+
+def test_pki_inspect_ciphers(tmp_path: Path) -> None:
+    assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    assert run("pki", "issue", "pki", "modality", "--ip", "10.0.0.9", cwd=tmp_path).returncode == 0
+    assert (
+        run("pki", "issue", "pki", "expired", "--broken", "expired", cwd=tmp_path).returncode == 0
+    )
+    shown = run("inspect", "pki/modality-chain.pem", cwd=tmp_path)
+    assert (
+        "Extended Key Usage: serverAuth, clientAuth" in shown.stdout
+        and "IP:10.0.0.9" in shown.stdout
+    )
+    expired = json.loads(run("inspect", "pki/expired.pem", "--json", cwd=tmp_path).stdout)
+    assert expired[0]["warnings"] == ["expired"]
+    table = run("ciphers", "--profile", "bcp195-rfc8996", cwd=tmp_path)
+    assert "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" in table.stdout and "B.12" in table.stdout
+    again = run("pki", "init", "pki", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a PKI" in again.stderr
+
+
+def test_help_everywhere_has_examples(tmp_path: Path) -> None:
+    for command in (
+        "serve",
+        "echo",
+        "store",
+        "find",
+        "move",
+        "get",
+        "inspect",
+        "ciphers",
+        "index",
+        "demo",
+    ):
+        done = run(command, "--help", cwd=tmp_path)
+        assert done.returncode == 0 and "Example" in done.stdout, command
+    assert os.access(EXE, os.X_OK)
