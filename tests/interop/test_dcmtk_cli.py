@@ -1,0 +1,129 @@
+"""The dicomtls command with DCMTK on the other end, both ways (TLS where Debian's DCMTK has it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from ..cli.test_node_cli import Node, _folder, run
+from ..node.test_storage import STUDY_UID
+from .conftest import storescp
+
+pytestmark = pytest.mark.interop
+
+
+def _dcmtk(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_dcmtk_tools_against_dicomtls_serve(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    plain = Node(
+        tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else tmp_path, "--no-tls"
+    )
+    try:
+        pki = tmp_path / "dicom-store" / "pki"
+        tls = [
+            "+tls",
+            str(pki / "client.key"),
+            str(pki / "client-chain.pem"),
+            "+cf",
+            str(pki / "ca.pem"),
+        ]
+        files = sorted(str(p) for p in _folder(tmp_path).rglob("*.dcm"))
+        stored = _dcmtk(
+            "storescu",
+            "-v",
+            *tls,
+            "-aec",
+            "DICOMTLS",
+            "127.0.0.1",
+            str(node.port),
+            *files,
+            cwd=tmp_path,
+        )
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        assert (stored.stdout + stored.stderr).count("Received Store Response (Success)") == 3
+        keys = [
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            f"StudyInstanceUID={STUDY_UID}",
+            "-k",
+            "PatientName",
+        ]
+        found = _dcmtk(
+            "findscu",
+            "-v",
+            "-S",
+            *tls,
+            "-aec",
+            "DICOMTLS",
+            *keys,
+            "127.0.0.1",
+            str(node.port),
+            cwd=tmp_path,
+        )
+        assert found.returncode == 0 and "Doe^Jane" in found.stdout + found.stderr
+        # movescu and getscu of Debian's DCMTK 3.6.7 have no TLS: the same node, served in plain TCP
+        assert (
+            _dcmtk(
+                "storescu", "-aec", "DICOMTLS", "127.0.0.1", str(plain.port), *files, cwd=tmp_path
+            ).returncode
+            == 0
+        )
+        out = tmp_path / "got"
+        out.mkdir()
+        got = _dcmtk(
+            "getscu",
+            "-S",
+            "-aec",
+            "DICOMTLS",
+            *keys,
+            "-od",
+            str(out),
+            "127.0.0.1",
+            str(plain.port),
+            cwd=tmp_path,
+        )
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert len(list(out.iterdir())) == 3
+    finally:
+        node.stop()
+        plain.stop()
+
+
+def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki) -> None:  # type: ignore[no-untyped-def]
+    received = tmp_path / "received"
+    received.mkdir()
+    folder = _folder(tmp_path)
+    cert, key = rsa_pki.files["scu"]
+
+    async def run_against_storescp() -> tuple[
+        subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]
+    ]:
+        async with storescp(rsa_pki, received, "--require-peer-cert") as port:
+            args = ["127.0.0.1", str(port), "--called-ae", "STORESCP", "--ca", str(rsa_pki.ca),
+                    "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
+            loop = asyncio.get_running_loop()
+            echo = await loop.run_in_executor(
+                None, lambda: run("echo", *args, "--json", cwd=tmp_path)
+            )
+            store = await loop.run_in_executor(
+                None,
+                lambda: run("store", *args[:2], str(folder), *args[2:], "--json", cwd=tmp_path),
+            )
+            return echo, store
+
+    echo, store = asyncio.run(run_against_storescp())
+    assert echo.returncode == 0, echo.stderr
+    assert json.loads(echo.stdout)["tls"]["protocol"] == "TLSv1.3"
+    assert store.returncode == 0, store.stderr
+    assert json.loads(store.stdout)["stored"] == 3
+    sent = {pydicom.dcmread(p).SOPInstanceUID for p in folder.rglob("*.dcm")}
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in received.iterdir()} == sent
