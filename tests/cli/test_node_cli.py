@@ -31,10 +31,12 @@ def _free_port() -> int:
 
 
 class Node:
-    def __init__(self, cwd: Path, *args: str) -> None:
+    def __init__(self, cwd: Path, *args: str, port: int | None = None) -> None:
+        """Start ``dicomtls serve``; with ``port`` given, the args (e.g. --config) choose it."""
         self.cwd = cwd
-        self.port = _free_port()
-        self.proc = subprocess.Popen([EXE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+        self.port = port or _free_port()
+        where = [] if port else ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen([EXE, "serve", *where, *args],
                                      cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
         self.output: list[str] = []
         assert self.proc.stdout is not None
@@ -259,3 +261,25 @@ def test_help_everywhere_has_examples(tmp_path: Path) -> None:
         done = run(command, "--help", cwd=tmp_path)
         assert done.returncode == 0 and "Example" in done.stdout, command
     assert os.access(EXE, os.X_OK)
+
+
+def test_config_file_with_tls_keys(tmp_path: Path) -> None:
+    assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    port = _free_port()
+    (tmp_path / "node.toml").write_text(
+        f'port = {port}\nae_title = "FROMTOML"\ntls_cert = "pki/server-chain.pem"\n'
+        'tls_key = "pki/server.key"\nca = ["pki/ca.pem"]\nverify = "peer,fail-if-no-peer-cert"\n'
+    )
+    node = Node(tmp_path, "--host", "127.0.0.1", "--config", "node.toml", port=port)
+    try:
+        assert (
+            "FROMTOML" in "".join(node.output) and not (tmp_path / "dicom-store" / "pki").exists()
+        )
+        echo = run("echo", "127.0.0.1", str(port), "--called-ae", "FROMTOML", "--ca", "pki/ca.pem",
+                   "--tls-cert", "pki/client-chain.pem", "--tls-key", "pki/client.key", cwd=tmp_path)  # fmt: skip
+        assert echo.returncode == 0, echo.stderr
+    finally:
+        node.stop()
+    (tmp_path / "bad.toml").write_text('tls_cert = "nowhere.pem"\n')
+    bad = run("serve", "--config", "bad.toml", cwd=tmp_path)
+    assert bad.returncode == 2 and "tls_cert = 'nowhere.pem': file not found" in bad.stderr

@@ -44,6 +44,39 @@ def _load_config(path: Path | None) -> dict[str, Any]:
         raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
 
 
+def _tls_from_config(tls: TLSOptions, config: dict[str, Any]) -> TLSOptions:
+    """Config-file TLS keys (tls_cert, tls_key, ca, crl, verify, profile, no_tls) where the
+    command line gave nothing."""
+
+    def paths(key: str) -> tuple[Path, ...]:
+        value = config.get(key, [])
+        return tuple(Path(v) for v in ([value] if isinstance(value, str) else value))
+
+    cert = tls.cert or (Path(config["tls_cert"]) if "tls_cert" in config else None)
+    key = tls.key or (Path(config["tls_key"]) if "tls_key" in config else None)
+    for name, path in (
+        ("tls_cert", cert),
+        ("tls_key", key),
+        *((k, p) for k in ("ca", "crl") for p in paths(k)),
+    ):
+        if path is not None and not path.exists():
+            raise click.BadParameter(
+                f"{name} = {str(path)!r}: file not found", param_hint="--config"
+            )
+    default_verify = tls.verify == "peer,fail-if-no-peer-cert"
+    return TLSOptions(
+        cert=cert,
+        key=key,
+        ca=tls.ca or paths("ca"),
+        crl=tls.crl or paths("crl"),
+        verify=str(config.get("verify", tls.verify)) if default_verify else tls.verify,
+        profile=str(config.get("profile", tls.profile)),
+        no_tls=tls.no_tls or bool(config.get("no_tls", False)),
+        key_password=tls.key_password,
+        check_hostname=tls.check_hostname,
+    )
+
+
 def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
     pki = PKIFiles(store / "pki")
     if not pki.exists():
@@ -106,6 +139,7 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
         _destination(d) for d in (*config.get("move_destinations", []), *move_destination)
     )
     limits = Limits(max_associations=max_associations or int(config.get("max_associations", 100)))
+    tls = _tls_from_config(tls, config)
     if tls.cert is None and not tls.no_tls:
         pki = _first_run_pki(store, port, ae_title)
         tls = TLSOptions(pki.chain("server"), pki.key("server"), tls.ca or (pki.ca,), tls.crl, tls.verify,
