@@ -127,3 +127,40 @@ def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki) -> None:  # t
     assert json.loads(store.stdout)["stored"] == 3
     sent = {pydicom.dcmread(p).SOPInstanceUID for p in folder.rglob("*.dcm")}
     assert {pydicom.dcmread(p).SOPInstanceUID for p in received.iterdir()} == sent
+
+
+def test_dicomtls_client_against_dcmqrscp(tmp_path: Path) -> None:
+    """find/get/store from the command line against DCMTK's archive (plain: no TLS in Debian's 3.6.7)."""
+    from .conftest import _free_port
+    from .test_dcmtk_dicom import _dcmqrscp_config
+
+    port = _free_port()
+    config = _dcmqrscp_config(tmp_path, port, _free_port())
+    proc = subprocess.Popen(
+        ["dcmqrscp", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        asyncio.run(_wait(port))
+        common = ["127.0.0.1", str(port), "--called-ae", "ARCHIVE", "--no-tls"]
+        stored = run(
+            "store", *common[:2], str(_folder(tmp_path)), *common[2:], "--json", cwd=tmp_path
+        )
+        assert stored.returncode == 0 and json.loads(stored.stdout)["stored"] == 3, stored.stderr
+        found = run("find", *common, "--level", "study", "-k", f"StudyInstanceUID={STUDY_UID}", "-k", "PatientName",
+                    "--json", cwd=tmp_path)  # fmt: skip
+        assert found.returncode == 0 and json.loads(found.stdout)[0]["PatientName"] == "Doe^Jane"
+        got = run("get", *common, "--out", "got", "--level", "study", "-k", f"StudyInstanceUID={STUDY_UID}",
+                  "--json", cwd=tmp_path)  # fmt: skip
+        assert got.returncode == 0 and json.loads(got.stdout)["completed"] == 3, (
+            got.stdout + got.stderr
+        )
+        assert "TLS is off" in found.stderr  # the opt-out is never silent
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+async def _wait(port: int) -> None:
+    from .conftest import _wait_listening
+
+    await _wait_listening(port)
