@@ -283,3 +283,13 @@ def test_config_file_with_tls_keys(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text('tls_cert = "nowhere.pem"\n')
     bad = run("serve", "--config", "bad.toml", cwd=tmp_path)
     assert bad.returncode == 2 and "tls_cert = 'nowhere.pem': file not found" in bad.stderr
+
+
+def test_verbose_shows_each_certificate_and_the_cipher(node: Node, tmp_path: Path) -> None:
+    done = run("echo", "127.0.0.1", str(node.port), "-v", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "certificate at depth 1: OK" in done.stdout and "certificate at depth 0: OK" in done.stdout
+    )
+    assert "Subject Name: CN = server" in done.stdout and "SSL server : Yes" in done.stdout
+    assert "Negotiated secure link" in done.stdout and "TLSv1.3" in done.stdout

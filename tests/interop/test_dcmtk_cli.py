@@ -98,6 +98,33 @@ def test_dcmtk_tools_against_dicomtls_serve(tmp_path: Path) -> None:
         plain.stop()
 
 
+def test_movescu_against_dicomtls_serve(tmp_path: Path) -> None:
+    """Plain TCP: Debian's movescu 3.6.7 has no TLS. The node moves to a second node."""
+    (tmp_path / "viewer").mkdir()
+    (tmp_path / "archive").mkdir()
+    viewer = Node(tmp_path / "viewer", "--no-tls", "--ae-title", "VIEWER")
+    archive = Node(
+        tmp_path / "archive", "--no-tls", "--move-destination", f"VIEWER=127.0.0.1:{viewer.port}"
+    )
+    try:
+        files = sorted(str(p) for p in _folder(tmp_path).rglob("*.dcm"))
+        assert (
+            _dcmtk(
+                "storescu", "-aec", "DICOMTLS", "127.0.0.1", str(archive.port), *files, cwd=tmp_path
+            ).returncode
+            == 0
+        )
+        keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={STUDY_UID}"]
+        moved = _dcmtk("movescu", "-v", "-S", "-aec", "DICOMTLS", "-aem", "VIEWER", *keys, "127.0.0.1",
+                       str(archive.port), cwd=tmp_path)  # fmt: skip
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        assert "Received Final Move Response (Success)" in moved.stdout + moved.stderr
+        assert len(list((tmp_path / "viewer" / "dicom-store" / "objects").rglob("*.dcm"))) == 3
+    finally:
+        viewer.stop()
+        archive.stop()
+
+
 def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki) -> None:  # type: ignore[no-untyped-def]
     received = tmp_path / "received"
     received.mkdir()
