@@ -12,7 +12,7 @@ import sys
 import click
 
 from dicomtls import __version__
-from dicomtls.cli import certs, client, serve
+from dicomtls.cli import certs, client, doctor, serve
 from dicomtls.dimse.part10 import Part10Error
 from dicomtls.net.association import AssociationError
 from dicomtls.tls.errors import TLSError
@@ -54,6 +54,7 @@ def demo() -> None:
 client.register(cli)
 serve.register(cli)
 certs.register(cli)
+doctor.register(cli)
 
 _EXPECTED = (TLSError, AssociationError, Part10Error, OSError, ValueError)
 

@@ -1,0 +1,79 @@
+"""``dicomtls doctor``: the diagnosis of a DICOM node, step by step, with the fix for each problem."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import click
+from rich.table import Table
+
+from dicomtls.cli.render import make_console
+from dicomtls.cli.tlsopts import TLSOptions, tls_options
+from dicomtls.doctor import DoctorOptions, Report, Verdict, diagnose
+
+__all__ = ["register"]
+
+console = make_console()
+_COLOURS = {Verdict.PASS: "green", Verdict.WARN: "yellow", Verdict.FAIL: "red", Verdict.SKIP: "dim"}
+
+
+def render(report: Report) -> Table:
+    table = Table(title=f"dicomtls doctor {report.target}")
+    for column in ("step", "result", "what we found", "what to change (where)"):
+        table.add_column(column, overflow="fold")
+    for step in report.steps:
+        colour = _COLOURS[step.verdict]
+        fix = (
+            f"{step.fix} ({step.side})"
+            if step.fix and step.verdict in (Verdict.WARN, Verdict.FAIL)
+            else ""
+        )
+        table.add_row(step.name, f"[{colour}]{step.verdict}[/{colour}]", step.summary, fix)
+    return table
+
+
+@click.command()
+@click.argument("host")
+@click.argument("port", type=click.IntRange(1, 65535))
+@click.option(
+    "--ae-title", default="DICOMTLS-DOCTOR", show_default=True, help="Our (calling) AE title."
+)
+@click.option("--called-ae", default="DICOMTLS", show_default=True, help="The node's AE title.")
+@click.option(
+    "--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait at each step."
+)
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@tls_options
+def doctor(
+    host: str,
+    port: int,
+    ae_title: str,
+    called_ae: str,
+    timeout: float,
+    as_json: bool,
+    tls: TLSOptions,
+) -> None:
+    """Probe a DICOM node and explain, step by step, what works and what to fix.
+
+    TCP, TLS or plain, TLS versions and suites against the PS3.15 profiles, the
+    certificate chain, our client certificate, then the association and C-ECHO.
+    Exit code 0 only when every step passes.
+
+    \b
+    Example:
+      dicomtls doctor pacs.example.org 2762 --ca ca.pem --tls-cert me.pem --tls-key me.key --called-ae PACS
+    """
+    settings = tls.settings("client")
+    options = DoctorOptions(host, port, settings, ae_title=ae_title, called_ae=called_ae,
+                            check_hostname=tls.check_hostname, timeout=timeout)  # fmt: skip
+    report = asyncio.run(diagnose(options))
+    if as_json:
+        print(json.dumps(report.to_dict(), default=str))
+    else:
+        console.print(render(report))
+    raise SystemExit(0 if report.ok else 1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(doctor)

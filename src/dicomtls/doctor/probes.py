@@ -1,0 +1,433 @@
+"""``dicomtls doctor``: probe a DICOM node step by step and say why a secure connection fails.
+
+Steps, in the order a connection goes through them: TCP reachability; TLS or plain
+DICOM on the port; the TLS versions and cipher suites accepted, judged against the
+PS3.15 profiles; the server's certificate chain as the verify callback sees it;
+whether our client certificate is wanted and accepted; then the DICOM association
+and C-ECHO over the working link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from dicomtls.doctor.report import Report, Step, Verdict
+from dicomtls.net.association import AssociationError, associate, default_proposals
+from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.ciphers import CIPHER_SUITES
+from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError, alert_meaning
+from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.profiles import PROFILES, TLSVersion
+from dicomtls.tls.settings import TLSSettings
+from dicomtls.tls.verify_error import VerifyError
+
+__all__ = ["DoctorOptions", "diagnose"]
+
+_SSL_VERSIONS = {
+    TLSVersion.TLSv1: ssl.TLSVersion.TLSv1,
+    TLSVersion.TLSv1_1: ssl.TLSVersion.TLSv1_1,
+    TLSVersion.TLSv1_2: ssl.TLSVersion.TLSv1_2,
+    TLSVersion.TLSv1_3: ssl.TLSVersion.TLSv1_3,
+}
+_REFUSED_VERSION = ("protocol version", "unsupported protocol", "no protocols available", "wrong version number",
+                    "version too low", "tlsv1 alert protocol")  # fmt: skip
+_REFUSED_CIPHER = (
+    "handshake failure",
+    "no shared cipher",
+    "no ciphers available",
+    "insufficient security",
+)
+
+
+@dataclass
+class DoctorOptions:
+    host: str
+    port: int
+    tls: TLSSettings | None
+    ae_title: str = "DICOMTLS-DOCTOR"
+    called_ae: str = "ANY-SCP"
+    check_hostname: bool = False
+    timeout: float = 5.0
+
+
+async def diagnose(options: DoctorOptions) -> Report:
+    report = Report(f"{options.host}:{options.port}")
+    if not await _tcp(report, options):
+        return report
+    calls: list[tuple[bool, CertificateInfo, VerifyError]] = []
+    plain = options.tls is None or await _protocol(report, options, calls)
+    if plain:
+        for name in ("tls-versions", "cipher-suites", "certificate-chain", "client-certificate"):
+            report.add(Step(name, Verdict.SKIP, "no TLS on this connection"))
+        await _dicom(report, options, None)
+        return report
+    await _versions_and_ciphers(report, options)
+    _chain(report, options, calls)
+    await _dicom(report, options, _probe_settings(options, []))
+    return report
+
+
+# -- 1. TCP ------------------------------------------------------------------------------------
+
+
+async def _tcp(report: Report, options: DoctorOptions) -> bool:
+    target = f"{options.host}:{options.port}"
+    try:
+        async with asyncio.timeout(options.timeout):
+            _, writer = await asyncio.open_connection(options.host, options.port)
+    except socket.gaierror as exc:
+        report.add(Step("tcp", Verdict.FAIL, f"cannot resolve {options.host!r}: {exc.strerror}", code="DNS",
+                        fix="check the host name, or use the IP address", side="network"))  # fmt: skip
+        return False
+    except ConnectionRefusedError:
+        report.add(Step("tcp", Verdict.FAIL, f"{target} refused the connection: nothing listens there",
+                        code="CONNECTION_REFUSED", side="peer",
+                        fix="start the DICOM node, or check the port (DICOM TLS is usually 2762)"))  # fmt: skip
+        return False
+    except (TimeoutError, OSError) as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        report.add(Step("tcp", Verdict.FAIL, f"{target}: {reason} within {options.timeout:g} s",
+                        code="TCP_TIMEOUT", side="network",
+                        fix="a firewall may drop the traffic; check routing and firewall rules"))  # fmt: skip
+        return False
+    writer.close()
+    report.add(Step("tcp", Verdict.PASS, f"{target} accepts TCP connections"))
+    return True
+
+
+# -- 2. TLS or plain -----------------------------------------------------------------------------
+
+
+def _probe_settings(
+    options: DoctorOptions, calls: list[tuple[bool, CertificateInfo, VerifyError]]
+) -> TLSSettings:
+    """The user's settings, but recording every certificate and never stopping on one,
+    so that one problem does not hide the next."""
+    assert options.tls is not None
+
+    def record(ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
+        calls.append((ok, cert, error))
+        return True
+
+    verify = VerifyFlags.PEER if options.tls.trust.ca_certificates else VerifyFlags.NONE
+    return dataclasses.replace(options.tls, on_verify=record, verify=verify, check_hostname=False,
+                               handshake_timeout=options.timeout)  # fmt: skip
+
+
+async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) -> bool:
+    """Step 2 (and the handshake the chain step reads); True when the port speaks plain DICOM."""
+    try:
+        assoc = await associate(options.host, options.port, _probe_settings(options, calls),
+                                calling_ae=options.ae_title, called_ae=options.called_ae,
+                                proposals=default_proposals())  # fmt: skip
+    except TLSHandshakeError as error:
+        if (
+            error.stage is HandshakeStage.CLOSED
+            and error.alert is None
+            and await _speaks_plain_dicom(options)
+        ):
+            error.stage, error.reason = (
+                HandshakeStage.NOT_TLS,
+                (
+                    "the node closed on our TLS ClientHello but answers a plain A-ASSOCIATE-RQ: "
+                    "this port speaks DICOM without TLS"
+                ),
+            )
+        return _handshake_failure(report, options, error)
+    except AssociationError:
+        pass  # TLS worked; the DICOM step reports the association itself
+    else:
+        await assoc.abort()
+    report.add(Step("protocol", Verdict.PASS, "the port speaks TLS"))
+    report.add(Step("client-certificate", Verdict.PASS, _client_cert_summary(options)))
+    return False
+
+
+async def _speaks_plain_dicom(options: DoctorOptions) -> bool:
+    """Many plain DICOM nodes (DCMTK among them) just close on a TLS hello: ask them in DICOM."""
+    try:
+        assoc = await associate(options.host, options.port, None, calling_ae=options.ae_title,
+                                called_ae=options.called_ae, proposals=default_proposals())  # fmt: skip
+    except AssociationError as exc:
+        return "rejected the association" in str(exc)
+    except (TLSHandshakeError, OSError):
+        return False
+    await assoc.abort()
+    return True
+
+
+def _client_cert_summary(options: DoctorOptions) -> str:
+    if options.tls is not None and options.tls.identity is not None:
+        return "the node accepted our certificate (or did not ask for one)"
+    return "we sent no certificate and the node did not require one"
+
+
+def _handshake_failure(report: Report, options: DoctorOptions, error: TLSHandshakeError) -> bool:
+    evidence = error.to_dict()
+    if error.stage is HandshakeStage.NOT_TLS:
+        report.add(Step("protocol", Verdict.FAIL, error.reason, evidence, code="NOT_TLS", side="ours",
+                        fix="this port speaks plain DICOM: use the node's TLS port (often 2762), "
+                            "or --no-tls if plain is really intended"))  # fmt: skip
+        return True
+    if error.stage is HandshakeStage.TIMEOUT:
+        report.add(Step("protocol", Verdict.FAIL, "no TLS answer to our ClientHello", evidence, code="TLS_TIMEOUT",
+                        side="peer", fix="the node may wait for plain DICOM, or be overloaded"))  # fmt: skip
+        return False
+    if error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED) and error.alert not in (
+        "protocol_version",
+        "handshake_failure",
+        "insufficient_security",
+    ):
+        report.add(Step("protocol", Verdict.PASS, "the port speaks TLS"))
+        has_cert = options.tls is not None and options.tls.identity is not None
+        meaning = alert_meaning(error.alert) if error.alert else error.reason
+        code = (error.alert or "closed").upper()
+        fix = error.hint or "read the node's log for why it refused us"
+        if not has_cert:
+            code, fix = (
+                "CLIENT_CERTIFICATE_REQUIRED",
+                "give --tls-cert and --tls-key issued by a CA the node trusts",
+            )
+        report.add(Step("client-certificate", Verdict.FAIL, f"the node refused us: {meaning}", evidence,
+                        code=code, side="ours", fix=fix))  # fmt: skip
+        return False
+    report.add(Step("protocol", Verdict.FAIL, error.reason, evidence, code=str(error.stage).upper(), side="peer",
+                    fix=error.hint))  # fmt: skip
+    return False
+
+
+# -- 3. versions and suites ------------------------------------------------------------------
+
+
+def _ssl_context(
+    options: DoctorOptions, version: TLSVersion, ciphers: str | None
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = _SSL_VERSIONS[version]
+    ctx.set_ciphers((ciphers or "ALL") + ":@SECLEVEL=0")
+    tls = options.tls
+    if tls is not None and tls.certificate is not None:
+        key = None if tls.private_key is None else str(tls.private_key)
+        password = tls.password if isinstance(tls.password, str | bytes) else None
+        ctx.load_cert_chain(str(tls.certificate), key, password=password)
+    return ctx
+
+
+async def _try(options: DoctorOptions, ctx: ssl.SSLContext) -> tuple[bool | None, str]:
+    """(accepted?, detail): None when the local OpenSSL cannot even offer it."""
+    try:
+        async with asyncio.timeout(options.timeout):
+            _, writer = await asyncio.open_connection(
+                options.host, options.port, ssl=ctx, server_hostname=None
+            )
+    except ssl.SSLError as exc:
+        text = str(exc).lower()
+        if "no protocols available" in text or "no ciphers available" in text:
+            return None, "not offered by this machine's OpenSSL"
+        refused = any(marker in text for marker in _REFUSED_VERSION + _REFUSED_CIPHER)
+        return (not refused), str(exc)
+    except (OSError, TimeoutError) as exc:
+        return False, str(exc) or type(exc).__name__
+    cipher = writer.get_extra_info("cipher")
+    writer.close()
+    return True, f"{cipher[1]} {cipher[0]}" if cipher else "accepted"
+
+
+async def _versions_and_ciphers(report: Report, options: DoctorOptions) -> None:
+    versions: dict[str, Any] = {}
+    for version in TLSVersion:
+        try:
+            ctx = _ssl_context(options, version, None)
+        except ssl.SSLError as exc:
+            versions[version.display_name] = {"accepted": None, "detail": str(exc)}
+            continue
+        accepted, detail = await _try(options, ctx)
+        versions[version.display_name] = {"accepted": accepted, "detail": detail}
+    accepted_versions = [v for v in TLSVersion if versions[v.display_name]["accepted"]]
+    old = [v.display_name for v in accepted_versions if v.rank < TLSVersion.TLSv1_2.rank]
+    if old:
+        report.add(Step("tls-versions", Verdict.FAIL, f"the node accepts {', '.join(old)} (forbidden by RFC 8996)",
+                        {"versions": versions}, code="OLD_TLS_ACCEPTED", side="peer",
+                        fix="disable TLS 1.0/1.1 on the node (use the BCP 195 RFC 8996 profile)"))  # fmt: skip
+    elif not accepted_versions:
+        report.add(Step("tls-versions", Verdict.FAIL, "no TLS version was accepted", {"versions": versions},
+                        code="NO_TLS_VERSION", side="peer", fix="check the node's TLS configuration"))  # fmt: skip
+    else:
+        names = ", ".join(v.display_name for v in accepted_versions)
+        report.add(Step("tls-versions", Verdict.PASS, f"accepts {names}", {"versions": versions}))
+    if TLSVersion.TLSv1_2 not in accepted_versions:
+        report.add(
+            Step(
+                "cipher-suites",
+                Verdict.SKIP,
+                "TLS 1.2 not accepted: suites of TLS 1.3 are fixed sets",
+            )
+        )
+        return
+    accepted_suites = []
+    for suite in CIPHER_SUITES:
+        if suite.tls13:
+            continue
+        try:
+            ctx = _ssl_context(options, TLSVersion.TLSv1_2, suite.openssl_name)
+        except ssl.SSLError:
+            continue  # this OpenSSL does not have the suite
+        accepted, _ = await _try(options, ctx)
+        if accepted:
+            accepted_suites.append(suite)
+    _judge_suites(report, accepted_versions, accepted_suites)
+
+
+def _judge_suites(report: Report, versions: list[TLSVersion], suites: list[Any]) -> None:
+    satisfied = []
+    for profile in PROFILES.values():
+        if profile.retired:
+            continue
+        version_ok = all(v in profile.versions for v in versions)
+        suites_ok = all(s.iana_name in profile.tls12_suites for s in suites)
+        if version_ok and suites_ok and suites:
+            satisfied.append(f"{profile.name} ({profile.annex})")
+    forbidden = [s.iana_name for s in suites if not s.forward_secret or not s.aead]
+    evidence = {"accepted_tls12": [s.iana_name for s in suites], "profiles_satisfied": satisfied}
+    if forbidden:
+        report.add(Step("cipher-suites", Verdict.WARN, f"accepts suites outside BCP 195: {', '.join(forbidden)}",
+                        evidence, code="FORBIDDEN_SUITES", side="peer",
+                        fix="restrict the node to ECDHE with AES-GCM/CHACHA20 (profile bcp195-rfc8996)"))  # fmt: skip
+    elif not satisfied:
+        report.add(Step("cipher-suites", Verdict.WARN, "suites satisfy no current DICOM profile", evidence,
+                        code="NO_PROFILE", side="peer", fix="configure profile B.12 or B.13 on the node"))  # fmt: skip
+    else:
+        report.add(
+            Step("cipher-suites", Verdict.PASS, f"satisfies {', '.join(satisfied)}", evidence)
+        )
+
+
+# -- 4. the chain ----------------------------------------------------------------------------
+
+
+def _matches_host(info: CertificateInfo, host: str) -> bool:
+    try:
+        return str(ipaddress.ip_address(host)) in info.ip_addresses
+    except ValueError:
+        return any(n.lower() == host.lower() or (n.startswith("*.") and host.lower().endswith(n[1:].lower()))
+                   for n in info.dns_names)  # fmt: skip
+
+
+def _chain(
+    report: Report, options: DoctorOptions, calls: list[tuple[bool, CertificateInfo, VerifyError]]
+) -> None:
+    if not calls:
+        report.add(
+            Step("certificate-chain", Verdict.SKIP, "the handshake ended before the certificate")
+        )
+        return
+    certs = {c[1].depth: c for c in calls}
+    problems: list[tuple[str, str, str]] = []
+    evidence = []
+    for depth in sorted(certs):
+        _ok, info, error = certs[depth]
+        first_error = next((e for o, c, e in calls if c.depth == depth and not e.ok), error)
+        evidence.append(
+            {
+                "certificate": str(info),
+                "code": first_error.name,
+                "hint": first_error.hint if not first_error.ok else None,
+            }
+        )
+        if not first_error.ok:
+            problems.append(
+                (
+                    "FAIL",
+                    first_error.name,
+                    f"{info.subject}: {first_error.message}. {first_error.hint}",
+                )
+            )
+        left = info.not_after - dt.datetime.now(dt.UTC)
+        if dt.timedelta(0) < left < dt.timedelta(days=30):
+            problems.append(("WARN", "EXPIRES_SOON", f"{info.subject} expires in {left.days} days"))
+        if depth == 0:
+            if not (info.has_server_auth and info.has_client_auth):
+                problems.append(("WARN", "MISSING_PURPOSE", f"{info.subject} lacks serverAuth+clientAuth: "
+                                 "DICOM nodes act as SCU and SCP"))  # fmt: skip
+            if not _matches_host(info, options.host):
+                level = "FAIL" if options.check_hostname else "WARN"
+                problems.append(
+                    (level, "HOSTNAME_MISMATCH", f"{info.subject} does not name {options.host!r}")
+                )
+    if not problems:
+        report.add(
+            Step(
+                "certificate-chain",
+                Verdict.PASS,
+                f"{len(certs)} certificate(s) verify",
+                {"chain": evidence},
+            )
+        )
+        return
+    worst = "FAIL" if any(p[0] == "FAIL" for p in problems) else "WARN"
+    level, code, text = next(p for p in problems if p[0] == worst)
+    report.add(Step("certificate-chain", Verdict(worst), text, {"chain": evidence, "problems": problems},
+                    code=code, side="peer" if code != "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" else "ours",
+                    fix=text.split(". ", 1)[-1]))  # fmt: skip
+
+
+# -- 6. DICOM ------------------------------------------------------------------------------
+
+
+async def _dicom(report: Report, options: DoctorOptions, tls: TLSSettings | None) -> None:
+    try:
+        assoc = await associate(options.host, options.port, tls, calling_ae=options.ae_title,
+                                called_ae=options.called_ae, proposals=default_proposals())  # fmt: skip
+    except AssociationError as exc:
+        code = next((r for r in ("CALLED_AE_NOT_RECOGNIZED", "CALLING_AE_NOT_RECOGNIZED", "LOCAL_LIMIT_EXCEEDED")
+                     if r in str(exc)), "ASSOCIATION_FAILED")  # fmt: skip
+        fix = {
+            "CALLED_AE_NOT_RECOGNIZED": "use the node's AE title with --called-ae",
+            "CALLING_AE_NOT_RECOGNIZED": "register our AE title (--ae-title) on the node",
+            "LOCAL_LIMIT_EXCEEDED": "the node is busy: retry later or raise its association limit",
+        }.get(code, "read the node's log")
+        report.add(
+            Step(
+                "dicom-association",
+                Verdict.FAIL,
+                str(exc),
+                code=code,
+                side="ours" if "CALLED" in code else "peer",
+                fix=fix,
+            )
+        )
+        return
+    except TLSHandshakeError as exc:
+        report.add(Step("dicom-association", Verdict.FAIL, str(exc), exc.to_dict(), code=str(exc.stage).upper(),
+                        side="ours", fix=exc.hint))  # fmt: skip
+        return
+    async with assoc:
+        negotiated = assoc.negotiated
+        evidence = {"peer_max_pdu_length": negotiated.peer_max_pdu_length,
+                    "implementation_class_uid": negotiated.peer_implementation_class_uid,
+                    "implementation_version_name": negotiated.peer_implementation_version_name}  # fmt: skip
+        report.add(
+            Step("dicom-association", Verdict.PASS, f"accepted by {options.called_ae}", evidence)
+        )
+        status = await assoc.echo()
+    if status == 0:
+        report.add(Step("c-echo", Verdict.PASS, "C-ECHO Success"))
+    else:
+        report.add(
+            Step(
+                "c-echo",
+                Verdict.FAIL,
+                f"C-ECHO status 0x{status:04X}",
+                code="ECHO_FAILED",
+                side="peer",
+            )
+        )
