@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import click
 from rich.table import Table
 
 from dicomtls.cli.render import make_console
-from dicomtls.cli.tlsopts import TLSOptions, tls_options
+from dicomtls.cli.tlsopts import DEFAULT_PKI, TLSOptions, tls_options
 from dicomtls.doctor import DoctorOptions, Report, Verdict, diagnose
+from dicomtls.pki import PKIFiles
 
 __all__ = ["register"]
 
@@ -64,6 +66,9 @@ def doctor(
     Example:
       dicomtls doctor pacs.example.org 2762 --ca ca.pem --tls-cert me.pem --tls-key me.key --called-ae PACS
     """
+    if not tls.ca and not tls.no_tls and not PKIFiles(DEFAULT_PKI).ca.exists():
+        # Without a trusted CA the chain is still examined, and reported as untrusted.
+        tls = dataclasses.replace(tls, verify="none")
     settings = tls.settings("client")
     options = DoctorOptions(host, port, settings, ae_title=ae_title, called_ae=called_ae,
                             check_hostname=tls.check_hostname, timeout=timeout)  # fmt: skip

@@ -1,0 +1,191 @@
+"""``dicomtls doctor`` against real nodes: each case asserts the step that fails and its code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicomtls.pki import init_pki, load_ca
+
+from .test_node_cli import Node, run
+
+
+def doctor(cwd: Path, port: int, *args: str) -> tuple[int, dict[str, dict[str, object]]]:
+    done = run(
+        "doctor", "127.0.0.1", str(port), "--json", "--timeout", "2", *args, cwd=cwd, timeout=120
+    )
+    report = json.loads(done.stdout)
+    assert report["ok"] == (done.returncode == 0)
+    return done.returncode, {step["name"]: step for step in report["steps"]}
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("doctor-pki")
+    init_pki(directory)
+    ca = load_ca(directory)
+    for kind in ("no-purpose", "expired", "wrong-hostname"):
+        ca.issue_broken(kind, kind).write(directory, kind)
+    return directory
+
+
+def _tls(pki: Path, name: str) -> list[str]:
+    return [
+        "--ca",
+        str(pki / "ca.pem"),
+        "--tls-cert",
+        str(pki / f"{name}-chain.pem"),
+        "--tls-key",
+        str(pki / f"{name}.key"),
+    ]
+
+
+@pytest.fixture
+def node(tmp_path: Path, pki_dir: Path) -> Iterator[Node]:
+    started = Node(tmp_path, *_tls(pki_dir, "server"))
+    yield started
+    started.stop()
+
+
+def test_healthy_node_passes_every_step(node: Node, tmp_path: Path, pki_dir: Path) -> None:
+    code, steps = doctor(tmp_path, node.port, *_tls(pki_dir, "client"))
+    assert code == 0
+    assert all(s["verdict"] == "PASS" for s in steps.values()), steps
+    assert "bcp195-rfc8996 (B.12)" in str(steps["cipher-suites"]["summary"])
+    evidence = steps["dicom-association"]["evidence"]
+    assert evidence["implementation_version_name"] == "DICOMTLS_010"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("client", "code"),
+    [
+        ("no-purpose", "UNSUPPORTED_CERTIFICATE"),
+        ("expired", "CERTIFICATE_EXPIRED"),
+        (None, "CLIENT_CERTIFICATE_REQUIRED"),
+    ],
+)
+def test_client_certificate_problems_are_named(
+    node: Node, tmp_path: Path, pki_dir: Path, client: str | None, code: str
+) -> None:
+    args = _tls(pki_dir, client) if client else ["--ca", str(pki_dir / "ca.pem")]
+    exit_code, steps = doctor(tmp_path, node.port, *args)
+    assert exit_code == 1
+    step = steps["client-certificate"]
+    assert step["verdict"] == "FAIL" and step["code"] == code, step
+    assert step["fix"]
+
+
+def test_broken_server_certificate_is_shown_with_its_code(tmp_path: Path, pki_dir: Path) -> None:
+    expired = Node(tmp_path, *_tls(pki_dir, "expired"))
+    try:
+        _, steps = doctor(tmp_path, expired.port, *_tls(pki_dir, "client"))
+    finally:
+        expired.stop()
+    chain = steps["certificate-chain"]
+    assert chain["verdict"] == "FAIL" and chain["code"] == "CERT_HAS_EXPIRED"
+    assert "Subject Name: CN = expired" in json.dumps(chain["evidence"])
+
+
+def test_hostname_mismatch_is_reported_and_failed_on_request(tmp_path: Path, pki_dir: Path) -> None:
+    wrong = Node(tmp_path, *_tls(pki_dir, "wrong-hostname"))
+    try:
+        _, reported = doctor(tmp_path, wrong.port, *_tls(pki_dir, "client"))
+        _, checked = doctor(tmp_path, wrong.port, *_tls(pki_dir, "client"), "--check-hostname")
+    finally:
+        wrong.stop()
+    assert reported["certificate-chain"]["verdict"] == "WARN"
+    assert reported["certificate-chain"]["code"] == "HOSTNAME_MISMATCH"
+    assert checked["certificate-chain"]["verdict"] == "FAIL"
+
+
+def test_wrong_called_ae(node: Node, tmp_path: Path, pki_dir: Path) -> None:
+    _, steps = doctor(tmp_path, node.port, *_tls(pki_dir, "client"), "--called-ae", "NOBODY")
+    assert steps["dicom-association"]["code"] == "CALLED_AE_NOT_RECOGNIZED"
+
+
+def test_plain_storescp_is_recognised(tmp_path: Path) -> None:
+    from ..interop.conftest import _free_port
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        ["storescp", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path
+    )
+    try:
+        from ..interop.conftest import _wait_listening
+
+        asyncio.run(_wait_listening(port))
+        _, steps = doctor(tmp_path, port, "--called-ae", "STORESCP")
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert steps["protocol"]["code"] == "NOT_TLS"
+    assert "plain A-ASSOCIATE-RQ" in str(steps["protocol"]["summary"])
+    assert steps["c-echo"]["verdict"] == "PASS"  # and the DICOM layer is still diagnosed
+
+
+def test_silent_listener_times_out(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        _, steps = doctor(tmp_path, listener.getsockname()[1])
+    assert steps["tcp"]["verdict"] == "PASS"
+    assert steps["protocol"]["code"] == "TLS_TIMEOUT"
+
+
+def test_refused_port(tmp_path: Path) -> None:
+    from ..interop.conftest import _free_port
+
+    code, steps = doctor(tmp_path, _free_port())
+    assert code == 1 and steps["tcp"]["code"] == "CONNECTION_REFUSED"
+
+
+def test_old_tls_versions_are_flagged(tmp_path: Path, pki_dir: Path) -> None:
+    """A Python ssl server allowing TLS 1.0, as far as this machine's OpenSSL lets it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki_dir / "server-chain.pem"), str(pki_dir / "server.key"))
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with contextlib.suppress(ValueError):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(1)
+                    tls.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        _, steps = doctor(tmp_path, listener.getsockname()[1], *_tls(pki_dir, "client"))
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    versions = steps["tls-versions"]["evidence"]["versions"]  # type: ignore[index]
+    if versions["TLSv1"]["accepted"]:
+        assert steps["tls-versions"]["code"] == "OLD_TLS_ACCEPTED"
+    else:  # this machine's OpenSSL cannot even speak TLS 1.0: the report says so instead
+        assert (
+            versions["TLSv1"]["accepted"] is None
+            or "version" in versions["TLSv1"]["detail"].lower()
+        )
+        assert steps["tls-versions"]["verdict"] == "PASS"
