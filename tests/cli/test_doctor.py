@@ -189,3 +189,77 @@ def test_old_tls_versions_are_flagged(tmp_path: Path, pki_dir: Path) -> None:
             or "version" in versions["TLSv1"]["detail"].lower()
         )
         assert steps["tls-versions"]["verdict"] == "PASS"
+
+
+@pytest.mark.parametrize(
+    ("verify", "verdict"),
+    [("peer", "PASS"), ("none", "PASS"), ("peer,fail-if-no-peer-cert", "FAIL")],
+)
+def test_verify_modes_of_the_node(tmp_path: Path, pki_dir: Path, verify: str, verdict: str) -> None:
+    """Without a client certificate: only a node that requires one refuses us."""
+    served = Node(tmp_path, *_tls(pki_dir, "server"), "--verify", verify)
+    try:
+        _, steps = doctor(tmp_path, served.port, "--ca", str(pki_dir / "ca.pem"))
+    finally:
+        served.stop()
+    assert steps["client-certificate"]["verdict"] == verdict
+
+
+def test_explain_prints_each_verify_call(tmp_path: Path, pki_dir: Path) -> None:
+    served = Node(tmp_path, *_tls(pki_dir, "server"), "--explain")
+    try:
+        run("echo", "127.0.0.1", str(served.port), *_tls(pki_dir, "no-purpose"), cwd=tmp_path)
+    finally:
+        log = served.stop()
+    assert "certificate at depth 0: INVALID_PURPOSE" in log
+    assert "Subject Name: CN = no-purpose" in log
+    assert "stage verify" in log and "127.0.0.1:" in log  # the one-line failure with the peer
+
+
+def test_against_dcmtk_storescp_requiring_a_certificate(tmp_path: Path, rsa_pki) -> None:  # type: ignore[no-untyped-def]
+    from ..interop.conftest import storescp
+
+    async def probe(*extra: str) -> tuple[int, dict[str, dict[str, object]]]:
+        async with storescp(rsa_pki, tmp_path, "--require-peer-cert") as port:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: doctor(tmp_path, port, *extra)
+            )
+
+    cert, key = rsa_pki.files["scu"]
+    _, ok = asyncio.run(probe("--ca", str(rsa_pki.ca), "--tls-cert", str(cert), "--tls-key", str(key),
+                                    "--called-ae", "STORESCP"))  # fmt: skip
+    assert ok["client-certificate"]["verdict"] == "PASS", ok
+    assert ok["c-echo"]["verdict"] == "PASS", ok["dicom-association"]
+    _, refused = asyncio.run(probe("--ca", str(rsa_pki.ca), "--called-ae", "STORESCP"))
+    assert refused["client-certificate"]["verdict"] == "FAIL"
+    assert refused["client-certificate"]["code"] in ("CLIENT_CERTIFICATE_REQUIRED",)
+
+
+def test_against_dcmtk_storescp_with_a_retired_profile(tmp_path: Path, rsa_pki) -> None:  # type: ignore[no-untyped-def]
+    """storescp +px (the retired BCP 195 profile) accepts suites BCP 195 RFC 8996 forbids."""
+    from ..interop.conftest import storescp
+
+    cert, key = rsa_pki.files["scu"]
+
+    async def probe() -> tuple[int, dict[str, dict[str, object]]]:
+        async with storescp(rsa_pki, tmp_path, "+px") as port:
+            args = (
+                "--ca",
+                str(rsa_pki.ca),
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+                "--called-ae",
+                "STORESCP",
+            )
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: doctor(tmp_path, port, *args)
+            )
+
+    code, steps = asyncio.run(probe())
+    assert code == 1
+    suites = steps["cipher-suites"]
+    assert suites["verdict"] == "WARN" and suites["code"] == "FORBIDDEN_SUITES"
+    assert "TLS_RSA_WITH_AES_128_CBC_SHA" in str(suites["summary"])
+    assert steps["c-echo"]["verdict"] == "PASS"

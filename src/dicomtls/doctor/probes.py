@@ -235,10 +235,12 @@ async def _try(options: DoctorOptions, ctx: ssl.SSLContext) -> tuple[bool | None
             return None, "not offered by this machine's OpenSSL"
         refused = any(marker in text for marker in _REFUSED_VERSION + _REFUSED_CIPHER)
         return (not refused), str(exc)
-    except (OSError, TimeoutError) as exc:
+    except TimeoutError:
+        return None, "no answer in time (a busy single-threaded node?)"
+    except OSError as exc:
         return False, str(exc) or type(exc).__name__
     cipher = writer.get_extra_info("cipher")
-    writer.close()
+    writer.transport.abort()  # no TLS shutdown dance: a single-threaded node must not wait on us
     return True, f"{cipher[1]} {cipher[0]}" if cipher else "accepted"
 
 
