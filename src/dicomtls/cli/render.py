@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ def make_console(*, stderr: bool = False) -> Console:
     """A console for CLI output: no emoji or guessing highlights, and, when piped, wide
     enough that tables keep whole cipher names and UIDs instead of folding them."""
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 200
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "200"))
     return Console(emoji=False, highlight=False, stderr=stderr, width=width)
 
 
