@@ -84,15 +84,36 @@ def test_client_certificate_problems_are_named(
     assert step["fix"]
 
 
-def test_broken_server_certificate_is_shown_with_its_code(tmp_path: Path, pki_dir: Path) -> None:
-    expired = Node(tmp_path, *_tls(pki_dir, "expired"))
+@pytest.mark.parametrize(
+    ("kind", "code", "node_args"),
+    [
+        ("expired", "CERT_HAS_EXPIRED", ()),
+        ("not-yet-valid", "CERT_NOT_YET_VALID", ()),
+        ("self-signed", "DEPTH_ZERO_SELF_SIGNED_CERT", ()),
+        ("untrusted", "UNABLE_TO_GET_ISSUER_CERT_LOCALLY", ()),
+        ("client-only", "INVALID_PURPOSE", ()),
+        (
+            "weak-key",
+            "EE_KEY_TOO_SMALL",
+            ("--profile", "bcp195"),
+        ),  # only a retired profile loads it
+        ("sha1", "CA_MD_TOO_WEAK", ("--profile", "bcp195")),
+    ],
+)
+def test_broken_server_certificates_are_shown_with_their_code(
+    tmp_path: Path, pki_dir: Path, kind: str, code: str, node_args: tuple[str, ...]
+) -> None:
+    if not (pki_dir / f"{kind}-chain.pem").exists():
+        load_ca(pki_dir).issue_broken(kind, kind).write(pki_dir, kind)
+    broken = Node(tmp_path, *_tls(pki_dir, kind), *node_args)
     try:
-        _, steps = doctor(tmp_path, expired.port, *_tls(pki_dir, "client"))
+        _, steps = doctor(tmp_path, broken.port, *_tls(pki_dir, "client"))
     finally:
-        expired.stop()
+        broken.stop()
     chain = steps["certificate-chain"]
-    assert chain["verdict"] == "FAIL" and chain["code"] == "CERT_HAS_EXPIRED"
-    assert "Subject Name: CN = expired" in json.dumps(chain["evidence"])
+    assert chain["verdict"] == "FAIL" and chain["code"] == code, chain
+    assert f"Subject Name: CN = {kind}" in json.dumps(chain["evidence"])
+    assert chain["fix"]
 
 
 def test_hostname_mismatch_is_reported_and_failed_on_request(tmp_path: Path, pki_dir: Path) -> None:
