@@ -18,10 +18,13 @@ import pytest
 from ..node.test_storage import STUDY_UID, _make_file
 
 EXE = str(Path(sys.executable).with_name("dicomtls"))
+ENV = {**os.environ, "COLUMNS": "200"}  # wide tables whatever terminal the tests run in
 
 
 def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV
+    )
 
 
 def _free_port() -> int:
@@ -37,7 +40,7 @@ class Node:
         self.port = port or _free_port()
         where = [] if port else ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen([EXE, "serve", *where, *args],
-                                     cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                                     cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)  # fmt: skip
         self.output: list[str] = []
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # the node says when it listens: no sleeping
