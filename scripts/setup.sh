@@ -4,11 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v storescp >/dev/null 2>&1 || ! command -v echoscu >/dev/null 2>&1; then
-    echo "setup: installing DCMTK (Debian package dcmtk) for the interop tests"
+# Debian packages the tests use as real peers: DCMTK (interop) and rsyslog with its OpenSSL
+# network driver (the audit trail's syslog collector, RFC 5425/5426).
+missing=()
+command -v storescp >/dev/null 2>&1 && command -v echoscu >/dev/null 2>&1 || missing+=(dcmtk)
+command -v rsyslogd >/dev/null 2>&1 || missing+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 || missing+=(rsyslog-openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages for the tests: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dcmtk >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"
