@@ -197,6 +197,8 @@ class Association:
         self._ended = False
         self._cancelled: set[int] = set()
         self.dimse_timeout: float | None = DIMSE_TIMEOUT
+        self.end_reason: str | None = None
+        """How it ended: ``"released"``, or why it was aborted or lost (None while it runs)."""
 
     @property
     def link(self) -> SecureLink:
@@ -275,10 +277,16 @@ class Association:
             if isinstance(event, ReleaseRequested):
                 self._channel.ul.release_response()
                 self._channel.flush()
+                self.end_reason = self.end_reason or "released"
                 continue
+            if isinstance(event, ReleaseConfirmed):
+                self.end_reason = self.end_reason or "released"
             if isinstance(event, Aborted):
                 level = logging.WARNING if not event.by_peer else logging.INFO
                 log.log(level, "association with %s aborted: %s", self.peer, event.message)
+                self.end_reason = self.end_reason or f"aborted: {event.message}"
+            if isinstance(event, Closed):
+                self.end_reason = self.end_reason or "connection lost"
             if isinstance(event, Closed | ReleaseConfirmed | Aborted):
                 self._ended = True
                 await self.link.close()
@@ -310,6 +318,7 @@ class Association:
 
     def _protocol_failure(self, message: str) -> None:
         log.warning("association with %s: %s; aborting", self.peer, message)
+        self.end_reason = self.end_reason or f"aborted: {message}"
         self._channel.ul.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
         self._channel.flush()
 

@@ -24,7 +24,15 @@ from dicomtls.tls.flags import Side
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 
-__all__ = ["LinkEvents", "SecureLink", "Server", "connect", "serve"]
+__all__ = [
+    "LinkEvents",
+    "SecureLink",
+    "Server",
+    "TLSSource",
+    "connect",
+    "current_settings",
+    "serve",
+]
 
 log = logging.getLogger("dicomtls.net")
 
@@ -416,6 +424,16 @@ async def connect(
 
 HandlerType = Callable[[SecureLink], Awaitable[Any]]
 
+TLSSource = TLSSettings | Callable[[], TLSSettings]
+"""Fixed settings, or a callable asked per new connection (e.g. a ReloadingSettings)."""
+
+
+def current_settings(tls: TLSSource | None) -> TLSSettings | None:
+    """The settings a new connection uses now."""
+    if tls is None or isinstance(tls, TLSSettings):
+        return tls
+    return tls()
+
 
 class Server:
     """A listening secure-link server; each accepted link runs ``handler`` in its own task."""
@@ -461,19 +479,21 @@ async def serve(
     handler: HandlerType,
     host: str,
     port: int,
-    tls: TLSSettings | None,
+    tls: TLSSource | None,
     *,
     events: LinkEvents | None = None,
 ) -> Server:
     """Listen on ``host:port``; every link whose handshake succeeds goes to ``handler``.
 
     A failed handshake never reaches ``handler``: it is logged in one line with the
-    peer, stage, certificate and hint, and reported through ``events``.
+    peer, stage, certificate and hint, and reported through ``events``. With a
+    callable ``tls``, each new connection uses what it returns at that moment.
     """
     loop = asyncio.get_running_loop()
     events = events or LinkEvents()
-    if tls is not None:
-        tls.context(Side.SERVER)  # a server without a certificate fails now, not per connection
+    first = current_settings(tls)
+    if first is not None:
+        first.context(Side.SERVER)  # a server without a certificate fails now, not per connection
     tasks: set[asyncio.Task[Any]] = set()
 
     async def run(protocol: _LinkProtocol) -> None:
@@ -489,7 +509,7 @@ async def serve(
             await link.close()
 
     def factory() -> _LinkProtocol:
-        protocol = _LinkProtocol(tls, Side.SERVER, events)
+        protocol = _LinkProtocol(current_settings(tls), Side.SERVER, events)
         task = loop.create_task(run(protocol))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -18,6 +18,7 @@ from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
 from dicomtls.dimse.pdv import CommandReceived
+from dicomtls.dimse.sop_classes import service_of
 from dicomtls.dimse.status import Category, Status, status_category
 
 if TYPE_CHECKING:
@@ -88,7 +89,13 @@ def _context(association: Association, sop_class: str) -> tuple[int, str]:
 
     context = association.negotiated.context_for(sop_class)
     if context is None:
-        raise AssociationError(f"{association.peer} did not accept SOP class {sop_class}")
+        service = service_of(sop_class)
+        what = f"C-{service.value.upper()} " if service is not None else ""
+        raise AssociationError(
+            f"{association.peer} did not accept {what}SOP class {sop_class} for calling AE "
+            f"{association.calling_ae.strip()!r}: the peer does not offer it, or its access "
+            "policy does not grant it to us (its log names the rule)"
+        )
     return context.id, context.transfer_syntax
 
 

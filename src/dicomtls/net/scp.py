@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,13 @@ from dicomtls.dimse.messages import (
 )
 from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
 from dicomtls.dimse.pdv import CommandReceived
-from dicomtls.dimse.sop_classes import STORAGE_SOP_CLASSES, UNCOMPRESSED, VERIFICATION
+from dicomtls.dimse.sop_classes import (
+    STORAGE_SOP_CLASSES,
+    UNCOMPRESSED,
+    VERIFICATION,
+    Service,
+    service_of,
+)
 from dicomtls.dimse.status import Status, status_name
 from dicomtls.net.association import (
     IMPLICIT_VR_LE,
@@ -45,20 +53,31 @@ from dicomtls.net.association import (
     associate,
     default_proposals,
 )
-from dicomtls.net.link import LinkEvents, SecureLink, serve
+from dicomtls.net.hooks import (
+    Admission,
+    Gatekeeper,
+    QueryRecord,
+    RequestInfo,
+    RetrieveRecord,
+    ServiceEvents,
+    StoreRecord,
+)
+from dicomtls.net.link import LinkEvents, SecureLink, TLSSource, current_settings, serve
 from dicomtls.net.qr_scu import StoreTarget
-from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request
 from dicomtls.ul.connection import Aborted, AssociationRequested, Role, UpperLayer
 from dicomtls.ul.pdu import (
     AssociateAC,
     AssociateRJ,
+    AssociateRQ,
     RejectReasonPresentation,
+    RejectReasonServiceUser,
     RejectResult,
     RejectSource,
 )
 
 __all__ = [
+    "Admission",
     "DicomServer",
     "FindHandler",
     "Limits",
@@ -85,8 +104,12 @@ class Services:
     retrieve: RetrieveHandler | None = None
     move_destinations: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     """AE title -> (host, port): where C-MOVE may send."""
-    move_tls: TLSSettings | None = None
+    move_tls: TLSSource | None = None
     """TLS for C-MOVE sub-associations (None: plain TCP)."""
+    gatekeeper: Gatekeeper | None = None
+    """Asked once per association request who may do what (e.g. an access policy)."""
+    events: ServiceEvents = field(default_factory=ServiceEvents)
+    """Told of every association and operation (e.g. an audit trail, metrics)."""
 
 
 @dataclass
@@ -126,7 +149,7 @@ class DicomServer:
 async def serve_dicom(
     host: str,
     port: int,
-    tls: TLSSettings | None,
+    tls: TLSSource | None,
     policy: AcceptorPolicy,
     services: Services | None = None,
     *,
@@ -186,14 +209,22 @@ async def _serve_association(
             log.warning("association from %s: %s", link.peer, event.message)
         return
     request = event.request
-    answer: AssociateAC | AssociateRJ = (
-        answer_request(request, policy) if refusal is None else _busy()
+    info = RequestInfo(
+        link.peer, request.calling_ae.strip(), request.called_ae.strip(), link.session
     )
+    admission = Admission()
+    if refusal is None:
+        admission = _admit(services.gatekeeper, info)
+    answer = _answer(request, policy, refusal, admission)
     if isinstance(answer, AssociateRJ):
+        why = refusal or answer.reason.name
+        if admission.refusal is not None:
+            why = f"calling AE title not recognized: {admission.refusal}"
         log.warning(
             "association from %s (calling %r, called %r) rejected: %s",
-            link.peer, request.calling_ae, request.called_ae, refusal or answer.reason.name,
+            link.peer, info.calling_ae, info.called_ae, why,
         )  # fmt: skip
+        _notify(services.events.on_rejected, info, why)
         ul.reject(answer)
         channel.flush()
         await channel.next_event()  # the peer closes, or ARTIM ends it
@@ -202,7 +233,72 @@ async def _serve_association(
     channel.flush()
     negotiated = Negotiated.from_exchange(request, answer, we_requested=False)
     association = Association(channel, negotiated, request.calling_ae, policy.ae_title)
-    await _Dispatcher(association, services).run()
+    _log_declined(info, request, answer, admission)
+    _notify(services.events.on_accepted, association, admission)
+    try:
+        await _Dispatcher(association, services, admission).run()
+    finally:
+        association.end_reason = association.end_reason or "connection lost"
+        _notify(services.events.on_ended, association)
+
+
+def _admit(gatekeeper: Gatekeeper | None, info: RequestInfo) -> Admission:
+    if gatekeeper is None:
+        return Admission()
+    try:
+        return gatekeeper(info)
+    except Exception:
+        log.exception("access check for %s failed; rejecting", info.peer)
+        return Admission.reject("the access check itself failed (see the log)")
+
+
+def _answer(
+    request: AssociateRQ, policy: AcceptorPolicy, refusal: str | None, admission: Admission
+) -> AssociateAC | AssociateRJ:
+    if refusal is not None:
+        return _busy()
+    if admission.refusal is not None:
+        return AssociateRJ(
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            RejectReasonServiceUser.CALLING_AE_NOT_RECOGNIZED,
+        )
+    if admission.services is not None:
+        granted = admission.services
+        supported = {k: v for k, v in policy.supported.items() if service_of(k) in granted}
+        policy = dataclasses.replace(policy, supported=supported)
+    return answer_request(request, policy)
+
+
+def _log_declined(
+    info: RequestInfo, request: AssociateRQ, answer: AssociateAC, admission: Admission
+) -> None:
+    """Say which proposed services the admission withheld, so a refusal is never a mystery."""
+    if admission.services is None:
+        return
+    withheld = sorted(
+        {
+            str(service)
+            for context in request.presentation_contexts
+            if (service := service_of(context.abstract_syntax)) is not None
+            and service not in admission.services
+        }
+    )
+    if withheld:
+        log.warning(
+            "association from %s (calling %r): %s does not grant %s; those contexts declined",
+            info.peer, info.calling_ae, admission.rule or "the access policy", ", ".join(withheld),
+        )  # fmt: skip
+
+
+def _notify(callback: Callable[..., None] | None, *args: object) -> None:
+    """Call an observer; its failure is logged, never the protocol's problem."""
+    if callback is None:
+        return
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("event observer %r failed", callback)
 
 
 def _busy() -> AssociateRJ:
@@ -213,13 +309,31 @@ def _busy() -> AssociateRJ:
     )
 
 
+class _CountedJob:
+    """A store job that also counts its bytes and time, for the events."""
+
+    __slots__ = ("job", "size", "started")
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        self.size = 0
+        self.started = time.perf_counter()
+
+    def write(self, data: memoryview) -> None:
+        self.size += len(data)
+        self.job.write(data)
+
+
 class _Dispatcher:
     """Answers one association's requests, one at a time (asynchronous operations window 1)."""
 
-    def __init__(self, association: Association, services: Services) -> None:
+    def __init__(
+        self, association: Association, services: Services, admission: Admission | None = None
+    ) -> None:
         self.association = association
         self.services = services
-        self._jobs: dict[int, Any] = {}
+        self.admission = admission or Admission()
+        self._jobs: dict[int, _CountedJob] = {}
 
     def _sink_for(self, received: CommandReceived) -> DatasetSink | None:
         store = self.services.store
@@ -227,7 +341,7 @@ class _Dispatcher:
             return None
         context = self.association.negotiated.by_id(received.context_id)
         syntax = context.transfer_syntax if context else IMPLICIT_VR_LE
-        job = store.begin(self.association, received.command, syntax)
+        job = _CountedJob(store.begin(self.association, received.command, syntax))
         self._jobs[received.context_id] = job
         return job
 
@@ -250,7 +364,7 @@ class _Dispatcher:
                     await handler(message)
         finally:
             for job in self._jobs.values():
-                job.abort()  # the peer left mid-transfer: nothing partial is kept
+                job.job.abort()  # the peer left mid-transfer: nothing partial is kept
 
     async def _cancelled(self, message_id: int) -> bool:
         """Let the loop read (a C-CANCEL may be in flight), then check for one."""
@@ -290,19 +404,19 @@ class _Dispatcher:
 
     async def _store(self, message: Message) -> None:
         job = self._jobs.pop(message.context_id, None)
-        status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else job.commit()
+        status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else job.job.commit()
         if status != Status.SUCCESS:
             log.warning("C-STORE from %s: %s", self.association.peer, status_name(status))
         command = message.command
+        sop_class = str(command[Tag.AffectedSOPClassUID])
+        sop_instance = str(command[Tag.AffectedSOPInstanceUID])
         await self._reply(
-            message,
-            c_store_rsp(
-                _message_id(message),
-                str(command[Tag.AffectedSOPClassUID]),
-                str(command[Tag.AffectedSOPInstanceUID]),
-                status,
-            ),
+            message, c_store_rsp(_message_id(message), sop_class, sop_instance, status)
         )
+        if job is not None:
+            elapsed = time.perf_counter() - job.started
+            record = StoreRecord(sop_class, sop_instance, status, job.size, elapsed)
+            _notify(self.services.events.on_stored, self.association, record)
 
     async def _find(self, message: Message) -> None:
         sop_class = str(message.command[Tag.AffectedSOPClassUID])
@@ -315,13 +429,24 @@ class _Dispatcher:
             await self._reply(message, c_find_rsp(message_id, sop_class, status, False))
             return
         syntax = self._syntax(message)
+        matches = 0
+        status = Status.SUCCESS
         for match in self.services.find(self.association, sop_class, identifier):
             if await self._cancelled(message_id):
-                await self._reply(message, c_find_rsp(message_id, sop_class, Status.CANCEL, False))
-                return
+                status = Status.CANCEL
+                break
             pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
             await self._reply(message, pending, encode_dataset(match, syntax))
-        await self._reply(message, c_find_rsp(message_id, sop_class, Status.SUCCESS, False))
+            matches += 1
+        await self._reply(message, c_find_rsp(message_id, sop_class, status, False))
+        record = QueryRecord(sop_class, message.dataset or b"", syntax, matches, status)
+        _notify(self.services.events.on_queried, self.association, record)
+
+    def _retrieved(
+        self, service: Service, destination: str, sent: list[Path], failed: list[Path], status: int
+    ) -> None:
+        record = RetrieveRecord(service, destination, tuple(sent), tuple(failed), status)
+        _notify(self.services.events.on_retrieved, self.association, record)
 
     def _files(self, message: Message, identifier: Dataset) -> list[Path]:
         retrieve = self.services.retrieve
@@ -336,6 +461,18 @@ class _Dispatcher:
         message_id = _message_id(message)
         destination = str(message.command[Tag.MoveDestination]).strip()
         address = self.services.move_destinations.get(destination)
+        granted = self.admission.move_destinations
+        if address is not None and granted is not None and destination not in granted:
+            allowed = ", ".join(sorted(granted)) or "nowhere"
+            why = f"{self.admission.rule or 'the access policy'} allows C-MOVE to {allowed} only"
+            log.warning(
+                "C-MOVE from %s (calling %r) to %r refused: %s",
+                self.association.peer, self.association.calling_ae, destination, why,
+            )  # fmt: skip
+            _notify(self.services.events.on_refused, self.association, Service.MOVE, why)
+            status = Status.MOVE_DESTINATION_UNKNOWN
+            await self._reply(message, c_move_rsp(message_id, sop_class, status))
+            return
         identifier = self._identifier(message)
         if address is None or identifier is None:
             status = (
@@ -350,7 +487,7 @@ class _Dispatcher:
         try:
             headers = [read_header(path) for path in files]
             sub = await associate(
-                address[0], address[1], self.services.move_tls, calling_ae=self.association.called_ae,
+                address[0], address[1], current_settings(self.services.move_tls), calling_ae=self.association.called_ae,
                 called_ae=destination, proposals=default_proposals(sorted({h.sop_class_uid for h in headers})),
             )  # fmt: skip
         except (AssociationError, OSError, Part10Error) as exc:
@@ -362,30 +499,33 @@ class _Dispatcher:
             )
             await self._reply(message, c_move_rsp(message_id, sop_class, Status.OUT_OF_RESOURCES_SUBOPERATIONS, (0, 0, len(files), 0)))  # fmt: skip
             return
-        completed = failed = 0
+        sent: list[Path] = []
+        lost: list[Path] = []
         async with sub:
             for index, path in enumerate(files):
                 if await self._cancelled(message_id):
-                    counts = (len(files) - index, completed, failed, 0)
+                    counts = (len(files) - index, len(sent), len(lost), 0)
                     await self._reply(
                         message, c_move_rsp(message_id, sop_class, Status.CANCEL, counts)
                     )
+                    self._retrieved(Service.MOVE, destination, sent, lost, Status.CANCEL)
                     return
                 try:
                     ok = await sub.store(path) == Status.SUCCESS
                 except AssociationError:
                     ok = False
-                completed, failed = completed + ok, failed + (not ok)
+                (sent if ok else lost).append(path)
                 remaining = len(files) - index - 1
                 if remaining:
-                    counts = (remaining, completed, failed, 0)
+                    counts = (remaining, len(sent), len(lost), 0)
                     await self._reply(
                         message, c_move_rsp(message_id, sop_class, Status.PENDING, counts)
                     )
-        final = Status.SUCCESS if not failed else Status.COERCION_OF_DATA_ELEMENTS
+        final = Status.SUCCESS if not lost else Status.COERCION_OF_DATA_ELEMENTS
         await self._reply(
-            message, c_move_rsp(message_id, sop_class, final, (0, completed, failed, 0))
+            message, c_move_rsp(message_id, sop_class, final, (0, len(sent), len(lost), 0))
         )
+        self._retrieved(Service.MOVE, destination, sent, lost, final)
 
     async def _get(self, message: Message) -> None:
         sop_class = str(message.command[Tag.AffectedSOPClassUID])
@@ -395,22 +535,26 @@ class _Dispatcher:
             await self._reply(message, c_get_rsp(message_id, sop_class, Status.UNABLE_TO_PROCESS))
             return
         files = self._files(message, identifier)
-        completed = failed = 0
+        requestor = self.association.calling_ae
+        sent: list[Path] = []
+        lost: list[Path] = []
         for index, path in enumerate(files):
             if await self._cancelled(message_id):
-                counts = (len(files) - index, completed, failed, 0)
+                counts = (len(files) - index, len(sent), len(lost), 0)
                 await self._reply(message, c_get_rsp(message_id, sop_class, Status.CANCEL, counts))
+                self._retrieved(Service.GET, requestor, sent, lost, Status.CANCEL)
                 return
             ok = await self._store_back(path)
-            completed, failed = completed + ok, failed + (not ok)
+            (sent if ok else lost).append(path)
             remaining = len(files) - index - 1
             if remaining:
-                counts = (remaining, completed, failed, 0)
+                counts = (remaining, len(sent), len(lost), 0)
                 await self._reply(message, c_get_rsp(message_id, sop_class, Status.PENDING, counts))
-        final = Status.SUCCESS if not failed else Status.COERCION_OF_DATA_ELEMENTS
+        final = Status.SUCCESS if not lost else Status.COERCION_OF_DATA_ELEMENTS
         await self._reply(
-            message, c_get_rsp(message_id, sop_class, final, (0, completed, failed, 0))
+            message, c_get_rsp(message_id, sop_class, final, (0, len(sent), len(lost), 0))
         )
+        self._retrieved(Service.GET, requestor, sent, lost, final)
 
     async def _store_back(self, path: Path) -> bool:
         """One C-GET sub-operation: C-STORE on a context where the requestor is SCP."""

@@ -13,11 +13,12 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pydicom
 from pydicom.dataset import Dataset
 
-__all__ = ["LEVEL_KEYS", "Index", "QueryError"]
+__all__ = ["LEVEL_KEYS", "Index", "InstanceFacts", "QueryError"]
 
 
 class QueryError(ValueError):
@@ -115,6 +116,13 @@ def _condition(column: _Column, value: str) -> tuple[str, list[str]]:
     return f"{name} = ?", [value]
 
 
+class InstanceFacts(NamedTuple):
+    study_uid: str
+    sop_class_uid: str
+    patient_id: str
+    patient_name: str
+
+
 class Index:
     """The SQLite index of a store directory."""
 
@@ -183,6 +191,22 @@ class Index:
             if "SpecificCharacterSet" in identifier:
                 match.SpecificCharacterSet = "ISO_IR 192"
             yield match
+
+    def describe(
+        self, *, paths: Iterable[Path] = (), sop_instance_uids: Iterable[str] = ()
+    ) -> list[InstanceFacts]:
+        """What the audit trail says of stored instances: study, SOP class, patient."""
+        facts: list[InstanceFacts] = []
+        sql = "SELECT study_uid, sop_class_uid, patient_id, patient_name FROM instances WHERE "
+        for column, values in (
+            ("path", [str(p) for p in paths]),
+            ("sop_instance_uid", list(sop_instance_uids)),
+        ):
+            for start in range(0, len(values), 500):  # SQLite's host-parameter limit
+                chunk = values[start : start + 500]
+                rows = self._db.execute(sql + f"{column} IN ({', '.join('?' * len(chunk))})", chunk)
+                facts.extend(InstanceFacts(*row) for row in rows)
+        return facts
 
     def files(self, identifier: Dataset) -> list[Path]:
         """C-MOVE/C-GET: the files of every instance the identifier selects."""
