@@ -1,0 +1,502 @@
+"""Where audit messages go: a file, syslog over UDP (RFC 5426), syslog over TLS (RFC 5425).
+
+The rule every sink keeps: recording an audit event never blocks a DICOM association on
+the network and never raises into it. Network sinks hand frames to one background thread
+through a bounded queue; when the collector is slow or gone, the queue fills, further
+messages are dropped *and counted*, and one warning is logged. A lost audit record is bad;
+a PACS that stalls because the audit repository is down is worse (and PS3.15 A.6 notes the
+sender is not told about loss anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import queue
+import re
+import select
+import socket
+import ssl
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from .messages import AuditMessage
+
+__all__ = [
+    "AuditSink",
+    "AuditTrail",
+    "FileSink",
+    "SyslogTLSSink",
+    "SyslogUDPSink",
+    "parse_sink",
+    "syslog_frame",
+]
+
+log = logging.getLogger("dicomtls.audit")
+
+# PS3.15 A.6/A.7: facility 10 (security/authorization), severity 5 (notice) => <85>.
+SYSLOG_FACILITY = 10
+SYSLOG_SEVERITY = 5
+# A.7: "The value 'DICOM+RFC3881' may be used for messages that comply with this profile."
+SYSLOG_MSGID = "DICOM+RFC3881"
+_BOM = b"\xef\xbb\xbf"  # RFC 5424 6.4: MSG in UTF-8 starts with the BOM
+
+
+class AuditSink(Protocol):
+    """Somewhere audit messages are delivered to."""
+
+    def send(self, message: AuditMessage) -> None:
+        """Queue or write ``message``; never blocks on the network, never raises."""
+
+    def close(self) -> None:
+        """Flush what is queued (bounded wait), then stop."""
+
+
+# --- RFC 5424 ----------------------------------------------------------------------------------
+
+_NOT_PRINTUSASCII = re.compile(r"[^\x21-\x7e]")
+
+
+def _header_field(value: str | None, limit: int) -> str:
+    """An RFC 5424 header field: PRINTUSASCII without spaces, bounded, NILVALUE if empty."""
+    if not value:
+        return "-"
+    return _NOT_PRINTUSASCII.sub("_", value)[:limit] or "-"
+
+
+def _timestamp(moment: dt.datetime | None) -> str:
+    moment = (moment or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def syslog_frame(
+    message: AuditMessage,
+    *,
+    hostname: str,
+    app_name: str = "dicomtls",
+    procid: str | None = None,
+    timestamp: dt.datetime | None = None,
+) -> bytes:
+    """The RFC 5424 SYSLOG-MSG carrying ``message``: header, no structured data, BOM + XML.
+
+    ``<85>1 TIMESTAMP HOSTNAME APP-NAME PROCID DICOM+RFC3881 - \\ufeff<AuditMessage...>``
+    """
+    pri = SYSLOG_FACILITY * 8 + SYSLOG_SEVERITY
+    header = " ".join(
+        (
+            f"<{pri}>1",
+            _timestamp(timestamp),
+            _header_field(hostname, 255),
+            _header_field(app_name, 48),
+            _header_field(procid, 128),
+            SYSLOG_MSGID,
+            "-",  # STRUCTURED-DATA: none
+        )
+    )
+    return header.encode("ascii") + b" " + _BOM + message.xml
+
+
+# --- the sinks -------------------------------------------------------------------------------
+
+
+class _Counters:
+    """What a sink reports: delivered, failed attempts, and messages lost for good."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent = 0
+        self.failures = 0
+        self.dropped = 0
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+class FileSink(_Counters):
+    """Appends one message per line (the XML is one line), flushed per message.
+
+    A local file is not network I/O, so it is written in the caller's thread: simple, and the
+    line is on disk (in the OS cache) when ``send`` returns.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._write_lock = threading.Lock()
+        self._handle: BinaryIO | None = None
+        self._warned = False
+        self._closed = False
+
+    def send(self, message: AuditMessage) -> None:
+        try:
+            with self._write_lock:
+                if self._closed:
+                    raise OSError("sink is closed")
+                if self._handle is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._handle = self.path.open("ab")
+                self._handle.write(message.xml + b"\n")
+                self._handle.flush()
+        except OSError as exc:
+            self._count("dropped")
+            if not self._warned:
+                self._warned = True
+                log.warning("audit file %s not writable, messages are lost: %s", self.path, exc)
+            return
+        self._count("sent")
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._closed = True
+            if self._handle is not None:
+                with contextlib.suppress(OSError):
+                    self._handle.close()
+                self._handle = None
+
+
+_STOP = object()
+
+
+class _BackgroundSink(_Counters):
+    """A bounded queue and one worker thread that delivers frames in order."""
+
+    retry = False
+    """Keep a frame and retry (reconnecting) after a failure, instead of dropping it."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        hostname: str | None,
+        app_name: str,
+        max_queue: int,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.hostname = hostname or socket.gethostname()
+        self.app_name = app_name
+        self.max_queue = max_queue
+        self._backoff = backoff
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._abort = threading.Event()
+        self._closed = False
+        self._warned_full = False
+        self._failing = False
+        self._thread = threading.Thread(target=self._run, name=f"audit-{name}", daemon=True)
+        self._thread.start()
+
+    # caller side
+
+    def send(self, message: AuditMessage) -> None:
+        try:
+            if self._closed or self._queue.qsize() >= self.max_queue:
+                self._count("dropped")
+                if not self._warned_full and not self._closed:
+                    self._warned_full = True
+                    log.warning(
+                        "audit sink %s: queue full (%d), dropping messages (counted in .dropped)",
+                        self.name,
+                        self.max_queue,
+                    )
+                return
+            frame = syslog_frame(
+                message, hostname=self.hostname, app_name=self.app_name, procid=str(os.getpid())
+            )
+            self._queue.put_nowait(frame)
+        except Exception:  # a sink must never break the caller
+            self._count("dropped")
+            log.exception("audit sink %s: could not queue a message", self.name)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued for up to ``timeout`` seconds, then give up and stop."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abort.set()  # cuts any backoff wait short
+            self._thread.join(1.0)
+        lost = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                lost += 1
+        if lost:
+            self._count("dropped", lost)
+            log.warning("audit sink %s: %d message(s) not delivered at close", self.name, lost)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    # worker side
+
+    def _run(self) -> None:
+        try:
+            while not self._abort.is_set():
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                assert isinstance(item, bytes)
+                self._deliver_with_retry(item)
+        finally:
+            self._disconnect()
+
+    def _deliver_with_retry(self, frame: bytes) -> None:
+        delay = self._backoff[0]
+        while not self._abort.is_set():
+            try:
+                self._deliver(frame)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                self._count("failures")
+                self._disconnect()
+                if not self._failing:
+                    self._failing = True
+                    log.warning("audit sink %s: delivery failed: %s", self.name, exc)
+                if not self.retry:
+                    break
+                if self._abort.wait(delay):
+                    break
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            if self._failing:
+                self._failing = False
+                log.info("audit sink %s: delivering again", self.name)
+            self._count("sent")
+            return
+        self._count("dropped")
+
+    def _deliver(self, frame: bytes) -> None:
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        """Forget the connection (if any) after an error or at the end."""
+
+
+class SyslogUDPSink(_BackgroundSink):
+    """RFC 5426: each RFC 5424 message in one UDP datagram; no retries (UDP cannot tell)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 514,
+        *,
+        hostname: str | None = None,
+        app_name: str = "dicomtls",
+        max_queue: int = 10_000,
+    ) -> None:
+        self.host, self.port = host, port
+        self._sock: socket.socket | None = None
+        self._address: tuple[str, int] | None = None
+        super().__init__(
+            f"udp://{host}:{port}", hostname=hostname, app_name=app_name, max_queue=max_queue
+        )
+
+    def _deliver(self, frame: bytes) -> None:
+        if self._sock is None or self._address is None:
+            # Resolve here, in the worker: a slow DNS answer must not stall the caller.
+            family, kind, proto, _, address = socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_DGRAM
+            )[0]
+            self._sock = socket.socket(family, kind, proto)
+            self._address = (str(address[0]), int(address[1]))
+        self._sock.sendto(frame, self._address)
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
+        self._address = None
+
+
+class SyslogTLSSink(_BackgroundSink):
+    """RFC 5425: syslog over TLS 1.2+, octet-counting framing, mutual authentication.
+
+    The collector's certificate is verified against ``ca_file`` and its name (or IP) checked
+    against ``server_hostname`` (default: ``host``); our certificate is presented when given,
+    as IHE ATNA requires. The TLS context is built here, so a bad certificate or key file is
+    an error at configuration time, not a silent loss later.
+    """
+
+    retry = True
+    connect_timeout = 5.0
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 6514,
+        *,
+        certificate: Path | None,
+        private_key: Path | None,
+        ca_file: Path,
+        server_hostname: str | None = None,
+        hostname: str | None = None,
+        app_name: str = "dicomtls",
+        max_queue: int = 10_000,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        if (certificate is None) != (private_key is None):
+            raise ValueError("give both certificate and private_key, or neither")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_verify_locations(cafile=str(ca_file))
+        if certificate is not None and private_key is not None:
+            context.load_cert_chain(str(certificate), str(private_key))
+        self.host, self.port = host, port
+        self.server_hostname = server_hostname or host
+        self._context = context
+        self._sock: ssl.SSLSocket | None = None
+        super().__init__(
+            f"tls://{host}:{port}",
+            hostname=hostname,
+            app_name=app_name,
+            max_queue=max_queue,
+            backoff=backoff,
+        )
+
+    def _connect(self) -> ssl.SSLSocket:
+        raw = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        try:
+            tls = self._context.wrap_socket(raw, server_hostname=self.server_hostname)
+        except BaseException:
+            raw.close()
+            raise
+        tls.settimeout(self.connect_timeout)
+        log.info("audit sink %s: connected (%s)", self.name, tls.version())
+        return tls
+
+    def _deliver(self, frame: bytes) -> None:
+        if self._sock is not None and self._peer_has_spoken(self._sock):
+            # A syslog collector never talks back: readable means EOF or a TLS alert
+            # (e.g. it refused our certificate after a TLS 1.3 handshake). Start over.
+            self._disconnect()
+        if self._sock is None:
+            self._sock = self._connect()
+        self._sock.sendall(str(len(frame)).encode("ascii") + b" " + frame)
+
+    @staticmethod
+    def _peer_has_spoken(sock: ssl.SSLSocket) -> bool:
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+    def _disconnect(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        self._sock = None
+
+
+# --- the fan-out -------------------------------------------------------------------------------
+
+
+class AuditTrail:
+    """Sends each audit message to every configured sink."""
+
+    def __init__(self, sinks: Sequence[AuditSink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def record(self, message: AuditMessage) -> None:
+        log.debug("audit %s: %s", message.event, message)
+        for sink in self.sinks:
+            try:
+                sink.send(message)
+            except Exception:  # sinks promise not to raise; a broken one must not spread
+                log.exception("audit sink %r raised", sink)
+
+    @property
+    def dropped(self) -> int:
+        """Messages lost for good, summed over the sinks that count them."""
+        return sum(int(getattr(sink, "dropped", 0)) for sink in self.sinks)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("audit sink %r failed to close", sink)
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def parse_sink(spec: str) -> AuditSink:
+    """Build a sink from ``file:PATH``, ``udp://HOST[:PORT]`` or ``tls://HOST[:PORT]?ca=...``.
+
+    TLS options: ``ca`` (required), ``cert`` and ``key`` (together), ``servername``.
+    A bad spec raises ValueError with one line naming the spec and what is wrong.
+    """
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"audit sink {spec!r}: {why}")
+
+    scheme, sep, rest = spec.partition(":")
+    scheme = scheme.lower()
+    if not sep:
+        raise bad("expected file:PATH, udp://HOST:PORT or tls://HOST:PORT?ca=CA.pem")
+    if scheme == "file":
+        path = rest[2:] if rest.startswith("//") else rest
+        if not path:
+            raise bad("no file path")
+        return FileSink(Path(path))
+    if scheme not in ("udp", "tls"):
+        raise bad(f"unknown scheme {scheme!r} (use file, udp or tls)")
+    if not rest.startswith("//"):
+        raise bad(f"expected {scheme}://HOST:PORT")
+    parts = urlsplit(spec)
+    host = parts.hostname
+    if not host:
+        raise bad("no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise bad("port is not a number from 0 to 65535") from None
+    if scheme == "udp":
+        if parts.query:
+            raise bad("udp takes no options")
+        return SyslogUDPSink(host, port or 514)
+    options = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(options) - {"ca", "cert", "key", "servername"})
+    if unknown:
+        raise bad(f"unknown option(s) {', '.join(unknown)} (use ca, cert, key, servername)")
+
+    def one(name: str) -> str | None:
+        values = options.get(name)
+        if not values:
+            return None
+        if len(values) > 1 or not values[0]:
+            raise bad(f"option {name} must be given once, with a value")
+        return values[0]
+
+    ca, cert, key = one("ca"), one("cert"), one("key")
+    if ca is None:
+        raise bad("tls needs ca=PATH (the collector's CA certificate)")
+    if (cert is None) != (key is None):
+        raise bad("give cert=PATH and key=PATH together")
+    for name, value in (("ca", ca), ("cert", cert), ("key", key)):
+        if value is not None and not Path(value).is_file():
+            raise bad(f"{name} file {value} not found")
+    try:
+        return SyslogTLSSink(
+            host,
+            port or 6514,
+            certificate=Path(cert) if cert else None,
+            private_key=Path(key) if key else None,
+            ca_file=Path(ca),
+            server_hostname=one("servername"),
+        )
+    except (OSError, ValueError) as exc:  # ssl.SSLError included: unreadable cert or key
+        raise bad(f"cannot load TLS files: {exc}") from None
