@@ -1,0 +1,210 @@
+"""An optional Prometheus endpoint for a node: associations, TLS handshakes, stores, certificate expiry.
+
+Each :class:`NodeMetrics` keeps its own :class:`~prometheus_client.CollectorRegistry`
+(never the global one), so several nodes in one process (tests, a node plus its
+move destination) do not clash. Label values come from fixed vocabularies in the
+caller; they are still truncated to 64 characters so a bug can never explode the
+number of series. Peer-supplied values (calling AE titles) are never labels.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+__all__ = ["MetricsServer", "NodeMetrics", "start_metrics_server"]
+
+MAX_LABEL_LENGTH = 64
+
+# TLS handshakes on a LAN take milliseconds; CRL fetches or slow peers can take seconds.
+HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A small SR arrives in a millisecond, a large multiframe over a WAN in tens of seconds.
+STORE_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+_SECONDS_PER_DAY = 86400.0
+
+
+def _utcnow() -> datetime.datetime:
+    """The clock read at each scrape (a seam for tests that move time forward)."""
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _label(value: str) -> str:
+    """Bound a label value: one series per distinct value, so length (and count) must be finite."""
+    return value[:MAX_LABEL_LENGTH]
+
+
+class _CertificateExpiryCollector:
+    """Days until the node's own certificate expires, computed at scrape time.
+
+    Computed on each scrape rather than stored, so the value keeps falling between
+    reloads and an alert like ``dicomtls_certificate_expiry_days < 14`` fires on time.
+    With no certificate (``--no-tls``) the series is absent, not a misleading number.
+    """
+
+    NAME = "dicomtls_certificate_expiry_days"
+    HELP = "Days until the node's own TLS certificate expires (negative once expired)."
+
+    def __init__(self) -> None:
+        self._not_after: datetime.datetime | None = None
+
+    def set(self, not_after: datetime.datetime | None) -> None:
+        if not_after is not None and not_after.tzinfo is None:
+            # cryptography's legacy not_valid_after is naive UTC.
+            not_after = not_after.replace(tzinfo=datetime.UTC)
+        self._not_after = not_after  # one reference assignment: safe against a concurrent scrape
+
+    def describe(self) -> Iterable[Metric]:
+        # Lets the registry detect name clashes even while no certificate is set.
+        return [GaugeMetricFamily(self.NAME, self.HELP)]
+
+    def collect(self) -> Iterable[Metric]:
+        not_after = self._not_after
+        if not_after is None:
+            return []
+        remaining = not_after - _utcnow()
+        family = GaugeMetricFamily(self.NAME, self.HELP)
+        family.add_metric([], remaining.total_seconds() / _SECONDS_PER_DAY)
+        return [family]
+
+
+class NodeMetrics:
+    """A node's counters and histograms, in a registry of its own (several nodes in one process must not clash)."""
+
+    registry: CollectorRegistry
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self._associations = Counter(
+            "dicomtls_associations_total",
+            "Association requests by outcome; reason is empty for accepted ones.",
+            ["result", "reason"],
+            registry=r,
+        )
+        self._handshake_failures = Counter(
+            "dicomtls_tls_handshake_failures_total",
+            "TLS handshakes that failed, by verification code or stage.",
+            ["code"],
+            registry=r,
+        )
+        self._handshake_seconds = Histogram(
+            "dicomtls_tls_handshake_seconds",
+            "Duration of successful TLS handshakes.",
+            buckets=HANDSHAKE_BUCKETS,
+            registry=r,
+        )
+        self._objects_stored = Counter(
+            "dicomtls_objects_stored_total",
+            "C-STORE requests handled, by result.",
+            ["result"],
+            registry=r,
+        )
+        self._bytes_stored = Counter(
+            "dicomtls_bytes_stored_total",
+            "Bytes of objects stored durably (successful stores only).",
+            registry=r,
+        )
+        self._store_seconds = Histogram(
+            "dicomtls_store_seconds",
+            "Duration of C-STORE handling, from first fragment to response.",
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self._certificate_reloads = Counter(
+            "dicomtls_certificate_reloads_total",
+            "Reloads of the node's certificate and key, by result.",
+            ["result"],
+            registry=r,
+        )
+        self._expiry = _CertificateExpiryCollector()
+        r.register(self._expiry)
+        # Pre-create the fixed-vocabulary series so they read 0, not absent, before the first
+        # event: rate() and "no failures yet" alerts then work from the first scrape.
+        self._associations.labels(result="accepted", reason="")
+        for result in ("success", "failure"):
+            self._objects_stored.labels(result=result)
+            self._certificate_reloads.labels(result=result)
+
+    def association_accepted(self, calling_ae: str) -> None:
+        """Count an accepted association; the AE title is peer-chosen, so it is not a label."""
+        del calling_ae  # part of the API for log/audit symmetry; unbounded, so never a label
+        self._associations.labels(result="accepted", reason="").inc()
+
+    def association_rejected(self, reason: str) -> None:
+        self._associations.labels(result="rejected", reason=_label(reason)).inc()
+
+    def association_aborted(self, reason: str) -> None:
+        self._associations.labels(result="aborted", reason=_label(reason)).inc()
+
+    def handshake_failed(self, code: str) -> None:
+        self._handshake_failures.labels(code=_label(code)).inc()
+
+    def handshake_succeeded(self, seconds: float) -> None:
+        self._handshake_seconds.observe(max(0.0, seconds))
+
+    def object_stored(self, size_bytes: int, seconds: float, ok: bool) -> None:
+        """Count one C-STORE; bytes only for successes, since failed data was never kept."""
+        self._objects_stored.labels(result="success" if ok else "failure").inc()
+        if ok:
+            self._bytes_stored.inc(max(0, size_bytes))
+        self._store_seconds.observe(max(0.0, seconds))
+
+    def set_certificate(self, not_after: datetime.datetime | None) -> None:
+        """Set the expiry of the node's own certificate (naive means UTC); None removes the gauge."""
+        self._expiry.set(not_after)
+
+    def certificate_reload(self, ok: bool) -> None:
+        self._certificate_reloads.labels(result="success" if ok else "failure").inc()
+
+
+class MetricsServer:
+    """A running /metrics endpoint; :meth:`close` stops it and frees the port."""
+
+    port: int
+    host: str
+
+    def __init__(self, httpd: WSGIServer, thread: threading.Thread, host: str) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self._closed = False
+        self.host = host
+        self.port = int(httpd.server_address[1])
+
+    def close(self) -> None:
+        """Stop serving, close the listening socket and join the thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_metrics_server(metrics: NodeMetrics, port: int, host: str = "127.0.0.1") -> MetricsServer:
+    """Serve ``metrics.registry`` at ``http://host:port/metrics`` from a daemon thread.
+
+    Port 0 picks a free port; the real one is ``MetricsServer.port``. The default host is
+    loopback because metrics reveal traffic patterns; bind wider deliberately.
+    """
+    try:
+        httpd, thread = start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+        ) from exc
+    return MetricsServer(httpd, thread, host)
