@@ -12,11 +12,13 @@ from typing import Any
 
 import click
 
+from dicomtls.audit.transport import AuditSink, AuditTrail, parse_sink
 from dicomtls.cli.render import make_console, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.net.scp import Limits
 from dicomtls.node.index import Index
 from dicomtls.node.node import DEFAULT_AE_TITLE, DEFAULT_PORT, NodeConfig, start_node
+from dicomtls.node.policy import AccessPolicy, PolicyError
 from dicomtls.node.storage import DurableStore
 from dicomtls.pki import PKIFiles, init_pki
 
@@ -77,6 +79,27 @@ def _tls_from_config(tls: TLSOptions, config: dict[str, Any]) -> TLSOptions:
     )
 
 
+def _access(config: dict[str, Any], destinations: dict[str, tuple[str, int]]) -> AccessPolicy:
+    try:
+        return AccessPolicy.from_config(config.get("access"), destinations)
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config [access]") from None
+
+
+def _audit(specs: tuple[str, ...], config: dict[str, Any]) -> AuditTrail | None:
+    configured = config.get("audit", [])
+    configured = [configured] if isinstance(configured, str) else list(configured)
+    sinks: list[AuditSink] = []
+    for spec in (*configured, *specs):
+        try:
+            sinks.append(parse_sink(str(spec)))
+        except ValueError as exc:
+            for sink in sinks:
+                sink.close()
+            raise click.BadParameter(str(exc), param_hint="--audit") from None
+    return AuditTrail(sinks) if sinks else None
+
+
 def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
     pki = PKIFiles(store / "pki")
     if not pki.exists():
@@ -114,22 +137,34 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
 @click.option("--fsync", type=click.Choice(["always", "never"]), default="always", show_default=True,
               help="'never' relaxes durability for benchmarks: Success before data is on disk.")  # fmt: skip
 @click.option("--explain", is_flag=True, help="Print each verify-callback call as it happens.")
+@click.option("--audit", "audit_specs", multiple=True, metavar="SPEC",
+              help="Send audit messages (PS3.15 A.5) to file:PATH, udp://HOST:514 or "
+                   "tls://HOST:6514?ca=CA.pem&cert=C.pem&key=C.key (repeatable).")  # fmt: skip
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (on --metrics-host).")  # fmt: skip
+@click.option(
+    "--metrics-host", default=None, help="Address for --metrics-port [default: 127.0.0.1]."
+)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file with the same keys as the options (e.g. port = 11112).")  # fmt: skip
 @tls_options
 def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_associations: int | None,
-          move_destination: tuple[str, ...], fsync: str, explain: bool, config_file: Path | None,
+          move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
+          metrics_port: int | None, metrics_host: str | None, config_file: Path | None,
           tls: TLSOptions) -> None:  # fmt: skip
     """Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.
 
     Run with no options on a fresh machine, it creates a test PKI under the store and
-    prints the client command that uses it.
+    prints the client command that uses it. Access rules binding AE titles to
+    certificates go in the --config file's [access] table. The node rereads its
+    certificate, key, CA and CRL files when they change, and on SIGHUP.
 
     \b
     Examples:
       dicomtls serve
       dicomtls serve --port 11112 --ae-title PACS --tls-cert node.pem --tls-key node.key --ca ca.pem
       dicomtls serve --move-destination VIEWER=10.0.0.5:2762 --config node.toml
+      dicomtls serve --audit file:audit.log --audit udp://127.0.0.1:514 --metrics-port 9102
     """
     config = _load_config(config_file)
     port = port if port is not None else int(config.get("port", DEFAULT_PORT))
@@ -139,6 +174,10 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
         _destination(d) for d in (*config.get("move_destinations", []), *move_destination)
     )
     limits = Limits(max_associations=max_associations or int(config.get("max_associations", 100)))
+    access = _access(config, destinations)
+    if metrics_port is None and "metrics_port" in config:
+        metrics_port = int(config["metrics_port"])
+    metrics_host = metrics_host or str(config.get("metrics_host", "127.0.0.1"))
     tls = _tls_from_config(tls, config)
     if tls.cert is None and not tls.no_tls:
         pki = _first_run_pki(store, port, ae_title)
@@ -147,10 +186,16 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
     on_verify = verify_printer(console) if explain else None
     settings = tls.settings("server", on_verify=on_verify)
     move_tls = None if settings is None else tls.settings("client")
+    audit = _audit(audit_specs, config)
     node_config = NodeConfig(store=store, host=host, port=port, ae_title=ae_title, tls=settings,
                              move_destinations=destinations, move_tls=move_tls, limits=limits,
-                             fsync=fsync == "always")  # fmt: skip
-    asyncio.run(_serve(node_config))
+                             fsync=fsync == "always", access=access, audit=audit,
+                             metrics_port=metrics_port, metrics_host=metrics_host)  # fmt: skip
+    try:
+        asyncio.run(_serve(node_config))
+    finally:
+        if audit is not None:
+            audit.close()  # idempotent: the node closed it already unless it never started
 
 
 async def _serve(config: NodeConfig) -> None:
@@ -159,7 +204,10 @@ async def _serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     mode = "TLS " + config.tls.security_profile.name if config.tls else "plain TCP (no TLS)"
+    if node.metrics_server is not None:
+        console.print(f"metrics on http://{config.metrics_host}:{node.metrics_server.port}/metrics")
     console.print(f"dicomtls node {config.ae_title} listening on {config.host}:{node.port} ({mode}); "
                   f"store {config.store} ({node.index.count()} objects indexed)")  # fmt: skip
     await stop.wait()

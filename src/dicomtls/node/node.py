@@ -8,23 +8,32 @@ Root models.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import logging
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from dicomtls.audit.transport import AuditTrail
 from dicomtls.net.association import Association
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
 from dicomtls.node.index import Index, QueryError
+from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
+from dicomtls.node.policy import AccessPolicy
+from dicomtls.node.reporting import Reporter
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.tls.flags import Side
+from dicomtls.tls.reloader import EXPIRY_WARNING_DAYS, ReloadingSettings, expiry_warning
 from dicomtls.tls.settings import TLSSettings
 
-__all__ = ["NodeConfig", "RunningNode", "start_node"]
+__all__ = ["CertificateWatch", "NodeConfig", "RunningNode", "start_node"]
 
 log = logging.getLogger("dicomtls.node")
 
@@ -43,6 +52,71 @@ class NodeConfig:
     move_tls: TLSSettings | None = None
     limits: Limits = field(default_factory=Limits)
     fsync: bool = True
+    access: AccessPolicy | None = None
+    """Who may associate and do what; None: the default policy (see ``node.policy``)."""
+    audit: AuditTrail | None = None
+    """Where audit messages go (PS3.15 A.5); None: no audit trail."""
+    metrics: NodeMetrics | None = None
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port (0: any free port); None: no endpoint."""
+    metrics_host: str = "127.0.0.1"
+
+
+class CertificateWatch:
+    """The node's own TLS files: reloaded when they change, and watched for expiry."""
+
+    def __init__(
+        self,
+        tls: TLSSettings | None,
+        move_tls: TLSSettings | None,
+        metrics: NodeMetrics | None,
+    ) -> None:
+        self.metrics = metrics
+        self._timer: asyncio.TimerHandle | None = None
+        self.tls = (
+            None if tls is None else ReloadingSettings(tls, Side.SERVER, on_reload=self._reloaded)
+        )
+        self.move_tls = None if move_tls is None else ReloadingSettings(move_tls, Side.CLIENT)
+        if tls is not None:
+            self._watch_expiry(tls)
+
+    def reload(self) -> bool:
+        """Reread certificate, key, CA and CRL files now (SIGHUP); False if they were refused."""
+        results = [source.reload() for source in (self.tls, self.move_tls) if source is not None]
+        return all(results)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _reloaded(self, new: TLSSettings | None, error: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.certificate_reload(new is not None)
+        if new is not None:
+            self._watch_expiry(new)
+
+    def _watch_expiry(self, settings: TLSSettings) -> None:
+        """Warn now if our certificate expires within 30 days, else exactly when it will.
+
+        A timer set for the moment the warning becomes due, not a periodic check: a
+        node that runs for months says so on the day, without anyone restarting it.
+        """
+        self.close()
+        identity = settings.identity
+        if self.metrics is not None:
+            expiry = None if identity is None else identity.certificate.not_valid_after_utc
+            self.metrics.set_certificate(expiry)
+        if identity is None:
+            return
+        warning = expiry_warning(settings)
+        if warning:
+            log.warning("%s", warning)
+            return
+        due = identity.certificate.not_valid_after_utc - dt.timedelta(days=EXPIRY_WARNING_DAYS)
+        delay = (due - dt.datetime.now(dt.UTC)).total_seconds()
+        loop = asyncio.get_running_loop()
+        # asyncio's timers take any delay, but keep it within what selectors handle (~24 days).
+        self._timer = loop.call_later(min(delay, 2e6), self._watch_expiry, settings)
 
 
 @dataclass
@@ -51,13 +125,26 @@ class RunningNode:
     server: DicomServer
     store: DurableStore
     index: Index
+    reporter: Reporter
+    certificates: CertificateWatch
+    metrics_server: MetricsServer | None = None
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    def reload_tls(self) -> bool:
+        """Reread certificate, key, CA and CRL files now (SIGHUP); False if they were refused."""
+        return self.certificates.reload()
+
     async def close(self) -> None:
         await self.server.close()
+        self.certificates.close()
+        self.reporter.stopped()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if self.config.audit is not None:
+            self.config.audit.close()
         self.index.close()
 
 
@@ -89,21 +176,48 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         log.warning("removed %d partial object(s) left by an earlier crash", leftovers)
     index = Index(config.store / "index.sqlite")
     qr = _QueryRetrieve(index)
+    metrics = config.metrics
+    if metrics is None and config.metrics_port is not None:
+        metrics = NodeMetrics()
+    reporter = Reporter(
+        config.ae_title, _host_name(config.host), index, audit=config.audit, metrics=metrics
+    )
+    certificates = CertificateWatch(config.tls, config.move_tls, metrics)
 
     def on_stored(path: Path, dataset: Dataset) -> None:
         syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
         index.add(path, dataset, syntax)
 
+    access = config.access or AccessPolicy(destinations=frozenset(config.move_destinations))
     services = Services(
         store=DurableStoreHandler(store, on_stored),
         find=qr.find,
         retrieve=qr.retrieve,
         move_destinations=config.move_destinations,
-        move_tls=config.move_tls,
+        move_tls=certificates.move_tls,
+        gatekeeper=access,
+        events=reporter.service_events(),
     )
     query_retrieve = [uid for model in QueryModel for uid in model.value]
     policy = storage_policy(config.ae_title, also=query_retrieve)
     server = await serve_dicom(
-        config.host, config.port, config.tls, policy, services, limits=config.limits, events=events
-    )
-    return RunningNode(config, server, store, index)
+        config.host, config.port, certificates.tls, policy, services,
+        limits=config.limits, events=reporter.link_events(events),
+    )  # fmt: skip
+    node = RunningNode(config, server, store, index, reporter, certificates)
+    if metrics is not None and config.metrics_port is not None:
+        try:
+            node.metrics_server = start_metrics_server(
+                metrics, config.metrics_port, config.metrics_host
+            )
+        except OSError:
+            await server.close()
+            index.close()
+            raise
+    log.info("access policy: %s", access.describe())
+    reporter.started()
+    return node
+
+
+def _host_name(host: str) -> str:
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host

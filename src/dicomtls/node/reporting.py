@@ -1,0 +1,292 @@
+"""What the node tells the outside world: audit messages and metrics, from the SCP's events.
+
+One :class:`Reporter` per node turns the link's handshake events and the SCP's
+service events into PS3.15 A.5 audit messages (``dicomtls.audit``) and
+Prometheus metrics (``node.metrics``). Either may be absent. Instances received
+on an association are reported as one "DICOM Instances Transferred" message per
+patient when the association ends, the way audit repositories expect, not one
+per object.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dicomtls.audit.messages import (
+    AuditMessage,
+    Node,
+    Outcome,
+    PatientRef,
+    StudyRef,
+    application_activity,
+    association_rejected,
+    instances_transferred,
+    node_authentication_failure,
+    query,
+)
+from dicomtls.dimse.sop_classes import Service
+from dicomtls.dimse.status import Status
+from dicomtls.net.hooks import (
+    Admission,
+    QueryRecord,
+    RequestInfo,
+    RetrieveRecord,
+    ServiceEvents,
+    StoreRecord,
+)
+from dicomtls.net.link import LinkEvents
+from dicomtls.node.index import Index, InstanceFacts
+from dicomtls.tls.errors import TLSHandshakeError
+
+if TYPE_CHECKING:
+    from dicomtls.audit.transport import AuditTrail
+    from dicomtls.net.association import Association
+    from dicomtls.node.metrics import NodeMetrics
+
+__all__ = ["Reporter"]
+
+
+def _address(peer: str) -> str:
+    return peer.rsplit(":", 1)[0].strip("[]")
+
+
+def _reject_category(why: str) -> str:
+    """A bounded label for a rejection reason (metrics must not grow with free text)."""
+    if why.startswith("calling AE title not recognized"):
+        return "access-policy"
+    if "associations already active" in why:
+        return "local-limit"
+    return why.lower().replace("_", "-")[:40]
+
+
+def _abort_category(end_reason: str) -> str | None:
+    if end_reason == "released":
+        return None
+    if end_reason.startswith("aborted: no data for"):
+        return "idle-timeout"
+    if end_reason.startswith("aborted: bad DIMSE") or "PDU" in end_reason:
+        return "protocol-error"
+    if end_reason.startswith("aborted"):
+        return "aborted"
+    return "connection-lost"
+
+
+def _handshake_code(error: TLSHandshakeError) -> str:
+    """The verify code when a certificate was at fault, else the TLS alert, else the stage."""
+    if error.verify_error is not None:
+        return error.verify_error.name
+    if error.alert is not None:
+        return error.alert.upper()
+    return f"STAGE_{error.stage.value.upper().replace('-', '_')}"
+
+
+def _studies(facts: Iterable[InstanceFacts]) -> dict[PatientRef, list[StudyRef]]:
+    """Group instances per patient, then per study with SOP class counts."""
+    grouped: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(int))
+    )
+    for fact in facts:
+        grouped[(fact.patient_id, fact.patient_name)][fact.study_uid][fact.sop_class_uid] += 1
+    return {
+        PatientRef(pid, name or None): [StudyRef(uid, dict(c)) for uid, c in studies.items()]
+        for (pid, name), studies in grouped.items()
+    }
+
+
+@dataclass
+class _Received:
+    """Instances stored on one association, reported when it ends."""
+
+    instances: list[str] = field(default_factory=list)
+    failed: int = 0
+
+
+class Reporter:
+    """Audit and metrics for one node."""
+
+    def __init__(
+        self,
+        ae_title: str,
+        host: str,
+        index: Index,
+        *,
+        audit: AuditTrail | None = None,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
+        self.ae_title = ae_title
+        self.index = index
+        self.audit = audit
+        self.metrics = metrics
+        self.source_id = f"{ae_title}@{host}"
+        self.local = Node(ae_title, host, process_id=os.getpid())
+        self._handshakes: dict[str, float] = {}
+        self._received: dict[int, _Received] = {}
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _record(self, message: AuditMessage) -> None:
+        if self.audit is not None:
+            self.audit.record(message)
+
+    def _peer(self, association: Association) -> Node:
+        session = association.link.session
+        cert = None if session is None else session.peer_certificate
+        return Node(
+            association.calling_ae.strip(),
+            _address(association.peer),
+            None if cert is None else cert.subject,
+        )
+
+    def link_events(self, user: LinkEvents | None = None) -> LinkEvents:
+        """Our handshake observers, chained in front of the caller's own."""
+        user = user or LinkEvents()
+
+        def accepted(peer: str) -> None:
+            self._handshakes[peer] = time.perf_counter()
+            if user.on_accepted is not None:
+                user.on_accepted(peer)
+
+        def ready(peer: str, error: TLSHandshakeError | None) -> None:
+            started = self._handshakes.pop(peer, None)
+            if error is None:
+                if self.metrics is not None and started is not None:
+                    self.metrics.handshake_succeeded(time.perf_counter() - started)
+            else:
+                self._handshake_failed(peer, error)
+            if user.on_secure_link_ready is not None:
+                user.on_secure_link_ready(peer, error)
+
+        return LinkEvents(
+            on_connected=user.on_connected, on_accepted=accepted, on_secure_link_ready=ready
+        )
+
+    def service_events(self) -> ServiceEvents:
+        return ServiceEvents(
+            on_rejected=self._rejected,
+            on_accepted=self._accepted,
+            on_ended=self._ended,
+            on_stored=self._stored,
+            on_queried=self._queried,
+            on_retrieved=self._retrieved,
+            on_refused=self._refused,
+        )
+
+    # -- application ---------------------------------------------------------------
+
+    def started(self) -> None:
+        self._record(
+            application_activity(started=True, application=self.local, source_id=self.source_id)
+        )
+
+    def stopped(self) -> None:
+        self._record(
+            application_activity(started=False, application=self.local, source_id=self.source_id)
+        )
+
+    # -- events --------------------------------------------------------------------
+
+    def _handshake_failed(self, peer: str, error: TLSHandshakeError) -> None:
+        if self.metrics is not None:
+            self.metrics.handshake_failed(_handshake_code(error))
+        subject = None if error.certificate is None else error.certificate.subject
+        self._record(
+            node_authentication_failure(
+                local=self.local,
+                peer=Node(None, _address(peer), subject),
+                reason=str(error),
+                source_id=self.source_id,
+            )
+        )
+
+    def _rejected(self, info: RequestInfo, why: str) -> None:
+        category = _reject_category(why)
+        if self.metrics is not None:
+            self.metrics.association_rejected(category)
+        if category == "access-policy":
+            cert = info.certificate
+            peer = Node(info.calling_ae, info.address, None if cert is None else cert.subject)
+            self._record(
+                association_rejected(
+                    local=self.local, peer=peer, reason=why, source_id=self.source_id
+                )
+            )
+
+    def _accepted(self, association: Association, admission: Admission) -> None:
+        if self.metrics is not None:
+            self.metrics.association_accepted(association.calling_ae)
+        self._received[id(association)] = _Received()
+
+    def _stored(self, association: Association, record: StoreRecord) -> None:
+        ok = record.status == Status.SUCCESS
+        if self.metrics is not None:
+            self.metrics.object_stored(record.size, record.seconds, ok)
+        received = self._received.setdefault(id(association), _Received())
+        if ok:
+            received.instances.append(record.sop_instance_uid)
+        else:
+            received.failed += 1
+
+    def _ended(self, association: Association) -> None:
+        reason = association.end_reason or "connection lost"
+        category = _abort_category(reason)
+        if category is not None and self.metrics is not None:
+            self.metrics.association_aborted(category)
+        received = self._received.pop(id(association), None)
+        if received is None or not (received.instances or received.failed):
+            return
+        facts = self.index.describe(sop_instance_uids=received.instances)
+        peer = self._peer(association)
+        outcome = Outcome.SUCCESS if not received.failed else Outcome.MINOR_FAILURE
+        for patient, studies in _studies(facts).items():
+            self._record(
+                instances_transferred(
+                    action="C", source=peer, destination=self.local, requestor_is_source=True,
+                    studies=studies, patient=patient, source_id=self.source_id, outcome=outcome,
+                )
+            )  # fmt: skip
+        if not facts:  # every object failed: still a (failed) transfer attempt on record
+            self._record(
+                instances_transferred(
+                    action="C", source=peer, destination=self.local, requestor_is_source=True,
+                    studies=[], patient=None, source_id=self.source_id, outcome=Outcome.MINOR_FAILURE,
+                )
+            )  # fmt: skip
+
+    def _queried(self, association: Association, record: QueryRecord) -> None:
+        outcome = Outcome.SUCCESS if record.status == Status.SUCCESS else Outcome.MINOR_FAILURE
+        self._record(
+            query(
+                requestor=self._peer(association), responder=self.local,
+                sop_class_uid=record.sop_class_uid, query=record.identifier,
+                source_id=self.source_id, transfer_syntax=record.transfer_syntax, outcome=outcome,
+            )
+        )  # fmt: skip
+
+    def _retrieved(self, association: Association, record: RetrieveRecord) -> None:
+        if record.service is Service.GET:
+            destination = self._peer(association)
+        else:
+            destination = Node(record.destination, None)
+        outcome = Outcome.SUCCESS if not record.failed else Outcome.MINOR_FAILURE
+        facts = self.index.describe(paths=record.sent)
+        for patient, studies in _studies(facts).items():
+            self._record(
+                instances_transferred(
+                    action="R", source=self.local, destination=destination,
+                    requestor_is_source=False, studies=studies, patient=patient,
+                    source_id=self.source_id, outcome=outcome,
+                )
+            )  # fmt: skip
+
+    def _refused(self, association: Association, service: Service, why: str) -> None:
+        self._record(
+            association_rejected(
+                local=self.local, peer=self._peer(association),
+                reason=f"{service.value} refused: {why}", source_id=self.source_id,
+            )
+        )  # fmt: skip

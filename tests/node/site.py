@@ -1,0 +1,92 @@
+"""A small hospital site for the node tests: one CA, named nodes, and a node started in-process."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicomtls.net.association import Association, associate, default_proposals
+from dicomtls.net.qr_scu import QueryModel
+from dicomtls.node.node import NodeConfig, RunningNode, start_node
+from dicomtls.pki import CertificateAuthority, Identity, KeySpec
+from dicomtls.tls.settings import TLSSettings
+from dicomtls.ul.acse import Proposal
+
+from .test_storage import CT
+
+EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+QR = QueryModel.STUDY_ROOT
+
+#: (common name, DNS names, IP addresses) of the site's certificates.
+MEMBERS = {
+    "pacs": ("pacs.radiology.example", ["localhost"], ["127.0.0.1"]),
+    "ct1": ("ct1.radiology.example", ["ct1.radiology.example"], ["10.1.2.3"]),
+    "viewer": ("viewer.radiology.example", ["viewer.radiology.example"], ["127.0.0.1"]),
+    "intruder": ("intruder.example", ["intruder.example"], ["10.6.6.6"]),
+}
+
+
+@dataclass
+class Site:
+    directory: Path
+    ca: CertificateAuthority
+    ca_file: Path
+    identities: dict[str, Identity] = field(default_factory=dict)
+
+    def files(self, name: str) -> tuple[Path, Path]:
+        return self.directory / f"{name}-chain.pem", self.directory / f"{name}.key"
+
+    def settings(self, name: str, **extra: Any) -> TLSSettings:
+        chain, key = self.files(name)
+        return TLSSettings(certificate=chain, private_key=key, ca_files=self.ca_file, **extra)
+
+    def add(self, name: str, common_name: str, dns: list[str], ips: list[str], **kw: Any) -> Identity:
+        identity = self.ca.issue(common_name, dns=dns, ips=ips, **kw)
+        identity.write(self.directory, name)
+        self.identities[name] = identity
+        return identity
+
+
+def make_site(directory: Path) -> Site:
+    ca = CertificateAuthority.create("Radiology Site CA", key=KeySpec.ec())
+    ca_file = ca.write_cert(directory / "ca.pem")
+    site = Site(directory, ca, ca_file)
+    for name, (cn, dns, ips) in MEMBERS.items():
+        site.add(name, cn, dns, ips)
+    return site
+
+
+def qr_proposals() -> list[Proposal]:
+    return [
+        *default_proposals(),
+        Proposal(QR.find_uid, (EXPLICIT,)),
+        Proposal(QR.move_uid, (EXPLICIT,)),
+        Proposal(QR.get_uid, (EXPLICIT,)),
+        Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=False, scp_role=True),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running(site: Site, store: Path, name: str = "pacs", **config: Any) -> AsyncIterator[RunningNode]:
+    """A node named ``name`` on a free loopback port, closed afterwards."""
+    settings = config.pop("tls", None) or site.settings(name)
+    node = await start_node(
+        NodeConfig(store=store, host="127.0.0.1", port=0, ae_title=name.upper(), tls=settings,
+                   move_tls=config.pop("move_tls", None) or site.settings(name), **config)
+    )  # fmt: skip
+    try:
+        yield node
+    finally:
+        await node.close()
+
+
+async def connect_as(
+    site: Site, node: RunningNode, identity: str, calling_ae: str, **kw: Any
+) -> Association:
+    return await associate(
+        "127.0.0.1", node.port, site.settings(identity), calling_ae=calling_ae,
+        called_ae=node.config.ae_title, proposals=kw.pop("proposals", None) or qr_proposals(), **kw,
+    )  # fmt: skip
