@@ -114,6 +114,24 @@ def test_every_message_over_tls_arrives_valid(
     check_delivered(rsyslog, rsyslog.tls_log, messages, source_id, schema)
 
 
+def test_one_tls_connection_carries_messages_sent_apart(
+    rsyslog: Rsyslog, audit_pki: AuditPKI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TLS 1.3 session tickets make the socket readable after the handshake; that is not a
+    hang-up, so the sink must not reconnect for every message of a quiet node."""
+    source_id = f"apart-{uuid.uuid4().hex}"
+    messages = all_builders(source_id)
+    with caplog.at_level(logging.INFO, logger="dicomtls.audit"):
+        sink = tls_sink(rsyslog, audit_pki)
+        for count, message in enumerate(messages, 1):
+            sink.send(message)
+            assert len(rsyslog.wait_for(rsyslog.tls_log, tagged(source_id), count)) == count
+        sink.close()
+    connects = [r for r in caplog.records if "connected" in r.getMessage()]
+    assert len(connects) == 1, [r.getMessage() for r in connects]
+    assert (sink.sent, sink.dropped) == (len(messages), 0)
+
+
 def test_every_message_over_udp_arrives_valid(rsyslog: Rsyslog, schema: etree.RelaxNG) -> None:
     source_id = f"udp-{uuid.uuid4().hex}"
     messages = all_builders(source_id)

@@ -377,24 +377,41 @@ class SyslogTLSSink(_BackgroundSink):
         return tls
 
     def _deliver(self, frame: bytes) -> None:
-        if self._sock is not None and self._peer_has_spoken(self._sock):
-            # A syslog collector never talks back: readable means EOF or a TLS alert
-            # (e.g. it refused our certificate after a TLS 1.3 handshake). Start over.
+        if self._sock is not None and self._peer_has_closed(self._sock):
+            # e.g. it refused our certificate after a TLS 1.3 handshake, or restarted.
             self._disconnect()
         if self._sock is None:
             self._sock = self._connect()
         self._sock.sendall(str(len(frame)).encode("ascii") + b" " + frame)
 
-    @staticmethod
-    def _peer_has_spoken(sock: ssl.SSLSocket) -> bool:
+    def _peer_has_closed(self, sock: ssl.SSLSocket) -> bool:
+        """Whether the collector has hung up: it never sends data, only TLS records.
+
+        A readable socket is not enough to tell: TLS 1.3 session tickets arrive after
+        the handshake. Reading without blocking consumes those and reports EOF or an alert.
+        """
         try:
             readable, _, _ = select.select([sock], [], [], 0)
         except (OSError, ValueError):
             return True
-        return bool(readable)
+        if not readable:
+            return False
+        sock.setblocking(False)
+        try:
+            return sock.recv(4096) == b""
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False  # only handshake records: still connected
+        except OSError:
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.connect_timeout)
 
     def _disconnect(self) -> None:
         if self._sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._sock.settimeout(1.0)
+                self._sock.unwrap()  # close_notify: the collector sees an orderly end
             with contextlib.suppress(OSError):
                 self._sock.close()
         self._sock = None
