@@ -12,6 +12,8 @@ from dicomtls.pki import BrokenKind, CertificateAuthority, Identity, KeySpec
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.tls.settings import TLSSettings
 
+from .audit.rsyslog import audit_pki, rsyslog  # noqa: F401  (a real rsyslogd, for every suite)
+
 BROKEN_KINDS = (
     "expired",
     "not-yet-valid",

@@ -1,4 +1,4 @@
-"""Fixtures for the audit tests: the schema, and a real rsyslogd (see rsyslog.py)."""
+"""Fixtures for the audit tests: the schema (the real rsyslogd is in the root conftest)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from .rsyslog import audit_pki, rsyslog
-
-__all__ = ["audit_pki", "rsyslog", "schema"]
+__all__ = ["SCHEMA", "schema"]
 
 SCHEMA = Path(__file__).with_name("audit-message.rng")
 

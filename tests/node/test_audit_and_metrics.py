@@ -26,9 +26,10 @@ from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.tls.errors import TLSHandshakeError
 
 from ..audit.conftest import SCHEMA
-from ..audit.rsyslog import AuditPKI, Rsyslog, audit_pki, rsyslog  # noqa: F401
+from ..audit.rsyslog import AuditPKI, Rsyslog
 from .site import QR, Site, connect_as, make_site, running
 from .test_storage import STUDY_UID, _make_file
+
 
 def _study() -> Dataset:
     ds = Dataset()
@@ -92,7 +93,7 @@ async def _scenario(site: Site, tmp: Path, rsyslog: Rsyslog, pki: AuditPKI) -> d
 
 @pytest.fixture(scope="module")
 def scenario(
-    tmp_path_factory: pytest.TempPathFactory, rsyslog: Rsyslog, audit_pki: AuditPKI  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory, rsyslog: Rsyslog, audit_pki: AuditPKI
 ) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("audited")
     site = make_site(tmp / "pki")
@@ -100,7 +101,7 @@ def scenario(
     out["tmp"] = tmp
     # Eight messages: start, the transfer in (one per association), query, move, get,
     # policy refusal, revoked handshake, stop. Wait for rsyslog to have written them.
-    source = f"AuditSourceID=\"PACS@127.0.0.1\""
+    source = "AuditSourceID=\"PACS@127.0.0.1\""
     out["received"] = rsyslog.wait_for(rsyslog.tls_log, lambda r: source in r.msg, 8)
     return out
 
