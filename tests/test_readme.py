@@ -39,3 +39,22 @@ def test_storage_example_runs(tmp_path: Path) -> None:
     received = list((tmp_path / "received" / "objects").rglob("*.dcm"))
     assert len(received) == 3
     assert {str(pydicom.dcmread(p).PatientName) for p in received} == {"Doe^Jane"}
+
+
+def test_the_complete_node_toml_is_a_valid_access_policy() -> None:
+    """The access example in the README parses, and decides as its comments say."""
+    import tomllib
+
+    from dicomtls.dimse.sop_classes import Service
+    from dicomtls.node.policy import AccessPolicy
+
+    text = README.read_text()
+    section = text[text.index("## Who may connect") :]
+    block = re.findall(r"```toml\n(.*?)```", section, flags=re.S)[0]
+    config = tomllib.loads(block)
+    destinations = [d.split("=")[0] for d in config["move_destinations"]]
+    policy = AccessPolicy.from_config(config["access"], destinations)
+    assert [r.name for r in policy.rules] == ["ct-scanner", "viewer", "reading-room"]
+    assert policy.rules[0].services == {Service.ECHO, Service.STORE}
+    assert policy.rules[1].move_destinations == {"VIEWER"}
+    assert len(config["audit"]) == 2 and config["metrics_port"] == 9102

@@ -161,6 +161,19 @@ def test_certificate_expiry_falls_without_updates(
     assert value(scrape(server), "dicomtls_certificate_expiry_days") == 8.5
 
 
+def test_certificate_expiry_warning_turns_on_under_30_days(
+    metrics: NodeMetrics, server: MetricsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicomtls.node.metrics as module
+
+    now = datetime.datetime.now(datetime.UTC)
+    monkeypatch.setattr(module, "_utcnow", lambda: now)
+    metrics.set_certificate(now + datetime.timedelta(days=31))
+    assert value(scrape(server), "dicomtls_certificate_expiry_warning") == 0
+    monkeypatch.setattr(module, "_utcnow", lambda: now + datetime.timedelta(days=1, seconds=1))
+    assert value(scrape(server), "dicomtls_certificate_expiry_warning") == 1
+
+
 def test_certificate_expiry_naive_is_utc_and_expired_is_negative(
     metrics: NodeMetrics, server: MetricsServer
 ) -> None:

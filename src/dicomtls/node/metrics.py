@@ -61,18 +61,27 @@ class _CertificateExpiryCollector:
             not_after = not_after.replace(tzinfo=datetime.UTC)
         self._not_after = not_after  # one reference assignment: safe against a concurrent scrape
 
+    WARNING = "dicomtls_certificate_expiry_warning"
+    WARNING_HELP = "1 while the node's own TLS certificate has under 30 days left (or has expired)."
+    WARNING_DAYS = 30
+
     def describe(self) -> Iterable[Metric]:
         # Lets the registry detect name clashes even while no certificate is set.
-        return [GaugeMetricFamily(self.NAME, self.HELP)]
+        return [
+            GaugeMetricFamily(self.NAME, self.HELP),
+            GaugeMetricFamily(self.WARNING, self.WARNING_HELP),
+        ]
 
     def collect(self) -> Iterable[Metric]:
         not_after = self._not_after
         if not_after is None:
             return []
-        remaining = not_after - _utcnow()
+        days = (not_after - _utcnow()).total_seconds() / _SECONDS_PER_DAY
         family = GaugeMetricFamily(self.NAME, self.HELP)
-        family.add_metric([], remaining.total_seconds() / _SECONDS_PER_DAY)
-        return [family]
+        family.add_metric([], days)
+        warning = GaugeMetricFamily(self.WARNING, self.WARNING_HELP)
+        warning.add_metric([], float(days < self.WARNING_DAYS))
+        return [family, warning]
 
 
 class NodeMetrics:
