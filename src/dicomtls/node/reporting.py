@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["Reporter"]
 
 
+_MAX_HANDSHAKES_TRACKED = 4096
+
+
 def _address(peer: str) -> str:
     return peer.rsplit(":", 1)[0].strip("[]")
 
@@ -147,6 +150,9 @@ class Reporter:
         user = user or LinkEvents()
 
         def accepted(peer: str) -> None:
+            if len(self._handshakes) >= _MAX_HANDSHAKES_TRACKED:
+                # Plain TCP links and links lost unexplained never report "ready": forget the oldest.
+                del self._handshakes[next(iter(self._handshakes))]
             self._handshakes[peer] = time.perf_counter()
             if user.on_accepted is not None:
                 user.on_accepted(peer)
