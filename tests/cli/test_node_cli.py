@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shlex
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +52,35 @@ class Node:
                 break
         else:
             raise AssertionError("node did not start:\n" + "".join(self.output))
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
+
+    def wait_for(self, text: str, timeout: float = 20) -> str:
+        """The next output line containing ``text``.
+
+        A reader thread, because select() on the pipe cannot see lines already in
+        Python's buffer, and a blocking readline could wait forever.
+        """
+        if self._reader is None:
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r}:\n" + "".join(self.output)) from None
+            if line is None:
+                raise AssertionError(f"node exited before {text!r}:\n" + "".join(self.output))
+            if text in line:
+                return line
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
 
     @property
     def client_command(self) -> list[str]:
@@ -59,6 +91,10 @@ class Node:
 
     def stop(self) -> str:
         self.proc.terminate()
+        if self._reader is not None:
+            self.proc.wait(timeout=30)
+            self._reader.join(timeout=30)
+            return "".join(self.output)
         rest, _ = self.proc.communicate(timeout=30)
         return "".join(self.output) + rest
 

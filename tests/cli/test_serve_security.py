@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,20 +45,8 @@ ca = ["{site.ca_file}"]
 
 
 def wait_for_line(node: Node, text: str, timeout: float = 20) -> str:
-    """Read the node's output until a line contains ``text`` (select: no blocking forever)."""
-    assert node.proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([node.proc.stdout], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        line = node.proc.stdout.readline()
-        if not line:
-            break
-        node.output.append(line)
-        if text in line:
-            return line
-    raise AssertionError(f"no line with {text!r}:\n" + "".join(node.output))
+    """The node's next log line containing ``text`` (see ``Node.wait_for``)."""
+    return node.wait_for(text, timeout)
 
 
 @pytest.fixture

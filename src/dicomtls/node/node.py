@@ -76,7 +76,10 @@ class CertificateWatch:
         self.tls = (
             None if tls is None else ReloadingSettings(tls, Side.SERVER, on_reload=self._reloaded)
         )
-        self.move_tls = None if move_tls is None else ReloadingSettings(move_tls, Side.CLIENT)
+        # The same files seen from our client side (C-MOVE): the server side does the talking.
+        self.move_tls = (
+            None if move_tls is None else ReloadingSettings(move_tls, Side.CLIENT, quiet=True)
+        )
         if tls is not None:
             self._watch_expiry(tls)
 

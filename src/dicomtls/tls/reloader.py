@@ -100,9 +100,14 @@ class ReloadingSettings:
         side: Side = Side.SERVER,
         *,
         on_reload: Callable[[TLSSettings | None, str | None], None] | None = None,
+        quiet: bool = False,
     ) -> None:
-        """``on_reload(new, None)`` after a successful reload, ``(None, why)`` after a refused one."""
+        """``on_reload(new, None)`` after a successful reload, ``(None, why)`` after a refused one.
+
+        ``quiet``: log nothing (a second reloader over the same files, e.g. our client side).
+        """
         self._settings = settings
+        self._quiet = quiet
         self._side = side
         self._on_reload = on_reload
         self._lock = threading.Lock()  # the metrics thread may ask too
@@ -136,17 +141,19 @@ class ReloadingSettings:
             except (TLSError, ValueError, OSError) as exc:
                 self._refused = signature
                 message = f"TLS files {why} but were refused, still using the previous ones: {exc}"
-                log.error("%s", message)
+                if not self._quiet:
+                    log.error("%s", message)
                 self._notify(None, message)
                 return False
             self._settings = new
             self._signature = signature
             self._refused = None
             self.generation += 1
-        log.warning("TLS files %s: reloaded (%s)", why, new.describe())
-        warning = expiry_warning(new)
-        if warning:
-            log.warning("%s", warning)
+        if not self._quiet:
+            log.warning("TLS files %s: reloaded (%s)", why, new.describe())
+            warning = expiry_warning(new)
+            if warning:
+                log.warning("%s", warning)
         self._notify(new, None)
         return True
 
