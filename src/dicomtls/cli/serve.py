@@ -27,6 +27,8 @@ __all__ = ["register"]
 console = make_console(stderr=True)
 log = logging.getLogger("dicomtls.node")
 
+_SECONDS = click.FloatRange(min=0, min_open=True)
+
 
 def _destination(text: str) -> tuple[str, tuple[str, int]]:
     ae, _, address = text.partition("=")
@@ -44,6 +46,20 @@ def _load_config(path: Path | None) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
+
+
+def _timeout(given: float | None, config: dict[str, Any], key: str) -> float | None:
+    """A timeout in seconds from the command line, else the config file, else None (default)."""
+    if given is not None:
+        return given
+    if key not in config:
+        return None
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise click.BadParameter(
+            f"{key} = {value!r}: give a number of seconds > 0", param_hint="--config"
+        )
+    return float(value)
 
 
 def _tls_from_config(tls: TLSOptions, config: dict[str, Any]) -> TLSOptions:
@@ -145,12 +161,21 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
 @click.option(
     "--metrics-host", default=None, help="Address for --metrics-port [default: 127.0.0.1]."
 )
+@click.option("--handshake-timeout", type=_SECONDS, default=None, metavar="SECONDS",
+              help="Close a connection whose TLS handshake is not complete this long after it "
+                   "was accepted [default: 30].")  # fmt: skip
+@click.option("--artim-timeout", type=_SECONDS, default=None, metavar="SECONDS",
+              help="Close a connection whose A-ASSOCIATE-RQ is not complete this long after the "
+                   "link is up (and after a release or rejection) [default: 30].")  # fmt: skip
+@click.option("--idle-timeout", type=_SECONDS, default=None, metavar="SECONDS",
+              help="Abort an association that completes no PDU for this long [default: 300].")  # fmt: skip
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file with the same keys as the options (e.g. port = 11112).")  # fmt: skip
 @tls_options
 def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_associations: int | None,
           move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
-          metrics_port: int | None, metrics_host: str | None, config_file: Path | None,
+          metrics_port: int | None, metrics_host: str | None, handshake_timeout: float | None,
+          artim_timeout: float | None, idle_timeout: float | None, config_file: Path | None,
           tls: TLSOptions) -> None:  # fmt: skip
     """Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.
 
@@ -165,6 +190,7 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
       dicomtls serve --port 11112 --ae-title PACS --tls-cert node.pem --tls-key node.key --ca ca.pem
       dicomtls serve --move-destination VIEWER=10.0.0.5:2762 --config node.toml
       dicomtls serve --audit file:audit.log --audit udp://127.0.0.1:514 --metrics-port 9102
+      dicomtls serve --handshake-timeout 10 --artim-timeout 10 --idle-timeout 60
     """
     config = _load_config(config_file)
     port = port if port is not None else int(config.get("port", DEFAULT_PORT))
@@ -173,7 +199,12 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
     destinations = dict(
         _destination(d) for d in (*config.get("move_destinations", []), *move_destination)
     )
+    handshake_timeout = _timeout(handshake_timeout, config, "handshake_timeout")
     limits = Limits(max_associations=max_associations or int(config.get("max_associations", 100)))
+    if (artim := _timeout(artim_timeout, config, "artim_timeout")) is not None:
+        limits.artim_timeout = artim
+    if (idle := _timeout(idle_timeout, config, "idle_timeout")) is not None:
+        limits.idle_timeout = idle
     access = _access(config, destinations)
     if metrics_port is None and "metrics_port" in config:
         metrics_port = int(config["metrics_port"])
@@ -184,7 +215,7 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
         tls = TLSOptions(pki.chain("server"), pki.key("server"), tls.ca or (pki.ca,), tls.crl, tls.verify,
                          tls.profile, False, tls.key_password, False)  # fmt: skip
     on_verify = verify_printer(console) if explain else None
-    settings = tls.settings("server", on_verify=on_verify)
+    settings = tls.settings("server", on_verify=on_verify, handshake_timeout=handshake_timeout)
     move_tls = None if settings is None else tls.settings("client")
     audit = _audit(audit_specs, config)
     node_config = NodeConfig(store=store, host=host, port=port, ae_title=ae_title, tls=settings,

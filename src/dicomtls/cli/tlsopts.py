@@ -45,8 +45,12 @@ class TLSOptions:
         role: str,
         *,
         on_verify: Callable[[bool, CertificateInfo, VerifyError], bool] | None = None,
+        handshake_timeout: float | None = None,
     ) -> TLSSettings | None:
-        """TLSSettings for ``role`` ("server" or "client"), or None with --no-tls."""
+        """TLSSettings for ``role`` ("server" or "client"), or None with --no-tls.
+
+        ``handshake_timeout`` (seconds) overrides the TLSSettings default when given.
+        """
         if self.no_tls:
             click.echo(
                 "warning: TLS is off (--no-tls): the link is neither encrypted nor authenticated",
@@ -63,6 +67,9 @@ class TLSOptions:
             verify = parse_verify_flags(self.verify)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--verify") from None
+        extra: dict[str, Any] = {}
+        if handshake_timeout is not None:
+            extra["handshake_timeout"] = handshake_timeout
         return TLSSettings(
             certificate=cert,
             private_key=key,
@@ -73,6 +80,7 @@ class TLSOptions:
             profile=self.profile,
             check_hostname=self.check_hostname,
             on_verify=on_verify,
+            **extra,
         )
 
 

@@ -28,8 +28,10 @@ from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
 from dicomtls.dimse.pdv import CommandReceived, MessageAssembler, MessageError, pdata_pdus
 from dicomtls.net import qr_scu
 from dicomtls.net.link import SecureLink, connect
+from dicomtls.tls.errors import TLSError
+from dicomtls.tls.flags import Side
 from dicomtls.tls.settings import TLSSettings
-from dicomtls.tls.sniff import looks_like_tls_client_hello
+from dicomtls.tls.sniff import SNIFF_MAX, describe_non_tls, looks_like_tls_client_hello, undecided
 from dicomtls.ul.acse import (
     Negotiated,
     Proposal,
@@ -89,6 +91,7 @@ class _Channel:
         self._artim = artim_timeout
         self._idle = idle_timeout
         self._first_bytes = not link.is_tls  # only a plain link can meet a TLS peer by mistake
+        self._head = b""
 
     def flush(self) -> None:
         chunks = self.ul.data_to_send()
@@ -99,10 +102,14 @@ class _Channel:
             pass  # the transport is gone; the events already say so
 
     async def next_event(self) -> ULEvent:
+        """The next event; ARTIM and the idle timeout run from the moment we start waiting for
+        it, so a peer trickling a PDU a byte at a time cannot keep either from expiring."""
+        started = asyncio.get_running_loop().time()
         while not self._pending:
             artim = self.ul.artim_running
+            limit = self._artim if artim else self._idle
             try:
-                async with asyncio.timeout(self._artim if artim else self._idle):
+                async with asyncio.timeout_at(None if limit is None else started + limit):
                     data = await self.link.read()
             except TimeoutError:
                 if artim:
@@ -112,6 +119,12 @@ class _Channel:
             except (ConnectionError, OSError) as exc:
                 log.debug("link to %s failed: %s", self.link.peer, exc)
                 self._pending.extend(self.ul.connection_closed())
+            except TLSError as exc:
+                if self.ul.role is not Role.ACCEPTOR:
+                    raise  # a client reports it to its caller, as it is
+                # e.g. a fatal alert or a bad record after the handshake: the link is gone
+                log.warning("%s; connection closed", exc)
+                self._pending.extend(self.ul.connection_closed())
             else:
                 self._receive(data)
             self.flush()
@@ -120,9 +133,11 @@ class _Channel:
         return self._pending.popleft()
 
     def _idle_expired(self) -> None:
-        """Nothing arrived for the idle timeout: abort rather than hold the slot forever."""
+        """No PDU completed within the idle timeout: abort rather than hold the slot forever."""
         self.ul.abort()
-        message = f"no data for {self._idle:g} s (idle timeout): aborted"
+        message = (
+            f"no data for {self._idle:g} s (idle timeout: no PDU completed in that time): aborted"
+        )
         self._pending.append(
             Aborted(AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, False, message)
         )
@@ -148,8 +163,11 @@ class _Channel:
             self._pending.extend(self.ul.connection_closed())
             return
         if self._first_bytes:
-            self._first_bytes = False
-            mistaken = _tls_on_plain_port(data, self.ul.role)
+            self._head += data  # judged once enough has arrived: a slow peer sends bytes singly
+            if undecided(self._head):
+                return
+            data, self._head, self._first_bytes = self._head, b"", False
+            mistaken = _wrong_protocol(data, self.ul.role)
             if mistaken is not None:
                 self.link.abort()
                 reason = AbortReason.UNRECOGNIZED_PDU
@@ -159,12 +177,15 @@ class _Channel:
         self._pending.extend(self.ul.receive_data(data))
 
 
-def _tls_on_plain_port(data: bytes, role: Role) -> str | None:
-    """Name a TLS peer on a plain DICOM link, instead of "PDU too large: 369295617"."""
+def _wrong_protocol(data: bytes, role: Role) -> str | None:
+    """Name a TLS or HTTP peer on a plain DICOM link, instead of "PDU too large: 369295617"."""
     if role is Role.ACCEPTOR and looks_like_tls_client_hello(data[:3]):
         return (
             "peer sent a TLS ClientHello to a non-TLS port (use our TLS port, or enable TLS here)"
         )
+    other = describe_non_tls(data[:SNIFF_MAX], Side.SERVER)
+    if role is Role.ACCEPTOR and other is not None and other.protocol == "http":
+        return "peer sent an HTTP request to a DICOM port (this is not a web server)"
     if role is Role.REQUESTOR and len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03:
         return "peer answered with TLS records: this port expects TLS (enable TLS for this peer)"
     return None
@@ -271,7 +292,7 @@ class Association:
                                 message.dataset = None if sink is not None else bytes(collected)
                                 return message
                 except (MessageError, ValueError) as exc:
-                    self._protocol_failure(f"bad DIMSE message: {exc}")
+                    self.protocol_failure(f"bad DIMSE message: {exc}")
                     return None
                 continue
             if isinstance(event, ReleaseRequested):
@@ -282,8 +303,10 @@ class Association:
             if isinstance(event, ReleaseConfirmed):
                 self.end_reason = self.end_reason or "released"
             if isinstance(event, Aborted):
-                level = logging.WARNING if not event.by_peer else logging.INFO
-                log.log(level, "association with %s aborted: %s", self.peer, event.message)
+                midway = not self._assembler.idle  # a message half-received is lost with it
+                level = logging.WARNING if not event.by_peer or midway else logging.INFO
+                lost = "; the partial message was discarded" if midway else ""
+                log.log(level, "association with %s aborted: %s%s", self.peer, event.message, lost)
                 self.end_reason = self.end_reason or f"aborted: {event.message}"
             if isinstance(event, Closed):
                 self.end_reason = self.end_reason or "connection lost"
@@ -312,11 +335,12 @@ class Association:
                     if item.command.get(Tag.MessageIDBeingRespondedTo) == message_id:
                         self._cancelled.add(message_id)
             except (MessageError, ValueError) as exc:
-                self._protocol_failure(str(exc))
+                self.protocol_failure(str(exc))
                 break
         return message_id in self._cancelled
 
-    def _protocol_failure(self, message: str) -> None:
+    def protocol_failure(self, message: str) -> None:
+        """The peer broke the protocol: one log line naming it, then A-ABORT."""
         log.warning("association with %s: %s; aborting", self.peer, message)
         self.end_reason = self.end_reason or f"aborted: {message}"
         self._channel.ul.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
@@ -337,7 +361,7 @@ class Association:
             message.field is not field
             or message.command.get(Tag.MessageIDBeingRespondedTo) != message_id
         ):
-            self._protocol_failure(f"expected {field.name} for message {message_id}")
+            self.protocol_failure(f"expected {field.name} for message {message_id}")
             raise AssociationError(f"{self.peer} answered out of order")
         return message
 

@@ -51,8 +51,8 @@ class LinkEvents:
     """The handshake finished: ``None`` on success, else the error that ended it."""
 
 
-def _peer_name(transport: asyncio.BaseTransport) -> str:
-    address = transport.get_extra_info("peername")
+def _peer_name(transport: asyncio.BaseTransport, which: str = "peername") -> str:
+    address = transport.get_extra_info(which)
     if isinstance(address, tuple) and len(address) >= 2:
         host = address[0]
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
@@ -72,6 +72,11 @@ class SecureLink:
     @property
     def peer(self) -> str:
         return self._protocol.peer
+
+    @property
+    def local(self) -> str:
+        """Our own address on this connection (``host:port``), as the peer names us."""
+        return self._protocol.local
 
     @property
     def session(self) -> SessionInfo | None:
@@ -130,6 +135,7 @@ class _LinkProtocol(asyncio.Protocol):
         self.engine: TLSEngine | None = None
         self.session: SessionInfo | None = None
         self.peer = "?"
+        self.local = "?"
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._inbox: deque[bytes] = deque()
@@ -149,6 +155,7 @@ class _LinkProtocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer = _peer_name(transport)
+        self.local = _peer_name(transport, "sockname")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -357,6 +357,12 @@ class _Dispatcher:
             while (message := await self.association.receive_message(self._sink_for)) is not None:
                 if message.field is CommandField.C_CANCEL_RQ:
                     continue  # nothing is running: a late cancel has nothing to stop
+                if message.field.is_response:
+                    # We sent no request on this association: a response answers nothing.
+                    self.association.protocol_failure(
+                        f"unexpected {message.field.name}: we sent no request to answer"
+                    )
+                    return
                 handler = handlers.get(message.field)
                 if handler is None:
                     await self._unsupported(message)

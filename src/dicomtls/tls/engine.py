@@ -34,7 +34,7 @@ from dicomtls.tls.errors import (
 )
 from dicomtls.tls.flags import Side
 from dicomtls.tls.session import SessionInfo, session_info
-from dicomtls.tls.sniff import describe_non_tls
+from dicomtls.tls.sniff import SNIFF_MAX, describe_non_tls, undecided
 from dicomtls.tls.verify_error import VerifyCode, VerifyError
 
 if TYPE_CHECKING:
@@ -45,8 +45,6 @@ __all__ = ["TLSClosed", "TLSEngine", "VerifyCall"]
 log = logging.getLogger("dicomtls.tls")
 
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
-_SNIFF_BYTES = 3  # a TLS record header starts 0x16 0x03 0x0N; a PDU with its type and 0x00
-_HTTP_OR_PDU_PREFIXES = (b"GET ", b"POST", b"HTTP")
 
 
 class TLSClosed(TLSError):
@@ -129,13 +127,13 @@ class TLSEngine:
     def receive_data(self, data: bytes) -> None:
         """Feed ciphertext received from the network."""
         if not self._first_bytes_seen and data:
-            self._sniff(bytes(data[:_SNIFF_BYTES]))
+            self._sniff(bytes(data[:SNIFF_MAX]))
         self._conn.bio_write(data)
 
     def _sniff(self, data: bytes) -> None:
         """Judge the peer's first bytes once enough have arrived (a slow peer sends one at a time)."""
-        self._head += data[: _SNIFF_BYTES - len(self._head)]
-        if len(self._head) < _SNIFF_BYTES and not self._head.startswith(_HTTP_OR_PDU_PREFIXES):
+        self._head += data[: SNIFF_MAX - len(self._head)]
+        if undecided(self._head):
             return
         self._first_bytes_seen = True
         what = describe_non_tls(self._head, self.side)

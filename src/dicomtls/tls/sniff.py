@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from dicomtls.tls.flags import Side
 
-__all__ = ["NonTLS", "describe_non_tls", "looks_like_tls_client_hello"]
+__all__ = ["SNIFF_MAX", "NonTLS", "describe_non_tls", "looks_like_tls_client_hello", "undecided"]
 
 PDU_NAMES = {
     0x01: "A-ASSOCIATE-RQ",
@@ -26,6 +26,21 @@ PDU_NAMES = {
 }
 
 _HTTP_STARTS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"OPTIONS ", b"DELETE ", b"HTTP/")
+#: A TLS record or a PDU is told by its first 3 bytes; an HTTP request by its method and space.
+_SNIFF_MIN = 3
+SNIFF_MAX = max(len(start) for start in _HTTP_STARTS)
+"""The most bytes :func:`describe_non_tls` ever needs."""
+
+
+def undecided(head: bytes) -> bool:
+    """Too few of the peer's first bytes to tell what it speaks: wait for more.
+
+    Three bytes tell a TLS record from a PDU; a head that may still grow into an HTTP
+    method ("GET" before its space, "OPTIO") waits for the rest, up to :data:`SNIFF_MAX`.
+    """
+    if len(head) < _SNIFF_MIN:
+        return True
+    return any(start.startswith(head) and start != head for start in _HTTP_STARTS)
 
 
 @dataclass(frozen=True)
