@@ -2,7 +2,8 @@
 
     python -m tests.net.peers serve PKI_DIR STORE_DIR    (prints the port, serves until stdin closes)
     python -m tests.net.peers send PKI_DIR PORT FILE     (stores FILE, prints the status)
-Both print ``maxrss_kib=N`` (their own peak resident set) last.
+Both print ``baseline_kib=N`` (resident set once everything is imported, before any
+transfer) first and ``maxrss_kib=N`` (their own peak resident set) last.
 """
 
 from __future__ import annotations
@@ -53,7 +54,16 @@ async def _send(pki: Path, port: int, path: Path) -> None:
         print(f"status={await assoc.store(path)}", flush=True)
 
 
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def main() -> None:
+    print(f"baseline_kib={_rss_kib()}", flush=True)
     mode, pki = sys.argv[1], Path(sys.argv[2])
     if mode == "serve":
         asyncio.run(_serve(pki, Path(sys.argv[3])))

@@ -5,10 +5,18 @@ and a crash never leaves a partial file that looks complete. Data arrives in
 fragments and goes straight to a temporary file under ``.incoming/``; only
 :meth:`IncomingObject.commit` (fsync, atomic rename, directory fsync) makes it
 visible under ``objects/``. Leftovers of a crash are removed by :meth:`DurableStore.recover`.
+
+Between the rename and the index row there is a window a crash can hit: the file
+is complete but no index knows it. ``IncomingObject.commit(index_pending=True)`` leaves
+a marker (``.incoming/<uid>.dcm.….unindexed``) from just before the rename until
+the caller says the object is indexed (:meth:`IncomingObject.settle`), and
+:meth:`DurableStore.unindexed` lists what a crash left in that window, so that
+recovery costs as much as the objects in flight, not a scan of the whole store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -26,10 +34,16 @@ class StorageError(OSError):
     """The object could not be stored (disk full, permissions): answer 0xA700, not Success."""
 
 
+_PARTIAL = ".part"
+_UNINDEXED = ".unindexed"
+
+
 @dataclass(frozen=True)
 class StoredObject:
     path: Path
     size: int
+    replaced: bool = False
+    """An earlier copy of the same SOP instance was there and has been overwritten."""
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -46,9 +60,13 @@ class IncomingObject:
     def __init__(self, store: DurableStore, final: Path, header: bytes) -> None:
         self._store = store
         self._final = final
-        self._temp = store.incoming / f"{final.name}.{os.getpid()}.{id(self):x}.part"
+        stem = f"{final.name}.{os.getpid()}.{id(self):x}"
+        self._temp = store.incoming / (stem + _PARTIAL)
+        self._marker = store.incoming / (stem + _UNINDEXED)
+        self._fd: int | None = None  # set before open: abort() must work if open fails
+        self._stored: StoredObject | None = None
         try:
-            self._fd: int | None = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             self._size = 0
             self.write(header)
         except OSError as exc:
@@ -75,24 +93,60 @@ class IncomingObject:
                 exc.errno, f"cannot write {self._final.name}: {exc.strerror}"
             ) from exc
 
-    def commit(self) -> StoredObject:
-        """Make the object durable and visible; only after this may Success be sent."""
+    def commit(self, *, index_pending: bool = False) -> StoredObject:
+        """Make the object durable and visible; only after this may Success be sent.
+
+        With ``index_pending`` the object counts as not yet indexed until :meth:`settle`
+        (or :meth:`withdraw`): a crash before then leaves a marker for :meth:`DurableStore.unindexed`.
+        """
         assert self._fd is not None, "commit after commit or abort"
+        renamed = replaced = False
         try:
             if self._store.fsync:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
             self._final.parent.mkdir(parents=True, exist_ok=True)
+            replaced = self._final.exists()
+            if index_pending:
+                os.close(os.open(self._marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
             os.replace(self._temp, self._final)
+            renamed = True
             if self._store.fsync:
                 _fsync_directory(self._final.parent)
         except OSError as exc:
-            self.abort()
+            if renamed:  # visible but not known durable: take it back, like a failed index
+                self._stored = StoredObject(self._final, self._size, replaced)
+                self.withdraw()
+            else:
+                self.abort()
             raise StorageError(
                 exc.errno, f"cannot store {self._final.name}: {exc.strerror}"
             ) from exc
-        return StoredObject(self._final, self._size)
+        self._stored = StoredObject(self._final, self._size, replaced)
+        return self._stored
+
+    def settle(self) -> None:
+        """The committed object is indexed: forget the marker that would re-index it."""
+        DurableStore.settle([self._marker])
+
+    def withdraw(self) -> None:
+        """The committed object cannot be indexed: remove it again, so nothing unindexed stays.
+
+        If it overwrote an earlier copy, whose index row names this path, the file stays
+        and so does the marker: the next start re-indexes it (:meth:`DurableStore.unindexed`).
+        """
+        stored = self._stored
+        assert stored is not None, "withdraw before commit"
+        if stored.replaced:
+            return
+        try:
+            stored.path.unlink(missing_ok=True)
+            if self._store.fsync:
+                _fsync_directory(stored.path.parent)
+        except OSError:
+            return  # the marker stays: the next start indexes or forgets what is there
+        DurableStore.settle([self._marker])
 
     def abort(self) -> None:
         """Forget the object: the temporary file goes, nothing becomes visible."""
@@ -100,6 +154,7 @@ class IncomingObject:
             os.close(self._fd)
             self._fd = None
         self._temp.unlink(missing_ok=True)
+        DurableStore.settle([self._marker])
 
 
 class DurableStore:
@@ -149,7 +204,33 @@ class DurableStore:
     def recover(self) -> int:
         """Remove what a crash left half-written; returns how many files went."""
         removed = 0
-        for leftover in self.incoming.glob("*.part"):
+        for leftover in self.incoming.glob("*" + _PARTIAL):
             leftover.unlink(missing_ok=True)
             removed += 1
         return removed
+
+    def unindexed(self) -> dict[Path, list[Path]]:
+        """Objects a crash may have caught between commit and index: file -> its markers.
+
+        Markers whose file is not there (the crash came before the rename) go at once.
+        Call :meth:`settle` with the markers once the file is indexed.
+        """
+        found: dict[Path, list[Path]] = {}
+        for marker in sorted(self.incoming.glob("*" + _UNINDEXED)):
+            uid = marker.name.partition(".dcm.")[0]
+            try:
+                path = self.path_for(uid)
+            except StorageError:
+                path = None
+            if path is None or not path.exists():
+                marker.unlink(missing_ok=True)
+                continue
+            found.setdefault(path, []).append(marker)
+        return found
+
+    @staticmethod
+    def settle(markers: list[Path]) -> None:
+        """Drop markers of indexed objects (a marker left over only costs a re-index)."""
+        for marker in markers:
+            with contextlib.suppress(OSError):
+                marker.unlink(missing_ok=True)
