@@ -411,7 +411,7 @@ class _Dispatcher:
     async def _store(self, message: Message) -> None:
         job = self._jobs.pop(message.context_id, None)
         status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else job.job.commit()
-        if status != Status.SUCCESS:
+        if job is None:  # a store handler logs its own refusals, with the reason
             log.warning("C-STORE from %s: %s", self.association.peer, status_name(status))
         command = message.command
         sop_class = str(command[Tag.AffectedSOPClassUID])
