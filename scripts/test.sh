@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== ruff";  .venv/bin/ruff check src tests
+echo "== ruff";  .venv/bin/ruff check src tests fuzz
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest -q "$@"

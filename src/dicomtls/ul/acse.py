@@ -198,10 +198,14 @@ def answer_request(rq: AssociateRQ, policy: AcceptorPolicy) -> AssociateAC | Ass
         for c, a in zip(rq.presentation_contexts, answers, strict=True)
         if a.result == PresentationResult.ACCEPTANCE
     }
-    roles = tuple(
-        RoleSelection(r.sop_class_uid, r.scu_role, r.scp_role and policy.accept_scp_role)
-        for r in rq.user_information.role_selections
-        if r.sop_class_uid in accepted_classes
+    # One answer per accepted SOP class (PS3.7 D.3.3.4): a request that repeats a role
+    # selection thousands of times would otherwise overflow the AC's 16-bit item length.
+    roles = _unique_roles(
+        tuple(
+            RoleSelection(r.sop_class_uid, r.scu_role, r.scp_role and policy.accept_scp_role)
+            for r in rq.user_information.role_selections
+            if r.sop_class_uid in accepted_classes
+        )
     )
     user = UserInformation(
         max_length=policy.max_pdu_length,

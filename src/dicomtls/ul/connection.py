@@ -136,7 +136,10 @@ class UpperLayer:
         self.should_close = False
         self.our_max_pdu_length = max_pdu_length
         self.peer_max_pdu_length = 0
-        self._reader = PDUReader(max_pdu_length=0)
+        # Our limit applies from the first byte: a P-DATA-TF before the association is
+        # established is refused anyway, but only once whole, so its header must not be
+        # able to make us buffer gigabytes first.
+        self._reader = PDUReader(max_pdu_length=max_pdu_length)
         self._outgoing: list[bytes] = []
         self._events: list[ULEvent] = []
 
@@ -156,6 +159,10 @@ class UpperLayer:
         """Feed received bytes; returns the events they caused."""
         if self.ended:
             return []
+        if self._reader.error is not None:
+            # The stream broke and Evt19 was handled once (A-ABORT sent); a broken stream
+            # has no more PDUs, so later bytes must not answer the same error again.
+            return self._take_events()
         self._reader.feed(data)
         while not self.ended:
             try:
@@ -256,6 +263,7 @@ class UpperLayer:
     def _ae_2(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:
         assert isinstance(pdu, AssociateRQ)
         self.our_max_pdu_length = pdu.user_information.max_length
+        self._reader.max_pdu_length = self.our_max_pdu_length
         self._send(pdu)
 
     def _ae_3(self, pdu: PDU | None, event: Event, error: PDUError | None) -> None:

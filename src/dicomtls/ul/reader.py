@@ -56,6 +56,11 @@ class PDUReader:
         self._error: PDUError | None = None
 
     @property
+    def error(self) -> PDUError | None:
+        """The error that broke the stream, once :meth:`next_pdu` has raised it or will."""
+        return self._error
+
+    @property
     def buffered(self) -> int:
         """Bytes of a PDU not yet complete; non-zero at end of stream means a cut-off PDU."""
         return len(self._head) + (self._filled if self._body is not None else 0)

@@ -1,0 +1,1 @@
+"""Property-based fuzzing of the parsers (hypothesis), sharing its oracles with fuzz/."""
