@@ -52,7 +52,11 @@ def wait_for_line(node: Node, text: str, timeout: float = 20) -> str:
 @pytest.fixture
 def secured(site: Site, tmp_path: Path) -> Iterator[tuple[Node, int]]:
     port, metrics = _free_port(), _free_port()
-    config = _config(site, tmp_path, port, f"""
+    config = _config(
+        site,
+        tmp_path,
+        port,
+        f"""
 audit = ["file:{tmp_path / "audit.log"}"]
 metrics_port = {metrics}
 
@@ -61,7 +65,8 @@ name = "ct-scanner"
 ae_title = "CT1"
 certificate = {{ cn = "ct1.radiology.example" }}
 services = ["echo"]
-""")
+""",
+    )
     node = Node(tmp_path, "--config", str(config), "--host", "127.0.0.1", port=port)
     yield node, metrics
     if node.proc.poll() is None:
@@ -72,10 +77,14 @@ def test_access_rules_audit_and_metrics_from_node_toml(
     secured: tuple[Node, int], site: Site, tmp_path: Path
 ) -> None:
     node, metrics_port = secured
-    assert any(f"metrics on http://127.0.0.1:{metrics_port}/metrics" in line for line in node.output)
+    assert any(
+        f"metrics on http://127.0.0.1:{metrics_port}/metrics" in line for line in node.output
+    )
     ok = run("echo", "127.0.0.1", str(node.port), *_client(site, "ct1", "CT1"), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
-    impostor = run("echo", "127.0.0.1", str(node.port), *_client(site, "intruder", "CT1"), cwd=tmp_path)
+    impostor = run(
+        "echo", "127.0.0.1", str(node.port), *_client(site, "intruder", "CT1"), cwd=tmp_path
+    )
     assert impostor.returncode == 1
     assert "CALLING_AE_NOT_RECOGNIZED" in impostor.stderr and len(impostor.stderr.splitlines()) == 1
     sample = tmp_path / "in" / "x.dcm"
@@ -83,7 +92,14 @@ def test_access_rules_audit_and_metrics_from_node_toml(
     from ..node.test_storage import _make_file
 
     _make_file(sample, pixels=1000)
-    store = run("store", "127.0.0.1", str(node.port), str(sample), *_client(site, "ct1", "CT1"), cwd=tmp_path)
+    store = run(
+        "store",
+        "127.0.0.1",
+        str(node.port),
+        str(sample),
+        *_client(site, "ct1", "CT1"),
+        cwd=tmp_path,
+    )
     assert store.returncode == 1  # the rule grants echo only
 
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
@@ -123,11 +139,17 @@ def _hex(serial: int) -> str:
     return ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
 
 
-def test_sighup_rotates_the_certificate_and_refuses_a_broken_one(site: Site, tmp_path: Path) -> None:
+def test_sighup_rotates_the_certificate_and_refuses_a_broken_one(
+    site: Site, tmp_path: Path
+) -> None:
     port = _free_port()
-    node = Node(tmp_path, "--config", str(_config(site, tmp_path, port)), "--host", "127.0.0.1", port=port)
+    node = Node(
+        tmp_path, "--config", str(_config(site, tmp_path, port)), "--host", "127.0.0.1", port=port
+    )
     try:
-        assert _served_serial(site, node, tmp_path) == _hex(site.identities["pacs"].certificate.serial_number)
+        assert _served_serial(site, node, tmp_path) == _hex(
+            site.identities["pacs"].certificate.serial_number
+        )
         chain, key = site.files("pacs")
         renewed = site.ca.issue("pacs.radiology.example", dns=["localhost"], ips=["127.0.0.1"])
         # Overwritten in place, same size class, key first: SIGHUP is what makes it count.
@@ -167,3 +189,35 @@ def test_configuration_mistakes_are_one_line(
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert not os.path.exists(tmp_path / "store" / "index.sqlite")  # refused before starting
+
+
+def test_max_per_peer_from_the_command_line(site: Site, tmp_path: Path) -> None:
+    """A site behind NAT raises the per-address cap; here it is lowered to 1 and enforced."""
+    import asyncio
+
+    from dicomtls.net.association import AssociationError, associate
+
+    port = _free_port()
+    config = _config(site, tmp_path, port)
+    node = Node(
+        tmp_path, "--config", str(config), "--host", "127.0.0.1", "--max-per-peer", "1", port=port
+    )
+
+    async def two_at_once() -> str:
+        settings = site.settings("ct1")
+        async with await associate(
+            "127.0.0.1", port, settings, calling_ae="CT1", called_ae="PACS"
+        ) as first:
+            assert await first.echo() == 0
+            try:
+                await associate("127.0.0.1", port, settings, calling_ae="CT1", called_ae="PACS")
+            except AssociationError as exc:
+                return str(exc)
+        return "second association accepted"
+
+    try:
+        refused = asyncio.run(two_at_once())
+        assert "TRANSIENT" in refused and "LOCAL_LIMIT_EXCEEDED" in refused
+        assert "1 associations already active from 127.0.0.1" in node.wait_for("rejected")
+    finally:
+        node.stop()

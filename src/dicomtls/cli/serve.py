@@ -147,6 +147,9 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
     default=None,
     help="Concurrent associations [default: 100].",
 )
+@click.option("--max-per-peer", type=click.IntRange(1), default=None,
+              help="Concurrent associations from one IP address (raise it for a gateway or NAT) "
+                   "[default: 20].")  # fmt: skip
 @click.option(
     "--move-destination", multiple=True, help="AE=HOST:PORT where C-MOVE may send (repeatable)."
 )
@@ -173,6 +176,7 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
               help="TOML file with the same keys as the options (e.g. port = 11112).")  # fmt: skip
 @tls_options
 def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_associations: int | None,
+          max_per_peer: int | None,
           move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
           metrics_port: int | None, metrics_host: str | None, handshake_timeout: float | None,
           artim_timeout: float | None, idle_timeout: float | None, config_file: Path | None,
@@ -200,7 +204,10 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
         _destination(d) for d in (*config.get("move_destinations", []), *move_destination)
     )
     handshake_timeout = _timeout(handshake_timeout, config, "handshake_timeout")
-    limits = Limits(max_associations=max_associations or int(config.get("max_associations", 100)))
+    limits = Limits(
+        max_associations=max_associations or int(config.get("max_associations", 100)),
+        max_per_peer=max_per_peer or int(config.get("max_per_peer", 20)),
+    )
     if (artim := _timeout(artim_timeout, config, "artim_timeout")) is not None:
         limits.artim_timeout = artim
     if (idle := _timeout(idle_timeout, config, "idle_timeout")) is not None:
