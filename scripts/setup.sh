@@ -24,3 +24,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# --- sslyze (tests/scan/): an outside TLS scanner, in its own venv -------------------------
+# sslyze pins its own nassl and cryptography, which may not agree with ours (cryptography>=42,
+# pyOpenSSL>=24), so it lives in .venv-sslyze and the test runs it as a program (--json_out).
+SSLYZE_VERSION="6.3.1"
+if ! .venv-sslyze/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('sslyze') != '$SSLYZE_VERSION')" 2>/dev/null; then
+    echo "setup: installing sslyze $SSLYZE_VERSION into .venv-sslyze"
+    [ -x .venv-sslyze/bin/python ] || "$PYTHON" -m venv .venv-sslyze
+    .venv-sslyze/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv-sslyze/bin/python -m pip install -q "sslyze==$SSLYZE_VERSION"
+fi
+# --- end sslyze ------------------------------------------------------------------------------
