@@ -9,7 +9,6 @@ transfer) first and ``maxrss_kib=N`` (their own peak resident set) last.
 from __future__ import annotations
 
 import asyncio
-import resource
 import sys
 from pathlib import Path
 
@@ -54,22 +53,24 @@ async def _send(pki: Path, port: int, path: Path) -> None:
         print(f"status={await assoc.store(path)}", flush=True)
 
 
-def _rss_kib() -> int:
+def _status_kib(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def main() -> None:
-    print(f"baseline_kib={_rss_kib()}", flush=True)
+    print(f"baseline_kib={_status_kib('VmRSS')}", flush=True)
     mode, pki = sys.argv[1], Path(sys.argv[2])
     if mode == "serve":
         asyncio.run(_serve(pki, Path(sys.argv[3])))
     else:
         asyncio.run(_send(pki, int(sys.argv[3]), Path(sys.argv[4])))
-    print(f"maxrss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", flush=True)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across
+    # fork and exec, so a child of a big pytest process would report the parent's peak.
+    print(f"maxrss_kib={_status_kib('VmHWM')}", flush=True)
 
 
 if __name__ == "__main__":
