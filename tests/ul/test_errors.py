@@ -335,3 +335,16 @@ def test_misuse_raises_local_protocol_error(
         pdu.encode()
     assert message in str(info.value)
     assert not isinstance(info.value, RemoteProtocolError)
+
+
+def test_too_many_presentation_contexts_is_one_short_sentence() -> None:
+    """20,000 contexts (what a 1 MB request can carry) are named by their count, not listed."""
+    from dicomtls.ul.errors import PDUError
+    from dicomtls.ul.pdu import _check_unique_ids
+
+    ids = [1 + 2 * (i % 128) for i in range(20_000)]
+    with pytest.raises(PDUError) as caught:
+        _check_unique_ids(ids, "A-ASSOCIATE-RQ", local=False)
+    assert str(caught.value) == (
+        "A-ASSOCIATE-RQ has 20000 presentation contexts; PS3.8 allows at most 128 (odd IDs 1-255)"
+    )

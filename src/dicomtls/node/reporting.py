@@ -70,7 +70,7 @@ def _reject_category(why: str) -> str:
 def _abort_category(end_reason: str) -> str | None:
     if end_reason == "released":
         return None
-    if end_reason.startswith("aborted: no data for"):
+    if "idle timeout" in end_reason:
         return "idle-timeout"
     if end_reason.startswith("aborted: bad DIMSE") or "PDU" in end_reason:
         return "protocol-error"

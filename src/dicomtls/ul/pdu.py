@@ -8,6 +8,7 @@ multi-megabyte image fragment is never copied here.
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,10 +112,17 @@ def _header(pdu_type: int, length: int) -> bytes:
 
 
 def _check_unique_ids(ids: list[int], where: str, local: bool) -> None:
-    if len(set(ids)) != len(ids):
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if len(set(ids)) == len(ids):
+        return
+    if len(ids) > 128:  # IDs are odd numbers 1..255: more contexts than that must repeat
+        message = (
+            f"{where} has {len(ids)} presentation contexts; PS3.8 allows at most 128 "
+            "(odd IDs 1-255)"
+        )
+    else:
+        duplicates = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
         message = f"{where} repeats presentation context ID(s) {duplicates}"
-        raise LocalProtocolError(message) if local else PDUError(message)
+    raise LocalProtocolError(message) if local else PDUError(message)
 
 
 def _encode_associate(
