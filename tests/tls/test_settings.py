@@ -183,3 +183,17 @@ def test_numbers_are_checked(matrix_pki: MatrixPKI) -> None:
         TLSSettings(ca_files=matrix_pki.ca_file, verify_depth=-1)
     with pytest.raises(SettingsError, match="handshake_timeout"):
         TLSSettings(ca_files=matrix_pki.ca_file, handshake_timeout=0)
+
+
+def test_tls13_only_cipher_override_builds_and_negotiates(matrix_pki: MatrixPKI) -> None:
+    """Only TLS 1.3 suites: OpenSSL rejects an empty TLS 1.2 list, and must not crash us."""
+    from .loopback import handshake
+
+    only13 = {"ciphers": ["TLS_AES_256_GCM_SHA384"]}
+    server = matrix_pki.settings("server", VerifyFlags.PEER, **only13)
+    client = matrix_pki.settings("client", VerifyFlags.PEER, **only13)
+    outcome = handshake(server, client)
+    assert outcome.ok, (outcome.server_error, outcome.client_error)
+    assert outcome.client_session is not None
+    assert outcome.client_session.protocol == "TLSv1.3"
+    assert outcome.client_session.cipher_iana == "TLS_AES_256_GCM_SHA384"

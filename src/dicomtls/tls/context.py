@@ -72,7 +72,9 @@ def _configure_protocol(ctx: SSL.Context, settings: TLSSettings) -> None:
         # An empty TLS<=1.2 list is fine when only TLS 1.3 suites were asked for.
         if not tls13 or not tls12.startswith("@"):
             raise SettingsError(f"OpenSSL accepts none of the cipher suites {tls12!r}") from None
-        ctx.set_cipher_list(b"@SECLEVEL=" + str(profile.openssl_security_level).encode())
+        # OpenSSL wants a non-empty TLS 1.2 list; none of it is ever used once the minimum
+        # is TLS 1.3, but the list also carries the security level that checks key sizes.
+        ctx.set_cipher_list(b"DEFAULT:@SECLEVEL=" + str(profile.openssl_security_level).encode())
         ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
     try:
         ctx.set_tls13_ciphersuites(tls13.encode("ascii"))
