@@ -24,11 +24,12 @@ __all__ = [
     "MessageAssembler",
     "MessageError",
     "pdata_pdus",
+    "read_size",
 ]
 
 _PDU_HEADER = struct.Struct(">BBI")
 _PDV_HEADER = struct.Struct(">IBB")
-#: The most data we put in one PDV when the peer sets no maximum (max PDU length 0).
+#: The most data we put in one PDV: when the peer sets no maximum (0), or a larger one.
 UNLIMITED_PDV_DATA = 4 << 20
 
 
@@ -38,12 +39,23 @@ class MessageError(ValueError):
 
 def _max_data(max_pdu_length: int) -> int:
     """Data bytes per PDV: the maximum length bounds the PDU's variable field (PS3.8 D.1),
-    which holds the 4-byte item length, context ID, control header, then the data."""
+    which holds the 4-byte item length, context ID, control header, then the data.
+
+    A peer's maximum is a ceiling, not a wish: above 4 MiB we still send 4 MiB PDVs, so a
+    peer advertising 1 GB cannot make us hold a gigabyte.
+    """
     if max_pdu_length == 0:
         return UNLIMITED_PDV_DATA
     if max_pdu_length <= 6:
         raise ValueError(f"maximum PDU length {max_pdu_length} leaves no room for data")
-    return max_pdu_length - 6
+    return min(max_pdu_length - 6, UNLIMITED_PDV_DATA)
+
+
+def read_size(max_pdu_length: int, target: int = 1 << 20) -> int:
+    """File reads that hold whole PDVs: about ``target`` bytes, a multiple of the PDV size,
+    so every PDV of a file is a view of one read block and none is copied."""
+    limit = _max_data(max_pdu_length)
+    return limit * max(1, target // limit)
 
 
 def _pdu(context_id: int, control: int, data: memoryview) -> tuple[bytes, memoryview]:
@@ -73,7 +85,7 @@ def _fragments(
                 continue
             if held is not None:
                 yield _pdu(context_id, control, held)
-            held, carry = memoryview(bytes(carry)), bytearray()
+            held, carry = memoryview(carry), bytearray()  # the view keeps it; no copy
         while len(view) >= limit:
             if held is not None:
                 yield _pdu(context_id, control, held)
@@ -82,7 +94,7 @@ def _fragments(
     if carry:
         if held is not None:
             yield _pdu(context_id, control, held)
-        held = memoryview(bytes(carry))
+        held = memoryview(carry)
     yield _pdu(context_id, control | MCH_LAST, held if held is not None else memoryview(b""))
 
 

@@ -25,7 +25,13 @@ from pydicom.dataset import Dataset
 from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, encode_command
 from dicomtls.dimse.messages import c_echo_rq, c_store_rq
 from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
-from dicomtls.dimse.pdv import CommandReceived, MessageAssembler, MessageError, pdata_pdus
+from dicomtls.dimse.pdv import (
+    CommandReceived,
+    MessageAssembler,
+    MessageError,
+    pdata_pdus,
+    read_size,
+)
 from dicomtls.net import qr_scu
 from dicomtls.net.link import SecureLink, connect
 from dicomtls.tls.errors import TLSError
@@ -230,6 +236,14 @@ class Association:
         return self._channel.link.peer
 
     @property
+    def peer_max_pdu_length(self) -> int:
+        """The largest PDU the peer takes (0: no limit), as it said in negotiation."""
+        return self._channel.ul.peer_max_pdu_length
+
+    def _read_size(self) -> int:
+        return read_size(self.peer_max_pdu_length)
+
+    @property
     def last_message_id(self) -> int:
         """The ID of the request sent last: what C-CANCEL names."""
         return self._message_id
@@ -388,7 +402,7 @@ class Association:
             )
         message_id = self.next_message_id()
         command = c_store_rq(message_id, header.sop_class_uid, header.sop_instance_uid)
-        await self.send_message(context.id, command, iter_blocks(header))
+        await self.send_message(context.id, command, iter_blocks(header, self._read_size()))
         response = await self.response(CommandField.C_STORE_RSP, message_id)
         return int(response.command[Tag.Status])  # type: ignore[arg-type]
 

@@ -34,7 +34,7 @@ from dicomtls.dimse.messages import (
     c_store_rsp,
 )
 from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
-from dicomtls.dimse.pdv import CommandReceived
+from dicomtls.dimse.pdv import CommandReceived, read_size
 from dicomtls.dimse.sop_classes import (
     STORAGE_SOP_CLASSES,
     UNCOMPRESSED,
@@ -577,7 +577,8 @@ class _Dispatcher:
             return False
         sub_id = self.association.next_message_id()
         command = c_store_rq(sub_id, header.sop_class_uid, header.sop_instance_uid)
-        await self.association.send_message(context.id, command, iter_blocks(header))
+        blocks = iter_blocks(header, read_size(self.association.peer_max_pdu_length))
+        await self.association.send_message(context.id, command, blocks)
         response = await self.association.response(CommandField.C_STORE_RSP, sub_id)
         return response.command.get(Tag.Status) == Status.SUCCESS
 

@@ -152,7 +152,7 @@ class TLSEngine:
                 chunks.append(self._conn.bio_read(_READ_CHUNK))
             except SSL.WantReadError:
                 break
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- handshake ------------------------------------------------------------------------
 
