@@ -1,0 +1,651 @@
+"""Side-by-side DICOM-over-TLS benchmark: ours vs DCMTK vs pynetdicom vs raw ceilings (issue 8).
+
+    bash bench/run.sh [--quick] [--reps N] [--large-count N --large-mb S] ...
+
+One run, the same generated Part 10 CT objects for every leg, loopback only. Every peer is a
+separate process. Each leg: start the SCP (readiness = its port accepts, bounded), run the SCU,
+stop the SCP, then verify what the SCP wrote (object count, every object's size, and the
+SHA-256 of every object's pixel data against the source), then delete it. Results go to
+bench/results/ (results.json, results.md, results.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PY = sys.executable
+DICOMTLS = str(Path(PY).with_name("dicomtls"))
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MB = 1_000_000  # MB/s means 10^6 bytes per second throughout
+
+TLS13_CIPHER = "TLS_AES_256_GCM_SHA384"
+TLS12_EC = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+TLS12_RSA = "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+DCMTK_PDU = "131072"  # the largest DCMTK 3.6.7 accepts (-pdu 4096..131072)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+def _write_object(path: Path, size: int, seed: int) -> dict:
+    """A valid Part 10 CT object whose pixel data (``size`` bytes, distinct per object) is
+    streamed to disk in 1 MiB blocks, never held in memory. Returns its manifest entry."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rows = 256
+    while size // rows > 65535:
+        rows *= 2
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
+    ds.PatientName, ds.PatientID = "Bench^Object", f"BENCH{seed}"
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = rows, size // rows, 8, 1
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(path, enforce_file_format=True)
+    base = bytearray(bytes(range(256)) * 4096)  # 1 MiB
+    digest = hashlib.sha256()
+    with path.open("ab") as handle:
+        handle.write(struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, size))
+        left, block_no = size, 0
+        while left:
+            struct.pack_into("<QQ", base, 0, seed, block_no)  # every block of every object differs
+            chunk = memoryview(base)[: min(left, len(base))]
+            handle.write(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+            block_no += 1
+    return {"file": path.name, "bytes": path.stat().st_size, "pixel_bytes": size,
+            "pixel_sha256": digest.hexdigest()}
+
+
+@dataclass
+class DataSet:
+    name: str
+    directory: Path
+    objects: list[dict]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(o["bytes"] for o in self.objects)
+
+    @property
+    def count(self) -> int:
+        return len(self.objects)
+
+
+def make_dataset(work: Path, name: str, count: int, size: int) -> DataSet:
+    directory = work / "data" / f"{name}-{count}x{size}"
+    manifest = directory / "manifest.json"
+    if manifest.exists():
+        objects = json.loads(manifest.read_text())
+        if len(objects) == count:
+            return DataSet(name, directory, objects)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    log(f"generating {count} x {size / MB:.3f} MB objects in {directory}")
+    objects = [_write_object(directory / f"obj{i:05d}.dcm", size, i) for i in range(count)]
+    manifest.write_text(json.dumps(objects))
+    return DataSet(name, directory, objects)
+
+
+def verify(root: Path, ds: DataSet) -> None:
+    """Every object arrived: right count, each file at least its source's size, and the
+    multiset of pixel-data SHA-256 (the last pixel_bytes of each file) equals the source's."""
+    skip = ("index.sqlite", ".partial", ".tmp")
+    files = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(skip)
+             and "index.sqlite" not in p.name and "pki" not in p.parts]
+    if len(files) != ds.count:
+        raise RuntimeError(f"verify {root}: {len(files)} files, expected {ds.count}")
+    size = ds.objects[0]["pixel_bytes"]
+    want = sorted(o["pixel_sha256"] for o in ds.objects)
+    got = []
+    for path in files:
+        n = path.stat().st_size
+        if n < size:
+            raise RuntimeError(f"verify {path}: {n} bytes < pixel data {size}")
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            handle.seek(n - size)
+            while chunk := handle.read(4 << 20):
+                digest.update(chunk)
+        got.append(digest.hexdigest())
+    if sorted(got) != want:
+        raise RuntimeError(f"verify {root}: pixel data differs from what was sent")
+
+
+def src_fingerprint() -> str:
+    """SHA-256 (12 hex) of every file under src/: other people edit src/ while this runs, and
+    each peer process imports whatever is there when it starts."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "src").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_state() -> str:
+    def git(*a: str) -> str:
+        done = subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO)
+        return done.stdout.strip()
+    dirty = git("status", "--porcelain", "--", "src")
+    return f"{git('rev-parse', '--short', 'HEAD')}{' + uncommitted src changes' if dirty else ''}"
+
+
+# ----------------------------------------------------------------------------- PKI
+def make_pki(work: Path) -> dict[str, Path]:
+    from dicomtls.pki import CertificateAuthority
+    from dicomtls.pki.authority import KeySpec
+
+    out = {}
+    for kind, spec in (("ec", KeySpec.ec()), ("rsa", KeySpec.rsa(2048))):
+        d = work / f"pki-{kind}"
+        out[kind] = d
+        if (d / "client.key").exists():
+            continue
+        root = CertificateAuthority.create(f"Bench {kind.upper()} Root", key=spec)
+        root.write_cert(d / "ca.pem")
+        for name in ("server", "client"):
+            root.issue(name, ips=["127.0.0.1"], key=spec).write(d, name)
+    return out
+
+
+def openssl_conf(work: Path, tls: str) -> Path:
+    """An OPENSSL_CONF for the DCMTK processes: DCMTK 3.6.7 has no TLS-version option, so
+    TLS 1.2 is forced with MaxProtocol and TLS 1.3 pinned to AES-256-GCM with Ciphersuites."""
+    path = work / f"openssl-{tls}.cnf"
+    line = "MaxProtocol = TLSv1.2" if tls == "tls12" else "Ciphersuites = TLS_AES_256_GCM_SHA384"
+    path.write_text("openssl_conf = init\n[init]\nssl_conf = ssl_sect\n[ssl_sect]\n"
+                    f"system_default = sys_sect\n[sys_sect]\n{line}\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Bounded retry until the port accepts a TCP connection (or the process died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"SCP exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.02)  # retry interval of the bounded readiness poll
+    raise RuntimeError(f"port {port} not accepting after {timeout}s")
+
+
+def wait_line(proc: subprocess.Popen, expect: str, timeout: float = 60.0) -> None:
+    assert proc.stdout is not None
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    if not sel.select(timeout):
+        raise RuntimeError(f"no {expect!r} from {proc.args[:3]} after {timeout}s")
+    line = proc.stdout.readline()
+    if expect not in line:
+        raise RuntimeError(f"expected {expect!r}, got {line!r} (exit {proc.poll()})")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        proc.send_signal(signal.SIGINT if proc.stdin is not None else signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_json(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{cmd[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+# ----------------------------------------------------------------------------- legs
+@dataclass
+class Leg:
+    key: str
+    label: str
+    scp: str      # ours-durable | ours-relaxed | dcmtk | pynetdicom | raw-tls | raw-tcp | disk-fsync | disk-cache
+    scu: str      # ours | dcmtk | pynetdicom | raw | disk
+    pki: str      # ec | rsa
+
+
+LEGS = [
+    Leg("ours_durable", "ours -> ours (durable, fsync)", "ours-durable", "ours", "ec"),
+    Leg("ours_relaxed", "ours -> ours (--fsync never)", "ours-relaxed", "ours", "ec"),
+    Leg("dcmtk", "DCMTK storescu -> storescp", "dcmtk", "dcmtk", "rsa"),
+    Leg("dcmtk_nodelay", "DCMTK -> DCMTK, env TCP_NODELAY=1", "dcmtk", "dcmtk", "rsa"),
+    Leg("pynetdicom", "pynetdicom -> pynetdicom", "pynetdicom", "pynetdicom", "ec"),
+    Leg("ours_to_dcmtk", "ours -> DCMTK storescp", "dcmtk", "ours", "rsa"),
+    Leg("dcmtk_to_ours", "DCMTK storescu -> ours (durable)", "ours-durable", "dcmtk", "rsa"),
+    Leg("raw_tls", "raw Python ssl socket pair", "raw-tls", "raw", "ec"),
+    Leg("raw_tcp", "raw plain TCP", "raw-tcp", "raw", "ec"),
+    Leg("disk_fsync", "disk: write + fsync per object", "disk-fsync", "disk", "ec"),
+    Leg("disk_cache", "disk: write, no fsync (page cache)", "disk-cache", "disk", "ec"),
+]
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(args.workdir)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.pki = make_pki(self.work)
+        self.recv_root = self.work / "recv"  # where every SCP writes, and the disk test too
+        self.logs = self.work / "logs"
+        self.logs.mkdir(exist_ok=True)
+
+    def _timeout(self, ds: DataSet) -> float:
+        return 120 + ds.total_bytes / (2 * MB) + ds.count * 0.2
+
+    def env(self, leg: Leg, tls: str) -> dict:
+        """The environment of the DCMTK processes: OPENSSL_CONF pins the TLS version/suite.
+        DCMTK (dcmnet) leaves Nagle's algorithm on unless the environment variable
+        TCP_NODELAY is set to 1; the `dcmtk` leg runs DCMTK as installed (variable unset),
+        `dcmtk_nodelay` with TCP_NODELAY=1 (tuned DCMTK)."""
+        env = dict(os.environ, OPENSSL_CONF=str(openssl_conf(self.work, tls)))
+        env.pop("TCP_NODELAY", None)
+        if leg.key.endswith("_nodelay"):
+            env["TCP_NODELAY"] = "1"
+        return env
+
+    def cipher(self, leg: Leg, tls: str) -> str:
+        tls12 = TLS12_RSA if leg.pki == "rsa" else TLS12_EC
+        # TLS 1.3 only offers AES-256-GCM; the TLS 1.2 suite is listed too because a
+        # TLS-1.3-only cipher override raises in src/dicomtls/tls/context.py (see README).
+        return f"{TLS13_CIPHER},{tls12}" if tls == "tls13" else tls12
+
+    def run(self, leg: Leg, ds: DataSet, tls: str) -> dict:
+        recv = self.recv_root / leg.key
+        shutil.rmtree(recv, ignore_errors=True)
+        recv.mkdir(parents=True)
+        os.sync()  # untimed: no leg pays for the write-back of an earlier leg's dirty pages
+        if leg.scu == "disk":
+            result = self._disk(ds, recv, fsync=leg.scp == "disk-fsync")
+            shutil.rmtree(recv, ignore_errors=True)
+            return result
+        pki = self.pki[leg.pki]
+        port = free_port()
+        env = self.env(leg, tls)
+        logf = (self.logs / f"{leg.key}-{ds.name}-{tls}.log").open("w")
+        scp = self._start_scp(leg, tls, pki, port, recv, ds, env, logf)
+        check_root = recv / "objects" if leg.scp.startswith("ours") else recv
+        try:
+            result = self._run_scu(leg, tls, pki, port, ds, env)
+        finally:
+            stop(scp)
+            logf.close()
+        if leg.scu != "raw":
+            if result.get("failed"):
+                raise RuntimeError(f"{leg.key}: {result['failed']} stores failed")
+            verify(check_root, ds)
+        shutil.rmtree(recv, ignore_errors=True)
+        return result
+
+    def probe_dcmtk_cipher(self, leg: Leg, ds: DataSet, tls: str) -> str | None:
+        """What a DCMTK storescu negotiates with this leg's SCP: one untimed object with
+        ``storescu -d`` (its TLS details) into a scratch directory, before the timed reps."""
+        pki = self.pki[leg.pki]
+        port = free_port()
+        env = self.env(leg, tls)
+        scratch = self.recv_root / f"probe-{leg.key}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        with (self.logs / f"probe-{leg.key}-{tls}.log").open("w") as logf:
+            scp = self._start_scp(leg, tls, pki, port, scratch, ds, env, logf)
+            try:
+                called = "STORESCP" if leg.scp == "dcmtk" else "DICOMTLS"
+                done = subprocess.run(
+                    ["storescu", "-d", "+tls", str(pki / "client.key"),
+                     str(pki / "client-chain.pem"), "+cf", str(pki / "ca.pem"), "-aec", called,
+                     "127.0.0.1", str(port), str(ds.directory / ds.objects[0]["file"])],
+                    capture_output=True, text=True, timeout=120, env=env)
+            finally:
+                stop(scp)
+        shutil.rmtree(scratch, ignore_errors=True)
+        proto = suite = None
+        for line in (done.stdout + done.stderr).splitlines():
+            if "Protocol    :" in line:
+                proto = line.split("Protocol    :", 1)[1].strip()
+            if "Ciphersuite :" in line:
+                suite = line.split("Ciphersuite :", 1)[1].split(",")[0].strip()
+        return f"{proto} {suite}" if proto and suite else None
+
+    def _start_scp(self, leg: Leg, tls: str, pki: Path, port: int, recv: Path, ds: DataSet,
+                   env: dict, logf) -> subprocess.Popen:
+        if leg.scp.startswith("ours"):
+            fsync = "always" if leg.scp == "ours-durable" else "never"
+            cmd = [DICOMTLS, "serve", "--store", str(recv), "--host", "127.0.0.1",
+                   "--port", str(port), "--fsync", fsync, "--tls-cert",
+                   str(pki / "server-chain.pem"), "--tls-key", str(pki / "server.key"),
+                   "--ca", str(pki / "ca.pem")]
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+            wait_port(port, proc)
+            return proc
+        if leg.scp == "dcmtk":
+            cmd = ["storescp", "+tls", str(pki / "server.key"), str(pki / "server-chain.pem"),
+                   "+cf", str(pki / "ca.pem"), "--require-peer-cert", "+B", "-od", str(recv),
+                   "-pdu", DCMTK_PDU, "--aetitle", "STORESCP", str(port)]
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+            wait_port(port, proc)
+            return proc
+        if leg.scp == "pynetdicom":
+            cmd = [PY, str(HERE / "peer_pynetdicom.py"), "scp", "--port", str(port), "--out",
+                   str(recv), "--pki", str(pki)] + (["--tls12"] if tls == "tls12" else [])
+        else:  # raw-tls / raw-tcp
+            cmd = [PY, str(HERE / "peer_raw.py"), "recv", "--port", str(port), "--total",
+                   str(ds.total_bytes)]
+            if leg.scp == "raw-tls":
+                cmd += ["--pki", str(pki)] + (["--tls12"] if tls == "tls12" else [])
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=logf, text=True, cwd=REPO)
+        wait_line(proc, "ready")
+        return proc
+
+    def _run_scu(self, leg: Leg, tls: str, pki: Path, port: int, ds: DataSet, env: dict) -> dict:
+        timeout = self._timeout(ds)
+        if leg.scu == "ours":
+            called = "STORESCP" if leg.scp == "dcmtk" else "DICOMTLS"
+            return run_json([PY, str(HERE / "peer_ours_scu.py"), "--port", str(port), "--dir",
+                             str(ds.directory), "--pki", str(pki), "--cipher",
+                             self.cipher(leg, tls), "--called-ae", called], timeout)
+        if leg.scu == "pynetdicom":
+            return run_json([PY, str(HERE / "peer_pynetdicom.py"), "scu", "--port", str(port),
+                             "--dir", str(ds.directory), "--pki", str(pki)]
+                            + (["--tls12"] if tls == "tls12" else []), timeout)
+        if leg.scu == "raw":
+            cmd = [PY, str(HERE / "peer_raw.py"), "send", "--port", str(port), "--dir",
+                   str(ds.directory)]
+            if leg.scp == "raw-tls":
+                cmd += ["--pki", str(pki)] + (["--tls12"] if tls == "tls12" else [])
+            return run_json(cmd, timeout)
+        # DCMTK storescu: wall clock of the process (includes its start, ~tens of ms)
+        called = "STORESCP" if leg.scp == "dcmtk" else "DICOMTLS"
+        files = sorted(str(p) for p in ds.directory.glob("*.dcm"))
+        cmd = ["storescu", "+tls", str(pki / "client.key"), str(pki / "client-chain.pem"),
+               "+cf", str(pki / "ca.pem"), "-pdu", DCMTK_PDU, "-aec", called, "127.0.0.1",
+               str(port), *files]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        elapsed = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr[-2000:]}")
+        return {"elapsed": elapsed, "n": len(files), "failed": 0, "cipher": None}
+
+    def _disk(self, ds: DataSet, recv: Path, *, fsync: bool) -> dict:
+        """The same objects written like our durable store does: stream to a temporary file,
+        fsync, rename, fsync the directory (fsync=False: the same without any fsync)."""
+        buf = bytearray(4 << 20)
+        view = memoryview(buf)
+        dir_fd = os.open(recv, os.O_RDONLY)
+        t0 = time.perf_counter()
+        try:
+            for obj in ds.objects:
+                tmp, final = recv / f"{obj['file']}.tmp", recv / obj["file"]
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                with (ds.directory / obj["file"]).open("rb", buffering=0) as src:
+                    while n := src.readinto(buf):
+                        os.write(fd, view[:n])
+                if fsync:
+                    os.fsync(fd)
+                os.close(fd)
+                os.rename(tmp, final)
+                if fsync:
+                    os.fsync(dir_fd)
+            elapsed = time.perf_counter() - t0
+        finally:
+            os.close(dir_fd)
+        return {"elapsed": elapsed, "n": ds.count, "failed": 0, "cipher": None}
+
+
+# ----------------------------------------------------------------------------- report
+def summarise(samples: list[dict], ds: DataSet) -> dict:
+    mbps = [ds.total_bytes / MB / s["elapsed"] for s in samples]
+    objs = [ds.count / s["elapsed"] for s in samples]
+    return {
+        "mbps": {"median": statistics.median(mbps), "min": min(mbps), "max": max(mbps)},
+        "objps": {"median": statistics.median(objs), "min": min(objs), "max": max(objs)},
+        "seconds": [s["elapsed"] for s in samples],
+        "cipher": next((s["cipher"] for s in samples if s.get("cipher")), None),
+        "src": sorted({s.get("src", "?") for s in samples}),
+    }
+
+
+def ratios(rows: dict[str, dict]) -> dict[str, float | None]:
+    def m(key: str) -> float | None:
+        return rows[key]["mbps"]["median"] if key in rows else None
+
+    def r(a: str, b: str) -> float | None:
+        x, y = m(a), m(b)
+        return None if x is None or y is None or y == 0 else x / y
+
+    return {
+        "ours durable / DCMTK": r("ours_durable", "dcmtk"),
+        "ours relaxed / DCMTK": r("ours_relaxed", "dcmtk"),
+        "ours durable / DCMTK with TCP_NODELAY=1": r("ours_durable", "dcmtk_nodelay"),
+        "ours relaxed / DCMTK with TCP_NODELAY=1": r("ours_relaxed", "dcmtk_nodelay"),
+        "ours relaxed / pynetdicom": r("ours_relaxed", "pynetdicom"),
+        "ours durable / pynetdicom": r("ours_durable", "pynetdicom"),
+        "ours relaxed / raw TLS": r("ours_relaxed", "raw_tls"),
+        "ours durable / disk fsync": r("ours_durable", "disk_fsync"),
+    }
+
+
+TARGETS = {  # issue 8 targets, per scenario kind: (ratio name, minimum)
+    "large": [("ours durable / disk fsync", 0.85), ("ours durable / DCMTK", 1.0),
+              ("ours relaxed / DCMTK", 2.0), ("ours relaxed / pynetdicom", 5.0),
+              ("ours relaxed / raw TLS", 0.35)],
+    "small": [("ours durable / DCMTK", 5.0), ("ours durable / pynetdicom", 3.0)],
+}
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    meta = results["meta"]
+    lines = [f"# Benchmark results ({meta['date']})", "",
+             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
+             f"Repetitions: {meta['reps']} (median, with min-max). MB = 10^6 bytes; bytes are "
+             "whole Part 10 files. Elapsed for our and pynetdicom SCUs: connect+TLS+associate "
+             "to last C-STORE response, measured inside the SCU process; DCMTK storescu: "
+             "process wall clock (includes its start-up). Raw and disk legs: same bytes.", ""]
+    prints = sorted({f for sc in results["scenarios"].values() for row in sc["rows"].values()
+                     for f in row.get("src", [])})
+    lines += [f"Source: git {meta.get('git', '?')}; src/ fingerprint(s) seen by the peers: "
+              f"{', '.join(prints) or 'not recorded'}"
+              + (" -- **src/ changed during the run: rows mix code versions**"
+                 if len(prints) > 1 else ""), ""]
+    for name, sc in results["scenarios"].items():
+        lines += [f"## {name}: {sc['description']}", "",
+                  "| leg | MB/s median (min-max) | objects/s median | negotiated |",
+                  "|---|---|---|---|"]
+        for row in sc["rows"].values():
+            mb, ob = row["mbps"], row["objps"]
+            lines.append(f"| {row['label']} | **{mb['median']:.1f}** ({mb['min']:.1f}-"
+                         f"{mb['max']:.1f}) | {ob['median']:.1f} | {row['cipher'] or ''} |")
+        for key, err in sc.get("errors", {}).items():
+            lines.append(f"| {key} | FAILED: {err[:120]} | | |")
+        lines += ["", "| ratio (medians) | value | target | met |", "|---|---|---|---|"]
+        kind = "large" if name.startswith("large") else "small"
+        targets = dict(TARGETS[kind])
+        for rname, value in sc["ratios"].items():
+            tgt = targets.get(rname)
+            met = "" if tgt is None or value is None else ("yes" if value >= tgt else "**no**")
+            lines.append(f"| {rname} | {fmt(value)} | {'' if tgt is None else f'≥ {tgt}'} "
+                         f"| {met} |")
+        lines.append("")
+    lines += ["![chart](results.png)", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    try:
+        chart(results, out / "results.png")
+    except Exception as exc:  # the table is the result; the chart is a view of it
+        log(f"chart failed: {exc}")
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = results["scenarios"]
+    fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 3.2 * len(scenarios)))
+    axes = [axes] if len(scenarios) == 1 else axes
+    for ax, (name, sc) in zip(axes, scenarios.items(), strict=True):
+        rows = list(sc["rows"].values())
+        labels = [r["label"] for r in rows]
+        med = [r["mbps"]["median"] for r in rows]
+        err = [[m - r["mbps"]["min"] for m, r in zip(med, rows, strict=True)],
+               [r["mbps"]["max"] - m for m, r in zip(med, rows, strict=True)]]
+        colors = ["tab:gray" if r["label"].startswith(("raw", "disk")) else
+                  "tab:blue" if r["label"].startswith("ours ->") and "DCMTK" not in r["label"]
+                  else "tab:purple" if "ours" in r["label"] else "tab:orange" for r in rows]
+        ax.barh(labels, med, xerr=err, color=colors)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_title(f"{name}: {sc['description']}", fontsize=9)
+        ax.set_xlabel("MB/s (log scale; median, bars min-max). blue: ours<->ours, "
+                      "purple: ours<->DCMTK, orange: DCMTK / pynetdicom, gray: ceilings",
+                      fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        for y, m in enumerate(med):
+            ax.text(m, y, f" {m:.0f}", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="2 x 64 MB, 200 x 64 KB, 50 x 512 KB (unless given explicitly)")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--large-count", type=int)
+    p.add_argument("--large-mb", type=int)
+    p.add_argument("--small64-count", type=int)
+    p.add_argument("--small512-count", type=int)
+    p.add_argument("--only", default="", help="comma list of leg keys to run (default: all)")
+    p.add_argument("--scenarios", default="large-tls13,large-tls12,small-64k,small-512k")
+    p.add_argument("--workdir", default="/tmp/dicomtls-bench")
+    p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--replot", action="store_true",
+                   help="only rewrite results.md and results.png from --out/results.json")
+    args = p.parse_args()
+    if args.replot:
+        write_report(json.loads((Path(args.out) / "results.json").read_text()), Path(args.out))
+        return
+    quick = (2, 64, 200, 50)
+    full = (4, 256, 2000, 500)
+    defaults = quick if args.quick else full
+    for attr, d in zip(("large_count", "large_mb", "small64_count", "small512_count"), defaults,
+                       strict=True):
+        if getattr(args, attr) is None:
+            setattr(args, attr, d)
+
+    bench = Bench(args)
+    work = bench.work
+    large = make_dataset(work, "large", args.large_count, args.large_mb << 20)
+    s64 = make_dataset(work, "small64k", args.small64_count, 64 << 10)
+    s512 = make_dataset(work, "small512k", args.small512_count, 512 << 10)
+    all_scenarios = {
+        "large-tls13": (large, "tls13", f"{large.count} x {args.large_mb} MiB, mutual TLS 1.3"),
+        "large-tls12": (large, "tls12", f"{large.count} x {args.large_mb} MiB, mutual TLS 1.2"),
+        "small-64k": (s64, "tls13", f"{s64.count} x 64 KiB on one association, TLS 1.3"),
+        "small-512k": (s512, "tls13", f"{s512.count} x 512 KiB on one association, TLS 1.3"),
+    }
+    chosen = [s for s in args.scenarios.split(",") if s]
+    only = {k for k in args.only.split(",") if k}
+    legs = [leg for leg in LEGS if not only or leg.key in only]
+    samples: dict[str, dict[str, list[dict]]] = {s: {leg.key: [] for leg in legs} for s in chosen}
+    errors: dict[str, dict[str, str]] = {s: {} for s in chosen}
+    started = time.time()
+    for rep in range(args.reps):
+        for sname in chosen:
+            ds, tls, _ = all_scenarios[sname]
+            for leg in legs:
+                if leg.key in errors[sname]:
+                    continue
+                fingerprint = src_fingerprint()
+                try:
+                    res = bench.run(leg, ds, tls)
+                except Exception as exc:  # record, keep the other legs going
+                    errors[sname][leg.key] = str(exc)
+                    log(f"rep {rep + 1} {sname} {leg.key}: FAILED {exc}")
+                    continue
+                if leg.scu == "dcmtk" and rep == 0:
+                    try:
+                        res["cipher"] = bench.probe_dcmtk_cipher(leg, ds, tls)
+                    except Exception as exc:
+                        log(f"cipher probe {leg.key}: {exc}")
+                res["src"] = fingerprint if fingerprint == src_fingerprint() else "changed-during-leg"
+                samples[sname][leg.key].append(res)
+                log(f"rep {rep + 1}/{args.reps} {sname:11s} {leg.key:14s} "
+                    f"{ds.total_bytes / MB / res['elapsed']:8.1f} MB/s "
+                    f"{ds.count / res['elapsed']:8.1f} obj/s  {res.get('cipher') or ''}")
+
+    results = {"meta": {
+        "git": git_state(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "bash bench/run.sh " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
+                   f"Python {platform.python_version()}, {platform.platform()}",
+        "reps": args.reps, "wall_seconds": round(time.time() - started, 1),
+        "dcmtk": "storescu/storescp 3.6.7, +tls, default profile +py (BCP 195 non-downgrading)"
+                 f", -pdu {DCMTK_PDU}, storescp +B, RSA-2048 PKI; TLS version pinned via "
+                 "OPENSSL_CONF (MaxProtocol / Ciphersuites)",
+    }, "scenarios": {}}
+    for sname in chosen:
+        ds, tls, desc = all_scenarios[sname]
+        rows = {}
+        for leg in legs:
+            if samples[sname][leg.key]:
+                rows[leg.key] = {"label": leg.label, **summarise(samples[sname][leg.key], ds)}
+        results["scenarios"][sname] = {"description": desc, "objects": ds.count,
+                                       "bytes": ds.total_bytes, "rows": rows,
+                                       "ratios": ratios(rows), "errors": errors[sname]}
+    write_report(results, Path(args.out))
+    log(f"done in {time.time() - started:.0f}s; wrote {args.out}/results.md")
+    print((Path(args.out) / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
