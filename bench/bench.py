@@ -433,6 +433,390 @@ class Bench:
         return {"elapsed": elapsed, "n": ds.count, "failed": 0, "cipher": None}
 
 
+
+# ----------------------------------------------------------------------------- load / memory
+# Issue 8 items 3 (assoc-rate), 4 (concurrency) and 6 (memory-1g). Peak memory is VmHWM from
+# /proc/<pid>/status of the process itself (not getrusage ru_maxrss: Linux carries the parent's
+# high-water mark across fork/exec into the child's maxrss).
+LOAD_SCENARIOS = ("assoc-rate", "concurrency", "memory-1g")
+
+
+def vmhwm(pid: int) -> int | None:
+    """Peak resident set of a live process, bytes (VmHWM), or None if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class HWMPoller:
+    """Polls a process's VmHWM every 20 ms until it exits; keeps the last value read (VmHWM
+    only grows, so this misses at most the last 20 ms of growth)."""
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.peak = pid, None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (v := vmhwm(self.pid)) is not None:
+            self.peak = v
+            time.sleep(0.02)
+
+    def join(self) -> int | None:
+        self._thread.join(timeout=5)
+        return self.peak
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process (/proc/<pid>/stat), seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def med(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)} if xs else {}
+
+
+class Load:
+    def __init__(self, bench: Bench, args: argparse.Namespace) -> None:
+        self.b, self.args = bench, args
+
+    def _start(self, kind: str, pki: str, recv: Path, tls: str = "tls13",
+               extra: list[str] | None = None) -> tuple[subprocess.Popen, int, object]:
+        leg = Leg("load", "load", kind, "ours", pki)
+        port = free_port()
+        logf = (self.b.logs / f"load-{kind}-{pki}.log").open("w")
+        if kind.startswith("ours") and extra:
+            fsync = "always" if kind == "ours-durable" else "never"
+            p = self.b.pki[pki]
+            cmd = [DICOMTLS, "serve", "--store", str(recv), "--host", "127.0.0.1",
+                   "--port", str(port), "--fsync", fsync, "--tls-cert",
+                   str(p / "server-chain.pem"), "--tls-key", str(p / "server.key"),
+                   "--ca", str(p / "ca.pem"), *extra]
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+            wait_port(port, proc)
+        else:
+            proc = self.b._start_scp(leg, tls, self.b.pki[pki], port, recv, None,
+                                     self.b.env(leg, tls), logf)
+        return proc, port, logf
+
+    def _clients(self, base: list[str], procs: int, per_proc: list[list[str]],
+                 timeout: float) -> tuple[list[dict], list[int | None]]:
+        """Start `procs` client processes, wait for each one's "ready", release them together
+        with one line on stdin, collect their JSON lines and their peak RSS."""
+        ps = [subprocess.Popen(base + per_proc[i], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=REPO)
+              for i in range(procs)]
+        try:
+            for proc in ps:
+                wait_line(proc, "ready", timeout=120)
+            pollers = [HWMPoller(proc.pid) for proc in ps]
+            for proc in ps:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            outs = []
+            for proc in ps:
+                out, err = proc.communicate(timeout=timeout)
+                lines = [x for x in out.splitlines() if x.startswith("{")]
+                if proc.returncode != 0 or not lines:
+                    raise RuntimeError(f"client failed ({proc.returncode}): {err[-1500:]}")
+                outs.append(json.loads(lines[-1]))
+            return outs, [p.join() for p in pollers]
+        finally:
+            for proc in ps:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+    @staticmethod
+    def _combine(outs: list[dict]) -> dict:
+        errors: dict[str, int] = {}
+        for o in outs:
+            for k, v in o["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        start, end = min(o["start"] for o in outs), max(o["end"] for o in outs)
+        return {"elapsed": end - start, "ok": sum(o["ok"] for o in outs),
+                "failed": sum(o["failed"] for o in outs), "errors": errors}
+
+    # -- item 3
+    def assoc_rate(self) -> dict:
+        a = self.args
+        procs = a.load_procs
+        per = [a.assoc_clients // procs + (1 if i < a.assoc_clients % procs else 0)
+               for i in range(procs)]
+        rows = {}
+        for scp, label, called in (("ours-relaxed", "ours: dicomtls serve", "DICOMTLS"),
+                                   ("pynetdicom", "pynetdicom SCP (stdlib ssl)", "PYSCP"),
+                                   ("dcmtk", "DCMTK storescp +tls", "STORESCP")):
+            for pki in ("ec", "rsa"):
+                key = f"{scp.split('-')[0]}_{pki}"
+                rates, samples = [], []
+                for rep in range(a.reps):
+                    recv = self.b.recv_root / f"load-{key}"
+                    shutil.rmtree(recv, ignore_errors=True)
+                    recv.mkdir(parents=True)
+                    extra = (["--max-associations", "64", "--max-per-peer", "64"]
+                             if scp.startswith("ours") else None)
+                    proc, port, logf = self._start(scp, pki, recv, extra=extra)
+                    try:
+                        base = [PY, str(HERE / "peer_load.py"), "echo", "--port", str(port),
+                                "--pki", str(self.b.pki[pki]), "--called-ae", called,
+                                "--each", str(a.assoc_each)]
+                        outs, _ = self._clients(base, procs, [["--clients", str(n)] for n in per],
+                                                timeout=600)
+                        scp_hwm, scp_cpu = vmhwm(proc.pid), cpu_seconds(proc.pid)
+                    except Exception as exc:
+                        outs, scp_hwm, scp_cpu = [], None, None
+                        samples.append({"error": str(exc)[:500]})
+                        log(f"assoc-rate {key} rep {rep + 1}: FAILED {exc}")
+                    finally:
+                        stop(proc)
+                        logf.close()
+                    if outs:
+                        r = self._combine(outs)
+                        r["rate"] = r["ok"] / r["elapsed"]
+                        r["scp_hwm_mb"] = None if scp_hwm is None else scp_hwm / MB
+                        # includes its start-up (imports, reading the PKI): an upper bound
+                        r["scp_cpu_ms_per_assoc"] = (None if scp_cpu is None or not r["ok"]
+                                                     else 1000 * scp_cpu / r["ok"])
+                        samples.append(r)
+                        rates.append(r["rate"])
+                        log(f"assoc-rate {key:16s} rep {rep + 1}/{a.reps}: {r['rate']:7.1f} "
+                            f"assoc/s, ok {r['ok']}, failed {r['failed']} {r['errors'] or ''}")
+                rows[key] = {"label": f"{label}, {'ECDSA P-256' if pki == 'ec' else 'RSA-2048'}",
+                             "rate": med(rates), "samples": samples,
+                             "failed": sum(s.get("failed", 0) for s in samples),
+                             "expected_per_rep": a.assoc_clients * a.assoc_each}
+        return {"description": f"{a.assoc_clients} concurrent clients (ours, asyncio, "
+                               f"{procs} processes) x {a.assoc_each} associations each: "
+                               "connect + mutual TLS 1.3 + associate + C-ECHO + release",
+                "rows": rows}
+
+    # -- item 4
+    def concurrency(self) -> dict:
+        a = self.args
+        n, k = a.conc_assocs, a.conc_per
+        ds = make_dataset(self.b.work, "conc", n * k, a.conc_kb << 10)
+        procs = a.load_procs
+        samples = []
+        for rep in range(a.reps):
+            recv = self.b.recv_root / "load-concurrency"
+            shutil.rmtree(recv, ignore_errors=True)
+            recv.mkdir(parents=True)
+            os.sync()
+            cap = str(max(600, n + 100))
+            proc, port, logf = self._start("ours-durable", "ec", recv,
+                                           extra=["--max-associations", cap,
+                                                  "--max-per-peer", cap])
+            r: dict = {}
+            try:
+                base = [PY, str(HERE / "peer_load.py"), "store", "--port", str(port), "--pki",
+                        str(self.b.pki["ec"]), "--dir", str(ds.directory), "--per", str(k),
+                        "--clients", str(n)]
+                outs, client_hwm = self._clients(
+                    base, procs, [["--part", f"{i}/{procs}"] for i in range(procs)],
+                    timeout=1800)
+                r = self._combine(outs)
+                r["client_hwm_mb"] = [None if h is None else h / MB for h in client_hwm]
+            except Exception as exc:
+                r = {"error": str(exc)[:500], "ok": 0, "failed": n * k}
+                log(f"concurrency rep {rep + 1}: FAILED {exc}")
+            finally:
+                hwm = vmhwm(proc.pid)  # before stopping it
+                stop(proc)
+                logf.close()
+            r["scp_hwm_mb"] = None if hwm is None else hwm / MB
+            try:
+                verify(recv / "objects", ds)
+                r["verified"] = True
+            except Exception as exc:
+                r["verified"] = str(exc)[:300]
+            shutil.rmtree(recv, ignore_errors=True)
+            samples.append(r)
+            log(f"concurrency rep {rep + 1}/{a.reps}: ok {r.get('ok')}/{n * k}, failed "
+                f"{r.get('failed')}, {r.get('elapsed', 0):.1f} s, SCP VmHWM "
+                f"{r['scp_hwm_mb']} MB, verified {r['verified']} {r.get('errors') or ''}")
+        good = [s for s in samples if "elapsed" in s]
+        return {"description": f"{n} concurrent mutual-TLS associations x {k} objects of "
+                               f"{a.conc_kb} KiB into dicomtls serve (durable), clients: ours, "
+                               f"asyncio, {procs} processes",
+                "expected": n * k, "samples": samples,
+                "elapsed": med([s["elapsed"] for s in good]),
+                "objps": med([(s["ok"]) / s["elapsed"] for s in good]),
+                "scp_hwm_mb": med([s["scp_hwm_mb"] for s in samples if s["scp_hwm_mb"]]),
+                "failed": sum(s.get("failed", 0) for s in samples),
+                "all_verified": all(s.get("verified") is True for s in samples)}
+
+    # -- item 6
+    def memory(self) -> dict:
+        a = self.args
+        ds = make_dataset(self.b.work, "mem", 1, a.mem_mb << 20)
+        path = ds.directory / ds.objects[0]["file"]
+        rows = {}
+        pairs = [Leg("ours", "ours -> ours (durable)", "ours-durable", "ours", "ec"),
+                 Leg("dcmtk", "DCMTK storescu -> storescp", "dcmtk", "dcmtk", "rsa"),
+                 Leg("pynetdicom", "pynetdicom -> pynetdicom", "pynetdicom", "pynetdicom", "ec")]
+        only = {k for k in a.only.split(",") if k}
+        for leg in pairs:
+            if only and leg.key not in only:
+                continue
+            samples = []
+            for rep in range(a.reps):
+                recv = self.b.recv_root / f"load-mem-{leg.key}"
+                shutil.rmtree(recv, ignore_errors=True)
+                recv.mkdir(parents=True)
+                os.sync()
+                pki = self.b.pki[leg.pki]
+                env = self.b.env(leg, "tls13")
+                port = free_port()
+                logf = (self.b.logs / f"mem-{leg.key}.log").open("w")
+                scp = self.b._start_scp(leg, "tls13", pki, port, recv, ds, env, logf)
+                if leg.scu == "ours":
+                    cmd = [PY, str(HERE / "peer_ours_scu.py"), "--port", str(port), "--dir",
+                           str(ds.directory), "--pki", str(pki)]
+                elif leg.scu == "pynetdicom":
+                    cmd = [PY, str(HERE / "peer_pynetdicom.py"), "scu", "--port", str(port),
+                           "--dir", str(ds.directory), "--pki", str(pki)]
+                else:
+                    cmd = ["storescu", "+tls", str(pki / "client.key"),
+                           str(pki / "client-chain.pem"), "+cf", str(pki / "ca.pem"), "-pdu",
+                           DCMTK_PDU, "-aec", "STORESCP", "127.0.0.1", str(port), str(path)]
+                r: dict = {}
+                try:
+                    t0 = time.perf_counter()
+                    scu = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True, cwd=REPO, env=env)
+                    poller = HWMPoller(scu.pid)
+                    out, err = scu.communicate(timeout=self.b._timeout(ds))
+                    r["elapsed"] = time.perf_counter() - t0
+                    r["scu_hwm_mb"] = (poller.join() or 0) / MB
+                    if scu.returncode != 0:
+                        raise RuntimeError(f"SCU failed ({scu.returncode}): {err[-1500:]}")
+                    lines = [x for x in out.splitlines() if x.startswith("{")]
+                    if lines:
+                        r["elapsed"] = json.loads(lines[-1])["elapsed"]
+                    time.sleep(0.5)  # let the SCP finish its side (commit) before reading
+                    r["scp_hwm_mb"] = (vmhwm(scp.pid) or 0) / MB
+                except Exception as exc:
+                    r["error"] = str(exc)[:500]
+                    log(f"memory {leg.key} rep {rep + 1}: FAILED {exc}")
+                finally:
+                    stop(scp)
+                    logf.close()
+                if "error" not in r:
+                    try:
+                        verify(recv / "objects" if leg.scp.startswith("ours") else recv, ds)
+                    except Exception as exc:
+                        r["error"] = f"verify: {exc}"[:500]
+                shutil.rmtree(recv, ignore_errors=True)
+                samples.append(r)
+                log(f"memory {leg.key:11s} rep {rep + 1}/{a.reps}: SCU {r.get('scu_hwm_mb', 0):.1f}"
+                    f" MB, SCP {r.get('scp_hwm_mb', 0):.1f} MB, "
+                    f"{ds.total_bytes / MB / r.get('elapsed', 1):.0f} MB/s {r.get('error', '')}")
+            good = [s for s in samples if "error" not in s]
+            rows[leg.key] = {"label": leg.label,
+                             "scu_hwm_mb": med([s["scu_hwm_mb"] for s in good]),
+                             "scp_hwm_mb": med([s["scp_hwm_mb"] for s in good]),
+                             "mbps": med([ds.total_bytes / MB / s["elapsed"] for s in good]),
+                             "samples": samples}
+        return {"description": f"one {a.mem_mb} MiB object ({ds.total_bytes / MB:.0f} MB "
+                               "Part 10 file), mutual TLS 1.3, SCU and SCP each their own "
+                               "process; peak RSS = VmHWM", "rows": rows}
+
+
+def load_report(load: dict) -> list[str]:
+    """Markdown for the assoc-rate / concurrency / memory-1g scenarios, targets marked."""
+    def yn(ok: bool | None) -> str:
+        return "" if ok is None else ("yes" if ok else "**no**")
+
+    lines: list[str] = []
+    if sc := load.get("assoc-rate"):
+        rows = sc["rows"]
+        lines += [f"## assoc-rate: {sc['description']}", "",
+                  f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})", "",
+                  "| SCP | assoc/s median (min-max) | failed / attempted | SCP CPU ms per "
+                  "assoc (incl. start-up) | SCP peak RSS MB | errors |",
+                  "|---|---|---|---|---|---|"]
+        for row in rows.values():
+            r = row["rate"]
+            att = row["expected_per_rep"] * len(row["samples"])
+            hwm = [s["scp_hwm_mb"] for s in row["samples"] if s.get("scp_hwm_mb")]
+            errs = "; ".join(f"{k} (x{v})" for s in row["samples"]
+                             for k, v in s.get("errors", {}).items())
+            errs += "; ".join(s["error"] for s in row["samples"] if "error" in s)
+            rate = f"**{r['median']:.1f}** ({r['min']:.1f}-{r['max']:.1f})" if r else "FAILED"
+            cpu = [s["scp_cpu_ms_per_assoc"] for s in row["samples"]
+                   if s.get("scp_cpu_ms_per_assoc")]
+            lines.append(f"| {row['label']} | {rate} | {row['failed']} / {att} | "
+                         f"{fmt(statistics.median(cpu) if cpu else None, 1)} | "
+                         f"{fmt(max(hwm) if hwm else None, 0)} | {errs[:300]} |")
+
+        def rate(key: str) -> float | None:
+            return rows[key]["rate"].get("median") if key in rows and rows[key]["rate"] else None
+
+        lines += ["", "| target | value | met |", "|---|---|---|"]
+        for pki, name in (("ec", "ECDSA P-256"), ("rsa", "RSA-2048")):
+            o, p = rate(f"ours_{pki}"), rate(f"pynetdicom_{pki}")
+            v = None if o is None or not p else o / p
+            lines.append(f"| ours / pynetdicom SCP ≥ 3, {name} | {fmt(v)} | "
+                         f"{yn(None if v is None else v >= 3)} |")
+        o = rate("ours_ec")
+        lines.append(f"| ours ≥ 250 assoc/s, ECDSA P-256 | {fmt(o, 1)} | "
+                     f"{yn(None if o is None else o >= 250)} |")
+        fails = rows.get("ours_ec", {}).get("failed", 0) + rows.get("ours_rsa", {}).get("failed", 0)
+        lines += [f"| our SCP: no failed association | {fails} failed | {yn(fails == 0)} |", ""]
+    if sc := load.get("concurrency"):
+        lines += [f"## concurrency: {sc['description']}", "",
+                  f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})", "",
+                  "| rep | stored ok / expected | failed | total s | objects/s | SCP peak RSS "
+                  "(VmHWM) MB | client peak RSS MB | verified | errors |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for i, s in enumerate(sc["samples"], 1):
+            errs = "; ".join(f"{k} (x{v})" for k, v in s.get("errors", {}).items())
+            errs += s.get("error", "")
+            el = s.get("elapsed")
+            lines.append(f"| {i} | {s.get('ok')} / {sc['expected']} | {s.get('failed')} | "
+                         f"{fmt(el, 1)} | {fmt(s['ok'] / el if el else None, 1)} | "
+                         f"{fmt(s.get('scp_hwm_mb'), 1)} | "
+                         f"{', '.join(fmt(h, 0) for h in s.get('client_hwm_mb', []))} | "
+                         f"{s.get('verified')} | {errs[:300]} |")
+        hw = sc["scp_hwm_mb"]
+        lines += ["", "| target | value | met |", "|---|---|---|",
+                  f"| all associations succeed | {sc['failed']} objects failed over "
+                  f"{len(sc['samples'])} reps; verified: {sc['all_verified']} | "
+                  f"{yn(sc['failed'] == 0 and sc['all_verified'])} |",
+                  f"| SCP peak RSS < 300 MB | max {fmt(hw.get('max'), 1)} MB | "
+                  f"{yn(None if not hw else hw['max'] < 300)} |", ""]
+    if sc := load.get("memory-1g"):
+        lines += [f"## memory-1g: {sc['description']}", "",
+                  f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})", "",
+                  "| pair | SCU peak RSS MB median (min-max) | SCP peak RSS MB median (min-max) "
+                  "| MB/s median | < 100 MB each side | errors |", "|---|---|---|---|---|---|"]
+        for key, row in sc["rows"].items():
+            u, p, m = row["scu_hwm_mb"], row["scp_hwm_mb"], row["mbps"]
+            errs = "; ".join(s["error"] for s in row["samples"] if "error" in s)
+
+            def rng(x: dict) -> str:
+                return f"**{x['median']:.1f}** ({x['min']:.1f}-{x['max']:.1f})" if x else "-"
+
+            met = None if not u or not p else (u["max"] < 100 and p["max"] < 100)
+            lines.append(f"| {row['label']} | {rng(u)} | {rng(p)} | {fmt(m.get('median'), 0)} "
+                         f"| {yn(met) + ' (target is for ours)' if key != 'ours' and met is not None else yn(met)} "
+                         f"| {errs[:300]} |")
+        lines.append("")
+    return lines
+
+
 # ----------------------------------------------------------------------------- report
 def summarise(samples: list[dict], ds: DataSet) -> dict:
     mbps = [ds.total_bytes / MB / s["elapsed"] for s in samples]
@@ -494,7 +878,7 @@ def write_report(results: dict, out: Path) -> None:
               f"{', '.join(prints) or 'not recorded'}"
               + (" -- **src/ changed during the run: rows mix code versions**"
                  if len(prints) > 1 else ""), ""]
-    for name, sc in results["scenarios"].items():
+    for name, sc in results.get("scenarios", {}).items():
         lines += [f"## {name}: {sc['description']}", "",
                   "| leg | MB/s median (min-max) | objects/s median | negotiated |",
                   "|---|---|---|---|"]
@@ -513,6 +897,7 @@ def write_report(results: dict, out: Path) -> None:
             lines.append(f"| {rname} | {fmt(value)} | {'' if tgt is None else f'≥ {tgt}'} "
                          f"| {met} |")
         lines.append("")
+    lines += load_report(results.get("load", {}))
     lines += ["![chart](results.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     try:
@@ -564,7 +949,20 @@ def main() -> None:
     p.add_argument("--small64-count", type=int)
     p.add_argument("--small512-count", type=int)
     p.add_argument("--only", default="", help="comma list of leg keys to run (default: all)")
-    p.add_argument("--scenarios", default="large-tls13,large-tls12,small-64k,small-512k")
+    p.add_argument("--scenarios", default="large-tls13,large-tls12,small-64k,small-512k",
+                   help="comma list; also assoc-rate, concurrency, memory-1g (issue 8 items "
+                        "3, 4, 6), which are not in the default list")
+    p.add_argument("--assoc-clients", type=int, default=16)
+    p.add_argument("--assoc-each", type=int, help="associations per client (50; quick 10)")
+    p.add_argument("--conc-assocs", type=int, help="concurrent associations (500; quick 100)")
+    p.add_argument("--conc-per", type=int, help="objects per association (20; quick 5)")
+    p.add_argument("--conc-kb", type=int, default=32, help="object size, KiB")
+    p.add_argument("--mem-mb", type=int, help="the big object, MiB (1024; quick 256)")
+    p.add_argument("--load-procs", type=int, default=2,
+                   help="client processes for assoc-rate and concurrency")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the scenarios already in --out/results.json that this run does "
+                        "not redo")
     p.add_argument("--workdir", default="/tmp/dicomtls-bench")
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--replot", action="store_true",
@@ -573,24 +971,43 @@ def main() -> None:
     if args.replot:
         write_report(json.loads((Path(args.out) / "results.json").read_text()), Path(args.out))
         return
-    quick = (2, 64, 200, 50)
-    full = (4, 256, 2000, 500)
+    quick = (2, 64, 200, 50, 10, 100, 5, 256)
+    full = (4, 256, 2000, 500, 50, 500, 20, 1024)
     defaults = quick if args.quick else full
-    for attr, d in zip(("large_count", "large_mb", "small64_count", "small512_count"), defaults,
+    for attr, d in zip(("large_count", "large_mb", "small64_count", "small512_count",
+                        "assoc_each", "conc_assocs", "conc_per", "mem_mb"), defaults,
                        strict=True):
         if getattr(args, attr) is None:
             setattr(args, attr, d)
 
     bench = Bench(args)
     work = bench.work
-    large = make_dataset(work, "large", args.large_count, args.large_mb << 20)
-    s64 = make_dataset(work, "small64k", args.small64_count, 64 << 10)
-    s512 = make_dataset(work, "small512k", args.small512_count, 512 << 10)
+    chosen_all = [s for s in args.scenarios.split(",") if s]
+    load_chosen = [s for s in chosen_all if s in LOAD_SCENARIOS]
+    args.scenarios = ",".join(s for s in chosen_all if s not in LOAD_SCENARIOS)
+    load_results: dict[str, dict] = {}
+    for sname in load_chosen:
+        t0 = time.time()
+        load_results[sname] = {"assoc-rate": Load(bench, args).assoc_rate,
+                               "concurrency": Load(bench, args).concurrency,
+                               "memory-1g": Load(bench, args).memory}[sname]()
+        load_results[sname].update(
+            command="bash bench/run.sh " + " ".join(sys.argv[1:]), reps=args.reps,
+            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            wall_seconds=round(time.time() - t0, 1), src=src_fingerprint())
+    wanted = {s for s in args.scenarios.split(",") if s}
+    large = s64 = s512 = None
+    if wanted & {"large-tls13", "large-tls12"}:
+        large = make_dataset(work, "large", args.large_count, args.large_mb << 20)
+    if "small-64k" in wanted:
+        s64 = make_dataset(work, "small64k", args.small64_count, 64 << 10)
+    if "small-512k" in wanted:
+        s512 = make_dataset(work, "small512k", args.small512_count, 512 << 10)
     all_scenarios = {
-        "large-tls13": (large, "tls13", f"{large.count} x {args.large_mb} MiB, mutual TLS 1.3"),
-        "large-tls12": (large, "tls12", f"{large.count} x {args.large_mb} MiB, mutual TLS 1.2"),
-        "small-64k": (s64, "tls13", f"{s64.count} x 64 KiB on one association, TLS 1.3"),
-        "small-512k": (s512, "tls13", f"{s512.count} x 512 KiB on one association, TLS 1.3"),
+        "large-tls13": (large, "tls13", f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.3"),
+        "large-tls12": (large, "tls12", f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.2"),
+        "small-64k": (s64, "tls13", f"{args.small64_count} x 64 KiB on one association, TLS 1.3"),
+        "small-512k": (s512, "tls13", f"{args.small512_count} x 512 KiB on one association, TLS 1.3"),
     }
     chosen = [s for s in args.scenarios.split(",") if s]
     only = {k for k in args.only.split(",") if k}
@@ -642,6 +1059,13 @@ def main() -> None:
         results["scenarios"][sname] = {"description": desc, "objects": ds.count,
                                        "bytes": ds.total_bytes, "rows": rows,
                                        "ratios": ratios(rows), "errors": errors[sname]}
+    results["load"] = load_results
+    if args.merge and (Path(args.out) / "results.json").exists():
+        old = json.loads((Path(args.out) / "results.json").read_text())
+        results["meta"] = {**old.get("meta", {}), "merged": results["meta"]} \
+            if not results["scenarios"] else results["meta"]
+        results["scenarios"] = {**old.get("scenarios", {}), **results["scenarios"]}
+        results["load"] = {**old.get("load", {}), **load_results}
     write_report(results, Path(args.out))
     log(f"done in {time.time() - started:.0f}s; wrote {args.out}/results.md")
     print((Path(args.out) / "results.md").read_text())

@@ -27,6 +27,7 @@ from pynetdicom import AE, _config, evt
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
+VERIFICATION = "1.2.840.10008.1.1"
 TLS12_CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
 
 logging.getLogger("pynetdicom").setLevel(logging.ERROR)
@@ -57,6 +58,8 @@ def scp(args: argparse.Namespace) -> None:
     ae = AE(ae_title="PYSCP")
     ae.maximum_pdu_size = 0
     ae.add_supported_context(CT, [EXPLICIT])
+    ae.add_supported_context(VERIFICATION)  # C-ECHO, for the assoc-rate scenario
+    ae.maximum_associations = 64  # default 10 would refuse part of 16 concurrent clients
     ctx = _context(ssl.Purpose.CLIENT_AUTH, Path(args.pki), "server", args.tls12)
     server = ae.start_server(("127.0.0.1", args.port), block=False,
                              evt_handlers=[(evt.EVT_C_STORE, on_store)], ssl_context=ctx)
