@@ -28,7 +28,13 @@ __all__ = [
     "RetrieveRecord",
     "ServiceEvents",
     "StoreRecord",
+    "peer_address",
 ]
+
+
+def peer_address(peer: str) -> str:
+    """The IP address of a ``host:port`` or ``[v6]:port`` peer name, without the port."""
+    return peer.rsplit(":", 1)[0].strip("[]")
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class RequestInfo:
     @property
     def address(self) -> str:
         """The peer's IP address, without the port."""
-        return self.peer.rsplit(":", 1)[0].strip("[]")
+        return peer_address(self.peer)
 
 
 @dataclass(frozen=True)

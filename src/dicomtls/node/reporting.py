@@ -38,6 +38,7 @@ from dicomtls.net.hooks import (
     RetrieveRecord,
     ServiceEvents,
     StoreRecord,
+    peer_address,
 )
 from dicomtls.net.link import LinkEvents
 from dicomtls.node.index import Index, InstanceFacts
@@ -52,10 +53,6 @@ __all__ = ["Reporter"]
 
 
 _MAX_HANDSHAKES_TRACKED = 4096
-
-
-def _address(peer: str) -> str:
-    return peer.rsplit(":", 1)[0].strip("[]")
 
 
 def _reject_category(why: str) -> str:
@@ -88,7 +85,7 @@ def _handshake_code(error: TLSHandshakeError) -> str:
     return f"STAGE_{error.stage.value.upper().replace('-', '_')}"
 
 
-def _studies(facts: Iterable[InstanceFacts]) -> dict[PatientRef, list[StudyRef]]:
+def _studies(facts: Iterable[InstanceFacts]) -> dict[PatientRef | None, list[StudyRef]]:
     """Group instances per patient, then per study with SOP class counts."""
     grouped: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(int))
@@ -141,7 +138,7 @@ class Reporter:
         cert = None if session is None else session.peer_certificate
         return Node(
             association.calling_ae.strip(),
-            _address(association.peer),
+            peer_address(association.peer),
             None if cert is None else cert.subject,
         )
 
@@ -203,7 +200,7 @@ class Reporter:
         self._record(
             node_authentication_failure(
                 local=self.local,
-                peer=Node(None, _address(peer), subject),
+                peer=Node(None, peer_address(peer), subject),
                 reason=str(error),
                 source_id=self.source_id,
             )
@@ -248,18 +245,14 @@ class Reporter:
         facts = self.index.describe(sop_instance_uids=received.instances)
         peer = self._peer(association)
         outcome = Outcome.SUCCESS if not received.failed else Outcome.MINOR_FAILURE
-        for patient, studies in _studies(facts).items():
+        groups = _studies(facts)
+        if not groups:  # every object failed: still a (failed) transfer attempt on record
+            groups, outcome = {None: []}, Outcome.MINOR_FAILURE
+        for patient, studies in groups.items():
             self._record(
                 instances_transferred(
                     action="C", source=peer, destination=self.local, requestor_is_source=True,
                     studies=studies, patient=patient, source_id=self.source_id, outcome=outcome,
-                )
-            )  # fmt: skip
-        if not facts:  # every object failed: still a (failed) transfer attempt on record
-            self._record(
-                instances_transferred(
-                    action="C", source=peer, destination=self.local, requestor_is_source=True,
-                    studies=[], patient=None, source_id=self.source_id, outcome=Outcome.MINOR_FAILURE,
                 )
             )  # fmt: skip
 

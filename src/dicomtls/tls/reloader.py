@@ -20,12 +20,12 @@ import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from dicomtls.tls.errors import TLSError
 from dicomtls.tls.flags import Side
-from dicomtls.tls.settings import TLSSettings
+from dicomtls.tls.settings import TLSSettings, as_paths
 
 __all__ = ["ReloadingSettings", "expiry_warning"]
 
@@ -36,21 +36,10 @@ EXPIRY_WARNING_DAYS = 30
 _Signature = tuple[tuple[str, tuple[int, int, int] | None], ...]
 
 
-def _paths(value: object) -> Iterator[Path]:
-    if value is None:
-        return
-    if isinstance(value, str | Path):
-        yield Path(value)
-    else:
-        assert isinstance(value, list | tuple)
-        for item in value:
-            yield Path(item)
-
-
 def watched_files(settings: TLSSettings) -> list[Path]:
     """Every file the settings were read from (a CA directory counts with its entries)."""
-    files = [*_paths(settings.certificate), *_paths(settings.private_key)]
-    files += [*_paths(settings.ca_files), *_paths(settings.crl_files)]
+    files = [*as_paths(settings.certificate), *as_paths(settings.private_key)]
+    files += [*as_paths(settings.ca_files), *as_paths(settings.crl_files)]
     if settings.ca_directory is not None:
         directory = Path(settings.ca_directory)
         files.append(directory)

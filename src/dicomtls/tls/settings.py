@@ -37,7 +37,8 @@ DEFAULT_VERIFY = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
 PathLike = str | Path
 
 
-def _paths(value: PathLike | Iterable[PathLike] | None) -> tuple[Path, ...]:
+def as_paths(value: PathLike | Iterable[PathLike] | None) -> tuple[Path, ...]:
+    """A settings field that takes one path or several, as a tuple of paths."""
     if value is None:
         return ()
     if isinstance(value, str | Path):
@@ -124,7 +125,7 @@ class TLSSettings:
             )
             set_(self, "identity", identity)
         ca_dir = None if self.ca_directory is None else Path(self.ca_directory)
-        trust = load_trust(_paths(self.ca_files), ca_dir, _paths(self.crl_files))
+        trust = load_trust(as_paths(self.ca_files), ca_dir, as_paths(self.crl_files))
         set_(self, "trust", trust)
         if VerifyFlags.PEER in self.verify and not trust.ca_certificates:
             raise SettingsError(
