@@ -204,9 +204,11 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
         _destination(d) for d in (*config.get("move_destinations", []), *move_destination)
     )
     handshake_timeout = _timeout(handshake_timeout, config, "handshake_timeout")
+    default = Limits()
     limits = Limits(
-        max_associations=max_associations or int(config.get("max_associations", 100)),
-        max_per_peer=max_per_peer or int(config.get("max_per_peer", 20)),
+        max_associations=max_associations
+        or int(config.get("max_associations", default.max_associations)),
+        max_per_peer=max_per_peer or int(config.get("max_per_peer", default.max_per_peer)),
     )
     if (artim := _timeout(artim_timeout, config, "artim_timeout")) is not None:
         limits.artim_timeout = artim
