@@ -218,9 +218,9 @@ def test_a_hello_fed_one_byte_at_a_time_is_still_tls(matrix_pki: MatrixPKI) -> N
     client = TLSEngine(matrix_pki.settings("client", PEER_FAIL), Side.CLIENT, "client")
     server = TLSEngine(matrix_pki.settings("server", PEER_FAIL), Side.SERVER, "server")
     client.do_handshake()
-    hello = client.data_to_send()
+    hello = b"".join(client.data_to_send())
     for i in range(len(hello)):
         server.receive_data(hello[i : i + 1])
         server.do_handshake()
-    answer = server.data_to_send()
+    answer = b"".join(server.data_to_send())
     assert answer[:2] == b"\x16\x03"  # its ServerHello record: the hello was recognised as TLS

@@ -37,6 +37,12 @@ __all__ = [
 log = logging.getLogger("dicomtls.net")
 
 _HIGH_WATER = 8 << 20  # pause reading the socket when this much plaintext is unread
+#: Plaintext encrypted per step: its ciphertext (16 records and their overhead) leaves the
+#: memory BIO in one read and goes to the socket as it is, never joined with the next.
+_ENCRYPT_SLICE = 240 << 10
+#: The transport's write buffer: writers wait (``drain``) above 1 MiB of ciphertext, so the
+#: socket never runs dry while the next slice is read and encrypted, and memory stays bounded.
+_WRITE_HIGH_WATER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,7 @@ class _LinkProtocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         callback = (
             self._events.on_accepted if self._side is Side.SERVER else self._events.on_connected
         )
@@ -357,18 +364,26 @@ class _LinkProtocol(asyncio.Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._transport is None or self._transport.is_closing():
             raise ConnectionError(f"connection to {self.peer} is closed")
-        if self.engine is None:
+        engine = self.engine
+        if engine is None:
             self._transport.write(data)
             return
-        self.engine.send(bytes(data) if isinstance(data, bytearray) else data)
-        self._flush()
+        if len(data) <= _ENCRYPT_SLICE:
+            engine.send(bytes(data) if isinstance(data, bytearray) else data)
+            self._flush()
+            return
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), _ENCRYPT_SLICE):
+            engine.send(view[start : start + _ENCRYPT_SLICE])
+            self._flush()
 
     def _flush(self) -> None:
         if self.engine is None or self._transport is None:
             return
-        out = self.engine.data_to_send()
-        if out and not self._transport.is_closing():
-            self._transport.write(out)
+        for chunk in self.engine.data_to_send():
+            if self._transport.is_closing():
+                return
+            self._transport.write(chunk)
 
     async def drain(self) -> None:
         if self._error is not None:

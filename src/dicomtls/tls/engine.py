@@ -144,15 +144,18 @@ class TLSEngine:
         """The peer closed its end of the TCP connection."""
         self._conn.bio_shutdown()
 
-    def data_to_send(self) -> bytes:
-        """Ciphertext waiting to go out to the peer (empty when none)."""
+    def data_to_send(self) -> list[bytes]:
+        """Ciphertext waiting to go out to the peer, in order (empty when none).
+
+        Chunks, not one joined ``bytes``: joining megabytes of ciphertext costs a copy
+        into fresh pages, and the socket takes the chunks one by one anyway.
+        """
         chunks = []
         while True:
             try:
                 chunks.append(self._conn.bio_read(_READ_CHUNK))
             except SSL.WantReadError:
-                break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return chunks
 
     # -- handshake ------------------------------------------------------------------------
 
