@@ -8,21 +8,28 @@ writes the same header in front of the bytes it receives.
 
 from __future__ import annotations
 
-import io
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from pydicom.dataset import FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
+from typing import BinaryIO
 
 __all__ = ["Part10Error", "Part10Header", "encode_file_header", "iter_blocks", "read_header"]
 
 BLOCK_SIZE = 1 << 20  # 1 MiB reads: few syscalls, bounded memory
+
+_PREAMBLE = 128
+_PREFIX = b"DICM"
+_META_READ = 4096  # one read holds the file meta group of almost every file
+_SHORT = struct.Struct("<HH2sH")  # tag, VR, 2-byte length (explicit VR)
+_LONG = struct.Struct("<HH2s2xI")  # tag, VR, reserved, 4-byte length
+_IMPLICIT = struct.Struct("<HHI")
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
+_WANTED = {
+    0x0002: "MediaStorageSOPClassUID",
+    0x0003: "MediaStorageSOPInstanceUID",
+    0x0010: "TransferSyntaxUID",
+}
 
 
 class Part10Error(ValueError):
@@ -42,30 +49,72 @@ class Part10Header:
 
 
 def read_header(path: Path) -> Part10Header:
-    """Read the preamble and file meta group only; raises Part10Error for non-DICOM files."""
+    """Read the preamble and file meta group (PS3.10 7.1) only; Part10Error for non-DICOM files.
+
+    The group is parsed here rather than by pydicom: a sender reads it once per object
+    sent, and it is a handful of explicit-VR elements.
+    """
     try:
         with path.open("rb") as handle:
-            read_preamble(handle, force=False)
-            meta = _read_file_meta_info(handle)
-            offset = handle.tell()
-            size = handle.seek(0, io.SEEK_END)
-    except InvalidDicomError as exc:
-        raise Part10Error(f"{path}: not a DICOM Part 10 file ({exc})") from None
+            head = handle.read(_PREAMBLE + len(_PREFIX) + _META_READ)
+            if len(head) < _PREAMBLE + len(_PREFIX) or head[_PREAMBLE : _PREAMBLE + 4] != _PREFIX:
+                raise Part10Error(f"{path}: not a DICOM Part 10 file (no 'DICM' after the preamble)")
+            values, length = _file_meta(head, _PREAMBLE + len(_PREFIX), handle, path)
+            size = handle.seek(0, 2)
     except OSError as exc:
         raise Part10Error(f"{path}: cannot read ({exc.strerror})") from None
-    except Exception as exc:  # pydicom raises many kinds for a damaged header
-        raise Part10Error(f"{path}: damaged file meta information ({exc})") from None
-    try:
-        return Part10Header(
-            path=path,
-            sop_class_uid=str(meta.MediaStorageSOPClassUID),
-            sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
-            transfer_syntax_uid=str(meta.TransferSyntaxUID),
-            dataset_offset=offset,
-            dataset_length=size - offset,
-        )
-    except AttributeError as exc:
-        raise Part10Error(f"{path}: file meta information lacks {exc.name}") from None
+    missing = [name for element, name in _WANTED.items() if element not in values]
+    if missing:
+        raise Part10Error(f"{path}: file meta information lacks {', '.join(missing)}")
+    return Part10Header(
+        path=path,
+        sop_class_uid=values[0x0002],
+        sop_instance_uid=values[0x0003],
+        transfer_syntax_uid=values[0x0010],
+        dataset_offset=length,
+        dataset_length=size - length,
+    )
+
+
+def _file_meta(head: bytes, pos: int, handle: BinaryIO, path: Path) -> tuple[dict[int, str], int]:
+    """The UIDs of group 0002 and the offset where the data set starts.
+
+    Group 0002 is explicit VR little endian (PS3.10 7.1); a writer that used implicit
+    VR is read too, as other toolkits do.
+    """
+    values: dict[int, str] = {}
+    buffer = bytearray(head)
+    while True:
+        if len(buffer) < pos + 8:
+            buffer += _more(handle, pos + 8 - len(buffer))
+            if len(buffer) < pos + 8:
+                return values, pos  # the file ends after its meta group (an empty data set)
+        group, element, vr, short = _SHORT.unpack_from(buffer, pos)
+        if group != 0x0002:
+            return values, pos
+        if vr.isalpha() and vr.isupper():
+            if vr in _LONG_VRS:
+                if len(buffer) < pos + 12:
+                    buffer += _more(handle, 12)
+                length, start = _LONG.unpack_from(buffer, pos)[3], pos + 12
+            else:
+                length, start = short, pos + 8
+        else:
+            length, start = _IMPLICIT.unpack_from(buffer, pos)[2], pos + 8
+        if length == 0xFFFFFFFF:
+            raise Part10Error(f"{path}: damaged file meta information (undefined length in group 0002)")
+        end = start + length
+        if len(buffer) < end:
+            buffer += _more(handle, end - len(buffer))
+            if len(buffer) < end:
+                raise Part10Error(f"{path}: damaged file meta information (cut off in group 0002)")
+        if element in _WANTED:
+            values[element] = bytes(buffer[start:end]).decode("ascii", "replace").strip("\0 ")
+        pos = end
+
+
+def _more(handle: BinaryIO, at_least: int) -> bytes:
+    return handle.read(max(at_least, _META_READ))
 
 
 def iter_blocks(header: Part10Header, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
@@ -79,6 +128,17 @@ def iter_blocks(header: Part10Header, block_size: int = BLOCK_SIZE) -> Iterator[
             yield memoryview(block)
 
 
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in _LONG_VRS:
+        return _LONG.pack(0x0002, element, vr, len(value)) + value
+    return _SHORT.pack(0x0002, element, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    value = text.encode("ascii")
+    return value + pad if len(value) % 2 else value
+
+
 def encode_file_header(
     sop_class_uid: str,
     sop_instance_uid: str,
@@ -87,18 +147,19 @@ def encode_file_header(
     implementation_version_name: str | None = None,
     source_ae_title: str | None = None,
 ) -> bytes:
-    """The 128-byte preamble, ``DICM`` and the file meta group for a received data set."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax_uid)
-    meta.ImplementationClassUID = UID(implementation_class_uid)
+    """The 128-byte preamble, ``DICM`` and the file meta group (PS3.10 7.1) for a received
+    data set: explicit VR little endian, UIDs padded with NUL, text with a space."""
+    elements = [
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _padded(sop_class_uid, b"\0")),
+        _meta_element(0x0003, b"UI", _padded(sop_instance_uid, b"\0")),
+        _meta_element(0x0010, b"UI", _padded(transfer_syntax_uid, b"\0")),
+        _meta_element(0x0012, b"UI", _padded(implementation_class_uid, b"\0")),
+    ]
     if implementation_version_name:
-        meta.ImplementationVersionName = implementation_version_name
+        elements.append(_meta_element(0x0013, b"SH", _padded(implementation_version_name, b" ")))
     if source_ae_title:
-        meta.SourceApplicationEntityTitle = source_ae_title
-    buffer = DicomBytesIO()
-    buffer.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return bytes(buffer.getvalue())
+        elements.append(_meta_element(0x0016, b"AE", _padded(source_ae_title, b" ")))
+    body = b"".join(elements)
+    group_length = _SHORT.pack(0x0002, 0x0000, b"UL", 4) + struct.pack("<I", len(body))
+    return bytes(_PREAMBLE) + _PREFIX + group_length + body
