@@ -1,0 +1,350 @@
+"""Check a data set's encoding as it streams in, and keep a few top-level attributes (PS3.5 7).
+
+A storage SCP must not call an object stored before it knows the bytes form a data
+set. Re-reading every received file with a full parser costs more than receiving it;
+:class:`DatasetScanner` instead walks the element headers of the fragments as they
+arrive: it steps over values by their lengths (a gigabyte of pixel data costs one
+addition), descends into sequences and items to find where undefined lengths end, and
+keeps the raw values of the top-level attributes it was asked for. Sans-I/O: bytes in,
+a verdict and those values out.
+
+What it checks is the structure: whole element headers, explicit VRs that exist,
+values, items and sequences that end where their lengths and delimiters say, and a
+data set that ends on an element boundary. Value contents are the application's
+business (those it keeps, it decodes with pydicom).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
+
+__all__ = ["DatasetScanError", "DatasetScanner", "ScannedDataset"]
+
+_DEFLATED_CHUNK = 1 << 20  # inflate at most this much per step: a small PDV may expand 1000x
+
+#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
+_LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_SHORT_VRS = frozenset(
+    {
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
+        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    }
+)  # fmt: skip
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQUENCE_END = 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
+_MAX_KEPT = 1 << 16  # a value we keep larger than this is not an identifying attribute
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """How a transfer syntax encodes its data set (PS3.5 10): VR, byte order, deflate."""
+
+    implicit: bool
+    little_endian: bool
+    deflated: bool
+
+    @classmethod
+    def of(cls, transfer_syntax: str) -> _Encoding:
+        """Every transfer syntax but these few is explicit VR little endian, the
+        compressed ones included (their pixel data is encapsulated, the rest is not)."""
+        uid = UID(transfer_syntax)
+        try:
+            return cls(uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
+        except ValueError:  # a private transfer syntax: the standard's default encoding
+            return cls(False, True, False)
+
+
+def _structs(little_endian: bool) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
+    order = "<" if little_endian else ">"
+    return (
+        struct.Struct(order + "HH2sH"),  # tag, VR, short length (explicit VR)
+        struct.Struct(order + "HHI"),  # tag, 4-byte length (implicit VR, items, delimiters)
+        struct.Struct(order + "I"),  # the 4-byte length after a long VR
+    )
+
+
+class DatasetScanError(ValueError):
+    """The bytes are not a data set in the transfer syntax they were sent in."""
+
+
+@dataclass
+class _Frame:
+    """An open sequence, item, or run of encapsulated fragments."""
+
+    kind: str  # "sequence" | "item" | "fragments"
+    end: int | None  # absolute offset where it ends; None: a delimiter ends it
+    tag: int
+    implicit: bool  # how what it holds is encoded (UN sequences are implicit VR, PS3.5 6.2.2)
+
+
+@dataclass(frozen=True)
+class ScannedDataset:
+    """What the scan found: the kept top-level values, undecoded, and the size."""
+
+    transfer_syntax: str
+    kept: dict[int, tuple[str | None, bytes]]
+    length: int
+
+    def get_text(self, tag: int) -> str:
+        """A kept value as text, without decoding it through pydicom (UIDs, codes)."""
+        found = self.kept.get(tag)
+        return "" if found is None else found[1].decode("ascii", "replace").strip("\0 ")
+
+    def dataset(self) -> Dataset:
+        """The kept attributes as a pydicom data set (values decode when read), with the
+        transfer syntax in its file meta, as ``dcmread`` would give them."""
+        encoding = _Encoding.of(self.transfer_syntax)
+        implicit, little = encoding.implicit, encoding.little_endian
+        elements: dict[BaseTag, DataElement | RawDataElement] = {
+            Tag(tag): RawDataElement(Tag(tag), vr, len(value), value, 0, implicit, little, True, False)
+            for tag, (vr, value) in self.kept.items()
+        }
+        dataset = Dataset(elements)
+        dataset.file_meta = FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = UID(self.transfer_syntax)
+        dataset.set_original_encoding(implicit, little)
+        return dataset
+
+
+class DatasetScanner:
+    """Feed a data set's bytes in order, in pieces of any size; then :meth:`finish`.
+
+    ``keep`` names the top-level tags (as ``0xggggeeee`` integers) whose values to keep.
+    The first structural error raises :class:`DatasetScanError`, from :meth:`feed` or
+    :meth:`finish`, and every later call raises it again.
+    """
+
+    def __init__(self, transfer_syntax: str, keep: Collection[int] = ()) -> None:
+        self.transfer_syntax = transfer_syntax
+        encoding = _Encoding.of(transfer_syntax)
+        self._base_implicit = encoding.implicit
+        self._implicit = self._base_implicit  # the encoding where we are (inner frames differ)
+        self._little_endian = encoding.little_endian
+        self._tag_vr_length, self._tag_length, self._length = _structs(encoding.little_endian)
+        self._item_marker = b"\xfe\xff" if encoding.little_endian else b"\xff\xfe"
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if encoding.deflated else None
+        self._keep = frozenset(keep)
+        self._kept: dict[int, tuple[str | None, bytes]] = {}
+        self._frames: list[_Frame] = []
+        self._offset = 0  # bytes of the data set consumed so far
+        self._head = bytearray()  # an element header cut by a fragment boundary
+        self._skip = 0  # value bytes still to step over
+        self._keeping: tuple[int, str | None, bytearray] | None = None  # a value being kept
+        self._error: DatasetScanError | None = None
+
+    # -- input ------------------------------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._error is not None:
+            raise self._error
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        try:
+            if self._inflater is None:
+                self._consume(view)
+            else:
+                self._inflate(view)
+        except DatasetScanError as exc:
+            self._error = exc
+            raise
+
+    def _inflate(self, view: memoryview | bytes) -> None:
+        try:
+            while view:
+                self._consume(memoryview(self._inflater.decompress(view, _DEFLATED_CHUNK)))  # type: ignore[union-attr]
+                view = self._inflater.unconsumed_tail  # type: ignore[union-attr]
+        except zlib.error as exc:
+            raise DatasetScanError(f"the deflated data set does not inflate: {exc}") from None
+
+    def finish(self) -> ScannedDataset:
+        """The verdict once every byte was fed: the data set, or DatasetScanError."""
+        if self._error is not None:
+            raise self._error
+        if self._inflater is not None:
+            try:
+                self._consume(memoryview(self._inflater.flush()))
+            except DatasetScanError as exc:
+                self._error = exc
+                raise
+        problem = None
+        if self._head or self._skip or self._keeping is not None:
+            problem = f"the data set ends inside an element, at byte {self._offset}"
+        else:
+            self._close_defined_frames()
+            if self._frames:
+                frame = self._frames[-1]
+                problem = f"the data set ends inside the {frame.kind} of {_tag_name(frame.tag)}"
+        if problem is not None:
+            self._error = DatasetScanError(problem)
+            raise self._error
+        return ScannedDataset(self.transfer_syntax, self._kept, self._offset)
+
+    # -- the walk ---------------------------------------------------------------------------
+
+    def _consume(self, view: memoryview) -> None:
+        pos, end = 0, len(view)
+        while pos < end:
+            if self._skip:
+                take = min(self._skip, end - pos)
+                if self._keeping is not None:
+                    self._keeping[2].extend(view[pos : pos + take])
+                self._skip -= take
+                pos += take
+                self._offset += take
+                if not self._skip and self._keeping is not None:
+                    tag, vr, value = self._keeping
+                    self._kept[tag] = (vr, bytes(value))
+                    self._keeping = None
+                continue
+            self._close_defined_frames()
+            pos = self._header(view, pos, end)
+
+    def _header(self, view: memoryview, pos: int, end: int) -> int:
+        """Read the next element header (maybe cut across feeds); returns the new position."""
+        need = self._header_size(view, pos, end)
+        have = len(self._head)
+        if have + (end - pos) < need:
+            self._head += view[pos:end]
+            return end
+        if have:
+            self._head += view[pos : pos + need - have]
+            header: bytes | memoryview = bytes(self._head)
+            self._head.clear()
+            used = need - have
+        else:
+            header = view[pos : pos + need]
+            used = need
+        self._offset += need
+        self._element(header)
+        return pos + used
+
+    def _header_size(self, view: memoryview, pos: int, end: int) -> int:
+        """8 bytes, or 12 for an explicit long VR (known once the VR bytes are in)."""
+        if self._implicit:
+            return 8
+        first = bytes(self._head[:6]) + bytes(view[pos : pos + max(0, 6 - len(self._head))])
+        if len(first) < 6:
+            return 8  # not known yet: wait for more bytes
+        if first[:2] == self._item_marker:  # (FFFE,xxxx): items and delimiters, no VR
+            return 8
+        return 12 if first[4:6] in _LONG_VRS else 8
+
+    def _element(self, header: bytes | memoryview) -> None:
+        if self._implicit:
+            group, element, length = self._tag_length.unpack_from(header)
+            vr: bytes | None = None
+        else:
+            group, element, vr_bytes, short = self._tag_vr_length.unpack_from(header)
+            if group == 0xFFFE:
+                length = self._length.unpack_from(header, 4)[0]
+                vr = None
+            elif vr_bytes in _LONG_VRS:
+                vr, length = vr_bytes, self._length.unpack_from(header, 8)[0]
+            elif vr_bytes in _SHORT_VRS:
+                vr, length = vr_bytes, short
+            else:
+                raise DatasetScanError(
+                    f"{_tag_name(group << 16 | element)} at byte {self._offset - len(header)} "
+                    f"has no valid VR ({bytes(vr_bytes)!r})"
+                )
+        tag = group << 16 | element
+        if group == 0xFFFE:
+            self._delimiter_or_item(tag, length)
+            return
+        inside = self._frames[-1] if self._frames else None
+        if inside is not None and inside.kind != "item":
+            raise DatasetScanError(
+                f"{_tag_name(tag)} inside the {inside.kind} of {_tag_name(inside.tag)}, "
+                "where only items may be"
+            )
+        if length == _UNDEFINED:
+            self._open_undefined(tag, vr)
+            return
+        self._check_fits(tag, length)
+        if vr == b"SQ":
+            self._push(_Frame("sequence", self._offset + length, tag, self._implicit))
+            return
+        self._skip = length
+        if inside is None and tag in self._keep and length <= _MAX_KEPT:
+            text_vr = None if vr is None else vr.decode("ascii")
+            if length == 0:
+                self._kept[tag] = (text_vr, b"")
+            else:
+                self._keeping = (tag, text_vr, bytearray())
+
+    def _open_undefined(self, tag: int, vr: bytes | None) -> None:
+        if vr in (b"OB", b"OW") and tag == _PIXEL_DATA:
+            self._push(_Frame("fragments", None, tag, self._implicit))  # encapsulated pixels
+        elif vr is None or vr == b"SQ":
+            self._push(_Frame("sequence", None, tag, self._implicit))
+        elif vr == b"UN":  # a sequence of unknown VR, encoded in implicit VR (PS3.5 6.2.2)
+            self._push(_Frame("sequence", None, tag, True))
+        else:
+            raise DatasetScanError(
+                f"{_tag_name(tag)} has an undefined length, which VR {vr.decode()} cannot have"
+            )
+
+    def _delimiter_or_item(self, tag: int, length: int) -> None:
+        frame = self._frames[-1] if self._frames else None
+        if tag == _ITEM:
+            if frame is None or frame.kind == "item":
+                raise DatasetScanError(f"an item at byte {self._offset - 8} outside any sequence")
+            if frame.kind == "fragments" or length != _UNDEFINED:
+                if length == _UNDEFINED:
+                    raise DatasetScanError("a pixel data fragment with an undefined length")
+                self._check_fits(tag, length)
+            if frame.kind == "fragments":
+                self._skip = length
+            else:
+                end = None if length == _UNDEFINED else self._offset + length
+                self._push(_Frame("item", end, frame.tag, frame.implicit))
+            return
+        wanted = {_ITEM_END: "item", _SEQUENCE_END: "sequence"}.get(tag)
+        if wanted is None:
+            raise DatasetScanError(f"unknown delimiter {_tag_name(tag)} at byte {self._offset - 8}")
+        closes_fragments = wanted == "sequence" and frame is not None and frame.kind == "fragments"
+        if frame is None or frame.end is not None or (frame.kind != wanted and not closes_fragments):
+            raise DatasetScanError(
+                f"a {wanted} delimiter at byte {self._offset - 8} that closes no {wanted}"
+            )
+        if length != 0:
+            raise DatasetScanError(f"a {wanted} delimiter with length {length}, not 0")
+        self._pop()
+
+    def _check_fits(self, tag: int, length: int) -> None:
+        for frame in reversed(self._frames):
+            if frame.end is not None:
+                if self._offset + length > frame.end:
+                    raise DatasetScanError(
+                        f"{_tag_name(tag)} ({length} bytes) runs past the end of the "
+                        f"{frame.kind} of {_tag_name(frame.tag)}"
+                    )
+                return
+
+    def _close_defined_frames(self) -> None:
+        while self._frames and self._frames[-1].end == self._offset:
+            self._pop()
+
+    def _push(self, frame: _Frame) -> None:
+        self._frames.append(frame)
+        self._implicit = frame.implicit
+
+    def _pop(self) -> None:
+        self._frames.pop()
+        self._implicit = self._frames[-1].implicit if self._frames else self._base_implicit
+
+
+def _tag_name(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
