@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -198,7 +198,13 @@ def _wrong_protocol(data: bytes, role: Role) -> str | None:
 
 
 class DatasetSink(Protocol):
-    def write(self, data: memoryview) -> None: ...
+    """Where a received data set goes, fragment by fragment.
+
+    ``write`` may return an awaitable: the association then reads nothing more until it
+    completes (a disk behind a sink that writes in the background sets the pace).
+    """
+
+    def write(self, data: memoryview) -> Awaitable[None] | None: ...
 
 
 @dataclass
@@ -298,7 +304,8 @@ class Association:
                             sink = sink_for(item) if sink_for is not None else None
                         else:
                             if sink is not None:
-                                sink.write(item.data)
+                                if (waiting := sink.write(item.data)) is not None:
+                                    await waiting
                             else:
                                 collected += item.data
                             if item.last:

@@ -8,7 +8,7 @@ never holds an object in memory.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -71,8 +71,10 @@ class RetrieveResult:
 
 
 class StoreJob(Protocol):
-    def write(self, data: memoryview) -> None: ...
-    def commit(self) -> int: ...
+    """One incoming object: fragments in (a :class:`DatasetSink`), then commit or abort."""
+
+    def write(self, data: memoryview) -> Awaitable[None] | None: ...
+    async def commit(self) -> int: ...
     def abort(self) -> None: ...
 
 
@@ -184,7 +186,7 @@ async def get(
             raise AssociationError(f"association with {association.peer} ended during C-GET")
         if message.field is CommandField.C_STORE_RQ:
             job = jobs.pop(message.context_id)
-            status = job.commit()
+            status = await job.commit()
             instance = str(message.command[Tag.AffectedSOPInstanceUID])
             if status == Status.SUCCESS:
                 result.stored.append(instance)

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ from dicomtls.net.hooks import (
     StoreRecord,
 )
 from dicomtls.net.link import LinkEvents, SecureLink, TLSSource, current_settings, serve
-from dicomtls.net.qr_scu import StoreTarget
+from dicomtls.net.qr_scu import StoreJob, StoreTarget
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request
 from dicomtls.ul.connection import Aborted, AssociationRequested, Role, UpperLayer
 from dicomtls.ul.pdu import (
@@ -314,14 +314,14 @@ class _CountedJob:
 
     __slots__ = ("job", "size", "started")
 
-    def __init__(self, job: Any) -> None:
+    def __init__(self, job: StoreJob) -> None:
         self.job = job
         self.size = 0
         self.started = time.perf_counter()
 
-    def write(self, data: memoryview) -> None:
+    def write(self, data: memoryview) -> Awaitable[None] | None:
         self.size += len(data)
-        self.job.write(data)
+        return self.job.write(data)
 
 
 class _Dispatcher:
@@ -410,7 +410,7 @@ class _Dispatcher:
 
     async def _store(self, message: Message) -> None:
         job = self._jobs.pop(message.context_id, None)
-        status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else job.job.commit()
+        status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else await job.job.commit()
         if job is None:  # a store handler logs its own refusals, with the reason
             log.warning("C-STORE from %s: %s", self.association.peer, status_name(status))
         command = message.command

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import pydicom
 from pydicom.dataset import Dataset
 
-__all__ = ["LEVEL_KEYS", "Index", "InstanceFacts", "QueryError"]
+__all__ = ["INDEXED_KEYWORDS", "LEVEL_KEYS", "Index", "InstanceFacts", "QueryError"]
 
 
 class QueryError(ValueError):
@@ -53,6 +53,8 @@ _COLUMNS = (
     _Column("InstanceNumber", "instance_number"),
 )
 _BY_KEYWORD = {c.keyword: c for c in _COLUMNS}
+#: What :meth:`Index.add` reads from a data set (a storage SCP keeps just these).
+INDEXED_KEYWORDS = tuple(_BY_KEYWORD)
 
 #: The attributes that belong to each level (what a match at that level reports).
 LEVEL_KEYS = {

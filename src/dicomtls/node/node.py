@@ -23,7 +23,7 @@ from dicomtls.net.association import Association
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
-from dicomtls.node.index import Index, QueryError
+from dicomtls.node.index import INDEXED_KEYWORDS, Index, QueryError
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
@@ -193,7 +193,7 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
 
     access = config.access or AccessPolicy(destinations=frozenset(config.move_destinations))
     services = Services(
-        store=DurableStoreHandler(store, on_stored),
+        store=DurableStoreHandler(store, on_stored, keep=INDEXED_KEYWORDS),
         find=qr.find,
         retrieve=qr.retrieve,
         move_destinations=config.move_destinations,

@@ -1,0 +1,147 @@
+"""The storage SCP's handler on a real store: writes behind the loop, a bounded backlog, and
+nothing half-written kept, whatever the writer thread is doing when the association ends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicomtls.dimse.messages import c_store_rq
+from dicomtls.dimse.part10 import iter_blocks, read_header
+from dicomtls.dimse.status import Status
+from dicomtls.node.storage import DurableStore
+from dicomtls.node.store_scp import DurableStoreHandler
+
+from .test_storage import CT, SERIES_UID, STUDY_UID
+
+MIB = 1 << 20
+
+
+def _make_file(path: Path, pixels: int) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CT, pydicom.uid.generate_uid()
+    ds.PatientName, ds.PatientID = "Doe^Jane", "P1"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = STUDY_UID, SERIES_UID, "CT"
+    ds.BitsAllocated, ds.Rows, ds.Columns, ds.NumberOfFrames = 8, 1024, 1024, pixels // MIB
+    ds.PixelData = os.urandom(pixels)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+@dataclass
+class _Peer:
+    """What the handler reads of an association: who is calling, from where."""
+
+    calling_ae: str = "SCU"
+    peer: str = "127.0.0.1:1"
+
+
+def _fragments(path: Path, size: int) -> tuple[str, list[memoryview]]:
+    header = read_header(path)
+    return header.sop_instance_uid, list(iter_blocks(header, size))
+
+
+def _begin(handler: DurableStoreHandler, uid: str):  # type: ignore[no-untyped-def]
+    return handler.begin(_Peer(), c_store_rq(1, CT, uid), ExplicitVRLittleEndian)  # type: ignore[arg-type]
+
+
+def test_large_fragments_are_written_behind_and_the_backlog_is_bounded(tmp_path: Path) -> None:
+    source = tmp_path / "big.dcm"
+    ds = _make_file(source, pixels=24 * MIB)
+    uid, fragments = _fragments(source, 4 * MIB)
+    stored: list[tuple[Path, Dataset]] = []
+    handler = DurableStoreHandler(
+        DurableStore(tmp_path / "store"), lambda p, d: stored.append((p, d)), keep=["PatientName"]
+    )
+
+    async def run() -> tuple[list[int], int]:
+        gate = threading.Event()
+        handler.writer().submit(gate.wait)  # the disk is slow: nothing gets written yet
+        job = _begin(handler, uid)
+        waiting = {i: w for i, f in enumerate(fragments) if (w := job.write(f)) is not None}
+        # with nothing written, every fragment past the 8 MiB backlog asks the reader to wait
+        gate.set()
+        for each in waiting.values():
+            await each
+        return list(waiting), await job.commit()
+
+    waits, status = asyncio.run(run())
+    assert len(fragments) == 7 and waits == [2, 3, 4, 5, 6]
+    assert status == Status.SUCCESS
+    path, dataset = stored[0]
+    assert dataset.PatientName == "Doe^Jane" and dataset.SOPInstanceUID == ds.SOPInstanceUID
+    assert pydicom.dcmread(path).PixelData == ds.PixelData
+
+
+def test_an_association_lost_mid_object_leaves_nothing_even_with_writes_queued(tmp_path: Path) -> None:
+    source = tmp_path / "big.dcm"
+    _make_file(source, pixels=12 * MIB)
+    uid, fragments = _fragments(source, 4 * MIB)
+    store = DurableStore(tmp_path / "store")
+    handler = DurableStoreHandler(store)
+    gate = threading.Event()
+
+    async def run() -> None:
+        handler.writer().submit(gate.wait)
+        job = _begin(handler, uid)
+        for fragment in fragments[:2]:
+            job.write(fragment)
+        assert [p.suffix for p in store.incoming.iterdir()] == [".part"]
+        job.abort()  # the association died; the writer still holds two fragments
+
+    asyncio.run(run())
+    gate.set()
+    handler.writer().submit(lambda: None).result()  # the writer has done all it was given
+    assert list(store.incoming.iterdir()) == []
+    assert list(store.objects.rglob("*.dcm")) == []
+
+
+def test_a_data_set_that_stops_parsing_is_refused_and_not_kept(tmp_path: Path) -> None:
+    source = tmp_path / "one.dcm"
+    _make_file(source, pixels=3 * MIB)
+    uid, fragments = _fragments(source, MIB)
+    store = DurableStore(tmp_path / "store")
+    handler = DurableStoreHandler(store)
+
+    async def run() -> int:
+        job = _begin(handler, uid)
+        job.write(fragments[0])
+        job.write(memoryview(b"\x10\x00\x10\x00XX\x02\x00no"))  # garbage where an element was due
+        for fragment in fragments[1:]:
+            job.write(fragment)
+        return await job.commit()
+
+    assert asyncio.run(run()) == Status.CANNOT_UNDERSTAND
+    assert list(store.incoming.iterdir()) == [] and list(store.objects.rglob("*.dcm")) == []
+
+
+def test_a_durable_object_larger_than_a_write_back_step_arrives_whole(tmp_path: Path) -> None:
+    source = tmp_path / "big.dcm"
+    ds = _make_file(source, pixels=70 * MIB)  # crosses the 32 MiB write-back step twice
+    uid, fragments = _fragments(source, 4 * MIB)
+    store = DurableStore(tmp_path / "store", fsync=True)
+    handler = DurableStoreHandler(store)
+
+    async def run() -> int:
+        job = _begin(handler, uid)
+        for fragment in fragments:
+            if (waiting := job.write(fragment)) is not None:
+                await waiting
+        return await job.commit()
+
+    assert asyncio.run(run()) == Status.SUCCESS
+    path = store.path_for(uid)
+    data_set = source.read_bytes()[read_header(source).dataset_offset :]
+    assert path.read_bytes()[read_header(path).dataset_offset :] == data_set
+    assert pydicom.dcmread(path).PixelData == ds.PixelData
