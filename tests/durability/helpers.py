@@ -186,8 +186,18 @@ def indexed(store: Path, cwd: Path) -> dict[str, Path]:
 
 
 def leftovers(store: Path) -> list[str]:
-    """What is in ``.incoming/``: partial objects (``.part``) and unindexed markers."""
+    """What is in ``.incoming/``: partial objects, and committed ones not yet indexed
+    (``.part`` too, a second name of the stored file)."""
     return sorted(p.name for p in (store / ".incoming").iterdir())
+
+
+def partial_objects(store: Path) -> list[str]:
+    """Objects being received: started, not yet committed."""
+    return sorted(
+        p.name
+        for p in (store / ".incoming").glob("*.dcm.*.part")
+        if p.stat().st_nlink == 1 and p.stat().st_size > 0
+    )
 
 
 def assert_intact(store: Path, sent: SentObject) -> None:

@@ -33,6 +33,7 @@ from .helpers import (
     leftovers,
     make_object,
     on_disk,
+    partial_objects,
     serving,
 )
 
@@ -88,9 +89,8 @@ class Load:
     async def killer(self) -> None:
         """After KILL_AFTER Successes, SIGKILL as soon as the node is writing a partial object."""
         await self.armed.wait()
-        incoming = self.store / ".incoming"
         deadline = time.monotonic() + 20
-        while not any(p.stat().st_size > 0 for p in incoming.glob("*.part")):
+        while not partial_objects(self.store):
             assert time.monotonic() < deadline, "no object was being received: nothing to kill"
             await asyncio.sleep(0.001)  # let the transfers run; the condition is the observable
         os.kill(self.node.proc.pid, signal.SIGKILL)
@@ -139,13 +139,13 @@ def test_kill_9_while_clients_store(tmp_path: Path) -> None:
     succeeded = {uid for uid, status in load.status.items() if status == SUCCESS}
     failed = {uid: s for uid, s in load.status.items() if s != SUCCESS and isinstance(s, int)}
     assert failed == {}, f"the node refused objects under load: {failed}"
-    partial_at_kill = [n for n in leftovers(store) if n.endswith(".part")]
-    # committed (renamed) but maybe not indexed when the kill came: the restart must index them
+    partial_at_kill = partial_objects(store)
+    # committed (linked into place) but maybe not indexed when the kill came: the restart
+    # must index them
     caught_committing = {
-        n.partition(".dcm.")[0]
-        for n in leftovers(store)
-        if n.endswith(".unindexed")
-        and DurableStore(store).path_for(n.partition(".dcm.")[0]).exists()
+        p.name.partition(".dcm.")[0]
+        for p in (store / ".incoming").glob("*.dcm.*.part")
+        if p.stat().st_nlink > 1
     }
     assert load.in_flight_at_kill, "the kill came while no transfer was in flight"
     assert partial_at_kill, "the kill left no partial object: it did not hit a transfer"

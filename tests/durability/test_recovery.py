@@ -46,15 +46,16 @@ def test_restart_indexes_what_a_crash_caught_between_commit_and_index(tmp_path: 
     )
     _receive(store, committed).commit(
         index_pending=True
-    )  # renamed, fsynced; the process dies before the index
+    )  # linked into place, fsynced; the process dies before the index
     _receive(store, partial)  # dies while receiving
-    _receive(store, unrenamed)._marker.touch()  # dies just before the rename
-    assert len(leftovers(root)) == 4 and on_disk(root).keys() == {committed.uid}
+    _receive(store, unrenamed)  # dies just before the commit, every byte written
+    store.prepare_spare()  # and with the next object's file made ahead
+    assert len(leftovers(root)) == 3 and on_disk(root).keys() == {committed.uid}
 
     with serving(tmp_path) as node:
         assert "removed 2 partial object(s)" in node.output
         assert "indexed 1 object(s) stored just before an earlier crash" in node.output
-        assert leftovers(root) == []
+        assert leftovers(root) == [] and list((root / ".spare").iterdir()) == []
         assert on_disk(root).keys() == indexed(root, tmp_path).keys() == {committed.uid}
         assert_intact(root, committed)
 

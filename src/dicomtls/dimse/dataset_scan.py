@@ -16,14 +16,14 @@ business (those it keeps, it decodes with pydicom).
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.tag import BaseTag, Tag
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID
 
 __all__ = ["DatasetScanError", "DatasetScanner", "ScannedDataset"]
@@ -46,6 +46,13 @@ _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _MAX_KEPT = 1 << 16  # a value we keep larger than this is not an identifying attribute
+_SPECIFIC_CHARACTER_SET = 0x00080005
+#: VRs whose text is in the data set's character set, and the bytes that reset an
+#: ISO 2022 escape (PS3.5 6.1.2.5.3): components and groups of a name, values, lines.
+_CHARSET_DELIMITERS = {
+    "PN": {0x5E, 0x3D, 0x5C},
+    **{vr: {0x5C, 0x09, 0x0A, 0x0C, 0x0D} for vr in ("SH", "LO", "ST", "LT", "UC", "UT")},
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class _Encoding:
     deflated: bool
 
     @classmethod
+    @functools.lru_cache(maxsize=64)
     def of(cls, transfer_syntax: str) -> _Encoding:
         """Every transfer syntax but these few is explicit VR little endian, the
         compressed ones included (their pixel data is encapsulated, the rest is not)."""
@@ -67,6 +75,7 @@ class _Encoding:
             return cls(False, True, False)
 
 
+@functools.lru_cache(maxsize=2)
 def _structs(little_endian: bool) -> tuple[struct.Struct, struct.Struct, struct.Struct]:
     order = "<" if little_endian else ">"
     return (
@@ -90,6 +99,23 @@ class _Frame:
     implicit: bool  # how what it holds is encoded (UN sequences are implicit VR, PS3.5 6.2.2)
 
 
+@functools.lru_cache(maxsize=256)
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+@functools.lru_cache(maxsize=256)
+def keyword_tag(keyword: str) -> int:
+    """The tag of a data dictionary keyword; KeyError for a keyword that is not one."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"{keyword!r} is not a DICOM keyword")
+    return int(tag)
+
+
 @dataclass(frozen=True)
 class ScannedDataset:
     """What the scan found: the kept top-level values, undecoded, and the size."""
@@ -98,25 +124,28 @@ class ScannedDataset:
     kept: dict[int, tuple[str | None, bytes]]
     length: int
 
-    def get_text(self, tag: int) -> str:
-        """A kept value as text, without decoding it through pydicom (UIDs, codes)."""
+    def text(self, tag: int) -> str:
+        """A kept value as text ("" when absent): decoded in the data set's character set
+        where its VR says so, multiple values joined by backslashes as on the wire."""
         found = self.kept.get(tag)
-        return "" if found is None else found[1].decode("ascii", "replace").strip("\0 ")
+        if found is None:
+            return ""
+        vr, raw = found
+        vr = vr or _dictionary_vr(tag)
+        delimiters = _CHARSET_DELIMITERS.get(vr)
+        if delimiters is None:
+            return raw.decode("ascii", "replace").strip("\0 ")
+        text = decode_bytes(raw, self._encodings, delimiters).strip("\0 ")
+        return text.rstrip("=") if vr == "PN" else text  # no empty trailing component groups
 
-    def dataset(self) -> Dataset:
-        """The kept attributes as a pydicom data set (values decode when read), with the
-        transfer syntax in its file meta, as ``dcmread`` would give them."""
-        encoding = _Encoding.of(self.transfer_syntax)
-        implicit, little = encoding.implicit, encoding.little_endian
-        elements: dict[BaseTag, DataElement | RawDataElement] = {
-            Tag(tag): RawDataElement(Tag(tag), vr, len(value), value, 0, implicit, little, True, False)
-            for tag, (vr, value) in self.kept.items()
-        }
-        dataset = Dataset(elements)
-        dataset.file_meta = FileMetaDataset()
-        dataset.file_meta.TransferSyntaxUID = UID(self.transfer_syntax)
-        dataset.set_original_encoding(implicit, little)
-        return dataset
+    @functools.cached_property
+    def _encodings(self) -> list[str]:
+        terms = self.text(_SPECIFIC_CHARACTER_SET).split("\\")
+        return convert_encodings([t.strip() for t in terms] if any(terms) else None)
+
+    def texts(self, keywords: Iterable[str]) -> dict[str, str]:
+        """Keyword -> :meth:`text`, for the kept attributes among ``keywords``."""
+        return {k: self.text(keyword_tag(k)) for k in keywords if keyword_tag(k) in self.kept}
 
 
 class DatasetScanner:

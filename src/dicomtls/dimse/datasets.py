@@ -8,13 +8,15 @@ transfer syntax the presentation context negotiated.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
 
-__all__ = ["DatasetError", "decode_dataset", "encode_dataset"]
+__all__ = ["DatasetError", "decode_dataset", "encode_dataset", "keyword_texts"]
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
@@ -48,3 +50,18 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:
     except Exception as exc:
         raise DatasetError(f"unreadable data set: {exc}") from None
     return dataset
+
+
+def keyword_texts(dataset: Dataset, keywords: Iterable[str]) -> dict[str, str]:
+    """Keyword -> value as text for those of ``keywords`` the data set holds, the way
+    :meth:`~dicomtls.dimse.dataset_scan.ScannedDataset.texts` gives them from the wire."""
+    texts = {}
+    for keyword in keywords:
+        value = dataset.get(keyword)
+        if value is None:
+            continue
+        if isinstance(value, MultiValue):
+            texts[keyword] = "\\".join(str(v) for v in value)
+        else:
+            texts[keyword] = str(value).strip()
+    return texts

@@ -10,13 +10,15 @@ from the files alone, because the files, not the index, are the truth.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import pydicom
 from pydicom.dataset import Dataset
+
+from dicomtls.dimse.datasets import keyword_texts
 
 __all__ = ["INDEXED_KEYWORDS", "LEVEL_KEYS", "Index", "InstanceFacts", "QueryError"]
 
@@ -141,10 +143,13 @@ class Index:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, path: Path, dataset: Dataset, transfer_syntax: str = "") -> None:
-        """Index (or re-index) one stored object."""
-        values = [_text(dataset.get(c.keyword)) for c in _COLUMNS]
-        size = path.stat().st_size if path.exists() else 0
+    def add(self, path: Path, attributes: Mapping[str, str], transfer_syntax: str = "") -> None:
+        """Index (or re-index) one stored object, from its attributes (keyword -> text)."""
+        values = [attributes.get(c.keyword, "").strip() for c in _COLUMNS]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
         self._db.execute(
             f"INSERT OR REPLACE INTO instances VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})",
             [*values, transfer_syntax, str(path), size],
@@ -166,7 +171,7 @@ class Index:
                     bad += 1
                     continue
                 syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
-                self.add(path, dataset, syntax)
+                self.add(path, keyword_texts(dataset, INDEXED_KEYWORDS), syntax)
                 indexed += 1
         finally:
             self._db.execute("COMMIT")

@@ -149,6 +149,7 @@ class RunningNode:
         if self.config.audit is not None:
             self.config.audit.close()
         self.index.close()
+        self.store.close()
 
 
 class _QueryRetrieve:
@@ -187,13 +188,9 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     )
     certificates = CertificateWatch(config.tls, config.move_tls, metrics)
 
-    def on_stored(path: Path, dataset: Dataset) -> None:
-        syntax = str(getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", ""))
-        index.add(path, dataset, syntax)
-
     access = config.access or AccessPolicy(destinations=frozenset(config.move_destinations))
     services = Services(
-        store=DurableStoreHandler(store, on_stored, keep=INDEXED_KEYWORDS),
+        store=DurableStoreHandler(store, index.add, keep=INDEXED_KEYWORDS),
         find=qr.find,
         retrieve=qr.retrieve,
         move_destinations=config.move_destinations,

@@ -1,25 +1,35 @@
-"""Durable storage of received objects: stream to a temporary file, fsync, rename, fsync the directory.
+"""Durable storage of received objects: stream to a temporary file, fsync, put it in place, fsync the directory.
 
 The rule a storage SCP must keep: Success is sent only for data that is on disk,
 and a crash never leaves a partial file that looks complete. Data arrives in
 fragments and goes straight to a temporary file under ``.incoming/``; only
-:meth:`IncomingObject.commit` (fsync, atomic rename, directory fsync) makes it
-visible under ``objects/``. Leftovers of a crash are removed by :meth:`DurableStore.recover`.
+:meth:`IncomingObject.commit` (fsync, an atomic link or rename, directory fsync)
+makes it visible under ``objects/``. Leftovers of a crash are removed by
+:meth:`DurableStore.recover`.
 
-Between the rename and the index row there is a window a crash can hit: the file
-is complete but no index knows it. ``IncomingObject.commit(index_pending=True)`` leaves
-a marker (``.incoming/<uid>.dcm.….unindexed``) from just before the rename until
-the caller says the object is indexed (:meth:`IncomingObject.settle`), and
-:meth:`DurableStore.unindexed` lists what a crash left in that window, so that
-recovery costs as much as the objects in flight, not a scan of the whole store.
+Between the commit and the index row there is a window a crash can hit: the file
+is complete but no index knows it. ``IncomingObject.commit(index_pending=True)``
+therefore *links* the temporary file into place instead of renaming it, and the
+temporary name stays, a second name of the same file, until the caller says the
+object is indexed (:meth:`IncomingObject.settle`). That second name is the marker:
+:meth:`DurableStore.unindexed` lists what a crash left in the window, so recovery
+costs as much as the objects in flight, not a scan of the whole store.
+
+No file is created per object on the path a C-STORE waits on. On a journaling file
+system, creating a file right after an fsync costs more than the rest of the commit,
+so the next object's temporary file is made ahead, as a *spare* in ``.spare/``
+(:meth:`DurableStore.prepare_spare`, called off that path), and renamed into
+``.incoming/`` when an object begins.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +45,11 @@ class StorageError(OSError):
 
 
 _PARTIAL = ".part"
-_UNINDEXED = ".unindexed"
+_STAGED = ".new"  # a link made to replace an earlier copy atomically
 #: With fsync on, every this many bytes written the kernel is asked to start writing them
 #: out, so the disk works while the rest arrives and the commit's fsync finds little left.
 _WRITEBACK_STEP = 32 << 20
+_names = itertools.count()  # temporary names are unique in this process; the pid across them
 
 
 @dataclass(frozen=True)
@@ -57,21 +68,23 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+
 class IncomingObject:
     """One object being received: write fragments, then commit or abort."""
 
     def __init__(self, store: DurableStore, final: Path, header: bytes) -> None:
         self._store = store
         self._final = final
-        stem = f"{final.name}.{os.getpid()}.{id(self):x}"
-        self._temp = store.incoming / (stem + _PARTIAL)
-        self._marker = store.incoming / (stem + _UNINDEXED)
+        self._temp = store.incoming / f"{final.name}.{os.getpid()}.{next(_names)}{_PARTIAL}"
         self._fd: int | None = None  # set before open: abort() must work if open fails
         self._stored: StoredObject | None = None
         self._size = 0
         self._written_back = 0  # bytes the kernel was asked to write out (fsync on)
         try:
-            self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = store.open_temporary(self._temp)
             self.write(header)
         except OSError as exc:
             self.abort()
@@ -115,29 +128,26 @@ class IncomingObject:
         """Make the object durable and visible; only after this may Success be sent.
 
         With ``index_pending`` the object counts as not yet indexed until :meth:`settle`
-        (or :meth:`withdraw`): a crash before then leaves a marker for :meth:`DurableStore.unindexed`.
+        (or :meth:`withdraw`): a crash before then leaves it to :meth:`DurableStore.unindexed`.
         """
         assert self._fd is not None, "commit after commit or abort"
-        renamed = replaced = False
+        placed = replaced = False
         try:
             if self._store.fsync:
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
             self._store.make_bucket(self._final.parent)
-            replaced = self._final.exists()
-            if index_pending:
-                os.close(os.open(self._marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
             try:
-                os.replace(self._temp, self._final)
+                replaced = self._place(index_pending)
             except FileNotFoundError:  # someone removed the bucket since we made it
                 self._store.make_bucket(self._final.parent, again=True)
-                os.replace(self._temp, self._final)
-            renamed = True
+                replaced = self._place(index_pending)
+            placed = True
             if self._store.fsync:
                 _fsync_directory(self._final.parent)
         except OSError as exc:
-            if renamed:  # visible but not known durable: take it back, like a failed index
+            if placed:  # visible but not known durable: take it back, like a failed index
                 self._stored = StoredObject(self._final, self._size, replaced)
                 self.withdraw()
             else:
@@ -148,15 +158,31 @@ class IncomingObject:
         self._stored = StoredObject(self._final, self._size, replaced)
         return self._stored
 
+    def _place(self, keep_temporary: bool) -> bool:
+        """Atomically make the final name this file; True if it replaced an earlier copy."""
+        if not keep_temporary:
+            replaced = self._final.exists()
+            os.replace(self._temp, self._final)
+            return replaced
+        try:
+            os.link(self._temp, self._final)
+            return False
+        except FileExistsError:
+            staged = self._temp.with_name(self._temp.name + _STAGED)
+            os.link(self._temp, staged)
+            os.replace(staged, self._final)  # a rename, so the earlier copy is never missing
+            return True
+
     def settle(self) -> None:
-        """The committed object is indexed: forget the marker that would re-index it."""
-        DurableStore.settle([self._marker])
+        """The committed object is indexed: drop the temporary name that would re-index it."""
+        DurableStore.settle([self._temp])
 
     def withdraw(self) -> None:
         """The committed object cannot be indexed: remove it again, so nothing unindexed stays.
 
         If it overwrote an earlier copy, whose index row names this path, the file stays
-        and so does the marker: the next start re-indexes it (:meth:`DurableStore.unindexed`).
+        and so does its temporary name: the next start re-indexes it
+        (:meth:`DurableStore.unindexed`).
         """
         stored = self._stored
         assert stored is not None, "withdraw before commit"
@@ -167,8 +193,8 @@ class IncomingObject:
             if self._store.fsync:
                 _fsync_directory(stored.path.parent)
         except OSError:
-            return  # the marker stays: the next start indexes or forgets what is there
-        DurableStore.settle([self._marker])
+            return  # the temporary name stays: the next start indexes or forgets the file
+        DurableStore.settle([self._temp])
 
     def abort(self) -> None:
         """Forget the object: the temporary file goes, nothing becomes visible."""
@@ -176,7 +202,6 @@ class IncomingObject:
             os.close(self._fd)
             self._fd = None
         self._temp.unlink(missing_ok=True)
-        DurableStore.settle([self._marker])
 
 
 class DurableStore:
@@ -189,9 +214,12 @@ class DurableStore:
         """``root/<SOPInstanceUID>.dcm`` instead of buckets under ``objects/`` (C-GET --out)."""
         self.objects = root if flat else root / "objects"
         self.incoming = root / ".incoming"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.spares = root / ".spare"
+        for directory in (self.objects, self.incoming, self.spares):
+            directory.mkdir(parents=True, exist_ok=True)
         self._buckets: set[Path] = {self.objects}
+        self._spare: tuple[Path, int] | None = None
+        self._spare_lock = threading.Lock()  # spares are made on a worker thread
 
     def make_bucket(self, bucket: Path, *, again: bool = False) -> None:
         """Create an object's directory once (not a syscall per object); with fsync on, the
@@ -206,6 +234,54 @@ class DurableStore:
             if self.fsync:
                 _fsync_directory(bucket.parent)
         self._buckets.add(bucket)
+
+    # -- temporary files ----------------------------------------------------------------------
+
+    def prepare_spare(self) -> None:
+        """Create the next object's temporary file now, while no C-STORE waits for it.
+
+        Safe from any thread; a failure (a full disk) only means the next object
+        creates its own file, and reports the error then.
+        """
+        with self._spare_lock:
+            if self._spare is not None:
+                return
+        path = self.spares / f"{os.getpid()}.{next(_names)}{_PARTIAL}"
+        try:
+            fd = _create(path)
+        except OSError:
+            return
+        with self._spare_lock:
+            if self._spare is None:
+                self._spare = (path, fd)
+                return
+        os.close(fd)  # another thread made one meanwhile
+        path.unlink(missing_ok=True)
+
+    def open_temporary(self, path: Path) -> int:
+        """An open, empty file named ``path``: the spare renamed, or a new file."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            return _create(path)
+        spare_path, fd = spare
+        try:
+            os.rename(spare_path, path)
+        except OSError:
+            os.close(fd)
+            spare_path.unlink(missing_ok=True)
+            return _create(path)
+        return fd
+
+    def close(self) -> None:
+        """Remove the spare file, if one is waiting."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            os.close(spare[1])
+            spare[0].unlink(missing_ok=True)
+
+    # -- objects ----------------------------------------------------------------------------
 
     def path_for(self, sop_instance_uid: str) -> Path:
         if not _SAFE_UID.match(sop_instance_uid):
@@ -240,36 +316,64 @@ class DurableStore:
         pattern = "*.dcm" if self.flat else "*/*.dcm"
         return sorted(self.objects.glob(pattern))
 
+    # -- after a crash ----------------------------------------------------------------------
+
     def recover(self) -> int:
-        """Remove what a crash left half-written; returns how many files went."""
+        """Remove what a crash left half-written; returns how many partial objects went.
+
+        A temporary file that also has its final name is a committed object that may not
+        be indexed: it stays for :meth:`unindexed`.
+        """
         removed = 0
-        for leftover in self.incoming.glob("*" + _PARTIAL):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        for leftover in sorted(self.incoming.iterdir()):
+            name = leftover.name
+            if name.endswith(_PARTIAL) and _names_of(leftover) > 1:
+                continue
+            if name.endswith((_PARTIAL, _STAGED)):
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        for spare in self.spares.glob("*" + _PARTIAL):  # empty files made ahead
+            spare.unlink(missing_ok=True)
         return removed
 
     def unindexed(self) -> dict[Path, list[Path]]:
-        """Objects a crash may have caught between commit and index: file -> its markers.
+        """Objects a crash may have caught between commit and index: file -> its temporary names.
 
-        Markers whose file is not there (the crash came before the rename) go at once.
-        Call :meth:`settle` with the markers once the file is indexed.
+        A temporary name whose file has been replaced since goes at once. Call
+        :meth:`settle` with the names once the file is indexed.
         """
         found: dict[Path, list[Path]] = {}
-        for marker in sorted(self.incoming.glob("*" + _UNINDEXED)):
-            uid = marker.name.partition(".dcm.")[0]
+        for temporary in sorted(self.incoming.glob("*" + _PARTIAL)):
+            if _names_of(temporary) < 2:
+                continue  # a partial object: recover() removes it
+            uid = temporary.name.partition(".dcm.")[0]
             try:
-                path = self.path_for(uid)
+                path: Path | None = self.path_for(uid)
             except StorageError:
                 path = None
-            if path is None or not path.exists():
-                marker.unlink(missing_ok=True)
+            if path is None or not _same_file(path, temporary):
+                temporary.unlink(missing_ok=True)
                 continue
-            found.setdefault(path, []).append(marker)
+            found.setdefault(path, []).append(temporary)
         return found
 
     @staticmethod
-    def settle(markers: list[Path]) -> None:
-        """Drop markers of indexed objects (a marker left over only costs a re-index)."""
-        for marker in markers:
+    def settle(names: list[Path]) -> None:
+        """Drop the temporary names of indexed objects (one left over only costs a re-index)."""
+        for name in names:
             with contextlib.suppress(OSError):
-                marker.unlink(missing_ok=True)
+                name.unlink(missing_ok=True)
+
+
+def _names_of(path: Path) -> int:
+    try:
+        return path.stat().st_nlink
+    except OSError:
+        return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -14,15 +14,20 @@ import concurrent.futures
 import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
-from pydicom.dataset import Dataset
 
 from dicomtls.dimse.command import CommandSet, Tag
-from dicomtls.dimse.dataset_scan import DatasetScanError, DatasetScanner, ScannedDataset
+from dicomtls.dimse.dataset_scan import (
+    DatasetScanError,
+    DatasetScanner,
+    ScannedDataset,
+    keyword_tag,
+)
+from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status
 from dicomtls.node.storage import DurableStore, IncomingObject, StorageError, StoredObject
 from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -34,8 +39,9 @@ __all__ = ["DurableStoreHandler", "OnStored"]
 
 log = logging.getLogger("dicomtls.node")
 
-OnStored = Callable[[Path, Dataset], None]
-"""Told of each object once it is on disk (e.g. to index it)."""
+OnStored = Callable[[Path, Mapping[str, str], str], None]
+"""Told of each object once it is on disk (e.g. to index it): its path, the kept
+attributes (keyword -> text) and its transfer syntax."""
 
 #: Fragments smaller than this are written at once: handing them to a thread costs more.
 _WRITE_BEHIND_MIN = 256 << 10
@@ -63,7 +69,7 @@ def _check(scanner: DatasetScanner, sop_instance_uid: str, peer: str) -> Scanned
     except DatasetScanError as exc:
         log.warning("C-STORE from %s: the data set cannot be parsed: %s", peer, exc)
         return Status.CANNOT_UNDERSTAND
-    stored_uid = scanned.get_text(_SOP_INSTANCE_UID)
+    stored_uid = scanned.text(_SOP_INSTANCE_UID)
     if stored_uid != sop_instance_uid:
         log.warning(
             "C-STORE from %s: the data set holds SOP instance %r, the command named %r",
@@ -154,7 +160,8 @@ class _Job:
         on_stored = self._handler.on_stored
         if on_stored is not None:
             try:
-                on_stored(stored.path, checked.dataset())
+                attributes = checked.texts(self._handler.keep)
+                on_stored(stored.path, attributes, checked.transfer_syntax)
             except Exception as exc:  # e.g. sqlite3.OperationalError: database or disk is full
                 incoming.withdraw()
                 fate = "kept, re-indexed at the next start" if stored.replaced else "removed"
@@ -182,7 +189,7 @@ class DurableStoreHandler:
 
     Created before the node listens, it first indexes (through ``on_stored``) the
     objects an earlier crash left committed but maybe not indexed. ``keep`` names the
-    top-level attributes (keywords) ``on_stored`` receives besides the SOP instance UID.
+    top-level attributes (keywords) ``on_stored`` receives.
     """
 
     def __init__(
@@ -193,8 +200,9 @@ class DurableStoreHandler:
     ) -> None:
         self.store = store
         self.on_stored = on_stored
-        tags = {int(pydicom.datadict.tag_for_keyword(k) or 0) for k in keep}
-        self._keep = frozenset(tags - {0} | {_SOP_INSTANCE_UID, _SPECIFIC_CHARACTER_SET})
+        self.keep = tuple(keep)
+        tags = {keyword_tag(k) for k in self.keep}  # KeyError names a keyword that is not one
+        self._keep_tags = frozenset(tags | {_SOP_INSTANCE_UID, _SPECIFIC_CHARACTER_SET})
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self.reindexed = self._index_unindexed()
 
@@ -218,7 +226,9 @@ class DurableStoreHandler:
         for path, markers in self.store.unindexed().items():
             if self.on_stored is not None:
                 try:
-                    self.on_stored(path, pydicom.dcmread(path, stop_before_pixels=True))
+                    dataset = pydicom.dcmread(path, stop_before_pixels=True)
+                    syntax = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+                    self.on_stored(path, keyword_texts(dataset, self.keep), syntax)
                 except Exception as exc:
                     log.warning("cannot index %s, stored before a crash: %s", path, exc)
                     continue
@@ -230,7 +240,7 @@ class DurableStoreHandler:
 
     def begin(self, association: Association, command: CommandSet, transfer_syntax: str) -> _Job:
         sop_instance = str(command[Tag.AffectedSOPInstanceUID])
-        scanner = DatasetScanner(transfer_syntax, self._keep)
+        scanner = DatasetScanner(transfer_syntax, self._keep_tags)
         incoming: IncomingObject | None = None
         failure: StorageError | None = None
         try:
@@ -244,4 +254,7 @@ class DurableStoreHandler:
             )
         except StorageError as exc:
             failure = exc
+        else:
+            # The next object's file, made while this one streams in (not while it waits).
+            self.writer().submit(self.store.prepare_spare)
         return _Job(self, incoming, failure, sop_instance, association.peer, scanner)
