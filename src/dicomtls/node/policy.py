@@ -222,7 +222,8 @@ class AccessPolicy:
         )
 
     def __call__(self, request: RequestInfo) -> Admission:
-        return self.admit(request.calling_ae, request.certificate)
+        # Without rules the certificate decides nothing: do not describe it for nothing.
+        return self.admit(request.calling_ae, request.certificate if self.rules else None)
 
     def admit(self, calling_ae: str, certificate: CertificateInfo | None) -> Admission:
         """The decision for a peer claiming ``calling_ae`` and holding ``certificate``."""

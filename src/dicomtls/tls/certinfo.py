@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["PURPOSE_NAMES", "CertificateInfo", "Purpose"]
+__all__ = ["PURPOSE_NAMES", "CertificateInfo", "Purpose", "key_facts"]
 
 PURPOSE_NAMES = (
     "SSL client",
@@ -284,7 +284,7 @@ def _purposes(f: _Facts) -> tuple[Purpose, ...]:
     return tuple(Purpose(name, ok) for name, ok in zip(PURPOSE_NAMES, checks, strict=True))
 
 
-def _key_facts(cert: x509.Certificate) -> tuple[str, int, str | None]:
+def key_facts(cert: x509.Certificate) -> tuple[str, int, str | None]:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         return "RSA", key.key_size, None
@@ -353,7 +353,7 @@ class CertificateInfo:
         san = _ext(cert, x509.SubjectAlternativeName)
         san_value = san.value if san is not None else x509.SubjectAlternativeName([])
         eku = _ext(cert, x509.ExtendedKeyUsage)
-        key_type, key_bits, curve = _key_facts(cert)
+        key_type, key_bits, curve = key_facts(cert)
         digest = cert.fingerprint(hashes.SHA256())
         return cls(
             depth=depth,

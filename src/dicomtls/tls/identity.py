@@ -8,6 +8,7 @@ never be the first place such a mistake shows up.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from dicomtls.tls.certinfo import key_facts
 from dicomtls.tls.errors import SettingsError
 from dicomtls.tls.files import parse_certificates, read_file
 
@@ -50,6 +52,11 @@ class Identity:
     certificate: x509.Certificate
     intermediates: tuple[x509.Certificate, ...]
     private_key: PrivateKey
+
+    @functools.cached_property
+    def key_facts(self) -> tuple[str, int, str | None]:
+        """Our key's type, size and curve, as every session reports them."""
+        return key_facts(self.certificate)
 
 
 def _as_bytes(password: str | bytes | None) -> bytes | None:

@@ -9,14 +9,15 @@ from the connection and the certificates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from OpenSSL import SSL
 from OpenSSL._util import lib as _openssl_lib
 
-from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.certinfo import CertificateInfo, key_facts
 from dicomtls.tls.ciphers import cipher_from_openssl
 from dicomtls.tls.flags import Side
 from dicomtls.tls.verify_error import VerifyError
@@ -48,15 +49,32 @@ class SessionInfo:
     """The seed's "mutual authentication key length": the peer's certificate key size."""
     local_key_type: str | None
     local_key_bits: int | None
-    peer_chain: tuple[CertificateInfo, ...]
+    peer_certificates: tuple[x509.Certificate, ...] = field(repr=False)
+    """The chain the peer sent, leaf first; :attr:`peer_chain` describes it."""
     resumed: bool
     verify_result: VerifyError
     """Result of verifying the peer; not OK only when the flags let a failure pass."""
     server_name: str | None
 
-    @property
+    @functools.cached_property
+    def peer_chain(self) -> tuple[CertificateInfo, ...]:
+        """Each certificate of the peer's chain as the verify callback shows it, made
+        when first asked for: a busy server that never looks pays nothing for it."""
+        if not self.peer_certificates:
+            return ()
+        rest = self.peer_certificates[1:]
+        assert self.peer_certificate is not None
+        return (
+            self.peer_certificate,
+            *(CertificateInfo.from_certificate(c, depth) for depth, c in enumerate(rest, 1)),
+        )
+
+    @functools.cached_property
     def peer_certificate(self) -> CertificateInfo | None:
-        return self.peer_chain[0] if self.peer_chain else None
+        """The peer's own certificate (what an access rule looks at), made when first asked for."""
+        if not self.peer_certificates:
+            return None
+        return CertificateInfo.from_certificate(self.peer_certificates[0], 0)
 
     def summary(self) -> str:
         """One line, as a log or ``--verbose`` shows it."""
@@ -92,7 +110,7 @@ def _signature_family(key_type: str | None) -> str:
     return {"EC": "ECDSA", "RSA": "RSA", None: "none"}.get(key_type, key_type or "none")
 
 
-def _peer_chain(conn: SSL.Connection) -> tuple[CertificateInfo, ...]:
+def _peer_chain(conn: SSL.Connection) -> tuple[x509.Certificate, ...]:
     """The chain the peer sent, leaf first.
 
     OpenSSL leaves the peer's own certificate out of the sent chain on the server
@@ -104,7 +122,7 @@ def _peer_chain(conn: SSL.Connection) -> tuple[CertificateInfo, ...]:
     sent: list[x509.Certificate] = conn.get_peer_cert_chain(as_cryptography=True) or []
     if not sent or sent[0] != leaf:
         sent = [leaf, *sent]
-    return tuple(CertificateInfo.from_certificate(c, depth) for depth, c in enumerate(sent))
+    return tuple(sent)
 
 
 def _tls13_key_exchange(group: str | None) -> str:
@@ -135,17 +153,17 @@ def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
     suite = cipher_from_openssl(name, protocol)
     peer_chain = _peer_chain(conn)
     identity = engine.settings.identity
-    local = None if identity is None else CertificateInfo.from_certificate(identity.certificate)
-    server_cert = peer_chain[0] if engine.side is Side.CLIENT and peer_chain else local
+    local_type, local_bits, _ = (None, None, None) if identity is None else identity.key_facts
+    peer_type, peer_bits, _ = key_facts(peer_chain[0]) if peer_chain else (None, None, None)
+    server_key = peer_type if engine.side is Side.CLIENT and peer_chain else local_type
     group = conn.get_group_name() if hasattr(conn, "get_group_name") else None
     if suite is not None and not suite.tls13:
         key_exchange = suite.key_exchange + (f" ({group})" if group else "")
         authentication = suite.authentication
     else:
         key_exchange = _tls13_key_exchange(group)
-        authentication = _signature_family(None if server_cert is None else server_cert.key_type)
+        authentication = _signature_family(server_key)
     failed = engine.first_rejected_call
-    peer = peer_chain[0] if peer_chain else None
     return SessionInfo(
         protocol=protocol,
         cipher_openssl=name,
@@ -155,11 +173,11 @@ def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
         encryption=suite.encryption if suite is not None else name,
         encryption_bits=conn.get_cipher_bits() or 0,
         integrity=suite.integrity if suite is not None else "unknown",
-        peer_key_type=None if peer is None else peer.key_type,
-        peer_key_bits=None if peer is None else peer.key_bits,
-        local_key_type=None if local is None else local.key_type,
-        local_key_bits=None if local is None else local.key_bits,
-        peer_chain=peer_chain,
+        peer_key_type=peer_type,
+        peer_key_bits=peer_bits,
+        local_key_type=local_type,
+        local_key_bits=local_bits,
+        peer_certificates=peer_chain,
         resumed=_resumed(conn),
         verify_result=VerifyError(0) if failed is None else failed.error,
         server_name=engine.server_hostname if engine.side is Side.CLIENT else _sni(conn),
