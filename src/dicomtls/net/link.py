@@ -36,7 +36,7 @@ __all__ = [
 
 log = logging.getLogger("dicomtls.net")
 
-_HIGH_WATER = 8 << 20  # pause reading the socket when this much plaintext is unread
+_HIGH_WATER = 1 << 20  # pause reading the socket when this much plaintext is unread
 #: Plaintext encrypted per step: its ciphertext (16 records and their overhead) leaves the
 #: memory BIO in one read and goes to the socket as it is, never joined with the next.
 _ENCRYPT_SLICE = 240 << 10

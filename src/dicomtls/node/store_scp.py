@@ -47,7 +47,7 @@ attributes (keyword -> text) and its transfer syntax."""
 _WRITE_BEHIND_MIN = 256 << 10
 #: Received but not yet written, per object: above this the association stops reading
 #: until the writer catches up, so a slow disk costs time, not memory.
-_MAX_BACKLOG = 8 << 20
+_MAX_BACKLOG = 4 << 20
 _SOP_INSTANCE_UID = 0x00080018
 _SPECIFIC_CHARACTER_SET = 0x00080005
 
