@@ -1,6 +1,9 @@
 """Our SCU as its own process: store every file of a directory on ONE association.
 
-    python bench/peer_ours_scu.py --port P --dir DIR [--pki DIR --cipher NAME | --no-tls]
+    python bench/peer_ours_scu.py --port P --dir DIR [--pki DIR --cipher NAME | --no-tls] [--window N]
+
+As ``dicomtls store`` does: asks for an asynchronous operations window of ``--window``
+(default 16; 1 = synchronous) and keeps that many C-STOREs outstanding if the SCP allows it.
 
 Prints one JSON line: seconds from the start of connect (TCP + TLS handshake + A-ASSOCIATE)
 to the last C-STORE response (``elapsed``), the transfer alone (``transfer``), statuses, cipher.
@@ -29,15 +32,16 @@ async def main(args: argparse.Namespace) -> None:
                           ca_files=pki / "ca.pem", ciphers=args.cipher.split(",") if args.cipher else None)
     t0 = time.perf_counter()
     assoc = await associate("127.0.0.1", args.port, tls, called_ae=args.called_ae,
-                            proposals=proposals)
+                            proposals=proposals, max_operations=args.window)
     t1 = time.perf_counter()
-    statuses = [await assoc.store(f) for f in files]
+    statuses = [status async for _, status in assoc.store_many(files)]
     t2 = time.perf_counter()
     session = assoc.link.session
     await assoc.release()
     print(json.dumps({
         "elapsed": t2 - t0, "transfer": t2 - t1, "setup": t1 - t0, "n": len(files),
         "failed": sum(1 for s in statuses if s != 0),
+        "window": assoc.negotiated.max_operations,
         "cipher": None if session is None else f"{session.protocol} {session.cipher_openssl}",
     }), flush=True)
 
@@ -50,4 +54,5 @@ if __name__ == "__main__":
     p.add_argument("--cipher")
     p.add_argument("--called-ae", default="DICOMTLS")
     p.add_argument("--no-tls", action="store_true")
+    p.add_argument("--window", type=int, default=16)
     asyncio.run(main(p.parse_args()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +64,14 @@ class Association:
     def store(self, path: Path | str) -> int:
         return self._runner.run(self._inner.store(Path(path)))
 
+    def store_many(self, paths: Iterable[Path | str]) -> list[tuple[Path, int | Exception]]:
+        """Each file with its status (or the error that kept it back), as answers come."""
+
+        async def collect() -> list[tuple[Path, int | Exception]]:
+            return [result async for result in self._inner.store_many(Path(p) for p in paths)]
+
+        return self._runner.run(collect())
+
     def find(self, identifier: Dataset, model: QueryModel = QueryModel.STUDY_ROOT) -> list[Dataset]:
         async def collect() -> list[Dataset]:
             return [match async for match in self._inner.find(identifier, model)]
@@ -110,13 +118,20 @@ def associate(
     calling_ae: str = "DICOMTLS-SCU",
     called_ae: str = "ANY-SCP",
     proposals: Sequence[Proposal] | None = None,
+    max_operations: int = 1,
 ) -> Association:
     """Blocking :func:`dicomtls.net.association.associate`."""
     runner = _LoopThread(f"dicomtls association to {host}:{port}")
     try:
         inner = runner.run(
             _async.associate(
-                host, port, tls, calling_ae=calling_ae, called_ae=called_ae, proposals=proposals
+                host,
+                port,
+                tls,
+                calling_ae=calling_ae,
+                called_ae=called_ae,
+                proposals=proposals,
+                max_operations=max_operations,
             )
         )
     except BaseException:

@@ -73,23 +73,32 @@ def test_echoscu_and_storescu_to_our_scp(rsa_pki: RsaPKI, tmp_path: Path) -> Non
 
 
 def test_our_scu_tostorescp(rsa_pki: RsaPKI, tmp_path: Path) -> None:
-    files = _files(tmp_path / "in", 2)
+    files = _files(tmp_path / "in", 3)
     received = tmp_path / "received"
     received.mkdir()
 
-    async def run() -> tuple[int, list[int]]:
+    async def run() -> tuple[int, list[int], int, list[tuple[Path, int | Exception]]]:
         async with storescp(rsa_pki, received, "--require-peer-cert") as port:
             assoc = await associate(
                 "127.0.0.1", port, rsa_pki.ours("scu"), called_ae="STORESCP",
                 proposals=default_proposals([CT]),
             )  # fmt: skip
             async with assoc:
-                return await assoc.echo(), [await assoc.store(f) for f in files]
+                echo, stored = await assoc.echo(), [await assoc.store(f) for f in files[:2]]
+            # asking storescp for an asynchronous operations window, which it does not grant
+            windowed = await associate(
+                "127.0.0.1", port, rsa_pki.ours("scu"), called_ae="STORESCP",
+                proposals=default_proposals([CT]), max_operations=16,
+            )  # fmt: skip
+            async with windowed:
+                rest = [r async for r in windowed.store_many(files[2:])]
+            return echo, stored, windowed.negotiated.max_operations, rest
 
-    echo, statuses = asyncio.run(run())
+    echo, statuses, window, rest = asyncio.run(run())
     assert echo == 0 and statuses == [0, 0]
+    assert window == 1 and rest == [(files[2], 0)]
     got = sorted(received.glob("*"))
-    assert len(got) == 2
+    assert len(got) == 3
     sent_pixels = {pydicom.dcmread(f).SOPInstanceUID: pydicom.dcmread(f).PixelData for f in files}
     for path in got:
         ds = pydicom.dcmread(path)

@@ -17,7 +17,7 @@ from dicomtls.dimse.messages import c_store_rq
 from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.dimse.status import Status
 from dicomtls.node.storage import DurableStore
-from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.node.store_scp import _MAX_BACKLOG, DurableStoreHandler
 
 from .test_storage import CT, SERIES_UID, STUDY_UID
 
@@ -76,14 +76,15 @@ def test_large_fragments_are_written_behind_and_the_backlog_is_bounded(tmp_path:
         handler.writer().submit(gate.wait)  # the disk is slow: nothing gets written yet
         job = _begin(handler, uid)
         waiting = {i: w for i, f in enumerate(fragments) if (w := job.write(f)) is not None}
-        # with nothing written, every fragment past the 8 MiB backlog asks the reader to wait
+        # with nothing written, every fragment past the backlog limit asks the reader to wait
         gate.set()
         for each in waiting.values():
             await each
         return list(waiting), await job.commit()
 
     waits, status = asyncio.run(run())
-    assert len(fragments) == 7 and waits == [2, 3, 4, 5, 6]
+    first_wait = _MAX_BACKLOG // (4 * MIB)  # the fragment that takes the backlog past the limit
+    assert len(fragments) == 7 and waits == list(range(first_wait, 7))
     assert status == Status.SUCCESS
     path, attributes, syntax = stored[0]
     assert attributes == {"PatientName": "Doe^Jane", "SOPInstanceUID": ds.SOPInstanceUID}

@@ -43,12 +43,13 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def _open(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str,
-                proposals: list[Proposal], verbose: bool) -> Association:  # fmt: skip
+                proposals: list[Proposal], verbose: bool, max_operations: int = 1) -> Association:  # fmt: skip
     on_verify = verify_printer(console) if verbose else None
     settings = tls.settings("client", on_verify=on_verify)
     assoc = await associate(
-        host, port, settings, calling_ae=ae_title, called_ae=called_ae, proposals=proposals
-    )
+        host, port, settings, calling_ae=ae_title, called_ae=called_ae, proposals=proposals,
+        max_operations=max_operations,
+    )  # fmt: skip
     if verbose and assoc.link.session is not None:
         print_session(console, assoc.link.session)
     return assoc
@@ -117,12 +118,17 @@ def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
 @click.command()
 @_common
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--window", type=click.IntRange(0, 0xFFFF), default=16, show_default=True,
+              help="C-STOREs outstanding at once if the peer allows it (PS3.7 asynchronous "
+                   "operations window; 0 = as many as it allows); 1 for a device that "
+                   "mishandles the negotiation.")  # fmt: skip
 def store(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool,
-          verbose: bool, paths: tuple[Path, ...]) -> None:  # fmt: skip
+          verbose: bool, paths: tuple[Path, ...], window: int) -> None:  # fmt: skip
     """Send DICOM files and folders (recursively) to a node (C-STORE).
 
     Non-DICOM files are skipped and counted; one bad file never stops the batch.
-    The exit code is non-zero when anything failed.
+    The exit code is non-zero when anything failed. A node that allows it receives
+    the next object while it still writes the last one to disk.
 
     \b
     Example:
@@ -135,22 +141,22 @@ def store(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, 
         total = sum(f.stat().st_size for f in files)
         started = time.perf_counter()
         async with await _open(
-            host, port, tls, ae_title, called_ae, proposals_for(files), verbose
+            host, port, tls, ae_title, called_ae, proposals_for(files), verbose, window
         ) as assoc:
             with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                           console=console, disable=as_json, transient=True) as progress:  # fmt: skip
                 task = progress.add_task(f"0/{len(files)} objects", total=total)
-                for done, path in enumerate(files, 1):
-                    try:
-                        outcome: int | str = await assoc.store(path)
-                    except Exception as exc:  # one bad file never stops the batch
-                        outcome = str(exc)
-                    results.append((path, outcome))
-                    progress.update(
-                        task,
-                        advance=path.stat().st_size,
-                        description=f"{done}/{len(files)} objects",
-                    )
+                try:
+                    async for path, outcome in assoc.store_many(files):
+                        results.append((path, outcome if isinstance(outcome, int) else str(outcome)))
+                        progress.update(
+                            task,
+                            advance=path.stat().st_size,
+                            description=f"{len(results)}/{len(files)} objects",
+                        )
+                except Exception as exc:  # the association ended: the rest fail with its reason
+                    answered = {p for p, _ in results}
+                    results += [(p, str(exc)) for p in files if p not in answered]
         elapsed = time.perf_counter() - started
         failed = [(p, o) for p, o in results if o != 0]
         if as_json:

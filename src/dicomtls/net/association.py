@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -79,6 +79,14 @@ _SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, 
 
 class AssociationError(Exception):
     """The association could not be made or ended abnormally; the text says why and with whom."""
+
+
+class _NoContextError(AssociationError):
+    """No accepted presentation context fits an object: that object fails, the association not."""
+
+
+#: A peer that allows unlimited outstanding requests still gets no more than this from us.
+_UNLIMITED_WINDOW = 64
 
 
 class _Channel:
@@ -368,6 +376,10 @@ class Association:
         self._channel.flush()
 
     async def response(self, field: CommandField, message_id: int) -> Message:
+        return await self._response_to(field, (message_id,))
+
+    async def _response_to(self, field: CommandField, outstanding: Collection[int]) -> Message:
+        """The next message, which must be a ``field`` answering one of ``outstanding``."""
         try:
             async with asyncio.timeout(self.dimse_timeout):
                 message = await self.receive_message()
@@ -380,9 +392,10 @@ class Association:
             raise AssociationError(f"association with {self.peer} ended before the {field.name}")
         if (
             message.field is not field
-            or message.command.get(Tag.MessageIDBeingRespondedTo) != message_id
+            or message.command.get(Tag.MessageIDBeingRespondedTo) not in outstanding
         ):
-            self.protocol_failure(f"expected {field.name} for message {message_id}")
+            expected = ", ".join(str(m) for m in sorted(outstanding))
+            self.protocol_failure(f"expected {field.name} for message {expected}")
             raise AssociationError(f"{self.peer} answered out of order")
         return message
 
@@ -400,18 +413,49 @@ class Association:
 
     async def store(self, path: Path) -> int:
         """C-STORE a Part 10 file, streaming its data set; returns the status."""
+        message_id = await self._send_store(path)
+        response = await self.response(CommandField.C_STORE_RSP, message_id)
+        return int(response.command[Tag.Status])  # type: ignore[arg-type]
+
+    async def store_many(self, paths: Iterable[Path]) -> AsyncIterator[tuple[Path, int | Exception]]:
+        """C-STORE each file, with as many requests outstanding as the peer allows.
+
+        With an asynchronous operations window (``associate(max_operations=...)``, PS3.7
+        D.3.3.3) the next object is on the wire while the peer still commits the last one;
+        without, this is ``store`` in a loop. Yields each file with its status, or with the
+        error that kept it from being sent (not DICOM, no accepted context), in the order
+        the answers come. An error that ends the association is raised.
+        """
+        window = self.negotiated.max_operations or _UNLIMITED_WINDOW
+        outstanding: dict[int, Path] = {}
+        for path in paths:
+            while len(outstanding) >= window:
+                yield await self._store_answered(outstanding)
+            try:
+                outstanding[await self._send_store(path)] = path
+            except (Part10Error, _NoContextError) as exc:
+                yield path, exc
+        while outstanding:
+            yield await self._store_answered(outstanding)
+
+    async def _store_answered(self, outstanding: dict[int, Path]) -> tuple[Path, int]:
+        response = await self._response_to(CommandField.C_STORE_RSP, outstanding)
+        path = outstanding.pop(int(response.command[Tag.MessageIDBeingRespondedTo]))  # type: ignore[arg-type]
+        return path, int(response.command[Tag.Status])  # type: ignore[arg-type]
+
+    async def _send_store(self, path: Path) -> int:
+        """Send one C-STORE-RQ with the file's data set; its message ID."""
         header = read_header(path)
         context = self.negotiated.context_for(header.sop_class_uid, header.transfer_syntax_uid)
         if context is None:
-            raise AssociationError(
+            raise _NoContextError(
                 f"{self.peer} accepted no context for {header.sop_class_uid} in "
                 f"{header.transfer_syntax_uid}"
             )
         message_id = self.next_message_id()
         command = c_store_rq(message_id, header.sop_class_uid, header.sop_instance_uid)
         await self.send_message(context.id, command, iter_blocks(header, self._read_size()))
-        response = await self.response(CommandField.C_STORE_RSP, message_id)
-        return int(response.command[Tag.Status])  # type: ignore[arg-type]
+        return message_id
 
     def find(
         self, identifier: Dataset, model: qr_scu.QueryModel = qr_scu.QueryModel.STUDY_ROOT
@@ -511,13 +555,23 @@ async def associate(
     proposals: Sequence[Proposal] | None = None,
     max_pdu_length: int = 4 << 20,
     dimse_timeout: float | None = DIMSE_TIMEOUT,
+    max_operations: int = 1,
 ) -> Association:
-    """Connect, (handshake), and negotiate an association; raises AssociationError if refused."""
+    """Connect, (handshake), and negotiate an association; raises AssociationError if refused.
+
+    ``max_operations`` above 1 asks the peer to let that many requests be outstanding at
+    once (:meth:`Association.store_many` uses what it grants); 1, the default, is the
+    synchronous mode every peer supports.
+    """
     link = await connect(host, port, tls)
     ul = UpperLayer(Role.REQUESTOR)
     channel = _Channel(link, ul)
     rq = build_request(
-        calling_ae, called_ae, proposals or default_proposals(), max_pdu_length=max_pdu_length
+        calling_ae,
+        called_ae,
+        proposals or default_proposals(),
+        max_pdu_length=max_pdu_length,
+        max_operations=max_operations,
     )
     ul.request(rq)
     channel.flush()

@@ -334,6 +334,7 @@ class _Dispatcher:
         self.services = services
         self.admission = admission or Admission()
         self._jobs: dict[int, _CountedJob] = {}
+        self._storing: set[asyncio.Task[None]] = set()  # C-STOREs committing while others arrive
 
     def _sink_for(self, received: CommandReceived) -> DatasetSink | None:
         store = self.services.store
@@ -348,11 +349,11 @@ class _Dispatcher:
     async def run(self) -> None:
         handlers = {
             CommandField.C_ECHO_RQ: self._echo,
-            CommandField.C_STORE_RQ: self._store,
             CommandField.C_FIND_RQ: self._find,
             CommandField.C_MOVE_RQ: self._move,
             CommandField.C_GET_RQ: self._get,
         }
+        window = self.association.negotiated.max_operations
         try:
             while (message := await self.association.receive_message(self._sink_for)) is not None:
                 if message.field is CommandField.C_CANCEL_RQ:
@@ -363,6 +364,14 @@ class _Dispatcher:
                         f"unexpected {message.field.name}: we sent no request to answer"
                     )
                     return
+                if message.field is CommandField.C_STORE_RQ:
+                    job = self._jobs.pop(message.context_id, None)  # the next may reuse the context
+                    if window == 1:
+                        await self._store(message, job)
+                    else:
+                        await self._store_behind(message, job, window)
+                    continue
+                await self._stores_answered()  # one request at a time for every other service
                 handler = handlers.get(message.field)
                 if handler is None:
                     await self._unsupported(message)
@@ -371,6 +380,28 @@ class _Dispatcher:
         finally:
             for job in self._jobs.values():
                 job.job.abort()  # the peer left mid-transfer: nothing partial is kept
+            await self._stores_answered()
+
+    async def _store_behind(self, message: Message, job: _CountedJob | None, window: int) -> None:
+        """Commit and answer this C-STORE while the next request arrives (an asynchronous
+        operations window was negotiated); with ``window`` outstanding, wait for one."""
+        task = asyncio.get_running_loop().create_task(self._store(message, job))
+        self._storing.add(task)
+        task.add_done_callback(self._store_done)
+        while window and len(self._storing) >= window:
+            await asyncio.wait(self._storing, return_when=asyncio.FIRST_COMPLETED)
+
+    def _store_done(self, task: asyncio.Task[None]) -> None:
+        self._storing.discard(task)
+        if task.cancelled():
+            return
+        failure = task.exception()
+        if failure is not None and not isinstance(failure, ConnectionError):
+            log.error("C-STORE from %s failed", self.association.peer, exc_info=failure)
+
+    async def _stores_answered(self) -> None:
+        if self._storing:
+            await asyncio.gather(*self._storing, return_exceptions=True)
 
     async def _cancelled(self, message_id: int) -> bool:
         """Let the loop read (a C-CANCEL may be in flight), then check for one."""
@@ -408,8 +439,7 @@ class _Dispatcher:
     async def _echo(self, message: Message) -> None:
         await self._reply(message, c_echo_rsp(_message_id(message)))
 
-    async def _store(self, message: Message) -> None:
-        job = self._jobs.pop(message.context_id, None)
+    async def _store(self, message: Message, job: _CountedJob | None) -> None:
         status = Status.SOP_CLASS_NOT_SUPPORTED if job is None else await job.job.commit()
         if job is None:  # a store handler logs its own refusals, with the reason
             log.warning("C-STORE from %s: %s", self.association.peer, status_name(status))

@@ -47,6 +47,9 @@ __all__ = [
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1432.1"
 IMPLEMENTATION_VERSION_NAME = "DICOMTLS_010"
 DEFAULT_MAX_PDU = 4 << 20  # 4 MiB: large PDUs mean few headers and few Python calls per object
+#: Outstanding operations an SCP of ours lets a requestor invoke (PS3.7 D.3.3.3): enough to
+#: keep a C-STORE's fsync off the next one's path, few enough to bound what one peer holds.
+DEFAULT_MAX_OPERATIONS = 16
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,14 @@ def build_request(
     proposals: Sequence[Proposal],
     *,
     max_pdu_length: int = DEFAULT_MAX_PDU,
+    max_operations: int = 1,
 ) -> AssociateRQ:
-    """An A-ASSOCIATE-RQ offering each proposal on its own odd context ID (1, 3, 5, ...)."""
+    """An A-ASSOCIATE-RQ offering each proposal on its own odd context ID (1, 3, 5, ...).
+
+    ``max_operations`` above 1 (0: unlimited) proposes the asynchronous operations window
+    (PS3.7 D.3.3.3): that many of our requests may be outstanding. 1 leaves the item out,
+    the synchronous mode every implementation supports.
+    """
     if not proposals:
         raise LocalProtocolError("an association needs at least one presentation context")
     if len(proposals) > 128:
@@ -94,6 +103,7 @@ def build_request(
         max_length=max_pdu_length,
         implementation_class_uid=IMPLEMENTATION_CLASS_UID,
         implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        async_ops_window=None if max_operations == 1 else AsyncOpsWindow(max_operations, 1),
         role_selections=_unique_roles(roles),
     )
     return AssociateRQ(
@@ -119,6 +129,8 @@ class Negotiated:
     peer_max_pdu_length: int
     peer_implementation_class_uid: str
     peer_implementation_version_name: str | None
+    max_operations: int = 1
+    """Requests the requestor may have outstanding (0: unlimited; 1: synchronous)."""
 
     @classmethod
     def from_exchange(cls, rq: AssociateRQ, ac: AssociateAC, *, we_requested: bool) -> Negotiated:
@@ -140,11 +152,14 @@ class Negotiated:
                 )
             )
         peer = ac.user_information if we_requested else rq.user_information
+        proposed, answered = rq.user_information.async_ops_window, ac.user_information.async_ops_window
         return cls(
             contexts=tuple(accepted),
             peer_max_pdu_length=peer.max_length,
             peer_implementation_class_uid=peer.implementation_class_uid,
             peer_implementation_version_name=peer.implementation_version_name,
+            # The acceptor's "invoked" is what it allows the requestor; absent, one.
+            max_operations=1 if proposed is None or answered is None else answered.invoked,
         )
 
     def context_for(
@@ -178,6 +193,8 @@ class AcceptorPolicy:
     """Reject unknown calling AE titles (reason 3); access policy plugs in here."""
     accept_scp_role: bool = True
     """Whether we accept acting as SCU when a requestor proposes SCP role (C-GET)."""
+    max_operations: int = DEFAULT_MAX_OPERATIONS
+    """Outstanding requests a requestor may have, if it asks for more than one (1: none)."""
 
 
 def answer_request(rq: AssociateRQ, policy: AcceptorPolicy) -> AssociateAC | AssociateRJ:
@@ -211,7 +228,7 @@ def answer_request(rq: AssociateRQ, policy: AcceptorPolicy) -> AssociateAC | Ass
         max_length=policy.max_pdu_length,
         implementation_class_uid=IMPLEMENTATION_CLASS_UID,
         implementation_version_name=IMPLEMENTATION_VERSION_NAME,
-        async_ops_window=AsyncOpsWindow(1, 1) if rq.user_information.async_ops_window else None,
+        async_ops_window=_window(rq.user_information.async_ops_window, policy.max_operations),
         role_selections=roles,
     )
     return AssociateAC(
@@ -220,6 +237,16 @@ def answer_request(rq: AssociateRQ, policy: AcceptorPolicy) -> AssociateAC | Ass
         presentation_contexts=answers,
         user_information=user,
     )
+
+
+def _window(proposed: AsyncOpsWindow | None, ours: int) -> AsyncOpsWindow | None:
+    """Our answer to an asynchronous operations window (PS3.7 D.3.3.3): at most what the
+    requestor offered to invoke (0 = unlimited) and at most ``ours``; we perform its
+    operations but invoke none of our own asynchronously (C-GET sub-operations: one)."""
+    if proposed is None:
+        return None  # not negotiated: it must not appear in the answer either
+    invoked = ours if proposed.invoked == 0 else min(proposed.invoked, ours)
+    return AsyncOpsWindow(max(invoked, 1), 1)
 
 
 def _answer_context(offer: PresentationContextRQ, policy: AcceptorPolicy) -> PresentationContextAC:
