@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dicomtls.ul import (
     PDV,
@@ -121,3 +123,44 @@ def test_large_p_data_in_small_chunks(size: int) -> None:
 def test_bad_limits_are_local_errors() -> None:
     with pytest.raises(LocalProtocolError):
         PDUReader(max_pdu_length=-1)
+
+
+def _receive_in_place(reader: PDUReader, stream: bytes, reads: list[int]) -> list[object]:
+    """Write the stream into get_buffer() in reads of the given sizes, as a TLS layer would."""
+    out: list[object] = []
+    position, turn = 0, 0
+    while position < len(stream):
+        buffer = reader.get_buffer()
+        size = min(len(buffer), reads[turn % len(reads)], len(stream) - position)
+        buffer[:size] = stream[position : position + size]
+        reader.buffer_updated(size)
+        position, turn = position + size, turn + 1
+        out.extend(reader)
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(1, 70_000), min_size=1, max_size=12))
+def test_receiving_in_place_gives_what_feeding_gives(reads: list[int]) -> None:
+    big = PDataTF((PDV(1, 0x02, bytes(range(256)) * 800),))  # 200 KiB body: received in place
+    stream = ASSOCIATE_RQ_BYTES + P_DATA_BYTES + big.encode() + ReleaseRQ().encode()
+    fed = PDUReader()
+    fed.feed(stream)
+    assert _receive_in_place(PDUReader(), stream, reads) == list(fed) == [
+        ASSOCIATE_RQ, P_DATA, big, ReleaseRQ(),
+    ]  # fmt: skip
+
+
+def test_a_large_body_is_received_where_it_stays() -> None:
+    reader = PDUReader()
+    body = PDataTF((PDV(1, 0x02, b"x" * 100_000),)).encode()
+    first = reader.get_buffer()
+    first[:6] = body[:6]  # the header, into the scratch buffer
+    reader.buffer_updated(6)
+    inside = reader.get_buffer()  # now the body itself: the rest of the PDU, no scratch
+    assert len(inside) == len(body) - 6
+    inside[:] = body[6:]
+    reader.buffer_updated(len(inside))
+    pdu = reader.next_pdu()
+    assert isinstance(pdu, PDataTF) and bytes(pdu.pdvs[0].data) == b"x" * 100_000
+    assert inside.obj is pdu.pdvs[0].data.obj  # the PDV is a view of the buffer we wrote into

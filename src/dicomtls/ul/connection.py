@@ -157,13 +157,34 @@ class UpperLayer:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[ULEvent]:
         """Feed received bytes; returns the events they caused."""
+        if (done := self._not_accepting()) is not None:
+            return done
+        self._reader.feed(data)
+        return self._dispatch_pdus()
+
+    def receive_buffer(self) -> memoryview:
+        """Where received bytes may be written directly (into the PDU being completed, when
+        it can be); report them with :meth:`received`. The buffer-based twin of receive_data."""
+        return self._reader.get_buffer()
+
+    def received(self, count: int) -> list[ULEvent]:
+        """``count`` bytes were written into the last :meth:`receive_buffer`; their events."""
+        if (done := self._not_accepting()) is not None:
+            return done
+        self._reader.buffer_updated(count)
+        return self._dispatch_pdus()
+
+    def _not_accepting(self) -> list[ULEvent] | None:
+        """The answer to bytes that can cause nothing more, or None while they can."""
         if self.ended:
             return []
         if self._reader.error is not None:
             # The stream broke and Evt19 was handled once (A-ABORT sent); a broken stream
             # has no more PDUs, so later bytes must not answer the same error again.
             return self._take_events()
-        self._reader.feed(data)
+        return None
+
+    def _dispatch_pdus(self) -> list[ULEvent]:
         while not self.ended:
             try:
                 pdu = self._reader.next_pdu()

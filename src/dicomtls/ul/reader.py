@@ -6,6 +6,11 @@ no more than its bytes (no re-joining of a growing buffer). Lengths are checked 
 soon as the 6-byte header is in: an unknown type, a P-DATA-TF beyond the maximum
 length we advertised (PS3.8 D.1), or an A-ASSOCIATE claiming gigabytes fails
 before anything is buffered.
+
+Bytes come in two ways. :meth:`PDUReader.feed` copies what the caller received.
+:meth:`PDUReader.get_buffer` / :meth:`PDUReader.buffer_updated` (the shape of
+asyncio's BufferedProtocol) let the caller receive into the PDU's own buffer, so a
+TLS layer can decrypt a large PDU's body straight to where it stays.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ DEFAULT_MAX_ASSOCIATE_LENGTH = 1 << 20
 #: Bodies up to this size are allocated whole from the header; larger ones grow as
 #: bytes arrive, so six bytes claiming 4 GiB cannot make us allocate 4 GiB.
 _PREALLOCATE_LIMIT = 16 << 20
+#: What get_buffer offers between PDUs: a header, and whatever follows it in one read.
+_SCRATCH = 64 << 10
 
 
 class PDUReader:
@@ -54,6 +61,8 @@ class PDUReader:
         self._filled = 0
         self._ready: deque[bytearray] = deque()
         self._error: PDUError | None = None
+        self._scratch = memoryview(bytearray(_SCRATCH))
+        self._direct = False  # the last get_buffer was the body itself, not the scratch
 
     @property
     def error(self) -> PDUError | None:
@@ -89,6 +98,28 @@ class PDUReader:
             self._filled += take
             pos += take
             self._finish_if_complete()
+
+    def get_buffer(self) -> memoryview:
+        """Where the next received bytes may be written; then call :meth:`buffer_updated`.
+
+        Inside a body that was allocated whole, that is the rest of the body itself: a
+        large PDU is received in place, with no copy. Otherwise a scratch buffer, which
+        buffer_updated feeds through :meth:`feed`.
+        """
+        body = self._body
+        self._direct = body is not None and len(body) == self._expected and self._error is None
+        if self._direct:
+            assert body is not None
+            return memoryview(body)[self._filled : self._expected]
+        return self._scratch
+
+    def buffer_updated(self, count: int) -> None:
+        """``count`` bytes were written at the start of the last :meth:`get_buffer`."""
+        if not self._direct:
+            self.feed(self._scratch[:count])
+            return
+        self._filled += count
+        self._finish_if_complete()
 
     def _start_body(self) -> bool:
         """Check the header just completed and set up the PDU's buffer; False on error."""
