@@ -124,7 +124,10 @@ class _Channel:
             limit = self._artim if artim else self._idle
             try:
                 async with asyncio.timeout_at(None if limit is None else started + limit):
-                    data = await self.link.read()
+                    if self._first_bytes:
+                        data = await self.link.read()
+                    else:  # straight into the PDU being received (TLS: decrypted there)
+                        count = await self.link.read_into(self.ul.receive_buffer())
             except TimeoutError:
                 if artim:
                     self._pending.extend(self.ul.artim_expired())
@@ -140,7 +143,10 @@ class _Channel:
                 log.warning("%s; connection closed", exc)
                 self._pending.extend(self.ul.connection_closed())
             else:
-                self._receive(data)
+                if self._first_bytes:
+                    self._receive(data)
+                else:
+                    self._received(count)
             self.flush()
             if self.ul.should_close and not self._pending:
                 self._pending.append(Closed())
@@ -161,16 +167,26 @@ class _Channel:
 
     def drain_nowait(self) -> None:
         """Process whatever bytes have already arrived, without waiting for more."""
-        data = self.link.read_nowait()
-        if data:
-            self._receive(data)
-            self.flush()
+        if self._first_bytes:
+            if data := self.link.read_nowait():
+                self._receive(data)
+        else:
+            while count := self.link.read_into_nowait(self.ul.receive_buffer()):
+                self._received(count)
+        self.flush()
 
     def pop_pending(self) -> ULEvent | None:
         return self._pending.popleft() if self._pending else None
 
     def push_back(self, event: ULEvent) -> None:
         self._pending.appendleft(event)
+
+    def _received(self, count: int) -> None:
+        """``count`` bytes arrived in the upper layer's receive buffer (0: the peer closed)."""
+        if not count:
+            self._pending.extend(self.ul.connection_closed())
+            return
+        self._pending.extend(self.ul.received(count))
 
     def _receive(self, data: bytes) -> None:
         if not data:

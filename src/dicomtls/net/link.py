@@ -2,9 +2,13 @@
 
 One :class:`_LinkProtocol` per TCP connection feeds received bytes to the
 sans-I/O :class:`~dicomtls.tls.engine.TLSEngine` and writes what it produces.
-The handshake runs inside ``data_received`` on the event loop, so a peer that
-connects and says nothing holds only a timer: every other connection keeps
-handshaking. Plain TCP (``tls=None``) uses the same path without the engine.
+The handshake runs as bytes arrive, on the event loop, so a peer that connects and
+says nothing holds only a timer: every other connection keeps handshaking. Plain
+TCP (``tls=None``) uses the same path without the engine.
+
+After the handshake, ciphertext waits in the engine until the reader asks for it:
+:meth:`SecureLink.read_into` decrypts straight into the caller's buffer (the body
+of the PDU being received), so application data is never copied in between.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ __all__ = [
 
 log = logging.getLogger("dicomtls.net")
 
-_HIGH_WATER = 1 << 20  # pause reading the socket when this much plaintext is unread
+_HIGH_WATER = 1 << 20  # pause reading the socket when this much data waits for the reader
+_RECEIVE_BUFFER = 1 << 18  # what one read of the socket may bring (asyncio's own size)
 #: Plaintext encrypted per step: its ciphertext (16 records and their overhead) leaves the
 #: memory BIO in one read and goes to the socket as it is, never joined with the next.
 _ENCRYPT_SLICE = 240 << 10
@@ -100,6 +105,14 @@ class SecureLink:
         """What has already arrived (``b""`` if nothing), without waiting: for C-CANCEL checks."""
         return self._protocol.read_nowait()
 
+    async def read_into(self, buffer: memoryview) -> int:
+        """Wait for data and write it into ``buffer``; the count, 0 once the peer has closed."""
+        return await self._protocol.read_into(buffer)
+
+    def read_into_nowait(self, buffer: memoryview) -> int:
+        """What has already arrived, into ``buffer`` (0 if nothing), without waiting."""
+        return self._protocol.read_into_nowait(buffer)
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._protocol.write(data)
 
@@ -124,7 +137,7 @@ class SecureLink:
         await self.close()
 
 
-class _LinkProtocol(asyncio.Protocol):
+class _LinkProtocol(asyncio.BufferedProtocol):
     def __init__(
         self,
         tls: TLSSettings | None,
@@ -144,8 +157,11 @@ class _LinkProtocol(asyncio.Protocol):
         self.local = "?"
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._inbox: deque[bytes] = deque()
+        self._inbox: deque[bytes] = deque()  # plain TCP: what arrived, not yet read
         self._inbox_size = 0
+        self._inbox_offset = 0  # how much of the first inbox chunk was read already
+        self._ciphertext = 0  # TLS: roughly what waits in the engine for the reader
+        self._receive = memoryview(bytearray(_RECEIVE_BUFFER))  # the socket reads into this
         self._eof = False
         self._error: BaseException | None = None
         self._reader: asyncio.Future[None] | None = None
@@ -183,10 +199,14 @@ class _LinkProtocol(asyncio.Protocol):
         except TLSHandshakeError as exc:
             self._fail_handshake(exc)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._receive  # reused: the engine copies it in, plain TCP copies it out
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = self._receive[:nbytes]
         engine = self.engine
         if engine is None:
-            self._deliver(data)
+            self._deliver(bytes(data))
             return
         try:
             engine.receive_data(data)
@@ -194,7 +214,10 @@ class _LinkProtocol(asyncio.Protocol):
                 self._advance_handshake()
                 if not engine.handshake_complete:
                     return
-            self._pump_plaintext(engine)
+            # Application data stays encrypted until the reader asks (read_into).
+            self._ciphertext += nbytes
+            self._pause_if_full(self._ciphertext)
+            self._wake_reader()
         except TLSHandshakeError as exc:
             self._fail_handshake(exc)
         except TLSError as exc:
@@ -204,18 +227,13 @@ class _LinkProtocol(asyncio.Protocol):
         engine = self.engine
         if engine is not None:
             engine.receive_eof()
-            try:
-                if not engine.handshake_complete:
+            if not engine.handshake_complete:
+                try:
                     self._advance_handshake()
-                else:
-                    self._pump_plaintext(engine)
-            except TLSHandshakeError as exc:
-                self._fail_handshake(exc)
-                return None
-            except TLSError as exc:
-                self._fail(exc)
-                return None
-        self._eof = True
+                except TLSHandshakeError as exc:
+                    self._fail_handshake(exc)
+                    return None
+        self._eof = True  # a TLS reader still decrypts what is left before it sees the end
         self._wake_reader()
         return None
 
@@ -309,57 +327,122 @@ class _LinkProtocol(asyncio.Protocol):
 
     # -- data path ------------------------------------------------------------------------
 
-    def _pump_plaintext(self, engine: TLSEngine) -> None:
-        try:
-            data = engine.read()
-        except TLSClosed:
-            self._eof = True
-            self._wake_reader()
-            return
-        finally:
-            self._flush()  # reading may have produced protocol records (key updates, alerts)
-        if data:
-            self._deliver(data)
-
     def _deliver(self, data: bytes) -> None:
         self._inbox.append(data)
         self._inbox_size += len(data)
-        if self._inbox_size > _HIGH_WATER and not self._paused_reading and self._transport:
+        self._pause_if_full(self._inbox_size)
+        self._wake_reader()
+
+    def _pause_if_full(self, waiting: int) -> None:
+        if waiting > _HIGH_WATER and not self._paused_reading and self._transport:
             self._paused_reading = True
             self._transport.pause_reading()
-        self._wake_reader()
+
+    def _consumed(self, count: int) -> None:
+        """The reader took ``count`` bytes: read the socket again once little is left."""
+        if self.engine is not None:
+            self._ciphertext = max(0, self._ciphertext - count) if count else 0
+            waiting = self._ciphertext
+        else:
+            waiting = self._inbox_size
+        if self._paused_reading and waiting < _HIGH_WATER // 4 and self._transport is not None:
+            self._paused_reading = False
+            self._transport.resume_reading()
 
     def _wake_reader(self) -> None:
         reader = self._reader
         if reader is not None and not reader.done():
             reader.set_result(None)
 
+    def _take_into(self, buffer: memoryview) -> int:
+        """What has arrived, written into ``buffer``: decrypted (TLS) or copied (plain)."""
+        engine = self.engine
+        if engine is None:
+            count = self._copy_from_inbox(buffer)
+        elif not engine.handshake_complete:
+            return 0
+        else:
+            try:
+                count = engine.read_into(buffer)
+            except TLSClosed:
+                self._eof = True
+                count = 0
+            except TLSHandshakeError as exc:  # TLS 1.3: the server refused us after all
+                self._fail_handshake(exc)
+                raise
+            except TLSError as exc:
+                self._fail(exc)
+                raise
+            finally:
+                self._flush()  # reading may have produced protocol records (key updates, alerts)
+        self._consumed(count)
+        return count
+
+    def _copy_from_inbox(self, buffer: memoryview) -> int:
+        count = 0
+        while self._inbox and count < len(buffer):
+            chunk = self._inbox[0]
+            take = min(len(chunk) - self._inbox_offset, len(buffer) - count)
+            buffer[count : count + take] = chunk[self._inbox_offset : self._inbox_offset + take]
+            count += take
+            self._inbox_offset += take
+            if self._inbox_offset == len(chunk):
+                self._inbox.popleft()
+                self._inbox_offset = 0
+        self._inbox_size -= count
+        return count
+
+    def _take_all(self) -> bytes:
+        """Everything that has arrived, as bytes."""
+        if self.engine is None:
+            data = b"".join(self._inbox)[self._inbox_offset :]
+            self._inbox.clear()
+            self._inbox_size = self._inbox_offset = 0
+            self._consumed(len(data))
+            return data
+        out = bytearray()
+        chunk = memoryview(bytearray(_RECEIVE_BUFFER))
+        try:
+            while count := self._take_into(chunk):
+                out += chunk[:count]
+        except TLSError:
+            if not out:
+                raise  # else: hand over what came first; the next read reports the failure
+        return bytes(out)
+
+    async def _wait(self) -> bool:
+        """Wait for more to arrive; False when nothing more will (an error is raised)."""
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            return False
+        self._reader = self._loop.create_future()
+        await self._reader
+        return True
+
     async def read(self) -> bytes:
-        while not self._inbox:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
+        while not (data := self._take_all()):
+            if not await self._wait():
                 return b""
-            self._reader = self._loop.create_future()
-            await self._reader
-        data = b"".join(self._inbox) if len(self._inbox) > 1 else self._inbox[0]
-        self._inbox.clear()
-        self._inbox_size = 0
-        if self._paused_reading and self._transport is not None:
-            self._paused_reading = False
-            self._transport.resume_reading()
         return data
 
     def read_nowait(self) -> bytes:
-        if not self._inbox:
-            return b""
-        data = b"".join(self._inbox)
-        self._inbox.clear()
-        self._inbox_size = 0
-        if self._paused_reading and self._transport is not None:
-            self._paused_reading = False
-            self._transport.resume_reading()
-        return data
+        try:
+            return self._take_all()
+        except TLSError:
+            return b""  # recorded: the next read raises it
+
+    async def read_into(self, buffer: memoryview) -> int:
+        while not (count := self._take_into(buffer)):
+            if not await self._wait():
+                return 0
+        return count
+
+    def read_into_nowait(self, buffer: memoryview) -> int:
+        try:
+            return self._take_into(buffer)
+        except TLSError:
+            return 0  # recorded: the next read raises it
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._transport is None or self._transport.is_closing():

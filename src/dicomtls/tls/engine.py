@@ -45,6 +45,7 @@ __all__ = ["TLSClosed", "TLSEngine", "VerifyCall"]
 log = logging.getLogger("dicomtls.tls")
 
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
+_RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read returns
 
 
 class TLSClosed(TLSError):
@@ -124,7 +125,7 @@ class TLSEngine:
 
     # -- ciphertext side ----------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         """Feed ciphertext received from the network."""
         if not self._first_bytes_seen and data:
             self._sniff(bytes(data[:SNIFF_MAX]))
@@ -203,29 +204,49 @@ class TLSEngine:
 
     def read(self) -> bytes:
         """Decrypted application data available now (empty when none). Raises TLSClosed."""
-        chunks = []
+        out = bytearray()
+        chunk = memoryview(bytearray(_READ_CHUNK))
         while True:
             try:
-                chunks.append(self._conn.recv(_READ_CHUNK))
+                count = self.read_into(chunk)
+            except TLSError:
+                if out:
+                    break  # hand over what came before; the next read reports the end
+                raise
+            if not count:
+                break
+            out += chunk[:count]
+        return bytes(out)
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Decrypt what has arrived into ``buffer``, as much as fits; 0 when nothing has.
+
+        The receiving layer passes the place the bytes are going anyway (the body of the
+        PDU being received), so they are not copied again. Raises TLSClosed once the
+        peer has closed and everything before the close was delivered.
+        """
+        filled = 0
+        while filled < len(buffer):
+            try:
+                filled += self._conn.recv_into(buffer[filled:], min(len(buffer) - filled, _RECORD))
             except SSL.WantReadError:
                 break
             except (SSL.ZeroReturnError, SSL.SysCallError):
-                if chunks:
+                if filled:
                     break
                 if self._rejected_after_handshake():
                     raise self._closed_after_handshake_error() from None
                 raise TLSClosed(f"TLS session with {self.peer} closed") from None
             except SSL.Error as exc:
-                if chunks:
+                if filled:
                     break
                 if not self._received_application_data and _alert(exc):
                     # TLS 1.3: the server judges our certificate after our handshake finished.
                     raise self._classify(exc) from exc
                 raise TLSError(f"TLS read from {self.peer} failed: {_reason(exc)}") from exc
-        data = b"".join(chunks)
-        if data:
+        if filled:
             self._received_application_data = True
-        return data
+        return filled
 
     def close(self) -> None:
         """Send close_notify (the ciphertext then waits in :meth:`data_to_send`)."""
