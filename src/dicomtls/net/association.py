@@ -297,8 +297,7 @@ class Association:
                 link.write(header + payload.tobytes())
             else:
                 link.write(header)
-                link.write(payload)
-                await link.drain()
+                await link.send(payload)
         await link.drain()
 
     # -- receiving --------------------------------------------------------------------------

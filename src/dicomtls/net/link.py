@@ -45,9 +45,10 @@ _RECEIVE_BUFFER = 1 << 18  # what one read of the socket may bring (asyncio's ow
 #: Plaintext encrypted per step: its ciphertext (16 records and their overhead) leaves the
 #: memory BIO in one read and goes to the socket as it is, never joined with the next.
 _ENCRYPT_SLICE = 240 << 10
-#: The transport's write buffer: writers wait (``drain``) above 1 MiB of ciphertext, so the
-#: socket never runs dry while the next slice is read and encrypted, and memory stays bounded.
-_WRITE_HIGH_WATER = 1 << 20
+#: The transport's write buffer: :meth:`SecureLink.send` waits above this much ciphertext,
+#: so what it encrypts next mostly goes straight to the socket instead of being copied into
+#: asyncio's buffer first, and memory stays bounded.
+_WRITE_HIGH_WATER = 256 << 10
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,10 @@ class SecureLink:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._protocol.write(data)
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Write a large payload, encrypting the next part only once the socket takes more."""
+        await self._protocol.send(data)
 
     async def drain(self) -> None:
         await self._protocol.drain()
@@ -459,6 +464,12 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         for start in range(0, len(view), _ENCRYPT_SLICE):
             engine.send(view[start : start + _ENCRYPT_SLICE])
             self._flush()
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), _ENCRYPT_SLICE):
+            self.write(view[start : start + _ENCRYPT_SLICE])
+            await self.drain()
 
     def _flush(self) -> None:
         if self.engine is None or self._transport is None:
