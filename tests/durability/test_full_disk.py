@@ -165,6 +165,8 @@ def test_no_inode_left_for_the_temporary_file(tmp_path: Path) -> None:
     study = generate_uid()
     with tmpfs(tmp_path / "store", "size=16m,nr_inodes=64") as store:
         first, second = (make_object(tmp_path / f"{i}.dcm", 100_000, study, i) for i in range(2))
+        while DurableStore(store).path_for(second.uid).parent == DurableStore(store).path_for(first.uid).parent:
+            second = make_object(tmp_path / "1.dcm", 100_000, study, 1)  # a bucket still to make
         with serving(tmp_path, "--store", str(store)) as node:
 
             async def scenario() -> None:

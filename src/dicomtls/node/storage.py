@@ -17,7 +17,7 @@ costs as much as the objects in flight, not a scan of the whole store.
 
 No file is created per object on the path a C-STORE waits on. On a journaling file
 system, creating a file right after an fsync costs more than the rest of the commit,
-so the next object's temporary file is made ahead, as a *spare* in ``.spare/``
+so the next objects' temporary files are made ahead, as *spares* in ``.spare/``
 (:meth:`DurableStore.prepare_spare`, called off that path), and renamed into
 ``.incoming/`` when an object begins.
 """
@@ -50,6 +50,9 @@ _STAGED = ".new"  # a link made to replace an earlier copy atomically
 #: out, so the disk works while the rest arrives and the commit's fsync finds little left.
 _WRITEBACK_STEP = 32 << 20
 _names = itertools.count()  # temporary names are unique in this process; the pid across them
+#: Temporary files made ahead: enough for the objects a pipelining SCU has in flight to find
+#: theirs ready, few enough that a crash leaves a handful of empty files to remove.
+_SPARES = 4
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ class DurableStore:
         for directory in (self.objects, self.incoming, self.spares):
             directory.mkdir(parents=True, exist_ok=True)
         self._buckets: set[Path] = {self.objects}
-        self._spare: tuple[Path, int] | None = None
+        self._spares: list[tuple[Path, int]] = []
         self._spare_lock = threading.Lock()  # spares are made on a worker thread
 
     def make_bucket(self, bucket: Path, *, again: bool = False) -> None:
@@ -238,30 +241,27 @@ class DurableStore:
     # -- temporary files ----------------------------------------------------------------------
 
     def prepare_spare(self) -> None:
-        """Create the next object's temporary file now, while no C-STORE waits for it.
+        """Make temporary files for the next objects now, while no C-STORE waits for them.
 
         Safe from any thread; a failure (a full disk) only means the next object
         creates its own file, and reports the error then.
         """
-        with self._spare_lock:
-            if self._spare is not None:
+        while True:
+            with self._spare_lock:
+                if len(self._spares) >= _SPARES:
+                    return
+            path = self.spares / f"{os.getpid()}.{next(_names)}{_PARTIAL}"
+            try:
+                fd = _create(path)
+            except OSError:
                 return
-        path = self.spares / f"{os.getpid()}.{next(_names)}{_PARTIAL}"
-        try:
-            fd = _create(path)
-        except OSError:
-            return
-        with self._spare_lock:
-            if self._spare is None:
-                self._spare = (path, fd)
-                return
-        os.close(fd)  # another thread made one meanwhile
-        path.unlink(missing_ok=True)
+            with self._spare_lock:
+                self._spares.append((path, fd))
 
     def open_temporary(self, path: Path) -> int:
-        """An open, empty file named ``path``: the spare renamed, or a new file."""
+        """An open, empty file named ``path``: a spare renamed, or a new file."""
         with self._spare_lock:
-            spare, self._spare = self._spare, None
+            spare = self._spares.pop() if self._spares else None
         if spare is None:
             return _create(path)
         spare_path, fd = spare
@@ -274,12 +274,12 @@ class DurableStore:
         return fd
 
     def close(self) -> None:
-        """Remove the spare file, if one is waiting."""
+        """Remove the spare files made ahead."""
         with self._spare_lock:
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            os.close(spare[1])
-            spare[0].unlink(missing_ok=True)
+            spares, self._spares = self._spares, []
+        for path, fd in spares:
+            os.close(fd)
+            path.unlink(missing_ok=True)
 
     # -- objects ----------------------------------------------------------------------------
 
