@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +43,19 @@ log = logging.getLogger("dicomtls.net")
 
 _HIGH_WATER = 1 << 20  # pause reading the socket when this much data waits for the reader
 _RECEIVE_BUFFER = 1 << 18  # what one read of the socket may bring (asyncio's own size)
+_TAKE_CHUNK = 64 << 10  # read() decrypts into this, then copies: it is for small messages
+_per_thread = threading.local()
+
+
+def _receive_buffer() -> memoryview:
+    """Where the socket reads land, one per event-loop thread: asyncio fills it and hands
+    it back within the same call (get_buffer, recv_into, buffer_updated), and what arrived
+    is copied out at once, so 500 connections need one buffer, not 500."""
+    buffer: memoryview | None = getattr(_per_thread, "receive", None)
+    if buffer is None:
+        buffer = _per_thread.receive = memoryview(bytearray(_RECEIVE_BUFFER))
+    return buffer
+
 #: Plaintext encrypted per step: its ciphertext (16 records and their overhead) leaves the
 #: memory BIO in one read and goes to the socket as it is, never joined with the next.
 _ENCRYPT_SLICE = 240 << 10
@@ -166,7 +180,6 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self._inbox_size = 0
         self._inbox_offset = 0  # how much of the first inbox chunk was read already
         self._ciphertext = 0  # TLS: roughly what waits in the engine for the reader
-        self._receive = memoryview(bytearray(_RECEIVE_BUFFER))  # the socket reads into this
         self._eof = False
         self._error: BaseException | None = None
         self._reader: asyncio.Future[None] | None = None
@@ -205,10 +218,10 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self._fail_handshake(exc)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._receive  # reused: the engine copies it in, plain TCP copies it out
+        return _receive_buffer()  # shared: the engine copies it in, plain TCP copies it out
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = self._receive[:nbytes]
+        data = _receive_buffer()[:nbytes]
         engine = self.engine
         if engine is None:
             self._deliver(bytes(data))
@@ -406,7 +419,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self._consumed(len(data))
             return data
         out = bytearray()
-        chunk = memoryview(bytearray(_RECEIVE_BUFFER))
+        chunk = memoryview(bytearray(_TAKE_CHUNK))
         try:
             while count := self._take_into(chunk):
                 out += chunk[:count]

@@ -30,8 +30,9 @@ DEFAULT_MAX_ASSOCIATE_LENGTH = 1 << 20
 #: Bodies up to this size are allocated whole from the header; larger ones grow as
 #: bytes arrive, so six bytes claiming 4 GiB cannot make us allocate 4 GiB.
 _PREALLOCATE_LIMIT = 16 << 20
-#: What get_buffer offers between PDUs: a header, and whatever follows it in one read.
-_SCRATCH = 64 << 10
+#: What get_buffer offers between PDUs: a header and what follows it in one read (a TLS
+#: record's worth). Small, as every association has one; a large body is read in place.
+_SCRATCH = 16 << 10
 
 
 class PDUReader:
