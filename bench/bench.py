@@ -496,8 +496,9 @@ class Load:
         self.b, self.args = bench, args
 
     def _start(self, kind: str, pki: str, recv: Path, tls: str = "tls13",
-               extra: list[str] | None = None) -> tuple[subprocess.Popen, int, object]:
-        leg = Leg("load", "load", kind, "ours", pki)
+               extra: list[str] | None = None,
+               nodelay: bool = False) -> tuple[subprocess.Popen, int, object]:
+        leg = Leg("load_nodelay" if nodelay else "load", "load", kind, "ours", pki)
         port = free_port()
         logf = (self.b.logs / f"load-{kind}-{pki}.log").open("w")
         if kind.startswith("ours") and extra:
@@ -560,11 +561,13 @@ class Load:
         per = [a.assoc_clients // procs + (1 if i < a.assoc_clients % procs else 0)
                for i in range(procs)]
         rows = {}
-        for scp, label, called in (("ours-relaxed", "ours: dicomtls serve", "DICOMTLS"),
-                                   ("pynetdicom", "pynetdicom SCP (stdlib ssl)", "PYSCP"),
-                                   ("dcmtk", "DCMTK storescp +tls", "STORESCP")):
+        for scp, label, called, nodelay in (
+                ("ours-relaxed", "ours: dicomtls serve", "DICOMTLS", False),
+                ("pynetdicom", "pynetdicom SCP (stdlib ssl)", "PYSCP", False),
+                ("dcmtk", "DCMTK storescp +tls", "STORESCP", False),
+                ("dcmtk", "DCMTK storescp +tls, TCP_NODELAY=1", "STORESCP", True)):
             for pki in ("ec", "rsa"):
-                key = f"{scp.split('-')[0]}_{pki}"
+                key = f"{scp.split('-')[0]}{'_nodelay' if nodelay else ''}_{pki}"
                 rates, samples = [], []
                 for rep in range(a.reps):
                     recv = self.b.recv_root / f"load-{key}"
@@ -572,7 +575,7 @@ class Load:
                     recv.mkdir(parents=True)
                     extra = (["--max-associations", "64", "--max-per-peer", "64"]
                              if scp.startswith("ours") else None)
-                    proc, port, logf = self._start(scp, pki, recv, extra=extra)
+                    proc, port, logf = self._start(scp, pki, recv, extra=extra, nodelay=nodelay)
                     try:
                         base = [PY, str(HERE / "peer_load.py"), "echo", "--port", str(port),
                                 "--pki", str(self.b.pki[pki]), "--called-ae", called,
@@ -905,9 +908,13 @@ def write_report(results: dict, out: Path) -> None:
         lines.append("")
     lines += load_report(results.get("load", {}))
     lines += ["![chart](results.png)", ""]
+    if results.get("load"):
+        lines += ["![load scenarios](results-load.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     try:
         chart(results, out / "results.png")
+        if results.get("load"):
+            load_chart(results["load"], out / "results-load.png")
     except Exception as exc:  # the table is the result; the chart is a view of it
         log(f"chart failed: {exc}")
 
@@ -944,6 +951,50 @@ def chart(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def load_chart(load: dict, path: Path) -> None:
+    """Items 3, 4, 6: association rate per SCP, and peak memory (1 GiB object, 500 associations)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [name for name in ("assoc-rate", "memory-1g", "concurrency") if name in load]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.9 * len(panels)))
+    axes = [axes] if len(panels) == 1 else axes
+    for ax, name in zip(axes, panels, strict=True):
+        sc = load[name]
+        if name == "assoc-rate":
+            rows = list(sc["rows"].values())
+            labels, values = [r["label"] for r in rows], [r["rate"] for r in rows]
+            unit = "mutual-TLS associations/s the SCP sustains (median, bars min-max)"
+        elif name == "memory-1g":
+            rows = [r for r in sc["rows"].values() for _ in (0, 1)]
+            labels = [f"{r['label']}: {side}" for r in sc["rows"].values() for side in ("SCU", "SCP")]
+            values = [r[k] for r in sc["rows"].values() for k in ("scu_hwm_mb", "scp_hwm_mb")]
+            unit = "peak RSS, MB, moving one 1 GiB object (log scale; target < 100 MB for ours)"
+        else:
+            labels = ["SCP peak RSS, MB", "objects/s (all 10,000 verified)"]
+            values = [sc["scp_hwm_mb"], sc["objps"]]
+            unit = "500 concurrent associations x 20 objects, durable"
+        med = [v["median"] for v in values]
+        err = [[m - v["min"] for m, v in zip(med, values, strict=True)],
+               [v["max"] - m for m, v in zip(med, values, strict=True)]]
+        colors = ["tab:blue" if "ours" in lab or name == "concurrency" else "tab:orange"
+                  for lab in labels]
+        ax.barh(labels, med, xerr=err, color=colors)
+        ax.invert_yaxis()
+        if name == "memory-1g":
+            ax.set_xscale("log")
+            ax.axvline(100, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(f"{name}: {sc['description']}", fontsize=8)
+        ax.set_xlabel(unit, fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        for y, m in enumerate(med):
+            ax.text(m, y, f" {m:.0f}", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -955,9 +1006,9 @@ def main() -> None:
     p.add_argument("--small64-count", type=int)
     p.add_argument("--small512-count", type=int)
     p.add_argument("--only", default="", help="comma list of leg keys to run (default: all)")
-    p.add_argument("--scenarios", default="large-tls13,large-tls12,small-64k,small-512k",
-                   help="comma list; also assoc-rate, concurrency, memory-1g (issue 8 items "
-                        "3, 4, 6), which are not in the default list")
+    p.add_argument("--scenarios", default="large-tls13,large-tls12,small-64k,small-512k,"
+                                            "assoc-rate,concurrency,memory-1g",
+                   help="comma list (default: all, issue 8 items 1-6)")
     p.add_argument("--assoc-clients", type=int, default=16)
     p.add_argument("--assoc-each", type=int, help="associations per client (50; quick 10)")
     p.add_argument("--conc-assocs", type=int, help="concurrent associations (500; quick 100)")
