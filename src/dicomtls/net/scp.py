@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -161,13 +162,21 @@ async def serve_dicom(
     limits = limits or Limits()
     active: dict[str, int] = {}
 
+    @functools.lru_cache(maxsize=64)
+    def policy_for(granted: frozenset[Service] | None) -> AcceptorPolicy:
+        """The policy narrowed to the services granted: made once per grant, not per request."""
+        if granted is None:
+            return policy
+        supported = {k: v for k, v in policy.supported.items() if service_of(k) in granted}
+        return dataclasses.replace(policy, supported=supported)
+
     async def handler(link: SecureLink) -> None:
         address = link.peer.rsplit(":", 1)[0]
         active[address] = active.get(address, 0) + 1
         try:
             refusal = _over_limit(active, address, limits)
             with contextlib.suppress(ConnectionError):
-                await _serve_association(link, policy, services, limits, refusal)
+                await _serve_association(link, policy_for, services, limits, refusal)
         finally:
             active[address] -= 1
             if not active[address]:
@@ -196,11 +205,12 @@ def _over_limit(active: dict[str, int], address: str, limits: Limits) -> str | N
 
 async def _serve_association(
     link: SecureLink,
-    policy: AcceptorPolicy,
+    policy_for: Callable[[frozenset[Service] | None], AcceptorPolicy],
     services: Services,
     limits: Limits,
     refusal: str | None,
 ) -> None:
+    policy = policy_for(None)
     ul = UpperLayer(Role.ACCEPTOR, max_pdu_length=policy.max_pdu_length)
     channel = _Channel(link, ul, limits.artim_timeout, limits.idle_timeout)
     event = await channel.next_event()
@@ -215,7 +225,7 @@ async def _serve_association(
     admission = Admission()
     if refusal is None:
         admission = _admit(services.gatekeeper, info)
-    answer = _answer(request, policy, refusal, admission)
+    answer = _answer(request, policy_for(admission.services), refusal, admission)
     if isinstance(answer, AssociateRJ):
         why = refusal or answer.reason.name
         if admission.refusal is not None:
@@ -263,10 +273,6 @@ def _answer(
             RejectSource.SERVICE_USER,
             RejectReasonServiceUser.CALLING_AE_NOT_RECOGNIZED,
         )
-    if admission.services is not None:
-        granted = admission.services
-        supported = {k: v for k, v in policy.supported.items() if service_of(k) in granted}
-        policy = dataclasses.replace(policy, supported=supported)
     return answer_request(request, policy)
 
 

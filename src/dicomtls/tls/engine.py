@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -60,7 +60,12 @@ class VerifyCall:
     error: VerifyError
     depth: int
     accepted: bool
-    raw: x509.Certificate
+    openssl_certificate: crypto.X509 = field(repr=False)
+    """The certificate as OpenSSL handed it over; converted only when someone looks."""
+
+    @cached_property
+    def raw(self) -> x509.Certificate:
+        return self.openssl_certificate.to_cryptography()
 
     @cached_property
     def certificate(self) -> CertificateInfo:
@@ -258,14 +263,15 @@ class TLSEngine:
     def on_openssl_verify(
         self, certificate: crypto.X509, errnum: int, depth: int, ok: bool
     ) -> bool:
-        raw = certificate.to_cryptography()
         error = VerifyError(errnum, depth)
+        call = VerifyCall(ok=ok, error=error, depth=depth, accepted=ok, openssl_certificate=certificate)
         if ok and depth == 0 and self._wants_hostname_check():
             assert self.server_hostname is not None
-            mismatch = _hostname_error(raw, self.server_hostname)
+            mismatch = _hostname_error(call.raw, self.server_hostname)
             if mismatch is not None:
                 ok, error = False, VerifyError(mismatch.code, depth)
-        call = VerifyCall(ok=ok, error=error, depth=depth, accepted=ok, raw=raw)
+                call.ok = call.accepted = False
+                call.error = error
         if ok and any(c.depth == depth and not c.ok for c in self.verify_calls):
             # OpenSSL reports each error of a certificate, then confirms it once more;
             # the callback has already ruled on that certificate, so it is not asked twice.

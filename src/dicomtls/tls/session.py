@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _openssl_lib
 
-from dicomtls.tls.certinfo import CertificateInfo, key_facts
+from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import cipher_from_openssl
 from dicomtls.tls.flags import Side
 from dicomtls.tls.verify_error import VerifyError
@@ -49,12 +49,17 @@ class SessionInfo:
     """The seed's "mutual authentication key length": the peer's certificate key size."""
     local_key_type: str | None
     local_key_bits: int | None
-    peer_certificates: tuple[x509.Certificate, ...] = field(repr=False)
-    """The chain the peer sent, leaf first; :attr:`peer_chain` describes it."""
+    peer_x509: tuple[crypto.X509, ...] = field(repr=False)
+    """The chain the peer sent, leaf first, as OpenSSL holds it (converted when asked for)."""
     resumed: bool
     verify_result: VerifyError
     """Result of verifying the peer; not OK only when the flags let a failure pass."""
     server_name: str | None
+
+    @functools.cached_property
+    def peer_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The chain the peer sent, leaf first; :attr:`peer_chain` describes it."""
+        return tuple(c.to_cryptography() for c in self.peer_x509)
 
     @functools.cached_property
     def peer_chain(self) -> tuple[CertificateInfo, ...]:
@@ -110,19 +115,30 @@ def _signature_family(key_type: str | None) -> str:
     return {"EC": "ECDSA", "RSA": "RSA", None: "none"}.get(key_type, key_type or "none")
 
 
-def _peer_chain(conn: SSL.Connection) -> tuple[x509.Certificate, ...]:
+def _peer_chain(conn: SSL.Connection) -> tuple[crypto.X509, ...]:
     """The chain the peer sent, leaf first.
 
     OpenSSL leaves the peer's own certificate out of the sent chain on the server
     side only, so the leaf is put back in front where it is missing.
     """
-    leaf = conn.get_peer_certificate(as_cryptography=True)
+    leaf = conn.get_peer_certificate()
     if leaf is None:
         return ()
-    sent: list[x509.Certificate] = conn.get_peer_cert_chain(as_cryptography=True) or []
+    sent: list[crypto.X509] = conn.get_peer_cert_chain() or []
     if not sent or sent[0] != leaf:
         sent = [leaf, *sent]
     return tuple(sent)
+
+
+#: OpenSSL's key type NIDs, as key_facts names them.
+_KEY_TYPES = {6: "RSA", 408: "EC", 116: "DSA", 1087: "Ed25519", 1088: "Ed448"}
+
+
+def _key_facts(certificate: crypto.X509) -> tuple[str, int]:
+    """The key's type and size, read by OpenSSL itself (no conversion of the certificate)."""
+    key = certificate.get_pubkey()
+    name = _KEY_TYPES.get(key.type(), f"NID {key.type()}")
+    return name, 256 if name == "Ed25519" else key.bits()  # as CertificateInfo reports it
 
 
 def _tls13_key_exchange(group: str | None) -> str:
@@ -154,7 +170,7 @@ def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
     peer_chain = _peer_chain(conn)
     identity = engine.settings.identity
     local_type, local_bits, _ = (None, None, None) if identity is None else identity.key_facts
-    peer_type, peer_bits, _ = key_facts(peer_chain[0]) if peer_chain else (None, None, None)
+    peer_type, peer_bits = _key_facts(peer_chain[0]) if peer_chain else (None, None)
     server_key = peer_type if engine.side is Side.CLIENT and peer_chain else local_type
     group = conn.get_group_name() if hasattr(conn, "get_group_name") else None
     if suite is not None and not suite.tls13:
@@ -177,7 +193,7 @@ def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
         peer_key_bits=peer_bits,
         local_key_type=local_type,
         local_key_bits=local_bits,
-        peer_certificates=peer_chain,
+        peer_x509=peer_chain,
         resumed=_resumed(conn),
         verify_result=VerifyError(0) if failed is None else failed.error,
         server_name=engine.server_hostname if engine.side is Side.CLIENT else _sni(conn),
