@@ -16,13 +16,17 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 STUDY_UID, SERIES_UID = generate_uid(), generate_uid()  # every test object belongs to one series
 
 
-def _make_file(path: Path, pixels: int = 300_000) -> Dataset:
+def _make_file(path: Path, pixels: int = 300_000, pixel_data: bytes | None = None) -> Dataset:
+    """A CT object of ``pixels`` bytes of pixel data (a ramp, or ``pixel_data``)."""
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
     ds.PatientName, ds.PatientID = "Doe^Jane", "P1"
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = STUDY_UID, SERIES_UID, "CT"
-    ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, pixels // 1000, 1000, 1
-    ds.PixelData = bytes(i % 256 for i in range(pixels))
+    frames = max(1, pixels // 1_000_000)  # Rows must stay a 16-bit value
+    ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, pixels // (1000 * frames), 1000, 1
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = pixel_data if pixel_data is not None else bytes(i % 256 for i in range(pixels))
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = CT

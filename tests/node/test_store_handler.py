@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtls.dimse.messages import c_store_rq
@@ -19,24 +19,14 @@ from dicomtls.dimse.status import Status
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import _MAX_BACKLOG, DurableStoreHandler
 
-from .test_storage import CT, SERIES_UID, STUDY_UID
+from .test_storage import CT
+from .test_storage import _make_file as _make_test_file
 
 MIB = 1 << 20
 
 
 def _make_file(path: Path, pixels: int) -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = CT, pydicom.uid.generate_uid()
-    ds.PatientName, ds.PatientID = "Doe^Jane", "P1"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = STUDY_UID, SERIES_UID, "CT"
-    ds.BitsAllocated, ds.Rows, ds.Columns, ds.NumberOfFrames = 8, 1024, 1024, pixels // MIB
-    ds.PixelData = os.urandom(pixels)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CT
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.save_as(path, enforce_file_format=True)
-    return ds
+    return _make_test_file(path, pixels, os.urandom(pixels))  # random: no two fragments alike
 
 
 @dataclass
