@@ -24,6 +24,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -986,7 +987,7 @@ def load_chart(load: dict, path: Path) -> None:
         if name == "memory-1g":
             ax.set_xscale("log")
             ax.axvline(100, color="tab:red", linestyle="--", linewidth=1)
-        ax.set_title(f"{name}: {sc['description']}", fontsize=8)
+        ax.set_title(textwrap.fill(f"{name}: {sc['description']}", 120), fontsize=8)
         ax.set_xlabel(unit, fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         for y, m in enumerate(med):
