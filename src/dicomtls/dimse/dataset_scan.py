@@ -145,7 +145,8 @@ class ScannedDataset:
 
     def texts(self, keywords: Iterable[str]) -> dict[str, str]:
         """Keyword -> :meth:`text`, for the kept attributes among ``keywords``."""
-        return {k: self.text(keyword_tag(k)) for k in keywords if keyword_tag(k) in self.kept}
+        tags = {keyword: keyword_tag(keyword) for keyword in keywords}
+        return {keyword: self.text(tag) for keyword, tag in tags.items() if tag in self.kept}
 
 
 class DatasetScanner:
@@ -161,7 +162,6 @@ class DatasetScanner:
         encoding = _Encoding.of(transfer_syntax)
         self._base_implicit = encoding.implicit
         self._implicit = self._base_implicit  # the encoding where we are (inner frames differ)
-        self._little_endian = encoding.little_endian
         self._tag_vr_length, self._tag_length, self._length = _structs(encoding.little_endian)
         self._item_marker = b"\xfe\xff" if encoding.little_endian else b"\xff\xfe"
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if encoding.deflated else None

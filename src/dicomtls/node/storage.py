@@ -93,11 +93,6 @@ class IncomingObject:
             self.abort()
             raise StorageError(exc.errno, f"cannot start {final.name}: {exc.strerror}") from exc
 
-    @property
-    def partial_path(self) -> Path:
-        """Where the bytes are being written, for a check before :meth:`commit`."""
-        return self._temp
-
     def write(self, data: bytes | memoryview) -> None:
         """Append received bytes; an OSError (e.g. ENOSPC) becomes StorageError."""
         assert self._fd is not None, "write after commit or abort"
