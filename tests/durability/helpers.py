@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import resource
 import sqlite3
 import subprocess
 import threading
@@ -39,11 +40,20 @@ def is_out_of_resources(status: int) -> bool:
 class Serve:
     """``dicomtls serve`` in a subprocess; its output is read all along (a full pipe would stall it)."""
 
-    def __init__(self, cwd: Path, *args: str, timeout: float = 60) -> None:
+    def __init__(
+        self, cwd: Path, *args: str, timeout: float = 60, open_files: tuple[int, int] | None = None
+    ) -> None:
+        """``open_files``: the (soft, hard) descriptor limit the node starts with."""
         self.port = _free_port()
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
         self.proc = subprocess.Popen(
             [EXE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+            preexec_fn=limit,
         )  # fmt: skip
         self._lines: list[str] = []
         self._eof = False
@@ -114,8 +124,8 @@ class Serve:
 
 
 @contextlib.contextmanager
-def serving(cwd: Path, *args: str) -> Iterator[Serve]:
-    node = Serve(cwd, *args)
+def serving(cwd: Path, *args: str, open_files: tuple[int, int] | None = None) -> Iterator[Serve]:
+    node = Serve(cwd, *args, open_files=open_files)
     try:
         yield node
     finally:

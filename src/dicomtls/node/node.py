@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import resource
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -200,6 +201,7 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     )
     query_retrieve = [uid for model in QueryModel for uid in model.value]
     policy = storage_policy(config.ae_title, also=query_retrieve)
+    _enough_files(config.limits.max_associations, policy.max_operations)
     server = await serve_dicom(
         config.host, config.port, certificates.tls, policy, services,
         limits=config.limits, events=reporter.link_events(events),
@@ -217,6 +219,25 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     log.info("access policy: %s", access.describe())
     reporter.started()
     return node
+
+
+def _enough_files(max_associations: int, max_operations: int) -> None:
+    """Let the process open the files its limits may need: each association holds a socket
+    and, with an operations window, that many objects' files at once. Many systems start
+    processes at 1,024 descriptors; servers raise their own limit towards the hard one."""
+    need = max_associations * (max_operations + 2) + 64  # + index, spares, logs, sub-associations
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return
+    allowed = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
+    if allowed < need:
+        log.warning(
+            "open files: %d associations with up to %d C-STOREs outstanding may need %d file "
+            "descriptors, and this process may have %d (raise the hard limit, ulimit -Hn); "
+            "objects beyond it are refused with 0xA700",
+            max_associations, max_operations, need, allowed,
+        )  # fmt: skip
 
 
 def _host_name(host: str) -> str:
