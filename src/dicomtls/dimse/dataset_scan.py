@@ -26,14 +26,12 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID
 
+from dicomtls.dimse.part10 import LONG_VRS
+
 __all__ = ["DatasetScanError", "DatasetScanner", "ScannedDataset"]
 
 _DEFLATED_CHUNK = 1 << 20  # inflate at most this much per step: a small PDV may expand 1000x
 
-#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
 _SHORT_VRS = frozenset(
     {
         b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
@@ -268,7 +266,7 @@ class DatasetScanner:
             return 8  # not known yet: wait for more bytes
         if first[:2] == self._item_marker:  # (FFFE,xxxx): items and delimiters, no VR
             return 8
-        return 12 if first[4:6] in _LONG_VRS else 8
+        return 12 if first[4:6] in LONG_VRS else 8
 
     def _element(self, header: bytes | memoryview) -> None:
         if self._implicit:
@@ -279,7 +277,7 @@ class DatasetScanner:
             if group == 0xFFFE:
                 length = self._length.unpack_from(header, 4)[0]
                 vr = None
-            elif vr_bytes in _LONG_VRS:
+            elif vr_bytes in LONG_VRS:
                 vr, length = vr_bytes, self._length.unpack_from(header, 8)[0]
             elif vr_bytes in _SHORT_VRS:
                 vr, length = vr_bytes, short

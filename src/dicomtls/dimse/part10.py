@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["Part10Error", "Part10Header", "encode_file_header", "iter_blocks", "read_header"]
+__all__ = ["LONG_VRS", "Part10Error", "Part10Header", "encode_file_header", "iter_blocks", "read_header"]
 
 BLOCK_SIZE = 1 << 20  # 1 MiB reads: few syscalls, bounded memory
 
@@ -24,7 +24,8 @@ _META_READ = 4096  # one read holds the file meta group of almost every file
 _SHORT = struct.Struct("<HH2sH")  # tag, VR, 2-byte length (explicit VR)
 _LONG = struct.Struct("<HH2s2xI")  # tag, VR, reserved, 4-byte length
 _IMPLICIT = struct.Struct("<HHI")
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
+#: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
 _WANTED = {
     0x0002: "MediaStorageSOPClassUID",
     0x0003: "MediaStorageSOPInstanceUID",
@@ -93,7 +94,7 @@ def _file_meta(head: bytes, pos: int, handle: BinaryIO, path: Path) -> tuple[dic
         if group != 0x0002:
             return values, pos
         if vr.isalpha() and vr.isupper():
-            if vr in _LONG_VRS:
+            if vr in LONG_VRS:
                 if len(buffer) < pos + 12:
                     buffer += _more(handle, 12)
                 length, start = _LONG.unpack_from(buffer, pos)[3], pos + 12
@@ -129,7 +130,7 @@ def iter_blocks(header: Part10Header, block_size: int = BLOCK_SIZE) -> Iterator[
 
 
 def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
-    if vr in _LONG_VRS:
+    if vr in LONG_VRS:
         return _LONG.pack(0x0002, element, vr, len(value)) + value
     return _SHORT.pack(0x0002, element, vr, len(value)) + value
 
