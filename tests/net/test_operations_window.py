@@ -15,6 +15,7 @@ import pydicom
 import pytest
 
 from dicomtls.dimse.command import CommandSet, Tag
+from dicomtls.dimse.dataset_scan import ScannedDataset
 from dicomtls.dimse.status import Status
 from dicomtls.net.association import Association, AssociationError, associate, default_proposals
 from dicomtls.net.scp import Services, serve_dicom
@@ -59,6 +60,10 @@ class _Gated:
         if (what, uid) in self.openers:
             self.openers[what, uid].set()
 
+    @property
+    def keep_tags(self) -> frozenset[int]:
+        return self.inner.keep_tags
+
     def begin(self, association: Association, command: CommandSet, syntax: str) -> _GatedJob:
         uid = str(command[Tag.AffectedSOPInstanceUID])
         self.begun.append(uid)
@@ -74,11 +79,11 @@ class _GatedJob:
     def write(self, data: memoryview) -> Awaitable[None] | None:
         return self.job.write(data)  # type: ignore[attr-defined, no-any-return]
 
-    async def commit(self) -> int:
+    async def commit(self, dataset: ScannedDataset) -> int:
         gate = self.target.gates.get(self.uid)
         if gate is not None:
             await gate.wait()
-        status: int = await self.job.commit()  # type: ignore[attr-defined]
+        status: int = await self.job.commit(dataset)  # type: ignore[attr-defined]
         self.target.committed += 1
         self.target.begun_at_commit[self.uid] = len(self.target.begun)
         self.target._happened("committed", self.uid)

@@ -65,7 +65,8 @@ def qr_proposals() -> list[Proposal]:
         Proposal(QR.find_uid, (EXPLICIT,)),
         Proposal(QR.move_uid, (EXPLICIT,)),
         Proposal(QR.get_uid, (EXPLICIT,)),
-        Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=False, scp_role=True),
+        # CT both ways: stored as SCU, received back by C-GET as SCP (PS3.7 D.3.3.4)
+        Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=True, scp_role=True),
     ]
 
 

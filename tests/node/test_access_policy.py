@@ -243,6 +243,9 @@ def test_rules_over_mutual_tls(site: Site, tmp_path: Path, caplog: pytest.LogCap
     move_ok = out["move_ok"]
     assert move_ok.ok and move_ok.completed == 1  # type: ignore[attr-defined]
     assert out["move_elsewhere"].status == 0xA801  # type: ignore[attr-defined]
-    assert any("to 'ELSEWHERE' refused: rule 'viewer' allows C-MOVE to VIEWER only" in line for line in lines)
+    assert any(
+        line.startswith("C-MOVE from") and "to 'ELSEWHERE': rule 'viewer' allows C-MOVE to VIEWER only" in line
+        for line in lines
+    )
     assert "did not accept C-GET" in str(out["viewer_get"])
     assert len(out["viewer_has"]) == 1  # type: ignore[arg-type]

@@ -13,9 +13,11 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomtls.dimse.dataset_scan import DatasetScanner, ScannedDataset
 from dicomtls.dimse.messages import c_store_rq
 from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.dimse.status import Status
+from dicomtls.net.inbound import InboundObject
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import _MAX_BACKLOG, DurableStoreHandler
 
@@ -50,6 +52,14 @@ def _begin(handler: DurableStoreHandler, uid: str):  # type: ignore[no-untyped-d
     return handler.begin(_Peer(), c_store_rq(1, CT, uid), ExplicitVRLittleEndian)  # type: ignore[arg-type]
 
 
+def _scanned(handler: DurableStoreHandler, fragments: list[memoryview]) -> ScannedDataset:
+    """The data set as the SCP checked it before handing it to the handler's commit."""
+    scanner = DatasetScanner(ExplicitVRLittleEndian, handler.keep_tags)
+    for fragment in fragments:
+        scanner.feed(fragment)
+    return scanner.finish()
+
+
 def test_large_fragments_are_written_behind_and_the_backlog_is_bounded(tmp_path: Path) -> None:
     source = tmp_path / "big.dcm"
     ds = _make_file(source, pixels=24 * MIB)
@@ -70,7 +80,7 @@ def test_large_fragments_are_written_behind_and_the_backlog_is_bounded(tmp_path:
         gate.set()
         for each in waiting.values():
             await each
-        return list(waiting), await job.commit()
+        return list(waiting), await job.commit(_scanned(handler, fragments))
 
     waits, status = asyncio.run(run())
     first_wait = _MAX_BACKLOG // (4 * MIB)  # the fragment that takes the backlog past the limit
@@ -111,16 +121,18 @@ def test_a_data_set_that_stops_parsing_is_refused_and_not_kept(tmp_path: Path) -
     uid, fragments = _fragments(source, MIB)
     store = DurableStore(tmp_path / "store")
     handler = DurableStoreHandler(store)
+    command = c_store_rq(1, CT, uid)
 
     async def run() -> int:
-        job = _begin(handler, uid)
-        job.write(fragments[0])
-        job.write(memoryview(b"\x10\x00\x10\x00XX\x02\x00no"))  # garbage where an element was due
-        for fragment in fragments[1:]:
-            job.write(fragment)
-        return await job.commit()
+        inbound = InboundObject(_begin(handler, uid), command, ExplicitVRLittleEndian, "peer")
+        garbage = memoryview(b"\x10\x00\x10\x00XX\x02\x00no")  # where an element was due
+        for fragment in [fragments[0], garbage, *fragments[1:]]:
+            if (waiting := inbound.write(fragment)) is not None:
+                await waiting
+        return await inbound.finish()
 
     assert asyncio.run(run()) == Status.CANNOT_UNDERSTAND
+    handler.writer().submit(lambda: None).result()  # the abort is queued behind its writes
     assert _receiving(store) == [] and list(store.objects.rglob("*.dcm")) == []
 
 
@@ -136,7 +148,7 @@ def test_a_durable_object_larger_than_a_write_back_step_arrives_whole(tmp_path: 
         for fragment in fragments:
             if (waiting := job.write(fragment)) is not None:
                 await waiting
-        return await job.commit()
+        return await job.commit(_scanned(handler, fragments))
 
     assert asyncio.run(run()) == Status.SUCCESS
     path = store.path_for(uid)

@@ -28,9 +28,12 @@ from pydicom.uid import UID
 
 from dicomtls.dimse.part10 import LONG_VRS
 
-__all__ = ["DatasetScanError", "DatasetScanner", "ScannedDataset"]
+__all__ = ["DEFAULT_MAX_DEPTH", "DatasetScanError", "DatasetScanner", "ScannedDataset"]
 
 _DEFLATED_CHUNK = 1 << 20  # inflate at most this much per step: a small PDV may expand 1000x
+#: Sequences nested deeper than this are refused: real objects nest a handful of levels, and
+#: each open level costs memory and time that a hostile peer could multiply.
+DEFAULT_MAX_DEPTH = 32
 
 _SHORT_VRS = frozenset(
     {
@@ -150,13 +153,23 @@ class ScannedDataset:
 class DatasetScanner:
     """Feed a data set's bytes in order, in pieces of any size; then :meth:`finish`.
 
-    ``keep`` names the top-level tags (as ``0xggggeeee`` integers) whose values to keep.
-    The first structural error raises :class:`DatasetScanError`, from :meth:`feed` or
-    :meth:`finish`, and every later call raises it again.
+    ``keep`` names the top-level tags (as ``0xggggeeee`` integers) whose values to keep;
+    sequences may nest ``max_depth`` levels deep. The first structural error raises
+    :class:`DatasetScanError`, from :meth:`feed` or :meth:`finish`, and every later call
+    raises it again. ``elements`` counts the headers read so far: a caller that must share
+    its thread can tell dense input (many tiny elements) from bulk (pixel data).
     """
 
-    def __init__(self, transfer_syntax: str, keep: Collection[int] = ()) -> None:
+    def __init__(
+        self,
+        transfer_syntax: str,
+        keep: Collection[int] = (),
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+    ) -> None:
         self.transfer_syntax = transfer_syntax
+        self.max_depth = max_depth
+        self.elements = 0
         encoding = _Encoding.of(transfer_syntax)
         self._base_implicit = encoding.implicit
         self._implicit = self._base_implicit  # the encoding where we are (inner frames differ)
@@ -166,6 +179,7 @@ class DatasetScanner:
         self._keep = frozenset(keep)
         self._kept: dict[int, tuple[str | None, bytes]] = {}
         self._frames: list[_Frame] = []
+        self._depth = 0  # open sequences (and encapsulated pixel data), items not counted
         self._offset = 0  # bytes of the data set consumed so far
         self._head = bytearray()  # an element header cut by a fragment boundary
         self._skip = 0  # value bytes still to step over
@@ -254,6 +268,7 @@ class DatasetScanner:
             header = view[pos : pos + need]
             used = need
         self._offset += need
+        self.elements += 1
         self._element(header)
         return pos + used
 
@@ -365,11 +380,19 @@ class DatasetScanner:
             self._pop()
 
     def _push(self, frame: _Frame) -> None:
+        if frame.kind != "item":
+            if self._depth >= self.max_depth:
+                raise DatasetScanError(
+                    f"{_tag_name(frame.tag)} at byte {self._offset} opens a sequence nested "
+                    f"more than {self.max_depth} levels deep"
+                )
+            self._depth += 1
         self._frames.append(frame)
         self._implicit = frame.implicit
 
     def _pop(self) -> None:
-        self._frames.pop()
+        if self._frames.pop().kind != "item":
+            self._depth -= 1
         self._implicit = self._frames[-1].implicit if self._frames else self._base_implicit
 
 

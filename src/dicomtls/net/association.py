@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, encode_command
 from dicomtls.dimse.messages import c_echo_rq, c_store_rq
-from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
+from dicomtls.dimse.part10 import Part10Error, Part10Header, iter_blocks, read_header
 from dicomtls.dimse.pdv import (
     CommandReceived,
     MessageAssembler,
@@ -33,11 +32,10 @@ from dicomtls.dimse.pdv import (
     read_size,
 )
 from dicomtls.net import qr_scu
+from dicomtls.net.channel import Channel
+from dicomtls.net.gate import Gate, Refusal
 from dicomtls.net.link import SecureLink, connect
-from dicomtls.tls.errors import TLSError
-from dicomtls.tls.flags import Side
 from dicomtls.tls.settings import TLSSettings
-from dicomtls.tls.sniff import SNIFF_MAX, describe_non_tls, looks_like_tls_client_hello, undecided
 from dicomtls.ul.acse import (
     Negotiated,
     Proposal,
@@ -52,10 +50,9 @@ from dicomtls.ul.connection import (
     ReleaseConfirmed,
     ReleaseRequested,
     Role,
-    ULEvent,
     UpperLayer,
 )
-from dicomtls.ul.errors import AbortReason, AbortSource
+from dicomtls.ul.errors import AbortReason, LocalProtocolError
 
 __all__ = [
     "Association",
@@ -72,8 +69,10 @@ log = logging.getLogger("dicomtls.net")
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
-ARTIM_TIMEOUT = 30.0
 DIMSE_TIMEOUT = 120.0
+#: The largest data set received into memory (an identifier, a C-FIND match): real ones are
+#: a few kilobytes. Object data sets stream to a sink and are not bounded by this.
+MAX_DATASET_IN_MEMORY = 1 << 20
 _SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, one syscall
 
 
@@ -89,138 +88,6 @@ class _NoContextError(AssociationError):
 _UNLIMITED_WINDOW = 64
 
 
-class _Channel:
-    """Reads the link, drives the UpperLayer, and hands out its events one by one."""
-
-    def __init__(
-        self,
-        link: SecureLink,
-        ul: UpperLayer,
-        artim_timeout: float = ARTIM_TIMEOUT,
-        idle_timeout: float | None = None,
-    ) -> None:
-        self.link = link
-        self.ul = ul
-        self._pending: deque[ULEvent] = deque()
-        self._artim = artim_timeout
-        self._idle = idle_timeout
-        self._first_bytes = not link.is_tls  # only a plain link can meet a TLS peer by mistake
-        self._head = b""
-
-    def flush(self) -> None:
-        chunks = self.ul.data_to_send()
-        try:
-            for chunk in chunks:
-                self.link.write(chunk)
-        except ConnectionError:
-            pass  # the transport is gone; the events already say so
-
-    async def next_event(self) -> ULEvent:
-        """The next event; ARTIM and the idle timeout run from the moment we start waiting for
-        it, so a peer trickling a PDU a byte at a time cannot keep either from expiring."""
-        started = asyncio.get_running_loop().time()
-        while not self._pending:
-            artim = self.ul.artim_running
-            limit = self._artim if artim else self._idle
-            try:
-                async with asyncio.timeout_at(None if limit is None else started + limit):
-                    if self._first_bytes:
-                        data = await self.link.read()
-                    else:  # straight into the PDU being received (TLS: decrypted there)
-                        count = await self.link.read_into(self.ul.receive_buffer())
-            except TimeoutError:
-                if artim:
-                    self._pending.extend(self.ul.artim_expired())
-                else:
-                    self._idle_expired()
-            except (ConnectionError, OSError) as exc:
-                log.debug("link to %s failed: %s", self.link.peer, exc)
-                self._pending.extend(self.ul.connection_closed())
-            except TLSError as exc:
-                if self.ul.role is not Role.ACCEPTOR:
-                    raise  # a client reports it to its caller, as it is
-                # e.g. a fatal alert or a bad record after the handshake: the link is gone
-                log.warning("%s; connection closed", exc)
-                self._pending.extend(self.ul.connection_closed())
-            else:
-                if self._first_bytes:
-                    self._receive(data)
-                else:
-                    self._received(count)
-            self.flush()
-            if self.ul.should_close and not self._pending:
-                self._pending.append(Closed())
-        return self._pending.popleft()
-
-    def _idle_expired(self) -> None:
-        """No PDU completed within the idle timeout: abort rather than hold the slot forever."""
-        self.ul.abort()
-        message = (
-            f"no data for {self._idle:g} s (idle timeout: no PDU completed in that time): aborted"
-        )
-        self._pending.append(
-            Aborted(AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, False, message)
-        )
-        self.flush()  # the A-ABORT goes out before the connection closes
-        self._pending.extend(self.ul.connection_closed())
-        self.link.close_soon()
-
-    def drain_nowait(self) -> None:
-        """Process whatever bytes have already arrived, without waiting for more."""
-        if self._first_bytes:
-            if data := self.link.read_nowait():
-                self._receive(data)
-        else:
-            while count := self.link.read_into_nowait(self.ul.receive_buffer()):
-                self._received(count)
-        self.flush()
-
-    def pop_pending(self) -> ULEvent | None:
-        return self._pending.popleft() if self._pending else None
-
-    def push_back(self, event: ULEvent) -> None:
-        self._pending.appendleft(event)
-
-    def _received(self, count: int) -> None:
-        """``count`` bytes arrived in the upper layer's receive buffer (0: the peer closed)."""
-        if not count:
-            self._pending.extend(self.ul.connection_closed())
-            return
-        self._pending.extend(self.ul.received(count))
-
-    def _receive(self, data: bytes) -> None:
-        if not data:
-            self._pending.extend(self.ul.connection_closed())
-            return
-        if self._first_bytes:
-            self._head += data  # judged once enough has arrived: a slow peer sends bytes singly
-            if undecided(self._head):
-                return
-            data, self._head, self._first_bytes = self._head, b"", False
-            mistaken = _wrong_protocol(data, self.ul.role)
-            if mistaken is not None:
-                self.link.abort()
-                reason = AbortReason.UNRECOGNIZED_PDU
-                self._pending.append(Aborted(AbortSource.SERVICE_PROVIDER, reason, True, mistaken))
-                self._pending.extend(self.ul.connection_closed())
-                return
-        self._pending.extend(self.ul.receive_data(data))
-
-
-def _wrong_protocol(data: bytes, role: Role) -> str | None:
-    """Name a TLS or HTTP peer on a plain DICOM link, instead of "PDU too large: 369295617"."""
-    if role is Role.ACCEPTOR and looks_like_tls_client_hello(data[:3]):
-        return (
-            "peer sent a TLS ClientHello to a non-TLS port (use our TLS port, or enable TLS here)"
-        )
-    other = describe_non_tls(data[:SNIFF_MAX], Side.SERVER)
-    if role is Role.ACCEPTOR and other is not None and other.protocol == "http":
-        return "peer sent an HTTP request to a DICOM port (this is not a web server)"
-    if role is Role.REQUESTOR and len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03:
-        return "peer answered with TLS records: this port expects TLS (enable TLS for this peer)"
-    return None
-
-
 class DatasetSink(Protocol):
     """Where a received data set goes, fragment by fragment.
 
@@ -233,20 +100,38 @@ class DatasetSink(Protocol):
 
 @dataclass
 class Message:
+    """A whole DIMSE message as it arrived, and the gate's verdict on it.
+
+    ``refused`` set: the gate will not let it be served; its data set was discarded, and
+    the receiver answers with the refusal's status.
+    """
+
     context_id: int
     command: CommandSet
     field: CommandField
     dataset: bytes | None = None
+    refused: Refusal | None = None
 
 
 class Association:
-    """An established association; as SCU it offers ``echo`` and ``store``."""
+    """An established association; as SCU it offers ``echo``, ``store`` and Query/Retrieve.
+
+    Every message received passes ``gate`` (:mod:`dicomtls.net.gate`) as soon as its
+    command set is whole; by default the gate of the association's requestor.
+    """
 
     def __init__(
-        self, channel: _Channel, negotiated: Negotiated, calling_ae: str, called_ae: str
+        self,
+        channel: Channel,
+        negotiated: Negotiated,
+        calling_ae: str,
+        called_ae: str,
+        gate: Gate | None = None,
     ) -> None:
         self._channel = channel
         self.negotiated = negotiated
+        self.gate = gate or Gate(negotiated, acceptor=False)
+        self.max_dataset_in_memory = MAX_DATASET_IN_MEMORY
         self.calling_ae = calling_ae
         self.called_ae = called_ae
         self._assembler = MessageAssembler()
@@ -256,6 +141,11 @@ class Association:
         self.dimse_timeout: float | None = DIMSE_TIMEOUT
         self.end_reason: str | None = None
         """How it ended: ``"released"``, or why it was aborted or lost (None while it runs)."""
+
+    @property
+    def ended(self) -> bool:
+        """Released, aborted or lost: nothing more can be sent or received."""
+        return self._ended
 
     @property
     def link(self) -> SecureLink:
@@ -289,7 +179,12 @@ class Association:
     ) -> None:
         """Send one DIMSE message, the data set streamed block by block without copies."""
         ul = self._channel.ul
-        ul.check_can_send_data()
+        try:
+            ul.check_can_send_data()
+        except LocalProtocolError:
+            raise AssociationError(
+                f"association with {self.peer} has ended ({self.end_reason or 'not established'})"
+            ) from None
         link = self._channel.link
         encoded = encode_command(command)
         for header, payload in pdata_pdus(context_id, encoded, dataset, ul.peer_max_pdu_length):
@@ -308,7 +203,9 @@ class Association:
         """The next whole message, or None once the association has ended.
 
         ``sink_for`` may return a sink for the data set (e.g. a file being written);
-        without one the data set is collected in memory.
+        without one the data set is collected in memory, up to ``max_dataset_in_memory``
+        bytes (more aborts the association). A message the gate refuses comes back with
+        ``refused`` set: no sink was asked for and its data set was dropped as it came.
         """
         message: Message | None = None
         sink: DatasetSink | None = None
@@ -319,22 +216,32 @@ class Association:
                 try:
                     for item in self._assembler.feed(event.pdata.pdvs):
                         if isinstance(item, CommandReceived):
-                            message = Message(
-                                item.context_id, item.command, command_field(item.command)
-                            )
+                            message = self._admitted(item)
+                            if message is None:
+                                return None
                             if not item.expects_dataset:
                                 return message
-                            sink = sink_for(item) if sink_for is not None else None
+                            if message.refused is None and sink_for is not None:
+                                sink = sink_for(item)
+                            continue
+                        assert message is not None  # the assembler sends the command first
+                        if message.refused is not None:
+                            pass  # dropped as it comes: a refused request costs no memory
+                        elif sink is not None:
+                            if (waiting := sink.write(item.data)) is not None:
+                                await waiting
+                        elif len(collected) + len(item.data) > self.max_dataset_in_memory:
+                            self.protocol_failure(
+                                f"{message.field.name} data set larger than "
+                                f"{self.max_dataset_in_memory} bytes"
+                            )
+                            return None
                         else:
-                            if sink is not None:
-                                if (waiting := sink.write(item.data)) is not None:
-                                    await waiting
-                            else:
-                                collected += item.data
-                            if item.last:
-                                assert message is not None
-                                message.dataset = None if sink is not None else bytes(collected)
-                                return message
+                            collected += item.data
+                        if item.last:
+                            if message.refused is None and sink is None:
+                                message.dataset = bytes(collected)
+                            return message
                 except (MessageError, ValueError) as exc:
                     self.protocol_failure(f"bad DIMSE message: {exc}")
                     return None
@@ -359,6 +266,16 @@ class Association:
                 await self.link.close()
                 return None
 
+    def _admitted(self, received: CommandReceived) -> Message | None:
+        """The message for a command set that passed the gate or is to be refused with a
+        status; None when it broke the protocol and the association was aborted."""
+        field = command_field(received.command)
+        refusal = self.gate.check(received, field)
+        if refusal is not None and refusal.status is None:
+            self.protocol_failure(refusal.reason)
+            return None
+        return Message(received.context_id, received.command, field, refused=refusal)
+
     def cancel_requested(self, message_id: int) -> bool:
         """Whether the peer has sent C-CANCEL-RQ for ``message_id`` (checked without waiting).
 
@@ -376,6 +293,8 @@ class Association:
                         command_field(item.command) is not CommandField.C_CANCEL_RQ
                     ):
                         raise MessageError("only C-CANCEL may arrive while a request is answered")
+                    if self._admitted(item) is None:
+                        return False  # on a context it does not have: aborted
                     if item.command.get(Tag.MessageIDBeingRespondedTo) == message_id:
                         self._cancelled.add(message_id)
             except (MessageError, ValueError) as exc:
@@ -428,7 +347,11 @@ class Association:
 
     async def store(self, path: Path) -> int:
         """C-STORE a Part 10 file, streaming its data set; returns the status."""
-        message_id = await self._send_store(path)
+        return await self.store_header(read_header(path))
+
+    async def store_header(self, header: Part10Header) -> int:
+        """C-STORE the file ``header`` was read from; returns the status."""
+        message_id = await self._send_store(header)
         response = await self.response(CommandField.C_STORE_RSP, message_id)
         return int(response.command[Tag.Status])  # type: ignore[arg-type]
 
@@ -447,7 +370,7 @@ class Association:
             while len(outstanding) >= window:
                 yield await self._store_answered(outstanding)
             try:
-                outstanding[await self._send_store(path)] = path
+                outstanding[await self._send_store(read_header(path))] = path
             except (Part10Error, _NoContextError) as exc:
                 yield path, exc
         while outstanding:
@@ -458,9 +381,8 @@ class Association:
         path = outstanding.pop(int(response.command[Tag.MessageIDBeingRespondedTo]))  # type: ignore[arg-type]
         return path, int(response.command[Tag.Status])  # type: ignore[arg-type]
 
-    async def _send_store(self, path: Path) -> int:
+    async def _send_store(self, header: Part10Header) -> int:
         """Send one C-STORE-RQ with the file's data set; its message ID."""
-        header = read_header(path)
         context = self.negotiated.context_for(header.sop_class_uid, header.transfer_syntax_uid)
         if context is None:
             raise _NoContextError(
@@ -580,7 +502,7 @@ async def associate(
     """
     link = await connect(host, port, tls)
     ul = UpperLayer(Role.REQUESTOR)
-    channel = _Channel(link, ul)
+    channel = Channel(link, ul)
     rq = build_request(
         calling_ae,
         called_ae,

@@ -4,32 +4,84 @@ The protocol code in :mod:`dicomtls.net.scp` knows nothing of access rules,
 audit trails or metrics; it asks a *gatekeeper* once per association request
 and reports each finished operation through :class:`ServiceEvents`. The node
 (``dicomtls.node``) plugs its access policy, audit trail and metrics in here.
+Objects received by C-STORE go to a :class:`StoreTarget`; a handler that cannot
+serve a request raises :class:`StatusError` with the status to answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from pydicom.dataset import Dataset
+
+from dicomtls.dimse.dataset_scan import ScannedDataset
 from dicomtls.dimse.sop_classes import Service
+from dicomtls.net.link import TLSSource
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.session import SessionInfo
 
 if TYPE_CHECKING:
+    from dicomtls.dimse.command import CommandSet
     from dicomtls.net.association import Association
 
 __all__ = [
     "Admission",
+    "FindHandler",
     "Gatekeeper",
     "QueryRecord",
     "RequestInfo",
+    "RetrieveHandler",
     "RetrieveRecord",
     "ServiceEvents",
+    "Services",
+    "StatusError",
+    "StoreJob",
     "StoreRecord",
+    "StoreTarget",
     "peer_address",
 ]
+
+
+class StatusError(Exception):
+    """Raised by a service handler: answer the request with ``status`` (a PS3.7 failure
+    or warning) instead of what the handler would have produced. ``str(exc)`` says why,
+    for the node's log line."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class StoreJob(Protocol):
+    """One incoming object: data set fragments in, then commit or abort.
+
+    ``write`` may return an awaitable: the association reads nothing more until it
+    completes (a disk behind a job that writes in the background sets the pace).
+    ``commit`` gets the data set as the SCP checked it while it streamed (structure,
+    nesting, the SOP class and instance the command named), with the values of the
+    target's ``keep_tags``, and returns the status to answer.
+    """
+
+    def write(self, data: memoryview) -> Awaitable[None] | None: ...
+    async def commit(self, dataset: ScannedDataset) -> int: ...
+    def abort(self) -> None: ...
+
+
+class StoreTarget(Protocol):
+    """Where received objects go: a storage SCP's, or a C-GET SCU's (a
+    :class:`~dicomtls.node.store_scp.DurableStoreHandler` fits)."""
+
+    @property
+    def keep_tags(self) -> Collection[int]:
+        """The top-level attributes (tags) whose values ``commit`` wants to see."""
+        ...
+
+    def begin(
+        self, association: Association, command: CommandSet, transfer_syntax: str
+    ) -> StoreJob: ...
 
 
 def peer_address(peer: str) -> str:
@@ -131,3 +183,26 @@ class ServiceEvents:
     on_retrieved: Callable[[Association, RetrieveRecord], None] | None = None
     on_refused: Callable[[Association, Service, str], None] | None = None
     """A request refused by the admission's limits (e.g. a C-MOVE destination not granted)."""
+
+
+FindHandler = Callable[["Association", str, Dataset], Iterable[Dataset]]
+"""(association, SOP class, identifier) -> matching identifiers; may raise StatusError."""
+RetrieveHandler = Callable[["Association", str, Dataset], Iterable[Path]]
+"""(association, SOP class, identifier) -> the Part 10 files to send; may raise StatusError."""
+
+
+@dataclass
+class Services:
+    """What an SCP offers; a service without a handler is answered as unsupported."""
+
+    store: StoreTarget | None = None
+    find: FindHandler | None = None
+    retrieve: RetrieveHandler | None = None
+    move_destinations: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """AE title -> (host, port): where C-MOVE may send."""
+    move_tls: TLSSource | None = None
+    """TLS for C-MOVE sub-associations (None: plain TCP)."""
+    gatekeeper: Gatekeeper | None = None
+    """Asked once per association request who may do what (e.g. an access policy)."""
+    events: ServiceEvents = field(default_factory=ServiceEvents)
+    """Told of every association and operation (e.g. an audit trail, metrics)."""

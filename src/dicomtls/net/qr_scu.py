@@ -8,9 +8,9 @@ never holds an object in memory.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
@@ -20,6 +20,8 @@ from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq,
 from dicomtls.dimse.pdv import CommandReceived
 from dicomtls.dimse.sop_classes import service_of
 from dicomtls.dimse.status import Category, Status, status_category
+from dicomtls.net.hooks import StoreJob, StoreTarget
+from dicomtls.net.inbound import InboundObject
 
 if TYPE_CHECKING:
     from dicomtls.net.association import Association, DatasetSink
@@ -68,22 +70,6 @@ class RetrieveResult:
     @property
     def ok(self) -> bool:
         return status_category(self.status) is Category.SUCCESS
-
-
-class StoreJob(Protocol):
-    """One incoming object: fragments in (a :class:`DatasetSink`), then commit or abort."""
-
-    def write(self, data: memoryview) -> Awaitable[None] | None: ...
-    async def commit(self) -> int: ...
-    def abort(self) -> None: ...
-
-
-class StoreTarget(Protocol):
-    """Where C-GET's incoming objects go (a :class:`DurableStoreHandler` fits)."""
-
-    def begin(
-        self, association: Association, command: CommandSet, transfer_syntax: str
-    ) -> StoreJob: ...
 
 
 def _context(association: Association, sop_class: str) -> tuple[int, str]:
@@ -169,25 +155,33 @@ async def get(
     command = c_get_rq(message_id, model.get_uid)
     await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
     result = RetrieveResult(Status.PENDING)
-    jobs: dict[int, StoreJob] = {}
+    incoming: dict[int, InboundObject] = {}
 
     def sink_for(received: CommandReceived) -> DatasetSink | None:
+        """A C-STORE sub-operation the gate admitted (on a context we took the SCP role for)."""
         if command_field(received.command) is not CommandField.C_STORE_RQ:
             return None
         accepted = association.negotiated.by_id(received.context_id)
         syntax_in = accepted.transfer_syntax if accepted else syntax
-        job = target.begin(association, received.command, syntax_in)
-        jobs[received.context_id] = job
-        return job
+        job: StoreJob = target.begin(association, received.command, syntax_in)
+        inbound = InboundObject(
+            job, received.command, syntax_in, association.peer, target.keep_tags
+        )
+        incoming[received.context_id] = inbound
+        return inbound
 
     while status_category(result.status) is Category.PENDING:
         message = await association.receive_message(sink_for)
         if message is None:
+            for inbound in incoming.values():
+                inbound.abort()
             raise AssociationError(f"association with {association.peer} ended during C-GET")
         if message.field is CommandField.C_STORE_RQ:
-            job = jobs.pop(message.context_id)
-            status = await job.commit()
             instance = str(message.command[Tag.AffectedSOPInstanceUID])
+            if message.refused is not None and message.refused.status is not None:
+                status = message.refused.status
+            else:
+                status = await incoming.pop(message.context_id).finish()
             if status == Status.SUCCESS:
                 result.stored.append(instance)
             response = c_store_rsp(

@@ -1,8 +1,7 @@
 """The storage SCP's handler: each C-STORE streams into the durable store, Success only once on disk.
 
-Three things keep it fast without weakening that rule. The data set is checked as its
-fragments arrive (:class:`~dicomtls.dimse.dataset_scan.DatasetScanner`), never re-read
-from disk. Large fragments are written by a writer thread while the event loop decrypts
+Three things keep it fast without weakening that rule. The data set is checked by the SCP
+as its fragments arrive (:mod:`dicomtls.net.inbound`), never re-read from disk. Large fragments are written by a writer thread while the event loop decrypts
 the next PDU. And the commit's fsyncs run in a worker thread, so one object's flush
 never stalls the other associations.
 """
@@ -21,12 +20,7 @@ from typing import TYPE_CHECKING
 import pydicom
 
 from dicomtls.dimse.command import CommandSet, Tag
-from dicomtls.dimse.dataset_scan import (
-    DatasetScanError,
-    DatasetScanner,
-    ScannedDataset,
-    keyword_tag,
-)
+from dicomtls.dimse.dataset_scan import ScannedDataset, keyword_tag
 from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status
 from dicomtls.node.storage import DurableStore, IncomingObject, StorageError, StoredObject
@@ -48,8 +42,6 @@ _WRITE_BEHIND_MIN = 256 << 10
 #: Received but not yet written, per object: above this the association stops reading
 #: until the writer catches up, so a slow disk costs time, not memory.
 _MAX_BACKLOG = 4 << 20
-_SOP_INSTANCE_UID = 0x00080018
-_SPECIFIC_CHARACTER_SET = 0x00080005
 
 
 def _refused(peer: str, sop_instance_uid: str, reason: object) -> int:
@@ -61,27 +53,10 @@ def _refused(peer: str, sop_instance_uid: str, reason: object) -> int:
     return Status.OUT_OF_RESOURCES
 
 
-def _check(scanner: DatasetScanner, sop_instance_uid: str, peer: str) -> ScannedDataset | int:
-    """The scanned data set, or the failure status for one that may not count as stored:
-    0xC000 when it is not a data set, 0xA900 when it names another instance than the command."""
-    try:
-        scanned = scanner.finish()
-    except DatasetScanError as exc:
-        log.warning("C-STORE from %s: the data set cannot be parsed: %s", peer, exc)
-        return Status.CANNOT_UNDERSTAND
-    stored_uid = scanned.text(_SOP_INSTANCE_UID)
-    if stored_uid != sop_instance_uid:
-        log.warning(
-            "C-STORE from %s: the data set holds SOP instance %r, the command named %r",
-            peer, stored_uid, sop_instance_uid,
-        )  # fmt: skip
-        return Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
-    return scanned
-
-
 class _Job:
-    """One incoming object: scanned as it arrives, written (behind, for large fragments),
-    then committed. After a write error it swallows the rest and reports it at commit."""
+    """One incoming object: written (behind, for large fragments), then committed. After a
+    write error it swallows the rest and reports it at commit. The SCP has checked the data
+    set by the time it commits (:mod:`dicomtls.net.inbound`)."""
 
     def __init__(
         self,
@@ -90,27 +65,19 @@ class _Job:
         failure: StorageError | None,
         sop_instance_uid: str,
         peer: str,
-        scanner: DatasetScanner,
     ) -> None:
         self._handler = handler
         self._incoming = incoming
         self.failure = failure
         self._sop_instance_uid = sop_instance_uid
         self._peer = peer
-        self._scanner = scanner
-        self._unreadable = False  # the scan failed: the rest is not worth writing
         self._behind: deque[tuple[asyncio.Future[None], int]] = deque()
         self._backlog = 0
 
     def write(self, data: memoryview) -> Awaitable[None] | None:
         """Take one fragment; an awaitable when the association should wait for the disk."""
         incoming = self._incoming
-        if incoming is None or self._unreadable:
-            return None
-        try:
-            self._scanner.feed(data)
-        except DatasetScanError:
-            self._unreadable = True  # reported at commit, where the status is decided
+        if incoming is None:
             return None
         if len(data) < _WRITE_BEHIND_MIN and not self._behind:
             self._write(incoming, data)
@@ -134,7 +101,7 @@ class _Job:
             await future
             self._backlog -= size
 
-    async def commit(self) -> int:
+    async def commit(self, dataset: ScannedDataset) -> int:
         """Store and index the object; the status to answer. Success only once both are done."""
         incoming, self._incoming = self._incoming, None
         if incoming is None:
@@ -142,17 +109,13 @@ class _Job:
         await self._catch_up(0)
         if self.failure is not None:
             return _refused(self._peer, self._sop_instance_uid, self.failure)
-        checked = _check(self._scanner, self._sop_instance_uid, self._peer)
-        if isinstance(checked, int):
-            incoming.abort()
-            return checked
         index = self._handler.on_stored is not None
         try:
             stored = await self._handler.blocking(incoming.commit, index_pending=index)
         except StorageError as exc:
             self.failure = exc
             return _refused(self._peer, self._sop_instance_uid, exc)
-        return self._indexed(incoming, stored, checked)
+        return self._indexed(incoming, stored, dataset)
 
     def _indexed(
         self, incoming: IncomingObject, stored: StoredObject, checked: ScannedDataset
@@ -202,9 +165,13 @@ class DurableStoreHandler:
         self.on_stored = on_stored
         self.keep = tuple(keep)
         tags = {keyword_tag(k) for k in self.keep}  # KeyError names a keyword that is not one
-        self._keep_tags = frozenset(tags | {_SOP_INSTANCE_UID, _SPECIFIC_CHARACTER_SET})
+        self._keep_tags = frozenset(tags)
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self.reindexed = self._index_unindexed()
+
+    @property
+    def keep_tags(self) -> frozenset[int]:
+        return self._keep_tags
 
     def writer(self) -> concurrent.futures.ThreadPoolExecutor:
         """One writer thread for every object: each object's writes stay in order."""
@@ -240,7 +207,6 @@ class DurableStoreHandler:
 
     def begin(self, association: Association, command: CommandSet, transfer_syntax: str) -> _Job:
         sop_instance = str(command[Tag.AffectedSOPInstanceUID])
-        scanner = DatasetScanner(transfer_syntax, self._keep_tags)
         incoming: IncomingObject | None = None
         failure: StorageError | None = None
         try:
@@ -257,4 +223,4 @@ class DurableStoreHandler:
         else:
             # The next object's file, made while this one streams in (not while it waits).
             self.writer().submit(self.store.prepare_spare)
-        return _Job(self, incoming, failure, sop_instance, association.peer, scanner)
+        return _Job(self, incoming, failure, sop_instance, association.peer)

@@ -41,6 +41,7 @@ __all__ = [
     "Proposal",
     "answer_request",
     "build_request",
+    "rejection",
 ]
 
 #: Our implementation class UID (under the pydicom-registered root, as many toolkits do).
@@ -50,6 +51,9 @@ DEFAULT_MAX_PDU = 4 << 20  # 4 MiB: large PDUs mean few headers and few Python c
 #: Outstanding operations an SCP of ours lets a requestor invoke (PS3.7 D.3.3.3): enough to
 #: keep a C-STORE's fsync off the next one's path, few enough to bound what one peer holds.
 DEFAULT_MAX_OPERATIONS = 16
+#: The smallest Maximum Length (PS3.8 D.1) we serve a requestor with. A PDV needs 6 bytes of
+#: header; a peer asking for PDUs of a few bytes would make every object cost a PDU per byte.
+MIN_PEER_PDU_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -195,20 +199,43 @@ class AcceptorPolicy:
     """Whether we accept acting as SCU when a requestor proposes SCP role (C-GET)."""
     max_operations: int = DEFAULT_MAX_OPERATIONS
     """Outstanding requests a requestor may have, if it asks for more than one (1: none)."""
+    min_peer_pdu_length: int = MIN_PEER_PDU_LENGTH
+    """A requestor whose Maximum Length is below this (and not 0, unlimited) is rejected."""
+
+
+def rejection(rq: AssociateRQ, policy: AcceptorPolicy) -> tuple[RejectReasonServiceUser, str] | None:
+    """Why ``policy`` rejects the request outright, in the standard's terms and in words;
+    None if it may be answered context by context."""
+    if rq.application_context != DICOM_APPLICATION_CONTEXT:
+        return (
+            RejectReasonServiceUser.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
+            f"application context {rq.application_context!r} is not DICOM's",
+        )
+    if policy.require_called_ae and rq.called_ae.strip() != policy.ae_title:
+        return (
+            RejectReasonServiceUser.CALLED_AE_NOT_RECOGNIZED,
+            f"called AE title {rq.called_ae.strip()!r} is not ours ({policy.ae_title!r})",
+        )
+    if not policy.calling_ae_allowed(rq.calling_ae.strip()):
+        return (
+            RejectReasonServiceUser.CALLING_AE_NOT_RECOGNIZED,
+            f"calling AE title {rq.calling_ae.strip()!r} is not allowed",
+        )
+    peer_max = rq.user_information.max_length
+    if 0 < peer_max < policy.min_peer_pdu_length:
+        return (
+            RejectReasonServiceUser.NO_REASON_GIVEN,
+            f"maximum PDU length {peer_max} is too small to serve "
+            f"(at least {policy.min_peer_pdu_length}, or 0 for no limit)",
+        )
+    return None
 
 
 def answer_request(rq: AssociateRQ, policy: AcceptorPolicy) -> AssociateAC | AssociateRJ:
     """Apply ``policy`` to a request: an AC with per-context results, or an RJ with its reason."""
-
-    def reject(reason: RejectReasonServiceUser) -> AssociateRJ:
-        return AssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER, reason)
-
-    if rq.application_context != DICOM_APPLICATION_CONTEXT:
-        return reject(RejectReasonServiceUser.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
-    if policy.require_called_ae and rq.called_ae.strip() != policy.ae_title:
-        return reject(RejectReasonServiceUser.CALLED_AE_NOT_RECOGNIZED)
-    if not policy.calling_ae_allowed(rq.calling_ae.strip()):
-        return reject(RejectReasonServiceUser.CALLING_AE_NOT_RECOGNIZED)
+    refused = rejection(rq, policy)
+    if refused is not None:
+        return AssociateRJ(RejectResult.PERMANENT, RejectSource.SERVICE_USER, refused[0])
     answers = tuple(_answer_context(c, policy) for c in rq.presentation_contexts)
     accepted_classes = {
         c.abstract_syntax
