@@ -130,7 +130,9 @@ class Association:
     ) -> None:
         self._channel = channel
         self.negotiated = negotiated
-        self.gate = gate or Gate(negotiated, acceptor=False)
+        self.gate = gate or Gate(negotiated, acceptor=False, granted_by="our own request")
+        self.on_refused: Callable[[Refusal], None] | None = None
+        """Told of every message the gate refuses, before it is answered or aborted."""
         self.max_dataset_in_memory = MAX_DATASET_IN_MEMORY
         self.calling_ae = calling_ae
         self.called_ae = called_ae
@@ -271,6 +273,8 @@ class Association:
         status; None when it broke the protocol and the association was aborted."""
         field = command_field(received.command)
         refusal = self.gate.check(received, field)
+        if refusal is not None and self.on_refused is not None:
+            self.on_refused(refusal)
         if refusal is not None and refusal.status is None:
             self.protocol_failure(refusal.reason)
             return None
@@ -304,7 +308,9 @@ class Association:
 
     def protocol_failure(self, message: str) -> None:
         """The peer broke the protocol: one log line naming it, then A-ABORT."""
-        log.warning("association with %s: %s; aborting", self.peer, message)
+        log.warning(
+            "association with %s (calling %r): %s; aborting", self.peer, self.calling_ae, message
+        )
         self.end_reason = self.end_reason or f"aborted: {message}"
         self._channel.ul.abort(AbortReason.INVALID_PDU_PARAMETER_VALUE)
         self._channel.flush()

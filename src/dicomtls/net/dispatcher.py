@@ -49,6 +49,7 @@ from dicomtls.net.association import (
     associate,
     default_proposals,
 )
+from dicomtls.net.gate import Refusal
 from dicomtls.net.hooks import (
     Admission,
     QueryRecord,
@@ -65,13 +66,6 @@ __all__ = ["Dispatcher", "notify"]
 
 log = logging.getLogger("dicomtls.net")
 
-_SERVICE = {
-    CommandField.C_ECHO_RQ: Service.ECHO,
-    CommandField.C_STORE_RQ: Service.STORE,
-    CommandField.C_FIND_RQ: Service.FIND,
-    CommandField.C_MOVE_RQ: Service.MOVE,
-    CommandField.C_GET_RQ: Service.GET,
-}
 _FAILED_SOP_INSTANCE_UID_LIST = "FailedSOPInstanceUIDList"
 
 
@@ -163,6 +157,7 @@ class Dispatcher:
         self.association = association
         self.services = services
         self.admission = admission or Admission()
+        association.on_refused = self.refused
         self._inbound: dict[int, InboundObject] = {}
         self._storing: set[asyncio.Task[None]] = set()  # C-STOREs committing while others arrive
         self._handlers: dict[CommandField, Callable[[Message], Coroutine[Any, Any, None]]] = {
@@ -234,21 +229,23 @@ class Dispatcher:
 
     # -- refusals -----------------------------------------------------------------------------
 
+    def refused(self, refusal: Refusal) -> None:
+        """The gate refused a message (observer of the association): reported as a security
+        event, whether it is answered with a status or the association is aborted."""
+        if refusal.service is not None:
+            notify(self.services.events.on_refused, self.association, refusal.service, refusal.reason)
+
     async def _refuse(self, message: Message) -> None:
-        """Answer a message the gate refused: one log line, and an audit record if the access
-        policy withheld it."""
+        """Answer a message the gate refused with its status, in one log line."""
         refusal = message.refused
         assert refusal is not None and refusal.status is not None
         await self._answer(message, refusal.status, refusal.reason)
-        service = _SERVICE.get(message.field)
-        if refusal.security and service is not None:
-            notify(self.services.events.on_refused, self.association, service, refusal.reason)
 
     async def _answer(self, message: Message, status: int, why: str) -> None:
         log.warning(
-            "%s from %s (calling %r) refused (%s): %s",
+            "%s from %s (calling %r, %s) refused (%s): %s",
             _named(message.field), self._peer, self.association.calling_ae,
-            status_name(status), why,
+            self.admission.rule or "no access rule", status_name(status), why,
         )  # fmt: skip
         await self._reply(message, _failure(message, status))
 

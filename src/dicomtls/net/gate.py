@@ -55,13 +55,15 @@ class Refusal:
     """Why a message is not served.
 
     ``status`` None: the message breaks the protocol and the association is aborted.
-    Otherwise the request is answered with ``status`` and nothing acts on it.
-    ``security`` marks refusals of what the access policy withholds (audited as such).
+    Otherwise the request is answered with ``status`` and nothing acts on it. Either way
+    a peer tried something negotiation did not allow: the SCP reports it as a security
+    event (the access policy's name for the association is in ``reason``).
     """
 
     reason: str
     status: int | None = None
-    security: bool = False
+    service: Service | None = None
+    """The service the message asked for (None: not a request)."""
 
 
 @dataclass(frozen=True)
@@ -81,26 +83,29 @@ class Gate:
 
     def check(self, received: CommandReceived, field: CommandField) -> Refusal | None:
         """None if the message may proceed, else how to refuse it."""
+        service = _SERVICE_OF_REQUEST.get(field)
         context = self.negotiated.by_id(received.context_id)
         if context is None:
             return Refusal(
                 f"{_named(field)} on presentation context {received.context_id}, which this "
-                "association did not accept"
+                f"association ({self.granted_by}) did not accept",
+                service=service,
             )
         if field.is_response:
             return None  # matched to its request by whoever waits for it
         if field in _WITH_DATASET and not received.expects_dataset:
-            return Refusal(f"{_named(field)} without the data set it must carry")
+            return Refusal(f"{_named(field)} without the data set it must carry", service=service)
         if field in _WITHOUT_DATASET and received.expects_dataset:
-            return Refusal(f"{_named(field)} announces a data set, which it cannot carry")
-        if field is CommandField.C_CANCEL_RQ:
-            return None  # names a request of ours to stop; nothing is served
-        return self._request(received.command, field, context)
+            return Refusal(
+                f"{_named(field)} announces a data set, which it cannot carry", service=service
+            )
+        if service is None:
+            return None  # C-CANCEL: names a request of ours to stop; nothing is served
+        return self._request(received.command, field, service, context)
 
     def _request(
-        self, command: CommandSet, field: CommandField, context: AcceptedContext
+        self, command: CommandSet, field: CommandField, service: Service, context: AcceptedContext
     ) -> Refusal | None:
-        service = _SERVICE_OF_REQUEST[field]
         sop_class = str(command[Tag.AffectedSOPClassUID])
         where = f"presentation context {context.id}"
         if sop_class != context.abstract_syntax:
@@ -108,6 +113,7 @@ class Gate:
                 f"{_named(field)} for SOP class {sop_class!r} on {where}, which was negotiated "
                 f"for {context.abstract_syntax}",
                 Status.SOP_CLASS_NOT_SUPPORTED,
+                service,
             )
         negotiated_for = service_of(context.abstract_syntax)
         if negotiated_for is not None and negotiated_for is not service:
@@ -115,6 +121,7 @@ class Gate:
                 f"{_named(field)} on {where}, negotiated for the {negotiated_for.value} service "
                 f"({context.abstract_syntax})",
                 Status.UNRECOGNIZED_OPERATION,
+                service,
             )
         may_invoke = context.scu_role if self.acceptor else context.scp_role
         if not may_invoke:
@@ -123,18 +130,19 @@ class Gate:
                 f"{_named(field)} on {where}, where role selection did not give the peer's "
                 f"side the {side} role",
                 Status.NOT_AUTHORIZED,
-                security=True,
+                service,
             )
         if self.acceptor and self.granted is not None and service not in self.granted:
             return Refusal(
                 f"{_named(field)}: {self.granted_by} does not grant {service.value}",
                 Status.NOT_AUTHORIZED,
-                security=True,
+                service,
             )
         if not self.acceptor and service is not Service.STORE:
             return Refusal(
                 f"{_named(field)}: we requested this association, and serve only C-STORE "
                 "sub-operations on it",
                 Status.UNRECOGNIZED_OPERATION,
+                service,
             )
         return None

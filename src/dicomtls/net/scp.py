@@ -198,7 +198,7 @@ async def _serve_association(
     channel.flush()
     negotiated = Negotiated.from_exchange(request, answer, we_requested=False)
     gate = Gate(negotiated, True, admission.services, admission.rule or "the access policy")
-    association = Association(channel, negotiated, request.calling_ae, policy.ae_title, gate)
+    association = Association(channel, negotiated, info.calling_ae, policy.ae_title, gate)
     _log_declined(info, request, answer, admission)
     notify(services.events.on_accepted, association, admission)
     try:
