@@ -122,26 +122,23 @@ def test_fresh_node_prints_a_client_command_that_works(node: Node, tmp_path: Pat
     assert "0x0000 success" in done.stdout
 
 
-def test_get_is_granted_only_to_a_configured_destination(node: Node, tmp_path: Path) -> None:
-    """The default access policy: C-GET sends to the caller, so the caller must be a known node."""
-    got = run("get", "127.0.0.1", str(node.port), "--out", "retrieved", "--level", "study",
-              "-k", f"StudyInstanceUID={STUDY_UID}", cwd=tmp_path)  # fmt: skip
+def test_get_is_refused_where_default_services_leave_it_out(tmp_path: Path) -> None:
+    """C-GET is a default service like C-FIND; an operator who leaves it out is obeyed."""
+    config = tmp_path / "node.toml"
+    config.write_text('[access]\ndefault_services = ["echo", "store", "find"]\n')
+    node = Node(tmp_path, "--config", str(config))
+    try:
+        got = run("get", "127.0.0.1", str(node.port), "--out", "retrieved", "--level", "study",
+                  "-k", f"StudyInstanceUID={STUDY_UID}", cwd=tmp_path)  # fmt: skip
+    finally:
+        log = node.stop()
     assert got.returncode == 1
     assert "did not accept C-GET" in got.stderr and "'DICOMTLS-SCU'" in got.stderr
     assert len(got.stderr.strip().splitlines()) == 1
-    log = node.stop()
     assert "the default access policy does not grant get" in log
 
 
-@pytest.fixture
-def node_granting_get(tmp_path: Path) -> Iterator[Node]:
-    started = Node(tmp_path, "--move-destination", "DICOMTLS-SCU=127.0.0.1:9")
-    yield started
-    started.stop()
-
-
-def test_store_find_get_move_index(node_granting_get: Node, tmp_path: Path) -> None:
-    node = node_granting_get
+def test_store_find_get_move_index(node: Node, tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     stored = run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=tmp_path)
     assert stored.returncode == 0, stored.stderr

@@ -23,11 +23,7 @@ def _dcmtk(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_dcmtk_tools_against_dicomtls_serve(tmp_path: Path) -> None:
     node = Node(tmp_path)
-    # getscu calls as GETSCU; C-GET is granted to configured destinations only.
-    plain = Node(
-        tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else tmp_path, "--no-tls",
-        "--move-destination", "GETSCU=127.0.0.1:104",
-    )  # fmt: skip
+    plain = Node(tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else tmp_path, "--no-tls")
     try:
         pki = tmp_path / "dicom-store" / "pki"
         tls = [

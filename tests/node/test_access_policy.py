@@ -97,10 +97,11 @@ def test_a_bound_certificate_cannot_claim_another_ae_title(site: Site) -> None:
     refused = rules.admit("PACS_ADMIN", info(site, "ct1"))
     assert refused.refusal is not None
     assert "bound to 'CT1' by rule 'ct-scanner', but claims 'PACS_ADMIN'" in refused.refusal
-    # A peer nobody bound gets the default: echo, store, find, move; no get (not a destination).
+    # A peer nobody bound gets the default: every service, C-GET included (it returns data
+    # only to the caller, as C-FIND does).
     default = rules.admit("WORKSTATION", info(site, "viewer"))
     assert default.refusal is None
-    assert default.services == {Service.ECHO, Service.STORE, Service.FIND, Service.MOVE}
+    assert default.services == set(Service)
     # A configured destination may C-GET: the objects come back to it.
     with_get = policy("", ("WORKSTATION",)).admit("WORKSTATION", info(site, "viewer"))
     assert with_get.services is not None and Service.GET in with_get.services

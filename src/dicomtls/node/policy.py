@@ -15,8 +15,8 @@ Decisions, in order:
    a bound certificate says who the peer is.
 3. No rule concerns the peer: ``unknown_ae = "reject"`` rejects it; the default
    (``"allow"``) grants ``default_services`` (echo, store, find, move, get), with
-   C-MOVE only to configured destinations and C-GET only for a calling AE title
-   that is itself a configured destination (C-GET sends to the caller).
+   C-MOVE only to configured destinations. C-GET, like C-FIND, returns data only to
+   the authenticated caller on its own association, so it needs no destination.
 
 The policy is read from the ``[access]`` table of the node's TOML configuration.
 """
@@ -253,11 +253,8 @@ class AccessPolicy:
                 f"no access rule names {calling_ae!r} (access.unknown_ae = 'reject')",
                 rule="access.unknown_ae",
             )
-        services = set(self.default_services)
-        if calling_ae not in self.destinations:
-            services.discard(Service.GET)  # C-GET sends to the caller: only to known nodes
         return Admission(
-            services=frozenset(services), move_destinations=None, rule="the default access policy"
+            services=self.default_services, move_destinations=None, rule="the default access policy"
         )
 
     def _grant(self, rule: AccessRule) -> Admission:
