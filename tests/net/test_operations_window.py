@@ -180,7 +180,8 @@ def test_a_file_that_cannot_be_sent_fails_alone(matrix_pki: MatrixPKI, tmp_path:
     )
     outcome = dict(results)
     assert [outcome[f] for f in files] == [0, 0, 0]
-    assert isinstance(outcome[mr], AssociationError) and "no context" in str(outcome[mr])
+    assert isinstance(outcome[mr], AssociationError)
+    assert "no accepted presentation context for SOP class" in str(outcome[mr])
     assert "not a DICOM Part 10 file" in str(outcome[text])
 
 

@@ -28,9 +28,19 @@ from pydicom.uid import UID
 
 from dicomtls.dimse.part10 import LONG_VRS
 
-__all__ = ["DEFAULT_MAX_DEPTH", "DatasetScanError", "DatasetScanner", "ScannedDataset"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_INFLATION",
+    "DatasetScanError",
+    "DatasetScanner",
+    "ScannedDataset",
+]
 
 _DEFLATED_CHUNK = 1 << 20  # inflate at most this much per step: a small PDV may expand 1000x
+#: A deflated data set may inflate to this many times its size, beyond the first 16 MiB:
+#: real ones (reports, mostly text) stay far below; a deflate bomb (about 1000:1) does not.
+DEFAULT_MAX_INFLATION = 200
+_INFLATION_FLOOR = 16 << 20
 #: Sequences nested deeper than this are refused: real objects nest a handful of levels, and
 #: each open level costs memory and time that a hostile peer could multiply.
 DEFAULT_MAX_DEPTH = 32
@@ -166,10 +176,14 @@ class DatasetScanner:
         keep: Collection[int] = (),
         *,
         max_depth: int = DEFAULT_MAX_DEPTH,
+        max_inflation: int = DEFAULT_MAX_INFLATION,
     ) -> None:
         self.transfer_syntax = transfer_syntax
         self.max_depth = max_depth
+        self.max_inflation = max_inflation
         self.elements = 0
+        self.inflated = 0  # bytes a deflated data set has inflated to so far
+        self._deflated = 0
         encoding = _Encoding.of(transfer_syntax)
         self._base_implicit = encoding.implicit
         self._implicit = self._base_implicit  # the encoding where we are (inner frames differ)
@@ -202,9 +216,17 @@ class DatasetScanner:
             raise
 
     def _inflate(self, view: memoryview | bytes) -> None:
+        self._deflated += len(view)
         try:
             while view:
-                self._consume(memoryview(self._inflater.decompress(view, _DEFLATED_CHUNK)))  # type: ignore[union-attr]
+                inflated = self._inflater.decompress(view, _DEFLATED_CHUNK)  # type: ignore[union-attr]
+                self.inflated += len(inflated)
+                if self.inflated > max(_INFLATION_FLOOR, self.max_inflation * self._deflated):
+                    raise DatasetScanError(
+                        f"the deflated data set inflates more than {self.max_inflation} times "
+                        f"({self._deflated} bytes to over {self.inflated}): refused as a deflate bomb"
+                    )
+                self._consume(memoryview(inflated))
                 view = self._inflater.unconsumed_tail  # type: ignore[union-attr]
         except zlib.error as exc:
             raise DatasetScanError(f"the deflated data set does not inflate: {exc}") from None

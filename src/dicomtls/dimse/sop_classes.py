@@ -1,10 +1,12 @@
-"""The SOP classes and transfer syntaxes a node deals with, from pydicom's UID dictionary."""
+"""The SOP classes a node deals with, from pydicom's UID dictionary, and the service of each."""
 
 from __future__ import annotations
 
 import enum
 
 from pydicom._uid_dict import UID_dictionary  # the data dictionary we depend on (pydicom 3.x)
+
+from dicomtls.dimse.transfer_syntax import UNCOMPRESSED
 
 __all__ = [
     "COMMON_STORAGE_SOP_CLASSES",
@@ -24,8 +26,6 @@ STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(
     if kind == "SOP Class" and name.endswith("Storage") and retired != "Retired"
 )
 
-#: Explicit VR Little Endian first (it carries VRs), then the default Implicit VR Little Endian.
-UNCOMPRESSED: tuple[str, ...] = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
 _COMMON = {
     "CTImageStorage", "EnhancedCTImageStorage", "MRImageStorage", "EnhancedMRImageStorage",

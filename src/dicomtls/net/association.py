@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, encode_command
 from dicomtls.dimse.messages import c_echo_rq, c_store_rq
-from dicomtls.dimse.part10 import Part10Error, Part10Header, iter_blocks, read_header
+from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import (
     CommandReceived,
     MessageAssembler,
@@ -35,6 +35,7 @@ from dicomtls.net import qr_scu
 from dicomtls.net.channel import Channel
 from dicomtls.net.gate import Gate, Refusal
 from dicomtls.net.link import SecureLink, connect
+from dicomtls.net.outbound import NoWayToSend, outgoing, proposals_for_headers
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import (
     Negotiated,
@@ -388,16 +389,17 @@ class Association:
         return path, int(response.command[Tag.Status])  # type: ignore[arg-type]
 
     async def _send_store(self, header: Part10Header) -> int:
-        """Send one C-STORE-RQ with the file's data set; its message ID."""
-        context = self.negotiated.context_for(header.sop_class_uid, header.transfer_syntax_uid)
-        if context is None:
+        """Send one C-STORE-RQ with the file's data set (converted if the peer needs it); its
+        message ID."""
+        try:
+            out = outgoing(header, self.negotiated, as_scp=False, block_size=self._read_size())
+        except NoWayToSend as exc:
             raise _NoContextError(
-                f"{self.peer} accepted no context for {header.sop_class_uid} in "
-                f"{header.transfer_syntax_uid}"
-            )
+                f"{self.peer} cannot take {header.path.name} ({header.sop_instance_uid}): {exc}"
+            ) from None
         message_id = self.next_message_id()
         command = c_store_rq(message_id, header.sop_class_uid, header.sop_instance_uid)
-        await self.send_message(context.id, command, iter_blocks(header, self._read_size()))
+        await self.send_message(out.context.id, command, out.blocks)
         return message_id
 
     def find(
@@ -464,21 +466,18 @@ class Association:
 
 
 def proposals_for(files: Iterable[Path]) -> list[Proposal]:
-    """Verification plus one context per (SOP class, transfer syntax) the files need.
+    """Verification plus, per SOP class, one context per transfer syntax the files are in
+    and the native syntaxes as a fallback (:func:`~dicomtls.net.outbound.proposals_for_headers`).
 
     Files that are not DICOM are skipped here; ``store`` reports them when sent.
     """
-    needed: dict[str, set[str]] = {}
+    headers = []
     for path in files:
         try:
-            header = read_header(path)
+            headers.append(read_header(path))
         except Part10Error:
             continue
-        needed.setdefault(header.sop_class_uid, set()).add(header.transfer_syntax_uid)
-    proposals = [Proposal(VERIFICATION, (IMPLICIT_VR_LE,))]
-    for sop_class, syntaxes in sorted(needed.items()):
-        proposals.append(Proposal(sop_class, tuple(sorted(syntaxes | {EXPLICIT_VR_LE}))))
-    return proposals
+    return proposals_for_headers(headers)
 
 
 def default_proposals(sop_classes: Sequence[str] = ()) -> list[Proposal]:

@@ -36,7 +36,7 @@ from dicomtls.dimse.messages import (
     c_store_rq,
     c_store_rsp,
 )
-from dicomtls.dimse.part10 import Part10Error, Part10Header, iter_blocks, read_header
+from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import CommandReceived, read_size
 from dicomtls.dimse.sop_classes import Service
 from dicomtls.dimse.status import Status, status_name
@@ -47,7 +47,6 @@ from dicomtls.net.association import (
     DatasetSink,
     Message,
     associate,
-    default_proposals,
 )
 from dicomtls.net.gate import Refusal
 from dicomtls.net.hooks import (
@@ -60,6 +59,7 @@ from dicomtls.net.hooks import (
 )
 from dicomtls.net.inbound import InboundObject
 from dicomtls.net.link import current_settings
+from dicomtls.net.outbound import NoWayToSend, outgoing, proposals_for_headers
 from dicomtls.tls.errors import TLSError
 
 __all__ = ["Dispatcher", "notify"]
@@ -446,7 +446,7 @@ class Dispatcher:
             sub = await associate(
                 host, port, current_settings(self.services.move_tls),
                 calling_ae=self.association.called_ae, called_ae=destination,
-                proposals=default_proposals(sorted({h.sop_class_uid for h in headers})),
+                proposals=proposals_for_headers(headers),
             )  # fmt: skip
         except (AssociationError, OSError, TLSError) as exc:
             for header in headers:
@@ -495,17 +495,13 @@ class Dispatcher:
     async def _store_back(self, header: Part10Header) -> int:
         """One C-GET sub-operation: C-STORE on a context where the requestor is SCP."""
         association = self.association
-        context = association.negotiated.context_for(
-            header.sop_class_uid, header.transfer_syntax_uid
-        )
-        if context is None or not context.scp_role:
-            raise AssociationError(
-                f"no presentation context with the SCP role for {header.sop_class_uid} in "
-                f"{header.transfer_syntax_uid}"
-            )
+        block_size = read_size(association.peer_max_pdu_length)
+        try:
+            out = outgoing(header, association.negotiated, as_scp=True, block_size=block_size)
+        except NoWayToSend as exc:
+            raise AssociationError(str(exc)) from None
         sub_id = association.next_message_id()
         command = c_store_rq(sub_id, header.sop_class_uid, header.sop_instance_uid)
-        blocks = iter_blocks(header, read_size(association.peer_max_pdu_length))
-        await association.send_message(context.id, command, blocks)
+        await association.send_message(out.context.id, command, out.blocks)
         response = await association.response(CommandField.C_STORE_RSP, sub_id)
         return int(response.command.get(Tag.Status, Status.PROCESSING_FAILURE))  # type: ignore[arg-type]

@@ -42,8 +42,10 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 _IDENTITY = frozenset({_SOP_CLASS_UID, _SOP_INSTANCE_UID, _SPECIFIC_CHARACTER_SET})
 #: Fragments larger than this are scanned a slice at a time.
 _SLICE = 64 << 10
-#: A slice with more element headers than this hands the loop to the others before the next.
+#: A slice with more element headers than this, or that inflated to more bytes than this,
+#: hands the loop to the others before the next.
 _DENSE = 2048
+_INFLATED = 4 << 20
 
 
 class InboundObject:
@@ -82,11 +84,12 @@ class InboundObject:
         return self.job.write(data)
 
     async def _write_sliced(self, data: memoryview) -> None:
+        scanner = self._scanner
         for start in range(0, len(data), _SLICE):
-            before = self._scanner.elements
+            elements, inflated = scanner.elements, scanner.inflated
             if not self._scan(data[start : start + _SLICE]):
                 return
-            if self._scanner.elements - before > _DENSE:
+            if scanner.elements - elements > _DENSE or scanner.inflated - inflated > _INFLATED:
                 await asyncio.sleep(0)  # let the other associations run
         if (waiting := self.job.write(data)) is not None:
             await waiting

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from dicomtls.dimse.sop_classes import (
     Service,
     service_of,
 )
+from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net.association import Association
 from dicomtls.net.channel import Channel
 from dicomtls.net.dispatcher import Dispatcher, notify
@@ -139,11 +140,18 @@ async def serve_dicom(
 
 
 def storage_policy(
-    ae_title: str, *, also: Iterable[str] = (), max_pdu_length: int = 4 << 20
+    ae_title: str,
+    *,
+    also: Iterable[str] = (),
+    max_pdu_length: int = 4 << 20,
+    transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
 ) -> AcceptorPolicy:
-    """An acceptor policy for a storage SCP: Verification, every storage SOP class and the
-    SOP classes in ``also``, uncompressed (data sets are stored as they arrive)."""
-    supported = {sop: UNCOMPRESSED for sop in (*STORAGE_SOP_CLASSES, VERIFICATION, *also)}
+    """An acceptor policy for a storage SCP: every storage SOP class in ``transfer_syntaxes``
+    (most preferred first: data sets are stored as they arrive, so the default never makes
+    an SCU compress lossily for us), Verification and the SOP classes in ``also``
+    uncompressed."""
+    supported: dict[str, Sequence[str]] = {sop: tuple(transfer_syntaxes) for sop in STORAGE_SOP_CLASSES}
+    supported.update({sop: UNCOMPRESSED for sop in (VERIFICATION, *also)})
     return AcceptorPolicy(ae_title, supported, max_pdu_length=max_pdu_length)
 
 

@@ -1,0 +1,88 @@
+"""Re-encoding a stored object in another transfer syntax, for a peer that accepted only that.
+
+A stored object goes out as it is whenever the peer accepted its syntax. When it did
+not, an object with native pixel data converts to any other native syntax by reading
+the data set and writing it again (pydicom, no codec). Compressed pixel data converts
+only through a codec: pydicom's pixel data plugins (``pip install dicomtls[codecs]``
+brings pylibjpeg with its JPEG, JPEG-LS, JPEG 2000 and RLE plugins). Converting reads
+the whole object into memory, so it is the exception, not the path of every object.
+"""
+
+from __future__ import annotations
+
+import array
+from typing import TYPE_CHECKING
+
+from dicomtls.dimse.datasets import encode_dataset
+from dicomtls.dimse.part10 import Part10Header
+from dicomtls.dimse.transfer_syntax import (
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    is_native,
+    syntax_name,
+)
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = ["TARGETS", "TranscodeError", "transcode"]
+
+#: What we can write: the native syntaxes pydicom encodes without deflating.
+TARGETS: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE)
+#: Values pydicom keeps as raw bytes although they are words: their byte order is ours to
+#: turn when the data set changes endianness (PS3.5 7.3). Type codes of ``array`` by size.
+_WORDS = {"OW": "H", "OF": "f", "OL": "I", "OD": "d", "OV": "Q"}
+
+
+class TranscodeError(ValueError):
+    """The object cannot be had in the wanted syntax; the text says why and what would help."""
+
+
+def transcode(header: Part10Header, target: str) -> bytes:
+    """The data set of ``header``'s file, encoded in ``target`` (one of :data:`TARGETS`)."""
+    import pydicom  # only the rare object that needs converting pays for the reader
+
+    if target not in TARGETS:
+        raise TranscodeError(f"cannot write {syntax_name(target)}")
+    source = header.transfer_syntax_uid
+    try:
+        dataset = pydicom.dcmread(header.path)
+    except Exception as exc:
+        raise TranscodeError(f"cannot read {header.path.name}: {exc}") from None
+    if not is_native(source):
+        try:
+            dataset.decompress()
+        except Exception as exc:  # no numpy, no plugin for this syntax, or broken pixel data
+            raise TranscodeError(
+                f"cannot decompress {syntax_name(source)} ({exc}); install dicomtls[codecs] "
+                "for the JPEG, JPEG-LS, JPEG 2000 and RLE decoders"
+            ) from None
+    try:
+        if (source == EXPLICIT_VR_BE) != (target == EXPLICIT_VR_BE):
+            _swap_words(dataset)
+        return encode_dataset(dataset, target)
+    except Exception as exc:
+        raise TranscodeError(f"cannot encode in {syntax_name(target)}: {exc}") from None
+
+
+def _swap_words(dataset: Dataset) -> None:
+    """Turn the byte order of every word-valued raw value (OW, OF, OL, OD, OV), in nested
+    items too: pydicom re-encodes numbers by itself, but writes these bytes as they are."""
+    bits = dataset.get("BitsAllocated", 16)
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value:
+                _swap_words(item)
+            continue
+        vr = element.VR
+        if vr in ("OB or OW", "US or OW"):  # ambiguous in implicit VR: pixel data's own rule
+            vr = "OW" if bits > 8 else "OB"
+        code = _WORDS.get(vr)
+        if code is None or not element.value:
+            continue
+        words = array.array(code)
+        words.frombytes(element.value)
+        words.byteswap()
+        element.value = words.tobytes()
+        element.VR = vr

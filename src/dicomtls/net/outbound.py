@@ -1,0 +1,118 @@
+"""Sending a stored object: which accepted context carries it, in which syntax, from where.
+
+Negotiation gives each presentation context one transfer syntax (PS3.8 7.1.1.14). A file
+goes out as it is, streamed block by block from disk, on a context that accepted its
+own syntax. Failing that, on a context that accepted a syntax we can convert it to
+(:mod:`dicomtls.dimse.transcode`); failing that, it is not sent, with the reason. The
+same choice serves an SCU's C-STORE, a C-MOVE's sub-association and a C-GET's
+sub-operations; only the role the sender needs on the context differs.
+
+:func:`proposals_for_headers` is the other side of the same coin: what to propose so
+that every file finds its own syntax accepted, with native fallbacks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from dicomtls.dimse.part10 import Part10Header, iter_blocks
+from dicomtls.dimse.sop_classes import VERIFICATION
+from dicomtls.dimse.transcode import TARGETS, TranscodeError, transcode
+from dicomtls.dimse.transfer_syntax import IMPLICIT_VR_LE, UNCOMPRESSED, syntax_name
+from dicomtls.ul.acse import AcceptedContext, Negotiated, Proposal
+
+__all__ = ["NoWayToSend", "Outgoing", "outgoing", "proposals_for_headers"]
+
+#: PS3.8 9.3.2: an association has at most 128 presentation contexts.
+MAX_CONTEXTS = 128
+
+
+class NoWayToSend(ValueError):
+    """No accepted context can carry this object; the text says what was accepted and why."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An object ready to send: the context, and its data set in that context's syntax."""
+
+    context: AcceptedContext
+    blocks: Iterable[bytes | memoryview]
+    converted: bool
+
+
+def outgoing(
+    header: Part10Header, negotiated: Negotiated, *, as_scp: bool, block_size: int
+) -> Outgoing:
+    """How to send ``header``'s file: as it is, or converted; NoWayToSend if neither works.
+
+    ``as_scp``: we send C-STOREs as the SCP of the association's requestor (C-GET), so a
+    context must have given the requestor the SCP role; otherwise we are the requestor
+    and need the SCU role.
+    """
+    usable = [
+        c
+        for c in negotiated.contexts
+        if c.abstract_syntax == header.sop_class_uid and (c.scp_role if as_scp else c.scu_role)
+    ]
+    if not usable:
+        raise NoWayToSend(f"no accepted presentation context for SOP class {header.sop_class_uid}")
+    syntax = header.transfer_syntax_uid
+    for context in usable:
+        if context.transfer_syntax == syntax:
+            return Outgoing(context, iter_blocks(header, block_size), converted=False)
+    targets = [c for target in TARGETS for c in usable if c.transfer_syntax == target]
+    accepted = ", ".join(sorted({syntax_name(c.transfer_syntax) for c in usable}))
+    if not targets:
+        raise NoWayToSend(
+            f"{syntax_name(syntax)} not accepted, nor a syntax we convert to (accepted: {accepted})"
+        )
+    try:
+        data = transcode(header, targets[0].transfer_syntax)
+    except TranscodeError as exc:
+        raise NoWayToSend(f"{syntax_name(syntax)} not accepted ({accepted}): {exc}") from None
+    return Outgoing(targets[0], (data,), converted=True)
+
+
+def proposals_for_headers(headers: Iterable[Part10Header]) -> list[Proposal]:
+    """Verification, then for each SOP class one context per transfer syntax its files
+    are in, and the native syntaxes they are not in as a fallback context.
+
+    One syntax per context, because a peer accepts one syntax per context: an RLE file
+    and an uncompressed one of the same class need two. The fallback lets a peer that
+    refuses a compressed syntax still take the object, converted. Within the 128 contexts
+    of an association, fallbacks go first, then each class's syntaxes share one context
+    (the peer picks one, the others are converted where we can).
+    """
+    needed: dict[str, Counter[str]] = {}
+    for header in headers:
+        needed.setdefault(header.sop_class_uid, Counter())[header.transfer_syntax_uid] += 1
+    exact = {
+        sop: [Proposal(sop, (syntax,)) for syntax, _ in counts.most_common()]
+        for sop, counts in sorted(needed.items())
+    }
+    fallback = {
+        sop: Proposal(sop, rest)
+        for sop, counts in needed.items()
+        if (rest := tuple(s for s in UNCOMPRESSED if s not in counts))
+    }
+    verification = [Proposal(VERIFICATION, (IMPLICIT_VR_LE,))]
+    proposals = verification + [p for sop in exact for p in (*exact[sop], *_one(fallback, sop))]
+    if len(proposals) <= MAX_CONTEXTS:
+        return proposals
+    proposals = verification + [p for sop in exact for p in exact[sop]]
+    if len(proposals) <= MAX_CONTEXTS:
+        return proposals
+    return verification + [_shared(sop, needed[sop]) for sop in exact][: MAX_CONTEXTS - 1]
+
+
+def _one(fallback: dict[str, Proposal], sop: str) -> Sequence[Proposal]:
+    found = fallback.get(sop)
+    return () if found is None else (found,)
+
+
+def _shared(sop: str, counts: Counter[str]) -> Proposal:
+    """Every syntax of a class in one context, the most common first, natives after."""
+    syntaxes = [s for s, _ in counts.most_common()]
+    return Proposal(sop, (*syntaxes, *(s for s in UNCOMPRESSED if s not in syntaxes)))
