@@ -62,8 +62,7 @@ def assert_modes(root: Path, file_mode: int, *, root_too: bool = True) -> dict[s
 def _store_one(store: DurableStore, uid: str, *, index_pending: bool = False) -> Path:
     incoming = store.begin(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2")
     incoming.write(b"\0" * 1000)
-    path = incoming.commit(index_pending=index_pending).path
-    return path
+    return incoming.commit(index_pending=index_pending).path
 
 
 @pytest.mark.parametrize("mask", PERMISSIVE, ids=lambda m: f"umask{m:03o}")
@@ -73,7 +72,9 @@ def test_store_files_and_folders_are_private(tmp_path: Path, mask: int) -> None:
         store = DurableStore(root)
         store.prepare_spare()  # the files made ahead, in .spare/
         assert len(list(store.spares.iterdir())) >= 1
-        incoming = store.begin(CT, "1.2.3.4", ExplicitVRLittleEndian, implementation_class_uid="1.2")
+        incoming = store.begin(
+            CT, "1.2.3.4", ExplicitVRLittleEndian, implementation_class_uid="1.2"
+        )
         incoming.write(b"\0" * 1000)
         (temporary,) = store.incoming.iterdir()  # half-received: patient data already
         assert stat.S_IMODE(temporary.stat().st_mode) == 0o600
@@ -196,6 +197,11 @@ def test_audit_file_and_the_folders_made_for_it_are_private(tmp_path: Path, mask
     assert sink.sent == 1 and group.sent == 1
     assert_modes(tmp_path / "logs", 0o600)
     assert_modes(tmp_path / "shared", 0o640)
+
+
+def test_an_audit_file_is_never_world_readable(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^audit file mode 0644: use 0600, or 0640"):
+        FileSink(tmp_path / "audit.log", mode=0o644)
 
 
 def test_an_older_audit_file_is_tightened_with_one_line(

@@ -131,6 +131,8 @@ class FileSink(_Counters):
 
     def __init__(self, path: Path | str, *, mode: int = 0o600) -> None:
         super().__init__()
+        if mode not in (0o600, 0o640):
+            raise ValueError(f"audit file mode {mode:04o}: use 0600, or 0640 to let the group read")
         self.path = Path(path)
         self.mode = mode
         self._write_lock = threading.Lock()
