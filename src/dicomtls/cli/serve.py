@@ -126,8 +126,8 @@ def _audit(specs: tuple[str, ...], config: dict[str, Any], file_mode: int) -> Au
         try:
             sink = parse_sink(str(spec))
         except ValueError as exc:
-            for sink in sinks:
-                sink.close()
+            for made in sinks:
+                made.close()
             raise click.BadParameter(str(exc), param_hint="--audit") from None
         if isinstance(sink, FileSink):
             sink.mode = file_mode  # audit messages name patients, like the store
@@ -221,9 +221,11 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
     """Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.
 
     Run with no options on a fresh machine, it creates a test PKI under the store (its
-    CA key beside the store, in STORE-ca) and prints the client command that uses it. Access rules binding AE titles to
-    certificates go in the --config file's [access] table. The node rereads its
-    certificate, key, CA and CRL files when they change, and on SIGHUP.
+    CA key beside the store, in STORE-ca) and prints the client command that uses it.
+    Access rules binding AE titles to certificates go in the --config file's [access]
+    table. The node rereads its certificate, key, CA and CRL files when they change, and
+    on SIGHUP. Stored objects, index and audit file are 0600 (--file-mode 0640: the
+    group may read), whatever the umask.
 
     \b
     Examples:

@@ -65,7 +65,8 @@ class NodeConfig:
     metrics_host: str = "127.0.0.1"
     file_mode: int = PRIVATE_FILE_MODE
     """Mode of the objects, index and temporary files (folders get the matching search bits):
-    0600, or 0640 to let the node's group read (a PACS group); never wider."""
+    0600, or 0640 to let the node's group read (a PACS group); never wider. A ``FileSink``
+    in ``audit`` has its own ``mode`` (``dicomtls serve`` gives it this one)."""
 
 
 class CertificateWatch:
