@@ -107,6 +107,11 @@ def test_a_group_readable_node_under_umask_077(tmp_path: Path) -> None:
     modes = _check_store(tmp_path / STORE, 0o640, 0o750)
     assert len([n for n in modes if n.endswith(".dcm")]) == 3
     assert _mode(tmp_path / "audit.log") == 0o640
+    (tmp_path / STORE / "index.sqlite").unlink()
+    with umask(0o077):  # a rebuilt index takes the store's mode, not the umask's
+        rebuilt = run("index", "--rebuild", cwd=tmp_path)
+    assert rebuilt.returncode == 0 and "indexed 3 object(s)" in rebuilt.stderr, rebuilt.stderr
+    assert _mode(tmp_path / STORE / "index.sqlite") == 0o640
 
 
 def test_a_world_readable_mode_is_refused_in_one_line(tmp_path: Path) -> None:
