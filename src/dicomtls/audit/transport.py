@@ -123,11 +123,18 @@ class FileSink(_Counters):
 
     A local file is not network I/O, so it is written in the caller's thread: simple, and the
     line is on disk (in the OS cache) when ``send`` returns.
+
+    Audit messages name patients, so the file gets ``mode`` (0600; 0640 lets the group
+    read) whatever the umask, and the folders made for it the matching search bits. The
+    file is opened at the first message: ``mode`` may be changed until then.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, mode: int = 0o600) -> None:
         super().__init__()
+        if mode not in (0o600, 0o640):
+            raise ValueError(f"audit file mode {mode:04o}: use 0600, or 0640 to let the group read")
         self.path = Path(path)
+        self.mode = mode
         self._write_lock = threading.Lock()
         self._handle: BinaryIO | None = None
         self._warned = False
@@ -139,8 +146,7 @@ class FileSink(_Counters):
                 if self._closed:
                     raise OSError("sink is closed")
                 if self._handle is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._handle = self.path.open("ab")
+                    self._handle = self._open()
                 self._handle.write(message.xml + b"\n")
                 self._handle.flush()
         except OSError as exc:
@@ -150,6 +156,27 @@ class FileSink(_Counters):
                 log.warning("audit file %s not writable, messages are lost: %s", self.path, exc)
             return
         self._count("sent")
+
+    def _open(self) -> BinaryIO:
+        """The file for appending, with exactly our mode (one line if it was wider)."""
+        folder_mode = self.mode | (self.mode & 0o444) >> 2  # search wherever read is given
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.is_dir()]
+        for folder in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, folder_mode)
+                os.chmod(folder, folder_mode)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.mode)
+        try:
+            before = os.fstat(fd).st_mode & 0o777
+            if before != self.mode:
+                os.fchmod(fd, self.mode)
+                if before & ~self.mode and os.fstat(fd).st_size:  # an older file, not a new one
+                    log.warning(
+                        "audit file %s was mode %04o: now %04o", self.path, before, self.mode
+                    )
+        except OSError as exc:  # not ours to change: keep auditing, say so once
+            log.warning("audit file %s: cannot set mode %04o: %s", self.path, self.mode, exc)
+        return os.fdopen(fd, "ab")
 
     def close(self) -> None:
         with self._write_lock:

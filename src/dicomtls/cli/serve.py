@@ -12,15 +12,21 @@ from typing import Any
 
 import click
 
-from dicomtls.audit.transport import AuditSink, AuditTrail, parse_sink
+from dicomtls.audit.transport import AuditSink, AuditTrail, FileSink, parse_sink
 from dicomtls.cli.render import make_console, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.net.scp import Limits
 from dicomtls.node.index import Index
 from dicomtls.node.node import DEFAULT_AE_TITLE, DEFAULT_PORT, NodeConfig, start_node
 from dicomtls.node.policy import AccessPolicy, PolicyError
-from dicomtls.node.storage import DurableStore
+from dicomtls.node.storage import (
+    GROUP_FILE_MODE,
+    PRIVATE_FILE_MODE,
+    DurableStore,
+    parse_file_mode,
+)
 from dicomtls.pki import PKIFiles, init_pki
+from dicomtls.pki.bundle import move_ca_key_out
 
 __all__ = ["register"]
 
@@ -102,26 +108,54 @@ def _access(config: dict[str, Any], destinations: dict[str, tuple[str, int]]) ->
         raise click.BadParameter(str(exc), param_hint="--config [access]") from None
 
 
-def _audit(specs: tuple[str, ...], config: dict[str, Any]) -> AuditTrail | None:
+def _file_mode(given: str | None, config: dict[str, Any]) -> int:
+    """The store's file mode from the command line, else the config file, else 0600."""
+    value = given if given is not None else config.get("file_mode", PRIVATE_FILE_MODE)
+    try:
+        return parse_file_mode(value)
+    except ValueError as exc:
+        hint = "--file-mode" if given is not None else "--config file_mode"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def _audit(specs: tuple[str, ...], config: dict[str, Any], file_mode: int) -> AuditTrail | None:
     configured = config.get("audit", [])
     configured = [configured] if isinstance(configured, str) else list(configured)
     sinks: list[AuditSink] = []
     for spec in (*configured, *specs):
         try:
-            sinks.append(parse_sink(str(spec)))
+            sink = parse_sink(str(spec))
         except ValueError as exc:
-            for sink in sinks:
-                sink.close()
+            for made in sinks:
+                made.close()
             raise click.BadParameter(str(exc), param_hint="--audit") from None
+        if isinstance(sink, FileSink):
+            sink.mode = file_mode  # audit messages name patients, like the store
+        sinks.append(sink)
     return AuditTrail(sinks) if sinks else None
 
 
+def _move_ca_key_out(store: Path) -> None:
+    """A first-run CA key an older version left inside the store goes beside it."""
+    try:
+        moved = move_ca_key_out(store)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"the test CA key in {store / 'pki'}: {exc}") from None
+    if moved is not None:
+        log.warning(
+            "moved the test CA's private key out of the store, %s -> %s: a copy of the store "
+            "could have issued certificates this node trusts",
+            *moved,
+        )
+
+
 def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
-    pki = PKIFiles(store / "pki")
+    pki = PKIFiles.of_store(store)
     if not pki.exists():
-        init_pki(pki.directory)
+        init_pki(pki.directory, key_directory=pki.key_directory)
         console.print(
-            f"created a local test PKI under {pki.directory} (CA, server and client certificates)"
+            f"created a local test PKI under {pki.directory} (CA, server and client "
+            f"certificates);\nits CA key is outside the store, in {pki.ca_key}"
         )
     console.print(
         "connect with:\n  dicomtls echo localhost "
@@ -172,6 +206,9 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
                    "link is up (and after a release or rejection) [default: 30].")  # fmt: skip
 @click.option("--idle-timeout", type=_SECONDS, default=None, metavar="SECONDS",
               help="Abort an association that completes no PDU for this long [default: 300].")  # fmt: skip
+@click.option("--file-mode", default=None, metavar="MODE",
+              help="Mode of stored objects, index and audit file: 0600, or 0640 to let the "
+                   "node's group read (folders 0700/0750); never wider [default: 0600].")  # fmt: skip
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file with the same keys as the options (e.g. port = 11112).")  # fmt: skip
 @tls_options
@@ -179,14 +216,16 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
           max_per_peer: int | None,
           move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
           metrics_port: int | None, metrics_host: str | None, handshake_timeout: float | None,
-          artim_timeout: float | None, idle_timeout: float | None, config_file: Path | None,
-          tls: TLSOptions) -> None:  # fmt: skip
+          artim_timeout: float | None, idle_timeout: float | None, file_mode: str | None,
+          config_file: Path | None, tls: TLSOptions) -> None:  # fmt: skip
     """Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.
 
-    Run with no options on a fresh machine, it creates a test PKI under the store and
-    prints the client command that uses it. Access rules binding AE titles to
-    certificates go in the --config file's [access] table. The node rereads its
-    certificate, key, CA and CRL files when they change, and on SIGHUP.
+    Run with no options on a fresh machine, it creates a test PKI under the store (its
+    CA key beside the store, in STORE-ca) and prints the client command that uses it.
+    Access rules binding AE titles to certificates go in the --config file's [access]
+    table. The node rereads its certificate, key, CA and CRL files when they change, and
+    on SIGHUP. Stored objects, index and audit file are 0600 (--file-mode 0640: the
+    group may read), whatever the umask.
 
     \b
     Examples:
@@ -218,7 +257,9 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
     if metrics_port is None and "metrics_port" in config:
         metrics_port = int(config["metrics_port"])
     metrics_host = metrics_host or str(config.get("metrics_host", "127.0.0.1"))
+    mode = _file_mode(file_mode, config)
     tls = _tls_from_config(tls, config)
+    _move_ca_key_out(store)
     if tls.cert is None and not tls.no_tls:
         pki = _first_run_pki(store, port, ae_title)
         tls = TLSOptions(pki.chain("server"), pki.key("server"), tls.ca or (pki.ca,), tls.crl, tls.verify,
@@ -226,11 +267,12 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
     on_verify = verify_printer(console) if explain else None
     settings = tls.settings("server", on_verify=on_verify, handshake_timeout=handshake_timeout)
     move_tls = None if settings is None else tls.settings("client")
-    audit = _audit(audit_specs, config)
+    audit = _audit(audit_specs, config, mode)
     node_config = NodeConfig(store=store, host=host, port=port, ae_title=ae_title, tls=settings,
                              move_destinations=destinations, move_tls=move_tls, limits=limits,
                              fsync=fsync == "always", access=access, audit=audit,
-                             metrics_port=metrics_port, metrics_host=metrics_host)  # fmt: skip
+                             metrics_port=metrics_port, metrics_host=metrics_host,
+                             file_mode=mode)  # fmt: skip
     try:
         asyncio.run(_serve(node_config))
     finally:
@@ -275,8 +317,10 @@ def index(store: Path, rebuild: bool) -> None:
     Example:
       dicomtls index --rebuild --store ./dicom-store
     """
-    files = DurableStore(store).stored_files()
-    db = Index(store / "index.sqlite")
+    # The store folder's own mode says whether its node lets the group read (serve --file-mode).
+    mode = GROUP_FILE_MODE if store.stat().st_mode & 0o040 else PRIVATE_FILE_MODE
+    files = DurableStore(store, file_mode=mode).stored_files()
+    db = Index(store / "index.sqlite", mode=mode)
     with contextlib.closing(db):
         indexed, bad = db.rebuild(files)
     console.print(f"indexed {indexed} object(s) from {store}; {bad} unreadable file(s) skipped")

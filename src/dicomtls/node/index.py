@@ -9,6 +9,8 @@ from the files alone, because the files, not the index, are the truth.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from dicomtls.dimse.datasets import keyword_texts
+from dicomtls.node.storage import PRIVATE_FILE_MODE, check_file_mode, create_file, set_mode
 
 __all__ = ["INDEXED_KEYWORDS", "LEVEL_KEYS", "Index", "InstanceFacts", "QueryError"]
 
@@ -128,13 +131,26 @@ class InstanceFacts(NamedTuple):
 
 
 class Index:
-    """The SQLite index of a store directory."""
+    """The SQLite index of a store directory.
 
-    def __init__(self, path: Path) -> None:
+    It holds patient data, so its file gets ``mode`` (0600 unless the node lets its group
+    read) before SQLite opens it: SQLite gives the ``-wal`` and ``-shm`` files it creates
+    the main file's permission bits, whatever the umask. An index made by an older version
+    gets the mode too.
+    """
+
+    def __init__(self, path: Path, *, mode: int = PRIVATE_FILE_MODE) -> None:
         self.path = path
+        mode = check_file_mode(mode)
+        journals = (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
         if not path.exists():  # a deleted index must not be revived from a stale journal
-            for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            for stale in journals:
                 stale.unlink(missing_ok=True)
+            with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+                os.close(create_file(path, mode))
+        for existing in (path, *journals):
+            with contextlib.suppress(FileNotFoundError):
+                set_mode(existing, mode)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

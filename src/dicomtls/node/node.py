@@ -28,11 +28,13 @@ from dicomtls.node.index import INDEXED_KEYWORDS, Index, QueryError
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
-from dicomtls.node.storage import DurableStore
+from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.pki.bundle import store_ca_key_folder
+from dicomtls.pki.exposure import readable_ca_keys
 from dicomtls.tls.flags import Side
 from dicomtls.tls.reloader import EXPIRY_WARNING_DAYS, ReloadingSettings, expiry_warning
-from dicomtls.tls.settings import TLSSettings
+from dicomtls.tls.settings import TLSSettings, as_paths
 
 __all__ = ["CertificateWatch", "NodeConfig", "RunningNode", "start_node"]
 
@@ -61,6 +63,10 @@ class NodeConfig:
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (0: any free port); None: no endpoint."""
     metrics_host: str = "127.0.0.1"
+    file_mode: int = PRIVATE_FILE_MODE
+    """Mode of the objects, index and temporary files (folders get the matching search bits):
+    0600, or 0640 to let the node's group read (a PACS group); never wider. A ``FileSink``
+    in ``audit`` has its own ``mode`` (``dicomtls serve`` gives it this one)."""
 
 
 class CertificateWatch:
@@ -175,11 +181,12 @@ class _QueryRetrieve:
 
 async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) -> RunningNode:
     """Open (or create) the store and its index, then listen."""
-    store = DurableStore(config.store, fsync=config.fsync)
+    store = DurableStore(config.store, fsync=config.fsync, file_mode=config.file_mode)
     leftovers = store.recover()
     if leftovers:
         log.warning("removed %d partial object(s) left by an earlier crash", leftovers)
-    index = Index(config.store / "index.sqlite")
+    index = Index(config.store / "index.sqlite", mode=config.file_mode)
+    _warn_of_readable_ca_keys(config)
     qr = _QueryRetrieve(index)
     metrics = config.metrics
     if metrics is None and config.metrics_port is not None:
@@ -219,6 +226,26 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     log.info("access policy: %s", access.describe())
     reporter.started()
     return node
+
+
+def _warn_of_readable_ca_keys(config: NodeConfig) -> None:
+    """One line if the node can read the private key of a CA it trusts: whoever can read
+    the node's files could then mint certificates it accepts. Looks beside the CA files
+    and where the first-run test PKI keeps its CA key."""
+    if config.tls is None:
+        return
+    folders = [path.parent for path in as_paths(config.tls.ca_files)]
+    if config.tls.ca_directory is not None:
+        folders.append(Path(config.tls.ca_directory))
+    folders.append(store_ca_key_folder(config.store))
+    found = readable_ca_keys(config.tls.trust.ca_certificates, folders)
+    if found:
+        log.warning(
+            "this node can read the private key of a CA it trusts (%s): whoever can read "
+            "its files can issue certificates it accepts; keep CA keys off the node "
+            "(acceptable for a test PKI)",
+            "; ".join(f"{ca.subject.rfc4514_string()!r} in {path}" for ca, path in found),
+        )
 
 
 def _enough_files(max_associations: int, max_operations: int) -> None:

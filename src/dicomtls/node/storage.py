@@ -20,6 +20,12 @@ system, creating a file right after an fsync costs more than the rest of the com
 so the next objects' temporary files are made ahead, as *spares* in ``.spare/``
 (:meth:`DurableStore.prepare_spare`, called off that path), and renamed into
 ``.incoming/`` when an object begins.
+
+Everything here is patient data, so what the store creates is its owner's alone
+(files 0600, folders 0700), whatever the process umask: modes are set explicitly
+with fchmod/chmod on what is created, never left to the umask (changing the umask
+is process-wide, so not safe while other threads create files). A node may let its
+group read (0640/0750, for a PACS group), never anyone else (:func:`check_file_mode`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import logging
 import os
 import re
 import threading
@@ -35,7 +42,21 @@ from pathlib import Path
 
 from dicomtls.dimse.part10 import encode_file_header
 
-__all__ = ["DurableStore", "IncomingObject", "StorageError"]
+__all__ = [
+    "GROUP_FILE_MODE",
+    "PRIVATE_FILE_MODE",
+    "DurableStore",
+    "IncomingObject",
+    "StorageError",
+    "check_file_mode",
+    "create_file",
+    "folder_mode",
+    "make_folders",
+    "parse_file_mode",
+    "set_mode",
+]
+
+log = logging.getLogger("dicomtls.node")
 
 _SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
 
@@ -71,8 +92,89 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _create(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+# -- permissions ------------------------------------------------------------------------------
+
+PRIVATE_FILE_MODE = 0o600
+"""The default: patient data is readable by the node's own user only."""
+GROUP_FILE_MODE = 0o640
+"""The widest a node allows: its group may read (a PACS group), nobody else anything."""
+_PERMISSIONS = 0o777
+
+
+def check_file_mode(mode: int) -> int:
+    """``mode`` if a node may give it to patient data; else a ValueError in one line."""
+    if mode in (PRIVATE_FILE_MODE, GROUP_FILE_MODE):
+        return mode
+    if mode & 0o007:
+        why = "would let every user of the machine at patient data"
+    else:
+        why = "is not one a node uses for patient data"
+    raise ValueError(
+        f"file mode {mode:04o} {why}: use 0600 (owner only, the default) "
+        "or 0640 (owner, and its group may read)"
+    )
+
+
+def parse_file_mode(value: str | int) -> int:
+    """A file mode as a setting gives it ("0640", "640", "0o640", or a TOML integer), checked."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f'file mode {value!r}: give it in octal, e.g. "0640"')
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not text or any(c not in "01234567" for c in text):
+            raise ValueError(f'file mode {value!r}: give it in octal, e.g. "0640"')
+        value = int(text, 8)
+    return check_file_mode(value)
+
+
+def folder_mode(file_mode: int) -> int:
+    """The folder mode that goes with a file mode: search permission wherever read is given."""
+    return file_mode | (file_mode & 0o444) >> 2
+
+
+def create_file(path: Path, mode: int) -> int:
+    """A new file (it must not exist), open for writing, with exactly ``mode`` whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have taken bits away; never any it did not give
+    except OSError:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    return fd
+
+
+def set_mode(path: Path, mode: int) -> int | None:
+    """Give ``path`` the permission bits ``mode``; returns the bits it had, if they differed.
+
+    The other bits stay: a folder's set-group-ID bit is how an operator makes new files
+    belong to the PACS group, and must survive.
+    """
+    current = os.stat(path).st_mode
+    if current & _PERMISSIONS == mode:
+        return None
+    os.chmod(path, (current & ~_PERMISSIONS & 0o7777) | mode)
+    return current & _PERMISSIONS
+
+
+def make_folders(path: Path, mode: int) -> None:
+    """Create ``path`` and its missing parents, each with exactly ``mode``.
+
+    Folders that already exist keep their modes: they may be an operator's.
+    """
+    missing: list[Path] = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, mode)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue  # made by someone else meanwhile: theirs
+        set_mode(folder, mode)
 
 
 class IncomingObject:
@@ -203,21 +305,63 @@ class IncomingObject:
 
 
 class DurableStore:
-    """A directory of received objects, ``objects/ab/<SOPInstanceUID>.dcm``."""
+    """A directory of received objects, ``objects/ab/<SOPInstanceUID>.dcm``.
 
-    def __init__(self, root: Path, *, fsync: bool = True, flat: bool = False) -> None:
+    ``file_mode`` is what every file gets (:func:`check_file_mode`), folders the matching
+    :func:`folder_mode`. The store's own folders are set to it when the store opens: a store
+    made by an older version (0755 under umask 022) is closed to others at once, since no
+    one reaches a file whose folder they may not search; its old files keep their modes.
+    A flat store's folder (C-GET ``--out``) is the user's: it gets the mode only if made here.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fsync: bool = True,
+        flat: bool = False,
+        file_mode: int = PRIVATE_FILE_MODE,
+    ) -> None:
         self.root = root
         self.fsync = fsync
         self.flat = flat
         """``root/<SOPInstanceUID>.dcm`` instead of buckets under ``objects/`` (C-GET --out)."""
+        self.file_mode = check_file_mode(file_mode)
+        self.folder_mode = folder_mode(file_mode)
         self.objects = root if flat else root / "objects"
         self.incoming = root / ".incoming"
         self.spares = root / ".spare"
-        for directory in (self.objects, self.incoming, self.spares):
-            directory.mkdir(parents=True, exist_ok=True)
+        for directory in (root, self.objects, self.incoming, self.spares):
+            make_folders(directory, self.folder_mode)
+        ours = (
+            (self.incoming, self.spares)
+            if flat
+            else (root, self.objects, self.incoming, self.spares)
+        )
+        self._set_folder_modes(ours)
         self._buckets: set[Path] = {self.objects}
         self._spares: list[tuple[Path, int]] = []
         self._spare_lock = threading.Lock()  # spares are made on a worker thread
+
+    def _set_folder_modes(self, folders: tuple[Path, ...]) -> None:
+        """Give the store's own folders its mode; one line if they were open to others."""
+        opened = []
+        for folder in folders:
+            try:
+                before = set_mode(folder, self.folder_mode)
+            except OSError as exc:  # not ours to change: say so, and run
+                log.warning(
+                    "store folder %s: cannot set mode %04o: %s", folder, self.folder_mode, exc
+                )
+                continue
+            if before is not None and before & ~self.folder_mode:
+                opened.append(f"{folder} {before:04o}")
+        if opened:
+            log.warning(
+                "store folders were open to others (%s; made by an older version?): now %04o, "
+                "so the objects and index inside are out of their reach",
+                ", ".join(opened), self.folder_mode,
+            )  # fmt: skip
 
     def make_bucket(self, bucket: Path, *, again: bool = False) -> None:
         """Create an object's directory once (not a syscall per object); with fsync on, the
@@ -225,10 +369,11 @@ class DurableStore:
         if bucket in self._buckets and not again:
             return
         try:
-            bucket.mkdir()
+            os.mkdir(bucket, self.folder_mode)
         except FileExistsError:
             pass
         else:
+            set_mode(bucket, self.folder_mode)
             if self.fsync:
                 _fsync_directory(bucket.parent)
         self._buckets.add(bucket)
@@ -247,7 +392,7 @@ class DurableStore:
                     return
             path = self.spares / f"{os.getpid()}.{next(_names)}{_PARTIAL}"
             try:
-                fd = _create(path)
+                fd = create_file(path, self.file_mode)
             except OSError:
                 return
             with self._spare_lock:
@@ -258,14 +403,14 @@ class DurableStore:
         with self._spare_lock:
             spare = self._spares.pop() if self._spares else None
         if spare is None:
-            return _create(path)
+            return create_file(path, self.file_mode)
         spare_path, fd = spare
         try:
             os.rename(spare_path, path)
         except OSError:
             os.close(fd)
             spare_path.unlink(missing_ok=True)
-            return _create(path)
+            return create_file(path, self.file_mode)
         return fd
 
     def close(self) -> None:

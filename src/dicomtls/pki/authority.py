@@ -81,12 +81,33 @@ def _signing_hash(key: PrivateKey) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a key file readable by its owner only, from the moment it exists."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write a file with exactly ``mode`` whatever the umask, from the moment it has data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode & 0o600)
     with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)
         handle.write(data)
-    os.chmod(path, 0o600)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A key file: readable by its owner only."""
+    _write(path, data, 0o600)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """A certificate: anyone may read it, only its owner change it (never world-writable)."""
+    _write(path, data, 0o644)
+
+
+def _make_private_folder(folder: Path) -> None:
+    """Create ``folder`` (and missing parents) 0700: it is for keys. An existing one stays."""
+    missing = [p for p in (folder, *folder.parents) if not p.is_dir()]
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue  # made by someone else meanwhile: theirs
+        os.chmod(path, 0o700)
 
 
 def _encryption(password: bytes | None) -> serialization.KeySerializationEncryption:
@@ -162,7 +183,7 @@ class Identity:
         self, directory: Path, name: str | None = None, password: bytes | None = None
     ) -> IdentityFiles:
         """Write ``NAME.pem`` (leaf), ``NAME-chain.pem`` and ``NAME.key`` (0600) into ``directory``."""
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_private_folder(directory)
         if name is None:
             cn = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             name = str(cn[0].value) if cn else "identity"
@@ -171,8 +192,8 @@ class Identity:
             chain=directory / f"{name}-chain.pem",
             key=directory / f"{name}.key",
         )
-        files.cert.write_bytes(self.cert_pem())
-        files.chain.write_bytes(self.cert_chain_pem())
+        _write_public(files.cert, self.cert_pem())
+        _write_public(files.chain, self.cert_chain_pem())
         _write_private(files.key, self.private_key_pem(password))
         return files
 
@@ -307,8 +328,8 @@ class CertificateAuthority:
         return self.identity.cert_pem()
 
     def write_cert(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.cert_pem())
+        _make_private_folder(path.parent)
+        _write_public(path, self.cert_pem())
         return path
 
 

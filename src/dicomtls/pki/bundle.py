@@ -1,14 +1,21 @@
 """A ready test PKI on disk: a CA (with its key, to issue more) and a server and a client identity.
 
-Layout (what ``dicomtls pki init`` writes and ``dicomtls serve`` creates on first run)::
+Layout (what ``dicomtls pki init`` writes)::
 
     ca.pem  ca.key            the root CA; keep ca.key private
     server-chain.pem  server.key
     client-chain.pem  client.key
+
+``dicomtls serve`` creates the same on first run as ``STORE/pki``, except the CA key:
+that goes beside the store, in ``STORE-ca/ca.key`` (:func:`store_ca_key_folder`), so a
+copy of the store (a backup) cannot mint certificates the node trusts. Key files are
+0600 and the folders made for them 0700, whatever the umask; certificates are 0644.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +23,35 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from dicomtls.pki.authority import CertificateAuthority, Identity, KeySpec, _write_private
+from dicomtls.pki.authority import (
+    CertificateAuthority,
+    Identity,
+    KeySpec,
+    _make_private_folder,
+    _write_private,
+)
 
-__all__ = ["PKIFiles", "init_pki", "load_ca"]
+__all__ = ["PKIFiles", "init_pki", "load_ca", "move_ca_key_out", "store_ca_key_folder"]
+
+_CA_KEY = "ca.key"
+
+
+def store_ca_key_folder(store: Path) -> Path:
+    """Where the first-run test PKI of ``store`` keeps its CA key: ``STORE-ca``, beside it."""
+    absolute = Path(os.path.abspath(store))  # "." or "a/.." must not name a folder inside
+    return absolute.with_name(absolute.name + "-ca")
 
 
 @dataclass(frozen=True)
 class PKIFiles:
     directory: Path
+    key_directory: Path | None = None
+    """Where ``ca.key`` is when not in ``directory`` (a store's first-run PKI)."""
+
+    @classmethod
+    def of_store(cls, store: Path) -> PKIFiles:
+        """The first-run PKI of a node's store: ``STORE/pki``, its CA key in ``STORE-ca``."""
+        return cls(store / "pki", store_ca_key_folder(store))
 
     @property
     def ca(self) -> Path:
@@ -31,7 +59,15 @@ class PKIFiles:
 
     @property
     def ca_key(self) -> Path:
-        return self.directory / "ca.key"
+        """The CA's key: in ``directory``, else for a store's ``pki`` folder in ``STORE-ca``."""
+        if self.key_directory is not None:
+            return self.key_directory / _CA_KEY
+        inside = self.directory / _CA_KEY
+        if not inside.exists() and self.directory.name == "pki":
+            beside = store_ca_key_folder(self.directory.parent) / _CA_KEY
+            if beside.exists():
+                return beside
+        return inside
 
     def chain(self, name: str) -> Path:
         return self.directory / f"{name}-chain.pem"
@@ -40,9 +76,8 @@ class PKIFiles:
         return self.directory / f"{name}.key"
 
     def exists(self) -> bool:
-        return all(
-            p.exists() for p in (self.ca, self.ca_key, self.chain("server"), self.key("server"))
-        )
+        """The files a node and its clients use are there (the CA key need not be)."""
+        return all(p.exists() for p in (self.ca, self.chain("server"), self.key("server")))
 
 
 def _local_names() -> tuple[list[str], list[str]]:
@@ -50,15 +85,20 @@ def _local_names() -> tuple[list[str], list[str]]:
     return dns, ["127.0.0.1", "::1"]
 
 
-def init_pki(directory: Path, *, common_name: str = "dicomtls Local CA") -> PKIFiles:
-    """Create a CA and a server and client identity (both with serverAuth + clientAuth)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = PKIFiles(directory)
+def init_pki(
+    directory: Path, *, common_name: str = "dicomtls Local CA", key_directory: Path | None = None
+) -> PKIFiles:
+    """Create a CA and a server and client identity (both with serverAuth + clientAuth).
+
+    The CA key goes into ``key_directory`` when given (made 0700), else beside the CA.
+    """
+    files = PKIFiles(directory, key_directory)
     ca = CertificateAuthority.create(common_name, key=KeySpec.ec())
     ca.write_cert(files.ca)
     key = ca.identity.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    _make_private_folder(files.ca_key.parent)
     _write_private(files.ca_key, key)
     dns, ips = _local_names()
     for name in ("server", "client"):
@@ -66,9 +106,44 @@ def init_pki(directory: Path, *, common_name: str = "dicomtls Local CA") -> PKIF
     return files
 
 
-def load_ca(directory: Path) -> CertificateAuthority:
+def load_ca(directory: Path | PKIFiles) -> CertificateAuthority:
     """The CA of a PKI made by :func:`init_pki`, able to issue more certificates."""
-    files = PKIFiles(directory)
+    files = directory if isinstance(directory, PKIFiles) else PKIFiles(directory)
     cert = x509.load_pem_x509_certificate(files.ca.read_bytes())
     key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     return CertificateAuthority(Identity(cert, key), path_length=None)  # type: ignore[arg-type]
+
+
+def move_ca_key_out(store: Path) -> tuple[Path, Path] | None:
+    """Move a first-run CA key an older version left in ``STORE/pki`` to ``STORE-ca``.
+
+    Returns (from, to) if it moved. Two different keys in both places are a ValueError:
+    which one the certificates belong to is for a person to decide, and nothing is lost.
+    """
+    inside = store / "pki" / _CA_KEY
+    if not inside.is_file():
+        return None
+    beside = store_ca_key_folder(store) / _CA_KEY
+    if beside.exists():
+        if beside.read_bytes() != inside.read_bytes():
+            raise ValueError(
+                f"two different CA keys, {inside} and {beside}: keep the one that signed "
+                f"{inside.parent / 'ca.pem'} in {beside.parent}, and remove the other"
+            )
+        inside.unlink()  # a move an earlier start did not finish
+        return inside, beside
+    _make_private_folder(beside.parent)
+    os.chmod(inside, 0o600)
+    try:
+        os.replace(inside, beside)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # the store is a mount of its own: copy, then remove
+            raise
+        _write_private(beside, inside.read_bytes())
+        fd = os.open(beside, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # on disk before the only other copy goes
+        finally:
+            os.close(fd)
+        inside.unlink()
+    return inside, beside
