@@ -348,3 +348,26 @@ def test_verbose_shows_each_certificate_and_the_cipher(node: Node, tmp_path: Pat
     )
     assert "Subject Name: CN = server" in done.stdout and "SSL server : Yes" in done.stdout
     assert "Negotiated secure link" in done.stdout and "TLSv1.3" in done.stdout
+
+
+def test_a_wrong_called_ae_title_is_explained_on_both_sides(tmp_path: Path) -> None:
+    strict = Node(tmp_path / "strict" if (tmp_path / "strict").mkdir() is None else tmp_path)
+    try:
+        done = run("echo", "127.0.0.1", str(strict.port), "--called-ae", "ANY-SCP",
+                   cwd=tmp_path / "strict")  # fmt: skip
+    finally:
+        log = strict.stop()
+    assert done.returncode != 0
+    assert "does not answer to called AE title 'ANY-SCP'" in done.stderr and "--called-ae" in done.stderr
+    assert "called AE title 'ANY-SCP' is not ours ('DICOMTLS')" in log
+    assert "--accept-any-called-ae" in log
+
+
+def test_accept_any_called_ae_answers_whatever_title_is_called(tmp_path: Path) -> None:
+    lenient = Node(tmp_path, "--accept-any-called-ae")
+    try:
+        done = run("echo", "127.0.0.1", str(lenient.port), "--called-ae", "ANY-SCP", cwd=tmp_path)
+    finally:
+        lenient.stop()
+    assert done.returncode == 0, done.stderr
+    assert "0x0000" in done.stdout

@@ -175,6 +175,9 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
     help=f"Listening port [default: {DEFAULT_PORT}].",
 )
 @click.option("--ae-title", default=None, help=f"Our AE title [default: {DEFAULT_AE_TITLE}].")
+@click.option("--accept-any-called-ae", is_flag=True, default=None,
+              help="Answer associations whatever AE title they call (as DCMTK's storescp does), "
+                   "not only --ae-title.")  # fmt: skip
 @click.option(
     "--max-associations",
     type=click.IntRange(1),
@@ -212,7 +215,8 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file with the same keys as the options (e.g. port = 11112).")  # fmt: skip
 @tls_options
-def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_associations: int | None,
+def serve(store: Path, host: str, port: int | None, ae_title: str | None,
+          accept_any_called_ae: bool | None, max_associations: int | None,
           max_per_peer: int | None,
           move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
           metrics_port: int | None, metrics_host: str | None, handshake_timeout: float | None,
@@ -272,7 +276,8 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None, max_as
                              move_destinations=destinations, move_tls=move_tls, limits=limits,
                              fsync=fsync == "always", access=access, audit=audit,
                              metrics_port=metrics_port, metrics_host=metrics_host,
-                             file_mode=mode)  # fmt: skip
+                             file_mode=mode, accept_any_called_ae=bool(
+                                 accept_any_called_ae or config.get("accept_any_called_ae", False)))  # fmt: skip
     try:
         asyncio.run(_serve(node_config))
     finally:

@@ -465,6 +465,19 @@ class Association:
             await self.abort()
 
 
+#: What a rejection reason means for the one who asked, and what to change.
+_REJECTED = {
+    "CALLED_AE_NOT_RECOGNIZED": (
+        ": it does not answer to called AE title {called!r}; call it by its own AE title "
+        "(called_ae; dicomtls: --called-ae), or have it accept any called AE title"
+    ),
+    "CALLING_AE_NOT_RECOGNIZED": (
+        ": it does not accept calling AE title {calling!r} from us (unknown to it, or bound "
+        "by its access rules to another certificate)"
+    ),
+}
+
+
 def proposals_for(files: Iterable[Path]) -> list[Proposal]:
     """Verification plus, per SOP class, one context per transfer syntax the files are in
     and the native syntaxes as a fallback (:func:`~dicomtls.net.outbound.proposals_for_headers`).
@@ -526,9 +539,10 @@ async def associate(
     await link.close()
     if isinstance(event, AssociationRejected):
         rj = event.reject
+        why = _REJECTED.get(rj.reason.name, "").format(called=called_ae, calling=calling_ae)
         raise AssociationError(
             f"{link.peer} rejected the association ({rj.result.name}, {rj.source.name}, "
-            f"{rj.reason.name})"
+            f"{rj.reason.name}){why}"
         )
     hint = "" if link.is_tls else " (if that is a TLS port, connect with TLS)"
     if isinstance(event, Aborted):

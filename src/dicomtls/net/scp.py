@@ -145,14 +145,24 @@ def storage_policy(
     also: Iterable[str] = (),
     max_pdu_length: int = 4 << 20,
     transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
+    accept_any_called_ae: bool = False,
+    called_ae_hint: str = "",
 ) -> AcceptorPolicy:
     """An acceptor policy for a storage SCP: every storage SOP class in ``transfer_syntaxes``
     (most preferred first: data sets are stored as they arrive, so the default never makes
     an SCU compress lossily for us), Verification and the SOP classes in ``also``
-    uncompressed."""
+    uncompressed. ``accept_any_called_ae`` answers requests whatever AE title they call
+    (as DCMTK's storescp does); by default only ``ae_title``, with ``called_ae_hint`` in
+    the rejection's log line."""
     supported: dict[str, Sequence[str]] = {sop: tuple(transfer_syntaxes) for sop in STORAGE_SOP_CLASSES}
     supported.update({sop: UNCOMPRESSED for sop in (VERIFICATION, *also)})
-    return AcceptorPolicy(ae_title, supported, max_pdu_length=max_pdu_length)
+    return AcceptorPolicy(
+        ae_title,
+        supported,
+        max_pdu_length=max_pdu_length,
+        require_called_ae=not accept_any_called_ae,
+        called_ae_hint=called_ae_hint,
+    )
 
 
 def _over_limit(active: dict[str, int], address: str, limits: Limits) -> str | None:

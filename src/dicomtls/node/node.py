@@ -20,6 +20,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from dicomtls.audit.transport import AuditTrail
+from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net.association import Association
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
@@ -63,6 +64,10 @@ class NodeConfig:
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (0: any free port); None: no endpoint."""
     metrics_host: str = "127.0.0.1"
+    accept_any_called_ae: bool = False
+    """Answer associations whatever AE title they call, not only ``ae_title``."""
+    transfer_syntaxes: tuple[str, ...] = STORAGE_TRANSFER_SYNTAXES
+    """What C-STORE is accepted in, most preferred first (stored as received)."""
     file_mode: int = PRIVATE_FILE_MODE
     """Mode of the objects, index and temporary files (folders get the matching search bits):
     0600, or 0640 to let the node's group read (a PACS group); never wider. A ``FileSink``
@@ -207,7 +212,13 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         events=reporter.service_events(),
     )
     query_retrieve = [uid for model in QueryModel for uid in model.value]
-    policy = storage_policy(config.ae_title, also=query_retrieve)
+    policy = storage_policy(
+        config.ae_title,
+        also=query_retrieve,
+        transfer_syntaxes=config.transfer_syntaxes,
+        accept_any_called_ae=config.accept_any_called_ae,
+        called_ae_hint="set accept_any_called_ae = true (serve --accept-any-called-ae) to answer to any",
+    )
     _enough_files(config.limits.max_associations, policy.max_operations)
     server = await serve_dicom(
         config.host, config.port, certificates.tls, policy, services,

@@ -193,6 +193,8 @@ class AcceptorPolicy:
     max_pdu_length: int = DEFAULT_MAX_PDU
     require_called_ae: bool = True
     """Reject requests addressed to another AE title (the standard's reason 7)."""
+    called_ae_hint: str = ""
+    """What would let such a request in, said where we reject it (e.g. the node's option)."""
     calling_ae_allowed: Callable[[str], bool] = field(default=lambda _ae: True)
     """Reject unknown calling AE titles (reason 3); access policy plugs in here."""
     accept_scp_role: bool = True
@@ -212,9 +214,10 @@ def rejection(rq: AssociateRQ, policy: AcceptorPolicy) -> tuple[RejectReasonServ
             f"application context {rq.application_context!r} is not DICOM's",
         )
     if policy.require_called_ae and rq.called_ae.strip() != policy.ae_title:
+        hint = f"; {policy.called_ae_hint}" if policy.called_ae_hint else ""
         return (
             RejectReasonServiceUser.CALLED_AE_NOT_RECOGNIZED,
-            f"called AE title {rq.called_ae.strip()!r} is not ours ({policy.ae_title!r})",
+            f"called AE title {rq.called_ae.strip()!r} is not ours ({policy.ae_title!r}){hint}",
         )
     if not policy.calling_ae_allowed(rq.calling_ae.strip()):
         return (
