@@ -12,14 +12,14 @@ from dicomtls.dimse.pdv import (
     CommandReceived,
     MessageAssembler,
     MessageError,
-    pdata_pdus,
+    message_pdvs,
 )
 from dicomtls.ul import PDUReader
 from dicomtls.ul.pdu import PDV, PDataTF
 
 
 def _wire(command: bytes, dataset: list[bytes] | None, max_pdu: int) -> bytes:
-    return b"".join(h + bytes(p) for h, p in pdata_pdus(1, command, dataset, max_pdu))
+    return b"".join(PDataTF((pdv,)).encode() for pdv in message_pdvs(1, command, dataset, max_pdu))
 
 
 def _reassemble(wire: bytes, max_pdu: int) -> tuple[list[CommandReceived], bytes, int]:
@@ -80,6 +80,8 @@ def test_out_of_order_fragments_are_refused() -> None:
 
 def test_fragments_are_views_not_copies() -> None:
     payload = bytearray(b"x" * 100_000)
-    parts = list(pdata_pdus(1, b"", [memoryview(payload)], 16384))
-    assert all(isinstance(p, memoryview) for _, p in parts)
-    assert parts[1][1].obj is payload  # the data PDU points into the caller's buffer
+    pdvs = list(message_pdvs(1, b"", [memoryview(payload)], 16384))
+    assert all(isinstance(p.data, memoryview) for p in pdvs)
+    assert pdvs[1].data.obj is payload  # type: ignore[union-attr]  # a view of the caller's buffer
+    parts = PDataTF((pdvs[1],)).encode_parts()
+    assert parts[-1] is pdvs[1].data  # and the PDU encoder writes it as it is

@@ -14,8 +14,9 @@ from dicomtls.dimse.command import (
     decode_command,
     encode_command,
 )
-from dicomtls.dimse.pdv import CommandReceived, DatasetFragment, pdata_pdus
+from dicomtls.dimse.pdv import CommandReceived, DatasetFragment, message_pdvs
 from dicomtls.ul import PDV, decode_pdu
+from dicomtls.ul.pdu import PDataTF
 from tests.fuzz.mutations import command_sets, mutated_commands
 
 
@@ -67,10 +68,10 @@ def test_valid_messages_reassemble_exactly(
     pdvs = [
         pdv
         for command, dataset in sequence
-        for header, payload in pdata_pdus(
+        for sent in message_pdvs(
             1, encode_command(command), None if dataset is None else [dataset], max_pdu
         )
-        for pdv in decode_pdu(header + bytes(payload)).pdvs  # type: ignore[union-attr]
+        for pdv in decode_pdu(PDataTF((sent,)).encode()).pdvs  # type: ignore[union-attr]
     ]
     out = check_assembler(pdvs)
     commands = [e.command for e in out if isinstance(e, CommandReceived)]

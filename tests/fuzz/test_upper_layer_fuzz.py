@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from dicomtls.dimse.command import encode_command
 from dicomtls.dimse.messages import c_echo_rq
-from dicomtls.dimse.pdv import pdata_pdus
-from dicomtls.ul import AbortReason, PDUError, PDUReader, ReleaseRQ, decode_pdu
+from dicomtls.dimse.pdv import message_pdvs
+from dicomtls.ul import AbortReason, PDataTF, PDUError, PDUReader, ReleaseRQ, decode_pdu
 from dicomtls.ul.acse import Proposal, build_request
 from dicomtls.ul.connection import Aborted, Role, UpperLayer
 from dicomtls.ul.states import State
@@ -31,8 +31,8 @@ def _session(called: str) -> list[bytes]:
     """A well-formed requestor's PDUs: request, one C-ECHO, release."""
     rq = build_request("SCU", called, [Proposal(VERIFICATION, (IMPLICIT,))]).encode()
     echo = b"".join(
-        header + bytes(payload)
-        for header, payload in pdata_pdus(1, encode_command(c_echo_rq(1)), None, 16384)
+        PDataTF((pdv,)).encode()
+        for pdv in message_pdvs(1, encode_command(c_echo_rq(1)), None, 16384)
     )
     return [rq, echo, ReleaseRQ().encode()]
 

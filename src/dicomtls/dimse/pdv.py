@@ -1,8 +1,8 @@
 """Cutting DIMSE messages into P-DATA-TF PDUs and putting them back together (PS3.8 Annex E).
 
-Sending: :func:`pdata_pdus` yields, per PDU, a small header and a memoryview of
-the payload, so a large data set read from a file in blocks goes to the socket
-without being joined or copied. Receiving: :class:`MessageAssembler` takes the
+Sending: :func:`message_pdvs` cuts a message into PDVs, one per P-DATA-TF PDU, each a
+memoryview of the caller's blocks, so a large data set read from a file goes to the
+upper layer (whose PDU encoder writes only the headers) without being joined or copied. Receiving: :class:`MessageAssembler` takes the
 PDVs of P-DATA-TF PDUs and reports the command set once it is whole and each
 data-set fragment as it arrives, so a storage SCP can write to disk while the
 rest is still on the wire.
@@ -10,7 +10,6 @@ rest is still on the wire.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -23,12 +22,10 @@ __all__ = [
     "DatasetFragment",
     "MessageAssembler",
     "MessageError",
-    "pdata_pdus",
+    "message_pdvs",
     "read_size",
 ]
 
-_PDU_HEADER = struct.Struct(">BBI")
-_PDV_HEADER = struct.Struct(">IBB")
 #: The most data we put in one PDV: when the peer sets no maximum (0), or a larger one.
 UNLIMITED_PDV_DATA = 4 << 20
 
@@ -58,16 +55,9 @@ def read_size(max_pdu_length: int, target: int = 1 << 20) -> int:
     return limit * max(1, target // limit)
 
 
-def _pdu(context_id: int, control: int, data: memoryview) -> tuple[bytes, memoryview]:
-    header = _PDU_HEADER.pack(0x04, 0, 6 + len(data)) + _PDV_HEADER.pack(
-        2 + len(data), context_id, control
-    )
-    return header, data
-
-
 def _fragments(
     context_id: int, control: int, blocks: Iterable[bytes | memoryview], limit: int
-) -> Iterator[tuple[bytes, memoryview]]:
+) -> Iterator[PDV]:
     """Cut a byte stream into full PDVs of ``limit`` bytes, the last one flagged and shorter.
 
     Whole PDVs inside a block are views of it; only a PDV that straddles two blocks
@@ -84,30 +74,31 @@ def _fragments(
             if len(carry) < limit:
                 continue
             if held is not None:
-                yield _pdu(context_id, control, held)
+                yield PDV(context_id, control, held)
             held, carry = memoryview(carry), bytearray()  # the view keeps it; no copy
         while len(view) >= limit:
             if held is not None:
-                yield _pdu(context_id, control, held)
+                yield PDV(context_id, control, held)
             held, view = view[:limit], view[limit:]
         carry += view
     if carry:
         if held is not None:
-            yield _pdu(context_id, control, held)
+            yield PDV(context_id, control, held)
         held = memoryview(carry)
-    yield _pdu(context_id, control | MCH_LAST, held if held is not None else memoryview(b""))
+    yield PDV(context_id, control | MCH_LAST, held if held is not None else memoryview(b""))
 
 
-def pdata_pdus(
+def message_pdvs(
     context_id: int,
     command: bytes,
     dataset: Iterable[bytes | memoryview] | None,
     max_pdu_length: int,
-) -> Iterator[tuple[bytes, memoryview]]:
-    """The P-DATA-TF PDUs of one message, as (header, payload) pairs to write in order.
+) -> Iterator[PDV]:
+    """The PDVs of one message, each to go in a P-DATA-TF PDU of its own, in order.
 
-    ``max_pdu_length`` is the peer's advertised maximum (0 = no limit). The data set
-    is any iterable of byte blocks, e.g. a file read 1 MiB at a time.
+    ``max_pdu_length`` is the peer's advertised maximum (0 = no limit): each PDV fits a
+    PDU of that size. The data set is any iterable of byte blocks, e.g. a file read
+    1 MiB at a time.
     """
     limit = _max_data(max_pdu_length)
     yield from _fragments(context_id, MCH_COMMAND, (command,), limit)

@@ -28,7 +28,7 @@ from dicomtls.dimse.pdv import (
     CommandReceived,
     MessageAssembler,
     MessageError,
-    pdata_pdus,
+    message_pdvs,
     read_size,
 )
 from dicomtls.net import qr_scu
@@ -54,6 +54,7 @@ from dicomtls.ul.connection import (
     UpperLayer,
 )
 from dicomtls.ul.errors import AbortReason, LocalProtocolError
+from dicomtls.ul.pdu import PDataTF
 
 __all__ = [
     "Association",
@@ -180,23 +181,36 @@ class Association:
     async def send_message(
         self, context_id: int, command: CommandSet, dataset: Iterable[bytes | memoryview] | None
     ) -> None:
-        """Send one DIMSE message, the data set streamed block by block without copies."""
+        """Send one DIMSE message through the upper layer, PDU by PDU: each PDV a view of
+        the data set's blocks, large ones handed to the link as the socket takes them."""
         ul = self._channel.ul
-        try:
-            ul.check_can_send_data()
-        except LocalProtocolError:
-            raise AssociationError(
-                f"association with {self.peer} has ended ({self.end_reason or 'not established'})"
-            ) from None
-        link = self._channel.link
         encoded = encode_command(command)
-        for header, payload in pdata_pdus(context_id, encoded, dataset, ul.peer_max_pdu_length):
-            if len(payload) <= _SMALL_PAYLOAD:
-                link.write(header + payload.tobytes())
-            else:
-                link.write(header)
-                await link.send(payload)
-        await link.drain()
+        for pdv in message_pdvs(context_id, encoded, dataset, ul.peer_max_pdu_length):
+            try:
+                ul.send_pdata(PDataTF((pdv,)))
+            except LocalProtocolError:
+                raise AssociationError(
+                    f"association with {self.peer} has ended "
+                    f"({self.end_reason or 'not established'})"
+                ) from None
+            await self._write(ul.data_to_send())
+        await self._channel.link.drain()
+
+    async def _write(self, chunks: list[bytes | memoryview]) -> None:
+        """Small chunks joined into one write (one TLS record, one syscall), large ones sent
+        as they are once the socket drains."""
+        link = self._channel.link
+        small = bytearray()
+        for chunk in chunks:
+            if len(chunk) <= _SMALL_PAYLOAD:
+                small += chunk
+                continue
+            if small:
+                link.write(small)
+                small = bytearray()
+            await link.send(chunk)
+        if small:
+            link.write(small)
 
     # -- receiving --------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ class UpperLayer:
         # established is refused anyway, but only once whole, so its header must not be
         # able to make us buffer gigabytes first.
         self._reader = PDUReader(max_pdu_length=max_pdu_length)
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes | memoryview] = []
         self._events: list[ULEvent] = []
 
     @property
@@ -150,8 +150,9 @@ class UpperLayer:
 
     # -- I/O side -------------------------------------------------------------------------
 
-    def data_to_send(self) -> list[bytes]:
-        """PDUs waiting to be written, in order (a list, for ``writelines``)."""
+    def data_to_send(self) -> list[bytes | memoryview]:
+        """PDUs waiting to be written, in order (a list, for ``writelines``). A P-DATA-TF
+        comes as its headers and its PDVs' own buffers, never copied into one."""
         out, self._outgoing = self._outgoing, []
         return out
 
@@ -222,16 +223,9 @@ class UpperLayer:
         """Evt8: answer the request with an A-ASSOCIATE-RJ (AE-8)."""
         self._local(Event.EVT8, rj)
 
-    def check_can_send_data(self) -> None:
-        """Raise unless P-DATA may be sent now (DT-1 in Sta6, AR-7 in Sta8).
-
-        The DIMSE layer writes its P-DATA-TF PDUs itself, as header + memoryview pairs,
-        so that large data sets are never copied into a PDU object here.
-        """
-        self._action_for(Event.EVT9)
-
     def send_pdata(self, pdata: PDataTF) -> None:
-        """Evt9: send a P-DATA-TF PDU built by the caller."""
+        """Evt9: send a P-DATA-TF PDU (DT-1 in Sta6, AR-7 in Sta8); LocalProtocolError in
+        any other state. Its payloads are queued as they are, not copied."""
         self._local(Event.EVT9, pdata)
 
     def release(self) -> None:
@@ -273,7 +267,10 @@ class UpperLayer:
         self.state = next_state if next_state is not None else _single(NEXT_STATE[action])
 
     def _send(self, pdu: PDU) -> None:
-        self._outgoing.append(pdu.encode())
+        if isinstance(pdu, PDataTF):
+            self._outgoing.extend(pdu.encode_parts())
+        else:
+            self._outgoing.append(pdu.encode())
 
     def _abort_by_provider(self, reason: AbortReason, message: str) -> None:
         self._send(Abort(AbortSource.SERVICE_PROVIDER, reason))
