@@ -26,12 +26,12 @@ from dicomtls.text import printable, printable_lines
 
 __all__ = ["PRINTABLE", "PrintableFilter", "get_logger"]
 
-ExcInfo: TypeAlias = (
+_ExcInfo: TypeAlias = (
     tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 )
 
 
-def _traceback(exc_info: ExcInfo) -> str:
+def _traceback(exc_info: _ExcInfo) -> str:
     """The traceback as :meth:`logging.Formatter.formatException` writes it, made safe.
 
     Which chunks are messages is known from the exceptions themselves (each one's

@@ -63,9 +63,9 @@ def printable(text: str) -> str:
 
 
 def printable_lines(text: str) -> str:
-    """Like :func:`printable` but keeping line feeds: for text that is several lines on
-    purpose (a traceback) yet may quote a peer. The lines stay ours to count; what a peer
-    put inside one can still start a line, so use it only where that cannot mislead."""
+    """Like :func:`printable` but keeping line feeds, for text that is several lines on
+    purpose (a traceback's frames). Each line feed left still starts a line: use it only
+    where every line feed is ours, and :func:`printable` on anything a peer wrote."""
     if _UNSAFE_BUT_NEWLINE.search(text) is None:
         return text
     return _UNSAFE_BUT_NEWLINE.sub(_escape, text)
