@@ -238,7 +238,7 @@ def test_reason_with_newlines_and_control_characters_stays_one_valid_line(
     doc = parse(message)
     assert schema.validate(doc), schema.error_log
     text = doc.find("EventIdentification").findtext("EventOutcomeDescription")
-    assert text == "line one\nline two\ufffd<b>&"
+    assert text == "line one\\nline two\\x00<b>&"  # escaped, as in the log (dicomtls.text)
 
 
 def test_instances_received_by_store() -> None:

@@ -17,11 +17,12 @@ import base64
 import datetime as dt
 import enum
 import ipaddress
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from dicomtls.text import printable
 
 __all__ = [
     "AuditMessage",
@@ -128,13 +129,18 @@ ROLE_PATIENT, ROLE_REPORT, ROLE_SECURITY_RESOURCE = "1", "3", "13"
 
 # --- helpers ---------------------------------------------------------------------------------
 
-# Characters XML 1.0 cannot carry at all; a peer's certificate subject or an error text
-# could contain them, and one bad character must not make the whole record unparseable.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
 
 def _clean(value: str) -> str:
-    return _NOT_XML.sub("\ufffd", value)
+    """Text a peer may have chosen (an AE title, a certificate subject, a UID, an error that
+    quotes one), escaped as it is everywhere else (:func:`dicomtls.text.printable`).
+
+    XML 1.0 cannot carry most control characters at all, and a lone surrogate cannot even be
+    encoded: one such character must neither make the record unparseable nor lose it. The
+    escape keeps what it was visible (``\\x1b``) where U+FFFD would only say "something",
+    and keeps a reviewer's viewer from acting on line breaks and bidi overrides.
+    Base64 values (ParticipantObjectDetail, the query) carry the original bytes.
+    """
+    return printable(value)
 
 
 def _now() -> str:
@@ -150,7 +156,8 @@ def _code(parent: ET.Element, tag: str, code: Code) -> ET.Element:
 
 
 def _b64(data: bytes | str) -> str:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    # The text as it came; only a lone surrogate, which UTF-8 cannot encode, becomes \udXXX.
+    raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
     return base64.b64encode(raw).decode("ascii")
 
 
@@ -233,8 +240,8 @@ def _object(
 
 def _finish(event: str, root: ET.Element) -> AuditMessage:
     text = ET.tostring(root, encoding="unicode")
-    # ElementTree escapes newlines inside attributes but not in text; keep the record on
-    # one line (it is the MSG of one syslog record and one line of a file sink).
+    # _clean leaves no line break in any text; this keeps the record on one line (the MSG
+    # of one syslog record, one line of a file sink) even for a field added without it.
     text = text.replace("\r", "&#13;").replace("\n", "&#10;")
     return AuditMessage(event=event, xml=text.encode("utf-8"))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import os
 import queue
 import re
@@ -24,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import parse_qs, urlsplit
+
+from dicomtls.logs import get_logger
 
 from .messages import AuditMessage
 
@@ -37,7 +38,7 @@ __all__ = [
     "syslog_frame",
 ]
 
-log = logging.getLogger("dicomtls.audit")
+log = get_logger("dicomtls.audit")
 
 # PS3.15 A.6/A.7: facility 10 (security/authorization), severity 5 (notice) => <85>.
 SYSLOG_FACILITY = 10

@@ -14,7 +14,9 @@ import click
 from dicomtls import __version__
 from dicomtls.cli import certs, client, doctor, serve
 from dicomtls.dimse.part10 import Part10Error
+from dicomtls.logs import PRINTABLE
 from dicomtls.net.association import AssociationError
+from dicomtls.text import printable
 from dicomtls.tls.errors import TLSError
 
 __all__ = ["cli", "main"]
@@ -32,9 +34,12 @@ def cli(debug: bool) -> None:
       dicomtls echo localhost 2762 ...    # as printed
       dicomtls store localhost 2762 ./folder --called-ae DICOMTLS
     """
+    handler = logging.StreamHandler()
+    handler.addFilter(PRINTABLE)  # every logger's lines, asyncio's too, escaped like ours
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[handler],
     )
 
 
@@ -75,7 +80,7 @@ def main() -> None:
     except _EXPECTED as exc:
         if debug:
             raise
-        click.echo(f"dicomtls: error: {exc}", err=True)
+        click.echo(f"dicomtls: error: {printable(str(exc))}", err=True)  # may quote a peer
         sys.exit(1)
     except Exception as exc:  # a bug of ours: still one line, with the way to see more
         if debug:

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from dicomtls.cli.render import make_console, print_session, verify_printer
+from dicomtls.cli.render import make_console, print_session, shown, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.dimse.part10 import Part10Error, read_header
 from dicomtls.dimse.status import status_name
@@ -93,7 +93,8 @@ def echo(
                                   "tls": _session_json(assoc)}))  # fmt: skip
             else:
                 console.print(
-                    f"C-ECHO {host}:{port} ({called_ae}): {status_name(status)} in {elapsed * 1000:.0f} ms"
+                    f"C-ECHO {shown(host)}:{port} ({shown(called_ae)}): {status_name(status)} "
+                    f"in {elapsed * 1000:.0f} ms"
                 )
         return 0 if status == 0 else 1
 
@@ -185,7 +186,7 @@ def _store_summary(
     for path, outcome in results:
         if outcome != 0:
             reason = status_name(outcome) if isinstance(outcome, int) else outcome
-            console.print(f"[red]failed[/red] {path}: {reason}")
+            console.print(f"[red]failed[/red] {shown(path)}: {shown(reason)}")
     rate = total / elapsed / 1e6 if elapsed else 0.0
     console.print(f"{total / 1e6:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s)")
 
@@ -245,8 +246,8 @@ def find(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, a
         ]
         for column in columns:
             table.add_column(column)
-        for match in matches:
-            table.add_row(*(str(match.get(c, "")) for c in columns))
+        for match in matches:  # the peer's values: markup and control characters escaped
+            table.add_row(*(shown(match.get(c, "")) for c in columns))
         console.print(table)
         return 0
 

@@ -18,7 +18,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from rich.console import Console
 from rich.table import Table
 
-from dicomtls.cli.render import make_console, session_table
+from dicomtls.cli.render import make_console, session_table, shown
 from dicomtls.net.association import AssociationError, associate, proposals_for
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
@@ -128,12 +128,12 @@ async def _demo(console: Console, directory: Path) -> bool:
                                        called_ae="DICOMTLS") as assoc:  # fmt: skip
                 await assoc.echo()
         except (TLSHandshakeError, AssociationError) as error:
-            console.print(f"[red]client side:[/red] {error}")
+            console.print(f"[red]client side:[/red] {shown(error)}")
         console.print("[bold]The server's verify callback saw:[/bold]")
         console.print("\n".join(callback_lines), markup=False, highlight=False)
         server_failure = failures[0] if failures else None
         if server_failure is not None:
-            console.print(f"[red]server log line:[/red] {server_failure}", highlight=False)
+            console.print(f"[red]server log line:[/red] {shown(server_failure)}", highlight=False)
         expected &= (
             server_failure is not None
             and server_failure.verify_error is not None

@@ -9,7 +9,7 @@ import json
 import click
 from rich.table import Table
 
-from dicomtls.cli.render import make_console
+from dicomtls.cli.render import make_console, shown
 from dicomtls.cli.tlsopts import DEFAULT_PKI, TLSOptions, tls_options
 from dicomtls.doctor import DoctorOptions, Report, Verdict, diagnose
 from dicomtls.pki import PKIFiles
@@ -21,7 +21,9 @@ _COLOURS = {Verdict.PASS: "green", Verdict.WARN: "yellow", Verdict.FAIL: "red", 
 
 
 def render(report: Report) -> Table:
-    table = Table(title=f"dicomtls doctor {report.target}")
+    """The report as a table; what it found quotes the node (its certificate's names, its
+    error texts), so every cell is shown literally, never as markup or terminal control."""
+    table = Table(title=f"dicomtls doctor {shown(report.target)}")
     for column in ("step", "result", "what we found", "what to change (where)"):
         table.add_column(column, overflow="fold")
     for step in report.steps:
@@ -31,7 +33,9 @@ def render(report: Report) -> Table:
             if step.fix and step.verdict in (Verdict.WARN, Verdict.FAIL)
             else ""
         )
-        table.add_row(step.name, f"[{colour}]{step.verdict}[/{colour}]", step.summary, fix)
+        table.add_row(
+            shown(step.name), f"[{colour}]{step.verdict}[/{colour}]", shown(step.summary), shown(fix)
+        )
     return table
 
 

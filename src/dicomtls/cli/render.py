@@ -1,4 +1,9 @@
-"""How the CLI shows certificates and negotiated sessions (rich), shared by every command."""
+"""How the CLI shows certificates and negotiated sessions (rich), shared by every command.
+
+Whatever a peer chose (its certificate's names, the values it answers a query with, the
+text of an error that quotes it) goes to the terminal through :func:`shown`: rich would
+take ``[red]`` in it for markup, and a terminal would obey its control characters.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,21 @@ import sys
 from collections.abc import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.verify_error import VerifyError
 
-__all__ = ["make_console", "print_session", "session_table", "verify_printer"]
+__all__ = ["make_console", "print_session", "session_table", "shown", "verify_printer"]
+
+
+def shown(value: object) -> str:
+    """``value`` as rich markup that shows it literally: control, line-breaking and bidi
+    characters escaped (:func:`dicomtls.text.printable`), then square brackets."""
+    return escape(printable(str(value)))
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -42,7 +55,7 @@ def session_table(session: SessionInfo) -> Table:
         ("Peer certificate", peer.subject if peer else "-"),
     ]
     for name, value in rows:
-        table.add_row(name, str(value))
+        table.add_row(name, shown(value))
     return table
 
 
@@ -55,12 +68,14 @@ def verify_printer(console: Console) -> Callable[[bool, CertificateInfo, VerifyE
 
     def on_verify(ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
         console.print(
-            f"[bold]certificate at depth {cert.depth}[/bold]: {error.name}", highlight=False
+            f"[bold]certificate at depth {cert.depth}[/bold]: {shown(error.name)}",
+            highlight=False,
         )
-        console.print(str(cert), markup=False, highlight=False)
+        console.print(str(cert), markup=False, highlight=False)  # its fields come escaped
         if not error.ok:
             console.print(
-                f"[red]Error {error.name}[/red]: {error.message}\nHint: {error.hint}",
+                f"[red]Error {shown(error.name)}[/red]: {shown(error.message)}\n"
+                f"Hint: {shown(error.hint)}",
                 highlight=False,
             )
         return ok

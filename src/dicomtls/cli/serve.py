@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import tomllib
 from pathlib import Path
@@ -13,8 +12,9 @@ from typing import Any
 import click
 
 from dicomtls.audit.transport import AuditSink, AuditTrail, FileSink, parse_sink
-from dicomtls.cli.render import make_console, verify_printer
+from dicomtls.cli.render import make_console, shown, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
+from dicomtls.logs import get_logger
 from dicomtls.net.scp import Limits
 from dicomtls.node.index import Index
 from dicomtls.node.node import DEFAULT_AE_TITLE, DEFAULT_PORT, NodeConfig, start_node
@@ -31,7 +31,7 @@ from dicomtls.pki.bundle import move_ca_key_out
 __all__ = ["register"]
 
 console = make_console(stderr=True)
-log = logging.getLogger("dicomtls.node")
+log = get_logger("dicomtls.node")
 
 _SECONDS = click.FloatRange(min=0, min_open=True)
 
@@ -154,12 +154,13 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
     if not pki.exists():
         init_pki(pki.directory, key_directory=pki.key_directory)
         console.print(
-            f"created a local test PKI under {pki.directory} (CA, server and client "
-            f"certificates);\nits CA key is outside the store, in {pki.ca_key}"
+            f"created a local test PKI under {shown(pki.directory)} (CA, server and client "
+            f"certificates);\nits CA key is outside the store, in {shown(pki.ca_key)}"
         )
     console.print(
         "connect with:\n  dicomtls echo localhost "
-        f"{port} --called-ae {ae_title} --ca {pki.ca} --tls-cert {pki.chain('client')} --tls-key {pki.key('client')}"
+        f"{port} --called-ae {shown(ae_title)} --ca {shown(pki.ca)} "
+        f"--tls-cert {shown(pki.chain('client'))} --tls-key {shown(pki.key('client'))}"
     )
     return pki
 
@@ -295,8 +296,8 @@ async def _serve(config: NodeConfig) -> None:
     mode = "TLS " + config.tls.security_profile.name if config.tls else "plain TCP (no TLS)"
     if node.metrics_server is not None:
         console.print(f"metrics on http://{config.metrics_host}:{node.metrics_server.port}/metrics")
-    console.print(f"dicomtls node {config.ae_title} listening on {config.host}:{node.port} ({mode}); "
-                  f"store {config.store} ({node.index.count()} objects indexed)")  # fmt: skip
+    console.print(f"dicomtls node {shown(config.ae_title)} listening on {shown(config.host)}:{node.port} "
+                  f"({mode}); store {shown(config.store)} ({node.index.count()} objects indexed)")  # fmt: skip
     await stop.wait()
     console.print("shutting down: running transfers may finish")
     await node.close()
@@ -328,7 +329,7 @@ def index(store: Path, rebuild: bool) -> None:
     db = Index(store / "index.sqlite", mode=mode)
     with contextlib.closing(db):
         indexed, bad = db.rebuild(files)
-    console.print(f"indexed {indexed} object(s) from {store}; {bad} unreadable file(s) skipped")
+    console.print(f"indexed {indexed} object(s) from {shown(store)}; {bad} unreadable file(s) skipped")
 
 
 def register(group: click.Group) -> None:

@@ -31,6 +31,7 @@ from dicomtls.dimse.pdv import (
     message_pdvs,
     read_size,
 )
+from dicomtls.logs import get_logger
 from dicomtls.net import qr_scu
 from dicomtls.net.channel import Channel
 from dicomtls.net.gate import Gate, Refusal
@@ -66,7 +67,7 @@ __all__ = [
     "proposals_for",
 ]
 
-log = logging.getLogger("dicomtls.net")
+log = get_logger("dicomtls.net")
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"

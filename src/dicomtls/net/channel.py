@@ -10,9 +10,9 @@ opening bytes, so a TLS or HTTP client on a DICOM port is named as such.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 
+from dicomtls.logs import get_logger
 from dicomtls.net.link import SecureLink
 from dicomtls.tls.errors import TLSError
 from dicomtls.tls.flags import Side
@@ -22,7 +22,7 @@ from dicomtls.ul.errors import AbortReason, AbortSource
 
 __all__ = ["ARTIM_TIMEOUT", "Channel"]
 
-log = logging.getLogger("dicomtls.net")
+log = get_logger("dicomtls.net")
 
 ARTIM_TIMEOUT = 30.0
 

@@ -16,7 +16,6 @@ serve by raising :class:`~dicomtls.net.hooks.StatusError`.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import CommandReceived, read_size
 from dicomtls.dimse.sop_classes import Service
 from dicomtls.dimse.status import Status, status_name
+from dicomtls.logs import get_logger
 from dicomtls.net.association import (
     IMPLICIT_VR_LE,
     Association,
@@ -64,7 +64,7 @@ from dicomtls.tls.errors import TLSError
 
 __all__ = ["Dispatcher", "notify"]
 
-log = logging.getLogger("dicomtls.net")
+log = get_logger("dicomtls.net")
 
 _FAILED_SOP_INSTANCE_UID_LIST = "FailedSOPInstanceUIDList"
 

@@ -17,7 +17,6 @@ fragments are scanned in slices and dense ones give the loop back between slices
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Collection
 
@@ -29,11 +28,12 @@ from dicomtls.dimse.dataset_scan import (
     ScannedDataset,
 )
 from dicomtls.dimse.status import Status, status_name
+from dicomtls.logs import get_logger
 from dicomtls.net.hooks import StoreJob
 
 __all__ = ["InboundObject"]
 
-log = logging.getLogger("dicomtls.net")
+log = get_logger("dicomtls.net")
 
 _SOP_CLASS_UID = 0x00080016
 _SOP_INSTANCE_UID = 0x00080018

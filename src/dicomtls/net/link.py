@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import threading
 from collections import deque
@@ -23,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dicomtls.logs import get_logger
 from dicomtls.tls.engine import TLSClosed, TLSEngine
 from dicomtls.tls.errors import HandshakeStage, TLSError, TLSHandshakeError
 from dicomtls.tls.flags import Side
@@ -39,7 +39,7 @@ __all__ = [
     "serve",
 ]
 
-log = logging.getLogger("dicomtls.net")
+log = get_logger("dicomtls.net")
 
 _HIGH_WATER = 1 << 20  # pause reading the socket when this much data waits for the reader
 _RECEIVE_BUFFER = 1 << 18  # what one read of the socket may bring (asyncio's own size)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,7 @@ from dicomtls.dimse.sop_classes import (
     service_of,
 )
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
+from dicomtls.logs import get_logger
 from dicomtls.net.association import Association
 from dicomtls.net.channel import Channel
 from dicomtls.net.dispatcher import Dispatcher, notify
@@ -64,7 +64,7 @@ __all__ = [
     "storage_policy",
 ]
 
-log = logging.getLogger("dicomtls.net")
+log = get_logger("dicomtls.net")
 
 @dataclass
 class Limits:

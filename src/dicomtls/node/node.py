@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import resource
 import socket
 from collections.abc import Iterable, Mapping
@@ -21,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.audit.transport import AuditTrail
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
+from dicomtls.logs import get_logger
 from dicomtls.net.association import Association
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
@@ -39,7 +39,7 @@ from dicomtls.tls.settings import TLSSettings, as_paths
 
 __all__ = ["CertificateWatch", "NodeConfig", "RunningNode", "start_node"]
 
-log = logging.getLogger("dicomtls.node")
+log = get_logger("dicomtls.node")
 
 DEFAULT_PORT = 2762  # the DICOM port for TLS (IANA "dicom-tls")
 DEFAULT_AE_TITLE = "DICOMTLS"

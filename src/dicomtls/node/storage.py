@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import logging
 import os
 import re
 import threading
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicomtls.dimse.part10 import encode_file_header
+from dicomtls.logs import get_logger
 
 __all__ = [
     "GROUP_FILE_MODE",
@@ -56,7 +56,7 @@ __all__ = [
     "set_mode",
 ]
 
-log = logging.getLogger("dicomtls.node")
+log = get_logger("dicomtls.node")
 
 _SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
 

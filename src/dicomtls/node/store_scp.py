@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from dicomtls.dimse.command import CommandSet, Tag
 from dicomtls.dimse.dataset_scan import ScannedDataset, keyword_tag
 from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status
+from dicomtls.logs import get_logger
 from dicomtls.node.storage import DurableStore, IncomingObject, StorageError, StoredObject
 from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DurableStoreHandler", "OnStored"]
 
-log = logging.getLogger("dicomtls.node")
+log = get_logger("dicomtls.node")
 
 OnStored = Callable[[Path, Mapping[str, str], str], None]
 """Told of each object once it is on disk (e.g. to index it): its path, the kept

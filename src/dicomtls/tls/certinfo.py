@@ -3,7 +3,9 @@
 ``str(info)`` renders the seed SDK's certificate string (subject, issuer,
 validity, serial, basic constraints, the certificate purposes table), one field
 per line, followed by the facts that usually explain a failure: key type and
-size, signature hash, subjectAltNames, key usages, fingerprint.
+size, signature hash, subjectAltNames, key usages, fingerprint. Each field is escaped
+(:func:`dicomtls.text.printable`), so the string is safe to log or print whatever
+characters the certificate's names hold; the attributes keep them as they are.
 
 The purposes table reproduces OpenSSL's ``X509_check_purpose`` rules
 (crypto/x509/v3_purp.c), the same table ``openssl x509 -purpose`` prints, so
@@ -21,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from dicomtls.text import printable
 
 __all__ = ["PURPOSE_NAMES", "CertificateInfo", "Purpose", "key_facts"]
 
@@ -441,7 +445,9 @@ class CertificateInfo:
         eku = ", ".join(self.extended_key_usage) if self.extended_key_usage else "absent"
         lines.append(f"Extended Key Usage: {eku}")
         lines.append(f"SHA-256 Fingerprint: {self.sha256_fingerprint}")
-        return "\n".join(lines)
+        # The names are the issuer's (or an attacker's) choice: one field stays one line,
+        # whatever control or bidi characters it holds.
+        return "\n".join(printable(line) for line in lines)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view, for ``--json`` output, audit records and ``doctor``."""

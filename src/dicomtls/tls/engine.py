@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
+from dicomtls.logs import get_logger
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.errors import (
     HandshakeStage,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TLSClosed", "TLSEngine", "VerifyCall"]
 
-log = logging.getLogger("dicomtls.tls")
+log = get_logger("dicomtls.tls")
 
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
 _RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read returns

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from dicomtls.logs import get_logger
 from dicomtls.tls.errors import TLSError
 from dicomtls.tls.flags import Side
 from dicomtls.tls.settings import TLSSettings, as_paths
 
 __all__ = ["ReloadingSettings", "expiry_warning"]
 
-log = logging.getLogger("dicomtls.tls")
+log = get_logger("dicomtls.tls")
 
 EXPIRY_WARNING_DAYS = 30
 

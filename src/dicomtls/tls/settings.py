@@ -9,13 +9,13 @@ there, not a mystery at handshake time. Defaults follow DICOM PS3.15 B.12
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicomtls.logs import get_logger
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import CipherSuite, lookup_cipher
 from dicomtls.tls.errors import SettingsError
@@ -27,7 +27,7 @@ from dicomtls.tls.verify_error import VerifyError
 
 __all__ = ["DEFAULT_VERIFY", "TLSSettings", "VerifyCallback"]
 
-log = logging.getLogger("dicomtls.tls")
+log = get_logger("dicomtls.tls")
 
 VerifyCallback = Callable[[bool, CertificateInfo, VerifyError], bool]
 """The seed's OnVerify: ``(ok, certificate, error) -> continue?``; return ``ok`` for the default."""
