@@ -32,7 +32,14 @@ from dicomtls.dimse.status import Status
 from dicomtls.net.hooks import StatusError
 from dicomtls.net.qr_scu import QueryModel
 
-__all__ = ["INDEXED_KEYWORDS", "LEVEL_KEYS", "Index", "InstanceFacts", "QueryError"]
+__all__ = [
+    "INDEXED_KEYWORDS",
+    "LEVEL_KEYS",
+    "MAX_MATCH_LENGTH",
+    "Index",
+    "InstanceFacts",
+    "QueryError",
+]
 
 
 class QueryError(StatusError):
