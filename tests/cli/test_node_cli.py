@@ -18,7 +18,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from ..node.test_storage import STUDY_UID, _make_file
+from ..node.test_storage import SERIES_UID, STUDY_UID, _make_file
 
 EXE = str(Path(sys.executable).with_name("dicomtls"))
 ENV = {**os.environ, "COLUMNS": "200"}  # wide tables whatever terminal the tests run in
@@ -187,7 +187,7 @@ def test_index_survives_restart_and_is_rebuilt_from_files(tmp_path: Path) -> Non
     third = Node(tmp_path)
     try:
         found = run("find", "127.0.0.1", str(third.port), "--level", "image", "-k", f"StudyInstanceUID={STUDY_UID}",
-                    "-k", "SeriesInstanceUID", "-k", "SOPInstanceUID", "--json", cwd=tmp_path)  # fmt: skip
+                    "-k", f"SeriesInstanceUID={SERIES_UID}", "-k", "SOPInstanceUID", "--json", cwd=tmp_path)  # fmt: skip
         assert len(json.loads(found.stdout)) == 3
     finally:
         third.stop()

@@ -158,13 +158,18 @@ class SentObject:
     uid: str
 
 
+def series_uid(study_uid: str) -> str:
+    """The one series of each study ``make_object`` makes."""
+    return generate_uid(entropy_srcs=[study_uid])
+
+
 def make_object(path: Path, pixels: int, study_uid: str, seed: int) -> SentObject:
     """Like ``tests/node/test_storage._make_file`` with distinct random pixels, fast for MBs."""
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
     ds.PatientName, ds.PatientID = "Durable^Dora", "DUR1"
-    series_uid = generate_uid(entropy_srcs=[study_uid])  # one series per study
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, series_uid, "CT"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid(study_uid)
+    ds.Modality = "CT"
     ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, pixels // 1000, 1000, 1
     ds.PixelData = random.Random(seed).randbytes(pixels // 1000 * 1000)
     ds.file_meta = FileMetaDataset()

@@ -34,6 +34,7 @@ from .helpers import (
     make_object,
     on_disk,
     partial_objects,
+    series_uid,
     serving,
 )
 
@@ -115,6 +116,7 @@ async def _find_images(node: Serve, store: Path, study_uid: str) -> tuple[int, s
         query.QueryRetrieveLevel, query.StudyInstanceUID, query.SOPInstanceUID = (
             "IMAGE", study_uid, "",
         )  # fmt: skip
+        query.SeriesInstanceUID = series_uid(study_uid)
         found = [str(match.SOPInstanceUID) async for match in assoc.find(query)]
     finally:
         await assoc.release()

@@ -24,6 +24,7 @@ from .helpers import (
     leftovers,
     make_object,
     on_disk,
+    series_uid,
     serving,
 )
 
@@ -64,7 +65,7 @@ def test_restart_indexes_what_a_crash_caught_between_commit_and_index(tmp_path: 
             try:
                 query = Dataset()
                 query.QueryRetrieveLevel, query.StudyInstanceUID = "IMAGE", study
-                query.SOPInstanceUID = ""
+                query.SeriesInstanceUID, query.SOPInstanceUID = series_uid(study), ""
                 found = {str(m.SOPInstanceUID) async for m in assoc.find(query)}
                 assert await assoc.store(partial.path) == SUCCESS  # and it takes new objects
                 return found

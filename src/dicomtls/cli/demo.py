@@ -36,15 +36,18 @@ __all__ = ["make_ct", "run_demo"]
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
+def _series_of(study_uid: str) -> str:
+    """The one series of a demonstration study (pydicom's prefix: with prefix=None,
+    generate_uid ignores the entropy and every object got a series of its own)."""
+    return generate_uid(entropy_srcs=[study_uid])
+
+
 def make_ct(path: Path, patient: str, study_uid: str, number: int) -> None:
     """A small but complete CT object (64x64, 16 bit) for demonstrations."""
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = UID(CT), generate_uid()
     ds.PatientName, ds.PatientID = patient, "DEMO-" + patient.split("^")[0].upper()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = (
-        study_uid,
-        generate_uid(prefix=None, entropy_srcs=[study_uid]),
-    )
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, _series_of(study_uid)
     ds.StudyDate, ds.Modality, ds.InstanceNumber = "20261124", "CT", number
     ds.Rows = ds.Columns = 64
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.SamplesPerPixel = 16, 16, 15, 1
@@ -108,7 +111,8 @@ async def _demo(console: Console, directory: Path) -> bool:
             stored = [await assoc.store(f) for f in files]
             query = Dataset()
             query.QueryRetrieveLevel, query.StudyInstanceUID = "IMAGE", study
-            query.SeriesInstanceUID = query.SOPInstanceUID = query.InstanceNumber = ""
+            query.SeriesInstanceUID = _series_of(study)  # an image query names its series
+            query.SOPInstanceUID = query.InstanceNumber = ""
             found = [m async for m in assoc.find(query)]
             console.print(f"C-ECHO: 0x{echo:04X}; C-STORE of {len(files)} objects: "
                           f"{', '.join(f'0x{s:04X}' for s in stored)}")  # fmt: skip

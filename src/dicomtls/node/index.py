@@ -5,41 +5,69 @@ C.6.2.1, the required and unique keys of the Patient Root and Study Root models)
 Higher levels are answered by grouping instance rows. The index lives inside the
 store (``index.sqlite``), survives restarts, and :meth:`Index.rebuild` recreates it
 from the files alone, because the files, not the index, are the truth.
+
+Queries and retrievals follow the baseline (hierarchical) behaviour of PS3.4 C.4: the
+node negotiates no relational queries or retrievals, so an identifier must name a single
+entity at each level above its own by that level's unique key (C.4.1.2.1, C.4.2.2.1,
+C.4.3.2.1). One that does not is refused with :class:`QueryError`, never widened to
+"everything": 0xA900, Identifier does not match SOP Class (C.4.1.1.4, C.4.2.1.5).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from dicomtls.dimse.datasets import keyword_texts
+from dicomtls.dimse.status import Status
+from dicomtls.net.hooks import StatusError
+from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.storage import PRIVATE_FILE_MODE, check_file_mode, create_file, set_mode
 
-__all__ = ["INDEXED_KEYWORDS", "LEVEL_KEYS", "Index", "InstanceFacts", "QueryError"]
+__all__ = [
+    "INDEXED_KEYWORDS",
+    "LEVEL_KEYS",
+    "MAX_MATCH_LENGTH",
+    "Index",
+    "InstanceFacts",
+    "QueryError",
+]
 
 
-class QueryError(ValueError):
-    """A C-FIND identifier we cannot run (unknown level, missing unique keys)."""
+class QueryError(StatusError):
+    """An identifier the node will not run, and the PS3.4 status that answers it.
+
+    By default 0xA900, Identifier does not match SOP Class (PS3.4 C.4.1.1.4, C.4.2.1.5,
+    C.4.3.1.4): what the information model does not allow (an unknown level, a unique key
+    missing above the level, a list where one value belongs). A :class:`StatusError`, so
+    the dispatcher answers it and logs the reason in one line naming the peer.
+    """
+
+    def __init__(self, reason: str, status: int = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS) -> None:
+        super().__init__(status, reason)
 
 
 @dataclass(frozen=True)
 class _Column:
     keyword: str
     column: str
-    kind: str = "text"  # "text" (wildcards), "uid" (list), "date", "time"
+    kind: str = "text"  # "text" and "name" (wildcards), "uid" (list), "date", "time"
 
 
 _COLUMNS = (
     _Column("PatientID", "patient_id"),
-    _Column("PatientName", "patient_name"),
+    _Column("PatientName", "patient_name", "name"),
     _Column("PatientBirthDate", "patient_birth_date", "date"),
     _Column("PatientSex", "patient_sex"),
     _Column("StudyInstanceUID", "study_uid", "uid"),
@@ -48,7 +76,7 @@ _COLUMNS = (
     _Column("AccessionNumber", "accession_number"),
     _Column("StudyID", "study_id"),
     _Column("StudyDescription", "study_description"),
-    _Column("ReferringPhysicianName", "referring_physician"),
+    _Column("ReferringPhysicianName", "referring_physician", "name"),
     _Column("SeriesInstanceUID", "series_uid", "uid"),
     _Column("SeriesNumber", "series_number"),
     _Column("Modality", "modality"),
@@ -78,6 +106,18 @@ _UNIQUE = {
     "SERIES": "SeriesInstanceUID",
     "IMAGE": "SOPInstanceUID",
 }
+#: Each model's levels, top first. Study Root has no patient level: the attributes of
+#: patients are attributes of studies (PS3.4 C.3.2).
+_MODEL_LEVELS = {
+    QueryModel.PATIENT_ROOT: _LEVELS,
+    QueryModel.STUDY_ROOT: _LEVELS[1:],
+}
+_MODEL_NAMES = {QueryModel.PATIENT_ROOT: "Patient Root", QueryModel.STUDY_ROOT: "Study Root"}
+_LEVEL_TAG = 0x00080052  # QueryRetrieveLevel
+_LEVEL_OF = {keyword: level for level, keys in LEVEL_KEYS.items() for keyword in keys}
+#: A longer matching value is refused (our limit; PS3.4 C.2.2.2 lets a key exceed its VR's
+#: length, but no stored value comes near this, and a wildcard pattern costs per character).
+MAX_MATCH_LENGTH = 1024
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
@@ -91,10 +131,46 @@ CREATE INDEX IF NOT EXISTS by_series ON instances (series_uid);
 """
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    return str(value).strip()
+def _shown(values: Sequence[str]) -> str:
+    """A peer's values for a log line: as sent (backslash between), quoted, escaped (repr),
+    cut short."""
+    text = "\\".join(values)
+    return repr(text if len(text) <= 64 else text[:64] + "...")
+
+
+def _is_pattern(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _values(element: DataElement) -> list[str]:
+    """An identifier element's values as text; [] for zero length (universal matching)."""
+    value = element.value
+    if element.VR == "SQ" or isinstance(value, bytes | bytearray):
+        raise QueryError(f"{element.keyword} as {element.VR}: a matching key here is text")
+    items = list(value) if isinstance(value, MultiValue) else [value]
+    texts = ["" if item is None else str(item).strip(" \x00") for item in items]
+    return [] if texts == [""] else texts
+
+
+def _check_values(keyword: str, values: Sequence[str]) -> None:
+    """What PS3.4 C.2.2.2 allows a key: more values than its VM (1 for every key here) only
+    as a List of UID Matching (C.2.2.2.2), each item one UID. Anything else is refused: a
+    multi-valued PatientName is not a list to match against, and no other type defines it."""
+    if _BY_KEYWORD[keyword].kind == "uid":
+        if len(values) > 1 and "" in values:
+            raise QueryError(f"{keyword}: an empty item in a list of UIDs (PS3.4 C.2.2.2.2)")
+        return
+    if len(values) > 1:
+        raise QueryError(
+            f"{keyword} with {len(values)} values: only UID keys take a list (List of UID "
+            "Matching, PS3.4 C.2.2.2.2), this one matches a single value"
+        )
+    if values and len(values[0]) > MAX_MATCH_LENGTH:
+        raise QueryError(
+            f"{keyword}: a matching value of {len(values[0]):,} characters, over the node's "
+            f"limit of {MAX_MATCH_LENGTH:,}",
+            Status.UNABLE_TO_PROCESS,
+        )
 
 
 def _wildcard_to_like(pattern: str) -> str:
@@ -102,12 +178,14 @@ def _wildcard_to_like(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _condition(column: _Column, value: str) -> tuple[str, list[str]]:
-    """SQL for one matching key (PS3.4 C.2.2.2): single value, wildcard, UID list, range."""
+def _condition(column: _Column, values: Sequence[str]) -> tuple[str, list[str]]:
+    """SQL for one matching key (PS3.4 C.2.2.2): single value, UID list, wildcard, range."""
     name = column.column
-    if column.kind == "uid" and "\\" in value:
-        uids = [u for u in value.split("\\") if u]
-        return f"{name} IN ({', '.join('?' * len(uids))})", uids
+    if column.kind == "uid":
+        if len(values) > 1:  # each UID may generate a match; one parameter, however many
+            return f"{name} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
+        return f"{name} = ?", list(values)
+    (value,) = values
     if column.kind in ("date", "time") and "-" in value:
         low, _, high = value.partition("-")
         parts, args = [], []
@@ -118,9 +196,103 @@ def _condition(column: _Column, value: str) -> tuple[str, list[str]]:
             parts.append(f"{name} <= ?")
             args.append(high)
         return " AND ".join(parts) or "1", args
-    if column.kind == "text" and ("*" in value or "?" in value):
+    if column.kind == "name" and _is_pattern(value):  # PN: case-insensitive (C.2.2.2.1.1)
         return f"{name} LIKE ? ESCAPE '\\'", [_wildcard_to_like(value)]
+    if column.kind == "text" and _is_pattern(value):  # case-sensitive (C.2.2.2.4)
+        return f"{name} GLOB ?", [value.replace("[", "[[]")]
     return f"{name} = ?", [value]
+
+
+@dataclass(frozen=True)
+class _Identifier:
+    """A C-FIND, C-MOVE or C-GET identifier read against one information model."""
+
+    level: str
+    levels: tuple[str, ...]
+    """The model's levels, top first."""
+    keys: dict[str, list[str]]
+    """Each indexed key in the identifier -> its values ([] for universal matching)."""
+
+    @classmethod
+    def read(cls, identifier: Dataset, model: QueryModel) -> _Identifier:
+        levels = _MODEL_LEVELS[model]
+        element = identifier.get(_LEVEL_TAG)  # a tag gives the element, not its value
+        if element is None:
+            raise QueryError(
+                "no QueryRetrieveLevel (0008,0052), which every Query/Retrieve identifier "
+                "carries (PS3.4 C.4.1.1.3.1, C.4.2.1.4.1)"
+            )
+        given = _values(element)
+        level = given[0].upper() if len(given) == 1 else ""
+        if level not in levels:
+            raise QueryError(
+                f"QueryRetrieveLevel {_shown(given)} is none of the "
+                f"{_MODEL_NAMES[model]} levels ({', '.join(levels)})"
+            )
+        keys = {e.keyword: _values(e) for e in identifier if e.keyword in _BY_KEYWORD}
+        for keyword, values in keys.items():
+            _check_values(keyword, values)
+        return cls(level, levels, keys)
+
+    @property
+    def depth(self) -> int:
+        return self.levels.index(self.level)
+
+    def level_of(self, keyword: str) -> str:
+        """The level a key belongs to in this model (Study Root: patients' at the study's)."""
+        level = _LEVEL_OF[keyword]
+        return level if level in self.levels else self.levels[0]
+
+    def _unique_keys_above(self, clause: str) -> list[str]:
+        """A single value in the unique key of each level above, else QueryError: a baseline
+        request names one entity at each of them (hierarchical, not relational)."""
+        for above in self.levels[: self.depth]:
+            unique = _UNIQUE[above]
+            values = self.keys.get(unique, [])
+            if not values:
+                raise QueryError(
+                    f"{self.level} level without {unique}, the unique key of the {above} "
+                    f"level above it: each level above needs a single value there ({clause})"
+                )
+            if len(values) > 1 or _is_pattern(values[0]):
+                raise QueryError(
+                    f"{self.level} level with {unique} {_shown(values)}: the "
+                    f"unique key of the {above} level above it takes a single value, not a "
+                    f"list or a pattern ({clause})"
+                )
+        return [_UNIQUE[above] for above in self.levels[: self.depth]]
+
+    def find_keys(self) -> list[str]:
+        """What C-FIND matches on (PS3.4 C.4.1.3.1.1): the unique keys above, every key of the
+        level. A value in a key of another level asks for a relational query: refused."""
+        above = self._unique_keys_above("PS3.4 C.4.1.2.1")
+        for keyword, values in self.keys.items():
+            at = self.level_of(keyword)
+            if at == self.level or keyword in above or not values or values == ["*"]:
+                continue
+            where = "above" if self.levels.index(at) < self.depth else "below"
+            raise QueryError(
+                f"{keyword} {_shown(values)} is a key of the {at} level, {where} "
+                f"the {self.level} level of the query: a baseline C-FIND matches the unique "
+                "keys of the levels above and the keys of its own level (PS3.4 C.4.1.2.1, "
+                "C.4.1.3.1.1)"
+            )
+        return [*above, *(k for k in self.keys if self.level_of(k) == self.level)]
+
+    def retrieve_keys(self) -> list[str]:
+        """What C-MOVE and C-GET select by (PS3.4 C.4.2.3.1): the unique keys of the level and
+        those above; other keys have no part in a retrieval (C.2.2.1.2) and are ignored."""
+        clause = "PS3.4 C.4.2.2.1, C.4.3.2.1"
+        above = self._unique_keys_above(clause)
+        unique = _UNIQUE[self.level]
+        values = self.keys.get(unique, [])
+        if not values or any(_is_pattern(v) for v in values):
+            given = "no value" if not values else _shown(values)
+            raise QueryError(
+                f"{self.level} level with {given} in {unique}: a retrieval names what it "
+                f"sends by one value, or a list of UIDs, in the unique key of its level ({clause})"
+            )
+        return [*above, unique]
 
 
 class InstanceFacts(NamedTuple):
@@ -193,25 +365,34 @@ class Index:
             self._db.execute("COMMIT")
         return indexed, bad
 
-    def find(self, identifier: Dataset) -> Iterator[Dataset]:
-        """C-FIND: one identifier per match at the requested level, with the asked-for keys."""
-        level = _text(identifier.get("QueryRetrieveLevel")).upper()
-        if level not in _LEVELS:
-            raise QueryError(f"unknown QueryRetrieveLevel {level!r}")
-        depth = _LEVELS.index(level)
-        group_column = _BY_KEYWORD[_UNIQUE[level]].column
-        where, args = self._where(identifier)
-        requested = [e.keyword for e in identifier if e.keyword in _BY_KEYWORD]
-        visible = {k for lv in _LEVELS[: depth + 1] for k in LEVEL_KEYS[lv]}
-        returned = [k for k in requested if k in visible]
-        columns = ", ".join(_BY_KEYWORD[k].column for k in returned) or group_column
-        sql = f"SELECT {columns} FROM instances WHERE {where} GROUP BY {group_column} ORDER BY MIN(rowid)"
+    def find(self, identifier: Dataset, model: QueryModel) -> Iterator[Dataset]:
+        """C-FIND by the hierarchical search (PS3.4 C.4.1.3.1.1): one identifier per match at
+        the requested level, with the asked-for keys of that level and those above.
+
+        Raises :class:`QueryError` at once (not on the first match) for an identifier a
+        baseline C-FIND does not allow.
+        """
+        query = _Identifier.read(identifier, model)
+        where, args = self._where(query.keys, query.find_keys())
+        visible = {k for k in _BY_KEYWORD if query.levels.index(query.level_of(k)) <= query.depth}
+        returned = [k for k in query.keys if k in visible]
+        path = [_BY_KEYWORD[_UNIQUE[level]].column for level in query.levels[: query.depth + 1]]
+        columns = ", ".join(_BY_KEYWORD[k].column for k in returned) or path[-1]
+        sql = (
+            f"SELECT {columns} FROM instances WHERE {where} "
+            f"GROUP BY {', '.join(path)} ORDER BY MIN(rowid)"
+        )
+        return self._matches(sql, args, query.level, returned, "SpecificCharacterSet" in identifier)
+
+    def _matches(
+        self, sql: str, args: list[str], level: str, returned: list[str], charset: bool
+    ) -> Iterator[Dataset]:
         for row in self._db.execute(sql, args):
             match = Dataset()
             match.QueryRetrieveLevel = level
             for keyword, value in zip(returned, row, strict=False):
                 setattr(match, keyword, value or "")
-            if "SpecificCharacterSet" in identifier:
+            if charset:
                 match.SpecificCharacterSet = "ISO_IR 192"
             yield match
 
@@ -231,20 +412,24 @@ class Index:
                 facts.extend(InstanceFacts(*row) for row in rows)
         return facts
 
-    def files(self, identifier: Dataset) -> list[Path]:
-        """C-MOVE/C-GET: the files of every instance the identifier selects."""
-        where, args = self._where(identifier)
+    def files(self, identifier: Dataset, model: QueryModel) -> list[Path]:
+        """C-MOVE/C-GET: the files of every instance the identifier's unique keys select
+        (PS3.4 C.4.2.3.1); :class:`QueryError` for one a baseline retrieval does not allow."""
+        query = _Identifier.read(identifier, model)
+        where, args = self._where(query.keys, query.retrieve_keys())
         rows = self._db.execute(f"SELECT path FROM instances WHERE {where} ORDER BY rowid", args)
         return [Path(r[0]) for r in rows]
 
-    def _where(self, identifier: Dataset) -> tuple[str, list[str]]:
+    def _where(
+        self, keys: Mapping[str, Sequence[str]], keywords: Iterable[str]
+    ) -> tuple[str, list[str]]:
+        """SQL matching ``keywords`` to their values in ``keys`` (already checked)."""
         conditions, args = ["1"], []
-        for element in identifier:
-            column = _BY_KEYWORD.get(element.keyword)
-            value = _text(element.value)
-            if column is None or not value or value == "*":
-                continue  # universal matching
-            sql, extra = _condition(column, value)
+        for keyword in keywords:
+            values = keys.get(keyword, ())
+            if not values or list(values) == ["*"]:
+                continue  # universal matching (C.2.2.2.3); "*" alone is the same (C.2.2.2.4)
+            sql, extra = _condition(_BY_KEYWORD[keyword], values)
             conditions.append(sql)
             args.extend(extra)
         return " AND ".join(conditions), args

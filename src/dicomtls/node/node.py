@@ -19,13 +19,15 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from dicomtls.audit.transport import AuditTrail
+from dicomtls.dimse.status import Status
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.logs import get_logger
 from dicomtls.net.association import Association
+from dicomtls.net.hooks import StatusError
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
-from dicomtls.node.index import INDEXED_KEYWORDS, Index, QueryError
+from dicomtls.node.index import INDEXED_KEYWORDS, Index
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
@@ -165,7 +167,10 @@ class RunningNode:
 
 
 class _QueryRetrieve:
-    """C-FIND and C-MOVE/C-GET answered from the index."""
+    """C-FIND and C-MOVE/C-GET answered from the index, in the information model of the
+    request's SOP class. An identifier the index will not run raises its
+    :class:`~dicomtls.node.index.QueryError`, a StatusError the dispatcher answers with the
+    PS3.4 status and one log line naming the peer."""
 
     def __init__(self, index: Index) -> None:
         self.index = index
@@ -173,15 +178,20 @@ class _QueryRetrieve:
     def find(
         self, association: Association, sop_class: str, identifier: Dataset
     ) -> Iterable[Dataset]:
-        try:
-            yield from self.index.find(identifier)
-        except QueryError as exc:
-            log.warning("C-FIND from %s: %s", association.peer, exc)
+        return self.index.find(identifier, _model(sop_class))
 
     def retrieve(
         self, association: Association, sop_class: str, identifier: Dataset
     ) -> Iterable[Path]:
-        return self.index.files(identifier)
+        return self.index.files(identifier, _model(sop_class))
+
+
+def _model(sop_class: str) -> QueryModel:
+    """The information model whose FIND, MOVE or GET SOP class this is."""
+    for model in QueryModel:
+        if sop_class in model.value:
+            return model
+    raise StatusError(Status.SOP_CLASS_NOT_SUPPORTED, f"{sop_class!r} is not a Q/R SOP class here")
 
 
 async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) -> RunningNode:
