@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable
 
+from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -40,7 +41,15 @@ def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
 
 
 def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:
+    """A peer's small data set, parsed now: DatasetError if it does not parse.
+
+    pydicom's value validation is off while it reads: a query's ``*`` in a UI element is
+    legal there, and a peer's values are the handler's to judge, not pydicom's to log a
+    warning per element about (a hostile identifier would flood the log).
+    """
     implicit, little = _flags(transfer_syntax)
+    settings = pydicom_config.settings
+    mode, settings.reading_validation_mode = settings.reading_validation_mode, pydicom_config.IGNORE
     try:
         dataset = read_dataset(
             io.BytesIO(bytes(data)), is_implicit_VR=implicit, is_little_endian=little
@@ -49,6 +58,8 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:
             _ = element.value
     except Exception as exc:
         raise DatasetError(f"unreadable data set: {exc}") from None
+    finally:
+        settings.reading_validation_mode = mode
     return dataset
 
 
