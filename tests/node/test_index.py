@@ -292,3 +292,43 @@ def test_a_retrieval_without_its_unique_keys_is_refused(
     refusal = _refused(index.files, _identifier(level, **keys), model)
     assert refusal.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
     assert said in str(refusal) and "C.4.2.2.1" in str(refusal)
+
+
+# -- Optional return keys computed by the index (PS3.4 C.6.1.1.2, C.6.2.1.2) ----------------
+
+
+def test_study_level_counts_modalities_and_sop_classes(index: Index) -> None:
+    found = _find(index, "STUDY", StudyInstanceUID=A_STUDY, ModalitiesInStudy="",
+                  SOPClassesInStudy="", NumberOfStudyRelatedSeries="",
+                  NumberOfStudyRelatedInstances="")  # fmt: skip
+    (study,) = found
+    assert list(study.ModalitiesInStudy) == ["CT", "MR"]
+    assert list(study.SOPClassesInStudy) == [CT, MR]
+    assert (study.NumberOfStudyRelatedSeries, study.NumberOfStudyRelatedInstances) == (2, 3)
+
+
+def test_patient_and_series_level_counts(index: Index) -> None:
+    (patient,) = _find(index, "PATIENT", PATIENT_ROOT, PatientID=A,
+                       NumberOfPatientRelatedStudies="", NumberOfPatientRelatedSeries="",
+                       NumberOfPatientRelatedInstances="")  # fmt: skip
+    counts = (
+        patient.NumberOfPatientRelatedStudies,
+        patient.NumberOfPatientRelatedSeries,
+        patient.NumberOfPatientRelatedInstances,
+    )
+    assert counts == (2, 3, 4)
+    series = _find(index, "SERIES", StudyInstanceUID=A_STUDY, SeriesInstanceUID="",
+                   NumberOfSeriesRelatedInstances="")  # fmt: skip
+    assert {s.SeriesInstanceUID: s.NumberOfSeriesRelatedInstances for s in series} == {
+        A_CT: 2,
+        A_MR: 1,
+    }
+
+
+def test_modalities_in_study_matches_studies_holding_any_of_them(index: Index) -> None:
+    mr = _find(index, "STUDY", StudyInstanceUID="", ModalitiesInStudy="MR")
+    assert _column(mr, "StudyInstanceUID") == [A_STUDY]
+    assert list(mr[0].ModalitiesInStudy) == ["CT", "MR"]  # every modality of the study
+    either = _find(index, "STUDY", StudyInstanceUID="", ModalitiesInStudy=["MR", "CT"])
+    assert sorted(_column(either, "StudyInstanceUID")) == [A_STUDY, A_STUDY2, B_STUDY]
+    assert _find(index, "STUDY", StudyInstanceUID="", ModalitiesInStudy="US") == []

@@ -113,6 +113,25 @@ _MODEL_LEVELS = {
     QueryModel.STUDY_ROOT: _LEVELS[1:],
 }
 _MODEL_NAMES = {QueryModel.PATIENT_ROOT: "Patient Root", QueryModel.STUDY_ROOT: "Study Root"}
+#: Optional return keys the index computes from the instance rows of each match
+#: (PS3.4 C.6.1.1.2 - C.6.2.1.3): level -> keyword -> SQL aggregate over the match's rows.
+#: Baseline matching never narrows a match below its own level, so the rows of a match
+#: are all the instances of that patient, study or series.
+_COMPUTED = {
+    "PATIENT": {
+        "NumberOfPatientRelatedStudies": "COUNT(DISTINCT study_uid)",
+        "NumberOfPatientRelatedSeries": "COUNT(DISTINCT series_uid)",
+        "NumberOfPatientRelatedInstances": "COUNT(*)",
+    },
+    "STUDY": {
+        "ModalitiesInStudy": "GROUP_CONCAT(DISTINCT modality)",
+        "SOPClassesInStudy": "GROUP_CONCAT(DISTINCT sop_class_uid)",
+        "NumberOfStudyRelatedSeries": "COUNT(DISTINCT series_uid)",
+        "NumberOfStudyRelatedInstances": "COUNT(*)",
+    },
+    "SERIES": {"NumberOfSeriesRelatedInstances": "COUNT(*)"},
+}
+_LISTS = frozenset({"ModalitiesInStudy", "SOPClassesInStudy"})
 _LEVEL_TAG = 0x00080052  # QueryRetrieveLevel
 _LEVEL_OF = {keyword: level for level, keys in LEVEL_KEYS.items() for keyword in keys}
 #: A longer matching value is refused (our limit; PS3.4 C.2.2.2 lets a key exceed its VR's
@@ -129,6 +148,13 @@ CREATE INDEX IF NOT EXISTS by_patient ON instances (patient_id);
 CREATE INDEX IF NOT EXISTS by_study ON instances (study_uid);
 CREATE INDEX IF NOT EXISTS by_series ON instances (series_uid);
 """
+
+
+def _values_of(identifier: Dataset, keyword: str) -> list[str]:
+    """The values given for a key the index does not match as a column ([] when absent)."""
+    if keyword not in identifier:
+        return []
+    return [v for v in _values(identifier[keyword]) if v != "*"]
 
 
 def _shown(values: Sequence[str]) -> str:
@@ -376,13 +402,20 @@ class Index:
         where, args = self._where(query.keys, query.find_keys())
         visible = {k for k in _BY_KEYWORD if query.levels.index(query.level_of(k)) <= query.depth}
         returned = [k for k in query.keys if k in visible]
+        computed = _COMPUTED.get(query.level, {})
+        counted = [k for k in computed if k in identifier]  # asked for; values carry no match
+        if query.level == "STUDY" and (modalities := _values_of(identifier, "ModalitiesInStudy")):
+            where += " AND study_uid IN (SELECT study_uid FROM instances WHERE modality IN "
+            where += f"({', '.join('?' * len(modalities))}))"  # any series of those (C.6.2.1.2)
+            args.extend(modalities)
         path = [_BY_KEYWORD[_UNIQUE[level]].column for level in query.levels[: query.depth + 1]]
-        columns = ", ".join(_BY_KEYWORD[k].column for k in returned) or path[-1]
+        columns = [_BY_KEYWORD[k].column for k in returned] + [computed[k] for k in counted]
         sql = (
-            f"SELECT {columns} FROM instances WHERE {where} "
+            f"SELECT {', '.join(columns) or path[-1]} FROM instances WHERE {where} "
             f"GROUP BY {', '.join(path)} ORDER BY MIN(rowid)"
         )
-        return self._matches(sql, args, query.level, returned, "SpecificCharacterSet" in identifier)
+        charset = "SpecificCharacterSet" in identifier
+        return self._matches(sql, args, query.level, [*returned, *counted], charset)
 
     def _matches(
         self, sql: str, args: list[str], level: str, returned: list[str], charset: bool
@@ -391,7 +424,10 @@ class Index:
             match = Dataset()
             match.QueryRetrieveLevel = level
             for keyword, value in zip(returned, row, strict=False):
-                setattr(match, keyword, value or "")
+                if keyword in _LISTS:
+                    setattr(match, keyword, sorted(str(value or "").split(",")) if value else "")
+                else:
+                    setattr(match, keyword, "" if value is None else str(value))
             if charset:
                 match.SpecificCharacterSet = "ISO_IR 192"
             yield match
