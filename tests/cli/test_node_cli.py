@@ -371,3 +371,66 @@ def test_accept_any_called_ae_answers_whatever_title_is_called(tmp_path: Path) -
         lenient.stop()
     assert done.returncode == 0, done.stderr
     assert "0x0000" in done.stdout
+
+
+def _compressed_samples(folder: Path) -> dict[str, bytes]:
+    """pydicom's own encoded files (local ones only), each under a fresh SOP instance UID
+    and one study; SOP instance UID -> the data set bytes as stored."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study = generate_uid()
+    kept = {}
+    for name in ("MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "JPEG2000.dcm",
+                 "SC_rgb_jpeg_gdcm.dcm", "MR_small.dcm"):  # fmt: skip
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.PatientID = study, "COMPRESSED"
+        ds.save_as(folder / name)
+        kept[ds.SOPInstanceUID] = _data_set(folder / name)
+    return kept
+
+
+def _data_set(path: Path) -> bytes:
+    from dicomtls.dimse.part10 import read_header
+
+    return path.read_bytes()[read_header(path).dataset_offset :]
+
+
+def test_get_brings_compressed_objects_back_as_stored(node: Node, tmp_path: Path) -> None:
+    sent = _compressed_samples(tmp_path / "compressed")
+    stored = run("store", "127.0.0.1", str(node.port), str(tmp_path / "compressed"), "--json", cwd=tmp_path)
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout)["stored"] == len(sent)
+    study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
+    got = run("get", "127.0.0.1", str(node.port), "--out", "back", "--level", "study",
+              "-k", f"StudyInstanceUID={study}", "--json", cwd=tmp_path)  # fmt: skip
+    assert got.returncode == 0, got.stderr + got.stdout
+    assert json.loads(got.stdout)["completed"] == len(sent)
+    back = {p.stem: _data_set(p) for p in (tmp_path / "back").glob("*.dcm")}
+    assert back == sent  # every data set bit for bit, in its own transfer syntax
+
+
+def test_get_in_one_syntax_converts_what_the_node_can(node: Node, tmp_path: Path) -> None:
+    sent = _compressed_samples(tmp_path / "compressed")
+    assert run("store", "127.0.0.1", str(node.port), str(tmp_path / "compressed"), cwd=tmp_path).returncode == 0
+    study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
+    got = run("get", "127.0.0.1", str(node.port), "--out", "back", "--level", "study",
+              "-k", f"StudyInstanceUID={study}", "--ts", "ExplicitVRLittleEndian", "--json",
+              cwd=tmp_path)  # fmt: skip
+    report = json.loads(got.stdout)
+    back = list((tmp_path / "back").glob("*.dcm"))
+    syntaxes = {str(pydicom.dcmread(p).file_meta.TransferSyntaxUID) for p in back}
+    assert syntaxes == {"1.2.840.10008.1.2.1"}
+    assert report["completed"] + report["failed"] == len(sent) and report["completed"] == len(back)
+
+
+def test_query_keys_and_syntaxes_are_checked(node: Node, tmp_path: Path) -> None:
+    twice = run("find", "127.0.0.1", str(node.port), "-k", "PatientName=Mü*", "-k", "PatientName",
+                cwd=tmp_path)  # fmt: skip
+    assert twice.returncode != 0 and "PatientName given twice" in twice.stderr
+    bogus = run("get", "127.0.0.1", str(node.port), "--out", "x", "-k", "StudyInstanceUID=1.2",
+                "--ts", "NotASyntax", cwd=tmp_path)  # fmt: skip
+    assert bogus.returncode != 0 and "'NotASyntax' is not a transfer syntax" in bogus.stderr

@@ -17,9 +17,17 @@ from rich.table import Table
 from dicomtls.cli.render import make_console, print_session, shown, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.dimse.part10 import Part10Error, read_header
+from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES
 from dicomtls.dimse.status import status_name
-from dicomtls.net.association import Association, associate, default_proposals, proposals_for
-from dicomtls.net.qr_scu import QueryModel
+from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED
+from dicomtls.net.association import (
+    Association,
+    AssociationError,
+    associate,
+    default_proposals,
+    proposals_for,
+)
+from dicomtls.net.qr_scu import QueryModel, retrieve_proposals
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.ul.acse import Proposal
@@ -194,8 +202,15 @@ def _store_summary(
 def _identifier(keys: tuple[str, ...], level: str) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = level.upper()
+    given: dict[str, str] = {}
     for key in keys:
         name, _, value = key.partition("=")
+        if (earlier := given.get(name.strip())) is not None:
+            raise click.BadParameter(
+                f"{name.strip()} given twice ({earlier!r}, then {key!r}): give each key once",
+                param_hint="-k",
+            )
+        given[name.strip()] = key
         try:
             setattr(ds, name.strip(), value)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -279,6 +294,49 @@ def move(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, a
     _run(run())
 
 
+def _transfer_syntax(value: str) -> str:
+    """A transfer syntax by UID or by pydicom's keyword (JPEG2000Lossless, RLELossless, ...)."""
+    import pydicom.uid
+
+    text = value.strip()
+    uid = getattr(pydicom.uid, text, None) if not text[:1].isdigit() else pydicom.uid.UID(text)
+    if not isinstance(uid, pydicom.uid.UID) or not uid.is_transfer_syntax:
+        raise click.BadParameter(
+            f"{value!r} is not a transfer syntax: give its UID or a name such as "
+            "ExplicitVRLittleEndian, JPEGLosslessSV1, JPEG2000Lossless, RLELossless",
+            param_hint="--ts",
+        )
+    return str(uid)
+
+
+async def _classes_in_study(
+    host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str,
+    identifier: Dataset, qr: QueryModel,
+) -> list[str]:  # fmt: skip
+    """The SOP classes the studies of a retrieval hold, by a study-level C-FIND for
+    SOPClassesInStudy; [] when the peer does not say (the caller proposes common ones)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    for keyword in ("PatientID", "StudyInstanceUID"):
+        if keyword in identifier:
+            setattr(query, keyword, identifier[keyword].value)
+    query.SOPClassesInStudy = ""
+    proposals = [Proposal(qr.find_uid, UNCOMPRESSED)]
+    try:
+        async with await _open(host, port, tls, ae_title, called_ae, proposals, False) as assoc:
+            found = {str(uid) for match in [m async for m in assoc.find(query, qr)]
+                     for uid in _listed(match.get("SOPClassesInStudy"))}  # fmt: skip
+    except AssociationError:
+        return []
+    return sorted(found)
+
+
+def _listed(value: object) -> list[object]:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, list | tuple) or (hasattr(value, "__iter__") and not isinstance(value, str)) else [value]
+
+
 @click.command()
 @_common
 @_qr
@@ -288,25 +346,30 @@ def move(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, a
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for the objects.",
 )
+@click.option("--ts", "syntaxes", multiple=True, metavar="SYNTAX",
+              help="Receive objects only in these transfer syntaxes (UID or name, repeatable) "
+                   "[default: every syntax a storage node takes].")  # fmt: skip
 def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool, verbose: bool,
-        keys: tuple[str, ...], level: str, model: str, out: Path) -> None:  # fmt: skip
+        keys: tuple[str, ...], level: str, model: str, out: Path, syntaxes: tuple[str, ...]) -> None:  # fmt: skip
     """Retrieve matching objects onto this association (C-GET) into a directory.
+
+    The SOP classes to receive are asked of the node first (a study-level C-FIND for
+    SOPClassesInStudy); each is proposed in every transfer syntax, so objects arrive as
+    the node stores them, compressed or not.
 
     \b
     Example:
       dicomtls get localhost 2762 --out ./retrieved --level study -k StudyInstanceUID=1.2.3
+      dicomtls get localhost 2762 --out ./retrieved --level study -k StudyInstanceUID=1.2.3 \\
+          --ts ExplicitVRLittleEndian --ts JPEG2000Lossless
     """
-    from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES, UNCOMPRESSED
-
     identifier = _identifier(keys, level)
     qr = _model(model)
+    wanted = tuple(_transfer_syntax(s) for s in syntaxes) or STORAGE_TRANSFER_SYNTAXES
 
     async def run() -> int:
-        proposals = [Proposal(qr.get_uid, UNCOMPRESSED)]
-        proposals += [
-            Proposal(uid, UNCOMPRESSED, scu_role=False, scp_role=True)
-            for uid in COMMON_STORAGE_SOP_CLASSES
-        ]
+        classes = await _classes_in_study(host, port, tls, ae_title, called_ae, identifier, qr)
+        proposals = retrieve_proposals(qr, classes or COMMON_STORAGE_SOP_CLASSES, wanted)
         async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
             result = await assoc.get(
                 identifier, DurableStoreHandler(DurableStore(out, flat=True)), qr

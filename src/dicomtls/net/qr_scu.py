@@ -8,7 +8,7 @@ never holds an object in memory.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,15 +18,26 @@ from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
 from dicomtls.dimse.pdv import CommandReceived
-from dicomtls.dimse.sop_classes import service_of
+from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES, service_of
 from dicomtls.dimse.status import Category, Status, status_category
+from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED, is_native
 from dicomtls.net.hooks import StoreJob, StoreTarget
 from dicomtls.net.inbound import InboundObject
+from dicomtls.net.outbound import MAX_CONTEXTS
+from dicomtls.ul.acse import Proposal
 
 if TYPE_CHECKING:
     from dicomtls.net.association import Association, DatasetSink
 
-__all__ = ["QueryModel", "RetrieveResult", "StoreTarget", "find", "get", "move"]
+__all__ = [
+    "QueryModel",
+    "RetrieveResult",
+    "StoreTarget",
+    "find",
+    "get",
+    "move",
+    "retrieve_proposals",
+]
 
 
 class QueryModel(enum.Enum):
@@ -70,6 +81,43 @@ class RetrieveResult:
     @property
     def ok(self) -> bool:
         return status_category(self.status) is Category.SUCCESS
+
+
+def retrieve_proposals(
+    model: QueryModel,
+    sop_classes: Sequence[str] = COMMON_STORAGE_SOP_CLASSES,
+    transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
+) -> list[Proposal]:
+    """What a C-GET proposes: its own context, and for each storage class the SCP role (we
+    receive) in every syntax of ``transfer_syntaxes``.
+
+    A peer accepts one syntax per context and sends each object as it is stored, or not
+    at all if it cannot convert; so every syntax gets a context of its own: natives
+    together (any of them will do), each compressed one alone. Within the 128 contexts of
+    an association, a class's compressed syntaxes share one context before classes are
+    dropped (learn the classes first: a study-level C-FIND's SOPClassesInStudy).
+    """
+    native = tuple(s for s in transfer_syntaxes if is_native(s)) or UNCOMPRESSED
+    encapsulated = [s for s in transfer_syntaxes if not is_native(s)]
+    get = Proposal(model.get_uid, UNCOMPRESSED)
+
+    def receive(sop_class: str, syntaxes: Sequence[str]) -> Proposal:
+        return Proposal(sop_class, tuple(syntaxes), scu_role=False, scp_role=True)
+
+    each = [
+        [receive(c, native), *(receive(c, (s,)) for s in encapsulated)] for c in sop_classes
+    ]
+    if 1 + sum(len(contexts) for contexts in each) > MAX_CONTEXTS:
+        each = [
+            [receive(c, native), *([receive(c, encapsulated)] if encapsulated else [])]
+            for c in sop_classes
+        ]
+    proposals = [get]
+    for contexts in each:
+        if len(proposals) + len(contexts) > MAX_CONTEXTS:
+            break
+        proposals += contexts
+    return proposals
 
 
 def _context(association: Association, sop_class: str) -> tuple[int, str]:
