@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from dicomtls.errors import ConnectError, DicomTLSError
 from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
 from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError
 from dicomtls.tls.flags import VerifyFlags
@@ -172,14 +173,19 @@ def test_tls_client_on_plain_port_is_named(matrix_pki: MatrixPKI) -> None:
     assert "answered our TLS ClientHello with a plain DICOM A-ABORT" in error.reason
 
 
-def test_connection_refused_is_a_connect_stage_error(matrix_pki: MatrixPKI) -> None:
+@pytest.mark.parametrize("tls", [True, False])
+def test_connection_refused_is_a_connect_error_not_a_handshake_error(
+    matrix_pki: MatrixPKI, tls: bool
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(TLSHandshakeError) as caught:
-        asyncio.run(connect("127.0.0.1", port, matrix_pki.settings("client", PEER_FAIL)))
-    assert caught.value.stage is HandshakeStage.CONNECT
-    assert f"127.0.0.1:{port}" in str(caught.value)
+    settings = matrix_pki.settings("client", PEER_FAIL) if tls else None
+    with pytest.raises(ConnectError) as caught:
+        asyncio.run(connect("127.0.0.1", port, settings))
+    assert not isinstance(caught.value, TLSHandshakeError)
+    assert isinstance(caught.value, DicomTLSError) and isinstance(caught.value, ConnectionError)
+    assert f"127.0.0.1:{port}" in str(caught.value) and "TCP connection failed" in str(caught.value)
 
 
 def test_hostname_check_by_dns_name_and_sni(matrix_pki: MatrixPKI) -> None:

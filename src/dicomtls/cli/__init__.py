@@ -13,11 +13,9 @@ import click
 
 from dicomtls import __version__
 from dicomtls.cli import certs, client, doctor, serve
-from dicomtls.dimse.part10 import Part10Error
+from dicomtls.errors import DicomTLSError
 from dicomtls.logs import PRINTABLE
-from dicomtls.net.association import AssociationError
 from dicomtls.text import printable
-from dicomtls.tls.errors import TLSError
 
 __all__ = ["cli", "main"]
 
@@ -61,7 +59,7 @@ serve.register(cli)
 certs.register(cli)
 doctor.register(cli)
 
-_EXPECTED = (TLSError, AssociationError, Part10Error, OSError, ValueError)
+_EXPECTED = (DicomTLSError, OSError, ValueError)
 
 
 def main() -> None:

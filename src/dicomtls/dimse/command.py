@@ -13,6 +13,8 @@ import struct
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from dicomtls.errors import DicomTLSError
+
 __all__ = [
     "NO_DATASET",
     "CommandError",
@@ -29,7 +31,7 @@ __all__ = [
 NO_DATASET = 0x0101
 
 
-class CommandError(ValueError):
+class CommandError(DicomTLSError, ValueError):
     """A command set that cannot be understood; the SCP answers it with status 0xC000-ish."""
 
     def __init__(self, message: str, tag: int | None = None) -> None:

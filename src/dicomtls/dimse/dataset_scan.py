@@ -27,6 +27,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID
 
 from dicomtls.dimse.part10 import LONG_VRS
+from dicomtls.errors import DicomTLSError
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -96,7 +97,7 @@ def _structs(little_endian: bool) -> tuple[struct.Struct, struct.Struct, struct.
     )
 
 
-class DatasetScanError(ValueError):
+class DatasetScanError(DicomTLSError, ValueError):
     """The bytes are not a data set in the transfer syntax they were sent in."""
 
 

@@ -17,13 +17,15 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 
+from dicomtls.errors import DicomTLSError
+
 __all__ = ["DatasetError", "decode_dataset", "encode_dataset", "keyword_texts"]
 
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 
 
-class DatasetError(ValueError):
+class DatasetError(DicomTLSError, ValueError):
     """A data set pydicom cannot parse: answered with a DIMSE failure status, not a crash."""
 
 

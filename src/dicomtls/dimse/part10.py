@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from dicomtls.errors import DicomTLSError
+
 __all__ = ["LONG_VRS", "Part10Error", "Part10Header", "encode_file_header", "iter_blocks", "read_header"]
 
 BLOCK_SIZE = 1 << 20  # 1 MiB reads: few syscalls, bounded memory
@@ -33,7 +35,7 @@ _WANTED = {
 }
 
 
-class Part10Error(ValueError):
+class Part10Error(DicomTLSError, ValueError):
     """A file that is not a readable DICOM Part 10 file."""
 
 

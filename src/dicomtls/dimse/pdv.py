@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from dicomtls.dimse.command import CommandError, CommandSet, decode_command, has_dataset
+from dicomtls.errors import DicomTLSError
 from dicomtls.ul.pdu import MCH_COMMAND, MCH_LAST, PDV
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 UNLIMITED_PDV_DATA = 4 << 20
 
 
-class MessageError(ValueError):
+class MessageError(DicomTLSError, ValueError):
     """PDVs that do not form a valid DIMSE message (PS3.8 Annex E rules)."""
 
 

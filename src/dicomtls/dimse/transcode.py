@@ -22,6 +22,7 @@ from dicomtls.dimse.transfer_syntax import (
     is_native,
     syntax_name,
 )
+from dicomtls.errors import DicomTLSError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -35,7 +36,7 @@ TARGETS: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE)
 _WORDS = {"OW": "H", "OF": "f", "OL": "I", "OD": "d", "OV": "Q"}
 
 
-class TranscodeError(ValueError):
+class TranscodeError(DicomTLSError, ValueError):
     """The object cannot be had in the wanted syntax; the text says why and what would help."""
 
 

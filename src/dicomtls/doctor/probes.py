@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dicomtls.doctor.report import Report, Step, Verdict
+from dicomtls.errors import ConnectError
 from dicomtls.net.association import AssociationError, associate, default_proposals
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import CIPHER_SUITES
@@ -141,6 +142,10 @@ async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) ->
                 ),
             )
         return _handshake_failure(report, options, error)
+    except ConnectError as exc:  # it answered the TCP step a moment ago
+        report.add(Step("protocol", Verdict.FAIL, str(exc), code="CONNECTION_REFUSED", side="peer",
+                        fix="the node stopped accepting connections: check it is still running"))  # fmt: skip
+        return False
     except AssociationError:
         pass  # TLS worked; the DICOM step reports the association itself
     else:
@@ -411,6 +416,10 @@ async def _dicom(report: Report, options: DoctorOptions, tls: TLSSettings | None
     except TLSHandshakeError as exc:
         report.add(Step("dicom-association", Verdict.FAIL, str(exc), exc.to_dict(), code=str(exc.stage).upper(),
                         side="ours", fix=exc.hint))  # fmt: skip
+        return
+    except ConnectError as exc:
+        report.add(Step("dicom-association", Verdict.FAIL, str(exc), code="CONNECTION_REFUSED", side="peer",
+                        fix="the node stopped accepting connections: check it is still running"))  # fmt: skip
         return
     async with assoc:
         negotiated = assoc.negotiated

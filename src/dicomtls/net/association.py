@@ -31,6 +31,7 @@ from dicomtls.dimse.pdv import (
     message_pdvs,
     read_size,
 )
+from dicomtls.errors import DicomTLSError
 from dicomtls.logs import get_logger
 from dicomtls.net import qr_scu
 from dicomtls.net.channel import Channel
@@ -79,7 +80,7 @@ MAX_DATASET_IN_MEMORY = 1 << 20
 _SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, one syscall
 
 
-class AssociationError(Exception):
+class AssociationError(DicomTLSError):
     """The association could not be made or ended abnormally; the text says why and with whom."""
 
 

@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.dimse.dataset_scan import ScannedDataset
 from dicomtls.dimse.sop_classes import Service
+from dicomtls.errors import DicomTLSError
 from dicomtls.net.link import TLSSource
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.session import SessionInfo
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 
-class StatusError(Exception):
+class StatusError(DicomTLSError):
     """Raised by a service handler: answer the request with ``status`` (a PS3.7 failure
     or warning) instead of what the handler would have produced. ``str(exc)`` says why,
     for the node's log line."""

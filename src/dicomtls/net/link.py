@@ -22,9 +22,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dicomtls.errors import ConnectError
 from dicomtls.logs import get_logger
 from dicomtls.tls.engine import TLSClosed, TLSEngine
-from dicomtls.tls.errors import HandshakeStage, TLSError, TLSHandshakeError
+from dicomtls.tls.errors import TLSError, TLSHandshakeError
 from dicomtls.tls.flags import Side
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
@@ -547,7 +548,11 @@ async def connect(
     events: LinkEvents | None = None,
     connect_timeout: float = 30.0,
 ) -> SecureLink:
-    """Open a connection and, with ``tls``, complete the handshake; raises TLSHandshakeError."""
+    """Open a connection and, with ``tls``, complete the handshake.
+
+    Raises :class:`~dicomtls.errors.ConnectError` when no TCP connection can be made, and
+    :class:`~dicomtls.tls.errors.TLSHandshakeError` when the handshake fails.
+    """
     loop = asyncio.get_running_loop()
     events = events or LinkEvents()
     side = Side.CLIENT
@@ -560,13 +565,7 @@ async def connect(
             _, protocol = await loop.create_connection(factory, host, port)
     except (OSError, TimeoutError) as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise TLSHandshakeError(
-            peer=f"{host}:{port}",
-            side=side,
-            stage=HandshakeStage.CONNECT,
-            reason=f"TCP connection failed: {reason}",
-            hint="check host, port, firewall, and that the peer is running",
-        ) from exc
+        raise ConnectError(f"{host}:{port}", f"TCP connection failed: {reason}") from exc
     return await protocol.ready
 
 

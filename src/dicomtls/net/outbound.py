@@ -21,6 +21,7 @@ from dicomtls.dimse.part10 import Part10Header, iter_blocks
 from dicomtls.dimse.sop_classes import VERIFICATION
 from dicomtls.dimse.transcode import TARGETS, TranscodeError, transcode
 from dicomtls.dimse.transfer_syntax import IMPLICIT_VR_LE, UNCOMPRESSED, syntax_name
+from dicomtls.errors import DicomTLSError
 from dicomtls.ul.acse import AcceptedContext, Negotiated, Proposal
 
 __all__ = ["NoWayToSend", "Outgoing", "outgoing", "proposals_for_headers"]
@@ -29,7 +30,7 @@ __all__ = ["NoWayToSend", "Outgoing", "outgoing", "proposals_for_headers"]
 MAX_CONTEXTS = 128
 
 
-class NoWayToSend(ValueError):
+class NoWayToSend(DicomTLSError, ValueError):
     """No accepted context can carry this object; the text says what was accepted and why."""
 
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from cryptography.x509.oid import NameOID
 
 from dicomtls.dimse.sop_classes import Service
+from dicomtls.errors import DicomTLSError
 from dicomtls.net.hooks import Admission, RequestInfo
 from dicomtls.tls.certinfo import CertificateInfo
 
@@ -42,7 +43,7 @@ _SAN_KINDS = ("DNS", "IP", "URI", "email")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-class PolicyError(ValueError):
+class PolicyError(DicomTLSError, ValueError):
     """The access configuration is wrong; the message names the rule and the key."""
 
 

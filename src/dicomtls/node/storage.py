@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicomtls.dimse.part10 import encode_file_header
+from dicomtls.errors import DicomTLSError
 from dicomtls.logs import get_logger
 
 __all__ = [
@@ -61,7 +62,7 @@ log = get_logger("dicomtls.node")
 _SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
 
 
-class StorageError(OSError):
+class StorageError(DicomTLSError, OSError):
     """The object could not be stored (disk full, permissions): answer 0xA700, not Success."""
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from dicomtls.errors import DicomTLSError
+
 __all__ = [
     "CIPHER_SUITES",
     "CipherSuite",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-class UnknownCipherSuite(ValueError):
+class UnknownCipherSuite(DicomTLSError, ValueError):
     """A cipher suite name that is neither an IANA nor an OpenSSL name we know."""
 
 

@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from dicomtls.errors import DicomTLSError
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.flags import Side
 from dicomtls.tls.verify_error import VerifyError
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 
-class TLSError(Exception):
+class TLSError(DicomTLSError):
     """Base of every error raised by the secure link."""
 
 

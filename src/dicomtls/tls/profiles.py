@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from OpenSSL import SSL
 
+from dicomtls.errors import DicomTLSError
 from dicomtls.tls.ciphers import CipherSuite, lookup_cipher
 
 __all__ = [
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class UnknownProfile(ValueError):
+class UnknownProfile(DicomTLSError, ValueError):
     """A profile name we do not know."""
 
 

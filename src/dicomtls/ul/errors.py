@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 
+from dicomtls.errors import DicomTLSError
+
 __all__ = [
     "AbortReason",
     "AbortSource",
@@ -39,7 +41,7 @@ class AbortReason(enum.IntEnum):
     INVALID_PDU_PARAMETER_VALUE = 6
 
 
-class ProtocolError(Exception):
+class ProtocolError(DicomTLSError):
     """Base of every upper-layer protocol error."""
 
 
