@@ -128,7 +128,7 @@ def test_find_move_get(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
             assert pydicom.dcmread(store.path_for(sent.SOPInstanceUID)).PixelData == sent.PixelData
 
 
-async def _cancel_find(pki: MatrixPKI) -> tuple[int, int]:
+async def _cancel_find(pki: MatrixPKI) -> tuple[int, int, list[int]]:
     produced = 0
 
     def endless(association: Association, sop_class: str, identifier: Dataset) -> Iterator[Dataset]:
@@ -141,18 +141,29 @@ async def _cancel_find(pki: MatrixPKI) -> tuple[int, int]:
 
     services = Services(find=endless)
     async with await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), ARCHIVE_POLICY, services) as server:  # fmt: skip
+        proposals = [Proposal("1.2.840.10008.1.1", (IMPLICIT,)), Proposal(QR.find_uid, (EXPLICIT,))]
         assoc = await associate("127.0.0.1", server.port, pki.settings("client", PEER_FAIL),
-                                called_ae="ARCHIVE", proposals=[Proposal(QR.find_uid, (EXPLICIT,))])  # fmt: skip
+                                called_ae="ARCHIVE", proposals=proposals)  # fmt: skip
+        cancels_on: list[int] = []
+        send = assoc.send_message
+
+        async def watched(context_id: int, command: dict, dataset: object) -> None:  # type: ignore[type-arg]
+            if command.get(0x0100) == 0x0FFF:  # C-CANCEL-RQ
+                cancels_on.append(context_id)
+            await send(context_id, command, dataset)  # type: ignore[arg-type]
+
+        assoc.send_message = watched  # type: ignore[method-assign]
         async with assoc:
             received = 0
             async for _ in assoc.find(_query(""), QR):
                 received += 1
                 if received == 5:
                     await assoc.cancel(assoc.last_message_id)
-    return received, produced
+    return received, produced, cancels_on
 
 
 def test_cancel_stops_a_find(matrix_pki: MatrixPKI) -> None:
-    received, produced = asyncio.run(_cancel_find(matrix_pki))
+    received, produced, cancels_on = asyncio.run(_cancel_find(matrix_pki))
     assert 5 <= received < 10_000
     assert produced < 10_000  # the SCP stopped producing matches
+    assert cancels_on == [3]  # the find's own context, not the first one (Verification)

@@ -36,7 +36,7 @@ from dicomtls.logs import get_logger
 from dicomtls.net import qr_scu
 from dicomtls.net.channel import Channel
 from dicomtls.net.gate import Gate, Refusal
-from dicomtls.net.link import SecureLink, connect
+from dicomtls.net.link import LinkEvents, SecureLink, connect
 from dicomtls.net.outbound import NoWayToSend, outgoing, proposals_for_headers
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import (
@@ -144,6 +144,9 @@ class Association:
         self._message_id = 0
         self._ended = False
         self._cancelled: set[int] = set()
+        self.request_contexts: dict[int, int] = {}
+        """Message ID -> the context each C-FIND/C-MOVE/C-GET of ours went out on (a
+        C-CANCEL goes on the same one)."""
         self.dimse_timeout: float | None = DIMSE_TIMEOUT
         self.end_reason: str | None = None
         """How it ended: ``"released"``, or why it was aborted or lost (None while it runs)."""
@@ -510,7 +513,8 @@ def proposals_for(files: Iterable[Path]) -> list[Proposal]:
 
 
 def default_proposals(sop_classes: Sequence[str] = ()) -> list[Proposal]:
-    """Verification plus each storage class in Explicit and Implicit VR Little Endian."""
+    """Verification, plus each SOP class of ``sop_classes`` (storage or Query/Retrieve) in
+    Explicit and Implicit VR Little Endian."""
     proposals = [Proposal(VERIFICATION, (IMPLICIT_VR_LE,))]
     proposals += [Proposal(uid, (EXPLICIT_VR_LE, IMPLICIT_VR_LE)) for uid in sop_classes]
     return proposals
@@ -527,14 +531,18 @@ async def associate(
     max_pdu_length: int = 4 << 20,
     dimse_timeout: float | None = DIMSE_TIMEOUT,
     max_operations: int = 1,
+    events: LinkEvents | None = None,
 ) -> Association:
     """Connect, (handshake), and negotiate an association; raises AssociationError if refused.
+
+    ``events`` are the secure link's: told when the TCP connection is up and when the
+    link is secure (or why it is not), before negotiation starts.
 
     ``max_operations`` above 1 asks the peer to let that many requests be outstanding at
     once (:meth:`Association.store_many` uses what it grants); 1, the default, is the
     synchronous mode every peer supports.
     """
-    link = await connect(host, port, tls)
+    link = await connect(host, port, tls, events=events)
     ul = UpperLayer(Role.REQUESTOR)
     channel = Channel(link, ul)
     rq = build_request(

@@ -7,8 +7,9 @@ never holds an object in memory.
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -144,23 +145,39 @@ async def find(
     context_id, syntax = _context(association, model.find_uid)
     message_id = association.next_message_id()
     command = c_find_rq(message_id, model.find_uid)
-    await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
-    while True:
-        response = await association.response(CommandField.C_FIND_RSP, message_id)
-        status = int(response.command[Tag.Status])  # type: ignore[arg-type]
-        category = status_category(status)
-        if category is Category.PENDING:
-            if response.dataset is not None:
-                yield decode_dataset(response.dataset, syntax)
-            continue
-        if category in (Category.SUCCESS, Category.CANCEL):
-            return
-        raise AssociationError(f"C-FIND failed at {association.peer}: status 0x{status:04X}")
+    with _outstanding(association, message_id, context_id):
+        await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+        while True:
+            response = await association.response(CommandField.C_FIND_RSP, message_id)
+            status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+            category = status_category(status)
+            if category is Category.PENDING:
+                if response.dataset is not None:
+                    yield decode_dataset(response.dataset, syntax)
+                continue
+            if category in (Category.SUCCESS, Category.CANCEL):
+                return
+            raise AssociationError(f"C-FIND failed at {association.peer}: status 0x{status:04X}")
+
+
+@contextlib.contextmanager
+def _outstanding(association: Association, message_id: int, context_id: int) -> Iterator[None]:
+    """While a request of ours runs, the context it went out on (for its C-CANCEL)."""
+    association.request_contexts[message_id] = context_id
+    try:
+        yield
+    finally:
+        association.request_contexts.pop(message_id, None)
 
 
 async def cancel(association: Association, message_id: int) -> None:
-    """C-CANCEL the request ``message_id`` (its responses still have to be read)."""
-    context_id = association.negotiated.contexts[0].id
+    """C-CANCEL the request ``message_id`` on the context it went out on (PS3.7 9.3.2.3:
+    the cancel travels with its request); its responses still have to be read."""
+    context_id = association.request_contexts.get(message_id)
+    if context_id is None:
+        from dicomtls.net.association import AssociationError
+
+        raise AssociationError(f"no request {message_id} of ours is running to cancel")
     await association.send_message(context_id, c_cancel_rq(message_id), None)
 
 
@@ -180,12 +197,13 @@ async def move(
     context_id, syntax = _context(association, model.move_uid)
     message_id = association.next_message_id()
     command = c_move_rq(message_id, model.move_uid, destination)
-    await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
     result = RetrieveResult(Status.PENDING)
-    while status_category(result.status) is Category.PENDING:
-        response = await association.response(CommandField.C_MOVE_RSP, message_id)
-        result.status = int(response.command[Tag.Status])  # type: ignore[arg-type]
-        _counts(response.command, result)
+    with _outstanding(association, message_id, context_id):
+        await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+        while status_category(result.status) is Category.PENDING:
+            response = await association.response(CommandField.C_MOVE_RSP, message_id)
+            result.status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+            _counts(response.command, result)
     return result
 
 
@@ -196,12 +214,20 @@ async def get(
     model: QueryModel = QueryModel.STUDY_ROOT,
 ) -> RetrieveResult:
     """C-GET: the peer sends the matches back on this association, into ``target``."""
-    from dicomtls.net.association import AssociationError
-
     context_id, syntax = _context(association, model.get_uid)
     message_id = association.next_message_id()
     command = c_get_rq(message_id, model.get_uid)
-    await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+    with _outstanding(association, message_id, context_id):
+        await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+        return await _get_answers(association, target, message_id, syntax)
+
+
+async def _get_answers(
+    association: Association, target: StoreTarget, message_id: int, syntax: str
+) -> RetrieveResult:
+    """Receive a C-GET's sub-operations into ``target`` until its final response."""
+    from dicomtls.net.association import AssociationError
+
     result = RetrieveResult(Status.PENDING)
     incoming: dict[int, InboundObject] = {}
 

@@ -1,0 +1,148 @@
+"""A peer to call: echo, store, find, move and get, each proposing what it needs.
+
+:func:`~dicomtls.net.association.associate` leaves the presentation contexts to the
+caller; a :class:`Peer`'s calls choose them from the request itself. ``store`` proposes each file's
+SOP class in each file's syntax; ``find`` and ``move`` their model's SOP class; ``get``
+first asks the peer which SOP classes the studies hold (a study-level C-FIND for SOP
+Classes in Study) and proposes those in every transfer syntax, so objects come back as
+the peer stores them. Each call releases its association before it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES, VERIFICATION
+from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED
+from dicomtls.net.association import (
+    DIMSE_TIMEOUT,
+    Association,
+    AssociationError,
+    associate,
+    proposals_for,
+)
+from dicomtls.net.hooks import StoreTarget
+from dicomtls.net.link import LinkEvents
+from dicomtls.net.qr_scu import QueryModel, RetrieveResult, retrieve_proposals
+from dicomtls.tls.settings import TLSSettings
+from dicomtls.ul.acse import Proposal
+
+__all__ = ["Peer", "Query", "query"]
+
+Query = Dataset | Mapping[str, Any]
+"""An identifier: a data set, or keyword -> value (``{"QueryRetrieveLevel": "STUDY", ...}``)."""
+
+
+def query(identifier: Query) -> Dataset:
+    """A data set from a mapping of keywords (KeyError for a keyword that is not one)."""
+    if isinstance(identifier, Dataset):
+        return identifier
+    dataset = Dataset()
+    for keyword, value in identifier.items():
+        setattr(dataset, keyword, value)
+        if keyword not in dataset:
+            raise KeyError(f"{keyword!r} is not a DICOM keyword")
+    return dataset
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote application entity and how to reach it; each call opens its own association
+    with the contexts it needs and releases it before returning."""
+
+    host: str
+    port: int
+    tls: TLSSettings | None
+    calling_ae: str = "DICOMTLS-SCU"
+    called_ae: str = "ANY-SCP"
+    dimse_timeout: float | None = DIMSE_TIMEOUT
+    events: LinkEvents | None = None
+
+    async def associate(
+        self, proposals: Sequence[Proposal], *, max_operations: int = 1
+    ) -> Association:
+        """An association of your own, with ``proposals`` (release it when done)."""
+        return await associate(
+            self.host, self.port, self.tls, calling_ae=self.calling_ae,
+            called_ae=self.called_ae, proposals=proposals, dimse_timeout=self.dimse_timeout,
+            max_operations=max_operations, events=self.events,
+        )  # fmt: skip
+
+    async def echo(self) -> int:
+        """C-ECHO; the status (0x0000: the peer answers)."""
+        async with await self.associate([Proposal(VERIFICATION, UNCOMPRESSED)]) as assoc:
+            return await assoc.echo()
+
+    async def store(
+        self, paths: Iterable[Path | str], *, max_operations: int = 16
+    ) -> list[tuple[Path, int | Exception]]:
+        """C-STORE each file, up to ``max_operations`` outstanding where the peer allows;
+        each file with its status, or the error that kept it back (not DICOM, no context)."""
+        files = [Path(p) for p in paths]
+        async with await self.associate(proposals_for(files), max_operations=max_operations) as assoc:
+            return [result async for result in assoc.store_many(files)]
+
+    async def find(
+        self, identifier: Query, model: QueryModel = QueryModel.STUDY_ROOT
+    ) -> list[Dataset]:
+        """C-FIND: every match."""
+        async with await self.associate([Proposal(model.find_uid, UNCOMPRESSED)]) as assoc:
+            return [match async for match in assoc.find(query(identifier), model)]
+
+    async def move(
+        self, identifier: Query, destination: str, model: QueryModel = QueryModel.STUDY_ROOT
+    ) -> RetrieveResult:
+        """C-MOVE the matches to AE title ``destination``."""
+        async with await self.associate([Proposal(model.move_uid, UNCOMPRESSED)]) as assoc:
+            return await assoc.move(query(identifier), destination, model)
+
+    async def get(
+        self,
+        identifier: Query,
+        target: StoreTarget | Path | str,
+        model: QueryModel = QueryModel.STUDY_ROOT,
+        transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
+    ) -> RetrieveResult:
+        """C-GET the matches onto the association, into ``target`` (a store target, or a
+        folder where each object is written durably as ``<SOP Instance UID>.dcm``), asking
+        first which SOP classes the studies hold, and receiving each in any of
+        ``transfer_syntaxes``."""
+        wanted = query(identifier)
+        if isinstance(target, Path | str):
+            from dicomtls.node.storage import DurableStore
+            from dicomtls.node.store_scp import DurableStoreHandler
+
+            target = DurableStoreHandler(DurableStore(Path(target), flat=True))
+        classes = await self.classes_in_study(wanted, model) or COMMON_STORAGE_SOP_CLASSES
+        async with await self.associate(
+            retrieve_proposals(model, classes, transfer_syntaxes)
+        ) as assoc:
+            return await assoc.get(wanted, target, model)
+
+    async def classes_in_study(self, identifier: Query, model: QueryModel) -> list[str]:
+        """The SOP classes of the studies ``identifier`` names, by a study-level C-FIND for
+        SOP Classes in Study; [] when the peer does not say (or refuses the query)."""
+        named = query(identifier)
+        study = Dataset()
+        study.QueryRetrieveLevel = "STUDY"
+        for keyword in ("PatientID", "StudyInstanceUID"):
+            if keyword in named:
+                setattr(study, keyword, named[keyword].value)
+        study.SOPClassesInStudy = ""
+        try:
+            matches = await self.find(study, model)
+        except AssociationError:
+            return []
+        return sorted({str(uid) for m in matches for uid in _listed(m.get("SOPClassesInStudy"))})
+
+
+def _listed(value: Any) -> list[Any]:
+    """A multi-valued element's values; one value, or none, as a list too."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
