@@ -1,8 +1,9 @@
-"""The synchronous API, for scripts: the same names as the asyncio API, no ``await``.
+"""The synchronous API, for scripts: the same names and signatures as ``dicomtls.aio``, no ``await``.
 
-Each association or server runs its own event loop on a background thread, and
-every method hands a coroutine to it and waits for the result, so blocking code
-gets exactly the asyncio implementation's behaviour (timeouts, streaming, errors).
+Each association, server or call runs its own event loop on a background thread, and
+every method hands a coroutine to it and waits for the result, so blocking code gets
+exactly the asyncio implementation's behaviour (timeouts, streaming, errors). A test
+holds the two APIs to the same signatures (tests/test_front_door.py).
 """
 
 from __future__ import annotations
@@ -10,18 +11,24 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydicom.dataset import Dataset
 
+from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net import association as _async
+from dicomtls.net import client as _client
 from dicomtls.net import scp as _scp
-from dicomtls.net.qr_scu import QueryModel, RetrieveResult, StoreTarget
+from dicomtls.net.hooks import Services, StoreTarget
+from dicomtls.net.link import LinkEvents, TLSSource
+from dicomtls.net.qr_scu import QueryModel, RetrieveResult
+from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
-from dicomtls.ul.acse import AcceptorPolicy, Proposal
+from dicomtls.ul.acse import AcceptorPolicy, Negotiated, Proposal
 
-__all__ = ["Association", "DicomServer", "associate", "serve_dicom"]
+__all__ = ["Association", "DicomServer", "Peer", "associate", "serve_dicom"]
 
 T = TypeVar("T")
 
@@ -43,28 +50,77 @@ class _LoopThread:
         self.loop.close()
 
 
+def _once(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine on a loop of its own (safe from inside someone else's loop)."""
+    runner = _LoopThread(name)
+    try:
+        return runner.run(coroutine)
+    finally:
+        runner.stop()
+
+
 class Association:
-    """A blocking association: ``echo``, ``store``, ``find``, ``move``, ``get``, ``release``."""
+    """A blocking association: what :class:`dicomtls.aio.Association` offers, without ``await``.
+
+    ``cancel`` may be called from another thread while ``find``, ``move`` or ``get`` runs.
+    """
 
     def __init__(self, runner: _LoopThread, inner: _async.Association) -> None:
         self._runner = runner
         self._inner = inner
 
     @property
-    def negotiated(self) -> Any:
+    def negotiated(self) -> Negotiated:
         return self._inner.negotiated
 
     @property
-    def session(self) -> Any:
-        return self._inner.link.session
+    def session(self) -> SessionInfo | None:
+        """The negotiated TLS parameters, None on plain TCP."""
+        return self._inner.session
+
+    @property
+    def peer(self) -> str:
+        return self._inner.peer
+
+    @property
+    def calling_ae(self) -> str:
+        return self._inner.calling_ae
+
+    @property
+    def called_ae(self) -> str:
+        return self._inner.called_ae
+
+    @property
+    def peer_max_pdu_length(self) -> int:
+        return self._inner.peer_max_pdu_length
+
+    @property
+    def last_message_id(self) -> int:
+        return self._inner.last_message_id
+
+    @property
+    def ended(self) -> bool:
+        return self._inner.ended
+
+    @property
+    def end_reason(self) -> str | None:
+        return self._inner.end_reason
+
+    @property
+    def dimse_timeout(self) -> float | None:
+        return self._inner.dimse_timeout
+
+    @dimse_timeout.setter
+    def dimse_timeout(self, seconds: float | None) -> None:
+        self._inner.dimse_timeout = seconds
 
     def echo(self) -> int:
         return self._runner.run(self._inner.echo())
 
-    def store(self, path: Path | str) -> int:
+    def store(self, path: Path) -> int:
         return self._runner.run(self._inner.store(Path(path)))
 
-    def store_many(self, paths: Iterable[Path | str]) -> list[tuple[Path, int | Exception]]:
+    def store_many(self, paths: Iterable[Path]) -> list[tuple[Path, int | Exception]]:
         """Each file with its status (or the error that kept it back), as answers come."""
 
         async def collect() -> list[tuple[Path, int | Exception]]:
@@ -87,6 +143,9 @@ class Association:
         self, identifier: Dataset, target: StoreTarget, model: QueryModel = QueryModel.STUDY_ROOT
     ) -> RetrieveResult:
         return self._runner.run(self._inner.get(identifier, target, model))
+
+    def cancel(self, message_id: int) -> None:
+        self._runner.run(self._inner.cancel(message_id))
 
     def release(self) -> None:
         try:
@@ -118,22 +177,21 @@ def associate(
     calling_ae: str = "DICOMTLS-SCU",
     called_ae: str = "ANY-SCP",
     proposals: Sequence[Proposal] | None = None,
+    max_pdu_length: int = 4 << 20,
+    dimse_timeout: float | None = _async.DIMSE_TIMEOUT,
     max_operations: int = 1,
+    events: LinkEvents | None = None,
 ) -> Association:
-    """Blocking :func:`dicomtls.net.association.associate`."""
+    """Blocking :func:`dicomtls.aio.associate`."""
     runner = _LoopThread(f"dicomtls association to {host}:{port}")
     try:
         inner = runner.run(
             _async.associate(
-                host,
-                port,
-                tls,
-                calling_ae=calling_ae,
-                called_ae=called_ae,
-                proposals=proposals,
-                max_operations=max_operations,
+                host, port, tls, calling_ae=calling_ae, called_ae=called_ae,
+                proposals=proposals, max_pdu_length=max_pdu_length,
+                dimse_timeout=dimse_timeout, max_operations=max_operations, events=events,
             )
-        )
+        )  # fmt: skip
     except BaseException:
         runner.stop()
         raise
@@ -151,6 +209,15 @@ class DicomServer:
     def port(self) -> int:
         return self._inner.port
 
+    @property
+    def limits(self) -> _scp.Limits:
+        return self._inner.limits
+
+    @property
+    def active(self) -> dict[str, int]:
+        """Associations in progress, per peer address."""
+        return dict(self._inner.active)
+
     def close(self) -> None:
         try:
             self._runner.run(self._inner.close())
@@ -167,17 +234,72 @@ class DicomServer:
 def serve_dicom(
     host: str,
     port: int,
-    tls: TLSSettings | None,
-    policy: AcceptorPolicy,
-    services: _scp.Services | None = None,
+    tls: TLSSource | None,
+    policy: AcceptorPolicy | str,
+    services: Services | None = None,
     *,
     limits: _scp.Limits | None = None,
+    events: LinkEvents | None = None,
 ) -> DicomServer:
-    """Blocking :func:`dicomtls.net.scp.serve_dicom`: returns once the server listens."""
+    """Blocking :func:`dicomtls.aio.serve_dicom`: returns once the server listens."""
     runner = _LoopThread(f"dicomtls server on {host}:{port}")
     try:
-        inner = runner.run(_scp.serve_dicom(host, port, tls, policy, services, limits=limits))
+        inner = runner.run(
+            _scp.serve_dicom(host, port, tls, policy, services, limits=limits, events=events)
+        )
     except BaseException:
         runner.stop()
         raise
     return DicomServer(runner, inner)
+
+
+@dataclass(frozen=True)
+class Peer(_client.PeerAddress):
+    """A remote application entity: each call opens its own association with the contexts
+    it needs (:class:`dicomtls.aio.Peer`, without ``await``)."""
+
+    def _aio(self) -> _client.Peer:
+        return _client.Peer(**vars(self.address()))
+
+    def _call(self, what: str, coroutine: Coroutine[Any, Any, T]) -> T:
+        return _once(f"dicomtls {what} to {self.host}:{self.port}", coroutine)
+
+    def associate(
+        self, proposals: Sequence[Proposal], *, max_operations: int = 1
+    ) -> Association:
+        """An association of your own, with ``proposals`` (release it when done)."""
+        return associate(
+            self.host, self.port, self.tls, calling_ae=self.calling_ae,
+            called_ae=self.called_ae, proposals=proposals, dimse_timeout=self.dimse_timeout,
+            max_operations=max_operations, events=self.events,
+        )  # fmt: skip
+
+    def echo(self) -> int:
+        return self._call("C-ECHO", self._aio().echo())
+
+    def store(
+        self, paths: Iterable[Path | str], *, max_operations: int = 16
+    ) -> list[tuple[Path, int | Exception]]:
+        return self._call("C-STORE", self._aio().store(paths, max_operations=max_operations))
+
+    def find(
+        self, identifier: _client.Query, model: QueryModel = QueryModel.STUDY_ROOT
+    ) -> list[Dataset]:
+        return self._call("C-FIND", self._aio().find(identifier, model))
+
+    def move(
+        self, identifier: _client.Query, destination: str, model: QueryModel = QueryModel.STUDY_ROOT
+    ) -> RetrieveResult:
+        return self._call("C-MOVE", self._aio().move(identifier, destination, model))
+
+    def get(
+        self,
+        identifier: _client.Query,
+        target: StoreTarget | Path | str,
+        model: QueryModel = QueryModel.STUDY_ROOT,
+        transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
+    ) -> RetrieveResult:
+        return self._call("C-GET", self._aio().get(identifier, target, model, transfer_syntaxes))
+
+    def classes_in_study(self, identifier: _client.Query, model: QueryModel) -> list[str]:
+        return self._call("C-FIND", self._aio().classes_in_study(identifier, model))

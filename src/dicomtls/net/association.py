@@ -38,6 +38,7 @@ from dicomtls.net.channel import Channel
 from dicomtls.net.gate import Gate, Refusal
 from dicomtls.net.link import LinkEvents, SecureLink, connect
 from dicomtls.net.outbound import NoWayToSend, outgoing, proposals_for_headers
+from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import (
     Negotiated,
@@ -159,6 +160,11 @@ class Association:
     @property
     def link(self) -> SecureLink:
         return self._channel.link
+
+    @property
+    def session(self) -> SessionInfo | None:
+        """The negotiated TLS parameters (cipher, peer certificate...), None on plain TCP."""
+        return self._channel.link.session
 
     @property
     def peer(self) -> str:
@@ -463,12 +469,19 @@ class Association:
             if isinstance(event, ReleaseRequested):  # collision
                 ul.release_response()
                 self._channel.flush()
-            elif isinstance(event, Closed | Aborted):
+            elif isinstance(event, ReleaseConfirmed):
+                self.end_reason = self.end_reason or "released"
+            elif isinstance(event, Aborted):
+                self.end_reason = self.end_reason or f"aborted: {event.message}"
+                break
+            elif isinstance(event, Closed):
+                self.end_reason = self.end_reason or "connection lost"
                 break
         self._ended = True
         await self.link.close()
 
     async def abort(self) -> None:
+        self.end_reason = self.end_reason or "aborted by us"
         self._channel.ul.abort()
         self._channel.flush()
         self._ended = True

@@ -11,7 +11,7 @@ the peer stores them. Each call releases its association before it returns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from dicomtls.net.qr_scu import QueryModel, RetrieveResult, retrieve_proposals
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import Proposal
 
-__all__ = ["Peer", "Query", "query"]
+__all__ = ["Peer", "PeerAddress", "Query", "query"]
 
 Query = Dataset | Mapping[str, Any]
 """An identifier: a data set, or keyword -> value (``{"QueryRetrieveLevel": "STUDY", ...}``)."""
@@ -51,9 +51,8 @@ def query(identifier: Query) -> Dataset:
 
 
 @dataclass(frozen=True)
-class Peer:
-    """A remote application entity and how to reach it; each call opens its own association
-    with the contexts it needs and releases it before returning."""
+class PeerAddress:
+    """A remote application entity and how to reach it (what ``associate`` takes)."""
 
     host: str
     port: int
@@ -62,6 +61,16 @@ class Peer:
     called_ae: str = "ANY-SCP"
     dimse_timeout: float | None = DIMSE_TIMEOUT
     events: LinkEvents | None = None
+
+    def address(self) -> PeerAddress:
+        """These fields alone, for a peer of the other API (asyncio or blocking)."""
+        return PeerAddress(**{f.name: getattr(self, f.name) for f in fields(PeerAddress)})
+
+
+@dataclass(frozen=True)
+class Peer(PeerAddress):
+    """A remote application entity; each call opens its own association with the contexts
+    it needs and releases it before returning."""
 
     async def associate(
         self, proposals: Sequence[Proposal], *, max_operations: int = 1
@@ -114,10 +123,9 @@ class Peer:
         ``transfer_syntaxes``."""
         wanted = query(identifier)
         if isinstance(target, Path | str):
-            from dicomtls.node.storage import DurableStore
             from dicomtls.node.store_scp import DurableStoreHandler
 
-            target = DurableStoreHandler(DurableStore(Path(target), flat=True))
+            target = DurableStoreHandler(target)
         classes = await self.classes_in_study(wanted, model) or COMMON_STORAGE_SOP_CLASSES
         async with await self.associate(
             retrieve_proposals(model, classes, transfer_syntaxes)

@@ -104,13 +104,19 @@ async def serve_dicom(
     host: str,
     port: int,
     tls: TLSSource | None,
-    policy: AcceptorPolicy,
+    policy: AcceptorPolicy | str,
     services: Services | None = None,
     *,
     limits: Limits | None = None,
     events: LinkEvents | None = None,
 ) -> DicomServer:
-    """Accept associations on ``host:port`` and serve them with ``services``."""
+    """Accept associations on ``host:port`` and serve them with ``services``.
+
+    ``policy`` says what is negotiated; an AE title alone means :func:`storage_policy`
+    for that title (Verification and every storage SOP class).
+    """
+    if isinstance(policy, str):
+        policy = storage_policy(policy)
     services = services or Services()
     limits = limits or Limits()
     active: dict[str, int] = {}

@@ -148,20 +148,21 @@ class _Job:
 
 
 class DurableStoreHandler:
-    """Plugs a :class:`DurableStore` into the SCP (``Services(store=...)``).
+    """Plugs a :class:`DurableStore` into the SCP (``Services(store=...)``), or into a C-GET.
 
-    Created before the node listens, it first indexes (through ``on_stored``) the
-    objects an earlier crash left committed but maybe not indexed. ``keep`` names the
-    top-level attributes (keywords) ``on_stored`` receives.
+    ``store`` may be a folder: objects go there as ``<SOP Instance UID>.dcm`` (a flat
+    store). Created before the node listens, it first indexes (through ``on_stored``)
+    the objects an earlier crash left committed but maybe not indexed. ``keep`` names
+    the top-level attributes (keywords) ``on_stored`` receives.
     """
 
     def __init__(
         self,
-        store: DurableStore,
+        store: DurableStore | Path | str,
         on_stored: OnStored | None = None,
         keep: Collection[str] = (),
     ) -> None:
-        self.store = store
+        self.store = store if isinstance(store, DurableStore) else DurableStore(Path(store), flat=True)
         self.on_stored = on_stored
         self.keep = tuple(keep)
         tags = {keyword_tag(k) for k in self.keep}  # KeyError names a keyword that is not one

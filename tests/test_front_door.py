@@ -1,0 +1,137 @@
+"""``import dicomtls`` is enough: the curated names, the same API blocking and in asyncio, and
+the short programs the front door promises, run for real over mutual TLS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+import dicomtls
+import dicomtls.aio
+
+from .conftest import MatrixPKI
+from .node.test_storage import CT, STUDY_UID, _make_file
+
+#: The asyncio Association's plumbing for the SCP and the C-GET loop, not the user's API.
+PLUMBING = {
+    "cancel_requested", "gate", "link", "max_dataset_in_memory", "next_message_id",
+    "on_refused", "protocol_failure", "receive_message", "request_contexts", "response",
+    "send_message", "store_header",
+}  # fmt: skip
+
+
+def test_the_front_door_names_everything_once_and_aio_the_same() -> None:
+    assert sorted(dicomtls.__all__) == sorted([*dicomtls.aio.__all__, "__version__"])
+    for name in dicomtls.aio.__all__:
+        blocking, asynchronous = getattr(dicomtls, name), getattr(dicomtls.aio, name)
+        assert blocking is not None and asynchronous is not None
+        if name not in {"associate", "serve_dicom", "Association", "DicomServer", "Peer"}:
+            assert blocking is asynchronous, name  # not an I/O name: one object, two doors
+    assert set(dir(dicomtls)) >= set(dicomtls.__all__)
+    with pytest.raises(AttributeError):
+        _ = dicomtls.NoSuchThing  # type: ignore[attr-defined]
+
+
+def _parameters(function: object) -> list[tuple[str, object, object]]:
+    signature = inspect.signature(function)  # type: ignore[arg-type]
+    return [(p.name, p.kind, p.default) for p in signature.parameters.values()]
+
+
+def _public(cls: type) -> dict[str, object]:
+    return {name: member for name, member in inspect.getmembers(cls) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("name", ["associate", "serve_dicom"])
+def test_blocking_and_asyncio_functions_take_the_same_parameters(name: str) -> None:
+    assert _parameters(getattr(dicomtls, name)) == _parameters(getattr(dicomtls.aio, name))
+
+
+@pytest.mark.parametrize("name", ["Association", "DicomServer", "Peer"])
+def test_blocking_and_asyncio_classes_offer_the_same_methods(name: str) -> None:
+    blocking, asynchronous = getattr(dicomtls, name), getattr(dicomtls.aio, name)
+    offered = _public(blocking)
+    expected = {k: v for k, v in _public(asynchronous).items() if k not in PLUMBING}
+    # attributes set in __init__ (negotiated, calling_ae, ...) are properties on the blocking side
+    instance_attributes = {"negotiated", "calling_ae", "called_ae", "end_reason", "dimse_timeout"}
+    if name == "Association":
+        expected.update(dict.fromkeys(instance_attributes))
+    if name == "DicomServer":
+        expected.update(dict.fromkeys(["port", "limits", "active"]))
+    assert sorted(offered) == sorted(expected)
+    for method, member in expected.items():
+        if inspect.isfunction(member):
+            assert _parameters(getattr(blocking, method)) == _parameters(member), method
+
+
+def test_import_dicomtls_loads_nothing_heavy() -> None:
+    code = "import sys, dicomtls; print(sorted(m for m in ('pydicom', 'OpenSSL', 'rich', 'numpy') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_mutual_tls_echo_with_a_verify_callback_in_four_lines(matrix_pki: MatrixPKI) -> None:
+    server_tls = matrix_pki.settings("server", dicomtls.VerifyFlags.PEER | dicomtls.VerifyFlags.FAIL_IF_NO_PEER_CERT)
+    client = matrix_pki.files["client"]
+    seen: list[str] = []
+    with dicomtls.serve_dicom("127.0.0.1", 0, server_tls, "PACS") as server:
+        # -- the four lines, with one import --
+        def on_verify(ok: bool, cert: dicomtls.CertificateInfo, error: dicomtls.VerifyError) -> bool:
+            seen.append(cert.subject)
+            return ok
+
+        tls = dicomtls.TLSSettings(certificate=client.cert, private_key=client.key, ca_files=matrix_pki.ca_file, on_verify=on_verify)
+        with dicomtls.associate("127.0.0.1", server.port, tls, called_ae="PACS") as assoc:
+            status = assoc.echo()
+        # --
+        assert assoc.end_reason == "released"
+    assert status == dicomtls.Status.SUCCESS
+    assert any("server" in subject for subject in seen) and len(seen) >= 2  # root ... leaf
+
+
+def test_a_storage_scp_and_a_peer_with_one_import(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
+    mutual = dicomtls.VerifyFlags.PEER | dicomtls.VerifyFlags.FAIL_IF_NO_PEER_CERT
+    files = [tmp_path / f"ct{i}.dcm" for i in range(3)]
+    for path in files:
+        _make_file(path, pixels=20_000)
+    services = dicomtls.Services(store=dicomtls.DurableStoreHandler(tmp_path / "received"))
+    with dicomtls.serve_dicom("127.0.0.1", 0, matrix_pki.settings("server", mutual), "STORESCP", services) as server:
+        pacs = dicomtls.Peer("127.0.0.1", server.port, matrix_pki.settings("client", mutual), called_ae="STORESCP")
+        assert pacs.echo() == 0
+        results = pacs.store(files)
+    assert sorted(status for _, status in results) == [0, 0, 0]  # type: ignore[type-var]
+    sent = {pydicom.dcmread(p).SOPInstanceUID for p in files}
+    assert {p.stem for p in (tmp_path / "received").glob("*.dcm")} == sent
+
+
+def test_a_peers_find_and_get_propose_their_own_contexts(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
+    """Against a real node: store, then find and get with nothing but a Peer."""
+    from dicomtls.node.node import NodeConfig, start_node
+
+    mutual = dicomtls.VerifyFlags.PEER | dicomtls.VerifyFlags.FAIL_IF_NO_PEER_CERT
+    files = [tmp_path / f"ct{i}.dcm" for i in range(2)]
+    for path in files:
+        _make_file(path, pixels=20_000)
+
+    async def run() -> tuple[list[pydicom.Dataset], int]:
+        node = await start_node(NodeConfig(store=tmp_path / "node", host="127.0.0.1", port=0,
+                                           ae_title="NODE", tls=matrix_pki.settings("server", mutual)))  # fmt: skip
+        try:
+            pacs = dicomtls.aio.Peer("127.0.0.1", node.port, matrix_pki.settings("client", mutual), called_ae="NODE")
+            await pacs.store(files)
+            found = await pacs.find({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": STUDY_UID,
+                                     "NumberOfStudyRelatedInstances": ""})  # fmt: skip
+            got = await pacs.get({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": STUDY_UID}, tmp_path / "got")
+            return found, got.completed
+        finally:
+            await node.close()
+
+    found, completed = asyncio.run(run())
+    assert [int(m.NumberOfStudyRelatedInstances) for m in found] == [2]
+    assert completed == 2 and len(list((tmp_path / "got").glob("*.dcm"))) == 2
+    assert CT
