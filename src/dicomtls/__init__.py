@@ -41,7 +41,7 @@ _HOME = {
     "DicomTLSError": "dicomtls.errors",
     "ConnectError": "dicomtls.errors",
     "TLSHandshakeError": "dicomtls.tls.errors",
-    "AssociationError": "dicomtls.net.association",
+    "AssociationError": "dicomtls.errors",
 }
 
 __all__ = [
@@ -71,8 +71,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from dicomtls.dimse.status import Status
-    from dicomtls.errors import ConnectError, DicomTLSError
-    from dicomtls.net.association import AssociationError
+    from dicomtls.errors import AssociationError, ConnectError, DicomTLSError
     from dicomtls.net.hooks import Services, StatusError
     from dicomtls.net.link import LinkEvents
     from dicomtls.net.qr_scu import QueryModel

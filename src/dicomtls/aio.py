@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 from dicomtls.dimse.status import Status
-from dicomtls.errors import ConnectError, DicomTLSError
-from dicomtls.net.association import Association, AssociationError, associate
+from dicomtls.errors import AssociationError, ConnectError, DicomTLSError
+from dicomtls.net.association import Association, associate
 from dicomtls.net.client import Peer
 from dicomtls.net.hooks import Services, StatusError
 from dicomtls.net.link import LinkEvents

@@ -10,7 +10,7 @@ layer can build on it without depending on another.
 
 from __future__ import annotations
 
-__all__ = ["ConnectError", "DicomTLSError"]
+__all__ = ["AssociationError", "ConnectError", "DicomTLSError"]
 
 
 class DicomTLSError(Exception):
@@ -31,3 +31,7 @@ class ConnectError(DicomTLSError, ConnectionError):
         )
         self.peer = peer
         self.reason = reason
+
+
+class AssociationError(DicomTLSError):
+    """The association could not be made or ended abnormally; the text says why and with whom."""

@@ -31,7 +31,7 @@ from dicomtls.dimse.pdv import (
     message_pdvs,
     read_size,
 )
-from dicomtls.errors import DicomTLSError
+from dicomtls.errors import AssociationError
 from dicomtls.logs import get_logger
 from dicomtls.net import qr_scu
 from dicomtls.net.channel import Channel
@@ -79,10 +79,6 @@ DIMSE_TIMEOUT = 120.0
 #: a few kilobytes. Object data sets stream to a sink and are not bounded by this.
 MAX_DATASET_IN_MEMORY = 1 << 20
 _SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, one syscall
-
-
-class AssociationError(DicomTLSError):
-    """The association could not be made or ended abnormally; the text says why and with whom."""
 
 
 class _NoContextError(AssociationError):

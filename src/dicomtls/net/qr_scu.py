@@ -22,6 +22,7 @@ from dicomtls.dimse.pdv import CommandReceived
 from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES, service_of
 from dicomtls.dimse.status import Category, Status, status_category
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED, is_native
+from dicomtls.errors import AssociationError
 from dicomtls.net.hooks import StoreJob, StoreTarget
 from dicomtls.net.inbound import InboundObject
 from dicomtls.net.outbound import MAX_CONTEXTS
@@ -122,8 +123,6 @@ def retrieve_proposals(
 
 
 def _context(association: Association, sop_class: str) -> tuple[int, str]:
-    from dicomtls.net.association import AssociationError
-
     context = association.negotiated.context_for(sop_class)
     if context is None:
         service = service_of(sop_class)
@@ -140,8 +139,6 @@ async def find(
     association: Association, identifier: Dataset, model: QueryModel = QueryModel.STUDY_ROOT
 ) -> AsyncIterator[Dataset]:
     """C-FIND: yield each matching identifier; a failure status raises at the end."""
-    from dicomtls.net.association import AssociationError
-
     context_id, syntax = _context(association, model.find_uid)
     message_id = association.next_message_id()
     command = c_find_rq(message_id, model.find_uid)
@@ -175,8 +172,6 @@ async def cancel(association: Association, message_id: int) -> None:
     the cancel travels with its request); its responses still have to be read."""
     context_id = association.request_contexts.get(message_id)
     if context_id is None:
-        from dicomtls.net.association import AssociationError
-
         raise AssociationError(f"no request {message_id} of ours is running to cancel")
     await association.send_message(context_id, c_cancel_rq(message_id), None)
 
@@ -226,8 +221,6 @@ async def _get_answers(
     association: Association, target: StoreTarget, message_id: int, syntax: str
 ) -> RetrieveResult:
     """Receive a C-GET's sub-operations into ``target`` until its final response."""
-    from dicomtls.net.association import AssociationError
-
     result = RetrieveResult(Status.PENDING)
     incoming: dict[int, InboundObject] = {}
 
