@@ -307,9 +307,10 @@ class Reporter:
                 f"C-STORE of SOP instance {uid} refused: the store holds it as another object "
                 f"({resent.describe()}); the object held is kept"
             )
-            self._record(
-                association_rejected(local=self.local, peer=peer, reason=why, source_id=self.source_id)
+            alert = association_rejected(
+                local=self.local, peer=peer, reason=why, source_id=self.source_id
             )
+            self._record(alert)
             return
         got = resent.received
         study = StudyRef(got.get("StudyInstanceUID", ""), {got.get("SOPClassUID", ""): 1})
