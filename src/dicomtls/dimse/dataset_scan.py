@@ -20,7 +20,7 @@ import functools
 import struct
 import zlib
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -32,6 +32,7 @@ from dicomtls.errors import DicomTLSError
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_INFLATION",
+    "MAX_KEPT",
     "DatasetScanError",
     "DatasetScanner",
     "ScannedDataset",
@@ -57,7 +58,9 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQUENCE_END = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
-_MAX_KEPT = 1 << 16  # a value we keep larger than this is not an identifying attribute
+#: A value asked for but longer than this is not kept (its length is reported instead): no
+#: identifying attribute's VR comes near it (LO is 64 characters, PS3.5 6.2).
+MAX_KEPT = 1 << 16
 _SPECIFIC_CHARACTER_SET = 0x00080005
 #: VRs whose text is in the data set's character set, and the bytes that reset an
 #: ISO 2022 escape (PS3.5 6.1.2.5.3): components and groups of a name, values, lines.
@@ -135,6 +138,9 @@ class ScannedDataset:
     transfer_syntax: str
     kept: dict[int, tuple[str | None, bytes]]
     length: int
+    too_long: dict[int, int] = field(default_factory=dict)
+    """Tags asked for whose value was longer than :data:`MAX_KEPT`, with its length: not
+    kept, so :meth:`text` says "" for them, which is not their value."""
 
     def text(self, tag: int) -> str:
         """A kept value as text ("" when absent): decoded in the data set's character set
@@ -193,6 +199,7 @@ class DatasetScanner:
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if encoding.deflated else None
         self._keep = frozenset(keep)
         self._kept: dict[int, tuple[str | None, bytes]] = {}
+        self._too_long: dict[int, int] = {}
         self._frames: list[_Frame] = []
         self._depth = 0  # open sequences (and encapsulated pixel data), items not counted
         self._offset = 0  # bytes of the data set consumed so far
@@ -253,7 +260,7 @@ class DatasetScanner:
         if problem is not None:
             self._error = DatasetScanError(problem)
             raise self._error
-        return ScannedDataset(self.transfer_syntax, self._kept, self._offset)
+        return ScannedDataset(self.transfer_syntax, self._kept, self._offset, self._too_long)
 
     # -- the walk ---------------------------------------------------------------------------
 
@@ -342,7 +349,10 @@ class DatasetScanner:
             self._push(_Frame("sequence", self._offset + length, tag, self._implicit))
             return
         self._skip = length
-        if inside is None and tag in self._keep and length <= _MAX_KEPT:
+        if inside is None and tag in self._keep:
+            if length > MAX_KEPT:
+                self._too_long[tag] = length
+                return
             text_vr = None if vr is None else vr.decode("ascii")
             if length == 0:
                 self._kept[tag] = (text_vr, b"")

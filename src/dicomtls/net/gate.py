@@ -24,6 +24,7 @@ from dicomtls.dimse.command import CommandField, CommandSet, Tag
 from dicomtls.dimse.pdv import CommandReceived
 from dicomtls.dimse.sop_classes import Service, service_of
 from dicomtls.dimse.status import Status
+from dicomtls.dimse.uids import uid_problem
 from dicomtls.ul.acse import AcceptedContext, Negotiated
 
 __all__ = ["Gate", "Refusal"]
@@ -145,4 +146,31 @@ class Gate:
                 Status.UNRECOGNIZED_OPERATION,
                 service,
             )
+        if field is CommandField.C_STORE_RQ:
+            return _store_uids(command, sop_class)
         return None
+
+
+def _store_uids(command: CommandSet, sop_class: str) -> Refusal | None:
+    """A C-STORE's UIDs become a file name and an index key: only UIDs by PS3.5 9.1 may.
+
+    Refused here, before a byte of the data set is kept, for every store target at once.
+    PS3.7 9.1.1.1.9 lists the C-STORE status for it: 0117H Invalid SOP Instance, "the SOP
+    Instance UID specified implied a violation of the UID construction rules" (pynetdicom
+    lists it among C-STORE failures, DCMTK names it STATUS_N_InvalidSOPInstance). A SOP
+    class UID that is no UID names no SOP class we support: 0122H. Filtering a UID instead
+    of checking it has cost DCMTK's storescp CVEs (CVE-2022-2119, path traversal;
+    CVE-2026-5663, shell metacharacters in the file name it makes from the UID).
+    """
+    for what, uid, status in (
+        ("SOP class", sop_class, Status.SOP_CLASS_NOT_SUPPORTED),
+        ("SOP instance", str(command[Tag.AffectedSOPInstanceUID]), Status.INVALID_OBJECT_INSTANCE),
+    ):
+        problem = uid_problem(uid)
+        if problem is not None:
+            return Refusal(
+                f"C-STORE of {what} UID {uid!r}, which is not a UID: {problem}",
+                status,
+                Service.STORE,
+            )
+    return None

@@ -372,6 +372,19 @@ class Index:
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
 
+    def identity(self, sop_instance_uid: str, keywords: Sequence[str]) -> dict[str, str] | None:
+        """What the index holds of one stored instance (keyword -> text), or None if none.
+
+        The store asks before a received object takes this SOP Instance UID's file, so that
+        it can tell a corrected copy of the same object from another object under its UID.
+        ``keywords`` must be indexed ones (KeyError otherwise).
+        """
+        columns = ", ".join(_BY_KEYWORD[keyword].column for keyword in keywords)
+        row = self._db.execute(
+            f"SELECT {columns} FROM instances WHERE sop_instance_uid = ?", (sop_instance_uid,)
+        ).fetchone()
+        return None if row is None else {k: v or "" for k, v in zip(keywords, row, strict=True)}
+
     def rebuild(self, files: Iterable[Path]) -> tuple[int, int]:
         """Recreate the index from the files; returns (indexed, unreadable)."""
         self._db.execute("DELETE FROM instances")

@@ -213,7 +213,13 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
 
     access = config.access or AccessPolicy(destinations=frozenset(config.move_destinations))
     services = Services(
-        store=DurableStoreHandler(store, index.add, keep=INDEXED_KEYWORDS),
+        store=DurableStoreHandler(
+            store,
+            index.add,
+            keep=INDEXED_KEYWORDS,
+            identity_of=index.identity,  # a SOP instance held is replaced only by itself
+            on_resent=reporter.resent,
+        ),
         find=qr.find,
         retrieve=qr.retrieve,
         move_destinations=config.move_destinations,

@@ -42,6 +42,7 @@ from dicomtls.net.hooks import (
 )
 from dicomtls.net.link import LinkEvents
 from dicomtls.node.index import Index, InstanceFacts
+from dicomtls.node.store_scp import Resent
 from dicomtls.tls.errors import TLSHandshakeError
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ class _Received:
 
     instances: list[str] = field(default_factory=list)
     failed: int = 0
+    updated: set[str] = field(default_factory=set)
+    """Replaced copies, already recorded on their own (action U): not part of this record."""
 
 
 class Reporter:
@@ -229,10 +232,12 @@ class Reporter:
         if self.metrics is not None:
             self.metrics.object_stored(record.size, record.seconds, ok)
         received = self._received.setdefault(id(association), _Received())
-        if ok:
-            received.instances.append(record.sop_instance_uid)
-        else:
+        if not ok:
             received.failed += 1
+        elif record.sop_instance_uid in received.updated:
+            received.updated.discard(record.sop_instance_uid)
+        else:
+            received.instances.append(record.sop_instance_uid)
 
     def _ended(self, association: Association) -> None:
         reason = association.end_reason or "connection lost"
@@ -289,3 +294,31 @@ class Reporter:
                 reason=f"{service.value} refused: {why}", source_id=self.source_id,
             )
         )  # fmt: skip
+
+    def resent(self, association: Association, resent: Resent) -> None:
+        """A C-STORE of a SOP instance the store held. Replaced (the same object again): its
+        own DICOM Instances Transferred record at once, action U, "the receiver updated copies
+        it held" (A.5.3.7), left out of the association's C record. Refused (another object
+        under its UID): a Security Alert, Use of Restricted Function, naming both copies."""
+        peer = self._peer(association)
+        uid = resent.sop_instance_uid
+        if not resent.replaced:
+            why = (
+                f"C-STORE of SOP instance {uid} refused: the store holds it as another object "
+                f"({resent.describe()}); the object held is kept"
+            )
+            alert = association_rejected(
+                local=self.local, peer=peer, reason=why, source_id=self.source_id
+            )
+            self._record(alert)
+            return
+        got = resent.received
+        study = StudyRef(got.get("StudyInstanceUID", ""), {got.get("SOPClassUID", ""): 1})
+        patient = PatientRef(got.get("PatientID", ""), got.get("PatientName") or None)
+        self._record(
+            instances_transferred(
+                action="U", source=peer, destination=self.local, requestor_is_source=True,
+                studies=[study], patient=patient, source_id=self.source_id,
+            )
+        )  # fmt: skip
+        self._received.setdefault(id(association), _Received()).updated.add(uid)

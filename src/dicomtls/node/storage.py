@@ -34,12 +34,12 @@ import contextlib
 import hashlib
 import itertools
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from dicomtls.dimse.part10 import encode_file_header
+from dicomtls.dimse.uids import uid_problem
 from dicomtls.errors import DicomTLSError
 from dicomtls.logs import get_logger
 
@@ -58,8 +58,6 @@ __all__ = [
 ]
 
 log = get_logger("dicomtls.node")
-
-_SAFE_UID = re.compile(r"^[0-9.]{1,64}$")
 
 
 class StorageError(DicomTLSError, OSError):
@@ -425,8 +423,13 @@ class DurableStore:
     # -- objects ----------------------------------------------------------------------------
 
     def path_for(self, sop_instance_uid: str) -> Path:
-        if not _SAFE_UID.match(sop_instance_uid):
-            raise StorageError(0, f"refusing to store SOP instance UID {sop_instance_uid!r}")
+        """Where the object goes. Its name is its UID, so only a UID by PS3.5 9.1 may be one:
+        not ``.``, ``..``, nor a UID with a newline after it."""
+        problem = uid_problem(sop_instance_uid)
+        if problem is not None:
+            raise StorageError(
+                0, f"refusing to store SOP instance UID {sop_instance_uid!r}: {problem}"
+            )
         if self.flat:
             return self.objects / f"{sop_instance_uid}.dcm"
         bucket = hashlib.sha1(sop_instance_uid.encode(), usedforsecurity=False).hexdigest()[:2]

@@ -4,24 +4,51 @@ Three things keep it fast without weakening that rule. The data set is checked b
 as its fragments arrive (:mod:`dicomtls.net.inbound`), never re-read from disk. Large fragments are written by a writer thread while the event loop decrypts
 the next PDU. And the commit's fsyncs run in a worker thread, so one object's flush
 never stalls the other associations.
+
+**A SOP Instance UID the store already holds** (given ``identity_of``: the node's index)
+never silently becomes another object. The copy received is compared with the copy held on
+:data:`IDENTITY`, the patient, study, series and SOP class it belongs to:
+
+- all agree: a corrected re-send of the same object. It replaces the copy held, Success,
+  reported to ``on_resent`` (the node audits DICOM Instances Transferred, action U);
+- any differs: another object under a UID already taken. Refused with 0124H "Refused: Not
+  authorized" (PS3.7 9.1.1.1.9), the copy held kept, one log line naming the attributes
+  that differ, reported to ``on_resent`` (the node writes a Security Alert with the values).
+  0111H "Duplicate SOP Instance" is N-CREATE's, not a C-STORE status; A7xx means "out of
+  resources" (dcm4chee-arc's REJECT uses A77BH), which an SCU may retry; A9xx and Cxxx would
+  blame a data set that is well formed. dcm4chee-arc (Overwrite Policy NEVER) and Orthanc
+  (OverwriteInstances false) keep the first copy by default and ignore the new one;
+  refusing tells the sender that its copy is not the one on record.
+
+Two associations storing one UID at once are serialized per UID, from the identity check to
+the index row (an asyncio lock: every commit runs on this process's event loop): the first
+wins, the second is judged against it. One store folder serves one node process.
+
+**A kept value too long to keep** (the scanner's ``too_long``: over 64 KiB, e.g. a 70,000-byte
+PatientID where LO allows 64 characters) could only be indexed as empty. The object is
+refused with A900H "Data Set does not match SOP Class" (PS3.4 B.2.3): it was read, and
+breaks its IOD; C000H "Cannot understand" would send whoever debugs it after an encoding error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 
 from dicomtls.dimse.command import CommandSet, Tag
 from dicomtls.dimse.dataset_scan import ScannedDataset, keyword_tag
 from dicomtls.dimse.datasets import keyword_texts
-from dicomtls.dimse.status import Status
+from dicomtls.dimse.status import Status, status_name
 from dicomtls.logs import get_logger
 from dicomtls.node.storage import DurableStore, IncomingObject, StorageError, StoredObject
 from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -29,13 +56,55 @@ from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NA
 if TYPE_CHECKING:
     from dicomtls.net.association import Association
 
-__all__ = ["DurableStoreHandler", "OnStored"]
+__all__ = ["IDENTITY", "DurableStoreHandler", "IdentityLookup", "OnResent", "OnStored", "Resent"]
 
 log = get_logger("dicomtls.node")
 
 OnStored = Callable[[Path, Mapping[str, str], str], None]
 """Told of each object once it is on disk (e.g. to index it): its path, the kept
 attributes (keyword -> text) and its transfer syntax."""
+
+#: What makes a stored object the object it is: whose it is (PatientID), where it belongs
+#: (its study and series, PS3.3 C.7.2, C.7.3) and what it is (its SOP class).
+IDENTITY = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID")
+
+IdentityLookup = Callable[[str, Sequence[str]], Mapping[str, str] | None]
+"""What the store's index holds of a SOP Instance UID (keyword -> text), None if nothing
+(e.g. :meth:`dicomtls.node.index.Index.identity`)."""
+
+
+@dataclass(frozen=True)
+class Resent:
+    """A C-STORE of a SOP instance the store already held: replaced, or refused."""
+
+    sop_instance_uid: str
+    held: Mapping[str, str]
+    """The :data:`IDENTITY` of the copy held."""
+    received: Mapping[str, str]
+    """The kept attributes of the copy received (keyword -> text)."""
+
+    @property
+    def differences(self) -> list[str]:
+        """The :data:`IDENTITY` keywords on which the two copies disagree."""
+        return [k for k in IDENTITY if self.held.get(k, "") != self.received.get(k, "")]
+
+    @property
+    def replaced(self) -> bool:
+        """The same object again (a corrected re-send), so it replaced the copy held."""
+        return not self.differences
+
+    def describe(self) -> str:
+        """The disagreement in words, with the values (for the audit trail, not the log: they
+        identify patients), each escaped (they come from peers)."""
+        return "; ".join(
+            f"{k} {self.held.get(k, '')!r} held, {self.received.get(k, '')!r} received"
+            for k in self.differences
+        )
+
+
+OnResent = Callable[["Association", Resent], None]
+"""Told of each C-STORE of a SOP instance already held: once it has replaced the copy held
+(Success), or once it was refused."""
 
 #: Fragments smaller than this are written at once: handing them to a thread costs more.
 _WRITE_BEHIND_MIN = 256 << 10
@@ -53,6 +122,21 @@ def _refused(peer: str, sop_instance_uid: str, reason: object) -> int:
     return Status.OUT_OF_RESOURCES
 
 
+def _too_long(scanned: ScannedDataset) -> str | None:
+    """Why the kept values cannot all be indexed, or None: each one too long to keep."""
+    reasons = []
+    for tag, length in sorted(scanned.too_long.items()):
+        name = keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        try:
+            vr = f"its VR, {dictionary_VR(tag)}, allows far less"
+        except KeyError:
+            vr = "no identifying value is that long"
+        reasons.append(f"{name} is {length} bytes long ({vr})")
+    if not reasons:
+        return None
+    return "; ".join(reasons) + ": it cannot be indexed, and an index entry without it is wrong"
+
+
 class _Job:
     """One incoming object: written (behind, for large fragments), then committed. After a
     write error it swallows the rest and reports it at commit. The SCP has checked the data
@@ -64,13 +148,14 @@ class _Job:
         incoming: IncomingObject | None,
         failure: StorageError | None,
         sop_instance_uid: str,
-        peer: str,
+        association: Association,
     ) -> None:
         self._handler = handler
         self._incoming = incoming
         self.failure = failure
         self._sop_instance_uid = sop_instance_uid
-        self._peer = peer
+        self._association = association
+        self._peer = association.peer
         self._behind: deque[tuple[asyncio.Future[None], int]] = deque()
         self._backlog = 0
 
@@ -109,22 +194,65 @@ class _Job:
         await self._catch_up(0)
         if self.failure is not None:
             return _refused(self._peer, self._sop_instance_uid, self.failure)
+        too_long = _too_long(dataset)
+        if too_long is not None:
+            incoming.abort()
+            return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, too_long)
+        attributes = dataset.texts(self._handler.keep)
+        async with self._handler.claim(self._sop_instance_uid):
+            resent = self._handler.resent(self._sop_instance_uid, attributes)
+            if resent is not None and not resent.replaced:
+                incoming.abort()
+                return self._another_object(resent)
+            status = await self._committed(incoming, attributes, dataset.transfer_syntax)
+        if resent is not None and status == Status.SUCCESS:
+            self._replaced(resent)
+        return status
+
+    def _another_object(self, resent: Resent) -> int:
+        self._handler.report(self._association, resent)
+        return self._refuse(
+            Status.NOT_AUTHORIZED,
+            f"the store holds this SOP instance as another object (its "
+            f"{' and '.join(resent.differences)} differ); the object held is kept",
+        )
+
+    def _replaced(self, resent: Resent) -> None:
+        log.info(
+            "C-STORE from %s replaced %s: the same object again (%s agree)",
+            self._peer, self._sop_instance_uid, ", ".join(IDENTITY),
+        )  # fmt: skip
+        self._handler.report(self._association, resent)
+
+    def _refuse(self, status: int, why: str) -> int:
+        log.warning(
+            "C-STORE from %s of %s refused (%s): %s",
+            self._peer, self._sop_instance_uid, status_name(status), why,
+        )  # fmt: skip
+        return status
+
+    async def _committed(
+        self, incoming: IncomingObject, attributes: Mapping[str, str], transfer_syntax: str
+    ) -> int:
         index = self._handler.on_stored is not None
         try:
             stored = await self._handler.blocking(incoming.commit, index_pending=index)
         except StorageError as exc:
             self.failure = exc
             return _refused(self._peer, self._sop_instance_uid, exc)
-        return self._indexed(incoming, stored, dataset)
+        return self._indexed(incoming, stored, attributes, transfer_syntax)
 
     def _indexed(
-        self, incoming: IncomingObject, stored: StoredObject, checked: ScannedDataset
+        self,
+        incoming: IncomingObject,
+        stored: StoredObject,
+        attributes: Mapping[str, str],
+        transfer_syntax: str,
     ) -> int:
         on_stored = self._handler.on_stored
         if on_stored is not None:
             try:
-                attributes = checked.texts(self._handler.keep)
-                on_stored(stored.path, attributes, checked.transfer_syntax)
+                on_stored(stored.path, attributes, transfer_syntax)
             except Exception as exc:  # e.g. sqlite3.OperationalError: database or disk is full
                 incoming.withdraw()
                 fate = "kept, re-indexed at the next start" if stored.replaced else "removed"
@@ -153,7 +281,9 @@ class DurableStoreHandler:
     ``store`` may be a folder: objects go there as ``<SOP Instance UID>.dcm`` (a flat
     store). Created before the node listens, it first indexes (through ``on_stored``)
     the objects an earlier crash left committed but maybe not indexed. ``keep`` names
-    the top-level attributes (keywords) ``on_stored`` receives.
+    the top-level attributes (keywords) ``on_stored`` receives. With ``identity_of`` a
+    SOP instance already held is replaced only by the same object (see the module's
+    docstring), and ``on_resent`` is told of each replacement and refusal.
     """
 
     def __init__(
@@ -161,13 +291,20 @@ class DurableStoreHandler:
         store: DurableStore | Path | str,
         on_stored: OnStored | None = None,
         keep: Collection[str] = (),
+        *,
+        identity_of: IdentityLookup | None = None,
+        on_resent: OnResent | None = None,
     ) -> None:
         self.store = store if isinstance(store, DurableStore) else DurableStore(Path(store), flat=True)
         self.on_stored = on_stored
-        self.keep = tuple(keep)
+        self.identity_of = identity_of
+        self.on_resent = on_resent
+        wanted = (*keep, *IDENTITY) if identity_of is not None else tuple(keep)
+        self.keep = tuple(dict.fromkeys(wanted))
         tags = {keyword_tag(k) for k in self.keep}  # KeyError names a keyword that is not one
         self._keep_tags = frozenset(tags)
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._claims: dict[str, tuple[asyncio.Lock, int]] = {}
         self.reindexed = self._index_unindexed()
 
     @property
@@ -181,6 +318,37 @@ class DurableStoreHandler:
                 1, thread_name_prefix="dicomtls-store-writer"
             )
         return self._writer
+
+    @contextlib.asynccontextmanager
+    async def claim(self, sop_instance_uid: str) -> AsyncIterator[None]:
+        """Hold ``sop_instance_uid`` from the identity check until its index row is written:
+        a second object with the same UID waits, then is judged against the first."""
+        lock, users = self._claims.get(sop_instance_uid) or (asyncio.Lock(), 0)
+        self._claims[sop_instance_uid] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._claims[sop_instance_uid]
+            if users == 1:
+                del self._claims[sop_instance_uid]
+            else:
+                self._claims[sop_instance_uid] = (lock, users - 1)
+
+    def resent(self, sop_instance_uid: str, received: Mapping[str, str]) -> Resent | None:
+        """The copy held of this SOP instance, against the one received; None if none is held."""
+        if self.identity_of is None:
+            return None
+        held = self.identity_of(sop_instance_uid, IDENTITY)
+        return None if held is None else Resent(sop_instance_uid, held, received)
+
+    def report(self, association: Association, resent: Resent) -> None:
+        if self.on_resent is None:
+            return
+        try:
+            self.on_resent(association, resent)
+        except Exception:  # an observer's failure must not change what the peer is told
+            log.exception("observer of a re-sent SOP instance failed")
 
     async def blocking(self, call: Callable[..., StoredObject], **kwargs: bool) -> StoredObject:
         """Run a commit: in a worker thread when it fsyncs, inline when it only renames."""
@@ -224,4 +392,4 @@ class DurableStoreHandler:
         else:
             # The next object's file, made while this one streams in (not while it waits).
             self.writer().submit(self.store.prepare_spare)
-        return _Job(self, incoming, failure, sop_instance, association.peer)
+        return _Job(self, incoming, failure, sop_instance, association)
