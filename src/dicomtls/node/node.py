@@ -201,7 +201,9 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     )
     query_retrieve = [uid for model in QueryModel for uid in model.value]
     policy = storage_policy(config.ae_title, also=query_retrieve)
-    _enough_files(config.limits.max_associations, policy.max_operations)
+    _enough_files(
+        config.limits.max_associations, policy.max_operations, config.limits.handshakes().total
+    )
     server = await serve_dicom(
         config.host, config.port, certificates.tls, policy, services,
         limits=config.limits, events=reporter.link_events(events),
@@ -221,11 +223,13 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     return node
 
 
-def _enough_files(max_associations: int, max_operations: int) -> None:
+def _enough_files(max_associations: int, max_operations: int, max_handshakes: int) -> None:
     """Let the process open the files its limits may need: each association holds a socket
-    and, with an operations window, that many objects' files at once. Many systems start
-    processes at 1,024 descriptors; servers raise their own limit towards the hard one."""
-    need = max_associations * (max_operations + 2) + 64  # + index, spares, logs, sub-associations
+    and, with an operations window, that many objects' files at once; each pending TLS
+    handshake a socket. Many systems start processes at 1,024 descriptors; servers raise
+    their own limit towards the hard one."""
+    # + 64: index, spares, logs, sub-associations
+    need = max_associations * (max_operations + 2) + max_handshakes + 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= need:
         return

@@ -164,9 +164,16 @@ class Reporter:
             if user.on_secure_link_ready is not None:
                 user.on_secure_link_ready(peer, error)
 
+        def refused(peer: str, reason: str) -> None:
+            if self.metrics is not None:
+                self.metrics.connection_refused(reason)
+            if user.on_refused is not None:
+                user.on_refused(peer, reason)
+
         return LinkEvents(
-            on_connected=user.on_connected, on_accepted=accepted, on_secure_link_ready=ready
-        )
+            on_connected=user.on_connected, on_accepted=accepted, on_secure_link_ready=ready,
+            on_refused=refused,
+        )  # fmt: skip
 
     def service_events(self) -> ServiceEvents:
         return ServiceEvents(
