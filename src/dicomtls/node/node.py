@@ -237,10 +237,10 @@ def _enough_files(max_associations: int, max_operations: int, max_handshakes: in
     resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
     if allowed < need:
         log.warning(
-            "open files: %d associations with up to %d C-STOREs outstanding may need %d file "
-            "descriptors, and this process may have %d (raise the hard limit, ulimit -Hn); "
-            "objects beyond it are refused with 0xA700",
-            max_associations, max_operations, need, allowed,
+            "open files: %d associations with up to %d C-STOREs outstanding and %d pending TLS "
+            "handshakes may need %d file descriptors, and this process may have %d (raise the "
+            "hard limit, ulimit -Hn); objects beyond it are refused with 0xA700",
+            max_associations, max_operations, max_handshakes, need, allowed,
         )  # fmt: skip
 
 
