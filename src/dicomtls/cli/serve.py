@@ -70,7 +70,9 @@ def _count(given: int | None, config: dict[str, Any], key: str) -> int | None:
         return None
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise click.BadParameter(f"{key} = {value!r}: give a whole number >= 1", param_hint="--config")
+        raise click.BadParameter(
+            f"{key} = {value!r}: give a whole number >= 1", param_hint="--config"
+        )
     return value
 
 
