@@ -120,10 +120,12 @@ class _Counters:
 
 
 class FileSink(_Counters):
-    """Appends one message per line (the XML is one line), flushed per message.
+    """Appends one message per line (the XML is one line), flushed per message, then synced.
 
     A local file is not network I/O, so it is written in the caller's thread: simple, and the
-    line is on disk (in the OS cache) when ``send`` returns.
+    line is in the OS (it survives the node being killed) when ``send`` returns. A thread then
+    fsyncs the file, as often as the disk allows and never in the caller's way, so that a power
+    cut does not lose the records of objects that were themselves stored durably.
 
     Audit messages name patients, so the file gets ``mode`` (0600; 0640 lets the group
     read) whatever the umask, and the folders made for it the matching search bits. The
@@ -139,7 +141,13 @@ class FileSink(_Counters):
         self._write_lock = threading.Lock()
         self._handle: BinaryIO | None = None
         self._warned = False
+        self._warned_sync = False
         self._closed = False
+        self._written = threading.Event()
+        """Set after each write, cleared by the syncer before each fsync."""
+        self._syncer: threading.Thread | None = None
+        self.synced = 0
+        """fsyncs done: each covers every line written before it began."""
 
     def send(self, message: AuditMessage) -> None:
         try:
@@ -150,6 +158,7 @@ class FileSink(_Counters):
                     self._handle = self._open()
                 self._handle.write(message.xml + b"\n")
                 self._handle.flush()
+                self._sync_soon()
         except OSError as exc:
             self._count("dropped")
             if not self._warned:
@@ -182,10 +191,46 @@ class FileSink(_Counters):
     def close(self) -> None:
         with self._write_lock:
             self._closed = True
+        self._written.set()  # the syncer wakes up, sees the sink closed and ends
+        if self._syncer is not None:
+            self._syncer.join(timeout=5.0)
+        with self._write_lock:
             if self._handle is not None:
+                self._sync()
                 with contextlib.suppress(OSError):
                     self._handle.close()
                 self._handle = None
+
+    def _sync_soon(self) -> None:
+        """Have the syncer fsync what was just written (called with the write lock held)."""
+        if self._syncer is None:
+            self._syncer = threading.Thread(
+                target=self._sync_until_closed, name=f"audit-fsync-{self.path.name}", daemon=True
+            )
+            self._syncer.start()
+        self._written.set()
+
+    def _sync_until_closed(self) -> None:
+        """One fsync after each burst of writes: lines written during an fsync share the next."""
+        while True:
+            self._written.wait()
+            if self._closed:
+                return  # close() syncs what is left
+            self._written.clear()
+            self._sync()
+
+    def _sync(self) -> None:
+        handle = self._handle  # set before the syncer starts, closed only after it has ended
+        if handle is None:
+            return
+        try:
+            os.fsync(handle.fileno())
+        except (OSError, ValueError) as exc:
+            if not self._warned_sync:
+                self._warned_sync = True
+                log.warning("audit file %s cannot be synced to disk: %s", self.path, exc)
+            return
+        self._count("synced")
 
 
 _STOP = object()

@@ -68,6 +68,20 @@ def _timeout(given: float | None, config: dict[str, Any], key: str) -> float | N
     return float(value)
 
 
+def _count(given: int | None, config: dict[str, Any], key: str) -> int | None:
+    """A count >= 1 from the command line, else the config file, else None (default)."""
+    if given is not None:
+        return given
+    if key not in config:
+        return None
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise click.BadParameter(
+            f"{key} = {value!r}: give a whole number >= 1", param_hint="--config"
+        )
+    return value
+
+
 def _tls_from_config(tls: TLSOptions, config: dict[str, Any]) -> TLSOptions:
     """Config-file TLS keys (tls_cert, tls_key, ca, crl, verify, profile, no_tls) where the
     command line gave nothing."""
@@ -188,6 +202,12 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
 @click.option("--max-per-peer", type=click.IntRange(1), default=None,
               help="Concurrent associations from one IP address (raise it for a gateway or NAT) "
                    "[default: 20].")  # fmt: skip
+@click.option("--max-pending-handshakes", type=click.IntRange(1), default=None,
+              help="TLS handshakes in progress at once; more connections are closed at once "
+                   "[default: 512, or --max-associations if larger].")  # fmt: skip
+@click.option("--max-pending-per-peer", type=click.IntRange(1), default=None,
+              help="TLS handshakes in progress from one IP address (IPv6: one /64) "
+                   "[default: 32, or --max-per-peer if larger].")  # fmt: skip
 @click.option(
     "--move-destination", multiple=True, help="AE=HOST:PORT where C-MOVE may send (repeatable)."
 )
@@ -218,8 +238,8 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
 @tls_options
 def serve(store: Path, host: str, port: int | None, ae_title: str | None,
           accept_any_called_ae: bool | None, max_associations: int | None,
-          max_per_peer: int | None,
-          move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
+          max_per_peer: int | None, max_pending_handshakes: int | None,
+          max_pending_per_peer: int | None, move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
           metrics_port: int | None, metrics_host: str | None, handshake_timeout: float | None,
           artim_timeout: float | None, idle_timeout: float | None, file_mode: str | None,
           config_file: Path | None, tls: TLSOptions) -> None:  # fmt: skip
@@ -254,6 +274,8 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None,
         or int(config.get("max_associations", default.max_associations)),
         max_per_peer=max_per_peer or int(config.get("max_per_peer", default.max_per_peer)),
     )
+    limits.max_pending_handshakes = _count(max_pending_handshakes, config, "max_pending_handshakes")
+    limits.max_pending_per_peer = _count(max_pending_per_peer, config, "max_pending_per_peer")
     if (artim := _timeout(artim_timeout, config, "artim_timeout")) is not None:
         limits.artim_timeout = artim
     if (idle := _timeout(idle_timeout, config, "idle_timeout")) is not None:

@@ -3,7 +3,8 @@
 One :class:`_LinkProtocol` per TCP connection feeds received bytes to the
 sans-I/O :class:`~dicomtls.tls.engine.TLSEngine` and writes what it produces.
 The handshake runs as bytes arrive, on the event loop, so a peer that connects and
-says nothing holds only a timer: every other connection keeps handshaking. Plain
+says nothing holds only a timer and an OpenSSL object: every other connection keeps
+handshaking, and :mod:`dicomtls.net.pending` bounds how many may be pending. Plain
 TCP (``tls=None``) uses the same path without the engine.
 
 After the handshake, ciphertext waits in the engine until the reader asks for it:
@@ -24,6 +25,7 @@ from typing import Any
 
 from dicomtls.errors import ConnectError
 from dicomtls.logs import get_logger
+from dicomtls.net.pending import HandshakeLimits, PendingHandshakes, address_key
 from dicomtls.tls.engine import TLSClosed, TLSEngine
 from dicomtls.tls.errors import TLSError, TLSHandshakeError
 from dicomtls.tls.flags import Side
@@ -31,6 +33,7 @@ from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 
 __all__ = [
+    "HandshakeLimits",
     "LinkEvents",
     "SecureLink",
     "Server",
@@ -47,6 +50,11 @@ _RECEIVE_BUFFER = 1 << 18  # what one read of the socket may bring (asyncio's ow
 _SMALL_READ = 4096  # a read this small is a message's head or tail, not a bulk transfer
 _TAKE_CHUNK = 64 << 10  # read() decrypts into this, then copies: it is for small messages
 _per_thread = threading.local()
+#: Connections the kernel completes before we accept them. With asyncio's 100, a flood fills
+#: the queue faster than we accept and the kernel drops SYNs (a good client then waits 1 s,
+#: 3 s, ... for its retry) before we could refuse anything cheaply: 4,000 connections in a
+#: row took 35 s to open, 2 s with 1,024. Linux caps it at net.core.somaxconn.
+_LISTEN_BACKLOG = 1024
 
 
 def _receive_buffer() -> memoryview:
@@ -77,6 +85,10 @@ class LinkEvents:
     """Server: a TCP connection from the peer was accepted."""
     on_secure_link_ready: Callable[[str, TLSHandshakeError | None], None] | None = None
     """The handshake finished: ``None`` on success, else the error that ended it."""
+    on_refused: Callable[[str, str], None] | None = None
+    """Server: a connection from the peer was closed at once, before any TLS work, because
+    too many handshakes were pending; the reason is ``pending-handshakes`` (in total) or
+    ``pending-handshakes-per-peer``. Called for every such connection: count, don't log."""
 
 
 def _peer_name(transport: asyncio.BaseTransport, which: str = "peername") -> str:
@@ -85,6 +97,21 @@ def _peer_name(transport: asyncio.BaseTransport, which: str = "peername") -> str
         host = address[0]
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
     return str(address)
+
+
+def _forget_frames(error: BaseException) -> None:
+    """Drop the tracebacks of an error that is kept (a failed handshake, in ``ready``).
+
+    They hold the frames the error passed through, and those the connection (their callers'
+    frames included): a cycle only the garbage collector frees, so a flood's OpenSSL buffers
+    would outlive it. The error was logged already; its message says what happened.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
 
 
 class SecureLink:
@@ -165,8 +192,10 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         side: Side,
         events: LinkEvents,
         server_hostname: str | None = None,
+        pending: PendingHandshakes | None = None,
     ) -> None:
         self._tls = tls
+        self._pending = pending
         self._side = side
         self._events = events
         self._server_hostname = server_hostname
@@ -198,6 +227,8 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer = _peer_name(transport)
+        if self._tls is not None and self._pending is not None and not self._admit(transport):
+            return
         self.local = _peer_name(transport, "sockname")
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -315,6 +346,22 @@ class _LinkProtocol(asyncio.BufferedProtocol):
 
     # -- handshake ------------------------------------------------------------------------
 
+    def _admit(self, transport: asyncio.Transport) -> bool:
+        """Count this connection's handshake against the server's bounds, or close it now,
+        before OpenSSL is asked for anything: a refusal costs an accept and a close."""
+        pending = self._pending
+        assert pending is not None
+        address = transport.get_extra_info("peername")
+        key = address_key(str(address[0] if isinstance(address, tuple) else address))
+        if not pending.admit(key, self.peer):
+            transport.abort()
+            self.ready.set_exception(
+                ConnectionRefusedError(f"{self.peer}: too many TLS handshakes pending")
+            )
+            return False
+        self.ready.add_done_callback(lambda _: pending.release(key))
+        return True
+
     def _advance_handshake(self) -> None:
         engine = self.engine
         assert engine is not None and self._transport is not None
@@ -343,6 +390,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
         self._handshake_failed = True
+        _forget_frames(error)
         already_ready = self.ready.done()
         if not already_ready:
             self._report_failure(error)
@@ -585,9 +633,17 @@ def current_settings(tls: TLSSource | None) -> TLSSettings | None:
 class Server:
     """A listening secure-link server; each accepted link runs ``handler`` in its own task."""
 
-    def __init__(self, server: asyncio.Server, tasks: set[asyncio.Task[Any]]) -> None:
+    def __init__(
+        self, server: asyncio.Server, tasks: set[asyncio.Task[Any]], pending: PendingHandshakes
+    ) -> None:
         self._server = server
         self._tasks = tasks
+        self._pending = pending
+
+    @property
+    def pending_handshakes(self) -> int:
+        """TLS handshakes in progress now (each counted until it succeeds, fails or times out)."""
+        return self._pending.total
 
     @property
     def port(self) -> int:
@@ -629,12 +685,16 @@ async def serve(
     tls: TLSSource | None,
     *,
     events: LinkEvents | None = None,
+    handshakes: HandshakeLimits | None = None,
 ) -> Server:
     """Listen on ``host:port``; every link whose handshake succeeds goes to ``handler``.
 
     A failed handshake never reaches ``handler``: it is logged in one line with the
     peer, stage, certificate and hint, and reported through ``events``. With a
     callable ``tls``, each new connection uses what it returns at that moment.
+    TLS handshakes in progress are bounded per peer address and in total by
+    ``handshakes`` (default :class:`HandshakeLimits`): a connection over a bound is
+    closed at once (see :mod:`dicomtls.net.pending`).
     """
     loop = asyncio.get_running_loop()
     events = events or LinkEvents()
@@ -642,11 +702,13 @@ async def serve(
     if first is not None:
         first.context(Side.SERVER)  # a server without a certificate fails now, not per connection
     tasks: set[asyncio.Task[Any]] = set()
+    pending = PendingHandshakes(handshakes or HandshakeLimits(), events.on_refused)
 
     async def run(protocol: _LinkProtocol) -> None:
         try:
             link = await protocol.ready
-        except (TLSHandshakeError, ConnectionError):
+        except (TLSHandshakeError, ConnectionError) as exc:
+            _forget_frames(exc)  # its traceback now holds this frame
             return  # already logged and reported
         try:
             await handler(link)
@@ -656,11 +718,13 @@ async def serve(
             await link.close()
 
     def factory() -> _LinkProtocol:
-        protocol = _LinkProtocol(current_settings(tls), Side.SERVER, events)
+        protocol = _LinkProtocol(current_settings(tls), Side.SERVER, events, pending=pending)
         task = loop.create_task(run(protocol))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return protocol
 
-    server = await loop.create_server(factory, host, port, reuse_address=True)
-    return Server(server, tasks)
+    server = await loop.create_server(
+        factory, host, port, reuse_address=True, backlog=_LISTEN_BACKLOG
+    )
+    return Server(server, tasks, pending)

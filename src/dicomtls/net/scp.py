@@ -41,6 +41,7 @@ from dicomtls.net.hooks import (
     Services,
 )
 from dicomtls.net.link import LinkEvents, SecureLink, TLSSource, serve
+from dicomtls.net.pending import HandshakeLimits
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request, rejection
 from dicomtls.ul.connection import Aborted, AssociationRequested, Role, UpperLayer
 from dicomtls.ul.pdu import (
@@ -78,6 +79,18 @@ class Limits:
     artim_timeout: float = 30.0
     shutdown_grace: float = 30.0
     """On close, how long running transfers may take to finish before they are cancelled."""
+    max_pending_handshakes: int | None = None
+    """TLS handshakes in progress at once; None: 512, or max_associations if larger."""
+    max_pending_per_peer: int | None = None
+    """TLS handshakes in progress from one IP address; None: 32, or max_per_peer if larger."""
+
+    def handshakes(self) -> HandshakeLimits:
+        """The bounds on pending handshakes, never below what the association limits let in."""
+        default = HandshakeLimits()
+        return HandshakeLimits(
+            per_peer=self.max_pending_per_peer or max(default.per_peer, self.max_per_peer),
+            total=self.max_pending_handshakes or max(default.total, self.max_associations),
+        )
 
 
 @dataclass
@@ -141,7 +154,7 @@ async def serve_dicom(
             if not active[address]:
                 del active[address]
 
-    server = await serve(handler, host, port, tls, events=events)
+    server = await serve(handler, host, port, tls, events=events, handshakes=limits.handshakes())
     return DicomServer(server, server.port, limits, active)
 
 

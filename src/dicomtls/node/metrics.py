@@ -104,6 +104,13 @@ class NodeMetrics:
             ["code"],
             registry=r,
         )
+        self._connections_refused = Counter(
+            "dicomtls_connections_refused_total",
+            "Connections closed at once, before any TLS work, because too many TLS handshakes "
+            "were pending (in total, or from the peer's address).",
+            ["reason"],
+            registry=r,
+        )
         self._handshake_seconds = Histogram(
             "dicomtls_tls_handshake_seconds",
             "Duration of successful TLS handshakes.",
@@ -138,6 +145,8 @@ class NodeMetrics:
         # Pre-create the fixed-vocabulary series so they read 0, not absent, before the first
         # event: rate() and "no failures yet" alerts then work from the first scrape.
         self._associations.labels(result="accepted", reason="")
+        for reason in ("pending-handshakes", "pending-handshakes-per-peer"):
+            self._connections_refused.labels(reason=reason)
         for result in ("success", "failure"):
             self._objects_stored.labels(result=result)
             self._certificate_reloads.labels(result=result)
@@ -155,6 +164,9 @@ class NodeMetrics:
 
     def handshake_failed(self, code: str) -> None:
         self._handshake_failures.labels(code=_label(code)).inc()
+
+    def connection_refused(self, reason: str) -> None:
+        self._connections_refused.labels(reason=_label(reason)).inc()
 
     def handshake_succeeded(self, seconds: float) -> None:
         self._handshake_seconds.observe(max(0.0, seconds))

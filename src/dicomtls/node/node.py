@@ -235,7 +235,9 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         accept_any_called_ae=config.accept_any_called_ae,
         called_ae_hint="set accept_any_called_ae = true (serve --accept-any-called-ae) to answer to any",
     )
-    _enough_files(config.limits.max_associations, policy.max_operations)
+    _enough_files(
+        config.limits.max_associations, policy.max_operations, config.limits.handshakes().total
+    )
     server = await serve_dicom(
         config.host, config.port, certificates.tls, policy, services,
         limits=config.limits, events=reporter.link_events(events),
@@ -275,11 +277,13 @@ def _warn_of_readable_ca_keys(config: NodeConfig) -> None:
         )
 
 
-def _enough_files(max_associations: int, max_operations: int) -> None:
+def _enough_files(max_associations: int, max_operations: int, max_handshakes: int) -> None:
     """Let the process open the files its limits may need: each association holds a socket
-    and, with an operations window, that many objects' files at once. Many systems start
-    processes at 1,024 descriptors; servers raise their own limit towards the hard one."""
-    need = max_associations * (max_operations + 2) + 64  # + index, spares, logs, sub-associations
+    and, with an operations window, that many objects' files at once; each pending TLS
+    handshake a socket. Many systems start processes at 1,024 descriptors; servers raise
+    their own limit towards the hard one."""
+    # + 64: index, spares, logs, sub-associations
+    need = max_associations * (max_operations + 2) + max_handshakes + 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= need:
         return
@@ -287,10 +291,10 @@ def _enough_files(max_associations: int, max_operations: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (allowed, hard))
     if allowed < need:
         log.warning(
-            "open files: %d associations with up to %d C-STOREs outstanding may need %d file "
-            "descriptors, and this process may have %d (raise the hard limit, ulimit -Hn); "
-            "objects beyond it are refused with 0xA700",
-            max_associations, max_operations, need, allowed,
+            "open files: %d associations with up to %d C-STOREs outstanding and %d pending TLS "
+            "handshakes may need %d file descriptors, and this process may have %d (raise the "
+            "hard limit, ulimit -Hn); objects beyond it are refused with 0xA700",
+            max_associations, max_operations, max_handshakes, need, allowed,
         )  # fmt: skip
 
 

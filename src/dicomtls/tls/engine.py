@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -120,7 +121,9 @@ class TLSEngine:
         self._head = b""
         self._received_application_data = False
         self._conn = SSL.Connection(settings.context(side), None)
-        self._conn.set_app_data(self)
+        # Weakly: the connection holding its engine would make a cycle that keeps OpenSSL's
+        # buffers until the garbage collector runs, long after the connection is gone.
+        self._conn.set_app_data(weakref.proxy(self))
         if side is Side.CLIENT:
             self._conn.set_connect_state()
             if self.server_hostname and not _is_ip(self.server_hostname):
