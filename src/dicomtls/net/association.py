@@ -140,6 +140,7 @@ class Association:
         self._assembler = MessageAssembler()
         self._message_id = 0
         self._ended = False
+        self._we_aborted = False
         self._cancelled: set[int] = set()
         self.request_contexts: dict[int, int] = {}
         """Message ID -> the context each C-FIND/C-MOVE/C-GET of ours went out on (a
@@ -285,9 +286,11 @@ class Association:
                 self.end_reason = self.end_reason or f"aborted: {event.message}"
             if isinstance(event, Closed):
                 self.end_reason = self.end_reason or "connection lost"
+            if isinstance(event, Aborted) and not event.by_peer:
+                self._we_aborted = True
             if isinstance(event, Closed | ReleaseConfirmed | Aborted):
                 self._ended = True
-                await self.link.close()
+                await self.close_link()
                 return None
 
     def _admitted(self, received: CommandReceived) -> Message | None:
@@ -328,8 +331,17 @@ class Association:
                 break
         return message_id in self._cancelled
 
+    async def close_link(self) -> None:
+        """Close the connection; after an A-ABORT of ours, once the peer could read it."""
+        if self._we_aborted:
+            await self.link.linger_close()
+        else:
+            await self.link.close()
+
     def protocol_failure(self, message: str) -> None:
-        """The peer broke the protocol: one log line naming it, then A-ABORT."""
+        """The peer broke the protocol: one log line naming it, then A-ABORT (the caller
+        ends the association; :meth:`close_link` lets the A-ABORT reach the peer)."""
+        self._we_aborted = True
         log.warning(
             "association with %s (calling %r): %s; aborting", self.peer, self.calling_ae, message
         )

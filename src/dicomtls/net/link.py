@@ -73,6 +73,9 @@ _ENCRYPT_SLICE = 240 << 10
 #: so what it encrypts next mostly goes straight to the socket instead of being copied into
 #: asyncio's buffer first, and memory stays bounded.
 _WRITE_HIGH_WATER = 256 << 10
+#: After our A-ABORT: how long, and how much, we read and drop before closing (linger_close).
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,22 @@ class SecureLink:
 
     def abort(self) -> None:
         self._protocol.abort()
+
+    async def linger_close(self, seconds: float = _LINGER_SECONDS, limit: int = _LINGER_BYTES) -> None:
+        """Close once the peer has had the chance to read what we sent last (an A-ABORT).
+
+        Closing a socket with the peer's data unread makes the kernel answer with a reset,
+        and a reset can destroy what the peer had not read yet: our A-ABORT and its reason.
+        PS3.8 has the aborting side wait for the peer to close (Sta13); we wait at most
+        ``seconds`` and drop at most ``limit`` bytes meanwhile, so lingering costs a hostile
+        peer's slot a moment, not the node its memory.
+        """
+        dropped = 0
+        with contextlib.suppress(TimeoutError, ConnectionError, TLSError):
+            async with asyncio.timeout(seconds):
+                while dropped < limit and (data := await self.read()):
+                    dropped += len(data)
+        await self.close()
 
     def close_soon(self) -> None:
         """Close after what is queued has been sent (close_notify for TLS), without waiting."""

@@ -206,6 +206,8 @@ async def _serve_association(
     if not isinstance(event, AssociationRequested):
         if isinstance(event, Aborted):
             log.warning("association from %s: %s", link.peer, event.message)
+            if not event.by_peer:
+                await link.linger_close()  # let our A-ABORT reach the peer
         return
     request = event.request
     info = RequestInfo(
@@ -243,6 +245,7 @@ async def _serve_association(
     finally:
         association.end_reason = association.end_reason or "connection lost"
         notify(services.events.on_ended, association)
+        await association.close_link()
 
 
 def _admit(gatekeeper: Gatekeeper | None, info: RequestInfo) -> Admission:
