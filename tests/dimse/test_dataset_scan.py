@@ -188,6 +188,35 @@ def test_a_deflated_data_set_that_does_not_inflate_is_refused() -> None:
         scanner.finish()
 
 
+def _deflated_zeros(size: int) -> bytes:
+    """A deflated data set of one OB element holding ``size`` zero bytes: a deflate bomb."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    header = b"\x09\x00\x10\x10OB\x00\x00" + size.to_bytes(4, "little")  # (0009,1010) OB
+    out = [packer.compress(header)]
+    zeros = bytes(1 << 20)
+    for _ in range(size >> 20):
+        out.append(packer.compress(zeros))
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+def test_a_deflate_bomb_is_refused_before_it_is_inflated() -> None:
+    bomb = _deflated_zeros(256 << 20)  # 256 MiB of zeros in a few hundred kilobytes
+    scanner = DatasetScanner(DeflatedExplicitVRLittleEndian)
+    with pytest.raises(DatasetScanError, match="refused as a deflate bomb"):
+        for start in range(0, len(bomb), 16 << 10):
+            scanner.feed(bomb[start : start + (16 << 10)])
+    assert len(bomb) < 1 << 20
+    assert scanner.inflated < 32 << 20  # stopped soon after the 16 MiB floor
+
+
+def test_a_well_compressed_deflated_data_set_within_the_ratio_is_scanned() -> None:
+    dataset = _deflated_zeros(4 << 20)  # 4 MiB: under the floor, whatever its ratio
+    scanner = DatasetScanner(DeflatedExplicitVRLittleEndian)
+    scanner.feed(dataset)
+    assert scanner.finish().length == 12 + (4 << 20)
+
+
 def test_encapsulated_pixel_data_is_stepped_over_fragment_by_fragment() -> None:
     ds = _dataset()
     del ds.PixelData
