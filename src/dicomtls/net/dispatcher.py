@@ -16,8 +16,9 @@ serve by raising :class:`~dicomtls.net.hooks.StatusError`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,15 @@ def notify(callback: Callable[..., None] | None, *args: object) -> None:
         callback(*args)
     except Exception:
         log.exception("event observer %r failed", callback)
+
+
+#: Matches fetched from a find handler per trip to its worker thread.
+_BATCH = 64
+
+
+def _next_batch(found: Iterator[Dataset]) -> list[Dataset]:
+    """The next few matches (on a worker thread: a handler may block on its database)."""
+    return list(itertools.islice(found, _BATCH))
 
 
 def _named(field: CommandField) -> str:
@@ -332,15 +342,20 @@ class Dispatcher:
         status: int = Status.SUCCESS
         try:
             identifier = self._identifier(message)
-            if self.services.find is None:
+            find = self.services.find
+            if find is None:
                 raise StatusError(Status.SOP_CLASS_NOT_SUPPORTED, "no C-FIND here")
-            for match in self.services.find(self.association, sop_class, identifier):
-                if await self._cancelled(message_id):
-                    status = Status.CANCEL
+            found = await asyncio.to_thread(lambda: iter(find(self.association, sop_class, identifier)))
+            while batch := await asyncio.to_thread(_next_batch, found):
+                for match in batch:
+                    if await self._cancelled(message_id):
+                        status = Status.CANCEL
+                        break
+                    pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
+                    await self._reply(message, pending, encode_dataset(match, syntax))
+                    matches += 1
+                if status == Status.CANCEL:
                     break
-                pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
-                await self._reply(message, pending, encode_dataset(match, syntax))
-                matches += 1
         except StatusError as exc:
             status = exc.status
             log.warning(
@@ -353,12 +368,15 @@ class Dispatcher:
 
     # -- C-MOVE, C-GET ------------------------------------------------------------------------
 
-    def _files(self, message: Message) -> list[Path]:
+    async def _files(self, message: Message) -> list[Path]:
         identifier = self._identifier(message)
         retrieve = self.services.retrieve
         if retrieve is None:
             raise StatusError(Status.SOP_CLASS_NOT_SUPPORTED, "no retrieval here")
-        return list(retrieve(self.association, _sop_class(message), identifier))
+        sop_class = _sop_class(message)
+        return await asyncio.to_thread(
+            lambda: list(retrieve(self.association, sop_class, identifier))
+        )
 
     def _headers(self, files: list[Path], outcome: _Outcome) -> list[Part10Header]:
         """The stored files' headers; one that cannot be read is a failed sub-operation."""
@@ -435,7 +453,7 @@ class Dispatcher:
             why = f"{self.admission.rule or 'the access policy'} allows C-MOVE to {allowed} only"
             notify(self.services.events.on_refused, self.association, Service.MOVE, why)
             raise StatusError(Status.MOVE_DESTINATION_UNKNOWN, f"to {destination!r}: {why}")
-        files = self._files(message)
+        files = await self._files(message)
         outcome = _Outcome.of(len(files))
         headers = self._headers(files, outcome)
         if not headers:
@@ -481,7 +499,7 @@ class Dispatcher:
             outcome.fail(header.path, header.sop_instance_uid, f"answered {status_name(status)}")
 
     async def _get(self, message: Message) -> None:
-        files = self._files(message)
+        files = await self._files(message)
         outcome = _Outcome.of(len(files))
         requestor = self._destination(message, Service.GET)
         for header in self._headers(files, outcome):
