@@ -19,9 +19,10 @@ import ipaddress
 import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
 from dicomtls.logs import get_logger
@@ -47,6 +48,10 @@ log = get_logger("dicomtls.tls")
 
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
 _RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read returns
+_INT_MAX = (1 << 31) - 1  # SSL_read's length is an int
+# pyOpenSSL's own OpenSSL binding is cryptography's (public: cryptography.hazmat.bindings).
+_lib, _ffi = Binding.lib, Binding.ffi
+_FAST_READ = all(hasattr(_lib, name) for name in ("SSL_read", "SSL_get_error", "SSL_ERROR_WANT_READ"))
 
 
 class TLSClosed(TLSError):
@@ -121,6 +126,9 @@ class TLSEngine:
         self._head = b""
         self._received_application_data = False
         self._conn = SSL.Connection(settings.context(side), None)
+        # The SSL* under pyOpenSSL's connection, to decrypt into the caller's buffer with the
+        # same OpenSSL binding pyOpenSSL uses (None: an unforeseen pyOpenSSL, the slow path).
+        self._ssl = getattr(self._conn, "_ssl", None) if _FAST_READ else None
         # Weakly: the connection holding its engine would make a cycle that keeps OpenSSL's
         # buffers until the garbage collector runs, long after the connection is gone.
         self._conn.set_app_data(weakref.proxy(self))
@@ -230,13 +238,26 @@ class TLSEngine:
         """Decrypt what has arrived into ``buffer``, as much as fits; 0 when nothing has.
 
         The receiving layer passes the place the bytes are going anyway (the body of the
-        PDU being received), so they are not copied again. Raises TLSClosed once the
-        peer has closed and everything before the close was delivered.
+        PDU being received), so they are not copied again: OpenSSL decrypts each record
+        straight into it (pyOpenSSL's own recv_into would allocate a buffer per record and
+        copy out of it). Raises TLSClosed once the peer has closed and everything before
+        the close was delivered.
         """
         filled = 0
-        while filled < len(buffer):
+        size = len(buffer)
+        ssl = self._ssl
+        target: Any = _ffi.from_buffer(buffer, require_writable=True) if ssl is not None else None
+        while filled < size:
             try:
-                filled += self._conn.recv_into(buffer[filled:], min(len(buffer) - filled, _RECORD))
+                if ssl is None:
+                    got = self._conn.recv_into(buffer[filled:], min(size - filled, _RECORD))
+                else:
+                    got = _lib.SSL_read(ssl, target + filled, min(size - filled, _INT_MAX))
+                    if got <= 0:
+                        if _lib.SSL_get_error(ssl, got) == _lib.SSL_ERROR_WANT_READ:
+                            break
+                        self._conn._raise_ssl_error(ssl, got)  # pyOpenSSL's exception for it
+                filled += got
             except SSL.WantReadError:
                 break
             except (SSL.ZeroReturnError, SSL.SysCallError):
