@@ -191,10 +191,10 @@ class TLSEngine:
         failed = self.first_rejected_call
         if failed is not None and not self.settings.verify.failure_ends_connection():
             log.warning(
-                "TLS %s link to %s continues although its certificate %r failed: %s",
+                "TLS %s link to %s continues although its certificate '%s' failed: %s",
                 self.side,
                 self.peer,
-                failed.certificate.subject,
+                failed.certificate.readable_subject,
                 failed.error,
             )
 

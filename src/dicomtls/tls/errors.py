@@ -148,8 +148,8 @@ class TLSHandshakeError(TLSError):
         parts.append(self.reason)
         if self.certificate is not None and self.verify_error is not None:
             parts.append(
-                f"; certificate {self.certificate.subject!r} at depth {self.certificate.depth}: "
-                f"{self.verify_error.name} ({self.verify_error.message})"
+                f"; certificate '{self.certificate.readable_subject}' at depth "
+                f"{self.certificate.depth}: {self.verify_error.name} ({self.verify_error.message})"
             )
         if self.hint:
             parts.append(f". Hint: {self.hint}")
