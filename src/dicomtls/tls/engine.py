@@ -58,6 +58,8 @@ class VerifyCall:
 
     ok: bool
     error: VerifyError
+    """The verdict OpenSSL records: its own error, or UNSPECIFIED ``by_callback`` when only
+    the callback refused a certificate OpenSSL found valid."""
     depth: int
     accepted: bool
     openssl_certificate: crypto.X509 = field(repr=False)
@@ -286,6 +288,10 @@ class TLSEngine:
                 log.error("TLS verify callback raised %r for %s", exc, self.peer)
         elif self._callback_exception is not None:
             call.accepted = False
+        if ok and not call.accepted:
+            # OpenSSL found nothing wrong, and the callback said no (or raised): OpenSSL then
+            # records X509_V_ERR_UNSPECIFIED (X509_verify_cert's safety net), and so do we.
+            call.error = VerifyError.callback_rejection(depth)
         self.verify_calls.append(call)
         return call.accepted
 
@@ -454,6 +460,9 @@ _ALERT_HINTS = {
     "protocol_version": "both sides must allow a common TLS version (1.2 or 1.3 for BCP 195)",
     "handshake_failure": "no common cipher suite or signature algorithm: compare both profiles",
     "insufficient_security": "offer the stronger suites the peer's profile requires",
+    "internal_error": (
+        "read the peer's log: if its own verify rule refused our certificate, it says why there"
+    ),
 }
 
 

@@ -100,7 +100,10 @@ _ALERT_MEANING = {
     "insufficient_security": "the peer requires stronger cipher suites than we offered",
     "access_denied": "the peer refused access after verifying us",
     "decrypt_error": "a handshake signature or key check failed",
-    "internal_error": "the peer had an internal error",
+    "internal_error": (
+        "the peer had an internal error, or its verify callback refused our certificate "
+        "without naming an error (OpenSSL then sends internal_error)"
+    ),
     "illegal_parameter": "the peer found a malformed handshake field",
 }
 
