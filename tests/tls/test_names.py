@@ -302,3 +302,12 @@ def test_non_ascii_names_in_a_handshake(matrix_pki: MatrixPKI, tmp_path: Path) -
     assert f"certificate '{root.readable_subject}' at depth 1" in str(error)
     assert error.to_dict()["certificate"]["subject"] == root.subject
 
+
+def test_the_readme_shows_both_forms() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    ca = CertificateAuthority.create("README Root", key=KeySpec.ec())
+    info = CertificateInfo.from_certificate(ca.issue("Zürich PACS, Inc.").certificate)
+    exact, readable = str(info).splitlines()[0], info.text(readable=True).splitlines()[0]
+    assert exact == 'Subject Name: CN = "Z\\C3\\BCrich PACS, Inc.", O = dicomtls test PKI'
+    assert any(line.startswith(exact + "  ") for line in readme)
+    assert any(line.startswith(readable + "  ") for line in readme)
