@@ -36,6 +36,7 @@ import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography import x509
 from OpenSSL._util import ffi as _openssl_ffi
@@ -62,6 +63,10 @@ _CHARACTER_WIDTH = {
 _QUOTED_ANYWHERE = frozenset(",+;<>")
 _BACKSLASHED = frozenset('"\\')
 _OID_TEXT_MAX = 79  # OpenSSL writes the dotted OID into an 80-byte buffer
+# Printable ASCII that needs no escape: all but " + , ; < > \\ (and a space or # at the ends).
+_PLAIN = re.compile(r"[\x20\x21\x23-\x2a\x2d-\x3a\x3d\x3f-\x5b\x5d-\x7e]*")
+_QUOTED_AT_THE_ENDS = re.compile(r"\A[ #].|\A \Z| \Z", re.S)
+_UNWRITABLE = "\ud800"  # a UTF8String's stray bytes decode to U+DC80-U+DCFF, never to this
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,7 @@ class PrintedName:
     """The same with the characters that are safe to show written as themselves."""
 
 
-@dataclass(frozen=True)
-class _Attribute:
+class _Attribute(NamedTuple):
     rdn: int
     oid: str
     tag: int
@@ -92,17 +96,26 @@ def certificate_names(cert: x509.Certificate) -> tuple[PrintedName, PrintedName]
 
 def print_name(name_der: bytes) -> PrintedName:
     """A DER-encoded ``Name`` (the SEQUENCE with its header) in both forms."""
-    attributes = list(_attributes(name_der))
-    return PrintedName(
-        openssl=_join(attributes, readable=False), readable=_join(attributes, readable=True)
-    )
+    exact: list[str] = []
+    readable: list[str] = []
+    previous: _Attribute | None = None
+    for attribute in _attributes(name_der):
+        if previous is not None:
+            separator = " + " if attribute.rdn == previous.rdn else ", "
+            exact.append(separator)
+            readable.append(separator)
+        field = _field_name(attribute.oid) + " = "
+        value, shown = _values(attribute)
+        exact.append(field + value)
+        readable.append(field + shown)
+        previous = attribute
+    return PrintedName(openssl="".join(exact), readable="".join(readable))
 
 
 # -- DER: just enough to walk a TBSCertificate down to its names ------------------------------
 
 
-@dataclass(frozen=True)
-class _Element:
+class _Element(NamedTuple):
     tag: int
     start: int
     content: int
@@ -178,6 +191,7 @@ def _attributes(name: bytes) -> Iterator[_Attribute]:
             )
 
 
+@functools.lru_cache(maxsize=1024)
 def _dotted(content: bytes) -> str:
     arcs: list[int] = []
     value = 0
@@ -211,22 +225,22 @@ def _field_name(oid: str) -> str:
     return oid[:_OID_TEXT_MAX]
 
 
-def _join(attributes: list[_Attribute], *, readable: bool) -> str:
-    out: list[str] = []
-    for index, attribute in enumerate(attributes):
-        if index:
-            out.append(" + " if attribute.rdn == attributes[index - 1].rdn else ", ")
-        out.append(f"{_field_name(attribute.oid)} = {_value(attribute, readable=readable)}")
-    return "".join(out)
-
-
-def _value(attribute: _Attribute, *, readable: bool) -> str:
+def _values(attribute: _Attribute) -> tuple[str, str]:
+    """The value as OpenSSL prints it, and readable."""
     width = _CHARACTER_WIDTH.get(attribute.tag)
     # An odd-length BMPString cannot be read: OpenSSL refuses to load such a name, and
     # here it shows as its DER rather than as half a character.
     if width is None or len(attribute.content) % width:
-        return "#" + attribute.encoding.hex().upper()
-    characters = list(_characters(attribute.content, attribute.tag, width))
+        dump = "#" + attribute.encoding.hex().upper()
+        return dump, dump
+    characters = _characters(attribute.content, attribute.tag, width)
+    if _PLAIN.fullmatch(characters) and not _QUOTED_AT_THE_ENDS.search(characters):
+        return characters, characters  # nothing to escape or quote: most names
+    exact = _escaped(characters, readable=False)
+    return exact, exact if characters.isascii() else _escaped(characters, readable=True)
+
+
+def _escaped(characters: str, *, readable: bool) -> str:
     quoted = False
     out: list[str] = []
     last = len(characters) - 1
@@ -240,22 +254,26 @@ def _value(attribute: _Attribute, *, readable: bool) -> str:
     return f'"{body}"' if quoted else body
 
 
-def _characters(content: bytes, tag: int, width: int) -> Iterator[str]:
-    """The value's characters as OpenSSL reads them; a byte of a UTF8String that is not
-    valid UTF-8 comes as a lone surrogate (``surrogateescape``), to be written as ``\\XX``."""
+def _characters(content: bytes, tag: int, width: int) -> str:
+    """The value's characters as OpenSSL reads them. A byte of a UTF8String that is not
+    valid UTF-8 comes as a lone surrogate (``surrogateescape``), to be written as ``\\XX``;
+    a code point UTF8_putc cannot write (a surrogate, or beyond Unicode) as
+    :data:`_UNWRITABLE`, which still counts as a character for first and last."""
     if tag == _UTF8_STRING:
-        yield from content.decode("utf-8", "surrogateescape")
-        return
-    for at in range(0, len(content), width):
-        code = int.from_bytes(content[at : at + width], "big")
-        # UTF8_putc writes nothing for a surrogate or a code point beyond Unicode; the
-        # character still counts as one for first/last, so it is passed on empty.
-        yield "" if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else chr(code)
+        return content.decode("utf-8", "surrogateescape")
+    if width == 1:
+        return content.decode("latin-1")
+    codes = (
+        int.from_bytes(content[at : at + width], "big") for at in range(0, len(content), width)
+    )
+    return "".join(
+        _UNWRITABLE if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF else chr(code) for code in codes
+    )
 
 
 def _escape(character: str, *, first: bool, last: bool, readable: bool) -> tuple[str, bool]:
     """How one character is written, and whether it makes OpenSSL quote the value."""
-    if not character:
+    if character == _UNWRITABLE:
         return "", False
     code = ord(character)
     if 0xDC80 <= code <= 0xDCFF:  # a stray byte of a UTF8String
