@@ -11,6 +11,8 @@ cryptography cannot write (or read) are made by patching a certificate's DER.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import logging
 import subprocess
 from pathlib import Path
 
@@ -22,7 +24,9 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
+from dicomtls.cli.render import session_table, verify_printer
 from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo
@@ -180,7 +184,9 @@ _CASES: dict[str, list[x509.NameAttribute[str | bytes]]] = {
 
 
 @pytest.mark.parametrize("attributes", list(_CASES.values()), ids=list(_CASES))
-def test_value_printed_as_openssl_prints_it(attributes: list[x509.NameAttribute[str | bytes]]) -> None:
+def test_value_printed_as_openssl_prints_it(
+    attributes: list[x509.NameAttribute[str | bytes]],
+) -> None:
     issuer = x509.Name([A(CN, "Issuer, é")])
     _assert_like_openssl(_certificate(x509.Name(attributes), issuer))
 
@@ -301,6 +307,36 @@ def test_non_ascii_names_in_a_handshake(matrix_pki: MatrixPKI, tmp_path: Path) -
     assert error is not None and error.stage is HandshakeStage.VERIFY
     assert f"certificate '{root.readable_subject}' at depth 1" in str(error)
     assert error.to_dict()["certificate"]["subject"] == root.subject
+
+
+def test_people_read_the_names_readable(
+    matrix_pki: MatrixPKI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``echo -v`` (the CLI's verify printer), the session table and the NONE-mode warning."""
+    ca = CertificateAuthority.create("Zürich Root", key=KeySpec.ec())
+    written = ca.issue("Zürich PACS", ips=["127.0.0.1"]).write(tmp_path, "z")
+    server = TLSSettings(certificate=written.chain, private_key=written.key,
+                         ca_files=matrix_pki.ca_file, verify=VerifyFlags.NONE)  # fmt: skip
+    console = Console(file=io.StringIO(), width=200)
+    client = TLSSettings(
+        ca_files=matrix_pki.ca_file, verify=VerifyFlags.NONE, on_verify=verify_printer(console)
+    )
+    with caplog.at_level(logging.WARNING, logger="dicomtls.tls"):
+        outcome = handshake(server, client)  # nobody trusts the Zürich root: NONE goes on
+    assert outcome.ok and outcome.client_session is not None
+    console.print(session_table(outcome.client_session))
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "Subject Name: CN = Zürich PACS, O = dicomtls test PKI" in shown.splitlines()
+    assert any(
+        "Peer certificate" in line and "CN = Zürich PACS" in line for line in shown.splitlines()
+    )
+    assert "\\C3\\BC" not in shown
+    warning = next(r.getMessage() for r in caplog.records if "continues although" in r.getMessage())
+    assert "'CN = Zürich" in warning and "\\C3\\BC" not in warning
+    # What a program reads stays OpenSSL's exact string.
+    peer = outcome.client_session.to_dict()["peer_chain"][0]
+    assert peer["subject"] == "CN = Z\\C3\\BCrich PACS, O = dicomtls test PKI"
+    assert peer["readable_subject"] == "CN = Zürich PACS, O = dicomtls test PKI"
 
 
 def test_the_readme_shows_both_forms() -> None:
