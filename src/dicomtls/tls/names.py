@@ -63,7 +63,8 @@ _CHARACTER_WIDTH = {
 _QUOTED_ANYWHERE = frozenset(",+;<>")
 _BACKSLASHED = frozenset('"\\')
 _OID_TEXT_MAX = 79  # OpenSSL writes the dotted OID into an 80-byte buffer
-# Printable ASCII that needs no escape: all but " + , ; < > \\ (and a space or # at the ends).
+# Printable ASCII that needs no escape: all but " + , ; < > and backslash; and what the
+# ends need quoted (a leading space or #, a trailing space).
 _PLAIN = re.compile(r"[\x20\x21\x23-\x2a\x2d-\x3a\x3d\x3f-\x5b\x5d-\x7e]*")
 _QUOTED_AT_THE_ENDS = re.compile(r"\A[ #].|\A \Z| \Z", re.S)
 _UNWRITABLE = "\ud800"  # a UTF8String's stray bytes decode to U+DC80-U+DCFF, never to this
