@@ -229,7 +229,7 @@ class AccessPolicy:
     def admit(self, calling_ae: str, certificate: CertificateInfo | None) -> Admission:
         """The decision for a peer claiming ``calling_ae`` and holding ``certificate``."""
         claimed = [r for r in self.rules if r.ae_title == calling_ae]
-        holder = "no certificate" if certificate is None else repr(certificate.subject)
+        holder = "no certificate" if certificate is None else f"'{certificate.readable_subject}'"
         if claimed:
             for rule in claimed:
                 if certificate is not None and rule.certificate.matches(certificate):

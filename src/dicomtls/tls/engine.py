@@ -64,6 +64,8 @@ class VerifyCall:
 
     ok: bool
     error: VerifyError
+    """The verdict OpenSSL records: its own error, or UNSPECIFIED ``by_callback`` when only
+    the callback refused a certificate OpenSSL found valid."""
     depth: int
     accepted: bool
     openssl_certificate: crypto.X509 = field(repr=False)
@@ -202,10 +204,10 @@ class TLSEngine:
         failed = self.first_rejected_call
         if failed is not None and not self.settings.verify.failure_ends_connection():
             log.warning(
-                "TLS %s link to %s continues although its certificate %r failed: %s",
+                "TLS %s link to %s continues although its certificate '%s' failed: %s",
                 self.side,
                 self.peer,
-                failed.certificate.subject,
+                failed.certificate.readable_subject,
                 failed.error,
             )
 
@@ -310,6 +312,10 @@ class TLSEngine:
                 log.error("TLS verify callback raised %r for %s", exc, self.peer)
         elif self._callback_exception is not None:
             call.accepted = False
+        if ok and not call.accepted:
+            # OpenSSL found nothing wrong, and the callback said no (or raised): OpenSSL then
+            # records X509_V_ERR_UNSPECIFIED (X509_verify_cert's safety net), and so do we.
+            call.error = VerifyError.callback_rejection(depth)
         self.verify_calls.append(call)
         return call.accepted
 
@@ -478,6 +484,9 @@ _ALERT_HINTS = {
     "protocol_version": "both sides must allow a common TLS version (1.2 or 1.3 for BCP 195)",
     "handshake_failure": "no common cipher suite or signature algorithm: compare both profiles",
     "insufficient_security": "offer the stronger suites the peer's profile requires",
+    "internal_error": (
+        "read the peer's log: if its own verify rule refused our certificate, it says why there"
+    ),
 }
 
 
