@@ -32,6 +32,7 @@ from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.errors import HandshakeStage
 from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.names import subject_values
 from dicomtls.tls.settings import TLSSettings
 
 from ..conftest import MatrixPKI
@@ -347,3 +348,19 @@ def test_the_readme_shows_both_forms() -> None:
     assert exact == 'Subject Name: CN = "Z\\C3\\BCrich PACS, Inc.", O = dicomtls test PKI'
     assert any(line.startswith(exact + "  ") for line in readme)
     assert any(line.startswith(readable + "  ") for line in readme)
+
+
+def test_an_access_rule_matches_a_latin1_t61_common_name() -> None:
+    """The access policy reads CNs as OpenSSL does: a certificate cryptography cannot parse
+    the subject of is matched (or not) by its CN, not a traceback in the gatekeeper."""
+    from dicomtls.node.policy import AccessPolicy
+
+    der = _patched(0x14, b"Z\xfcrich")
+    info = CertificateInfo.from_certificate(x509.load_der_x509_certificate(der))
+    assert subject_values(x509.load_der_x509_certificate(der), "2.5.4.3") == ["Zürich"]
+    policy = AccessPolicy.from_config(
+        {"rule": [{"name": "old-ca", "ae_title": "OLD", "certificate": {"cn": "zürich"}}]}
+    )
+    assert policy.admit("OLD", info).refusal is None
+    assert policy.admit("OLD", CertificateInfo.from_certificate(
+        x509.load_der_x509_certificate(_patched(0x14, b"Basel")))).refusal is not None  # fmt: skip

@@ -44,7 +44,7 @@ from OpenSSL._util import lib as _openssl_lib
 
 from dicomtls.text import printable
 
-__all__ = ["PrintedName", "certificate_names", "print_name"]
+__all__ = ["PrintedName", "certificate_names", "print_name", "subject_values"]
 
 _UTF8_STRING, _BMP_STRING, _UNIVERSAL_STRING = 12, 30, 28
 # Universal tags OpenSSL prints as text, and how many bytes make one character (a_strex.c).
@@ -93,6 +93,18 @@ def certificate_names(cert: x509.Certificate) -> tuple[PrintedName, PrintedName]
     """The certificate's (subject, issuer), as OpenSSL prints them and readable."""
     issuer, subject = _tbs_names(cert.tbs_certificate_bytes)
     return print_name(subject), print_name(issuer)
+
+
+def subject_values(cert: x509.Certificate, oid: str) -> list[str]:
+    """The subject's values of attribute ``oid`` (dotted), read the way OpenSSL reads them:
+    a T61String as Latin-1, which cryptography's parsed subject refuses to read at all."""
+    _, subject = _tbs_names(cert.tbs_certificate_bytes)
+    values = []
+    for attribute in _attributes(subject):
+        width = _CHARACTER_WIDTH.get(attribute.tag)
+        if attribute.oid == oid and width is not None and not len(attribute.content) % width:
+            values.append(_characters(attribute.content, attribute.tag, width))
+    return values
 
 
 def print_name(name_der: bytes) -> PrintedName:
