@@ -25,6 +25,7 @@ __all__ = [
     "decode_command",
     "encode_command",
     "has_dataset",
+    "number",
 ]
 
 #: (0000,0800) CommandDataSetType value meaning "no data set follows" (PS3.7 E.1).
@@ -257,6 +258,14 @@ def command_field(command: CommandSet) -> CommandField:
             f"{field.name} lacks (0000,0800) CommandDataSetType", Tag.CommandDataSetType
         )
     return field
+
+
+def number(command: CommandSet, tag: Tag, default: int | None = None) -> int:
+    """A US/UL element's value (``default`` when absent); CommandError if it is not a number."""
+    value = command.get(tag, default)
+    if not isinstance(value, int):
+        raise CommandError(f"{_tag_name(tag)} is missing or not a number: {value!r}", tag)
+    return value
 
 
 def has_dataset(command: CommandSet) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import NO_DATASET, CommandField, CommandSet, Tag
+from dicomtls.dimse.command import NO_DATASET, CommandField, CommandSet, Tag, number
 from dicomtls.dimse.dataset_scan import DatasetScanError, DatasetScanner
 from dicomtls.dimse.datasets import DatasetError, decode_dataset, encode_dataset
 from dicomtls.dimse.messages import (
@@ -95,7 +95,7 @@ def _named(field: CommandField) -> str:
 
 
 def _message_id(message: Message) -> int:
-    return int(message.command[Tag.MessageID])  # type: ignore[arg-type]
+    return number(message.command, Tag.MessageID)
 
 
 def _sop_class(message: Message) -> str:
@@ -522,4 +522,4 @@ class Dispatcher:
         command = c_store_rq(sub_id, header.sop_class_uid, header.sop_instance_uid)
         await association.send_message(out.context.id, command, out.blocks)
         response = await association.response(CommandField.C_STORE_RSP, sub_id)
-        return int(response.command.get(Tag.Status, Status.PROCESSING_FAILURE))  # type: ignore[arg-type]
+        return number(response.command, Tag.Status, Status.PROCESSING_FAILURE)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field
+from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, number
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
 from dicomtls.dimse.pdv import CommandReceived
@@ -146,7 +146,7 @@ async def find(
         await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
         while True:
             response = await association.response(CommandField.C_FIND_RSP, message_id)
-            status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+            status = number(response.command, Tag.Status)
             category = status_category(status)
             if category is Category.PENDING:
                 if response.dataset is not None:
@@ -177,9 +177,9 @@ async def cancel(association: Association, message_id: int) -> None:
 
 
 def _counts(command: CommandSet, result: RetrieveResult) -> None:
-    result.completed = int(command.get(Tag.NumberOfCompletedSuboperations, result.completed))  # type: ignore[arg-type]
-    result.failed = int(command.get(Tag.NumberOfFailedSuboperations, result.failed))  # type: ignore[arg-type]
-    result.warning = int(command.get(Tag.NumberOfWarningSuboperations, result.warning))  # type: ignore[arg-type]
+    result.completed = number(command, Tag.NumberOfCompletedSuboperations, result.completed)
+    result.failed = number(command, Tag.NumberOfFailedSuboperations, result.failed)
+    result.warning = number(command, Tag.NumberOfWarningSuboperations, result.warning)
 
 
 async def move(
@@ -197,7 +197,7 @@ async def move(
         await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
         while status_category(result.status) is Category.PENDING:
             response = await association.response(CommandField.C_MOVE_RSP, message_id)
-            result.status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+            result.status = number(response.command, Tag.Status)
             _counts(response.command, result)
     return result
 
@@ -252,7 +252,7 @@ async def _get_answers(
             if status == Status.SUCCESS:
                 result.stored.append(instance)
             response = c_store_rsp(
-                int(message.command[Tag.MessageID]),  # type: ignore[arg-type]
+                number(message.command, Tag.MessageID),
                 str(message.command[Tag.AffectedSOPClassUID]),
                 instance,
                 status,
@@ -261,6 +261,6 @@ async def _get_answers(
             continue
         if message.field is not CommandField.C_GET_RSP:
             raise AssociationError(f"{association.peer} sent {message.field.name} during C-GET")
-        result.status = int(message.command[Tag.Status])  # type: ignore[arg-type]
+        result.status = number(message.command, Tag.Status)
         _counts(message.command, result)
     return result
