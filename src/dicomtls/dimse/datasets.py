@@ -17,12 +17,11 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 
+from dicomtls.dimse.transfer_syntax import EXPLICIT_VR_BE, IMPLICIT_VR_LE
 from dicomtls.errors import DicomTLSError
 
 __all__ = ["DatasetError", "decode_dataset", "encode_dataset", "keyword_texts"]
 
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 
 
 class DatasetError(DicomTLSError, ValueError):

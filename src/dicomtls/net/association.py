@@ -38,6 +38,8 @@ from dicomtls.dimse.pdv import (
     message_pdvs,
     read_size,
 )
+from dicomtls.dimse.sop_classes import VERIFICATION
+from dicomtls.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from dicomtls.errors import AssociationError
 from dicomtls.logs import get_logger
 from dicomtls.net import qr_scu
@@ -78,9 +80,6 @@ __all__ = [
 
 log = get_logger("dicomtls.net")
 
-VERIFICATION = "1.2.840.10008.1.1"
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 DIMSE_TIMEOUT = 120.0
 #: The largest data set received into memory (an identifier, a C-FIND match): real ones are
 #: a few kilobytes. Object data sets stream to a sink and are not bounded by this.

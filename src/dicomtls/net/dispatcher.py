@@ -40,9 +40,9 @@ from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import CommandReceived, read_size
 from dicomtls.dimse.sop_classes import Service
 from dicomtls.dimse.status import Status, status_name
+from dicomtls.dimse.transfer_syntax import IMPLICIT_VR_LE
 from dicomtls.logs import get_logger
 from dicomtls.net.association import (
-    IMPLICIT_VR_LE,
     Association,
     AssociationError,
     DatasetSink,
