@@ -52,7 +52,9 @@ def transcode(header: Part10Header, target: str) -> bytes:
         raise TranscodeError(f"cannot read {header.path.name}: {exc}") from None
     if not is_native(source):
         try:
-            dataset.decompress()
+            # The same instance in another syntax: the C-STORE names its UID (pydicom
+            # would make up a new one by default).
+            dataset.decompress(generate_instance_uid=False)
         except Exception as exc:  # no numpy, no plugin for this syntax, or broken pixel data
             raise TranscodeError(
                 f"cannot decompress {syntax_name(source)} ({exc}); install dicomtls[codecs] "
