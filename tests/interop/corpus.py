@@ -142,7 +142,8 @@ class Comparison:
     identical: bool
     """The data set bytes are the ones sent."""
     values_equal: bool
-    """Every element has the value sent (the encoding may differ: item lengths, a VR)."""
+    """Every element has the value sent (the encoding may differ: item lengths, a VR); for
+    a converted object, every element but those describing the pixels."""
     pixels_equal: bool
     max_difference: int
     name_kept: bool
@@ -159,7 +160,8 @@ class Comparison:
             return False
         if not self.converted:
             return self.identical or (re_encoding_peer and self.values_equal)
-        return self.pixels_equal or (sample.lossy and 0 <= self.max_difference <= 1)
+        pixels = self.pixels_equal or (sample.lossy and 0 <= self.max_difference <= 1)
+        return pixels and self.values_equal
 
     def describe(self) -> str:
         if not self.converted:
@@ -167,7 +169,9 @@ class Comparison:
                 return "identical"
             return "re-encoded, values equal" if self.values_equal else "same syntax, VALUES DIFFER"
         target = syntax_name(self.received_syntax).split(" (")[0]
-        if self.pixels_equal:
+        if not self.values_equal:
+            pixels = "OTHER VALUES DIFFER"
+        elif self.pixels_equal:
             pixels = "pixel-equal"
         elif self.max_difference < 0:
             pixels = "PIXEL SHAPE DIFFERS"
@@ -187,21 +191,25 @@ def compare(sent: Path, received: bytes | Path) -> Comparison:
     if sent_syntax == got_syntax:
         equal = _values_equal(original, arrived)
         return Comparison(sent_syntax, got_syntax, False, equal, equal, 0, name_kept)
+    # Converted: the pixels decode the same, and every other element keeps its value
+    # (decoding may change the colour model the pixels are described in, nothing else).
+    values = _values_equal(original, arrived, ignore=DECODING_CHANGES)
     a, b = original.pixel_array, arrived.pixel_array
     if a.shape != b.shape:
-        return Comparison(sent_syntax, got_syntax, False, False, False, -1, name_kept)
+        return Comparison(sent_syntax, got_syntax, False, values, False, -1, name_kept)
     difference = int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
-    return Comparison(sent_syntax, got_syntax, False, False, difference == 0, difference, name_kept)
+    return Comparison(sent_syntax, got_syntax, False, values, difference == 0, difference, name_kept)
 
 
-def _values_equal(a: Dataset, b: Dataset) -> bool:
+def _values_equal(a: Dataset, b: Dataset, ignore: frozenset[int] = frozenset()) -> bool:
     """Same elements with the same values, items compared the same way. The VR may differ
     only where the standard fixes it: encapsulated pixel data is OB (some encoders wrote OW).
     Data Set Trailing Padding is there for media and any application may drop it (PS3.10 7.2)."""
-    if set(a.keys()) - {PADDING} != set(b.keys()) - {PADDING}:
+    skip = {PADDING, *ignore}
+    if set(a.keys()) - skip != set(b.keys()) - skip:
         return False
     for x in a:
-        if x.tag == PADDING:
+        if x.tag in skip:
             continue
         tag, y = x.tag, b[x.tag]
         if x.VR == "SQ" or y.VR == "SQ":
@@ -215,3 +223,5 @@ def _values_equal(a: Dataset, b: Dataset) -> bool:
 
 
 PIXEL_DATA, PADDING = 0x7FE00010, 0xFFFCFFFC
+#: Pixel Data, Photometric Interpretation, Planar Configuration: a decoder writes its own.
+DECODING_CHANGES = frozenset({PIXEL_DATA, 0x00280004, 0x00280006})
