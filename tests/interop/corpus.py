@@ -191,9 +191,13 @@ def compare(sent: Path, received: bytes | Path) -> Comparison:
     if sent_syntax == got_syntax:
         equal = _values_equal(original, arrived)
         return Comparison(sent_syntax, got_syntax, False, equal, equal, 0, name_kept)
-    # Converted: the pixels decode the same, and every other element keeps its value
-    # (decoding may change the colour model the pixels are described in, nothing else).
-    values = _values_equal(original, arrived, ignore=DECODING_CHANGES)
+    # Converted: the pixels decode the same, and every other element keeps its value;
+    # decoding may change the colour model the pixels are described in, and decoded lossy
+    # pixels must say they were lossy (PS3.3 C.7.6.1.1.5), nothing else.
+    lossy = sent_syntax in LOSSY
+    ignore = DECODING_CHANGES | (LOSSY_MARKS if lossy else frozenset())
+    marked = not lossy or arrived.get("LossyImageCompression") == "01"
+    values = marked and _values_equal(original, arrived, ignore=ignore)
     a, b = original.pixel_array, arrived.pixel_array
     if a.shape != b.shape:
         return Comparison(sent_syntax, got_syntax, False, values, False, -1, name_kept)
@@ -225,3 +229,5 @@ def _values_equal(a: Dataset, b: Dataset, ignore: frozenset[int] = frozenset()) 
 PIXEL_DATA, PADDING = 0x7FE00010, 0xFFFCFFFC
 #: Pixel Data, Photometric Interpretation, Planar Configuration: a decoder writes its own.
 DECODING_CHANGES = frozenset({PIXEL_DATA, 0x00280004, 0x00280006})
+#: Lossy Image Compression, its ratio and method: set when lossy pixels are decoded.
+LOSSY_MARKS = frozenset({0x00282110, 0x00282112, 0x00282114})
