@@ -52,10 +52,10 @@ LOSSY = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.
 #: Every syntax issue 14 names, from files present in the installed pydicom (listed, never
 #: fetched: pydicom's get_testdata_file downloads names it does not have).
 SAMPLES: tuple[Sample, ...] = (
-    Sample("Explicit VR LE, UTF-8 name", "MR_small.dcm", "1.2.840.10008.1.2.1"),
-    Sample("Implicit VR LE, UTF-8 name", "MR_small_implicit.dcm", "1.2.840.10008.1.2"),
+    Sample("Explicit VR Little Endian", "MR_small.dcm", "1.2.840.10008.1.2.1"),
+    Sample("Implicit VR Little Endian", "MR_small_implicit.dcm", "1.2.840.10008.1.2"),
     Sample("Explicit VR Big Endian", "MR_small_bigendian.dcm", "1.2.840.10008.1.2.2"),
-    Sample("Deflated Explicit VR LE", "image_dfl.dcm", "1.2.840.10008.1.2.1.99"),
+    Sample("Deflated Explicit VR Little Endian", "image_dfl.dcm", "1.2.840.10008.1.2.1.99"),
     Sample("JPEG Baseline", "SC_rgb_jpeg_dcmtk.dcm", "1.2.840.10008.1.2.4.50"),
     Sample("JPEG Extended (12 bit)", "JPGExtended.dcm", "1.2.840.10008.1.2.4.51"),
     Sample("JPEG Lossless SV1", "SC_rgb_jpeg_gdcm.dcm", "1.2.840.10008.1.2.4.70"),
@@ -168,7 +168,7 @@ class Comparison:
             if self.identical:
                 return "identical"
             return "re-encoded, values equal" if self.values_equal else "same syntax, VALUES DIFFER"
-        target = syntax_name(self.received_syntax).split(" (")[0]
+        target = syntax_name(self.received_syntax).split(" (")[0].replace("Little Endian", "LE")
         if not self.values_equal:
             pixels = "OTHER VALUES DIFFER"
         elif self.pixels_equal:
