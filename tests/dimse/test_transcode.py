@@ -22,7 +22,9 @@ TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
     ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm"],
 )
 @pytest.mark.parametrize("target", [EXPLICIT_VR_LE, IMPLICIT_VR_LE])
-def test_a_decompressed_object_keeps_its_instance_uid(tmp_path: Path, source: str, target: str) -> None:
+def test_a_decompressed_object_keeps_its_instance_uid(
+    tmp_path: Path, source: str, target: str
+) -> None:
     """The C-STORE that carries a converted object names the stored instance: the data set
     must name the same one (pydicom's decompress makes up a new UID unless told not to)."""
     original = pydicom.dcmread(TEST_FILES / source)

@@ -83,6 +83,7 @@ class Scenario:
 
     folder: Path
     study_uid: str
+    series_uid: str
     patient_id: str
     items: tuple[Item, ...]
 
@@ -109,7 +110,7 @@ def prepare(folder: Path, name: str) -> Scenario:
         path = folder / f"{number:02d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         items.append(Item(sample, path, str(ds.SOPClassUID), uid))
-    return Scenario(folder, study, name, tuple(items))
+    return Scenario(folder, study, series, name, tuple(items))
 
 
 def dataset_bytes(part10: bytes | Path) -> tuple[str, bytes]:
@@ -202,7 +203,9 @@ def compare(sent: Path, received: bytes | Path) -> Comparison:
     if a.shape != b.shape:
         return Comparison(sent_syntax, got_syntax, False, values, False, -1, name_kept)
     difference = int(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0
-    return Comparison(sent_syntax, got_syntax, False, values, difference == 0, difference, name_kept)
+    return Comparison(
+        sent_syntax, got_syntax, False, values, difference == 0, difference, name_kept
+    )
 
 
 def _values_equal(a: Dataset, b: Dataset, ignore: frozenset[int] = frozenset()) -> bool:

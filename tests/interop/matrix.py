@@ -28,7 +28,7 @@ from dicomtls.ul.acse import Proposal
 
 from ..cli.test_node_cli import Node, run
 from .compat import Outcome, record
-from .corpus import Scenario, compare
+from .corpus import PATIENT_NAME, Scenario, compare
 
 OUR_AE = "DICOMTLS"
 OUR_SCU_AE = "DICOMTLS-SCU"
@@ -81,15 +81,26 @@ def start_node(folder: Path, pki: InteropPKI, port: int, destinations: dict[str,
     """``dicomtls serve`` on ``port`` with the node's certificate; C-MOVE may go to
     ``destinations`` (AE title -> port on 127.0.0.1), over TLS with the same certificate."""
     folder.mkdir()
-    moves = [a for ae, p in destinations.items() for a in ("--move-destination", f"{ae}=127.0.0.1:{p}")]
+    moves = [
+        a for ae, p in destinations.items() for a in ("--move-destination", f"{ae}=127.0.0.1:{p}")
+    ]
     return Node(folder, "--host", "127.0.0.1", "--port", str(port), "--ae-title", OUR_AE,
                 *pki.tls_args("node"), *moves, port=port)  # fmt: skip
 
 
 def node_file(node: Node, sop_instance_uid: str) -> Path | None:
     """Where the node stored this instance, if it did."""
-    found = list((node.cwd / "dicom-store" / "objects").rglob(f"{sop_instance_uid}.dcm"))
-    return found[0] if found else None
+    return file_in(node.cwd / "dicom-store" / "objects")(sop_instance_uid)
+
+
+def file_in(folder: Path) -> Callable[[str], Path | None]:
+    """A lookup of the file a store under ``folder`` wrote for a SOP Instance UID."""
+
+    def find(sop_instance_uid: str) -> Path | None:
+        found = list(folder.rglob(f"{sop_instance_uid}.dcm"))
+        return found[0] if found else None
+
+    return find
 
 
 def dicomtls(pki: InteropPKI, command: str, port: int, *args: str, cwd: Path,
@@ -109,7 +120,9 @@ def retrieve_proposals(scenario: Scenario, model: QueryModel) -> list[Proposal]:
     storage class one context per syntax its objects are in and the native fallbacks, with
     us in the SCP role (PS3.4 C.4.3.1: the C-STOREs come back on this association)."""
     headers = [read_header(item.path) for item in scenario.items]
-    storage = [p for p in proposals_for_headers(headers) if p.abstract_syntax != "1.2.840.10008.1.1"]
+    storage = [
+        p for p in proposals_for_headers(headers) if p.abstract_syntax != "1.2.840.10008.1.1"
+    ]
     return [Proposal(model.get_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))] + [
         Proposal(p.abstract_syntax, p.transfer_syntaxes, scu_role=False, scp_role=True)
         for p in storage
@@ -141,3 +154,22 @@ def check_objects(
         if not outcome.ok:
             failures.append(f"{label}: {outcome.result}")
     return failures
+
+
+def find_outcome(peer: str, direction: str, names: list[object], got: set[str],
+                 expected: set[str]) -> Outcome:  # fmt: skip
+    """A C-FIND check, recorded: one study found by the non-ASCII name, the name as
+    stored, every instance listed."""
+    ok = names == [PATIENT_NAME] and got == expected
+    name = "name kept" if names == [PATIENT_NAME] else f"names {names!r}"
+    listed = f"{len(got & expected)}/{len(expected)} instances"
+    return record(
+        Outcome(
+            peer,
+            "find",
+            direction,
+            "",
+            f"study by non-ASCII name: {len(names)} match, {name}; {listed}",
+            ok,
+        )
+    )

@@ -60,7 +60,13 @@ class Orthanc:
 
     @classmethod
     def start(
-        cls, folder: Path, *, certificate: Path, key: Path, ca: Path, modalities: list[Modality],
+        cls,
+        folder: Path,
+        *,
+        certificate: Path,
+        key: Path,
+        ca: Path,
+        modalities: list[Modality],
         extra: dict[str, Any] | None = None,
     ) -> Orthanc:
         """Write a config under ``folder`` and start Orthanc on it; back when it has started."""

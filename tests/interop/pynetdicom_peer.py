@@ -79,7 +79,9 @@ class Archive:
         """Every stored object the identifier's keys match (single values, wildcards)."""
         for path in sorted(self.folder.glob("*.dcm")):
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-            if all(_matches(ds, e.keyword, e.value) for e in identifier if e.keyword not in _NOT_KEYS):
+            if all(
+                _matches(ds, e.keyword, e.value) for e in identifier if e.keyword not in _NOT_KEYS
+            ):
                 yield path, ds
 
 
@@ -135,7 +137,11 @@ class PynetPeer:
     def _find(self, event: evt.Event) -> Iterator[tuple[int, Dataset | None]]:
         identifier = event.identifier
         level = str(identifier.QueryRetrieveLevel)
-        unique = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}[level]
+        unique = {
+            "STUDY": "StudyInstanceUID",
+            "SERIES": "SeriesInstanceUID",
+            "IMAGE": "SOPInstanceUID",
+        }[level]
         seen = set()
         for _, ds in self.archive.matches(identifier):
             if ds.get(unique) in seen:
@@ -192,7 +198,10 @@ def associate_scu(port: int, called_ae: str, tls: ssl.SSLContext,
 
 def get_roles(scenario: Scenario) -> list[Any]:
     """SCP/SCU role selection items: we are the SCP of each storage class for C-GET."""
-    return [build_role(sop, scp_role=True) for sop in dict.fromkeys(i.sop_class_uid for i in scenario.items)]
+    return [
+        build_role(sop, scp_role=True)
+        for sop in dict.fromkeys(i.sop_class_uid for i in scenario.items)
+    ]
 
 
 def qr_context(model: Any) -> PresentationContext:

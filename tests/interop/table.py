@@ -47,7 +47,11 @@ def _cell(outcome: Outcome | None) -> str:
         return "—"
     if not outcome.ok:
         return f"**FAILED**: {outcome.result}"
-    return f"*{outcome.result}*" if outcome.result.startswith(("not tested", "n/a")) else outcome.result
+    return (
+        f"*{outcome.result}*"
+        if outcome.result.startswith(("not tested", "n/a"))
+        else outcome.result
+    )
 
 
 def _versions() -> str:
@@ -101,14 +105,18 @@ def render(outcomes: Iterable[Outcome]) -> str:
         columns = [(s, d) for s in SERVICES for d in DIRECTIONS
                    if any(k[:3] == (peer, s, d) for k in found)]  # fmt: skip
         lines += [f"## {peer}: store, get, move by transfer syntax", ""]
-        lines.append("| transfer syntax | " + " | ".join(_header(s, d, peer) for s, d in columns) + " |")
+        lines.append(
+            "| transfer syntax | " + " | ".join(_header(s, d, peer) for s, d in columns) + " |"
+        )
         lines.append("| --- " * (len(columns) + 1) + "|")
         for sample in SAMPLES:
             row = []
             for service, direction in columns:
                 outcome = found.get((peer, service, direction, sample.label))
                 row.append(_cell(outcome or found.get((peer, service, direction, ""))))
-            lines.append(f"| {sample.label} (`{sample.syntax}`, {sample.source}) | " + " | ".join(row) + " |")
+            lines.append(
+                f"| {sample.label} (`{sample.syntax}`, {sample.source}) | " + " | ".join(row) + " |"
+            )
         lines.append("")
     return "\n".join(lines + NOTES)
 
@@ -166,7 +174,10 @@ def main() -> int:
             results = Path(folder) / "results.jsonl"
             code = run_suite(results)
             if code != 0:
-                print(f"the suite failed (pytest exit {code}): {args.out} left as it was", file=sys.stderr)
+                print(
+                    f"the suite failed (pytest exit {code}): {args.out} left as it was",
+                    file=sys.stderr,
+                )
                 return 1
             outcomes = read(str(results))
     args.out.write_text(render(outcomes) + "\n", encoding="utf-8")

@@ -32,13 +32,15 @@ from dicomtls.node.store_scp import DurableStoreHandler
 
 from ..cli.test_node_cli import Node
 from .compat import Outcome, record
-from .corpus import PATIENT_NAME, SAMPLES, Scenario, prepare
+from .corpus import SAMPLES, Scenario, prepare
 from .matrix import (
     OUR_AE,
     OUR_SCU_AE,
     InteropPKI,
     check_objects,
     dicomtls,
+    file_in,
+    find_outcome,
     interop_pki,  # noqa: F401  (fixture)
     json_out,
     node_file,
@@ -82,7 +84,9 @@ class Site:
         return prepare(self.folder / name.lower(), name)
 
     def dicomtls(self, command: str, port: int, called_ae: str, *args: str) -> Any:
-        done = dicomtls(self.pki, command, port, *args, "--json", cwd=self.folder, called_ae=called_ae)
+        done = dicomtls(
+            self.pki, command, port, *args, "--json", cwd=self.folder, called_ae=called_ae
+        )
         return json_out(done)
 
     def store_in_node(self, scenario: Scenario) -> None:
@@ -106,7 +110,10 @@ def site(interop_pki: InteropPKI, tmp_path_factory: pytest.TempPathFactory) -> I
     client_tls = interop_pki.ssl_context("pynetdicom", server=False)
     peers = []
     try:
-        for ae, p, syntaxes in ((PYNET_SCP_AE, port, EVERY_SYNTAX), (NATIVE_AE, native_port, LITTLE_ENDIAN)):
+        for ae, p, syntaxes in (
+            (PYNET_SCP_AE, port, EVERY_SYNTAX),
+            (NATIVE_AE, native_port, LITTLE_ENDIAN),
+        ):
             (folder / ae).mkdir()
             peers.append(PynetPeer(Archive(folder / ae), server_tls, client_tls, sop_classes, syntaxes,
                                    p, {OUR_AE: node_port}, ae_title=ae))  # fmt: skip
@@ -129,7 +136,10 @@ def _sop_classes() -> list[str]:
 
     from .corpus import TEST_FILES
 
-    return [str(pydicom.dcmread(TEST_FILES / s.source, stop_before_pixels=True).SOPClassUID) for s in SAMPLES]
+    return [
+        str(pydicom.dcmread(TEST_FILES / s.source, stop_before_pixels=True).SOPClassUID)
+        for s in SAMPLES
+    ]
 
 
 def _final(responses: Any) -> tuple[int, list[Dataset]]:
@@ -170,7 +180,9 @@ def test_store_from_pynetdicom(site: Site) -> None:
         statuses = [int(assoc.send_c_store(item.path).Status) for item in scenario.items]
     finally:
         assoc.release()
-    failures = check_objects(site.name, "store", "to-us", scenario, lambda uid: node_file(site.node, uid))
+    failures = check_objects(
+        site.name, "store", "to-us", scenario, lambda uid: node_file(site.node, uid)
+    )
     assert not failures, failures
     assert statuses == [0] * len(scenario.items)
 
@@ -188,7 +200,9 @@ def test_store_to_pynetdicom_taking_native_syntaxes_only(site: Site) -> None:
     objects, it decodes the same pixels."""
     scenario = site.scenario("STORE-TO-NATIVE")
     stored = site.dicomtls("store", site.native.port, NATIVE_AE, str(scenario.folder))
-    failures = check_objects(site.native_name, "store", "to-peer", scenario, site.native.archive.file)
+    failures = check_objects(
+        site.native_name, "store", "to-peer", scenario, site.native.archive.file
+    )
     assert not failures, failures
     assert stored["stored"] == len(scenario.items), stored
 
@@ -201,44 +215,42 @@ def test_find_both_ways(site: Site) -> None:
 
     query = Dataset()
     query.SpecificCharacterSet = "ISO_IR 192"
-    query.QueryRetrieveLevel, query.PatientName, query.PatientID = "STUDY", "Müller*", scenario.patient_id
+    query.QueryRetrieveLevel, query.PatientName, query.PatientID = (
+        "STUDY",
+        "Müller*",
+        scenario.patient_id,
+    )
     query.StudyInstanceUID = ""
     images = Dataset()
     images.QueryRetrieveLevel, images.StudyInstanceUID = "IMAGE", scenario.study_uid
-    images.SeriesInstanceUID, images.SOPInstanceUID = _series(scenario), ""
+    images.SeriesInstanceUID, images.SOPInstanceUID = scenario.series_uid, ""
     assoc = site.scu([qr_context(StudyRootQueryRetrieveInformationModelFind)])
     try:
-        status, studies = _final(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
-        image_status, found = _final(assoc.send_c_find(images, StudyRootQueryRetrieveInformationModelFind))
+        status, studies = _final(
+            assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        )
+        image_status, found = _final(
+            assoc.send_c_find(images, StudyRootQueryRetrieveInformationModelFind)
+        )
     finally:
         assoc.release()
-    names = [str(s.PatientName) for s in studies]
-    got = {str(f.SOPInstanceUID) for f in found}
-    ok = status == image_status == 0 and names == [PATIENT_NAME] and got == uids
-    record(Outcome(site.name, "find", "to-us", "", _find_result(names, got, uids), ok))
+    theirs = find_outcome(site.name, "to-us", [str(s.PatientName) for s in studies],
+                          {str(f.SOPInstanceUID) for f in found}, uids)  # fmt: skip
 
-    mine = site.dicomtls("find", site.peer.port, PYNET_SCP_AE, "--level", "study",
-                         "-k", "SpecificCharacterSet=ISO_IR 192", "-k", "PatientName=Müller*",
-                         "-k", f"PatientID={scenario.patient_id}", "-k", "StudyInstanceUID")  # fmt: skip
-    mine_names = [m.get("PatientName") for m in mine]
+    listed_studies = site.dicomtls("find", site.peer.port, PYNET_SCP_AE, "--level", "study",
+                             "-k", "SpecificCharacterSet=ISO_IR 192", "-k", "PatientName=Müller*",
+                             "-k", f"PatientID={scenario.patient_id}", "-k", "StudyInstanceUID")  # fmt: skip
     listed = site.dicomtls("find", site.peer.port, PYNET_SCP_AE, "--level", "image",
                            "-k", f"StudyInstanceUID={scenario.study_uid}",
-                           "-k", f"SeriesInstanceUID={_series(scenario)}", "-k", "SOPInstanceUID")  # fmt: skip
-    mine_got = {m["SOPInstanceUID"] for m in listed}
-    mine_ok = mine_names == [PATIENT_NAME] and mine_got == uids
-    record(Outcome(site.name, "find", "to-peer", "", _find_result(mine_names, mine_got, uids), mine_ok))
-    assert ok and mine_ok, (status, names, len(got), mine_names, len(mine_got))
-
-
-def _series(scenario: Scenario) -> str:
-    import pydicom
-
-    return str(pydicom.dcmread(scenario.items[0].path, stop_before_pixels=True).SeriesInstanceUID)
-
-
-def _find_result(names: list[Any], got: set[str], expected: set[str]) -> str:
-    name = "name kept" if names == [PATIENT_NAME] else f"names {names!r}"
-    return f"study by non-ASCII name: {len(names)} match, {name}; {len(got & expected)}/{len(expected)} instances"
+                           "-k", f"SeriesInstanceUID={scenario.series_uid}", "-k", "SOPInstanceUID")  # fmt: skip
+    ours = find_outcome(site.name, "to-peer", [m.get("PatientName") for m in listed_studies],
+                        {m["SOPInstanceUID"] for m in listed}, uids)  # fmt: skip
+    assert status == image_status == 0 and theirs.ok and ours.ok, (
+        status,
+        image_status,
+        theirs,
+        ours,
+    )
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["every-syntax", "little-endian-only"])
@@ -256,9 +268,13 @@ def test_get_from_our_node(site: Site, native: bool) -> None:
 
     storage = little_endian_contexts(scenario) if native else storage_contexts(scenario)
     contexts = [qr_context(StudyRootQueryRetrieveInformationModelGet), *storage]
-    assoc = site.scu(contexts, ext_neg=get_roles(scenario), evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = site.scu(
+        contexts, ext_neg=get_roles(scenario), evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
     try:
-        status, _ = _final(assoc.send_c_get(_identifier(scenario), StudyRootQueryRetrieveInformationModelGet))
+        status, _ = _final(
+            assoc.send_c_get(_identifier(scenario), StudyRootQueryRetrieveInformationModelGet)
+        )
     finally:
         assoc.release()
     name = site.native_name if native else site.name
@@ -278,15 +294,13 @@ def test_get_from_pynetdicom(site: Site, tmp_path: Path) -> None:
                                 calling_ae=OUR_SCU_AE, called_ae=PYNET_SCP_AE,
                                 proposals=retrieve_proposals(scenario, model))  # fmt: skip
         async with assoc:
-            return await assoc.get(_identifier(scenario), DurableStoreHandler(DurableStore(tmp_path, flat=True)), model)
+            return await assoc.get(
+                _identifier(scenario), DurableStoreHandler(DurableStore(tmp_path, flat=True)), model
+            )
 
     result = asyncio.run(get())
 
-    def retrieved(uid: str) -> Path | None:
-        found = list(tmp_path.rglob(f"{uid}.dcm"))
-        return found[0] if found else None
-
-    failures = check_objects(site.name, "get", "to-us", scenario, retrieved)
+    failures = check_objects(site.name, "get", "to-us", scenario, file_in(tmp_path))
     assert not failures, (failures, result)
     assert result.ok and result.completed == len(scenario.items), result
 
@@ -299,7 +313,9 @@ def test_move_from_pynetdicom_to_our_node(site: Site) -> None:
     site.peer.move_contexts = storage_contexts(scenario)
     moved = site.dicomtls("move", site.peer.port, PYNET_SCP_AE, "--dest", OUR_AE, "--level", "study",
                           "-k", f"StudyInstanceUID={scenario.study_uid}")  # fmt: skip
-    failures = check_objects(site.name, "move", "to-us", scenario, lambda uid: node_file(site.node, uid))
+    failures = check_objects(
+        site.name, "move", "to-us", scenario, lambda uid: node_file(site.node, uid)
+    )
     assert not failures, failures
     assert moved["ok"] and moved["completed"] == len(scenario.items), moved
 
