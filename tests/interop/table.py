@@ -74,8 +74,8 @@ def render(outcomes: Iterable[Outcome]) -> str:
         "Every association is mutual TLS (one EC P-256 test root issued every party's",
         "certificate; TLS 1.3). Our side: the *node* is a real `dicomtls serve`; the *client* is",
         "the `dicomtls` commands (`echo`, `store`, `find`, `move`, `get`); *our SCU* is the",
-        "library's C-GET SCU proposing one context per transfer syntax (what `dicomtls get` does",
-        "not do yet). An arrow shows where the objects go; who asked for a C-MOVE is in brackets.",
+        "library's C-GET SCU proposing one context per transfer syntax, as `dicomtls get` does.",
+        "An arrow shows where the objects go; who asked for a C-MOVE is in brackets.",
         "Each scenario gives every object fresh UIDs and one patient whose name needs UTF-8",
         "(`Müller^Jürgen=ミュラー^ユルゲン`, ISO_IR 192); after each transfer the object received is",
         "compared with the file sent:",
@@ -138,21 +138,21 @@ NOTES = """## Notes
 - pynetdicom's C-GET and C-MOVE SCPs send decoded data sets that pydicom encodes again; for
   these objects the bytes came out identical.
 
-## Left out of the suite (reported, not yet fixed)
+## Found by this suite, and fixed
 
-- `dicomtls get` proposes uncompressed storage contexts only: pynetdicom does not convert,
-  so compressed objects fail; the suite retrieves through the library's C-GET SCU with one
-  context per syntax, and runs the command against Orthanc, which converts.
-- Orthanc 1.10 as Debian ships it (no GDCM plugin) cannot convert JPEG 2000, and answers the
-  failed C-GET with the Failed SOP Instance UID List (0008,0058) in the command set; our
-  command decoder refuses that message and aborts the association, so `dicomtls get`
-  reports no counts at all.
-- Our node answers a C-FIND whose query carries no Specific Character Set without one, and
-  replaces every character outside Latin-1 with `?`. Both peers here declare one in their
-  queries; DCMTK's findscu does not.
-- `dicomtls find -k PatientName=Müller*` sends the value in Latin-1 without declaring a
-  character set, and a peer reading UTF-8 finds nothing; the suite passes
-  `-k "SpecificCharacterSet=ISO_IR 192"`.
+- `dicomtls get` proposed uncompressed storage contexts only, and pynetdicom converts
+  nothing: it now learns the study's SOP classes (SOP Classes in Study, or instance by
+  instance from a peer that does not return it) and proposes each in every syntax, each in
+  a context of its own.
+- Orthanc 1.10 answers a failed C-GET (it cannot convert JPEG 2000 without GDCM) with the
+  Failed SOP Instance UID List (0008,0058) inside the command set; our decoder refused that
+  and aborted. Elements of another group in a command set are now skipped, as pynetdicom does.
+- Text beyond ASCII went out undeclared (a C-FIND answer to a query without Specific
+  Character Set, `dicomtls find -k PatientName=Müller*`): a data set holding such text now
+  declares ISO_IR 192 when it declares nothing.
+- Decompressing for a peer gave the object a new SOP Instance UID (pydicom's default) and did
+  not mark lossy pixels as lossy; native fallbacks shared one context, so a peer choosing
+  Implicit VR got converted data sets without their VRs.
 """.splitlines()
 
 

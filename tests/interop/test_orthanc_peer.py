@@ -10,7 +10,6 @@ bytes (``re_encoding_peer``); the pynetdicom tests show our node keeps the bytes
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,8 +146,8 @@ def test_find_both_ways(site: Site) -> None:
     site.store_in_node(scenario)
     uids = {item.sop_instance_uid for item in scenario.items}
 
-    # Orthanc declares its character set in every query. A query that declares none is
-    # answered by our node without one, non-Latin-1 text as "?": reported, left out.
+    # Orthanc declares its character set in every query; a query that declares none gets
+    # an answer declaring UTF-8 where its text needs it (tests/node: the index's answers).
     query = {"PatientName": "Müller*", "PatientID": scenario.patient_id, "StudyInstanceUID": ""}
     studies = site.query("Study", query)
     images = site.query("Instance", {"StudyInstanceUID": scenario.study_uid,
@@ -156,9 +155,8 @@ def test_find_both_ways(site: Site) -> None:
     theirs = find_outcome(site.peer, "to-us", [s.get("PatientName") for s in studies],
                           {i["SOPInstanceUID"] for i in images}, uids)  # fmt: skip
 
-    # The query declares its character set itself: `dicomtls find` does not yet (it sends
-    # "ü" in Latin-1, undeclared, and Orthanc, reading UTF-8, finds nothing): reported.
-    studies = site.dicomtls("find", "--level", "study", "-k", "SpecificCharacterSet=ISO_IR 192",
+    # `dicomtls find` declares UTF-8 itself for a non-ASCII value (Orthanc reads UTF-8).
+    studies = site.dicomtls("find", "--level", "study",
                             "-k", "PatientName=Müller*", "-k", f"PatientID={scenario.patient_id}",
                             "-k", "StudyInstanceUID")  # fmt: skip
     images = site.dicomtls("find", "--level", "image", "-k", f"StudyInstanceUID={scenario.study_uid}",
@@ -229,17 +227,7 @@ def test_get_command_from_orthanc(site: Site, tmp_path: Path) -> None:
     """`dicomtls get`, as a person runs it: its storage contexts are the uncompressed
     syntaxes today, and Orthanc converts what it holds compressed."""
     scenario = site.scenario("GET-COMMAND-FROM-ORTHANC")
-    # Left out, reported to the lead: Orthanc 1.10 as shipped by Debian (no GDCM plugin)
-    # cannot convert JPEG 2000, and its failed C-GET-RSP carries the Failed SOP Instance
-    # UID List (0008,0058) in the command set, which our command decoder refuses: the
-    # association is aborted and `dicomtls get` reports no counts at all.
-    left_out = {item for item in scenario.items if item.sample.syntax in JPEG_2000}
-    for item in sorted(left_out, key=lambda i: i.path):
-        record(Outcome(site.peer, "get-command", "to-us", item.sample.label,
-                       "not tested: Orthanc cannot convert it, and its failure response aborts our C-GET", True))  # fmt: skip
-    tested = dataclasses.replace(
-        scenario, items=tuple(i for i in scenario.items if i not in left_out)
-    )
+    tested = scenario  # every syntax: `dicomtls get` proposes each in a context of its own
     site.upload(tested)
     got = site.dicomtls("get", "--out", str(tmp_path), "--level", "image",
                         "-k", f"StudyInstanceUID={scenario.study_uid}",

@@ -94,27 +94,25 @@ def retrieve_proposals(
     receive) in every syntax of ``transfer_syntaxes``.
 
     A peer accepts one syntax per context and sends each object as it is stored, or not
-    at all if it cannot convert; so every syntax gets a context of its own: natives
-    together (any of them will do), each compressed one alone. Within the 128 contexts of
-    an association, a class's compressed syntaxes share one context before classes are
-    dropped (learn the classes first: a study-level C-FIND's SOPClassesInStudy).
+    at all if it cannot convert (pynetdicom converts nothing, not even big to little
+    endian); so every syntax gets a context of its own. Within the 128 contexts of an
+    association, the native syntaxes of a class then share one context and its
+    compressed ones another, before classes are dropped (so learn the classes first:
+    :meth:`dicomtls.net.client.Peer.classes_in_study`).
     """
     native = tuple(s for s in transfer_syntaxes if is_native(s)) or UNCOMPRESSED
-    encapsulated = [s for s in transfer_syntaxes if not is_native(s)]
-    get = Proposal(model.get_uid, UNCOMPRESSED)
+    encapsulated = tuple(s for s in transfer_syntaxes if not is_native(s))
 
     def receive(sop_class: str, syntaxes: Sequence[str]) -> Proposal:
         return Proposal(sop_class, tuple(syntaxes), scu_role=False, scp_role=True)
 
-    each = [
-        [receive(c, native), *(receive(c, (s,)) for s in encapsulated)] for c in sop_classes
-    ]
+    each = [[receive(c, (s,)) for s in (*native, *encapsulated)] for c in sop_classes]
     if 1 + sum(len(contexts) for contexts in each) > MAX_CONTEXTS:
         each = [
             [receive(c, native), *([receive(c, encapsulated)] if encapsulated else [])]
             for c in sop_classes
         ]
-    proposals = [get]
+    proposals = [Proposal(model.get_uid, UNCOMPRESSED)]
     for contexts in each:
         if len(proposals) + len(contexts) > MAX_CONTEXTS:
             break
