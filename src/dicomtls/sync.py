@@ -13,9 +13,7 @@ import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net import association as _async
@@ -27,6 +25,9 @@ from dicomtls.net.qr_scu import QueryModel, RetrieveResult
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, Proposal
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = ["Association", "DicomServer", "Peer", "associate", "serve_dicom"]
 
