@@ -18,6 +18,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from rich.console import Console
 from rich.table import Table
 
+from dicomtls.cli.logsetup import handshake_failures_said_here
 from dicomtls.cli.render import make_console, session_table, shown
 from dicomtls.net.association import AssociationError, associate, proposals_for
 from dicomtls.net.link import LinkEvents
@@ -71,8 +72,9 @@ def _settings(
 
 
 async def _demo(console: Console, directory: Path) -> bool:
-    pki = init_pki(directory / "pki", common_name="dicomtls Demo CA")
-    load_ca(pki.directory).issue_broken(BrokenKind.NO_PURPOSE, "Test Client").write(
+    # The CA key away from the CA file the node trusts, as a node's should be.
+    pki = init_pki(directory / "pki", common_name="dicomtls Demo CA", key_directory=directory / "ca")
+    load_ca(pki).issue_broken(BrokenKind.NO_PURPOSE, "Test Client").write(
         pki.directory, "bad-client"
     )
     study = generate_uid()
@@ -151,7 +153,10 @@ async def _demo(console: Console, directory: Path) -> bool:
 def run_demo(console: Console | None = None) -> int:
     """Run the demo; 0 when everything happened as expected."""
     console = console or make_console()
-    with tempfile.TemporaryDirectory(prefix="dicomtls-demo-") as tmp:
+    # The failed handshake is the demo's subject: shown from both sides, not logged as well.
+    with tempfile.TemporaryDirectory(prefix="dicomtls-demo-") as tmp, handshake_failures_said_here(
+        "client", "server"
+    ):
         ok = asyncio.run(_demo(console, Path(tmp)))
     console.rule()
     console.print(
