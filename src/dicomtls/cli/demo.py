@@ -134,12 +134,14 @@ async def _demo(console: Console, directory: Path) -> bool:
                                        called_ae="DICOMTLS") as assoc:  # fmt: skip
                 await assoc.echo()
         except (TLSHandshakeError, AssociationError) as error:
-            console.print(f"[red]client side:[/red] {shown(error)}")
+            console.print(f"[red]client side:[/red] {shown(error)}", soft_wrap=True)
         console.print("[bold]The server's verify callback saw:[/bold]")
-        console.print("\n".join(callback_lines), markup=False, highlight=False)
+        # Whole lines (the terminal folds them): a fingerprint or a log line stays one line.
+        console.print("\n".join(callback_lines), markup=False, highlight=False, soft_wrap=True)
         server_failure = failures[0] if failures else None
         if server_failure is not None:
-            console.print(f"[red]server log line:[/red] {shown(server_failure)}", highlight=False)
+            console.print(f"[red]server log line:[/red] {shown(server_failure)}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
         expected &= (
             server_failure is not None
             and server_failure.verify_error is not None
