@@ -71,6 +71,7 @@ def doctor(
     Example:
       dicomtls doctor pacs.example.org 2762 --ca ca.pem --tls-cert me.pem --tls-key me.key --called-ae PACS
     """
+    tls.verify_flags()  # a mistake in --verify is said before it is set aside
     if not tls.ca and not tls.no_tls and not PKIFiles(DEFAULT_PKI).ca.exists():
         # Without a trusted CA the chain is still examined, and reported as untrusted.
         tls = dataclasses.replace(tls, verify="none")

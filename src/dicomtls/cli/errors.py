@@ -31,10 +31,14 @@ class UserError(click.ClickException):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None, code: str = "FAILED") -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, code: str = "FAILED", usage: bool = False
+    ) -> None:
         super().__init__(message)
         self.hint = hint
         self.code = code
+        if usage:  # a wrong option or setting: exit 2, as click's usage errors
+            self.exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,8 @@ class Problem:
 
     def line(self) -> str:
         """One line for stderr; what came from a peer is escaped (:func:`printable`)."""
-        text = self.error if not self.hint else f"{self.error.rstrip('.')}{_HINT}{self.hint}"
+        said = self.error if self.error.endswith(("?", "!")) else self.error.rstrip(".") + "."
+        text = f"{said} Hint: {self.hint}" if self.hint else self.error
         return f"dicomtls: error: {printable(text)}"
 
     def to_json(self) -> str:

@@ -57,7 +57,7 @@ class TLSOptions:
         try:
             return parse_verify_flags(self.verify)
         except ValueError as exc:
-            raise UserError(f"--verify {self.verify}: {exc}", code="USAGE") from None
+            raise UserError(f"--verify {self.verify}: {exc}", code="USAGE", usage=True) from None
 
     def settings(
         self,
