@@ -31,14 +31,10 @@ class UserError(click.ClickException):
 
     exit_code = 1
 
-    def __init__(
-        self, message: str, *, hint: str | None = None, code: str = "FAILED", usage: bool = False
-    ) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, code: str = "FAILED") -> None:
         super().__init__(message)
         self.hint = hint
         self.code = code
-        if usage:  # a wrong option or setting: exit 2, as click's usage errors
-            self.exit_code = 2
 
 
 @dataclass(frozen=True)

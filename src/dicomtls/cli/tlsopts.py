@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from dicomtls.cli.config import TLS, options
+from dicomtls.cli.config import TLS, ConfigError, options
 from dicomtls.cli.errors import UserError
 from dicomtls.pki import PKIFiles
 from dicomtls.tls.certinfo import CertificateInfo
@@ -57,7 +57,7 @@ class TLSOptions:
         try:
             return parse_verify_flags(self.verify)
         except ValueError as exc:
-            raise UserError(f"--verify {self.verify}: {exc}", code="USAGE", usage=True) from None
+            raise ConfigError(f"--verify {self.verify}: {exc}") from None
 
     def settings(
         self,
