@@ -179,3 +179,5 @@ def test_the_demo_prints_its_story_and_nothing_on_stderr(tmp_path: Path) -> None
     assert done.returncode == 0 and "demo: all went as expected" in done.stdout
     assert done.stderr == ""
     assert done.stdout.count("TLS handshake with 127.0.0.1:") == 2  # client side, server log line
+    quiet = subprocess.run([EXE, "demo", "--json"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120)
+    assert (quiet.returncode, json.loads(quiet.stdout), quiet.stderr) == (0, {"ok": True}, "")

@@ -37,7 +37,8 @@ def cli(debug: bool) -> None:
 
 
 @cli.command()
-def demo() -> None:
+@click.option("--json", "as_json", is_flag=True, help='Only the outcome, as JSON: {"ok": true}.')
+def demo(as_json: bool) -> None:
     """Run the main job end to end on loopback: a good link and an explained failure.
 
     \b
@@ -46,7 +47,7 @@ def demo() -> None:
     """
     from dicomtls.cli.demo import run_demo
 
-    raise SystemExit(run_demo())
+    raise SystemExit(run_demo(as_json=as_json))
 
 
 client.register(cli)

@@ -9,6 +9,7 @@ purpose, and what the verify callback saw and how to fix it.
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -152,9 +153,11 @@ async def _demo(console: Console, directory: Path) -> bool:
     return expected
 
 
-def run_demo(console: Console | None = None) -> int:
-    """Run the demo; 0 when everything happened as expected."""
+def run_demo(console: Console | None = None, *, as_json: bool = False) -> int:
+    """Run the demo; 0 when everything happened as expected. ``as_json``: the story untold,
+    only the outcome, ``{"ok": true}``."""
     console = console or make_console()
+    console.quiet = as_json
     # The failed handshake is the demo's subject: shown from both sides, not logged as well.
     with tempfile.TemporaryDirectory(prefix="dicomtls-demo-") as tmp, handshake_failures_said_here(
         "client", "server"
@@ -164,4 +167,6 @@ def run_demo(console: Console | None = None) -> int:
     console.print(
         "[green]demo: all went as expected[/green]" if ok else "[red]demo: unexpected result[/red]"
     )
+    if as_json:
+        print(json.dumps({"ok": ok}))
     return 0 if ok else 1
