@@ -49,7 +49,7 @@ def _sources(printed: str) -> dict[str, str]:
 
 def test_every_option_is_a_key_and_every_key_an_option() -> None:
     params = {p.name for p in serve.params} - {"config_file", "print_config", "as_json", "help"}
-    assert params == {s.param for s in SERVE}
+    assert params == {s.key for s in SERVE}
     assert set(SAMPLE) == {s.key for s in SERVE}
     options = {option for p in serve.params for option in p.opts}
     assert {s.name for s in SERVE} <= options

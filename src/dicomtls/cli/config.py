@@ -71,12 +71,13 @@ def _text(value: object) -> str:
 
 
 def _whole(low: int, high: int | None = None) -> Callable[[object], object]:
+    expected = "give a whole number " + (f"from {low} to {high}" if high is not None else f">= {low}")
+
     def check(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"give a whole number >= {low}" if high is None else
-                             f"give a whole number from {low} to {high}")  # fmt: skip
-        if high is not None and value > high:
-            raise ValueError(f"give a whole number from {low} to {high}")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(expected)
+        if value < low or (high is not None and value > high):
+            raise ValueError(expected)
         return value
 
     return check
@@ -195,18 +196,14 @@ class Setting:
     def name(self) -> str:
         return self.option or "--" + self.key.replace("_", "-")
 
-    @property
-    def param(self) -> str:
-        return self.key
-
     def click_option(self) -> Callable[[Any], Any]:
         default = self.default_text or (None if self.default in (None, ()) else _shown(self.default))
         suffix = f" [default: {default}]" if default and not self.flag else ""
         if self.flag:
-            return click.option(self.name, self.param, is_flag=True, default=None,
+            return click.option(self.name, self.key, is_flag=True, default=None,
                                 help=self.help + suffix)  # fmt: skip
         return click.option(
-            self.name, self.param, type=self.kind.click_type, multiple=self.many,
+            self.name, self.key, type=self.kind.click_type, multiple=self.many,
             default=None, metavar=self.metavar, envvar=self.envvar, help=self.help + suffix,
         )  # fmt: skip
 
@@ -416,7 +413,7 @@ def resolve(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for setting in settings:
-        value, source = _one(ctx, setting, given.get(setting.param), table, file)
+        value, source = _one(ctx, setting, given.get(setting.key), table, file)
         if check_files and setting.kind is FILE and source == str(file):
             for path in value if setting.many else (value,):
                 if not path.is_file():
@@ -433,7 +430,7 @@ def _one(
     table: Mapping[str, Any],
     file: Path | None,
 ) -> tuple[Any, str]:
-    source = ctx.get_parameter_source(setting.param)
+    source = ctx.get_parameter_source(setting.key)
     typed = source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     if typed and given is not None and given != ():
         values = given if isinstance(given, tuple) else (given,)

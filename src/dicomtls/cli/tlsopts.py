@@ -143,7 +143,7 @@ def _no_ca(role: str) -> UserError:
 
 def tls_options(function: F) -> F:
     """Add the shared TLS options; the command receives them as one ``tls`` argument."""
-    names = [s.param for s in TLS]
+    names = [s.key for s in TLS]
 
     def collect(**kwargs: Any) -> Any:
         kwargs["tls"] = TLSOptions.of({name: kwargs.pop(name) for name in names})
