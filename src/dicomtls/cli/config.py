@@ -197,7 +197,7 @@ class Setting:
         return self.option or "--" + self.key.replace("_", "-")
 
     def click_option(self) -> Callable[[Any], Any]:
-        default = self.default_text or (None if self.default in (None, ()) else _shown(self.default))
+        default = self.default_text or (None if self.default in (None, ()) else str(self.default))
         suffix = f" [default: {default}]" if default and not self.flag else ""
         if self.flag:
             return click.option(self.name, self.key, is_flag=True, default=None,
@@ -206,10 +206,6 @@ class Setting:
             self.name, self.key, type=self.kind.click_type, multiple=self.many,
             default=None, metavar=self.metavar, envvar=self.envvar, help=self.help + suffix,
         )  # fmt: skip
-
-
-def _shown(value: object) -> str:
-    return str(value)
 
 
 def _defaults() -> tuple[Any, float]:

@@ -193,6 +193,17 @@ def serve(ctx: click.Context, /, config_file: Path | None, print_config: bool, a
     if print_config:
         click.echo(config.to_json() if as_json else config.to_toml(), nl=not as_json)
         return
+    audit = _audit(config)  # a bad sink is a mistake in the settings: said before the rest
+    try:
+        _start(ctx, config, tls, access, destinations, audit)
+    finally:
+        if audit is not None:
+            audit.close()  # idempotent: the node closed it already unless it never started
+
+
+def _start(ctx: click.Context, config: Resolved, tls: TLSOptions, access: AccessPolicy,
+           destinations: dict[str, tuple[str, int]], audit: AuditTrail | None) -> None:  # fmt: skip
+    """Check the ports, then make what is missing (the first-run PKI) and run the node."""
     store, port, ae_title = config["store"], config["port"], config["ae_title"]
     _can_listen(config["host"], port, "--port")
     _can_listen(config["metrics_host"], config["metrics_port"], "--metrics-port")
@@ -208,7 +219,6 @@ def serve(ctx: click.Context, /, config_file: Path | None, print_config: bool, a
         "server", on_verify=on_verify, handshake_timeout=config["handshake_timeout"]
     )
     move_tls = None if settings is None else tls.settings("client")
-    audit = _audit(config)
     node_config = NodeConfig(store=store, host=config["host"], port=port, ae_title=ae_title,
                              tls=settings, move_destinations=destinations, move_tls=move_tls,
                              limits=_limits(config), fsync=config["fsync"] == "always",
@@ -216,11 +226,7 @@ def serve(ctx: click.Context, /, config_file: Path | None, print_config: bool, a
                              metrics_host=config["metrics_host"],
                              file_mode=parse_file_mode(config["file_mode"]),
                              accept_any_called_ae=config["accept_any_called_ae"])  # fmt: skip
-    try:
-        asyncio.run(_serve(node_config))
-    finally:
-        if audit is not None:
-            audit.close()  # idempotent: the node closed it already unless it never started
+    asyncio.run(_serve(node_config))
 
 
 async def _serve(config: NodeConfig) -> None:
