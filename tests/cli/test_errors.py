@@ -105,6 +105,26 @@ def test_a_failed_handshake_is_said_once(node: Node) -> None:
     assert answer["code"] == "UNSUPPORTED_CERTIFICATE" and "extendedKeyUsage" in answer["hint"]
 
 
+def test_a_key_s_password_and_its_certificate_in_cli_terms(node: Node, tmp_path: Path) -> None:
+    from dicomtls.pki import CertificateAuthority
+
+    locked = CertificateAuthority.create("CLI CA").issue("locked")
+    (tmp_path / "locked.pem").write_bytes(locked.cert_chain_pem())
+    (tmp_path / "locked.key").write_bytes(locked.private_key_pem(password=b"right"))
+    ours = ("echo", "127.0.0.1", str(node.port), "--ca", "locked.pem", "--tls-cert", "locked.pem")
+    cases = [
+        (("--tls-key", "locked.key"), "private key locked.key is encrypted. Hint: pass its "
+         "password with --key-password (or DICOMTLS_KEY_PASSWORD)"),
+        (("--tls-key", "locked.key", "--key-password", "wrong"), "wrong password for private key "
+         "locked.key. Hint: pass the key's own password with --key-password"),
+        (("--tls-key", str(node.cwd / "dicom-store" / "pki" / "client.key")), "Hint: pass the key of "
+         "--tls-cert with --tls-key"),
+    ]  # fmt: skip
+    for args, said in cases:
+        line = _one_error(run(*ours, *args, cwd=tmp_path))
+        assert line.startswith("dicomtls: error: ") and line.endswith(said), line
+
+
 def _failures(node: Node, tmp_path: Path) -> list[tuple[str, ...]]:
     """One mistake per command (a closed port, a bad value, a missing file...)."""
     closed = str(_free_port())

@@ -90,7 +90,7 @@ def problem_of(exc: BaseException, command: str | None = None) -> Problem:
     if isinstance(exc, AssociationError):
         return Problem(message, rejection(message) or "ASSOCIATION_FAILED", hint)
     if isinstance(exc, SettingsError):
-        return Problem(message, "TLS_SETTINGS", hint or "check --tls-cert, --tls-key and --ca")
+        return _settings_problem(message)
     if isinstance(exc, DicomTLSError):
         return Problem(message, _library_code(exc), hint)
     if isinstance(exc, OSError):
@@ -100,6 +100,24 @@ def problem_of(exc: BaseException, command: str | None = None) -> Problem:
     return Problem(
         f"internal error: {exc!r}", "INTERNAL", "run with --debug for the traceback", 70
     )
+
+
+#: A TLS setting's mistake (the library names its setting) -> what the command line gives.
+_SETTINGS_FIXES = (
+    ("is encrypted", "KEY_PASSWORD", "pass its password with --key-password (or DICOMTLS_KEY_PASSWORD)"),
+    ("wrong password", "KEY_PASSWORD", "pass the key's own password with --key-password"),
+    ("does not match the certificate", "KEY_MISMATCH", "pass the key of --tls-cert with --tls-key"),
+    ("file not found", "FILE_NOT_FOUND", "check the path given to --tls-cert, --tls-key, --ca or --crl"),
+)
+
+
+def _settings_problem(message: str) -> Problem:
+    for phrase, code, hint in _SETTINGS_FIXES:
+        if phrase in message:
+            if phrase == "is encrypted":  # the library's own way out is not the command's
+                message = message.partition(": give a password")[0]
+            return Problem(message, code, hint)
+    return Problem(message, "TLS_SETTINGS", "check --tls-cert, --tls-key, --ca and --crl")
 
 
 def handshake_code(exc: object) -> str:
