@@ -6,8 +6,10 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicomtls.node import storage
 from dicomtls.node.storage import DurableStore
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -61,3 +63,22 @@ def test_a_node_store_keeps_its_folders(tmp_path: Path) -> None:
     _receive(store, "1.2.3.8")
     store.close()
     assert {p.name for p in tmp_path.iterdir()} == {".incoming", ".spare", "objects"}
+
+
+def test_a_spare_made_while_the_store_closes_goes_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get`` closes its store as the writer thread may still be making spares ahead."""
+    store = DurableStore(tmp_path, flat=True)
+    made = storage.create_file
+
+    def made_as_the_store_closes(path: Path, mode: int) -> int:
+        fd = made(path, mode)
+        store.close()  # the other thread's close(), between the file and its listing
+        return fd
+
+    monkeypatch.setattr(storage, "create_file", made_as_the_store_closes)
+    store.prepare_spare()
+    assert list(tmp_path.iterdir()) == []
+    store.prepare_spare()  # closed: makes nothing
+    assert list(tmp_path.iterdir()) == []

@@ -348,10 +348,11 @@ class DurableStore:
         self._buckets: set[Path] = {self.objects}
         self._spares: list[tuple[Path, int]] = []
         self._spare_lock = threading.Lock()  # spares are made on a worker thread
+        self._closed = threading.Event()
         # close(), or else when the store is collected or the process exits: whoever got
         # objects into a folder of theirs finds the objects there and nothing else.
         self._tidy = weakref.finalize(
-            self, _tidy, self._spares, self._spare_lock, self.incoming if flat else None
+            self, _tidy, self._spares, self._spare_lock, self._closed, self.incoming if flat else None
         )
 
     def _set_folder_modes(self, folders: tuple[Path, ...]) -> None:
@@ -394,12 +395,12 @@ class DurableStore:
     def prepare_spare(self) -> None:
         """Make temporary files for the next objects now, while no C-STORE waits for them.
 
-        Safe from any thread; a failure (a full disk) only means the next object
-        creates its own file, and reports the error then.
+        Safe from any thread, even while the store closes; a failure (a full disk) only
+        means the next object creates its own file, and reports the error then.
         """
         while True:
             with self._spare_lock:
-                if len(self._spares) >= _SPARES:
+                if self._closed.is_set() or len(self._spares) >= _SPARES:
                     return
             path = self.spares / f"{os.getpid()}.{next(_names)}{_PARTIAL}"
             try:
@@ -407,7 +408,15 @@ class DurableStore:
             except OSError:
                 return
             with self._spare_lock:
-                self._spares.append((path, fd))
+                if not self._closed.is_set():
+                    self._spares.append((path, fd))
+                    continue
+            os.close(fd)  # closed while it was made: it goes, and a flat store's folder too
+            path.unlink(missing_ok=True)
+            if self.flat:
+                with contextlib.suppress(OSError):
+                    self.spares.rmdir()
+            return
 
     def open_temporary(self, path: Path) -> int:
         """An open, empty file named ``path``: a spare renamed, or a new file."""
@@ -517,10 +526,13 @@ class DurableStore:
                 name.unlink(missing_ok=True)
 
 
-def _tidy(spares: list[tuple[Path, int]], lock: threading.Lock, work: Path | None) -> None:
+def _tidy(
+    spares: list[tuple[Path, int]], lock: threading.Lock, closed: threading.Event, work: Path | None
+) -> None:
     """Remove the spare files made ahead and, given ``work`` (a flat store's hidden folder),
     the partial objects left in it (a retrieval cut short) and the folder itself."""
     with lock:
+        closed.set()  # a spare being made now removes itself (prepare_spare)
         taken = list(spares)
         spares.clear()
     for path, fd in taken:
