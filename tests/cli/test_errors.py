@@ -180,3 +180,16 @@ def test_debug_shows_the_traceback_before_or_after_the_command(tmp_path: Path) -
         done = run(*args, "--no-tls", cwd=tmp_path)
         assert done.returncode == 1
         assert "Traceback" in done.stderr and "ConnectError" in done.stderr, done.stderr
+
+
+def test_a_service_the_node_does_not_grant(tmp_path: Path) -> None:
+    (tmp_path / "node.toml").write_text('[access]\ndefault_services = ["echo"]\n')
+    strict = Node(tmp_path, "--config", "node.toml")
+    try:
+        args = ("find", "127.0.0.1", str(strict.port), "-k", "PatientID=1")
+        line = _one_error(run(*args, cwd=tmp_path))
+        answer = _json_error(run(*args, "--json", cwd=tmp_path))
+    finally:
+        strict.stop()
+    assert "did not accept C-FIND SOP class" in line and "'DICOMTLS-SCU'" in line
+    assert answer["code"] == "NOT_ACCEPTED" and "default_services" in answer["hint"]

@@ -88,6 +88,8 @@ def problem_of(exc: BaseException, command: str | None = None) -> Problem:
     if isinstance(exc, ConnectError):
         return Problem(message, "CONNECT_FAILED", hint)
     if isinstance(exc, AssociationError):
+        if " did not accept " in message:  # a presentation context declined
+            return Problem(message, "NOT_ACCEPTED", hint or _NOT_ACCEPTED)
         return Problem(message, rejection(message) or "ASSOCIATION_FAILED", hint)
     if isinstance(exc, SettingsError):
         return _settings_problem(message)
@@ -101,6 +103,11 @@ def problem_of(exc: BaseException, command: str | None = None) -> Problem:
         f"internal error: {exc!r}", "INTERNAL", "run with --debug for the traceback", 70
     )
 
+
+_NOT_ACCEPTED = (
+    "a dicomtls node grants services by calling AE title: see its [access] rules "
+    "(default_services), or call with a title granted them (--ae-title)"
+)
 
 #: A TLS setting's mistake (the library names its setting) -> what the command line gives.
 _SETTINGS_FIXES = (
