@@ -227,7 +227,11 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
     walk = Walk(root, _user_env(), {p: _free_port() for p in PORTS})
     walk.demo = walk.sh(block("Two commands", 0).text)
     venv = root / ".venv"
-    walk.env = {**walk.env, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{walk.env['PATH']}"}
+    walk.env = {
+        **walk.env,
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{walk.env['PATH']}",
+    }
     # The quick start's node, from its block: set-up, then `dicomtls serve` in the foreground.
     walk.node = Process(walk.ported(block("First secure node in a minute", 0).text), root, walk.env)
     try:
@@ -278,7 +282,9 @@ def test_the_quick_start_clients(walk: Walk) -> None:
     started = walk.node.output()
     assert "created a local test PKI under dicom-store/pki" in started
     assert f"dicomtls echo localhost {walk.ports['2762']}" in started
-    assert "Ctrl-C" in section_text("First secure node") and "SIGTERM" in section_text("First secure node")
+    assert "Ctrl-C" in section_text("First secure node") and "SIGTERM" in section_text(
+        "First secure node"
+    )
     done = walk.sh(block("First secure node in a minute", 1).text)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -288,7 +294,9 @@ def test_the_quick_start_clients(walk: Walk) -> None:
     assert "1 match(es) at study level" in out and "Doe^Jane" in out
     assert "C-GET: 0x0000 success; completed 3, failed 0" in out
     retrieved = sorted(p.name for p in (walk.root / "retrieved").iterdir())
-    sent = sorted(f"{pydicom.dcmread(p).SOPInstanceUID}.dcm" for p in (walk.root / "studies").iterdir())
+    sent = sorted(
+        f"{pydicom.dcmread(p).SOPInstanceUID}.dcm" for p in (walk.root / "studies").iterdir()
+    )
     assert retrieved == sent  # the objects, and nothing else (no .incoming/, .spare/, *.part)
     assert done.stderr == "", done.stderr
 
@@ -298,9 +306,13 @@ def test_the_quick_start_clients(walk: Walk) -> None:
 
 def test_the_configuration_blocks(walk: Walk) -> None:
     """Save the TOML as node.toml; print its configuration; run it; talk to it."""
-    (walk.root / "node.toml").write_text(walk.ported(block("Configuration: options and `node.toml`", 0).text))
+    (walk.root / "node.toml").write_text(
+        walk.ported(block("Configuration: options and `node.toml`", 0).text)
+    )
     printed, serving, echo = [
-        line for line in block("Configuration: options and `node.toml`", 1).text.splitlines() if line
+        line
+        for line in block("Configuration: options and `node.toml`", 1).text.splitlines()
+        if line
     ]
     shown = walk.sh(printed)
     assert shown.returncode == 0, shown.stderr
@@ -390,7 +402,10 @@ def test_the_library_examples(walk: Walk) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""  # no false warning of a failed handshake
     lines = done.stdout.splitlines()
-    assert lines[:2] == ["CN = dicomtls Local CA, O = dicomtls test PKI OK", "CN = server, O = dicomtls test PKI OK"]
+    assert lines[:2] == [
+        "CN = dicomtls Local CA, O = dicomtls test PKI OK",
+        "CN = server, O = dicomtls test PKI OK",
+    ]
     assert lines[2].startswith("0x0 TLSv1.3 ")
     assert "1.2.3 CT 3" in lines
     got = sorted((walk.root / "retrieved-too").iterdir())

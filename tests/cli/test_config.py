@@ -62,7 +62,9 @@ def test_command_line_over_file_over_default(tmp_path: Path) -> None:
     assert from_file.returncode == 0, from_file.stderr
     sources = _sources(from_file.stdout)
     assert set(sources) == set(SAMPLE)
-    assert all(source.startswith("node.toml") for k, source in sources.items() if k != "key_password")
+    assert all(
+        source.startswith("node.toml") for k, source in sources.items() if k != "key_password"
+    )
     assert sources["key_password"] == "set (node.toml); never shown"
     assert "secret" not in from_file.stdout  # a password is never shown
     shown = tomllib.loads(from_file.stdout)
@@ -75,13 +77,24 @@ def test_command_line_over_file_over_default(tmp_path: Path) -> None:
     both = run("serve", "--config", "node.toml", *given, "--print-config", cwd=tmp_path)
     sources = _sources(both.stdout)
     assert (sources["port"], sources["store"], sources["ca"]) == ("--port", "--store", "--ca")
-    assert sources["host"] == "node.toml" and sources["key_password"] == "set (--key-password); never shown"
+    assert (
+        sources["host"] == "node.toml"
+        and sources["key_password"] == "set (--key-password); never shown"
+    )
     values = tomllib.loads(both.stdout)
-    assert (values["port"], values["store"], values["ca"]) == (11114, "cli-store", ["pki/server-chain.pem"])
+    assert (values["port"], values["store"], values["ca"]) == (
+        11114,
+        "cli-store",
+        ["pki/server-chain.pem"],
+    )
 
     neither = run("serve", "--print-config", cwd=tmp_path)
     defaults = tomllib.loads(neither.stdout)
-    assert (defaults["port"], defaults["host"], defaults["store"]) == (2762, "0.0.0.0", "dicom-store")
+    assert (defaults["port"], defaults["host"], defaults["store"]) == (
+        2762,
+        "0.0.0.0",
+        "dicom-store",
+    )
     assert all(s.startswith(("default", "not set")) for s in _sources(neither.stdout).values())
 
 
@@ -89,7 +102,9 @@ def test_the_file_s_host_is_where_the_node_listens_and_the_command_line_s_store_
     tmp_path: Path,
 ) -> None:
     port = _free_port()
-    (tmp_path / "node.toml").write_text(f'host = "127.0.0.1"\nport = {port}\nstore = "file-store"\n')
+    (tmp_path / "node.toml").write_text(
+        f'host = "127.0.0.1"\nport = {port}\nstore = "file-store"\n'
+    )
     node = Node(tmp_path, "--config", "node.toml", "--store", "cli-store", port=port)
     try:
         assert f"listening on 127.0.0.1:{port}" in "".join(node.output)
@@ -128,7 +143,9 @@ def test_a_mistake_in_the_file_names_key_and_file(tmp_path: Path, toml: str, sai
     (tmp_path / "node.toml").write_text(toml)
     done = run("serve", "--config", "node.toml", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"dicomtls: error: {said}"), done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"dicomtls: error: {said}"), (
+        done.stderr
+    )
     assert not (tmp_path / "dicom-store").exists()  # refused before anything was made
     as_json = run("serve", "--config", "node.toml", "--json", cwd=tmp_path)
     answer = json.loads(as_json.stdout)
@@ -138,7 +155,9 @@ def test_a_mistake_in_the_file_names_key_and_file(tmp_path: Path, toml: str, sai
 def test_a_mistake_on_the_command_line_names_the_option(tmp_path: Path) -> None:
     audit = run("serve", "--audit", "syslog://collector", cwd=tmp_path)
     assert audit.returncode == 2
-    assert audit.stderr.startswith("dicomtls: error: --audit syslog://collector: unknown scheme 'syslog'")
+    assert audit.stderr.startswith(
+        "dicomtls: error: --audit syslog://collector: unknown scheme 'syslog'"
+    )
     destination = run("serve", "--move-destination", "VIEWER", cwd=tmp_path)
     assert destination.returncode == 2
     assert destination.stderr == (
@@ -148,7 +167,16 @@ def test_a_mistake_on_the_command_line_names_the_option(tmp_path: Path) -> None:
 
 def test_print_config_as_json(tmp_path: Path) -> None:
     (tmp_path / "node.toml").write_text('port = 11115\n[access]\nunknown_ae = "reject"\n')
-    done = run("serve", "--config", "node.toml", "--ae-title", "JSON", "--print-config", "--json", cwd=tmp_path)
+    done = run(
+        "serve",
+        "--config",
+        "node.toml",
+        "--ae-title",
+        "JSON",
+        "--print-config",
+        "--json",
+        cwd=tmp_path,
+    )
     shown = json.loads(done.stdout)
     assert shown["config"]["port"] == 11115 and shown["sources"]["port"] == "node.toml"
     assert shown["config"]["ae_title"] == "JSON" and shown["sources"]["ae_title"] == "--ae-title"

@@ -93,7 +93,9 @@ def test_a_port_in_use_is_said_before_anything_is_made(node: Node, tmp_path: Pat
 
 
 def test_a_failed_handshake_is_said_once(node: Node) -> None:
-    made = run("pki", "issue", "dicom-store/pki", "mail-only", "--broken", "no-purpose", cwd=node.cwd)
+    made = run(
+        "pki", "issue", "dicom-store/pki", "mail-only", "--broken", "no-purpose", cwd=node.cwd
+    )
     assert made.returncode == 0, made.stderr
     done = run("echo", "127.0.0.1", str(node.port), "--tls-cert", "dicom-store/pki/mail-only-chain.pem",
                "--tls-key", "dicom-store/pki/mail-only.key", cwd=node.cwd)  # fmt: skip
@@ -176,7 +178,10 @@ def test_debug_shows_the_traceback_before_or_after_the_command(tmp_path: Path) -
     plain = run("echo", "127.0.0.1", closed, "--no-tls", cwd=tmp_path)
     assert "dicomtls: error: cannot connect to 127.0.0.1:" in plain.stderr
     assert "Traceback" not in plain.stderr
-    for args in (("--debug", "echo", "127.0.0.1", closed), ("echo", "127.0.0.1", closed, "--debug")):
+    for args in (
+        ("--debug", "echo", "127.0.0.1", closed),
+        ("echo", "127.0.0.1", closed, "--debug"),
+    ):
         done = run(*args, "--no-tls", cwd=tmp_path)
         assert done.returncode == 1
         assert "Traceback" in done.stderr and "ConnectError" in done.stderr, done.stderr

@@ -33,7 +33,11 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 
 def _log_lines(path: Path, level: str) -> list[str]:
-    return [line for line in path.read_text().splitlines() if f" {level} dicomtls.node: association from" in line]
+    return [
+        line
+        for line in path.read_text().splitlines()
+        if f" {level} dicomtls.node: association from" in line
+    ]
 
 
 def test_one_info_line_per_association_in_the_log_file(tmp_path: Path) -> None:
@@ -56,7 +60,9 @@ def test_one_info_line_per_association_in_the_log_file(tmp_path: Path) -> None:
     )
     assert re.search(pattern.format(stored=3, size=r"[\d,]+"), lines[0]), lines[0]
     received = re.search(r"stored \(([\d,]+) bytes\)", lines[0])
-    assert received is not None and 0 < int(received[1].replace(",", "")) < size  # data sets: the files less their Part 10 headers
+    assert (
+        received is not None and 0 < int(received[1].replace(",", "")) < size
+    )  # data sets: the files less their Part 10 headers
     assert re.search(pattern.format(stored=0, size="0"), lines[1]), lines[1]
 
 
@@ -88,7 +94,9 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(tmp_path: Path, signum: int) -
 
 def test_echo_says_success_once_and_lists_the_leaf_once(node: Node) -> None:
     said = run("echo", "127.0.0.1", str(node.port), cwd=node.cwd)
-    assert re.fullmatch(rf"C-ECHO 127\.0\.0\.1:{node.port} \(DICOMTLS\): 0x0000 success in \d+ ms\n", said.stdout)
+    assert re.fullmatch(
+        rf"C-ECHO 127\.0\.0\.1:{node.port} \(DICOMTLS\): 0x0000 success in \d+ ms\n", said.stdout
+    )
     shown = json.loads(run("echo", "127.0.0.1", str(node.port), "--json", cwd=node.cwd).stdout)
     chain = shown["tls"]["peer_chain"]
     assert [(c["depth"], c["subject"]) for c in chain] == [
@@ -175,9 +183,13 @@ def test_the_quick_start_store_is_not_something_to_commit() -> None:
 def test_the_demo_prints_its_story_and_nothing_on_stderr(tmp_path: Path) -> None:
     """The handshake failure it explains is shown from both sides, not logged again, and its
     node holds no trusted CA's key (the CA key is kept away from the CA file it trusts)."""
-    done = subprocess.run([EXE, "demo"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120)
+    done = subprocess.run(
+        [EXE, "demo"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120
+    )
     assert done.returncode == 0 and "demo: all went as expected" in done.stdout
     assert done.stderr == ""
     assert done.stdout.count("TLS handshake with 127.0.0.1:") == 2  # client side, server log line
-    quiet = subprocess.run([EXE, "demo", "--json"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120)
+    quiet = subprocess.run(
+        [EXE, "demo", "--json"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120
+    )
     assert (quiet.returncode, json.loads(quiet.stdout), quiet.stderr) == (0, {"ok": True}, "")

@@ -71,7 +71,9 @@ def _text(value: object) -> str:
 
 
 def _whole(low: int, high: int | None = None) -> Callable[[object], object]:
-    expected = "give a whole number " + (f"from {low} to {high}" if high is not None else f">= {low}")
+    expected = "give a whole number " + (
+        f"from {low} to {high}" if high is not None else f">= {low}"
+    )
 
     def check(value: object) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
@@ -349,13 +351,19 @@ class Resolved:
                 rows.append((f"# {setting.key} = ...", f"{note} ({source}); never shown"))
             elif value is None or value == ():
                 said = f"default: {setting.default_text}" if setting.default_text else "not set"
-                rows.append((f"# {setting.key} =", said if source == "default" else f"not set ({source})"))
+                rows.append(
+                    (f"# {setting.key} =", said if source == "default" else f"not set ({source})")
+                )
             else:
-                rows.append((f"{setting.key} = {toml_value(value)}", source + _missing(setting, value)))
+                rows.append(
+                    (f"{setting.key} = {toml_value(value)}", source + _missing(setting, value))
+                )
         width = min(60, max(len(text) for text, _ in rows))
         lines += [f"{text:<{width}}  # {note}" for text, note in rows]
         if self.access is None:
-            lines.append("# [access]: none, the default policy (every AE title, the default services)")
+            lines.append(
+                "# [access]: none, the default policy (every AE title, the default services)"
+            )
         else:
             lines += ["", *_toml_tables(ACCESS, self.access)]
         return "\n".join(lines) + "\n"
@@ -401,7 +409,11 @@ def resolve(
     for key in table:
         if key not in known and key != ACCESS:
             near = difflib.get_close_matches(key, [*known, ACCESS], n=1, cutoff=0.6)
-            hint = f"did you mean {near[0]!r}?" if near else "dicomtls serve --help lists every key (--max-per-peer: max_per_peer)"
+            hint = (
+                f"did you mean {near[0]!r}?"
+                if near
+                else "dicomtls serve --help lists every key (--max-per-peer: max_per_peer)"
+            )
             raise ConfigError(f"{file}: unknown key {key!r}", hint)
     access = table.get(ACCESS)
     if access is not None and not isinstance(access, dict):
@@ -444,7 +456,7 @@ def _one(
             if setting.many:
                 items = [raw] if isinstance(raw, str) else raw
                 if not isinstance(items, list):
-                    raise ValueError("give an array of strings, e.g. [\"a\", \"b\"]")
+                    raise ValueError('give an array of strings, e.g. ["a", "b"]')
                 return tuple(setting.kind.check(v) for v in items), str(file)
             return setting.kind.check(raw), str(file)
         except ValueError as exc:

@@ -99,9 +99,7 @@ def problem_of(exc: BaseException, command: str | None = None) -> Problem:
         return _os_problem(exc)
     if isinstance(exc, ValueError):
         return Problem(message, "INVALID_VALUE", hint)
-    return Problem(
-        f"internal error: {exc!r}", "INTERNAL", "run with --debug for the traceback", 70
-    )
+    return Problem(f"internal error: {exc!r}", "INTERNAL", "run with --debug for the traceback", 70)
 
 
 _NOT_ACCEPTED = (
@@ -111,10 +109,18 @@ _NOT_ACCEPTED = (
 
 #: A TLS setting's mistake (the library names its setting) -> what the command line gives.
 _SETTINGS_FIXES = (
-    ("is encrypted", "KEY_PASSWORD", "pass its password with --key-password (or DICOMTLS_KEY_PASSWORD)"),
+    (
+        "is encrypted",
+        "KEY_PASSWORD",
+        "pass its password with --key-password (or DICOMTLS_KEY_PASSWORD)",
+    ),
     ("wrong password", "KEY_PASSWORD", "pass the key's own password with --key-password"),
     ("does not match the certificate", "KEY_MISMATCH", "pass the key of --tls-cert with --tls-key"),
-    ("file not found", "FILE_NOT_FOUND", "check the path given to --tls-cert, --tls-key, --ca or --crl"),
+    (
+        "file not found",
+        "FILE_NOT_FOUND",
+        "check the path given to --tls-cert, --tls-key, --ca or --crl",
+    ),
 )
 
 

@@ -31,7 +31,9 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def configure(level: int, file: Path | None = None) -> logging.Handler:
     """Log at ``level`` to stderr, or appended to ``file``; replaces earlier handlers."""
     handler: logging.Handler
-    handler = logging.StreamHandler() if file is None else logging.FileHandler(file, encoding="utf-8")
+    handler = (
+        logging.StreamHandler() if file is None else logging.FileHandler(file, encoding="utf-8")
+    )
     handler.addFilter(PRINTABLE)
     handler.setFormatter(logging.Formatter(_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
