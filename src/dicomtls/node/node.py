@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import resource
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from dicomtls.net.hooks import StatusError
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
+from dicomtls.node.activity import ActivityLog, chained
 from dicomtls.node.index import INDEXED_KEYWORDS, Index
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
@@ -225,7 +225,7 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         move_destinations=config.move_destinations,
         move_tls=certificates.move_tls,
         gatekeeper=access,
-        events=reporter.service_events(),
+        events=chained(reporter.service_events(), ActivityLog().service_events()),
     )
     query_retrieve = [uid for model in QueryModel for uid in model.value]
     policy = storage_policy(
@@ -282,6 +282,10 @@ def _enough_files(max_associations: int, max_operations: int, max_handshakes: in
     and, with an operations window, that many objects' files at once; each pending TLS
     handshake a socket. Many systems start processes at 1,024 descriptors; servers raise
     their own limit towards the hard one."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise here
+        return
     # + 64: index, spares, logs, sub-associations
     need = max_associations * (max_operations + 2) + max_handshakes + 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
