@@ -8,20 +8,73 @@ it, and a non-zero exit code; with ``--json`` the same as a JSON object on stdou
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
 import click
 
 from dicomtls import __version__
-from dicomtls.cli import certs, client, doctor, serve
 from dicomtls.cli.errors import problem_of, report
 from dicomtls.cli.logsetup import configure
 
 __all__ = ["cli", "main"]
 
+#: Each command's module, and its line in ``dicomtls --help``. A command's module (and
+#: what it imports: pydicom, rich, OpenSSL...) loads only when that command runs, so
+#: ``dicomtls --version`` and ``dicomtls echo --help`` start in a fraction of the time.
+#: tests/cli/test_startup.py holds these lines to each command's own help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ciphers": ("dicomtls.cli.certs", "The TLS versions and cipher suites each DICOM security profile allows."),
+    "doctor": ("dicomtls.cli.doctor", "Probe a DICOM node and explain, step by step, what works and what to fix."),
+    "echo": ("dicomtls.cli.client", "Verify a DICOM node (C-ECHO) over TLS."),
+    "find": ("dicomtls.cli.client", "Query a node (C-FIND)."),
+    "get": ("dicomtls.cli.client", "Retrieve matching objects onto this association (C-GET) into a directory."),
+    "index": ("dicomtls.cli.serve", "Rebuild a node's index from its files (the files are the truth)."),
+    "inspect": ("dicomtls.cli.certs", "Explain a certificate or chain file: each certificate as the verify callback shows it."),
+    "move": ("dicomtls.cli.client", "Ask a node to send matching objects to another AE (C-MOVE)."),
+    "pki": ("dicomtls.cli.certs", "A small test PKI: a CA, and node certificates with the right purposes."),
+    "serve": ("dicomtls.cli.serve", "Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores."),
+    "store": ("dicomtls.cli.client", "Send DICOM files and folders (recursively) to a node (C-STORE)."),
+}  # fmt: skip
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _Commands(click.Group):
+    """A group whose commands load on first use (see :data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            command = getattr(importlib.import_module(COMMANDS[name][0]), name)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click lists commands, from the lines above instead of each command's module."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            own = self.commands.get(name)
+            line = own.get_short_help_str(limit) if own else _shortened(COMMANDS[name][1], limit)
+            rows.append((name, line))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _shortened(line: str, limit: int) -> str:
+    """A help line cut at a word within ``limit`` characters, as click cuts its own."""
+    if len(line) <= limit:
+        return line
+    return line[: limit - 3].rsplit(" ", 1)[0] + "..."
+
+
+@click.group(
+    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="dicomtls")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging (also after the command).")
 def cli(debug: bool) -> None:
@@ -48,12 +101,6 @@ def demo(as_json: bool) -> None:
     from dicomtls.cli.demo import run_demo
 
     raise SystemExit(run_demo(as_json=as_json))
-
-
-client.register(cli)
-serve.register(cli)
-certs.register(cli)
-doctor.register(cli)
 
 
 def _command(args: list[str]) -> str | None:

@@ -7,11 +7,9 @@ import json
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydicom.dataset import Dataset
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from dicomtls.cli.errors import UserError, rejection
@@ -19,7 +17,6 @@ from dicomtls.cli.logsetup import handshake_failures_said_here
 from dicomtls.cli.render import make_console, print_session, shown, status_text, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.dimse.part10 import Part10Error, read_header
-from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.doctor.report import REJECTION_FIXES
 from dicomtls.errors import AssociationError
@@ -31,9 +28,10 @@ from dicomtls.net.association import (
 )
 from dicomtls.net.client import Peer
 from dicomtls.net.qr_scu import QueryModel, retrieve_proposals
-from dicomtls.node.storage import DurableStore
-from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.ul.acse import Proposal
+
+if TYPE_CHECKING:  # pydicom loads only for the commands that build data sets
+    from pydicom.dataset import Dataset
 
 __all__ = ["register"]
 
@@ -184,6 +182,14 @@ def store(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, 
     files, skipped = _collect(paths)
 
     async def run() -> int:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
         results: list[tuple[Path, int | str]] = []
         total = sum(f.stat().st_size for f in files)
         started = time.perf_counter()
@@ -238,6 +244,8 @@ def _store_summary(
 
 
 def _identifier(keys: tuple[str, ...], level: str) -> Dataset:
+    from pydicom.dataset import Dataset
+
     ds = Dataset()
     ds.QueryRetrieveLevel = level.upper()
     given: dict[str, str] = {}
@@ -380,7 +388,10 @@ def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as
     async def run() -> int:
         peer = Peer(host, port, tls.settings("client"), ae_title, called_ae)
         classes = await peer.classes_in_study(identifier, qr)
-        proposals = retrieve_proposals(qr, classes or COMMON_STORAGE_SOP_CLASSES, wanted)
+        proposals = retrieve_proposals(qr, classes or None, wanted)  # None: the common classes
+        from dicomtls.node.storage import DurableStore
+        from dicomtls.node.store_scp import DurableStoreHandler
+
         received = DurableStore(out, flat=True)
         try:
             async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
