@@ -27,12 +27,13 @@ from dicomtls.net.hooks import StatusError
 from dicomtls.net.link import LinkEvents
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
-from dicomtls.node.index import INDEXED_KEYWORDS, Index
+from dicomtls.node.backends import IndexBackend, ObjectStore, open_backends
+from dicomtls.node.index import INDEXED_KEYWORDS
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
-from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore
-from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.node.storage import PRIVATE_FILE_MODE
+from dicomtls.node.store_scp import DurableStoreHandler, OnStored
 from dicomtls.pki.bundle import store_ca_key_folder
 from dicomtls.pki.exposure import readable_ca_keys
 from dicomtls.tls.flags import Side
@@ -74,6 +75,11 @@ class NodeConfig:
     """Mode of the objects, index and temporary files (folders get the matching search bits):
     0600, or 0640 to let the node's group read (a PACS group); never wider. A ``FileSink``
     in ``audit`` has its own ``mode`` (``dicomtls serve`` gives it this one)."""
+    index: str | None = None
+    """None: SQLite in the store folder. ``postgresql://...``: one index for several nodes."""
+    objects: str | None = None
+    """None: the store folder. ``s3://BUCKET?endpoint=URL``: a bucket for several nodes
+    (needs the PostgreSQL index; credentials from the environment, as AWS tools read them)."""
 
 
 class CertificateWatch:
@@ -140,8 +146,8 @@ class CertificateWatch:
 class RunningNode:
     config: NodeConfig
     server: DicomServer
-    store: DurableStore
-    index: Index
+    store: ObjectStore
+    index: IndexBackend
     reporter: Reporter
     certificates: CertificateWatch
     metrics_server: MetricsServer | None = None
@@ -172,8 +178,9 @@ class _QueryRetrieve:
     :class:`~dicomtls.node.index.QueryError`, a StatusError the dispatcher answers with the
     PS3.4 status and one log line naming the peer."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: IndexBackend, store: ObjectStore) -> None:
         self.index = index
+        self.store = store
 
     def find(
         self, association: Association, sop_class: str, identifier: Dataset
@@ -183,7 +190,8 @@ class _QueryRetrieve:
     def retrieve(
         self, association: Association, sop_class: str, identifier: Dataset
     ) -> Iterable[Path]:
-        return self.index.files(identifier, _model(sop_class))
+        locate = self.store.locate  # an object stored through any node, read from its store
+        return [locate(path) for path in self.index.files(identifier, _model(sop_class))]
 
 
 def _model(sop_class: str) -> QueryModel:
@@ -196,13 +204,18 @@ def _model(sop_class: str) -> QueryModel:
 
 async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) -> RunningNode:
     """Open (or create) the store and its index, then listen."""
-    store = DurableStore(config.store, fsync=config.fsync, file_mode=config.file_mode)
+    backends = open_backends(
+        config.store, index=config.index, objects=config.objects, fsync=config.fsync,
+        file_mode=config.file_mode,
+    )  # fmt: skip
+    store, index = backends.store, backends.index
     leftovers = store.recover()
     if leftovers:
         log.warning("removed %d partial object(s) left by an earlier crash", leftovers)
-    index = Index(config.store / "index.sqlite", mode=config.file_mode)
+    if config.index or config.objects:
+        log.info("index: %s; objects: %s", index.describe_backend(), store.describe_backend())
     _warn_of_readable_ca_keys(config)
-    qr = _QueryRetrieve(index)
+    qr = _QueryRetrieve(index, store)
     metrics = config.metrics
     if metrics is None and config.metrics_port is not None:
         metrics = NodeMetrics()
@@ -215,10 +228,11 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     services = Services(
         store=DurableStoreHandler(
             store,
-            index.add,
+            _recorder(index),
             keep=INDEXED_KEYWORDS,
             identity_of=index.identity,  # a SOP instance held is replaced only by itself
             on_resent=reporter.resent,
+            index_blocks=index.remote,
         ),
         find=qr.find,
         retrieve=qr.retrieve,
@@ -250,11 +264,32 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
             )
         except OSError:
             await server.close()
-            index.close()
+            backends.close()
             raise
     log.info("access policy: %s", access.describe())
     reporter.started()
     return node
+
+
+def _recorder(index: IndexBackend) -> OnStored:
+    """How a stored object gets its index row. An upload to S3 settles its intent in the
+    same transaction (see :mod:`dicomtls.node.objects_s3`), with the size and SHA-256 the
+    server verified."""
+    from dicomtls.node.index_pg import PostgresIndex
+    from dicomtls.node.objects_s3 import S3ObjectPath
+
+    if not isinstance(index, PostgresIndex):
+        return index.add
+
+    def record(path: Path, attributes: Mapping[str, str], transfer_syntax: str) -> None:
+        if isinstance(path, S3ObjectPath):
+            index.add(
+                path, attributes, transfer_syntax, size=path.size, sha256=path.sha256, settles=True
+            )
+        else:
+            index.add(path, attributes, transfer_syntax)
+
+    return record
 
 
 def _warn_of_readable_ca_keys(config: NodeConfig) -> None:
