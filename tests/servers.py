@@ -106,7 +106,7 @@ class PostgresServer:
     user: str = "dicomtls"
 
     def dsn(self, database: str = "postgres") -> str:
-        return f"host=127.0.0.1 port={self.port} user={self.user} dbname={database}"
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def new_database(self) -> str:
         """A fresh, empty database; its DSN."""
@@ -210,10 +210,13 @@ class SeaweedServer:
 
     def new_bucket(self) -> str:
         """A fresh bucket with fsync on (SeaweedFS's is per path, off by default)."""
+        from dicomtls.node.s3 import Credentials, S3Client
+
         name = f"dicom-{os.getpid()}-{next(_names)}"
-        self._shell(f"s3.bucket.create -name {name}")
-        self._shell(f"fs.configure -locationPrefix=/buckets/{name}/ -fsync=true -apply")
-        configured = self._shell("fs.configure")
+        S3Client(self.endpoint, Credentials(S3_ACCESS_KEY, S3_SECRET_KEY)).create_bucket(name)
+        configured = self._shell(
+            f"fs.configure -locationPrefix=/buckets/{name}/ -fsync=true -volumeGrowthCount=1 -apply"
+        )
         assert f'"/buckets/{name}/"' in configured and '"fsync":  true' in configured, configured
         self.buckets.add(name)
         return name
@@ -230,7 +233,7 @@ class SeaweedServer:
         return done.stdout.decode(errors="replace")
 
     def stop(self) -> None:
-        stop(self.proc)
+        stop(self.proc, grace=1.0)  # its data is thrown away: no need to wait out SIGTERM
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

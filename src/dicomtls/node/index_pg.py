@@ -217,7 +217,7 @@ def _pool(dsn: str, size: int, timeout: float) -> Any:
         from psycopg_pool import ConnectionPool
     except ImportError as exc:  # the optional extra
         raise IndexUnavailable(
-            0, "a PostgreSQL index needs psycopg: pip install 'dicomtls[scale]'"
+            "a PostgreSQL index needs psycopg: pip install 'dicomtls[scale]'"
         ) from exc
     return ConnectionPool(
         dsn,
@@ -250,7 +250,7 @@ class PostgresIndex:
             self._pool.close()
             if isinstance(exc, IndexUnavailable):
                 raise
-            raise IndexUnavailable(0, f"PostgreSQL index {self.describe_backend()}: {exc}") from exc
+            raise IndexUnavailable(f"PostgreSQL index {self.describe_backend()}: {exc}") from exc
 
     def describe_backend(self) -> str:
         """The server and database, without the password."""
@@ -278,7 +278,6 @@ class PostgresIndex:
             current = int(row[0])
             if current > len(MIGRATIONS):
                 raise IndexUnavailable(
-                    0,
                     f"the index schema is at version {current}, newer than this node knows "
                     f"({len(MIGRATIONS)}): upgrade the node",
                 )

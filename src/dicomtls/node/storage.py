@@ -359,7 +359,7 @@ class DurableStore:
         """Raise unless the store can take objects (the node's health check)."""
         for folder in (self.objects, self.incoming):
             if not os.access(folder, os.W_OK | os.X_OK):
-                raise StorageError(0, f"store folder {folder} cannot be written")
+                raise StorageError(f"store folder {folder} cannot be written")
 
     def locate(self, path: Path) -> Path:
         """The readable object at an indexed location: here, the file itself."""
