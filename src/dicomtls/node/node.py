@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import resource
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,10 @@ from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.logs import get_logger
 from dicomtls.net.association import Association
 from dicomtls.net.hooks import StatusError
-from dicomtls.net.link import LinkEvents
+from dicomtls.net.link import LinkEvents, ProxyProtocol
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
-from dicomtls.node.backends import IndexBackend, ObjectStore, open_backends
+from dicomtls.node.backends import Backends, IndexBackend, ObjectStore, open_backends
 from dicomtls.node.index import INDEXED_KEYWORDS
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
@@ -46,6 +47,9 @@ log = get_logger("dicomtls.node")
 
 DEFAULT_PORT = 2762  # the DICOM port for TLS (IANA "dicom-tls")
 DEFAULT_AE_TITLE = "DICOMTLS"
+#: /healthz asks the index and the store at most this often (seconds): a balancer checks
+#: every node every few seconds, from each of its processes.
+_HEALTH_CACHE = 1.0
 
 
 @dataclass
@@ -80,6 +84,12 @@ class NodeConfig:
     objects: str | None = None
     """None: the store folder. ``s3://BUCKET?endpoint=URL``: a bucket for several nodes
     (needs the PostgreSQL index; credentials from the environment, as AWS tools read them)."""
+    proxy: ProxyProtocol | None = None
+    """Behind a TCP balancer: every connection starts with a PROXY v2 header from one of
+    its trusted networks, and the client it names is the peer (see ``net/proxy.py``)."""
+    janitor_interval: float | None = 600.0
+    """With objects in S3: how often this node offers to run the janitor (one node at a time
+    runs it); None: never (run ``dicomtls janitor`` from elsewhere)."""
 
 
 class CertificateWatch:
@@ -151,16 +161,48 @@ class RunningNode:
     reporter: Reporter
     certificates: CertificateWatch
     metrics_server: MetricsServer | None = None
+    draining: bool = False
+    """Set by :meth:`drain`: /healthz says 503, so the balancer sends new clients elsewhere."""
+    janitor: asyncio.Task[None] | None = None
+    _health: tuple[float, str | None] = (0.0, None)
 
     @property
     def port(self) -> int:
         return self.server.port
+
+    def drain(self) -> None:
+        """Stop taking new clients through the balancer (SIGTERM, SIGUSR1): /healthz says 503;
+        associations in progress go on, and so do new ones that still arrive."""
+        if not self.draining:
+            log.warning("draining: /healthz now answers 503 so the balancer sends new clients elsewhere")
+        self.draining = True
+
+    def health(self) -> str | None:
+        """Why the node should get no new clients, or None (the /healthz answer). The index
+        and the object store are asked at most once a second, from the HTTP thread."""
+        if self.draining:
+            return "draining"
+        checked, problem = self._health
+        now = time.monotonic()
+        if now - checked < _HEALTH_CACHE:
+            return problem
+        problem = None
+        for name, check in (("index", self.index.check), ("object store", self.store.check)):
+            try:
+                check()
+            except Exception as exc:
+                problem = f"{name} unreachable: {exc}"
+                break
+        self._health = (now, problem)
+        return problem
 
     def reload_tls(self) -> bool:
         """Reread certificate, key, CA and CRL files now (SIGHUP); False if they were refused."""
         return self.certificates.reload()
 
     async def close(self) -> None:
+        if self.janitor is not None:
+            self.janitor.cancel()
         await self.server.close()
         self.certificates.close()
         self.reporter.stopped()
@@ -168,8 +210,8 @@ class RunningNode:
             self.metrics_server.close()
         if self.config.audit is not None:
             self.config.audit.close()
-        self.index.close()
         self.store.close()
+        self.index.close()
 
 
 class _QueryRetrieve:
@@ -254,13 +296,16 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     )
     server = await serve_dicom(
         config.host, config.port, certificates.tls, policy, services,
-        limits=config.limits, events=reporter.link_events(events),
+        limits=config.limits, events=reporter.link_events(events), proxy=config.proxy,
     )  # fmt: skip
     node = RunningNode(config, server, store, index, reporter, certificates)
+    if config.proxy is not None:
+        log.info("PROXY protocol v2 required, from %s", config.proxy.describe())
+    node.janitor = _start_janitor(config, backends)
     if metrics is not None and config.metrics_port is not None:
         try:
             node.metrics_server = start_metrics_server(
-                metrics, config.metrics_port, config.metrics_host
+                metrics, config.metrics_port, config.metrics_host, health=node.health
             )
         except OSError:
             await server.close()
@@ -269,6 +314,18 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     log.info("access policy: %s", access.describe())
     reporter.started()
     return node
+
+
+def _start_janitor(config: NodeConfig, backends: Backends) -> asyncio.Task[None] | None:
+    from dicomtls.node.index_pg import PostgresIndex
+    from dicomtls.node.janitor import Janitor
+    from dicomtls.node.objects_s3 import S3ObjectStore
+
+    index, store = backends.index, backends.store
+    if config.janitor_interval is None or not isinstance(store, S3ObjectStore):
+        return None
+    assert isinstance(index, PostgresIndex)
+    return asyncio.get_running_loop().create_task(Janitor(index, store).every(config.janitor_interval))
 
 
 def _recorder(index: IndexBackend) -> OnStored:
