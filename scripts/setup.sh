@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up a development environment on a fresh machine: a venv with dicomtls and its test extras,
-# and DCMTK (Debian package) as the interop peer. Safe to run again; does only what is missing.
+# and DCMTK and Orthanc (Debian packages) as the interop peers. Safe to run again; does only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use as real peers: DCMTK (interop) and rsyslog with its OpenSSL
-# network driver (the audit trail's syslog collector, RFC 5425/5426).
+# Debian packages the tests use as real peers: DCMTK and Orthanc (interop; the tests start Orthanc
+# themselves, never the system service) and rsyslog with its OpenSSL network driver (the audit
+# trail's syslog collector, RFC 5425/5426).
 missing=()
 command -v storescp >/dev/null 2>&1 && command -v echoscu >/dev/null 2>&1 || missing+=(dcmtk)
+command -v Orthanc >/dev/null 2>&1 || missing+=(orthanc)
 command -v rsyslogd >/dev/null 2>&1 || missing+=(rsyslog)
 ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 || missing+=(rsyslog-openssl)
 # scale-out tests: PostgreSQL (the shared index) and HAProxy (the balancer); SeaweedFS is on PyPI

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomtls.pki import BrokenKind, CertificateAuthority, Identity, KeySpec
+from dicomtls.pki import BrokenKind, CertificateAuthority, Credentials, KeySpec
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.tls.settings import TLSSettings
 
@@ -41,7 +41,7 @@ class MatrixPKI:
     crl_file: Path
     root: CertificateAuthority
     intermediate: CertificateAuthority
-    identities: dict[str, Identity]
+    identities: dict[str, Credentials]
     files: dict[str, Files]
 
     def settings(
@@ -78,7 +78,7 @@ def matrix_pki(tmp_path_factory: pytest.TempPathFactory) -> MatrixPKI:
     directory = tmp_path_factory.mktemp("pki")
     root = CertificateAuthority.create("dicomtls Matrix Root CA", key=KeySpec.ec())
     inter = root.create_intermediate("dicomtls Matrix Intermediate CA")
-    identities: dict[str, Identity] = {
+    identities: dict[str, Credentials] = {
         "server": inter.issue("server", dns=["localhost"], ips=["127.0.0.1", "::1"]),
         "client": inter.issue("client", dns=["localhost"], ips=["127.0.0.1", "::1"]),
     }

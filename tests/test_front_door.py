@@ -20,7 +20,7 @@ from .node.test_storage import CT, STUDY_UID, _make_file
 
 #: The asyncio Association's plumbing for the SCP and the C-GET loop, not the user's API.
 PLUMBING = {
-    "cancel_requested", "gate", "link", "max_dataset_in_memory", "next_message_id",
+    "cancel_requested", "close_link", "gate", "link", "max_dataset_in_memory", "next_message_id",
     "on_refused", "protocol_failure", "receive_message", "request_contexts", "response",
     "send_message", "store_header",
 }  # fmt: skip

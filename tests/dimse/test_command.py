@@ -66,8 +66,9 @@ def test_wrong_vr_length_and_foreign_group() -> None:
     with pytest.raises(CommandError, match="MessageID has length 4, but its VR US needs 2"):
         decode_command(bad_us)
     foreign = struct.pack("<HHI", 0x0008, 0x0016, 2) + b"1\x00"
-    with pytest.raises(CommandError, match="not in the command group"):
-        decode_command(foreign)
+    assert decode_command(foreign) == {}  # skipped whole, as an unknown element is
+    with pytest.raises(CommandError, match="runs past"):
+        decode_command(struct.pack("<HHI", 0x0008, 0x0058, 200) + b"1\x00")
     with pytest.raises(CommandError, match="runs past"):
         decode_command(struct.pack("<HHI", 0, 0x0110, 200) + b"\x01\x00")
 
@@ -85,3 +86,15 @@ def test_status_names() -> None:
     assert status_category(0xA700) is Category.FAILURE
     assert status_name(0xA700) == "0xA700 out of resources (failure)"
     assert status_name(0x0122) == "0x0122 SOP class not supported (failure)"
+
+
+def test_a_failed_get_response_with_a_data_set_element_in_its_command_decodes() -> None:
+    """Orthanc 1.10 answers a failed C-GET with (0008,0058) inside the command set."""
+    from dicomtls.dimse.messages import c_get_rsp
+
+    wire = bytearray(encode_command(c_get_rsp(7, "1.2.840.10008.5.1.4.1.2.2.3", 0xA702, (0, 0, 1, 0))))
+    uid = b"1.2.3.4\x00"
+    wire += struct.pack("<HHI", 0x0008, 0x0058, len(uid)) + uid
+    command = decode_command(bytes(wire))
+    assert command[Tag.Status] == 0xA702 and command[Tag.NumberOfFailedSuboperations] == 1
+    assert command_field(command) is CommandField.C_GET_RSP

@@ -11,7 +11,7 @@ from typing import Any
 from dicomtls.net.association import Association, associate, default_proposals
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.node import NodeConfig, RunningNode, start_node
-from dicomtls.pki import CertificateAuthority, Identity, KeySpec
+from dicomtls.pki import CertificateAuthority, Credentials, KeySpec
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import Proposal
 
@@ -34,7 +34,7 @@ class Site:
     directory: Path
     ca: CertificateAuthority
     ca_file: Path
-    identities: dict[str, Identity] = field(default_factory=dict)
+    identities: dict[str, Credentials] = field(default_factory=dict)
 
     def files(self, name: str) -> tuple[Path, Path]:
         return self.directory / f"{name}-chain.pem", self.directory / f"{name}.key"
@@ -43,7 +43,7 @@ class Site:
         chain, key = self.files(name)
         return TLSSettings(certificate=chain, private_key=key, ca_files=self.ca_file, **extra)
 
-    def add(self, name: str, common_name: str, dns: list[str], ips: list[str], **kw: Any) -> Identity:
+    def add(self, name: str, common_name: str, dns: list[str], ips: list[str], **kw: Any) -> Credentials:
         identity = self.ca.issue(common_name, dns=dns, ips=ips, **kw)
         identity.write(self.directory, name)
         self.identities[name] = identity

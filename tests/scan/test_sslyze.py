@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from dicomtls.pki import CertificateAuthority, KeySpec
-from dicomtls.pki.authority import IdentityFiles
+from dicomtls.pki.authority import CredentialFiles
 from dicomtls.tls.profiles import DEFAULT_PROFILE, get_profile
 
 from ..cli import test_node_cli
@@ -152,7 +152,7 @@ def run_sslyze(port: int, out: Path, *args: str) -> dict[str, Any]:
     return result
 
 
-def scan(node: Node, ca: Path, chain_file: Path, client: IdentityFiles, out: Path) -> Scanned:
+def scan(node: Node, ca: Path, chain_file: Path, client: CredentialFiles, out: Path) -> Scanned:
     started = time.monotonic()
     server = run_sslyze(node.port, out, "--cert", str(client.chain), "--key", str(client.key),
                         "--keyform", "PEM", "--certinfo_ca_file", str(ca), *SCAN_COMMANDS)  # fmt: skip
@@ -177,7 +177,7 @@ def default_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
     node = Node(cwd)
     try:
         pki = cwd / "dicom-store" / "pki"
-        client = IdentityFiles(pki / "client.pem", pki / "client-chain.pem", pki / "client.key")
+        client = CredentialFiles(pki / "client.pem", pki / "client-chain.pem", pki / "client.key")
         yield scan(node, pki / "ca.pem", pki / "server-chain.pem", client, cwd / "sslyze.json")
     finally:
         node.stop()

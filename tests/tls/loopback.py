@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from OpenSSL._util import lib as openssl_lib
+
 from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.errors import TLSHandshakeError
@@ -47,16 +49,31 @@ class Outcome:
     client_session: SessionInfo | None
     exchanged: bool
     """Application data went both ways over the link."""
+    server_openssl_verify_result: int | None = None
+    client_openssl_verify_result: int | None = None
+    """What OpenSSL itself recorded (``SSL_get_verify_result``), to hold our report to it."""
 
     @property
     def ok(self) -> bool:
         return self.exchanged and self.server_error is None and self.client_error is None
 
 
+def openssl_verify_result(link: SecureLink) -> int:
+    """OpenSSL's own verdict on the peer of ``link``, read from its SSL object.
+
+    pyOpenSSL resets it to OK when the callback accepts an error, so it equals our
+    ``verify_result`` only where the callback refused or OpenSSL's error stood.
+    """
+    engine = link._protocol.engine
+    assert engine is not None
+    return int(openssl_lib.SSL_get_verify_result(engine._conn._ssl))
+
+
 async def _run(server_tls: TLSSettings, client_tls: TLSSettings, host: str) -> Outcome:
     loop = asyncio.get_running_loop()
     server_ready: asyncio.Future[TLSHandshakeError | None] = loop.create_future()
     server_sessions: list[SessionInfo] = []
+    server_verify_results: list[int] = []
 
     def on_ready(peer: str, error: TLSHandshakeError | None) -> None:
         if not server_ready.done():
@@ -65,6 +82,7 @@ async def _run(server_tls: TLSSettings, client_tls: TLSSettings, host: str) -> O
     async def handler(link: SecureLink) -> None:
         assert link.session is not None
         server_sessions.append(link.session)
+        server_verify_results.append(openssl_verify_result(link))
         data = await link.read()
         if data == b"ping":
             link.write(b"pong")
@@ -76,6 +94,7 @@ async def _run(server_tls: TLSSettings, client_tls: TLSSettings, host: str) -> O
     )
     client_error: TLSHandshakeError | None = None
     client_session: SessionInfo | None = None
+    client_verify_result: int | None = None
     exchanged = False
     async with server:
         try:
@@ -84,6 +103,7 @@ async def _run(server_tls: TLSSettings, client_tls: TLSSettings, host: str) -> O
             client_error = exc
         else:
             client_session = link.session
+            client_verify_result = openssl_verify_result(link)
             try:
                 link.write(b"ping")
                 exchanged = await link.read() == b"pong"
@@ -99,6 +119,8 @@ async def _run(server_tls: TLSSettings, client_tls: TLSSettings, host: str) -> O
         server_session=server_sessions[0] if server_sessions else None,
         client_session=client_session,
         exchanged=exchanged,
+        server_openssl_verify_result=server_verify_results[0] if server_verify_results else None,
+        client_openssl_verify_result=client_verify_result,
     )
 
 

@@ -40,7 +40,9 @@ def test_callback_rejects_a_valid_chain(matrix_pki: MatrixPKI) -> None:
     assert error is not None
     assert error.stage is HandshakeStage.VERIFY
     assert "our verify callback" in error.reason
-    assert error.verify_error is not None and error.verify_error.ok  # OpenSSL had no objection
+    # OpenSSL had no objection: it records UNSPECIFIED for the callback's refusal, as we do.
+    assert error.verify_error is not None and error.verify_error.name == "UNSPECIFIED"
+    assert error.verify_error.by_callback
     assert len(recorder.calls) == 1  # False stops the verification at the first certificate
     assert outcome.client_error is not None
 

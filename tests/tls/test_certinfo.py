@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from dicomtls.pki import CertificateAuthority, Identity, KeySpec
+from dicomtls.pki import CertificateAuthority, Credentials, KeySpec
 from dicomtls.tls.certinfo import PURPOSE_NAMES, CertificateInfo
 
 
@@ -53,7 +53,7 @@ def _cases(root: CertificateAuthority) -> dict[str, x509.Certificate]:
 def test_purposes_match_openssl(root: CertificateAuthority, tmp_path: Path) -> None:
     for label, cert in _cases(root).items():
         info = CertificateInfo.from_certificate(cert)
-        theirs = _openssl_purposes(Identity(cert, None).cert_pem(), tmp_path)  # type: ignore[arg-type]
+        theirs = _openssl_purposes(Credentials(cert, None).cert_pem(), tmp_path)  # type: ignore[arg-type]
         ours = {p.name: p.ok for p in info.purposes}
         assert list(ours) == list(PURPOSE_NAMES)
         for name in PURPOSE_NAMES:
@@ -106,7 +106,8 @@ def test_seed_certificate_string_layout(root: CertificateAuthority) -> None:
 def test_ca_and_names_with_commas() -> None:
     ca = CertificateAuthority.create("Root, Inc.", organization='LEAD "Technologies"')
     info = CertificateInfo.from_certificate(ca.certificate, depth=1)
-    assert info.subject == 'CN = "Root, Inc.", O = "LEAD \\"Technologies\\""'
+    # As OpenSSL prints it: a comma quotes the value, a double quote only gets a backslash.
+    assert info.subject == 'CN = "Root, Inc.", O = LEAD \\"Technologies\\"'
     assert info.is_ca and info.self_signed
     assert info.basic_constraints == "CA (Certificate Authority), unlimited path length"
     data = info.to_dict()

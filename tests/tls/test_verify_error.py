@@ -1,6 +1,6 @@
 """VerifyError codes are OpenSSL's numbers; every code has a message and a hint."""
 
-from OpenSSL._util import lib
+from OpenSSL._util import ffi, lib
 
 from dicomtls.tls.verify_error import VerifyCode, VerifyError
 
@@ -32,3 +32,20 @@ def test_unknown_codes_survive() -> None:
     assert error.name == "UNKNOWN_4242"
     assert not error.ok
     assert error.to_dict()["depth"] == 3
+
+
+def test_a_callback_rejection_is_openssls_unspecified() -> None:
+    """OpenSSL records X509_V_ERR_UNSPECIFIED when only the callback refused; we name it."""
+    refused = VerifyError.callback_rejection(2)
+    assert (refused.code, refused.name, refused.depth) == (1, "UNSPECIFIED", 2)
+    assert not refused.ok and refused.by_callback
+    assert str(refused) == (
+        "UNSPECIFIED (1) at depth 2: "
+        "the verify callback rejected a certificate that passed OpenSSL's checks"
+    )
+    assert "on_verify returned False" in refused.hint
+    assert refused.to_dict()["by_callback"] is True
+    plain = VerifyError(VerifyCode.UNSPECIFIED)  # OpenSSL's own, from elsewhere
+    wording = ffi.string(lib.X509_verify_cert_error_string(1)).decode()
+    assert plain.message == wording == "unspecified certificate verification error"
+    assert not plain.by_callback and plain.to_dict()["by_callback"] is False

@@ -19,14 +19,14 @@ from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.dimse.part10 import Part10Error, read_header
 from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES
 from dicomtls.dimse.status import status_name
-from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED
+from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net.association import (
     Association,
-    AssociationError,
     associate,
     default_proposals,
     proposals_for,
 )
+from dicomtls.net.client import Peer
 from dicomtls.net.qr_scu import QueryModel, retrieve_proposals
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -309,34 +309,6 @@ def _transfer_syntax(value: str) -> str:
     return str(uid)
 
 
-async def _classes_in_study(
-    host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str,
-    identifier: Dataset, qr: QueryModel,
-) -> list[str]:  # fmt: skip
-    """The SOP classes the studies of a retrieval hold, by a study-level C-FIND for
-    SOPClassesInStudy; [] when the peer does not say (the caller proposes common ones)."""
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    for keyword in ("PatientID", "StudyInstanceUID"):
-        if keyword in identifier:
-            setattr(query, keyword, identifier[keyword].value)
-    query.SOPClassesInStudy = ""
-    proposals = [Proposal(qr.find_uid, UNCOMPRESSED)]
-    try:
-        async with await _open(host, port, tls, ae_title, called_ae, proposals, False) as assoc:
-            found = {str(uid) for match in [m async for m in assoc.find(query, qr)]
-                     for uid in _listed(match.get("SOPClassesInStudy"))}  # fmt: skip
-    except AssociationError:
-        return []
-    return sorted(found)
-
-
-def _listed(value: object) -> list[object]:
-    if value is None or value == "":
-        return []
-    return list(value) if isinstance(value, list | tuple) or (hasattr(value, "__iter__") and not isinstance(value, str)) else [value]
-
-
 @click.command()
 @_common
 @_qr
@@ -368,7 +340,8 @@ def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as
     wanted = tuple(_transfer_syntax(s) for s in syntaxes) or STORAGE_TRANSFER_SYNTAXES
 
     async def run() -> int:
-        classes = await _classes_in_study(host, port, tls, ae_title, called_ae, identifier, qr)
+        peer = Peer(host, port, tls.settings("client"), ae_title, called_ae)
+        classes = await peer.classes_in_study(identifier, qr)
         proposals = retrieve_proposals(qr, classes or COMMON_STORAGE_SOP_CLASSES, wanted)
         async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
             result = await assoc.get(

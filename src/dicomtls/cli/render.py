@@ -52,7 +52,7 @@ def session_table(session: SessionInfo) -> Table:
             "Peer (mutual authentication) key",
             f"{session.peer_key_type} {session.peer_key_bits} bits",
         ),
-        ("Peer certificate", peer.subject if peer else "-"),
+        ("Peer certificate", peer.readable_subject if peer else "-"),
     ]
     for name, value in rows:
         table.add_row(name, shown(value))
@@ -71,7 +71,8 @@ def verify_printer(console: Console) -> Callable[[bool, CertificateInfo, VerifyE
             f"[bold]certificate at depth {cert.depth}[/bold]: {shown(error.name)}",
             highlight=False,
         )
-        console.print(str(cert), markup=False, highlight=False)  # its fields come escaped
+        # Names readable (Zürich, not Z\C3\BCrich); every field comes escaped all the same.
+        console.print(cert.text(readable=True), markup=False, highlight=False)
         if not error.ok:
             console.print(
                 f"[red]Error {shown(error.name)}[/red]: {shown(error.message)}\n"

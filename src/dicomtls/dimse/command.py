@@ -25,6 +25,7 @@ __all__ = [
     "decode_command",
     "encode_command",
     "has_dataset",
+    "number",
 ]
 
 #: (0000,0800) CommandDataSetType value meaning "no data set follows" (PS3.7 E.1).
@@ -182,10 +183,13 @@ def _decode_value(tag: int, raw: bytes) -> Value:
 
 
 def decode_command(data: bytes | bytearray | memoryview) -> CommandSet:
-    """Decode a complete command set; elements outside group 0000 are an error.
+    """Decode a complete command set.
 
     Elements we do not know (retired ones, private additions) are skipped, as PS3.7
-    asks; what a known element holds must fit its VR.
+    asks; what a known element holds must fit its VR. Elements of another group than
+    0000 have no place in a command set, but they are skipped too, whole: Orthanc 1.10
+    puts a failed C-GET's Failed SOP Instance UID List (0008,0058) there, and nothing in
+    them can change what the command says.
     """
     view = memoryview(data)
     command: CommandSet = {}
@@ -196,8 +200,6 @@ def decode_command(data: bytes | bytearray | memoryview) -> CommandSet:
         group, element, length = _ELEMENT_HEADER.unpack_from(view, offset)
         offset += 8
         tag = (group << 16) | element
-        if group != 0x0000:
-            raise CommandError(f"element {_tag_name(tag)} is not in the command group 0000", tag)
         if length > len(view) - offset:
             raise CommandError(
                 f"element {_tag_name(tag)} length {length} runs past the command set "
@@ -257,6 +259,14 @@ def command_field(command: CommandSet) -> CommandField:
             f"{field.name} lacks (0000,0800) CommandDataSetType", Tag.CommandDataSetType
         )
     return field
+
+
+def number(command: CommandSet, tag: Tag, default: int | None = None) -> int:
+    """A US/UL element's value (``default`` when absent); CommandError if it is not a number."""
+    value = command.get(tag, default)
+    if not isinstance(value, int):
+        raise CommandError(f"{_tag_name(tag)} is missing or not a number: {value!r}", tag)
+    return value
 
 
 def has_dataset(command: CommandSet) -> bool:

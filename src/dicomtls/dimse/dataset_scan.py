@@ -224,10 +224,12 @@ class DatasetScanner:
             raise
 
     def _inflate(self, view: memoryview | bytes) -> None:
+        inflater = self._inflater
+        assert inflater is not None  # feed() calls this for a deflated syntax only
         self._deflated += len(view)
         try:
             while view:
-                inflated = self._inflater.decompress(view, _DEFLATED_CHUNK)  # type: ignore[union-attr]
+                inflated = inflater.decompress(view, _DEFLATED_CHUNK)
                 self.inflated += len(inflated)
                 if self.inflated > max(_INFLATION_FLOOR, self.max_inflation * self._deflated):
                     raise DatasetScanError(
@@ -235,7 +237,7 @@ class DatasetScanner:
                         f"({self._deflated} bytes to over {self.inflated}): refused as a deflate bomb"
                     )
                 self._consume(memoryview(inflated))
-                view = self._inflater.unconsumed_tail  # type: ignore[union-attr]
+                view = inflater.unconsumed_tail
         except zlib.error as exc:
             raise DatasetScanError(f"the deflated data set does not inflate: {exc}") from None
 

@@ -17,12 +17,11 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
 
+from dicomtls.dimse.transfer_syntax import EXPLICIT_VR_BE, IMPLICIT_VR_LE
 from dicomtls.errors import DicomTLSError
 
 __all__ = ["DatasetError", "decode_dataset", "encode_dataset", "keyword_texts"]
 
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_BE = "1.2.840.10008.1.2.2"
 
 
 class DatasetError(DicomTLSError, ValueError):
@@ -35,11 +34,37 @@ def _flags(transfer_syntax: str) -> tuple[bool, bool]:
 
 
 def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
+    """The data set's bytes in ``transfer_syntax``.
+
+    Text outside ASCII needs its character set declared (PS3.5 6.1.2.5; PS3.4 C.4.1.1.3.2
+    for a C-FIND's query and answers): when the data set declares none, UTF-8 (ISO_IR 192)
+    is declared for it, on a copy, rather than its text going out as "?".
+    """
+    if "SpecificCharacterSet" not in dataset and _has_non_ascii_text(dataset):
+        declared = Dataset()
+        declared.SpecificCharacterSet = "ISO_IR 192"
+        for element in dataset:  # the caller's data set stays as it was
+            declared.add(element)
+        dataset = declared
     implicit, little = _flags(transfer_syntax)
     buffer = DicomBytesIO()
     buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
     write_dataset(buffer, dataset)
     return bytes(buffer.getvalue())
+
+
+#: VRs whose values are in the data set's character set (PS3.5 6.1.2.3).
+_CHARACTER_SET_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
+
+
+def _has_non_ascii_text(dataset: Dataset) -> bool:
+    for element in dataset:
+        if element.VR not in _CHARACTER_SET_VRS or element.value is None:
+            continue
+        values = element.value if isinstance(element.value, MultiValue) else [element.value]
+        if any(not str(value).isascii() for value in values):
+            return True
+    return False
 
 
 def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 
 from dicomtls.dimse.command import NO_DATASET, CommandField, CommandSet, Tag
+from dicomtls.dimse.uids import VERIFICATION
 
 __all__ = [
     "Priority",
@@ -57,12 +58,12 @@ def _rsp(
     return command
 
 
-def c_echo_rq(message_id: int, sop_class: str = "1.2.840.10008.1.1") -> CommandSet:
+def c_echo_rq(message_id: int, sop_class: str = VERIFICATION) -> CommandSet:
     return _rq(CommandField.C_ECHO_RQ, sop_class, message_id, dataset=False)
 
 
 def c_echo_rsp(
-    responding_to: int, status: int = 0, sop_class: str = "1.2.840.10008.1.1"
+    responding_to: int, status: int = 0, sop_class: str = VERIFICATION
 ) -> CommandSet:
     return _rsp(CommandField.C_ECHO_RSP, sop_class, responding_to, status, dataset=False)
 

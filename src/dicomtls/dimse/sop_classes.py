@@ -7,6 +7,7 @@ import enum
 from pydicom._uid_dict import UID_dictionary  # the data dictionary we depend on (pydicom 3.x)
 
 from dicomtls.dimse.transfer_syntax import UNCOMPRESSED
+from dicomtls.dimse.uids import VERIFICATION
 
 __all__ = [
     "COMMON_STORAGE_SOP_CLASSES",
@@ -17,7 +18,6 @@ __all__ = [
     "service_of",
 ]
 
-VERIFICATION = "1.2.840.10008.1.1"
 
 #: Every non-retired storage SOP class (PS3.4 Annex B) pydicom knows.
 STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(

@@ -8,7 +8,6 @@ so the category follows the standard's general rules for unlisted codes.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 __all__ = ["Category", "Status", "status_category", "status_name"]
 
@@ -103,19 +102,3 @@ def status_name(code: int) -> str:
         except ValueError:
             name = "unknown status"
     return f"0x{code:04X} {name} ({status_category(code)})"
-
-
-@dataclass(frozen=True)
-class StatusInfo:
-    """A status with its comment, as a response carries it."""
-
-    code: int
-    comment: str | None = None
-
-    @property
-    def category(self) -> Category:
-        return status_category(self.code)
-
-    def __str__(self) -> str:
-        text = status_name(self.code)
-        return f"{text}: {self.comment}" if self.comment else text

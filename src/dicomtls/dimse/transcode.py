@@ -19,6 +19,7 @@ from dicomtls.dimse.transfer_syntax import (
     EXPLICIT_VR_BE,
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
+    LOSSY,
     is_native,
     syntax_name,
 )
@@ -34,6 +35,14 @@ TARGETS: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE)
 #: Values pydicom keeps as raw bytes although they are words: their byte order is ours to
 #: turn when the data set changes endianness (PS3.5 7.3). Type codes of ``array`` by size.
 _WORDS = {"OW": "H", "OF": "f", "OL": "I", "OD": "d", "OV": "Q"}
+#: Lossy Image Compression Method (PS3.3 C.7.6.1.1.5.1) of each lossy syntax.
+_LOSSY_METHODS = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+}
 
 
 class TranscodeError(DicomTLSError, ValueError):
@@ -54,18 +63,31 @@ def transcode(header: Part10Header, target: str) -> bytes:
         raise TranscodeError(f"cannot read {header.path.name}: {exc}") from None
     if not is_native(source):
         try:
-            dataset.decompress()
+            # The same instance in another syntax: the C-STORE names its UID (pydicom
+            # would make up a new one by default).
+            dataset.decompress(generate_instance_uid=False)
         except Exception as exc:  # no numpy, no plugin for this syntax, or broken pixel data
             raise TranscodeError(
                 f"cannot decompress {syntax_name(source)} ({exc}); install dicomtls[codecs] "
                 "for the JPEG, JPEG-LS, JPEG 2000 and RLE decoders"
             ) from None
+        if source in LOSSY:
+            _mark_lossy(dataset, source)
     try:
         if (source == EXPLICIT_VR_BE) != (target == EXPLICIT_VR_BE):
             _swap_words(dataset)
         return encode_dataset(dataset, target)
     except Exception as exc:
         raise TranscodeError(f"cannot encode in {syntax_name(target)}: {exc}") from None
+
+
+def _mark_lossy(dataset: Dataset, source: str) -> None:
+    """Decoded, lossy pixel data no longer says it was lossy: the data set must (PS3.3
+    C.7.6.1.1.5), so a reader never takes it for the original acquisition."""
+    dataset.LossyImageCompression = "01"
+    method = _LOSSY_METHODS.get(source)
+    if method is not None and "LossyImageCompressionMethod" not in dataset:
+        dataset.LossyImageCompressionMethod = method
 
 
 def _swap_words(dataset: Dataset) -> None:

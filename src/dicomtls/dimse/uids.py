@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_UID_LENGTH", "is_valid_uid", "uid_problem"]
+__all__ = ["MAX_UID_LENGTH", "VERIFICATION", "is_valid_uid", "uid_problem"]
+
+#: The Verification SOP class (PS3.4 Annex A): C-ECHO's abstract syntax.
+VERIFICATION = "1.2.840.10008.1.1"
 
 #: PS3.5 9.1: "the total length of a UID shall not exceed 64 characters".
 MAX_UID_LENGTH = 64

@@ -355,21 +355,22 @@ def _chain(
                 (
                     "FAIL",
                     first_error.name,
-                    f"{info.subject}: {first_error.message}. {first_error.hint}",
+                    f"{info.readable_subject}: {first_error.message}. {first_error.hint}",
                 )
             )
         left = info.not_after - dt.datetime.now(dt.UTC)
         if dt.timedelta(0) < left < dt.timedelta(days=30):
-            problems.append(("WARN", "EXPIRES_SOON", f"{info.subject} expires in {left.days} days"))
+            problems.append(
+                ("WARN", "EXPIRES_SOON", f"{info.readable_subject} expires in {left.days} days")
+            )
         if depth == 0:
             if not (info.has_server_auth and info.has_client_auth):
-                problems.append(("WARN", "MISSING_PURPOSE", f"{info.subject} lacks serverAuth+clientAuth: "
+                problems.append(("WARN", "MISSING_PURPOSE", f"{info.readable_subject} lacks serverAuth+clientAuth: "
                                  "DICOM nodes act as SCU and SCP"))  # fmt: skip
             if not _matches_host(info, options.host):
                 level = "FAIL" if options.check_hostname else "WARN"
-                problems.append(
-                    (level, "HOSTNAME_MISMATCH", f"{info.subject} does not name {options.host!r}")
-                )
+                finding = f"{info.readable_subject} does not name {options.host!r}"
+                problems.append((level, "HOSTNAME_MISMATCH", finding))
     if not problems:
         report.add(
             Step(

@@ -21,7 +21,14 @@ from typing import Protocol
 
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, encode_command
+from dicomtls.dimse.command import (
+    CommandField,
+    CommandSet,
+    Tag,
+    command_field,
+    encode_command,
+    number,
+)
 from dicomtls.dimse.messages import c_echo_rq, c_store_rq
 from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import (
@@ -31,6 +38,8 @@ from dicomtls.dimse.pdv import (
     message_pdvs,
     read_size,
 )
+from dicomtls.dimse.sop_classes import VERIFICATION
+from dicomtls.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from dicomtls.errors import AssociationError
 from dicomtls.logs import get_logger
 from dicomtls.net import qr_scu
@@ -71,9 +80,6 @@ __all__ = [
 
 log = get_logger("dicomtls.net")
 
-VERIFICATION = "1.2.840.10008.1.1"
-IMPLICIT_VR_LE = "1.2.840.10008.1.2"
-EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
 DIMSE_TIMEOUT = 120.0
 #: The largest data set received into memory (an identifier, a C-FIND match): real ones are
 #: a few kilobytes. Object data sets stream to a sink and are not bounded by this.
@@ -383,7 +389,7 @@ class Association:
         message_id = self.next_message_id()
         await self.send_message(context.id, c_echo_rq(message_id), None)
         response = await self.response(CommandField.C_ECHO_RSP, message_id)
-        return int(response.command[Tag.Status])  # type: ignore[arg-type]
+        return number(response.command, Tag.Status)
 
     async def store(self, path: Path) -> int:
         """C-STORE a Part 10 file, streaming its data set; returns the status."""
@@ -393,7 +399,7 @@ class Association:
         """C-STORE the file ``header`` was read from; returns the status."""
         message_id = await self._send_store(header)
         response = await self.response(CommandField.C_STORE_RSP, message_id)
-        return int(response.command[Tag.Status])  # type: ignore[arg-type]
+        return number(response.command, Tag.Status)
 
     async def store_many(self, paths: Iterable[Path]) -> AsyncIterator[tuple[Path, int | Exception]]:
         """C-STORE each file, with as many requests outstanding as the peer allows.
@@ -418,8 +424,8 @@ class Association:
 
     async def _store_answered(self, outstanding: dict[int, Path]) -> tuple[Path, int]:
         response = await self._response_to(CommandField.C_STORE_RSP, outstanding)
-        path = outstanding.pop(int(response.command[Tag.MessageIDBeingRespondedTo]))  # type: ignore[arg-type]
-        return path, int(response.command[Tag.Status])  # type: ignore[arg-type]
+        path = outstanding.pop(number(response.command, Tag.MessageIDBeingRespondedTo))
+        return path, number(response.command, Tag.Status)
 
     async def _send_store(self, header: Part10Header) -> int:
         """Send one C-STORE-RQ with the file's data set (converted if the peer needs it); its

@@ -34,6 +34,10 @@ from dicomtls.ul.acse import Proposal
 
 __all__ = ["Peer", "PeerAddress", "Query", "query"]
 
+#: Studies whose series a C-GET asks about, one by one, when the peer does not return SOP
+#: Classes in Study (a retrieval names one study, or a patient's few).
+_MAX_STUDIES_ASKED = 16
+
 Query = Dataset | Mapping[str, Any]
 """An identifier: a data set, or keyword -> value (``{"QueryRetrieveLevel": "STUDY", ...}``)."""
 
@@ -133,20 +137,48 @@ class Peer(PeerAddress):
             return await assoc.get(wanted, target, model)
 
     async def classes_in_study(self, identifier: Query, model: QueryModel) -> list[str]:
-        """The SOP classes of the studies ``identifier`` names, by a study-level C-FIND for
-        SOP Classes in Study; [] when the peer does not say (or refuses the query)."""
+        """The SOP classes of the studies ``identifier`` names: a study-level C-FIND for SOP
+        Classes in Study, or, for a peer that does not return that key, the SOP Class UID of
+        each instance, series by series. [] when the peer answers neither (or refuses)."""
         named = query(identifier)
-        study = Dataset()
-        study.QueryRetrieveLevel = "STUDY"
-        for keyword in ("PatientID", "StudyInstanceUID"):
-            if keyword in named:
-                setattr(study, keyword, named[keyword].value)
-        study.SOPClassesInStudy = ""
         try:
-            matches = await self.find(study, model)
+            async with await self.associate([Proposal(model.find_uid, UNCOMPRESSED)]) as assoc:
+                return await _classes_in_study(assoc, named, model)
         except AssociationError:
             return []
-        return sorted({str(uid) for m in matches for uid in _listed(m.get("SOPClassesInStudy"))})
+
+
+async def _classes_in_study(assoc: Association, named: Dataset, model: QueryModel) -> list[str]:
+    study = Dataset()
+    study.QueryRetrieveLevel = "STUDY"
+    for keyword in ("PatientID", "StudyInstanceUID"):
+        if keyword in named:
+            setattr(study, keyword, named[keyword].value)
+    if "StudyInstanceUID" not in study:
+        study.StudyInstanceUID = ""
+    study.SOPClassesInStudy = ""
+    studies = [match async for match in assoc.find(study, model)]
+    classes = {str(uid) for match in studies for uid in _listed(match.get("SOPClassesInStudy"))}
+    if classes:
+        return sorted(classes)
+    for match in studies[:_MAX_STUDIES_ASKED]:
+        series_query = Dataset()
+        series_query.QueryRetrieveLevel = "SERIES"
+        series_query.StudyInstanceUID = match.get("StudyInstanceUID", "")
+        series_query.SeriesInstanceUID = ""
+        if "PatientID" in study:
+            series_query.PatientID = study.PatientID
+        for series in [found async for found in assoc.find(series_query, model)]:
+            images = Dataset()
+            images.QueryRetrieveLevel = "IMAGE"
+            for keyword in ("PatientID", "StudyInstanceUID"):
+                if keyword in series_query:
+                    setattr(images, keyword, series_query[keyword].value)
+            images.SeriesInstanceUID = series.get("SeriesInstanceUID", "")
+            images.SOPInstanceUID = ""
+            images.SOPClassUID = ""
+            classes.update([str(m.get("SOPClassUID")) async for m in assoc.find(images, model)])
+    return sorted(c for c in classes if c and c != "None")
 
 
 def _listed(value: Any) -> list[Any]:

@@ -16,15 +16,16 @@ serve by raising :class:`~dicomtls.net.hooks.StatusError`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import NO_DATASET, CommandField, CommandSet, Tag
+from dicomtls.dimse.command import NO_DATASET, CommandField, CommandSet, Tag, number
 from dicomtls.dimse.dataset_scan import DatasetScanError, DatasetScanner
 from dicomtls.dimse.datasets import DatasetError, decode_dataset, encode_dataset
 from dicomtls.dimse.messages import (
@@ -39,9 +40,9 @@ from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import CommandReceived, read_size
 from dicomtls.dimse.sop_classes import Service
 from dicomtls.dimse.status import Status, status_name
+from dicomtls.dimse.transfer_syntax import IMPLICIT_VR_LE
 from dicomtls.logs import get_logger
 from dicomtls.net.association import (
-    IMPLICIT_VR_LE,
     Association,
     AssociationError,
     DatasetSink,
@@ -79,13 +80,22 @@ def notify(callback: Callable[..., None] | None, *args: object) -> None:
         log.exception("event observer %r failed", callback)
 
 
+#: Matches fetched from a find handler per trip to its worker thread.
+_BATCH = 64
+
+
+def _next_batch(found: Iterator[Dataset]) -> list[Dataset]:
+    """The next few matches (on a worker thread: a handler may block on its database)."""
+    return list(itertools.islice(found, _BATCH))
+
+
 def _named(field: CommandField) -> str:
     """C-FIND for C_FIND_RQ: the service's name as the standard writes it."""
     return field.name.removesuffix("_RQ").replace("_", "-")
 
 
 def _message_id(message: Message) -> int:
-    return int(message.command[Tag.MessageID])  # type: ignore[arg-type]
+    return number(message.command, Tag.MessageID)
 
 
 def _sop_class(message: Message) -> str:
@@ -332,15 +342,20 @@ class Dispatcher:
         status: int = Status.SUCCESS
         try:
             identifier = self._identifier(message)
-            if self.services.find is None:
+            find = self.services.find
+            if find is None:
                 raise StatusError(Status.SOP_CLASS_NOT_SUPPORTED, "no C-FIND here")
-            for match in self.services.find(self.association, sop_class, identifier):
-                if await self._cancelled(message_id):
-                    status = Status.CANCEL
+            found = await asyncio.to_thread(lambda: iter(find(self.association, sop_class, identifier)))
+            while batch := await asyncio.to_thread(_next_batch, found):
+                for match in batch:
+                    if await self._cancelled(message_id):
+                        status = Status.CANCEL
+                        break
+                    pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
+                    await self._reply(message, pending, encode_dataset(match, syntax))
+                    matches += 1
+                if status == Status.CANCEL:
                     break
-                pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
-                await self._reply(message, pending, encode_dataset(match, syntax))
-                matches += 1
         except StatusError as exc:
             status = exc.status
             log.warning(
@@ -353,12 +368,15 @@ class Dispatcher:
 
     # -- C-MOVE, C-GET ------------------------------------------------------------------------
 
-    def _files(self, message: Message) -> list[Path]:
+    async def _files(self, message: Message) -> list[Path]:
         identifier = self._identifier(message)
         retrieve = self.services.retrieve
         if retrieve is None:
             raise StatusError(Status.SOP_CLASS_NOT_SUPPORTED, "no retrieval here")
-        return list(retrieve(self.association, _sop_class(message), identifier))
+        sop_class = _sop_class(message)
+        return await asyncio.to_thread(
+            lambda: list(retrieve(self.association, sop_class, identifier))
+        )
 
     def _headers(self, files: list[Path], outcome: _Outcome) -> list[Part10Header]:
         """The stored files' headers; one that cannot be read is a failed sub-operation."""
@@ -435,7 +453,7 @@ class Dispatcher:
             why = f"{self.admission.rule or 'the access policy'} allows C-MOVE to {allowed} only"
             notify(self.services.events.on_refused, self.association, Service.MOVE, why)
             raise StatusError(Status.MOVE_DESTINATION_UNKNOWN, f"to {destination!r}: {why}")
-        files = self._files(message)
+        files = await self._files(message)
         outcome = _Outcome.of(len(files))
         headers = self._headers(files, outcome)
         if not headers:
@@ -481,7 +499,7 @@ class Dispatcher:
             outcome.fail(header.path, header.sop_instance_uid, f"answered {status_name(status)}")
 
     async def _get(self, message: Message) -> None:
-        files = self._files(message)
+        files = await self._files(message)
         outcome = _Outcome.of(len(files))
         requestor = self._destination(message, Service.GET)
         for header in self._headers(files, outcome):
@@ -504,4 +522,4 @@ class Dispatcher:
         command = c_store_rq(sub_id, header.sop_class_uid, header.sop_instance_uid)
         await association.send_message(out.context.id, command, out.blocks)
         response = await association.response(CommandField.C_STORE_RSP, sub_id)
-        return int(response.command.get(Tag.Status, Status.PROCESSING_FAILURE))  # type: ignore[arg-type]
+        return number(response.command, Tag.Status, Status.PROCESSING_FAILURE)

@@ -187,9 +187,12 @@ class ServiceEvents:
 
 
 FindHandler = Callable[["Association", str, Dataset], Iterable[Dataset]]
-"""(association, SOP class, identifier) -> matching identifiers; may raise StatusError."""
+"""(association, SOP class, identifier) -> matching identifiers; may raise StatusError.
+Called, and iterated, on a worker thread: it may block (a database), and must not touch
+the event loop."""
 RetrieveHandler = Callable[["Association", str, Dataset], Iterable[Path]]
-"""(association, SOP class, identifier) -> the Part 10 files to send; may raise StatusError."""
+"""(association, SOP class, identifier) -> the Part 10 files to send; may raise StatusError.
+Called on a worker thread, like a FindHandler."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ that every file finds its own syntax accepted, with native fallbacks.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dicomtls.dimse.part10 import Part10Header, iter_blocks
@@ -78,13 +78,17 @@ def outgoing(
 
 def proposals_for_headers(headers: Iterable[Part10Header]) -> list[Proposal]:
     """Verification, then for each SOP class one context per transfer syntax its files
-    are in, and the native syntaxes they are not in as a fallback context.
+    are in, and one per native syntax they are not in, as fallbacks.
 
     One syntax per context, because a peer accepts one syntax per context: an RLE file
-    and an uncompressed one of the same class need two. The fallback lets a peer that
-    refuses a compressed syntax still take the object, converted. Within the 128 contexts
-    of an association, fallbacks go first, then each class's syntaxes share one context
-    (the peer picks one, the others are converted where we can).
+    and an uncompressed one of the same class need two. The fallbacks let a peer that
+    refuses a compressed syntax still take the object, converted; apart, a peer accepts
+    both Explicit and Implicit VR Little Endian, and a converted object goes out with its
+    VRs (Explicit) rather than in the syntax the peer would pick from a shared context,
+    often Implicit, whose reader has to guess the VR of every private element. Within
+    the 128 contexts of an association the fallbacks share one context per class, then
+    go, then each class's syntaxes share one context (the peer picks one, the others
+    are converted where we can).
     """
     needed: dict[str, Counter[str]] = {}
     for header in headers:
@@ -93,24 +97,19 @@ def proposals_for_headers(headers: Iterable[Part10Header]) -> list[Proposal]:
         sop: [Proposal(sop, (syntax,)) for syntax, _ in counts.most_common()]
         for sop, counts in sorted(needed.items())
     }
-    fallback = {
-        sop: Proposal(sop, rest)
-        for sop, counts in needed.items()
-        if (rest := tuple(s for s in UNCOMPRESSED if s not in counts))
+    missing = {
+        sop: tuple(s for s in UNCOMPRESSED if s not in counts) for sop, counts in needed.items()
     }
+    apart = {sop: [Proposal(sop, (s,)) for s in rest] for sop, rest in missing.items()}
+    shared = {sop: [Proposal(sop, rest)] if rest else [] for sop, rest in missing.items()}
     verification = [Proposal(VERIFICATION, (IMPLICIT_VR_LE,))]
-    proposals = verification + [p for sop in exact for p in (*exact[sop], *_one(fallback, sop))]
-    if len(proposals) <= MAX_CONTEXTS:
-        return proposals
-    proposals = verification + [p for sop in exact for p in exact[sop]]
-    if len(proposals) <= MAX_CONTEXTS:
-        return proposals
+    for fallback in (apart, shared, None):
+        proposals = verification + [
+            p for sop in exact for p in (*exact[sop], *(fallback[sop] if fallback else ()))
+        ]
+        if len(proposals) <= MAX_CONTEXTS:
+            return proposals
     return verification + [_shared(sop, needed[sop]) for sop in exact][: MAX_CONTEXTS - 1]
-
-
-def _one(fallback: dict[str, Proposal], sop: str) -> Sequence[Proposal]:
-    found = fallback.get(sop)
-    return () if found is None else (found,)
 
 
 def _shared(sop: str, counts: Counter[str]) -> Proposal:

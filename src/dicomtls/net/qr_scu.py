@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field
+from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, number
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
 from dicomtls.dimse.pdv import CommandReceived
@@ -94,27 +94,25 @@ def retrieve_proposals(
     receive) in every syntax of ``transfer_syntaxes``.
 
     A peer accepts one syntax per context and sends each object as it is stored, or not
-    at all if it cannot convert; so every syntax gets a context of its own: natives
-    together (any of them will do), each compressed one alone. Within the 128 contexts of
-    an association, a class's compressed syntaxes share one context before classes are
-    dropped (learn the classes first: a study-level C-FIND's SOPClassesInStudy).
+    at all if it cannot convert (pynetdicom converts nothing, not even big to little
+    endian); so every syntax gets a context of its own. Within the 128 contexts of an
+    association, the native syntaxes of a class then share one context and its
+    compressed ones another, before classes are dropped (so learn the classes first:
+    :meth:`dicomtls.net.client.Peer.classes_in_study`).
     """
     native = tuple(s for s in transfer_syntaxes if is_native(s)) or UNCOMPRESSED
-    encapsulated = [s for s in transfer_syntaxes if not is_native(s)]
-    get = Proposal(model.get_uid, UNCOMPRESSED)
+    encapsulated = tuple(s for s in transfer_syntaxes if not is_native(s))
 
     def receive(sop_class: str, syntaxes: Sequence[str]) -> Proposal:
         return Proposal(sop_class, tuple(syntaxes), scu_role=False, scp_role=True)
 
-    each = [
-        [receive(c, native), *(receive(c, (s,)) for s in encapsulated)] for c in sop_classes
-    ]
+    each = [[receive(c, (s,)) for s in (*native, *encapsulated)] for c in sop_classes]
     if 1 + sum(len(contexts) for contexts in each) > MAX_CONTEXTS:
         each = [
             [receive(c, native), *([receive(c, encapsulated)] if encapsulated else [])]
             for c in sop_classes
         ]
-    proposals = [get]
+    proposals = [Proposal(model.get_uid, UNCOMPRESSED)]
     for contexts in each:
         if len(proposals) + len(contexts) > MAX_CONTEXTS:
             break
@@ -146,7 +144,7 @@ async def find(
         await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
         while True:
             response = await association.response(CommandField.C_FIND_RSP, message_id)
-            status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+            status = number(response.command, Tag.Status)
             category = status_category(status)
             if category is Category.PENDING:
                 if response.dataset is not None:
@@ -177,9 +175,9 @@ async def cancel(association: Association, message_id: int) -> None:
 
 
 def _counts(command: CommandSet, result: RetrieveResult) -> None:
-    result.completed = int(command.get(Tag.NumberOfCompletedSuboperations, result.completed))  # type: ignore[arg-type]
-    result.failed = int(command.get(Tag.NumberOfFailedSuboperations, result.failed))  # type: ignore[arg-type]
-    result.warning = int(command.get(Tag.NumberOfWarningSuboperations, result.warning))  # type: ignore[arg-type]
+    result.completed = number(command, Tag.NumberOfCompletedSuboperations, result.completed)
+    result.failed = number(command, Tag.NumberOfFailedSuboperations, result.failed)
+    result.warning = number(command, Tag.NumberOfWarningSuboperations, result.warning)
 
 
 async def move(
@@ -197,7 +195,7 @@ async def move(
         await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
         while status_category(result.status) is Category.PENDING:
             response = await association.response(CommandField.C_MOVE_RSP, message_id)
-            result.status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+            result.status = number(response.command, Tag.Status)
             _counts(response.command, result)
     return result
 
@@ -252,7 +250,7 @@ async def _get_answers(
             if status == Status.SUCCESS:
                 result.stored.append(instance)
             response = c_store_rsp(
-                int(message.command[Tag.MessageID]),  # type: ignore[arg-type]
+                number(message.command, Tag.MessageID),
                 str(message.command[Tag.AffectedSOPClassUID]),
                 instance,
                 status,
@@ -261,6 +259,6 @@ async def _get_answers(
             continue
         if message.field is not CommandField.C_GET_RSP:
             raise AssociationError(f"{association.peer} sent {message.field.name} during C-GET")
-        result.status = int(message.command[Tag.Status])  # type: ignore[arg-type]
+        result.status = number(message.command, Tag.Status)
         _counts(message.command, result)
     return result

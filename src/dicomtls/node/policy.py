@@ -35,6 +35,7 @@ from dicomtls.dimse.sop_classes import Service
 from dicomtls.errors import DicomTLSError
 from dicomtls.net.hooks import Admission, RequestInfo
 from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.names import subject_values
 
 __all__ = ["AccessPolicy", "AccessRule", "CertificateMatch", "PolicyError"]
 
@@ -58,8 +59,8 @@ class CertificateMatch:
         if self.kind == "fingerprint":
             return _fingerprint(cert.sha256_fingerprint) == self.value
         if self.kind == "cn":
-            names = cert.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            return any(str(n.value).casefold() == self.value.casefold() for n in names)
+            names = subject_values(cert.certificate, NameOID.COMMON_NAME.dotted_string)
+            return any(name.casefold() == self.value.casefold() for name in names)
         return self.value in _san_entries(cert)
 
     def __str__(self) -> str:
@@ -229,7 +230,7 @@ class AccessPolicy:
     def admit(self, calling_ae: str, certificate: CertificateInfo | None) -> Admission:
         """The decision for a peer claiming ``calling_ae`` and holding ``certificate``."""
         claimed = [r for r in self.rules if r.ae_title == calling_ae]
-        holder = "no certificate" if certificate is None else repr(certificate.subject)
+        holder = "no certificate" if certificate is None else f"'{certificate.readable_subject}'"
         if claimed:
             for rule in claimed:
                 if certificate is not None and rule.certificate.matches(certificate):

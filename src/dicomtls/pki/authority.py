@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertificateAuthority", "Identity", "IdentityFiles", "KeySpec", "PrivateKey"]
+__all__ = ["CertificateAuthority", "CredentialFiles", "Credentials", "KeySpec", "PrivateKey"]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -117,8 +117,8 @@ def _encryption(password: bytes | None) -> serialization.KeySerializationEncrypt
 
 
 @dataclass(frozen=True)
-class IdentityFiles:
-    """Where :meth:`Identity.write` put things."""
+class CredentialFiles:
+    """Where :meth:`Credentials.write` put things."""
 
     cert: Path
     """The leaf certificate alone (PEM)."""
@@ -129,8 +129,9 @@ class IdentityFiles:
 
 
 @dataclass(frozen=True)
-class Identity:
-    """A certificate, its private key, and the intermediates that chain it to a root."""
+class Credentials:
+    """What a CA issued: a certificate, its private key, and the intermediates that chain it
+    to a root (:class:`dicomtls.tls.identity.Identity` is the same, loaded for TLS)."""
 
     certificate: x509.Certificate
     private_key: PrivateKey = field(repr=False)
@@ -181,13 +182,13 @@ class Identity:
 
     def write(
         self, directory: Path, name: str | None = None, password: bytes | None = None
-    ) -> IdentityFiles:
+    ) -> CredentialFiles:
         """Write ``NAME.pem`` (leaf), ``NAME-chain.pem`` and ``NAME.key`` (0600) into ``directory``."""
         _make_private_folder(directory)
         if name is None:
             cn = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             name = str(cn[0].value) if cn else "identity"
-        files = IdentityFiles(
+        files = CredentialFiles(
             cert=directory / f"{name}.pem",
             chain=directory / f"{name}-chain.pem",
             key=directory / f"{name}.key",
@@ -201,7 +202,7 @@ class Identity:
 class CertificateAuthority:
     """A CA that issues leaves and intermediate CAs, and signs CRLs."""
 
-    def __init__(self, identity: Identity, *, path_length: int | None) -> None:
+    def __init__(self, identity: Credentials, *, path_length: int | None) -> None:
         self.identity = identity
         self.path_length = path_length
 
@@ -224,7 +225,7 @@ class CertificateAuthority:
         builder = _builder(name, name, private_key, None, _now() + dt.timedelta(days=valid_days))
         builder = _ca_extensions(builder, private_key, None, path_length=None)
         cert = builder.sign(private_key, _signing_hash(private_key))
-        return cls(Identity(cert, private_key), path_length=None)
+        return cls(Credentials(cert, private_key), path_length=None)
 
     def _chain_for_children(self) -> tuple[x509.Certificate, ...]:
         """What a certificate issued by us sends along: us, unless we are the root."""
@@ -248,7 +249,7 @@ class CertificateAuthority:
         builder = _ca_extensions(builder, private_key, self.identity.private_key, path_length)
         cert = builder.sign(self.identity.private_key, _signing_hash(self.identity.private_key))
         return CertificateAuthority(
-            Identity(cert, private_key, self._chain_for_children()), path_length=path_length
+            Credentials(cert, private_key, self._chain_for_children()), path_length=path_length
         )
 
     def issue(
@@ -264,7 +265,7 @@ class CertificateAuthority:
         not_after: dt.datetime | None = None,
         eku: Sequence[x509.ObjectIdentifier] | None = None,
         organization: str | None = "dicomtls test PKI",
-    ) -> Identity:
+    ) -> Credentials:
         """Issue a leaf certificate for a DICOM node.
 
         With no ``dns``/``ips``, a common name that looks like a host name becomes the
@@ -282,11 +283,11 @@ class CertificateAuthority:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.identity.private_key, _signing_hash(self.identity.private_key))
-        return Identity(cert, private_key, self._chain_for_children())
+        return Credentials(cert, private_key, self._chain_for_children())
 
     def issue_broken(
         self, kind: object, common_name: str, *, key: KeySpec | None = None
-    ) -> Identity:
+    ) -> Credentials:
         """A deliberately bad certificate for testing peers; see :class:`BrokenKind`."""
         from dicomtls.pki.broken import issue_broken
 
@@ -294,7 +295,7 @@ class CertificateAuthority:
 
     def crl(
         self,
-        revoked: Iterable[Identity | x509.Certificate] = (),
+        revoked: Iterable[Credentials | x509.Certificate] = (),
         *,
         next_update: dt.timedelta = dt.timedelta(days=30),
     ) -> bytes:
@@ -314,7 +315,7 @@ class CertificateAuthority:
             .add_extension(x509.CRLNumber(1), critical=False)
         )
         for item in revoked:
-            cert = item.certificate if isinstance(item, Identity) else item
+            cert = item.certificate if isinstance(item, Credentials) else item
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder()
                 .serial_number(cert.serial_number)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import crypto
 
-from dicomtls.pki.authority import CertificateAuthority, Identity, KeySpec
+from dicomtls.pki.authority import CertificateAuthority, Credentials, KeySpec
 
 __all__ = ["BrokenKind", "issue_broken"]
 
@@ -61,7 +61,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _self_signed_leaf(common_name: str, key: KeySpec | None) -> Identity:
+def _self_signed_leaf(common_name: str, key: KeySpec | None) -> Credentials:
     # A one-off "CA" whose key is the leaf's own, and whose leaf names itself as issuer.
     private_key = (key or KeySpec.ec()).generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -84,10 +84,10 @@ def _self_signed_leaf(common_name: str, key: KeySpec | None) -> Identity:
         .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         .sign(private_key, hashes.SHA256())
     )
-    return Identity(cert, private_key)
+    return Credentials(cert, private_key)
 
 
-def _resign_sha1(ca: CertificateAuthority, identity: Identity) -> Identity:
+def _resign_sha1(ca: CertificateAuthority, identity: Credentials) -> Credentials:
     """Re-sign a certificate with SHA-1, which ``cryptography`` refuses to produce.
 
     pyOpenSSL's legacy signing API still can; it is only ever used for this test case.
@@ -96,12 +96,12 @@ def _resign_sha1(ca: CertificateAuthority, identity: Identity) -> Identity:
         warnings.simplefilter("ignore", DeprecationWarning)
         legacy = crypto.X509.from_cryptography(identity.certificate)
         legacy.sign(crypto.PKey.from_cryptography_key(ca.identity.private_key), "sha1")
-    return Identity(legacy.to_cryptography(), identity.private_key, identity.intermediates)
+    return Credentials(legacy.to_cryptography(), identity.private_key, identity.intermediates)
 
 
 def issue_broken(
     ca: CertificateAuthority, kind: object, common_name: str, *, key: KeySpec | None = None
-) -> Identity:
+) -> Credentials:
     """Issue a certificate of ``kind`` (a :class:`BrokenKind` or its value) from ``ca``."""
     try:
         broken = BrokenKind(str(kind))

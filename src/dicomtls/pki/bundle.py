@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from dicomtls.pki.authority import (
     CertificateAuthority,
-    Identity,
+    Credentials,
     KeySpec,
     _make_private_folder,
     _write_private,
@@ -111,7 +111,7 @@ def load_ca(directory: Path | PKIFiles) -> CertificateAuthority:
     files = directory if isinstance(directory, PKIFiles) else PKIFiles(directory)
     cert = x509.load_pem_x509_certificate(files.ca.read_bytes())
     key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
-    return CertificateAuthority(Identity(cert, key), path_length=None)  # type: ignore[arg-type]
+    return CertificateAuthority(Credentials(cert, key), path_length=None)  # type: ignore[arg-type]
 
 
 def move_ca_key_out(store: Path) -> tuple[Path, Path] | None:

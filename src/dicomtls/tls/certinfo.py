@@ -3,9 +3,17 @@
 ``str(info)`` renders the seed SDK's certificate string (subject, issuer,
 validity, serial, basic constraints, the certificate purposes table), one field
 per line, followed by the facts that usually explain a failure: key type and
-size, signature hash, subjectAltNames, key usages, fingerprint. Each field is escaped
-(:func:`dicomtls.text.printable`), so the string is safe to log or print whatever
-characters the certificate's names hold; the attributes keep them as they are.
+size, signature hash, subjectAltNames, key usages, fingerprint.
+
+Subject and issuer are OpenSSL's one-line form byte for byte (what
+``openssl x509 -nameopt oneline`` prints, see :mod:`dicomtls.tls.names`): every
+byte beyond ASCII and every control character written as ``\\XX``, so
+``CN = Z\\C3\\BCrich``. ``readable_subject`` and ``readable_issuer`` are the same
+names with the characters that are safe to show written as themselves
+(``CN = Zürich``), for people: the CLI and log lines use them, and
+``info.text(readable=True)`` is the whole string in that form. The other fields
+are escaped (:func:`dicomtls.text.printable`), so the string is safe to log or
+print whatever the certificate holds.
 
 The purposes table reproduces OpenSSL's ``X509_check_purpose`` rules
 (crypto/x509/v3_purp.c), the same table ``openssl x509 -purpose`` prints, so
@@ -22,9 +30,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dicomtls.text import printable
+from dicomtls.tls.names import PrintedName, certificate_names
 
 __all__ = ["PURPOSE_NAMES", "CertificateInfo", "Purpose", "key_facts"]
 
@@ -60,23 +69,6 @@ class Purpose:
         return f"{self.name} : {'Yes' if self.ok else 'No'}"
 
 
-_SHORT_NAMES = {
-    NameOID.COMMON_NAME: "CN",
-    NameOID.COUNTRY_NAME: "C",
-    NameOID.STATE_OR_PROVINCE_NAME: "ST",
-    NameOID.LOCALITY_NAME: "L",
-    NameOID.ORGANIZATION_NAME: "O",
-    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
-    NameOID.EMAIL_ADDRESS: "emailAddress",
-    NameOID.SERIAL_NUMBER: "serialNumber",
-    NameOID.DOMAIN_COMPONENT: "DC",
-    NameOID.USER_ID: "UID",
-    NameOID.GIVEN_NAME: "GN",
-    NameOID.SURNAME: "SN",
-    NameOID.TITLE: "title",
-    NameOID.STREET_ADDRESS: "street",
-}
-
 _EKU_NAMES = {
     ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
     ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
@@ -102,17 +94,6 @@ _KU_FIELDS = (
 # Netscape certificate type bits, as OpenSSL numbers them.
 _NS_SSL_CLIENT, _NS_SSL_SERVER, _NS_SMIME = 0x80, 0x40, 0x20
 _NS_SSL_CA, _NS_SMIME_CA, _NS_ANY_CA = 0x04, 0x02, 0x07
-
-
-def _name(name: x509.Name) -> str:
-    parts = []
-    for attribute in name:
-        key = _SHORT_NAMES.get(attribute.oid, attribute.oid.dotted_string)
-        value = attribute.value if isinstance(attribute.value, str) else attribute.value.hex()
-        if any(c in value for c in ',+"\\<>;') or value != value.strip():
-            value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        parts.append(f"{key} = {value}")
-    return ", ".join(parts)
 
 
 def _openssl_date(when: dt.datetime) -> str:
@@ -303,8 +284,12 @@ def key_facts(cert: x509.Certificate) -> tuple[str, int, str | None]:
     return type(key).__name__, 0, None
 
 
-def _is_self_signed(cert: x509.Certificate) -> bool:
-    if cert.subject != cert.issuer:
+def _is_self_signed(cert: x509.Certificate, subject: PrintedName, issuer: PrintedName) -> bool:
+    try:
+        same_name = cert.subject == cert.issuer
+    except ValueError:  # a name cryptography cannot decode (T61String in Latin-1): OpenSSL can
+        same_name = subject == issuer
+    if not same_name:
         return False
     try:
         cert.verify_directly_issued_by(cert)
@@ -327,7 +312,11 @@ class CertificateInfo:
 
     depth: int
     subject: str
+    """OpenSSL's one-line form, byte for byte: ``CN = Z\\C3\\BCrich, O = "Acme, Inc."``."""
     issuer: str
+    readable_subject: str
+    """The subject with the characters safe to show as themselves: ``CN = Zürich, ...``."""
+    readable_issuer: str
     not_before: dt.datetime
     not_after: dt.datetime
     serial_number: int
@@ -351,7 +340,8 @@ class CertificateInfo:
 
     @classmethod
     def from_certificate(cls, cert: x509.Certificate, depth: int = 0) -> CertificateInfo:
-        self_signed = _is_self_signed(cert)
+        subject, issuer = certificate_names(cert)
+        self_signed = _is_self_signed(cert, subject, issuer)
         facts = _facts(cert, self_signed)
         bc = _ext(cert, x509.BasicConstraints)
         san = _ext(cert, x509.SubjectAlternativeName)
@@ -361,8 +351,10 @@ class CertificateInfo:
         digest = cert.fingerprint(hashes.SHA256())
         return cls(
             depth=depth,
-            subject=_name(cert.subject),
-            issuer=_name(cert.issuer),
+            subject=subject.openssl,
+            issuer=issuer.openssl,
+            readable_subject=subject.readable,
+            readable_issuer=issuer.readable,
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
             serial_number=cert.serial_number,
@@ -426,9 +418,21 @@ class CertificateInfo:
         return f"{self.key_type}{curve} {self.key_bits} bits"
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, *, readable: bool = False) -> str:
+        """The certificate string: the seed's fields, then ours, one per line.
+
+        ``readable=True`` shows subject and issuer in their readable form, for a person.
+        """
+        subject, issuer = (
+            (self.readable_subject, self.readable_issuer)
+            if readable
+            else (self.subject, self.issuer)
+        )
         lines = [
-            f"Subject Name: {self.subject}",
-            f"Issuer Name: {self.issuer}",
+            f"Subject Name: {subject}",
+            f"Issuer Name: {issuer}",
             f"Valid From: {_openssl_date(self.not_before)}",
             f"Valid To: {_openssl_date(self.not_after)}",
             f"Serial Number: {self.serial_hex}",
@@ -445,8 +449,8 @@ class CertificateInfo:
         eku = ", ".join(self.extended_key_usage) if self.extended_key_usage else "absent"
         lines.append(f"Extended Key Usage: {eku}")
         lines.append(f"SHA-256 Fingerprint: {self.sha256_fingerprint}")
-        # The names are the issuer's (or an attacker's) choice: one field stays one line,
-        # whatever control or bidi characters it holds.
+        # The names come escaped already; the other fields are the issuer's (or an
+        # attacker's) choice too: one field stays one line, whatever it holds.
         return "\n".join(printable(line) for line in lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -455,6 +459,8 @@ class CertificateInfo:
             "depth": self.depth,
             "subject": self.subject,
             "issuer": self.issuer,
+            "readable_subject": self.readable_subject,
+            "readable_issuer": self.readable_issuer,
             "not_before": self.not_before.isoformat(),
             "not_after": self.not_after.isoformat(),
             "serial": self.serial_hex,

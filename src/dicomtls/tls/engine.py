@@ -19,9 +19,10 @@ import ipaddress
 import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
 from dicomtls.logs import get_logger
@@ -47,6 +48,10 @@ log = get_logger("dicomtls.tls")
 
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
 _RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read returns
+_INT_MAX = (1 << 31) - 1  # SSL_read's length is an int
+# pyOpenSSL's own OpenSSL binding is cryptography's (public: cryptography.hazmat.bindings).
+_lib, _ffi = Binding.lib, Binding.ffi
+_FAST_READ = all(hasattr(_lib, name) for name in ("SSL_read", "SSL_get_error", "SSL_ERROR_WANT_READ"))
 
 
 class TLSClosed(TLSError):
@@ -59,6 +64,8 @@ class VerifyCall:
 
     ok: bool
     error: VerifyError
+    """The verdict OpenSSL records: its own error, or UNSPECIFIED ``by_callback`` when only
+    the callback refused a certificate OpenSSL found valid."""
     depth: int
     accepted: bool
     openssl_certificate: crypto.X509 = field(repr=False)
@@ -121,6 +128,9 @@ class TLSEngine:
         self._head = b""
         self._received_application_data = False
         self._conn = SSL.Connection(settings.context(side), None)
+        # The SSL* under pyOpenSSL's connection, to decrypt into the caller's buffer with the
+        # same OpenSSL binding pyOpenSSL uses (None: an unforeseen pyOpenSSL, the slow path).
+        self._ssl = getattr(self._conn, "_ssl", None) if _FAST_READ else None
         # Weakly: the connection holding its engine would make a cycle that keeps OpenSSL's
         # buffers until the garbage collector runs, long after the connection is gone.
         self._conn.set_app_data(weakref.proxy(self))
@@ -194,10 +204,10 @@ class TLSEngine:
         failed = self.first_rejected_call
         if failed is not None and not self.settings.verify.failure_ends_connection():
             log.warning(
-                "TLS %s link to %s continues although its certificate %r failed: %s",
+                "TLS %s link to %s continues although its certificate '%s' failed: %s",
                 self.side,
                 self.peer,
-                failed.certificate.subject,
+                failed.certificate.readable_subject,
                 failed.error,
             )
 
@@ -230,13 +240,26 @@ class TLSEngine:
         """Decrypt what has arrived into ``buffer``, as much as fits; 0 when nothing has.
 
         The receiving layer passes the place the bytes are going anyway (the body of the
-        PDU being received), so they are not copied again. Raises TLSClosed once the
-        peer has closed and everything before the close was delivered.
+        PDU being received), so they are not copied again: OpenSSL decrypts each record
+        straight into it (pyOpenSSL's own recv_into would allocate a buffer per record and
+        copy out of it). Raises TLSClosed once the peer has closed and everything before
+        the close was delivered.
         """
         filled = 0
-        while filled < len(buffer):
+        size = len(buffer)
+        ssl = self._ssl
+        target: Any = _ffi.from_buffer(buffer, require_writable=True) if ssl is not None else None
+        while filled < size:
             try:
-                filled += self._conn.recv_into(buffer[filled:], min(len(buffer) - filled, _RECORD))
+                if ssl is None:
+                    got = self._conn.recv_into(buffer[filled:], min(size - filled, _RECORD))
+                else:
+                    got = _lib.SSL_read(ssl, target + filled, min(size - filled, _INT_MAX))
+                    if got <= 0:
+                        if _lib.SSL_get_error(ssl, got) == _lib.SSL_ERROR_WANT_READ:
+                            break
+                        self._conn._raise_ssl_error(ssl, got)  # pyOpenSSL's exception for it
+                filled += got
             except SSL.WantReadError:
                 break
             except (SSL.ZeroReturnError, SSL.SysCallError):
@@ -289,6 +312,10 @@ class TLSEngine:
                 log.error("TLS verify callback raised %r for %s", exc, self.peer)
         elif self._callback_exception is not None:
             call.accepted = False
+        if ok and not call.accepted:
+            # OpenSSL found nothing wrong, and the callback said no (or raised): OpenSSL then
+            # records X509_V_ERR_UNSPECIFIED (X509_verify_cert's safety net), and so do we.
+            call.error = VerifyError.callback_rejection(depth)
         self.verify_calls.append(call)
         return call.accepted
 
@@ -457,6 +484,9 @@ _ALERT_HINTS = {
     "protocol_version": "both sides must allow a common TLS version (1.2 or 1.3 for BCP 195)",
     "handshake_failure": "no common cipher suite or signature algorithm: compare both profiles",
     "insufficient_security": "offer the stronger suites the peer's profile requires",
+    "internal_error": (
+        "read the peer's log: if its own verify rule refused our certificate, it says why there"
+    ),
 }
 
 

@@ -101,7 +101,10 @@ _ALERT_MEANING = {
     "insufficient_security": "the peer requires stronger cipher suites than we offered",
     "access_denied": "the peer refused access after verifying us",
     "decrypt_error": "a handshake signature or key check failed",
-    "internal_error": "the peer had an internal error",
+    "internal_error": (
+        "the peer had an internal error, or its verify callback refused our certificate "
+        "without naming an error (OpenSSL then sends internal_error)"
+    ),
     "illegal_parameter": "the peer found a malformed handshake field",
 }
 
@@ -149,8 +152,8 @@ class TLSHandshakeError(TLSError):
         parts.append(self.reason)
         if self.certificate is not None and self.verify_error is not None:
             parts.append(
-                f"; certificate {self.certificate.subject!r} at depth {self.certificate.depth}: "
-                f"{self.verify_error.name} ({self.verify_error.message})"
+                f"; certificate '{self.certificate.readable_subject}' at depth "
+                f"{self.certificate.depth}: {self.verify_error.name} ({self.verify_error.message})"
             )
         if self.hint:
             parts.append(f". Hint: {self.hint}")

@@ -3,6 +3,12 @@
 The numbers are OpenSSL's ``X509_V_ERR_*`` values, so a code read from a DCMTK
 log or an ``openssl verify`` run means the same here. The hint is what DCMTK
 and the seed SDK do not give: one line telling a person what to change.
+
+When the verify callback returns False for a certificate OpenSSL found valid,
+OpenSSL has no error of its own to report, and ``X509_verify_cert`` falls back to
+``X509_V_ERR_UNSPECIFIED`` (its "safety net": a failed verification never leaves
+the result OK). We report the same code, marked ``by_callback`` so that the message
+says who refused the certificate.
 """
 
 from __future__ import annotations
@@ -201,6 +207,11 @@ _HINTS: dict[int, str] = {
     VerifyCode.APPLICATION_VERIFICATION: "the application's own check refused the certificate",
 }
 _GENERIC_HINT = "inspect the certificate with 'dicomtls inspect' and reissue it from a trusted CA"
+_CALLBACK_MESSAGE = "the verify callback rejected a certificate that passed OpenSSL's checks"
+_CALLBACK_HINT = (
+    "on_verify returned False although OpenSSL found no error: the application's own rule "
+    "refused the certificate, and the callback knows why"
+)
 
 
 @dataclass(frozen=True)
@@ -212,10 +223,17 @@ class VerifyError:
 
     code: int
     depth: int | None = None
+    by_callback: bool = False
+    """The verify callback refused a certificate OpenSSL had no objection to."""
 
     @classmethod
     def from_openssl(cls, errnum: int, depth: int | None = None) -> VerifyError:
         return cls(int(errnum), depth)
+
+    @classmethod
+    def callback_rejection(cls, depth: int | None = None) -> VerifyError:
+        """What OpenSSL records when the callback says no to a certificate it found valid."""
+        return cls(VerifyCode.UNSPECIFIED, depth, by_callback=True)
 
     @property
     def ok(self) -> bool:
@@ -230,6 +248,8 @@ class VerifyError:
 
     @property
     def message(self) -> str:
+        if self.by_callback:
+            return _CALLBACK_MESSAGE
         text = _MESSAGES.get(self.code)
         if text is not None:
             return text
@@ -237,6 +257,8 @@ class VerifyError:
 
     @property
     def hint(self) -> str:
+        if self.by_callback:
+            return _CALLBACK_HINT
         return _HINTS.get(self.code, _GENERIC_HINT)
 
     def __str__(self) -> str:
@@ -250,4 +272,5 @@ class VerifyError:
             "depth": self.depth,
             "message": self.message,
             "hint": self.hint,
+            "by_callback": self.by_callback,
         }

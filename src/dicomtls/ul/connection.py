@@ -17,7 +17,7 @@ says what it did.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dicomtls.ul.errors import AbortReason, AbortSource, LocalProtocolError, PDUError
@@ -142,6 +142,36 @@ class UpperLayer:
         self._reader = PDUReader(max_pdu_length=max_pdu_length)
         self._outgoing: list[bytes | memoryview] = []
         self._events: list[ULEvent] = []
+        # PS3.8 Table 9-10's actions, by the standard's names. AE-1 and AE-5 (transport
+        # connect, accept) happened before this object existed.
+        self._actions: dict[Action, _ActionFunction] = {
+            Action.AE_2: self._ae_2,
+            Action.AE_3: self._ae_3,
+            Action.AE_4: self._ae_4,
+            Action.AE_6: self._ae_6,
+            Action.AE_7: self._ae_7,
+            Action.AE_8: self._ae_8,
+            Action.DT_1: self._dt_1,
+            Action.DT_2: self._dt_2,
+            Action.AR_1: self._ar_1,
+            Action.AR_2: self._ar_2,
+            Action.AR_3: self._ar_3,
+            Action.AR_4: self._ar_4,
+            Action.AR_5: self._ar_5,
+            Action.AR_6: self._ar_6,
+            Action.AR_7: self._ar_7,
+            Action.AR_8: self._ar_8,
+            Action.AR_9: self._ar_9,
+            Action.AR_10: self._ar_10,
+            Action.AA_1: self._aa_1,
+            Action.AA_2: self._aa_2,
+            Action.AA_3: self._aa_3,
+            Action.AA_4: self._aa_4,
+            Action.AA_5: self._aa_5,
+            Action.AA_6: self._aa_6,
+            Action.AA_7: self._aa_7,
+            Action.AA_8: self._aa_8,
+        }
 
     @property
     def ended(self) -> bool:
@@ -263,7 +293,7 @@ class UpperLayer:
         action = TRANSITIONS.get((self.state, event))
         if action is None:  # only local events can be missing, and _local checked them
             raise LocalProtocolError(f"{event} is not allowed in {self.state}")
-        next_state = getattr(self, f"_{action.name.lower()}")(pdu, event, error)
+        next_state = self._actions[action](pdu, event, error)
         self.state = next_state if next_state is not None else _single(NEXT_STATE[action])
 
     def _send(self, pdu: PDU) -> None:
@@ -444,11 +474,9 @@ class UpperLayer:
         self.artim_running = True
 
 
+_ActionFunction = Callable[[PDU | None, Event, PDUError | None], State | None]
+
+
 def _single(state: State | tuple[State, State]) -> State:
     assert isinstance(state, State), "role- or outcome-dependent actions return their state"
     return state
-
-
-def events_of(events: Iterable[ULEvent], kind: type) -> list[ULEvent]:
-    """The events of one kind (a convenience for callers and tests)."""
-    return [e for e in events if isinstance(e, kind)]
