@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,14 @@ from dicomtls.audit.transport import AuditSink, AuditTrail, FileSink, parse_sink
 from dicomtls.cli.render import make_console, shown, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.logs import get_logger
+from dicomtls.net.proxy import ProxyProtocol
 from dicomtls.net.scp import Limits
+from dicomtls.node.backends import open_backends
 from dicomtls.node.index import Index
+from dicomtls.node.index_pg import IndexUnavailable, PostgresIndex
 from dicomtls.node.node import DEFAULT_AE_TITLE, DEFAULT_PORT, NodeConfig, start_node
 from dicomtls.node.policy import AccessPolicy, PolicyError
+from dicomtls.node.s3 import S3Error
 from dicomtls.node.storage import (
     GROUP_FILE_MODE,
     PRIVATE_FILE_MODE,
@@ -233,6 +238,18 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
 @click.option("--file-mode", default=None, metavar="MODE",
               help="Mode of stored objects, index and audit file: 0600, or 0640 to let the "
                    "node's group read (folders 0700/0750); never wider [default: 0600].")  # fmt: skip
+@click.option("--index", "index_url", default=None, metavar="URL",
+              help="Keep the index in PostgreSQL (postgresql://USER@HOST/DB), shared by several "
+                   "nodes [default: SQLite in the store].")  # fmt: skip
+@click.option("--objects", "objects_url", default=None, metavar="URL",
+              help="Keep objects in S3 (s3://BUCKET?endpoint=URL; needs --index; credentials "
+                   "from the environment as AWS tools read them) [default: the store].")  # fmt: skip
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="CIDR",
+              help="Require a PROXY protocol v2 header from this balancer network (repeatable); "
+                   "the client it names is the peer everywhere.")  # fmt: skip
+@click.option("--drain-seconds", type=_SECONDS, default=None, metavar="SECONDS",
+              help="On SIGTERM, answer /healthz 503 this long before closing, so a balancer "
+                   "moves new clients elsewhere first (SIGUSR1: drain only) [default: 0].")  # fmt: skip
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML file with the same keys as the options (e.g. port = 11112).")  # fmt: skip
 @tls_options
@@ -242,7 +259,8 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None,
           max_pending_per_peer: int | None, move_destination: tuple[str, ...], fsync: str, explain: bool, audit_specs: tuple[str, ...],
           metrics_port: int | None, metrics_host: str | None, handshake_timeout: float | None,
           artim_timeout: float | None, idle_timeout: float | None, file_mode: str | None,
-          config_file: Path | None, tls: TLSOptions) -> None:  # fmt: skip
+          index_url: str | None, objects_url: str | None, trusted_proxies: tuple[str, ...],
+          drain_seconds: float | None, config_file: Path | None, tls: TLSOptions) -> None:  # fmt: skip
     """Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.
 
     Run with no options on a fresh machine, it creates a test PKI under the store (its
@@ -259,6 +277,7 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None,
       dicomtls serve --move-destination VIEWER=10.0.0.5:2762 --config node.toml
       dicomtls serve --audit file:audit.log --audit udp://127.0.0.1:514 --metrics-port 9102
       dicomtls serve --handshake-timeout 10 --artim-timeout 10 --idle-timeout 60
+      dicomtls serve --index postgresql://dicom@db/pacs --objects 's3://pacs?endpoint=https://s3.example.org' --trusted-proxy 10.0.0.5/32
     """
     config = _load_config(config_file)
     port = port if port is not None else int(config.get("port", DEFAULT_PORT))
@@ -300,27 +319,65 @@ def serve(store: Path, host: str, port: int | None, ae_title: str | None,
                              fsync=fsync == "always", access=access, audit=audit,
                              metrics_port=metrics_port, metrics_host=metrics_host,
                              file_mode=mode, accept_any_called_ae=bool(
-                                 accept_any_called_ae or config.get("accept_any_called_ae", False)))  # fmt: skip
+                                 accept_any_called_ae or config.get("accept_any_called_ae", False)),
+                             index=index_url or config.get("index") or None,
+                             objects=objects_url or config.get("objects") or None,
+                             proxy=_proxy(trusted_proxies, config),
+                             janitor_interval=_timeout(None, config, "janitor_interval") or 600.0)  # fmt: skip
+    drain = _timeout(drain_seconds, config, "drain_seconds") or 0.0
     try:
-        asyncio.run(_serve(node_config))
+        asyncio.run(_serve(node_config, drain))
     finally:
         if audit is not None:
             audit.close()  # idempotent: the node closed it already unless it never started
 
 
-async def _serve(config: NodeConfig) -> None:
-    node = await start_node(config)
+def _proxy(given: tuple[str, ...], config: dict[str, Any]) -> ProxyProtocol | None:
+    """PROXY protocol v2 from --trusted-proxy, or proxy_protocol = true and trusted_proxies."""
+    trusted = list(given) or list(config.get("trusted_proxies", []))
+    if not (given or config.get("proxy_protocol", False)):
+        if trusted:
+            raise click.BadParameter("trusted_proxies is set: add proxy_protocol = true", param_hint="config")
+        return None
+    timeout = _timeout(None, config, "proxy_header_timeout") or 5.0
+    try:
+        return ProxyProtocol.from_config(trusted, header_timeout=timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trusted-proxy / trusted_proxies") from None
+
+
+async def _serve(config: NodeConfig, drain_seconds: float = 0.0) -> None:
+    try:
+        node = await start_node(config)
+    except (ValueError, IndexUnavailable, S3Error) as exc:  # a setting, or the index away
+        raise click.ClickException(str(exc)) from None
     stop = asyncio.Event()
+    draining = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+
+    def terminate() -> None:  # first SIGTERM: drain, then stop; a second one: stop now
+        if draining.is_set() or not drain_seconds:
+            stop.set()
+        node.drain()
+        draining.set()
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    loop.add_signal_handler(signal.SIGUSR1, node.drain)
     loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     mode = "TLS " + config.tls.security_profile.name if config.tls else "plain TCP (no TLS)"
     if node.metrics_server is not None:
         console.print(f"metrics on http://{config.metrics_host}:{node.metrics_server.port}/metrics")
     console.print(f"dicomtls node {shown(config.ae_title)} listening on {shown(config.host)}:{node.port} "
                   f"({mode}); store {shown(config.store)} ({node.index.count()} objects indexed)")  # fmt: skip
-    await stop.wait()
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(draining.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if not stop.is_set():
+        console.print(f"draining: /healthz answers 503 for {drain_seconds:g} s, then the node stops")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), drain_seconds)
+    for waiter in waiters:
+        waiter.cancel()
     console.print("shutting down: running transfers may finish")
     await node.close()
 
@@ -354,6 +411,40 @@ def index(store: Path, rebuild: bool) -> None:
     console.print(f"indexed {indexed} object(s) from {shown(store)}; {bad} unreadable file(s) skipped")
 
 
+@click.command("janitor")
+@click.option("--index", "index_url", required=True, metavar="URL", help="The nodes' PostgreSQL index.")
+@click.option("--objects", "objects_url", required=True, metavar="URL", help="Their S3 bucket (s3://BUCKET?endpoint=URL).")
+@click.option("--grace", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
+              help="Leave uploads younger than this alone (they may still be indexed).")  # fmt: skip
+def janitor(index_url: str, objects_url: str, grace: float) -> None:
+    """Remove objects in S3 that no index row names (uploads of a node that died mid-store,
+    copies a re-send replaced). Nodes with objects in S3 run it themselves every 10 minutes,
+    one at a time; this runs one pass now.
+
+    \b
+    Example:
+      dicomtls janitor --index postgresql://dicom@db/pacs --objects 's3://pacs?endpoint=http://s3:8333'
+    """
+    from dicomtls.node.janitor import Janitor
+    from dicomtls.node.objects_s3 import S3ObjectStore
+
+    with tempfile.TemporaryDirectory(prefix="dicomtls-janitor-") as spool:  # reads nothing into it
+        try:
+            backends = open_backends(Path(spool), index=index_url, objects=objects_url)
+        except (ValueError, IndexUnavailable, S3Error) as exc:
+            raise click.ClickException(str(exc)) from None
+        with contextlib.closing(backends):
+            assert isinstance(backends.index, PostgresIndex)
+            assert isinstance(backends.store, S3ObjectStore)
+            swept = Janitor(backends.index, backends.store).run(grace)
+    if swept is None:
+        console.print("janitor: another node's janitor is running; nothing done")
+        return
+    console.print(f"janitor: removed {swept.removed} object(s) no index row names; "
+                  f"{swept.failed} left for the next run")  # fmt: skip
+
+
 def register(group: click.Group) -> None:
     group.add_command(serve)
     group.add_command(index)
+    group.add_command(janitor)

@@ -146,20 +146,18 @@ def open_backends(
             "objects in S3 need index = \"postgresql://...\": the upload intents that make a "
             "crash safe, and every node's view of every object, live in the shared index"
         )
-    folder = DurableStore(store, fsync=fsync, file_mode=file_mode)
     if not is_postgresql(index):
+        folder = DurableStore(store, fsync=fsync, file_mode=file_mode)
         return Backends(Index(store / "index.sqlite", mode=file_mode), folder)
     from dicomtls.node.index_pg import PostgresIndex
-
-    shared = PostgresIndex(str(index), node=node_name())
-    if not objects:
-        return Backends(shared, folder)
     from dicomtls.node.objects_s3 import S3ObjectStore, parse_s3_url
 
+    location = parse_s3_url(objects) if objects else None  # a bad URL fails before connecting
+    shared = PostgresIndex(str(index), node=node_name())
     try:
-        s3 = S3ObjectStore(parse_s3_url(objects), shared, store / ".spool")
+        if location is None:
+            return Backends(shared, DurableStore(store, fsync=fsync, file_mode=file_mode))
+        return Backends(shared, S3ObjectStore(location, shared, store / ".spool"))
     except Exception:
         shared.close()
         raise
-    folder.close()
-    return Backends(shared, s3)
