@@ -150,3 +150,20 @@ def test_no_success_while_s3_cannot_be_reached(
         assert index.count() == 0
         (intent,) = _pending(index)
         assert intent[0].startswith("objects/") and not intent[1]
+
+
+def test_an_object_whose_patient_differs_from_its_studys_is_judged_against_itself(
+    postgres: PostgresServer,
+) -> None:
+    """The study row keeps its first object's patient; a re-send of the second object (another
+    PatientID in the same study, as a misconfigured modality sends) is the same object again,
+    not "another object under this UID" (found by the cluster test)."""
+    index = PostgresIndex(postgres.new_database())
+    with contextlib.closing(index):
+        first = {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.8"}
+        other = {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.9", "PatientID": "P2"}
+        index.add(Path("/a"), first)
+        index.add(Path("/b"), other)
+        held = index.identity("1.2.3.4.9", ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"])
+        assert held == {"PatientID": "P2", "StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.3.4", "SOPClassUID": CT}
+        assert index.add(Path("/b2"), other) == "replaced"

@@ -83,6 +83,7 @@ _LEVEL_COLUMNS = {
     "instances": ("sop_instance_uid", "sop_class_uid", "instance_number"),
 }  # fmt: skip
 _ORDER = [c.column for c in _COLUMNS]
+_CLAIMED = {"PatientID": "claimed[1]", "StudyInstanceUID": "claimed[2]", "SeriesInstanceUID": "claimed[3]"}
 assert sorted(_ORDER) == sorted(c for cols in _LEVEL_COLUMNS.values() for c in cols)
 
 
@@ -136,7 +137,10 @@ CREATE TABLE instances (
     series_pk bigint NOT NULL REFERENCES series, {_text_columns(_LEVEL_COLUMNS["instances"])},
     transfer_syntax text NOT NULL DEFAULT '', path text NOT NULL, size bigint NOT NULL DEFAULT 0,
     sha256 text, seq bigint NOT NULL DEFAULT nextval('instance_order'),
-    stored timestamptz NOT NULL DEFAULT now()
+    stored timestamptz NOT NULL DEFAULT now(),
+    -- the object's own PatientID, StudyInstanceUID, SeriesInstanceUID as received: its levels'
+    -- rows hold the first object's, and a re-send is judged against its own (identity)
+    claimed text[] NOT NULL DEFAULT '{{}}'
 );
 CREATE INDEX studies_by_patient ON studies (patient_pk);
 CREATE INDEX series_by_study ON series (study_pk);
@@ -154,7 +158,7 @@ CREATE TABLE pending_objects (
     doomed boolean NOT NULL DEFAULT false
 );
 CREATE VIEW flat AS
-    SELECT {", ".join(_ORDER)}, i.transfer_syntax, i.path, i.size, i.sha256, i.seq
+    SELECT {", ".join(_ORDER)}, i.transfer_syntax, i.path, i.size, i.sha256, i.seq, i.claimed
     FROM instances i JOIN series se ON se.pk = i.series_pk
     JOIN studies st ON st.pk = se.study_pk JOIN patients p ON p.pk = st.patient_pk;
 {_find_or_insert("patients", None)}
@@ -181,10 +185,12 @@ BEGIN
         RETURN 'another';
     END IF;
     INSERT INTO instances (sop_instance_uid, sop_class_uid, instance_number, series_pk,
-                           transfer_syntax, path, size, sha256)
-        VALUES (v[16], v[17], v[18], one_series, v_syntax, v_path, v_size, v_sha256)
+                           transfer_syntax, path, size, sha256, claimed)
+        VALUES (v[16], v[17], v[18], one_series, v_syntax, v_path, v_size, v_sha256,
+                ARRAY[v[1], v[5], v[12]])
         ON CONFLICT (sop_instance_uid) DO UPDATE SET
             instance_number = EXCLUDED.instance_number, transfer_syntax = EXCLUDED.transfer_syntax,
+            claimed = EXCLUDED.claimed,
             path = EXCLUDED.path, size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
             seq = nextval('instance_order'), stored = now();
     IF old_path IS NOT NULL AND old_path <> v_path THEN  -- the replaced copy is garbage now
@@ -367,10 +373,14 @@ class PostgresIndex:
             return int(db.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
 
     def identity(self, sop_instance_uid: str, keywords: Sequence[str]) -> dict[str, str] | None:
-        """What the index holds of one stored instance (keyword -> text), or None if none."""
+        """What the index holds of one stored instance (keyword -> text), or None if none.
+
+        Its patient, study and series as that object named them (``claimed``), which may
+        differ from its study's row when objects disagree: a re-send is judged against itself.
+        """
         from dicomtls.node.index import _BY_KEYWORD
 
-        columns = ", ".join(_BY_KEYWORD[keyword].column for keyword in keywords)
+        columns = ", ".join(_CLAIMED.get(keyword, _BY_KEYWORD[keyword].column) for keyword in keywords)
         with self._connection() as db:
             row = db.execute(
                 f"SELECT {columns} FROM flat WHERE sop_instance_uid = %s", (sop_instance_uid,)
