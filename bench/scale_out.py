@@ -33,13 +33,13 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from tests.node.site import Site, make_site, qr_proposals
+from tests.scale.cluster import start_cluster
+from tests.servers import start_postgres, start_seaweedfs
 
 from dicomtls.net.association import associate
 from dicomtls.node.index import Index
 from dicomtls.node.index_pg import PostgresIndex
-from tests.node.site import Site, make_site, qr_proposals
-from tests.scale.cluster import start_cluster
-from tests.servers import start_postgres, start_seaweedfs
 
 HERE = Path(__file__).resolve().parent
 CT = "1.2.840.10008.5.1.4.1.1.2"
