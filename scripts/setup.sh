@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
 # Set up a development environment on a fresh machine: a venv with dicomtls and its test extras,
 # and DCMTK and Orthanc (Debian packages) as the interop peers. Safe to run again; does only what is missing.
+#   --no-tests  only .venv with dicomtls itself: what the demo and the README's quick start need
+#               (no Debian packages, no test extras, no sslyze)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+make_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        echo "setup: creating .venv with $($PYTHON --version)"
+        "$PYTHON" -m venv .venv
+    fi
+}
+if [ "${1:-}" = "--no-tests" ]; then
+    make_venv
+    .venv/bin/python -m pip install -q -e .
+    exit 0
+fi
 
 # Debian packages the tests use as real peers: DCMTK and Orthanc (interop; the tests start Orthanc
 # themselves, never the system service) and rsyslog with its OpenSSL network driver (the audit
@@ -22,11 +37,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-PYTHON="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv with $($PYTHON --version)"
-    "$PYTHON" -m venv .venv
-fi
+make_venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 

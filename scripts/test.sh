@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set up (venv, DCMTK), then lint, type-check and run the whole test suite.
+# The test command: set up everything the tests use (scripts/setup.sh: venv with the test extras,
+# DCMTK, rsyslog, sslyze), then lint, type-check and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

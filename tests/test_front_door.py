@@ -69,8 +69,17 @@ def test_blocking_and_asyncio_classes_offer_the_same_methods(name: str) -> None:
             assert _parameters(getattr(blocking, method)) == _parameters(member), method
 
 
-def test_import_dicomtls_loads_nothing_heavy() -> None:
-    code = "import sys, dicomtls; print(sorted(m for m in ('pydicom', 'OpenSSL', 'rich', 'numpy') if m in sys.modules))"
+@pytest.mark.parametrize(
+    ("module", "not_loaded"),
+    [
+        ("dicomtls", ("pydicom", "OpenSSL", "rich", "numpy")),
+        # a client that stores files (the SCU, the blocking API) needs no data dictionary
+        ("dicomtls.sync", ("pydicom", "numpy", "rich")),
+        ("dicomtls.net.association", ("pydicom", "numpy", "rich")),
+    ],
+)
+def test_importing_loads_nothing_heavy_it_does_not_need(module: str, not_loaded: tuple[str, ...]) -> None:
+    code = f"import sys, {module}; print(sorted(m for m in {not_loaded!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

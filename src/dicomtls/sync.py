@@ -13,20 +13,21 @@ import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net import association as _async
 from dicomtls.net import client as _client
 from dicomtls.net import scp as _scp
 from dicomtls.net.hooks import Services, StoreTarget
-from dicomtls.net.link import LinkEvents, TLSSource
+from dicomtls.net.link import LinkEvents, ProxyProtocol, TLSSource
 from dicomtls.net.qr_scu import QueryModel, RetrieveResult
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, Proposal
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = ["Association", "DicomServer", "Peer", "associate", "serve_dicom"]
 
@@ -240,12 +241,15 @@ def serve_dicom(
     *,
     limits: _scp.Limits | None = None,
     events: LinkEvents | None = None,
+    proxy: ProxyProtocol | None = None,
 ) -> DicomServer:
     """Blocking :func:`dicomtls.aio.serve_dicom`: returns once the server listens."""
     runner = _LoopThread(f"dicomtls server on {host}:{port}")
     try:
         inner = runner.run(
-            _scp.serve_dicom(host, port, tls, policy, services, limits=limits, events=events)
+            _scp.serve_dicom(
+                host, port, tls, policy, services, limits=limits, events=events, proxy=proxy
+            )
         )
     except BaseException:
         runner.stop()

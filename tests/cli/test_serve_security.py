@@ -185,7 +185,7 @@ def test_configuration_mistakes_are_one_line(
     config = _config(site, tmp_path, _free_port(), extra)
     done = run("serve", "--config", str(config), *args, cwd=tmp_path, timeout=30)
     assert done.returncode == 2, done.stdout + done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("dicomtls: error")]
     assert len(errors) == 1 and message in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert not os.path.exists(tmp_path / "store" / "index.sqlite")  # refused before starting

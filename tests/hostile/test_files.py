@@ -118,11 +118,11 @@ def test_a_world_readable_mode_is_refused_in_one_line(tmp_path: Path) -> None:
     flag = run("serve", "--file-mode", "0644", cwd=tmp_path)
     (tmp_path / "node.toml").write_text("file_mode = 0o666\n")  # a TOML octal integer
     toml = run("serve", "--config", "node.toml", cwd=tmp_path)
-    for done, mode, hint in ((flag, "0644", "--file-mode"), (toml, "0666", "--config file_mode")):
+    for done, mode, hint in ((flag, "0644", "--file-mode 0644"), (toml, "0666", "node.toml: file_mode = 0o666")):
         assert done.returncode == 2, done.stderr
-        error = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+        error = [line for line in done.stderr.splitlines() if line.startswith("dicomtls: error")]
         assert error == [
-            f"Error: Invalid value for {hint}: file mode {mode} would let every user of the "
+            f"dicomtls: error: {hint}: file mode {mode} would let every user of the "
             "machine at patient data: use 0600 (owner only, the default) or 0640 (owner, and "
             "its group may read)"
         ], done.stderr

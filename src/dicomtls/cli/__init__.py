@@ -1,7 +1,9 @@
 """The ``dicomtls`` command: thin, it parses options, calls the library and renders the result.
 
-Every mistake a person can make ends in one line saying what and where, and a
-non-zero exit code; tracebacks only with ``--debug``.
+Every mistake a person can make ends in one line saying what, where and how to fix
+it, and a non-zero exit code; with ``--json`` the same as a JSON object on stdout
+(:mod:`dicomtls.cli.errors`). Tracebacks only with ``--debug``, which, like
+``--json``, may come before or after the command's name.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ import click
 
 from dicomtls import __version__
 from dicomtls.cli import certs, client, doctor, serve
-from dicomtls.errors import DicomTLSError
-from dicomtls.logs import PRINTABLE
-from dicomtls.text import printable
+from dicomtls.cli.errors import problem_of, report
+from dicomtls.cli.logsetup import configure
 
 __all__ = ["cli", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dicomtls")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging (also after the command).")
 def cli(debug: bool) -> None:
     """Secure DICOM networking: TLS with a complete verification model.
 
@@ -32,17 +33,12 @@ def cli(debug: bool) -> None:
       dicomtls echo localhost 2762 ...    # as printed
       dicomtls store localhost 2762 ./folder --called-ae DICOMTLS
     """
-    handler = logging.StreamHandler()
-    handler.addFilter(PRINTABLE)  # every logger's lines, asyncio's too, escaped like ours
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=[handler],
-    )
+    configure(logging.DEBUG if debug else logging.WARNING)
 
 
 @cli.command()
-def demo() -> None:
+@click.option("--json", "as_json", is_flag=True, help='Only the outcome, as JSON: {"ok": true}.')
+def demo(as_json: bool) -> None:
     """Run the main job end to end on loopback: a good link and an explained failure.
 
     \b
@@ -51,7 +47,7 @@ def demo() -> None:
     """
     from dicomtls.cli.demo import run_demo
 
-    raise SystemExit(run_demo())
+    raise SystemExit(run_demo(as_json=as_json))
 
 
 client.register(cli)
@@ -59,31 +55,29 @@ serve.register(cli)
 certs.register(cli)
 doctor.register(cli)
 
-_EXPECTED = (DicomTLSError, OSError, ValueError)
+
+def _command(args: list[str]) -> str | None:
+    """The subcommand's name, for the hint of a usage error."""
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def main() -> None:
-    """Entry point: errors become one line and a non-zero exit, tracebacks only with --debug."""
-    debug = "--debug" in sys.argv
+    """Entry point: errors become one line (or JSON) and an exit code; tracebacks with --debug."""
+    args = sys.argv[1:]
+    words = args[: args.index("--")] if "--" in args else args
+    debug, as_json = "--debug" in words, "--json" in words
+    if debug:  # a group option, accepted after the command's name too
+        args = ["--debug", *(a for a in words if a != "--debug"), *args[len(words) :]]
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args, prog_name="dicomtls", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
-    except _EXPECTED as exc:
-        if debug:
+    except Exception as exc:
+        if debug and not isinstance(exc, click.ClickException):
             raise
-        click.echo(f"dicomtls: error: {printable(str(exc))}", err=True)  # may quote a peer
-        sys.exit(1)
-    except Exception as exc:  # a bug of ours: still one line, with the way to see more
-        if debug:
-            raise
-        click.echo(
-            f"dicomtls: internal error: {exc!r} (run with --debug for the traceback)", err=True
-        )
-        sys.exit(70)
+        problem = problem_of(exc, _command(words))
+        report(problem, as_json=as_json)
+        sys.exit(problem.exit_code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from inspect import cleandoc
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from dicomtls.pki import BrokenKind, init_pki, load_ca
 from dicomtls.pki.bundle import PKIFiles
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import lookup_cipher
-from dicomtls.tls.profiles import PROFILES
+from dicomtls.tls.profiles import PROFILES, SecurityProfile
 
 __all__ = ["register"]
 
@@ -27,9 +28,13 @@ def pki() -> None:
     """A small test PKI: a CA, and node certificates with the right purposes."""
 
 
+_JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
 @pki.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def pki_init(directory: Path) -> None:
+@_JSON
+def pki_init(directory: Path, as_json: bool) -> None:
     """Create a CA with a server and a client identity.
 
     \b
@@ -41,6 +46,10 @@ def pki_init(directory: Path) -> None:
             f"{directory} already holds a PKI (ca.pem); choose another directory"
         )
     files = init_pki(directory)
+    made = [files.ca, files.ca_key, *(f(n) for n in ("server", "client") for f in (files.chain, files.key))]
+    if as_json:
+        print(json.dumps({"created": [str(p) for p in made]}))
+        return
     console.print(
         f"created {files.ca}, {files.chain('server')}, {files.chain('client')} and their keys"
     )
@@ -55,12 +64,16 @@ def pki_init(directory: Path) -> None:
 @click.option("--dns", "dns", multiple=True, help="DNS subjectAltName (repeatable).")
 @click.option("--broken", type=click.Choice([k.value for k in BrokenKind]),
               help="Issue a deliberately bad certificate for testing a peer.")  # fmt: skip
+@_JSON
 def pki_issue(directory: Path, name: str, server: bool, client: bool, ips: tuple[str, ...],
-              dns: tuple[str, ...], broken: str | None) -> None:  # fmt: skip
+              dns: tuple[str, ...], broken: str | None, as_json: bool) -> None:  # fmt: skip
     """Issue a certificate from the PKI in DIRECTORY, as NAME-chain.pem and NAME.key.
 
     \b
-    Kinds for --broken:
+    Examples:
+      dicomtls pki issue ./pki modality --ip 10.0.0.9 --dns ct1.example.org
+      dicomtls pki issue ./pki no-client --no-client
+      dicomtls pki issue ./pki expired --broken expired
     """
     if not PKIFiles(directory).ca_key.exists():
         raise click.UsageError(
@@ -75,12 +88,16 @@ def pki_issue(directory: Path, name: str, server: bool, client: bool, ips: tuple
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     files = identity.write(directory, name)
+    if as_json:
+        print(json.dumps({"chain": str(files.chain), "key": str(files.key), "broken": broken}))
+        return
     what = f"broken ({BrokenKind(broken).description})" if broken else "certificate"
     console.print(f"issued {what}: {files.chain} and {files.key}")
 
 
-pki_issue.help = (pki_issue.help or "") + "".join(
-    f"\n      {k.value}: {k.description}" for k in BrokenKind
+# One line per kind, kept as written (\b), after the examples.
+pki_issue.help = cleandoc(pki_issue.help or "") + "\n\n\b\nKinds for --broken:\n" + "\n".join(
+    f"  {k.value}: {k.description}" for k in BrokenKind
 )
 
 
@@ -137,14 +154,19 @@ def inspect(file: Path, as_json: bool) -> None:
 
 @click.command()
 @click.option("--profile", type=click.Choice(list(PROFILES)), help="Only this profile.")
-def ciphers(profile: str | None) -> None:
+@_JSON
+def ciphers(profile: str | None, as_json: bool) -> None:
     """The TLS versions and cipher suites each DICOM security profile allows.
 
     \b
     Example:
       dicomtls ciphers --profile bcp195-rfc8996
     """
-    for name in [profile] if profile else list(PROFILES):
+    names = [profile] if profile else list(PROFILES)
+    if as_json:
+        print(json.dumps([_profile_json(PROFILES[name]) for name in names]))
+        return
+    for name in names:
         p = PROFILES[name]
         versions = ", ".join(v.display_name for v in p.versions)
         title = f"{p.name} — PS3.15 {p.annex}{' (retired)' if p.retired else ''}: {versions}"
@@ -163,6 +185,14 @@ def ciphers(profile: str | None) -> None:
             table.add_row(suite.iana_name, suite.openssl_name, suite.key_exchange, suite.authentication,
                           suite.encryption, suite.integrity)  # fmt: skip
         console.print(table)
+
+
+def _profile_json(profile: SecurityProfile) -> dict[str, object]:
+    return {
+        "name": profile.name, "annex": profile.annex, "retired": profile.retired,
+        "versions": [v.display_name for v in profile.versions],
+        "suites": [lookup_cipher(s).iana_name for s in (*profile.tls13_suites, *profile.tls12_suites)],
+    }  # fmt: skip
 
 
 def register(group: click.Group) -> None:

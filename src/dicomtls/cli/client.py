@@ -14,12 +14,15 @@ from pydicom.dataset import Dataset
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from dicomtls.cli.render import make_console, print_session, shown, verify_printer
+from dicomtls.cli.errors import UserError, rejection
+from dicomtls.cli.logsetup import handshake_failures_said_here
+from dicomtls.cli.render import make_console, print_session, shown, status_text, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.dimse.part10 import Part10Error, read_header
 from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES
-from dicomtls.dimse.status import status_name
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
+from dicomtls.doctor.report import REJECTION_FIXES
+from dicomtls.errors import AssociationError
 from dicomtls.net.association import (
     Association,
     associate,
@@ -54,21 +57,56 @@ async def _open(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae:
                 proposals: list[Proposal], verbose: bool, max_operations: int = 1) -> Association:  # fmt: skip
     on_verify = verify_printer(console) if verbose else None
     settings = tls.settings("client", on_verify=on_verify)
-    assoc = await associate(
-        host, port, settings, calling_ae=ae_title, called_ae=called_ae, proposals=proposals,
-        max_operations=max_operations,
-    )  # fmt: skip
+    try:
+        assoc = await associate(
+            host, port, settings, calling_ae=ae_title, called_ae=called_ae, proposals=proposals,
+            max_operations=max_operations,
+        )  # fmt: skip
+    except AssociationError as exc:
+        raise _rejected(exc, f"{host}:{port}", ae_title, called_ae) from exc
     if verbose and assoc.link.session is not None:
         print_session(console, assoc.link.session)
     return assoc
 
 
+def _rejected(exc: AssociationError, peer: str, ae_title: str, called_ae: str) -> Exception:
+    """A rejection in the command's terms, with the doctor's fix; other failures as they are."""
+    reason = rejection(str(exc))
+    if reason is None or reason not in REJECTION_FIXES:
+        return exc
+    said = {
+        "CALLED_AE_NOT_RECOGNIZED": f"{peer} does not answer to called AE title {called_ae!r}",
+        "CALLING_AE_NOT_RECOGNIZED": f"{peer} does not accept calling AE title {ae_title!r} "
+        "(unknown to it, or bound by its access rules to another certificate)",
+        "LOCAL_LIMIT_EXCEEDED": f"{peer} has as many associations as it takes",
+    }[reason]
+    hint = f"{REJECTION_FIXES[reason]} (dicomtls doctor says the same, step by step)"
+    return UserError(f"{said}: association rejected ({reason})", hint=hint, code=reason)
+
+
 def _run(coroutine: Coroutine[Any, Any, int]) -> None:
-    raise SystemExit(asyncio.run(coroutine))
+    with handshake_failures_said_here("client"):  # the command's error says it
+        code = asyncio.run(coroutine)
+    raise SystemExit(code)
 
 
 def _session_json(assoc: Association) -> dict[str, Any] | None:
-    return None if assoc.link.session is None else assoc.link.session.to_dict()
+    """The negotiated link for ``--json``, its ``peer_chain`` as the peer sent it.
+
+    The leaf appears once: ``SessionInfo`` puts it in front of the chain a TLS server
+    sends when ``get_peer_cert_chain`` lacks it, but compares pyOpenSSL objects, which
+    are never equal, so a client's chain came out with its leaf twice (issue 17; the
+    fix belongs in ``tls/session.py``).
+    """
+    session = assoc.link.session
+    if session is None:
+        return None
+    shown = session.to_dict()
+    chain = shown["peer_chain"]
+    if len(chain) > 1 and chain[0]["sha256_fingerprint"] == chain[1]["sha256_fingerprint"]:
+        chain = [chain[0], *({**c, "depth": depth} for depth, c in enumerate(chain[2:], 1))]
+        shown["peer_chain"] = chain
+    return shown
 
 
 @click.command()
@@ -101,7 +139,7 @@ def echo(
                                   "tls": _session_json(assoc)}))  # fmt: skip
             else:
                 console.print(
-                    f"C-ECHO {shown(host)}:{port} ({shown(called_ae)}): {status_name(status)} "
+                    f"C-ECHO {shown(host)}:{port} ({shown(called_ae)}): {status_text(status)} "
                     f"in {elapsed * 1000:.0f} ms"
                 )
         return 0 if status == 0 else 1
@@ -193,7 +231,7 @@ def _store_summary(
     console.print(table)
     for path, outcome in results:
         if outcome != 0:
-            reason = status_name(outcome) if isinstance(outcome, int) else outcome
+            reason = status_text(outcome) if isinstance(outcome, int) else outcome
             console.print(f"[red]failed[/red] {shown(path)}: {shown(reason)}")
     rate = total / elapsed / 1e6 if elapsed else 0.0
     console.print(f"{total / 1e6:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s)")
@@ -343,10 +381,12 @@ def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as
         peer = Peer(host, port, tls.settings("client"), ae_title, called_ae)
         classes = await peer.classes_in_study(identifier, qr)
         proposals = retrieve_proposals(qr, classes or COMMON_STORAGE_SOP_CLASSES, wanted)
-        async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
-            result = await assoc.get(
-                identifier, DurableStoreHandler(DurableStore(out, flat=True)), qr
-            )
+        received = DurableStore(out, flat=True)
+        try:
+            async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
+                result = await assoc.get(identifier, DurableStoreHandler(received), qr)
+        finally:
+            received.close()  # the user's folder keeps the objects, nothing of ours
         _retrieve_report("C-GET", result, as_json)
         return 0 if result.ok else 1
 
@@ -358,7 +398,7 @@ def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
         print(json.dumps({"status": result.status, "ok": result.ok, "completed": result.completed,
                           "failed": result.failed, "warning": result.warning, "stored": result.stored}))  # fmt: skip
         return
-    console.print(f"{service}: {status_name(result.status)}; completed {result.completed}, "
+    console.print(f"{service}: {status_text(result.status)}; completed {result.completed}, "
                   f"failed {result.failed}, warnings {result.warning}")  # fmt: skip
 
 

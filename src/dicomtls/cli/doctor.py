@@ -9,6 +9,7 @@ import json
 import click
 from rich.table import Table
 
+from dicomtls.cli.logsetup import handshake_failures_said_here
 from dicomtls.cli.render import make_console, shown
 from dicomtls.cli.tlsopts import DEFAULT_PKI, TLSOptions, tls_options
 from dicomtls.doctor import DoctorOptions, Report, Verdict, diagnose
@@ -64,19 +65,21 @@ def doctor(
 
     TCP, TLS or plain, TLS versions and suites against the PS3.15 profiles, the
     certificate chain, our client certificate, then the association and C-ECHO.
-    Exit code 0 only when every step passes.
+    Exit code 0 when every step passes (or does not apply: SKIP), else 1.
 
     \b
     Example:
       dicomtls doctor pacs.example.org 2762 --ca ca.pem --tls-cert me.pem --tls-key me.key --called-ae PACS
     """
+    tls.verify_flags()  # a mistake in --verify is said before it is set aside
     if not tls.ca and not tls.no_tls and not PKIFiles(DEFAULT_PKI).ca.exists():
         # Without a trusted CA the chain is still examined, and reported as untrusted.
         tls = dataclasses.replace(tls, verify="none")
     settings = tls.settings("client")
     options = DoctorOptions(host, port, settings, ae_title=ae_title, called_ae=called_ae,
                             check_hostname=tls.check_hostname, timeout=timeout)  # fmt: skip
-    report = asyncio.run(diagnose(options))
+    with handshake_failures_said_here("client"):  # each is in the report, with its fix
+        report = asyncio.run(diagnose(options))
     if as_json:
         print(json.dumps(report.to_dict(), default=str))
     else:

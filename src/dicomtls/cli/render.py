@@ -8,6 +8,7 @@ take ``[red]`` in it for markup, and a terminal would obey its control character
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -15,18 +16,36 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dicomtls.dimse.status import status_name
 from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.verify_error import VerifyError
 
-__all__ = ["make_console", "print_session", "session_table", "shown", "verify_printer"]
+__all__ = [
+    "make_console",
+    "print_session",
+    "session_table",
+    "shown",
+    "status_text",
+    "verify_printer",
+]
 
 
 def shown(value: object) -> str:
     """``value`` as rich markup that shows it literally: control, line-breaking and bidi
     characters escaped (:func:`dicomtls.text.printable`), then square brackets."""
     return escape(printable(str(value)))
+
+
+def status_text(code: int) -> str:
+    """A DIMSE status for people: ``0x0000 success``, ``0xA700 out of resources (failure)``
+    (the category only where it adds something)."""
+    text = status_name(code)
+    found = re.fullmatch(r"(.*) \((\w+)\)", text)
+    if found and found.group(1).endswith(" " + found.group(2)):
+        return found.group(1)
+    return text
 
 
 def make_console(*, stderr: bool = False) -> Console:

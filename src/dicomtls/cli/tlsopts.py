@@ -2,30 +2,33 @@
 
 TLS is on by default. A client given no certificate options looks for the PKI
 that ``dicomtls serve`` creates in ``./dicom-store/pki``, so the command it prints
-works as typed; ``--no-tls`` is an explicit opt-out and says so.
+works as typed; ``--no-tls`` is an explicit opt-out and says so. What is missing is
+said in the command's terms (``--ca``, ``--tls-key``) before the library is asked.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from dicomtls.cli.config import TLS, ConfigError, options
+from dicomtls.cli.errors import UserError
 from dicomtls.pki import PKIFiles
 from dicomtls.tls.certinfo import CertificateInfo
-from dicomtls.tls.flags import parse_verify_flags
-from dicomtls.tls.profiles import PROFILES
+from dicomtls.tls.flags import VerifyFlags, parse_verify_flags
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.tls.verify_error import VerifyError
 
-__all__ = ["TLSOptions", "tls_options"]
+__all__ = ["DEFAULT_PKI", "TLSOptions", "tls_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_PKI = Path("dicom-store") / "pki"
+_PKCS12 = (".p12", ".pfx")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,22 @@ class TLSOptions:
     no_tls: bool
     key_password: str | None
     check_hostname: bool
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> TLSOptions:
+        """From settings by key (:data:`~dicomtls.cli.config.TLS`); absent ones take their default."""
+        got: dict[str, Any] = {s.key: s.default if values.get(s.key) in (None, ()) else values[s.key] for s in TLS}
+        return cls(
+            cert=got["tls_cert"], key=got["tls_key"], ca=tuple(got["ca"]), crl=tuple(got["crl"]),
+            verify=got["verify"], profile=got["profile"], no_tls=bool(got["no_tls"]),
+            key_password=got["key_password"], check_hostname=bool(got["check_hostname"]),
+        )  # fmt: skip
+
+    def verify_flags(self) -> VerifyFlags:
+        try:
+            return parse_verify_flags(self.verify)
+        except ValueError as exc:
+            raise ConfigError(f"--verify {self.verify}: {exc}") from None
 
     def settings(
         self,
@@ -63,10 +82,10 @@ class TLSOptions:
             cert, key = pki.chain(role), pki.key(role)
         if not ca and pki.ca.exists():
             ca = (pki.ca,)
-        try:
-            verify = parse_verify_flags(self.verify)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--verify") from None
+        verify = self.verify_flags()
+        _check_identity(cert, key)
+        if VerifyFlags.PEER in verify and not ca:
+            raise _no_ca(role)
         extra: dict[str, Any] = {}
         if handshake_timeout is not None:
             extra["handshake_timeout"] = handshake_timeout
@@ -84,43 +103,52 @@ class TLSOptions:
         )
 
 
-_EXISTING = click.Path(exists=True, dir_okay=False, path_type=Path)
+def _check_identity(cert: Path | None, key: Path | None) -> None:
+    """Our certificate and key given together, in the command's terms."""
+    if key is not None and cert is None:
+        raise UserError(
+            "--tls-key needs --tls-cert", hint="pass the certificate chain the key belongs to",
+            code="TLS_CERT_MISSING",
+        )  # fmt: skip
+    if cert is None or key is not None or cert.suffix.lower() in _PKCS12:
+        return
+    try:
+        holds_key = b"PRIVATE KEY-----" in cert.read_bytes()
+    except OSError:
+        return  # the library says what is wrong with the file
+    if not holds_key:
+        raise UserError(
+            f"--tls-key is missing: {cert} holds no private key",
+            hint="pass the private key of that certificate with --tls-key KEY",
+            code="TLS_KEY_MISSING",
+        )
+
+
+def _no_ca(role: str) -> UserError:
+    where = f"./{DEFAULT_PKI.as_posix()} was not found here"
+    if role == "server":
+        return UserError(
+            f"no CA to trust for client certificates ({where})",
+            hint="pass --ca CA.pem (ca in the config file), or --verify none to accept any "
+            "client (warned)",
+            code="NO_CA",
+        )
+    return UserError(
+        f"no CA to trust: pass --ca CA.pem ({where})",
+        hint="run from the folder where `dicomtls serve` made dicom-store/, or pass --ca with "
+        "the CA that issued the node's certificate",
+        code="NO_CA",
+    )
 
 
 def tls_options(function: F) -> F:
     """Add the shared TLS options; the command receives them as one ``tls`` argument."""
-    options = [
-        click.option("--tls-cert", "cert", type=_EXISTING, help="Our certificate chain (PEM: leaf first), DER or PKCS#12."),
-        click.option("--tls-key", "key", type=_EXISTING, help="Our private key (PEM or DER), if not inside --tls-cert."),
-        click.option("--key-password", envvar="DICOMTLS_KEY_PASSWORD", help="Password of an encrypted key (or env DICOMTLS_KEY_PASSWORD)."),
-        click.option("--ca", "ca", type=_EXISTING, multiple=True, help="Trusted CA certificates (repeatable)."),
-        click.option("--crl", "crl", type=_EXISTING, multiple=True, help="Certificate revocation lists (repeatable)."),
-        click.option("--verify", default="peer,fail-if-no-peer-cert", show_default=True,
-                     help="Comma list of peer, fail-if-no-peer-cert, client-once, or none."),
-        click.option("--profile", type=click.Choice(list(PROFILES)), default="bcp195-rfc8996", show_default=True,
-                     help="DICOM PS3.15 TLS profile."),
-        click.option("--check-hostname", is_flag=True, help="Client: require the server certificate to name the host."),
-        click.option("--no-tls", is_flag=True, help="Plain TCP: an explicit, warned opt-out."),
-    ]  # fmt: skip
+    names = [s.key for s in TLS]
 
     def collect(**kwargs: Any) -> Any:
-        names = (
-            "cert",
-            "key",
-            "key_password",
-            "ca",
-            "crl",
-            "verify",
-            "profile",
-            "check_hostname",
-            "no_tls",
-        )
-        values = {name: kwargs.pop(name) for name in names}
-        kwargs["tls"] = TLSOptions(**values)
+        kwargs["tls"] = TLSOptions.of({name: kwargs.pop(name) for name in names})
         return function(**kwargs)
 
     functools.update_wrapper(collect, function)  # keeps the options already attached
-    wrapped: Any = collect
-    for option in reversed(options):
-        wrapped = option(wrapped)
+    wrapped: Any = options(TLS)(collect)
     return wrapped  # type: ignore[no-any-return]

@@ -22,11 +22,8 @@ import zlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.uid import UID
-
 from dicomtls.dimse.part10 import LONG_VRS
+from dicomtls.dimse.transfer_syntax import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE
 from dicomtls.errors import DicomTLSError
 
 __all__ = [
@@ -70,6 +67,13 @@ _CHARSET_DELIMITERS = {
 }
 
 
+#: Implicit VR Little Endian, and the retired Papyrus 3 variant of it.
+_IMPLICIT_SYNTAXES = frozenset({IMPLICIT_VR_LE, "1.2.840.10008.1.20"})
+_BIG_ENDIAN_SYNTAXES = frozenset({EXPLICIT_VR_BE})
+#: Deflated Explicit VR Little Endian, and JPIP Referenced Deflate (PS3.5 A.5, A.6).
+_DEFLATED_SYNTAXES = frozenset({DEFLATED, "1.2.840.10008.1.2.4.95"})
+
+
 @dataclass(frozen=True)
 class _Encoding:
     """How a transfer syntax encodes its data set (PS3.5 10): VR, byte order, deflate."""
@@ -79,15 +83,15 @@ class _Encoding:
     deflated: bool
 
     @classmethod
-    @functools.lru_cache(maxsize=64)
     def of(cls, transfer_syntax: str) -> _Encoding:
-        """Every transfer syntax but these few is explicit VR little endian, the
-        compressed ones included (their pixel data is encapsulated, the rest is not)."""
-        uid = UID(transfer_syntax)
-        try:
-            return cls(uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
-        except ValueError:  # a private transfer syntax: the standard's default encoding
-            return cls(False, True, False)
+        """Every transfer syntax but these few is explicit VR little endian, the compressed
+        ones included (their pixel data is encapsulated, the rest is not), and so is a
+        private one: the standard's default encoding (PS3.5 10.1)."""
+        return cls(
+            transfer_syntax in _IMPLICIT_SYNTAXES,
+            transfer_syntax not in _BIG_ENDIAN_SYNTAXES,
+            transfer_syntax in _DEFLATED_SYNTAXES,
+        )
 
 
 @functools.lru_cache(maxsize=2)
@@ -116,6 +120,8 @@ class _Frame:
 
 @functools.lru_cache(maxsize=256)
 def _dictionary_vr(tag: int) -> str:
+    from pydicom.datadict import dictionary_VR
+
     try:
         return str(dictionary_VR(tag))
     except KeyError:
@@ -125,6 +131,8 @@ def _dictionary_vr(tag: int) -> str:
 @functools.lru_cache(maxsize=256)
 def keyword_tag(keyword: str) -> int:
     """The tag of a data dictionary keyword; KeyError for a keyword that is not one."""
+    from pydicom.datadict import tag_for_keyword
+
     tag = tag_for_keyword(keyword)
     if tag is None:
         raise KeyError(f"{keyword!r} is not a DICOM keyword")
@@ -153,12 +161,16 @@ class ScannedDataset:
         delimiters = _CHARSET_DELIMITERS.get(vr)
         if delimiters is None:
             return raw.decode("ascii", "replace").strip("\0 ")
+        from pydicom.charset import decode_bytes
+
         text = decode_bytes(raw, self._encodings, delimiters).strip("\0 ")
         return text.rstrip("=") if vr == "PN" else text  # no empty trailing component groups
 
     @functools.cached_property
     def _encodings(self) -> list[str]:
         terms = self.text(_SPECIFIC_CHARACTER_SET).split("\\")
+        from pydicom.charset import convert_encodings
+
         return convert_encodings([t.strip() for t in terms] if any(terms) else None)
 
     def texts(self, keywords: Iterable[str]) -> dict[str, str]:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-
-from pydicom import config as pydicom_config
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
-from pydicom.multival import MultiValue
+from typing import TYPE_CHECKING
 
 from dicomtls.dimse.transfer_syntax import EXPLICIT_VR_BE, IMPLICIT_VR_LE
 from dicomtls.errors import DicomTLSError
+
+if TYPE_CHECKING:  # pydicom costs a tenth of a second to import: only who uses it pays
+    from pydicom.dataset import Dataset
 
 __all__ = ["DatasetError", "decode_dataset", "encode_dataset", "keyword_texts"]
 
@@ -40,6 +37,10 @@ def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
     for a C-FIND's query and answers): when the data set declares none, UTF-8 (ISO_IR 192)
     is declared for it, on a copy, rather than its text going out as "?".
     """
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
     if "SpecificCharacterSet" not in dataset and _has_non_ascii_text(dataset):
         declared = Dataset()
         declared.SpecificCharacterSet = "ISO_IR 192"
@@ -58,6 +59,8 @@ _CHARACTER_SET_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
 
 
 def _has_non_ascii_text(dataset: Dataset) -> bool:
+    from pydicom.multival import MultiValue
+
     for element in dataset:
         if element.VR not in _CHARACTER_SET_VRS or element.value is None:
             continue
@@ -74,6 +77,9 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:
     legal there, and a peer's values are the handler's to judge, not pydicom's to log a
     warning per element about (a hostile identifier would flood the log).
     """
+    from pydicom import config as pydicom_config
+    from pydicom.filereader import read_dataset
+
     implicit, little = _flags(transfer_syntax)
     settings = pydicom_config.settings
     mode, settings.reading_validation_mode = settings.reading_validation_mode, pydicom_config.IGNORE
@@ -93,6 +99,8 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:
 def keyword_texts(dataset: Dataset, keywords: Iterable[str]) -> dict[str, str]:
     """Keyword -> value as text for those of ``keywords`` the data set holds, the way
     :meth:`~dicomtls.dimse.dataset_scan.ScannedDataset.texts` gives them from the wire."""
+    from pydicom.multival import MultiValue
+
     texts = {}
     for keyword in keywords:
         value = dataset.get(keyword)

@@ -18,7 +18,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from dicomtls.doctor.report import Report, Step, Verdict
+from dicomtls.doctor.report import REJECTION_FIXES, Report, Step, Verdict
 from dicomtls.errors import ConnectError
 from dicomtls.net.association import AssociationError, associate, default_proposals
 from dicomtls.tls.certinfo import CertificateInfo
@@ -398,11 +398,7 @@ async def _dicom(report: Report, options: DoctorOptions, tls: TLSSettings | None
     except AssociationError as exc:
         code = next((r for r in ("CALLED_AE_NOT_RECOGNIZED", "CALLING_AE_NOT_RECOGNIZED", "LOCAL_LIMIT_EXCEEDED")
                      if r in str(exc)), "ASSOCIATION_FAILED")  # fmt: skip
-        fix = {
-            "CALLED_AE_NOT_RECOGNIZED": "use the node's AE title with --called-ae",
-            "CALLING_AE_NOT_RECOGNIZED": "register our AE title (--ae-title) on the node",
-            "LOCAL_LIMIT_EXCEEDED": "the node is busy: retry later or raise its association limit",
-        }.get(code, "read the node's log")
+        fix = REJECTION_FIXES.get(code, "read the node's log")
         report.add(
             Step(
                 "dicom-association",

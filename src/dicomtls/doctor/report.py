@@ -6,7 +6,17 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Report", "Step", "Verdict"]
+__all__ = ["REJECTION_FIXES", "Report", "Step", "Verdict"]
+
+#: What to change when the node rejects the association, by the reason it gives (PS3.8
+#: 9.3.4): the doctor's advice, and the command line's when a command is rejected.
+REJECTION_FIXES = {
+    "CALLED_AE_NOT_RECOGNIZED": "call the node by its own AE title with --called-ae (a dicomtls "
+    "node prints it as it starts), or start the node with --accept-any-called-ae",
+    "CALLING_AE_NOT_RECOGNIZED": "register our AE title (--ae-title) on the node, or bind it "
+    "there to our certificate",
+    "LOCAL_LIMIT_EXCEEDED": "the node is busy: retry later, or raise its association limits",
+}
 
 
 class Verdict(enum.StrEnum):
@@ -53,7 +63,8 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(s.verdict is Verdict.PASS for s in self.steps)
+        """Nothing to fix: every step passed, or did not apply (e.g. no TLS 1.2 to judge)."""
+        return all(s.verdict in (Verdict.PASS, Verdict.SKIP) for s in self.steps)
 
     def step(self, name: str) -> Step | None:
         return next((s for s in self.steps if s.name == name), None)

@@ -17,9 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Protocol
 
 from dicomtls.dimse.command import (
     CommandField,
@@ -38,8 +36,8 @@ from dicomtls.dimse.pdv import (
     message_pdvs,
     read_size,
 )
-from dicomtls.dimse.sop_classes import VERIFICATION
 from dicomtls.dimse.transfer_syntax import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from dicomtls.dimse.uids import VERIFICATION
 from dicomtls.errors import AssociationError
 from dicomtls.logs import get_logger
 from dicomtls.net import qr_scu
@@ -67,6 +65,9 @@ from dicomtls.ul.connection import (
 )
 from dicomtls.ul.errors import AbortReason, LocalProtocolError
 from dicomtls.ul.pdu import PDataTF
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = [
     "Association",

@@ -13,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-from pydicom.dataset import Dataset
-
-from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES, VERIFICATION
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED
+from dicomtls.dimse.uids import VERIFICATION
 from dicomtls.net.association import (
     DIMSE_TIMEOUT,
     Association,
@@ -32,18 +30,23 @@ from dicomtls.net.qr_scu import QueryModel, RetrieveResult, retrieve_proposals
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import Proposal
 
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
 __all__ = ["Peer", "PeerAddress", "Query", "query"]
 
 #: Studies whose series a C-GET asks about, one by one, when the peer does not return SOP
 #: Classes in Study (a retrieval names one study, or a patient's few).
 _MAX_STUDIES_ASKED = 16
 
-Query = Dataset | Mapping[str, Any]
+Query = Union["Dataset", Mapping[str, Any]]
 """An identifier: a data set, or keyword -> value (``{"QueryRetrieveLevel": "STUDY", ...}``)."""
 
 
 def query(identifier: Query) -> Dataset:
     """A data set from a mapping of keywords (KeyError for a keyword that is not one)."""
+    from pydicom.dataset import Dataset
+
     if isinstance(identifier, Dataset):
         return identifier
     dataset = Dataset()
@@ -130,7 +133,7 @@ class Peer(PeerAddress):
             from dicomtls.node.store_scp import DurableStoreHandler
 
             target = DurableStoreHandler(target)
-        classes = await self.classes_in_study(wanted, model) or COMMON_STORAGE_SOP_CLASSES
+        classes = await self.classes_in_study(wanted, model) or None  # None: the common ones
         async with await self.associate(
             retrieve_proposals(model, classes, transfer_syntaxes)
         ) as assoc:
@@ -149,6 +152,8 @@ class Peer(PeerAddress):
 
 
 async def _classes_in_study(assoc: Association, named: Dataset, model: QueryModel) -> list[str]:
+    from pydicom.dataset import Dataset
+
     study = Dataset()
     study.QueryRetrieveLevel = "STUDY"
     for keyword in ("PatientID", "StudyInstanceUID"):

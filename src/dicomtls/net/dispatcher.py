@@ -21,9 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Any
 
 from dicomtls.dimse.command import NO_DATASET, CommandField, CommandSet, Tag, number
 from dicomtls.dimse.dataset_scan import DatasetScanError, DatasetScanner
@@ -62,6 +60,9 @@ from dicomtls.net.inbound import InboundObject
 from dicomtls.net.link import current_settings
 from dicomtls.net.outbound import NoWayToSend, outgoing, proposals_for_headers
 from dicomtls.tls.errors import TLSError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 __all__ = ["Dispatcher", "notify"]
 
@@ -401,6 +402,8 @@ class Dispatcher:
         status = outcome.final_status() if status is None else status
         dataset = None
         if outcome.failed_uids:
+            from pydicom.dataset import Dataset  # the node has pydicom loaded anyway
+
             identifier = Dataset()
             setattr(identifier, _FAILED_SOP_INSTANCE_UID_LIST, outcome.failed_uids)
             dataset = encode_dataset(identifier, self._syntax(message.context_id))

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pydicom.dataset import Dataset
-
 from dicomtls.dimse.dataset_scan import ScannedDataset
 from dicomtls.dimse.sop_classes import Service
 from dicomtls.errors import DicomTLSError
@@ -25,6 +23,8 @@ from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.session import SessionInfo
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from dicomtls.dimse.command import CommandSet
     from dicomtls.net.association import Association
 
@@ -186,11 +186,11 @@ class ServiceEvents:
     """A request refused by the admission's limits (e.g. a C-MOVE destination not granted)."""
 
 
-FindHandler = Callable[["Association", str, Dataset], Iterable[Dataset]]
+FindHandler = Callable[["Association", str, "Dataset"], Iterable["Dataset"]]
 """(association, SOP class, identifier) -> matching identifiers; may raise StatusError.
 Called, and iterated, on a worker thread: it may block (a database), and must not touch
 the event loop."""
-RetrieveHandler = Callable[["Association", str, Dataset], Iterable[Path]]
+RetrieveHandler = Callable[["Association", str, "Dataset"], Iterable[Path]]
 """(association, SOP class, identifier) -> the Part 10 files to send; may raise StatusError.
 Called on a worker thread, like a FindHandler."""
 

@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydicom.dataset import Dataset
-
+from dicomtls.dimse import sop_classes as sop_classes_module
 from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, number
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
 from dicomtls.dimse.pdv import CommandReceived
-from dicomtls.dimse.sop_classes import COMMON_STORAGE_SOP_CLASSES, service_of
+from dicomtls.dimse.sop_classes import service_of
 from dicomtls.dimse.status import Category, Status, status_category
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED, is_native
 from dicomtls.errors import AssociationError
@@ -29,6 +28,8 @@ from dicomtls.net.outbound import MAX_CONTEXTS
 from dicomtls.ul.acse import Proposal
 
 if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
     from dicomtls.net.association import Association, DatasetSink
 
 __all__ = [
@@ -87,11 +88,11 @@ class RetrieveResult:
 
 def retrieve_proposals(
     model: QueryModel,
-    sop_classes: Sequence[str] = COMMON_STORAGE_SOP_CLASSES,
+    sop_classes: Sequence[str] | None = None,
     transfer_syntaxes: Sequence[str] = STORAGE_TRANSFER_SYNTAXES,
 ) -> list[Proposal]:
     """What a C-GET proposes: its own context, and for each storage class the SCP role (we
-    receive) in every syntax of ``transfer_syntaxes``.
+    receive) in every syntax of ``transfer_syntaxes`` (``sop_classes`` None: the common ones).
 
     A peer accepts one syntax per context and sends each object as it is stored, or not
     at all if it cannot convert (pynetdicom converts nothing, not even big to little
@@ -100,6 +101,8 @@ def retrieve_proposals(
     compressed ones another, before classes are dropped (so learn the classes first:
     :meth:`dicomtls.net.client.Peer.classes_in_study`).
     """
+    if sop_classes is None:
+        sop_classes = sop_classes_module.COMMON_STORAGE_SOP_CLASSES
     native = tuple(s for s in transfer_syntaxes if is_native(s)) or UNCOMPRESSED
     encapsulated = tuple(s for s in transfer_syntaxes if not is_native(s))
 

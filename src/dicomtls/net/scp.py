@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dicomtls.dimse import sop_classes
 from dicomtls.dimse.sop_classes import (
-    STORAGE_SOP_CLASSES,
     UNCOMPRESSED,
     VERIFICATION,
     Service,
@@ -176,7 +176,8 @@ def storage_policy(
     uncompressed. ``accept_any_called_ae`` answers requests whatever AE title they call
     (as DCMTK's storescp does); by default only ``ae_title``, with ``called_ae_hint`` in
     the rejection's log line."""
-    supported: dict[str, Sequence[str]] = {sop: tuple(transfer_syntaxes) for sop in STORAGE_SOP_CLASSES}
+    storage = sop_classes.STORAGE_SOP_CLASSES  # read from pydicom's dictionary on first use
+    supported: dict[str, Sequence[str]] = {sop: tuple(transfer_syntaxes) for sop in storage}
     supported.update({sop: UNCOMPRESSED for sop in (VERIFICATION, *also)})
     return AcceptorPolicy(
         ae_title,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import resource
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -28,6 +27,7 @@ from dicomtls.net.hooks import StatusError
 from dicomtls.net.link import LinkEvents, ProxyProtocol
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
+from dicomtls.node.activity import ActivityLog, chained
 from dicomtls.node.backends import Backends, IndexBackend, ObjectStore, open_backends
 from dicomtls.node.index import INDEXED_KEYWORDS
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
@@ -281,7 +281,7 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         move_destinations=config.move_destinations,
         move_tls=certificates.move_tls,
         gatekeeper=access,
-        events=reporter.service_events(),
+        events=chained(reporter.service_events(), ActivityLog().service_events()),
     )
     query_retrieve = [uid for model in QueryModel for uid in model.value]
     policy = storage_policy(
@@ -374,6 +374,10 @@ def _enough_files(max_associations: int, max_operations: int, max_handshakes: in
     and, with an operations window, that many objects' files at once; each pending TLS
     handshake a socket. Many systems start processes at 1,024 descriptors; servers raise
     their own limit towards the hard one."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise here
+        return
     # + 64: index, spares, logs, sub-associations
     need = max_associations * (max_operations + 2) + max_handshakes + 64
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -36,6 +36,7 @@ import hashlib
 import itertools
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,7 +313,9 @@ class DurableStore:
     :func:`folder_mode`. The store's own folders are set to it when the store opens: a store
     made by an older version (0755 under umask 022) is closed to others at once, since no
     one reaches a file whose folder they may not search; its old files keep their modes.
-    A flat store's folder (C-GET ``--out``) is the user's: it gets the mode only if made here.
+    A flat store's folder (C-GET ``--out``) is the user's: it gets the mode only if made here,
+    and our temporary files go in a hidden folder of the run's own, gone at :meth:`close`
+    (or when the store is collected, or the process exits).
     """
 
     def __init__(
@@ -330,8 +333,12 @@ class DurableStore:
         self.file_mode = check_file_mode(file_mode)
         self.folder_mode = folder_mode(file_mode)
         self.objects = root if flat else root / "objects"
-        self.incoming = root / ".incoming"
-        self.spares = root / ".spare"
+        if flat:  # the user's folder: our temporary files in a hidden folder of this run's own
+            work = root / f".dicomtls-receiving-{os.getpid()}.{next(_names)}"
+            self.incoming = self.spares = work
+        else:
+            self.incoming = root / ".incoming"
+            self.spares = root / ".spare"
         for directory in (root, self.objects, self.incoming, self.spares):
             make_folders(directory, self.folder_mode)
         ours = (
@@ -343,6 +350,12 @@ class DurableStore:
         self._buckets: set[Path] = {self.objects}
         self._spares: list[tuple[Path, int]] = []
         self._spare_lock = threading.Lock()  # spares are made on a worker thread
+        self._closed = threading.Event()
+        # close(), or else when the store is collected or the process exits: whoever got
+        # objects into a folder of theirs finds the objects there and nothing else.
+        self._tidy = weakref.finalize(
+            self, _tidy, self._spares, self._spare_lock, self._closed, self.incoming if flat else None
+        )
 
     executor: concurrent.futures.Executor | None = None
     """Commits run on the event loop's default executor."""
@@ -405,12 +418,12 @@ class DurableStore:
     def prepare_spare(self) -> None:
         """Make temporary files for the next objects now, while no C-STORE waits for them.
 
-        Safe from any thread; a failure (a full disk) only means the next object
-        creates its own file, and reports the error then.
+        Safe from any thread, even while the store closes; a failure (a full disk) only
+        means the next object creates its own file, and reports the error then.
         """
         while True:
             with self._spare_lock:
-                if len(self._spares) >= _SPARES:
+                if self._closed.is_set() or len(self._spares) >= _SPARES:
                     return
             path = self.spares / f"{os.getpid()}.{next(_names)}{_PARTIAL}"
             try:
@@ -418,7 +431,15 @@ class DurableStore:
             except OSError:
                 return
             with self._spare_lock:
-                self._spares.append((path, fd))
+                if not self._closed.is_set():
+                    self._spares.append((path, fd))
+                    continue
+            os.close(fd)  # closed while it was made: it goes, and a flat store's folder too
+            path.unlink(missing_ok=True)
+            if self.flat:
+                with contextlib.suppress(OSError):
+                    self.spares.rmdir()
+            return
 
     def open_temporary(self, path: Path) -> int:
         """An open, empty file named ``path``: a spare renamed, or a new file."""
@@ -436,12 +457,8 @@ class DurableStore:
         return fd
 
     def close(self) -> None:
-        """Remove the spare files made ahead."""
-        with self._spare_lock:
-            spares, self._spares = self._spares, []
-        for path, fd in spares:
-            os.close(fd)
-            path.unlink(missing_ok=True)
+        """Remove the spare files made ahead; a flat store also its folder of temporary files."""
+        self._tidy()
 
     # -- objects ----------------------------------------------------------------------------
 
@@ -530,6 +547,26 @@ class DurableStore:
         for name in names:
             with contextlib.suppress(OSError):
                 name.unlink(missing_ok=True)
+
+
+def _tidy(
+    spares: list[tuple[Path, int]], lock: threading.Lock, closed: threading.Event, work: Path | None
+) -> None:
+    """Remove the spare files made ahead and, given ``work`` (a flat store's hidden folder),
+    the partial objects left in it (a retrieval cut short) and the folder itself."""
+    with lock:
+        closed.set()  # a spare being made now removes itself (prepare_spare)
+        taken = list(spares)
+        spares.clear()
+    for path, fd in taken:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    if work is None:
+        return
+    with contextlib.suppress(OSError):
+        for leftover in work.glob("*" + _PARTIAL + "*"):
+            leftover.unlink(missing_ok=True)
+        work.rmdir()
 
 
 def _names_of(path: Path) -> int:

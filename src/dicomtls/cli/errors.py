@@ -1,0 +1,209 @@
+"""Every error the command reports: one line with the fix, or with ``--json`` one JSON object.
+
+:func:`problem_of` is the one place an exception becomes what the user sees: the
+message, a stable ``code`` (the doctor's codes where they overlap, e.g.
+``CALLED_AE_NOT_RECOGNIZED``, ``INVALID_PURPOSE``), the ``hint`` that says what to
+change, and the exit code: 2 for a mistake in how the command was called (options,
+configuration), 1 for everything that went wrong doing it, 70 for a bug of ours.
+The exception classes are imported only when an error is reported: starting the
+command costs nothing for them.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+from dataclasses import dataclass
+
+import click
+
+from dicomtls.text import printable
+
+__all__ = ["Problem", "UserError", "problem_of", "report"]
+
+#: How a library message hands over its advice (TLSHandshakeError, ConnectError).
+_HINT = ". Hint: "
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix, said in the command's own terms."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None, code: str = "FAILED") -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Problem:
+    """An error as the user sees it."""
+
+    error: str
+    code: str
+    hint: str | None = None
+    exit_code: int = 1
+
+    def line(self) -> str:
+        """One line for stderr; what came from a peer is escaped (:func:`printable`)."""
+        said = self.error if self.error.endswith(("?", "!")) else self.error.rstrip(".") + "."
+        text = f"{said} Hint: {self.hint}" if self.hint else self.error
+        return f"dicomtls: error: {printable(text)}"
+
+    def to_json(self) -> str:
+        return json.dumps({"error": self.error, "code": self.code, "hint": self.hint})
+
+
+def report(problem: Problem, *, as_json: bool) -> None:
+    """Say it: a JSON object on stdout with ``--json``, else one line on stderr."""
+    if as_json:
+        click.echo(problem.to_json())
+    else:
+        click.echo(problem.line(), err=True)
+
+
+def _split(text: str) -> tuple[str, str | None]:
+    message, found, hint = text.partition(_HINT)
+    return (message, hint or None) if found else (text, None)
+
+
+def problem_of(exc: BaseException, command: str | None = None) -> Problem:
+    """What to tell the user about ``exc`` (the one table of codes)."""
+    from dicomtls.errors import AssociationError, ConnectError, DicomTLSError
+    from dicomtls.tls.errors import SettingsError, TLSHandshakeError
+
+    if isinstance(exc, UserError):
+        return Problem(exc.message, exc.code, exc.hint, exc.exit_code)
+    if isinstance(exc, click.UsageError):
+        where = f"dicomtls {command} --help" if command else "dicomtls --help"
+        return Problem(exc.format_message(), "USAGE", f"see {where}", exc.exit_code)
+    if isinstance(exc, click.ClickException):
+        return Problem(exc.format_message(), "USAGE", None, exc.exit_code)
+    message, hint = _split(str(exc))
+    if isinstance(exc, TLSHandshakeError):
+        code = handshake_code(exc)
+        return Problem(message, code, _HANDSHAKE_HINTS.get(code, exc.hint))
+    if isinstance(exc, ConnectError):
+        return Problem(message, "CONNECT_FAILED", hint)
+    if isinstance(exc, AssociationError):
+        if " did not accept " in message:  # a presentation context declined
+            return Problem(message, "NOT_ACCEPTED", hint or _NOT_ACCEPTED)
+        return Problem(message, rejection(message) or "ASSOCIATION_FAILED", hint)
+    if isinstance(exc, SettingsError):
+        return _settings_problem(message)
+    if isinstance(exc, DicomTLSError):
+        return Problem(message, _library_code(exc), hint)
+    if isinstance(exc, OSError):
+        return _os_problem(exc)
+    if isinstance(exc, ValueError):
+        return Problem(message, "INVALID_VALUE", hint)
+    return Problem(f"internal error: {exc!r}", "INTERNAL", "run with --debug for the traceback", 70)
+
+
+_NOT_ACCEPTED = (
+    "a dicomtls node grants services by calling AE title: see its [access] rules "
+    "(default_services), or call with a title granted them (--ae-title)"
+)
+
+#: A TLS setting's mistake (the library names its setting) -> what the command line gives.
+_SETTINGS_FIXES = (
+    (
+        "is encrypted",
+        "KEY_PASSWORD",
+        "pass its password with --key-password (or DICOMTLS_KEY_PASSWORD)",
+    ),
+    ("wrong password", "KEY_PASSWORD", "pass the key's own password with --key-password"),
+    ("does not match the certificate", "KEY_MISMATCH", "pass the key of --tls-cert with --tls-key"),
+    (
+        "file not found",
+        "FILE_NOT_FOUND",
+        "check the path given to --tls-cert, --tls-key, --ca or --crl",
+    ),
+)
+
+
+def _settings_problem(message: str) -> Problem:
+    for phrase, code, hint in _SETTINGS_FIXES:
+        if phrase in message:
+            if phrase == "is encrypted":  # the library's own way out is not the command's
+                message = message.partition(": give a password")[0]
+            return Problem(message, code, hint)
+    return Problem(message, "TLS_SETTINGS", "check --tls-cert, --tls-key, --ca and --crl")
+
+
+def handshake_code(exc: object) -> str:
+    """The verify code when a certificate was at fault, else the TLS alert, else the stage."""
+    from dicomtls.tls.errors import TLSHandshakeError
+
+    assert isinstance(exc, TLSHandshakeError)
+    if exc.verify_error is not None:
+        return exc.verify_error.name
+    if exc.alert is not None:
+        return exc.alert.upper()
+    return "TLS_" + str(exc.stage).upper().replace("-", "_")
+
+
+#: What to do, in the command's options, where the library's hint speaks of settings.
+_HANDSHAKE_HINTS = {
+    "CERTIFICATE_REQUIRED": "pass our certificate and key with --tls-cert and --tls-key: "
+    "the node requires one",
+    "UNKNOWN_CA": "use a certificate issued by a CA the node trusts (its --ca), or have the "
+    "node trust our CA",
+    "UNABLE_TO_GET_ISSUER_CERT_LOCALLY": "pass the CA that issued the node's certificate with --ca",
+    "SELF_SIGNED_CERT_IN_CHAIN": "pass the CA that issued the node's certificate with --ca",
+    "DEPTH_ZERO_SELF_SIGNED_CERT": "pass the node's own certificate with --ca to trust it as it is",
+    "HOSTNAME_MISMATCH": "connect by a name the node's certificate holds (dicomtls inspect shows "
+    "them), or leave out --check-hostname",
+    "IP_ADDRESS_MISMATCH": "connect by an address the node's certificate holds (dicomtls inspect "
+    "shows them), or leave out --check-hostname",
+}
+
+_REJECTED = re.compile(r"rejected the association \(\w+, \w+, (\w+)\)")
+
+
+def rejection(message: str) -> str | None:
+    """The reason name of an A-ASSOCIATE-RJ the message reports (e.g. CALLED_AE_NOT_RECOGNIZED).
+
+    Read from the text: :class:`~dicomtls.errors.AssociationError` carries no fields yet.
+    """
+    found = _REJECTED.search(message)
+    return found.group(1) if found else None
+
+
+def _library_code(exc: BaseException) -> str:
+    from dicomtls.dimse.part10 import Part10Error
+    from dicomtls.net.hooks import StatusError
+    from dicomtls.node.policy import PolicyError
+    from dicomtls.node.storage import StorageError
+    from dicomtls.ul.errors import ProtocolError
+
+    for kind, code in (
+        (Part10Error, "NOT_DICOM"),
+        (StorageError, "STORAGE_FAILED"),
+        (PolicyError, "ACCESS_RULES"),
+        (StatusError, "DIMSE_STATUS"),
+        (ProtocolError, "PROTOCOL_ERROR"),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return "FAILED"
+
+
+_OS_CODES = {
+    errno.ENOENT: ("FILE_NOT_FOUND", None),
+    errno.EACCES: ("PERMISSION_DENIED", "check the file's or folder's owner and mode"),
+    errno.EPERM: ("PERMISSION_DENIED", "check the file's or folder's owner and mode"),
+    errno.ENOSPC: ("DISK_FULL", "free space on the disk"),
+    errno.EADDRINUSE: ("PORT_IN_USE", "stop what listens there, or choose another --port"),
+}
+
+
+def _os_problem(exc: OSError) -> Problem:
+    code, hint = _OS_CODES.get(exc.errno or 0, ("OS_ERROR", None))
+    if exc.strerror and exc.filename is not None:
+        message = f"{exc.filename}: {exc.strerror}"
+    else:
+        message = str(exc)
+    return Problem(message, code, hint)

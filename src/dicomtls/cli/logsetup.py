@@ -1,0 +1,80 @@
+"""Where the command's log lines go, at what level, and which ones it says itself instead.
+
+Every handler gets :data:`~dicomtls.logs.PRINTABLE`, so lines quoting a peer are escaped
+whoever logs them (asyncio too). A client command reports a failed TLS handshake as its
+error, the one line the user needs; the secure link logs the same failure as a warning
+for servers, where no one else would, so :class:`SaidElsewhere` drops that copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from dicomtls.logs import PRINTABLE
+
+__all__ = ["LEVELS", "SaidElsewhere", "configure", "handshake_failures_said_here"]
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure(level: int, file: Path | None = None) -> logging.Handler:
+    """Log at ``level`` to stderr, or appended to ``file``; replaces earlier handlers."""
+    handler: logging.Handler
+    handler = (
+        logging.StreamHandler() if file is None else logging.FileHandler(file, encoding="utf-8")
+    )
+    handler.addFilter(PRINTABLE)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    return handler
+
+
+#: How :class:`~dicomtls.tls.errors.TLSHandshakeError` begins; matched when a record's
+#: arguments were already turned into text (a message with something escaped).
+_HANDSHAKE = re.compile(r"^TLS handshake with \S+ failed \((?P<side>client|server) side, stage ")
+
+
+class SaidElsewhere(logging.Filter):
+    """Drops the log records of TLS handshake failures of ``sides`` (the command reports them)."""
+
+    def __init__(self, *sides: str) -> None:
+        super().__init__()
+        self.sides = frozenset(sides)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from dicomtls.tls.errors import TLSHandshakeError
+
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) == 1 and isinstance(args[0], TLSHandshakeError):
+            return str(args[0].side) not in self.sides
+        try:
+            found = _HANDSHAKE.match(record.getMessage())
+        except Exception:
+            return True
+        return found is None or found["side"] not in self.sides
+
+
+@contextlib.contextmanager
+def handshake_failures_said_here(*sides: str) -> Iterator[None]:
+    """While inside, the link's log lines for failed handshakes of ``sides`` stay off the
+    root handlers: the command shows those failures itself."""
+    said = SaidElsewhere(*sides)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(said)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(said)

@@ -1,0 +1,200 @@
+"""Every error a user can cause: one line in the command's terms with the fix; with ``--json``,
+a JSON object on stdout (``error``, ``code``, ``hint``) and the same exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicomtls.doctor.report import REJECTION_FIXES
+
+from .test_node_cli import Node, _free_port, run
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    started = Node(tmp_path_factory.mktemp("node"))
+    yield started
+    started.stop()
+
+
+def _one_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line of a failed command: stderr is that line, nothing else."""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dicomtls: error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def _json_error(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    assert "dicomtls: error" not in done.stderr, done.stderr
+    answer = json.loads(done.stdout)
+    assert set(answer) == {"error", "code", "hint"}, answer
+    return answer
+
+
+def test_no_ca_to_trust_is_said_in_cli_terms(node: Node, tmp_path: Path) -> None:
+    """Run from a folder without the quick start's PKI: --ca, and where we looked."""
+    args = ("echo", "127.0.0.1", str(node.port))
+    line = _one_error(run(*args, cwd=tmp_path))
+    assert line.startswith(
+        "dicomtls: error: no CA to trust: pass --ca CA.pem (./dicom-store/pki was not found here)"
+    )
+    assert "ca_files" not in line and "VerifyFlags" not in line
+    done = run(*args, "--json", cwd=tmp_path)
+    assert done.returncode == 1 and _json_error(done)["code"] == "NO_CA"
+
+
+def test_a_certificate_without_its_key(node: Node) -> None:
+    line = _one_error(run("echo", "127.0.0.1", str(node.port), "--tls-cert",
+                          "dicom-store/pki/client-chain.pem", cwd=node.cwd))  # fmt: skip
+    assert line == (
+        "dicomtls: error: --tls-key is missing: dicom-store/pki/client-chain.pem holds no private "
+        "key. Hint: pass the private key of that certificate with --tls-key KEY"
+    )
+    alone = _one_error(run("echo", "127.0.0.1", str(node.port), "--tls-key",
+                           "dicom-store/pki/client.key", cwd=node.cwd))  # fmt: skip
+    assert alone.startswith("dicomtls: error: --tls-key needs --tls-cert")
+
+
+def test_a_wrong_called_ae_title_comes_with_the_fix_doctor_gives(node: Node) -> None:
+    args = ("127.0.0.1", str(node.port), "--called-ae", "WRONG")
+    done = run("echo", *args, cwd=node.cwd)
+    assert done.returncode == 1
+    line = _one_error(done)
+    fix = REJECTION_FIXES["CALLED_AE_NOT_RECOGNIZED"]
+    assert line.startswith(
+        f"dicomtls: error: 127.0.0.1:{node.port} does not answer to called AE title 'WRONG': "
+        f"association rejected (CALLED_AE_NOT_RECOGNIZED). Hint: {fix}"
+    )
+    assert "--called-ae" in fix and "--accept-any-called-ae" in fix and "doctor" in line
+    answer = _json_error(run("echo", *args, "--json", cwd=node.cwd))
+    assert answer["code"] == "CALLED_AE_NOT_RECOGNIZED" and answer["hint"].startswith(fix)
+    doctor = run("doctor", *args, "--json", cwd=node.cwd)
+    step = next(s for s in json.loads(doctor.stdout)["steps"] if s["name"] == "dicom-association")
+    assert (step["code"], step["fix"]) == ("CALLED_AE_NOT_RECOGNIZED", fix)  # the same advice
+
+
+def test_a_port_in_use_is_said_before_anything_is_made(node: Node, tmp_path: Path) -> None:
+    done = run("serve", "--port", str(node.port), cwd=tmp_path)
+    assert done.returncode == 1
+    assert _one_error(done) == (
+        f"dicomtls: error: cannot listen on 0.0.0.0:{node.port}: address already in use. Hint: "
+        "stop what listens there (another dicomtls serve?), or pass --port N"
+    )
+    assert done.stdout == ""  # no first-run banner, no "connect with"
+    assert sorted(tmp_path.iterdir()) == []  # no PKI, no store
+    answer = _json_error(run("serve", "--port", str(node.port), "--json", cwd=tmp_path))
+    assert answer["code"] == "PORT_IN_USE"
+
+
+def test_a_failed_handshake_is_said_once(node: Node) -> None:
+    made = run(
+        "pki", "issue", "dicom-store/pki", "mail-only", "--broken", "no-purpose", cwd=node.cwd
+    )
+    assert made.returncode == 0, made.stderr
+    done = run("echo", "127.0.0.1", str(node.port), "--tls-cert", "dicom-store/pki/mail-only-chain.pem",
+               "--tls-key", "dicom-store/pki/mail-only.key", cwd=node.cwd)  # fmt: skip
+    line = _one_error(done)  # the error, and not the link's WARNING line as well
+    assert "TLS handshake with 127.0.0.1:" in line and "(client side, stage peer-rejected)" in line
+    answer = _json_error(run("echo", "127.0.0.1", str(node.port), "--json", "--tls-cert",
+                             "dicom-store/pki/mail-only-chain.pem", "--tls-key",
+                             "dicom-store/pki/mail-only.key", cwd=node.cwd))  # fmt: skip
+    assert answer["code"] == "UNSUPPORTED_CERTIFICATE" and "extendedKeyUsage" in answer["hint"]
+
+
+def test_a_key_s_password_and_its_certificate_in_cli_terms(node: Node, tmp_path: Path) -> None:
+    from dicomtls.pki import CertificateAuthority
+
+    locked = CertificateAuthority.create("CLI CA").issue("locked")
+    (tmp_path / "locked.pem").write_bytes(locked.cert_chain_pem())
+    (tmp_path / "locked.key").write_bytes(locked.private_key_pem(password=b"right"))
+    ours = ("echo", "127.0.0.1", str(node.port), "--ca", "locked.pem", "--tls-cert", "locked.pem")
+    cases = [
+        (("--tls-key", "locked.key"), "private key locked.key is encrypted. Hint: pass its "
+         "password with --key-password (or DICOMTLS_KEY_PASSWORD)"),
+        (("--tls-key", "locked.key", "--key-password", "wrong"), "wrong password for private key "
+         "locked.key. Hint: pass the key's own password with --key-password"),
+        (("--tls-key", str(node.cwd / "dicom-store" / "pki" / "client.key")), "Hint: pass the key of "
+         "--tls-cert with --tls-key"),
+    ]  # fmt: skip
+    for args, said in cases:
+        line = _one_error(run(*ours, *args, cwd=tmp_path))
+        assert line.startswith("dicomtls: error: ") and line.endswith(said), line
+
+
+def _failures(node: Node, tmp_path: Path) -> list[tuple[str, ...]]:
+    """One mistake per command (a closed port, a bad value, a missing file...)."""
+    closed = str(_free_port())
+    ca = ("--ca", str(node.cwd / "dicom-store" / "pki" / "ca.pem"))
+    (tmp_path / "not-a-cert.pem").write_text("hello\n")
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "ca.pem").write_text("")
+    return [
+        ("echo", "127.0.0.1", closed, *ca),
+        ("store", "127.0.0.1", closed, "not-a-cert.pem", *ca),
+        ("find", "127.0.0.1", closed, "-k", "PatientID=1", *ca),
+        ("move", "127.0.0.1", closed, "--dest", "VIEWER", "-k", "StudyInstanceUID=1.2", *ca),
+        ("get", "127.0.0.1", closed, "--out", "out", "-k", "StudyInstanceUID=1.2", *ca),
+        ("doctor", "127.0.0.1", closed, "--ca", "missing.pem"),
+        ("serve", "--port", str(node.port)),
+        ("pki", "init", "pki"),
+        ("pki", "issue", "pki", "x"),
+        ("inspect", "not-a-cert.pem"),
+        ("ciphers", "--profile", "bogus"),
+        ("index", "--rebuild", "--store", "nowhere"),
+    ]
+
+
+def test_every_command_answers_in_one_line_or_in_json(node: Node, tmp_path: Path) -> None:
+    for args in _failures(node, tmp_path):
+        said = run(*args, cwd=tmp_path)
+        assert said.returncode in (1, 2), (args, said.stderr)
+        line = _one_error(said)
+        answered = run(*args, "--json", cwd=tmp_path)
+        assert answered.returncode == said.returncode, (args, answered.stdout, answered.stderr)
+        answer = _json_error(answered)
+        assert answer["error"] in line and answer["code"], (args, answer)
+
+
+def test_usage_errors_are_one_line_too(tmp_path: Path) -> None:
+    done = run("echo", cwd=tmp_path)
+    assert done.returncode == 2
+    assert _one_error(done) == (
+        "dicomtls: error: Missing argument 'HOST'. Hint: see dicomtls echo --help"
+    )
+    typo = run("echo", "localhost", "2762", "--jsn", cwd=tmp_path)
+    assert _one_error(typo) == (
+        "dicomtls: error: No such option '--jsn'. Did you mean '--json'? Hint: see dicomtls echo --help"
+    )
+
+
+def test_debug_shows_the_traceback_before_or_after_the_command(tmp_path: Path) -> None:
+    closed = str(_free_port())
+    plain = run("echo", "127.0.0.1", closed, "--no-tls", cwd=tmp_path)
+    assert "dicomtls: error: cannot connect to 127.0.0.1:" in plain.stderr
+    assert "Traceback" not in plain.stderr
+    for args in (
+        ("--debug", "echo", "127.0.0.1", closed),
+        ("echo", "127.0.0.1", closed, "--debug"),
+    ):
+        done = run(*args, "--no-tls", cwd=tmp_path)
+        assert done.returncode == 1
+        assert "Traceback" in done.stderr and "ConnectError" in done.stderr, done.stderr
+
+
+def test_a_service_the_node_does_not_grant(tmp_path: Path) -> None:
+    (tmp_path / "node.toml").write_text('[access]\ndefault_services = ["echo"]\n')
+    strict = Node(tmp_path, "--config", "node.toml")
+    try:
+        args = ("find", "127.0.0.1", str(strict.port), "-k", "PatientID=1")
+        line = _one_error(run(*args, cwd=tmp_path))
+        answer = _json_error(run(*args, "--json", cwd=tmp_path))
+    finally:
+        strict.stop()
+    assert "did not accept C-FIND SOP class" in line and "'DICOMTLS-SCU'" in line
+    assert answer["code"] == "NOT_ACCEPTED" and "default_services" in answer["hint"]

@@ -1,0 +1,195 @@
+"""The first hour with the command: what a new user meets after the README, item by item (issue 17)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from dicomtls.pki import BrokenKind
+
+from ..interop.conftest import RsaPKI, storescp
+from .test_node_cli import ENV, EXE, Node, _folder, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    started = Node(tmp_path_factory.mktemp("node"))
+    yield started
+    started.stop()
+
+
+# -- serve: its log, and how it stops -----------------------------------------------------------
+
+
+def _log_lines(path: Path, level: str) -> list[str]:
+    return [
+        line
+        for line in path.read_text().splitlines()
+        if f" {level} dicomtls.node: association from" in line
+    ]
+
+
+def test_one_info_line_per_association_in_the_log_file(tmp_path: Path) -> None:
+    served = Node(tmp_path, "--log-file", "node.log")
+    try:
+        stored = run("store", "127.0.0.1", str(served.port), str(_folder(tmp_path)), cwd=tmp_path)
+        echo = run("echo", "127.0.0.1", str(served.port), cwd=tmp_path)
+        assert stored.returncode == 0 and echo.returncode == 0, stored.stderr + echo.stderr
+    finally:
+        console = served.stop()
+    assert served.proc.returncode == 0
+    assert " INFO " not in console and " WARNING " not in console  # the log went to the file
+    lines = _log_lines(tmp_path / "node.log", "INFO")
+    assert len(lines) == 2, lines
+    size = sum(p.stat().st_size for p in (tmp_path / "folder").rglob("*.dcm"))
+    pattern = (
+        r"association from 127\.0\.0\.1:\d+ \(calling 'DICOMTLS-SCU', called 'DICOMTLS', "
+        r"TLSv1\.3 TLS_\w+\) released after \d+\.\d\d s: {stored} stored \({size} bytes\), "
+        r"0 refused, 0 sent \(0 bytes\), 0 queries$"
+    )
+    assert re.search(pattern.format(stored=3, size=r"[\d,]+"), lines[0]), lines[0]
+    received = re.search(r"stored \(([\d,]+) bytes\)", lines[0])
+    assert (
+        received is not None and 0 < int(received[1].replace(",", "")) < size
+    )  # data sets: the files less their Part 10 headers
+    assert re.search(pattern.format(stored=0, size="0"), lines[1]), lines[1]
+
+
+def test_log_level_warning_leaves_the_associations_out(tmp_path: Path) -> None:
+    served = Node(tmp_path, "--log-level", "warning", "--log-file", "node.log")
+    try:
+        assert run("echo", "127.0.0.1", str(served.port), cwd=tmp_path).returncode == 0
+        wrong = run("echo", "127.0.0.1", str(served.port), "--called-ae", "WRONG", cwd=tmp_path)
+        assert wrong.returncode == 1
+    finally:
+        served.stop()
+    text = (tmp_path / "node.log").read_text()
+    assert _log_lines(tmp_path / "node.log", "INFO") == [] and " INFO " not in text
+    assert "rejected: CALLED_AE_NOT_RECOGNIZED" in text  # the warning is there
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_the_node_cleanly(tmp_path: Path, signum: int) -> None:
+    served = Node(tmp_path)
+    assert "Ctrl-C stops it" in served.output[-1]
+    served.proc.send_signal(signum)
+    rest, _ = served.proc.communicate(timeout=60)
+    assert served.proc.returncode == 0
+    assert "shutting down: running transfers may finish" in rest and "Traceback" not in rest
+
+
+# -- clients --------------------------------------------------------------------------------------
+
+
+def test_echo_says_success_once_and_lists_the_leaf_once(node: Node) -> None:
+    said = run("echo", "127.0.0.1", str(node.port), cwd=node.cwd)
+    assert re.fullmatch(
+        rf"C-ECHO 127\.0\.0\.1:{node.port} \(DICOMTLS\): 0x0000 success in \d+ ms\n", said.stdout
+    )
+    shown = json.loads(run("echo", "127.0.0.1", str(node.port), "--json", cwd=node.cwd).stdout)
+    chain = shown["tls"]["peer_chain"]
+    assert [(c["depth"], c["subject"]) for c in chain] == [
+        (0, "CN = server, O = dicomtls test PKI"),
+        (1, "CN = dicomtls Local CA, O = dicomtls test PKI"),
+    ]
+
+
+def test_get_out_leaves_the_objects_and_nothing_else(node: Node, tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    assert run("store", "127.0.0.1", str(node.port), str(folder), cwd=node.cwd).returncode == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own")
+    study = pydicom.dcmread(next(folder.rglob("*.dcm"))).StudyInstanceUID
+    got = run("get", "127.0.0.1", str(node.port), "--out", str(mine), "-k", f"StudyInstanceUID={study}",
+              "--json", cwd=node.cwd)  # fmt: skip
+    assert got.returncode == 0 and json.loads(got.stdout)["completed"] == 3, got.stderr
+    sent = {f"{pydicom.dcmread(p).SOPInstanceUID}.dcm" for p in folder.rglob("*.dcm")}
+    assert {p.name for p in mine.iterdir()} == sent | {"notes.txt"}  # no .incoming, .spare, *.part
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.interop
+def test_doctor_exits_0_against_a_tls_1_3_only_storescp(tmp_path: Path) -> None:
+    """DCMTK's TLS 1.2 suites need an RSA key: with an EC one storescp speaks TLS 1.3 only,
+    so there are no TLS 1.2 suites to judge (SKIP), and nothing to fix."""
+    assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    pki = RsaPKI(tmp_path / "pki" / "ca.pem", {"scp": (tmp_path / "pki" / "server-chain.pem",
+                                                        tmp_path / "pki" / "server.key")})  # fmt: skip
+
+    async def probe() -> subprocess.CompletedProcess[str]:
+        async with storescp(pki, tmp_path) as port:
+            return await asyncio.to_thread(
+                run, "doctor", "127.0.0.1", str(port), "--called-ae", "STORESCP", "--json",
+                "--ca", "pki/ca.pem", "--tls-cert", "pki/client-chain.pem",
+                "--tls-key", "pki/client.key", cwd=tmp_path,
+            )  # fmt: skip
+
+    done = asyncio.run(probe())
+    steps = {s["name"]: s["verdict"] for s in json.loads(done.stdout)["steps"]}
+    assert steps.pop("cipher-suites") == "SKIP" and set(steps.values()) == {"PASS"}, steps
+    assert json.loads(done.stdout)["steps"][3]["summary"] == "accepts TLSv1.3"
+    assert done.returncode == 0, done.stdout
+
+
+# -- help, start-up, checkout ----------------------------------------------------------------------
+
+
+def test_pki_issue_help_gives_each_broken_kind_its_line(tmp_path: Path) -> None:
+    shown = run("pki", "issue", "--help", cwd=tmp_path).stdout.splitlines()
+    for kind in BrokenKind:
+        assert f"    {kind.value}: {kind.description}" in shown, kind
+    assert any(line.strip().startswith("dicomtls pki issue ./pki") for line in shown)
+
+
+def test_debug_is_a_flag_of_every_command_too(tmp_path: Path) -> None:
+    done = run("ciphers", "--profile", "bcp195-rfc8996", "--debug", cwd=tmp_path)
+    assert done.returncode == 0 and "TLS_AES_128_GCM_SHA256" in done.stdout
+
+
+def test_the_command_starts_where_python_has_no_resource_module(tmp_path: Path) -> None:
+    """Windows has no ``resource``: the CLI must start, and the node must not need it."""
+    script = (
+        "import sys; sys.modules['resource'] = None\n"  # import resource -> ImportError
+        "from dicomtls.node.node import _enough_files\n"
+        "_enough_files(100, 16, 512)\n"
+        "sys.argv = ['dicomtls', '--version']\n"
+        "from dicomtls.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0 and done.stdout.startswith("dicomtls, version"), done.stderr
+
+
+def test_the_quick_start_store_is_not_something_to_commit() -> None:
+    for made in ("dicom-store/index.sqlite", "dicom-store-ca/ca.key", "dicom-store/pki/ca.pem"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", made], cwd=ROOT)
+        assert ignored.returncode == 0, made
+
+
+def test_the_demo_prints_its_story_and_nothing_on_stderr(tmp_path: Path) -> None:
+    """The handshake failure it explains is shown from both sides, not logged again, and its
+    node holds no trusted CA's key (the CA key is kept away from the CA file it trusts)."""
+    done = subprocess.run(
+        [EXE, "demo"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120
+    )
+    assert done.returncode == 0 and "demo: all went as expected" in done.stdout
+    assert done.stderr == ""
+    assert done.stdout.count("TLS handshake with 127.0.0.1:") == 2  # client side, server log line
+    quiet = subprocess.run(
+        [EXE, "demo", "--json"], cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=120
+    )
+    assert (quiet.returncode, json.loads(quiet.stdout), quiet.stderr) == (0, {"ok": True}, "")
