@@ -27,6 +27,9 @@ command -v storescp >/dev/null 2>&1 && command -v echoscu >/dev/null 2>&1 || mis
 command -v Orthanc >/dev/null 2>&1 || missing+=(orthanc)
 command -v rsyslogd >/dev/null 2>&1 || missing+=(rsyslog)
 ls /usr/lib/*/rsyslog/lmnsd_ossl.so >/dev/null 2>&1 || missing+=(rsyslog-openssl)
+# scale-out tests: PostgreSQL (the shared index) and HAProxy (the balancer); SeaweedFS is on PyPI
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql postgresql-contrib)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing Debian packages for the tests: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

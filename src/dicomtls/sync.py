@@ -20,7 +20,7 @@ from dicomtls.net import association as _async
 from dicomtls.net import client as _client
 from dicomtls.net import scp as _scp
 from dicomtls.net.hooks import Services, StoreTarget
-from dicomtls.net.link import LinkEvents, TLSSource
+from dicomtls.net.link import LinkEvents, ProxyProtocol, TLSSource
 from dicomtls.net.qr_scu import QueryModel, RetrieveResult
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
@@ -241,12 +241,15 @@ def serve_dicom(
     *,
     limits: _scp.Limits | None = None,
     events: LinkEvents | None = None,
+    proxy: ProxyProtocol | None = None,
 ) -> DicomServer:
     """Blocking :func:`dicomtls.aio.serve_dicom`: returns once the server listens."""
     runner = _LoopThread(f"dicomtls server on {host}:{port}")
     try:
         inner = runner.run(
-            _scp.serve_dicom(host, port, tls, policy, services, limits=limits, events=events)
+            _scp.serve_dicom(
+                host, port, tls, policy, services, limits=limits, events=events, proxy=proxy
+            )
         )
     except BaseException:
         runner.stop()

@@ -1,7 +1,8 @@
 """The index's C-FIND and C-MOVE/C-GET selection, by PS3.4 C.2.2.2 and C.4.
 
-Two patients in one real SQLite index: every query names who it is about, and the
-answer never holds the other patient. Identifiers a baseline (hierarchical) request may
+Two patients in one real index, SQLite (the embedded default) and PostgreSQL (several
+nodes): every test runs against both and must get the same answers. Every query names
+who it is about, and the answer never holds the other patient. Identifiers a baseline (hierarchical) request may
 not carry are refused with the status the dispatcher sends.
 """
 
@@ -18,6 +19,9 @@ from dicomtls.dimse.status import Status
 from dicomtls.net.hooks import StatusError
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.index import MAX_MATCH_LENGTH, Index, QueryError
+from dicomtls.node.index_pg import PostgresIndex
+
+from ..servers import postgres  # noqa: F401  (a real PostgreSQL, started once per session)
 
 # Query keys may break their VR's rules (wild cards in UIDs, long patterns): pydicom says so.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.valuerep")
@@ -40,9 +44,12 @@ NAMES = {A: "Alpha^Ann", B: "Beta^Bob"}
 DATES = {A_STUDY: "20240101", A_STUDY2: "20240301", B_STUDY: "20240201"}
 
 
-@pytest.fixture
-def index(tmp_path: Path) -> Iterator[Index]:
-    index = Index(tmp_path / "index.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Index]:
+    if request.param == "sqlite":
+        index: Index | PostgresIndex = Index(tmp_path / "index.sqlite")
+    else:
+        index = PostgresIndex(request.getfixturevalue("postgres").new_database())
     for uid, (patient, study, series, modality, sop_class, number) in INSTANCES.items():
         attributes = {
             "PatientID": patient, "PatientName": NAMES[patient], "StudyInstanceUID": study,
@@ -50,7 +57,7 @@ def index(tmp_path: Path) -> Iterator[Index]:
             "SOPInstanceUID": uid, "SOPClassUID": sop_class, "InstanceNumber": number,
         }  # fmt: skip
         index.add(tmp_path / f"{uid}.dcm", attributes)
-    yield index
+    yield index  # type: ignore[misc]  (the same calls, either backend)
     index.close()
 
 

@@ -149,6 +149,27 @@ def _destination(value: object) -> str:
     return text
 
 
+def _url(*schemes: str, example: str) -> Callable[[object], object]:
+    def check(value: object) -> str:
+        text = _text(value)
+        if not text.startswith(schemes):
+            raise ValueError(f"give {example}")
+        return text
+
+    return check
+
+
+def _network(value: object) -> str:
+    import ipaddress
+
+    text = _text(value)
+    try:
+        ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError:
+        raise ValueError("give a network, e.g. 10.0.0.5/32 (no host bits past the prefix)") from None
+    return text
+
+
 def _audit(value: object) -> str:
     """The sink's scheme; the rest is read (and its files opened) when the node starts."""
     text = _text(value)
@@ -278,6 +299,24 @@ SERVE: tuple[Setting, ...] = (
     Setting("file_mode", Kind(click.STRING, _file_mode, _octal), "0600", "Mode of stored objects, index "
             "and audit file: 0600, or 0640 to let the node's group read (folders 0700/0750); "
             "never wider.", metavar="MODE"),
+    # -- several nodes (docs/scale-out.md) --
+    Setting("index", Kind(click.STRING, _url("postgresql://", "postgres://", example="postgresql://USER@HOST/DB")),
+            None, "Keep the index in PostgreSQL, shared by several nodes.", metavar="URL",
+            default_text="SQLite in the store"),
+    Setting("objects", Kind(click.STRING, _url("s3://", example="s3://BUCKET?endpoint=URL")), None,
+            "Keep objects in S3 (needs --index; credentials from the environment as AWS tools "
+            "read them).", metavar="URL", default_text="the store"),
+    Setting("proxy_protocol", FLAG, False, "Behind a TCP balancer: every connection starts with "
+            "a PROXY v2 header from --trusted-proxy, naming the client.", flag=True),
+    Setting("trusted_proxies", Kind(click.STRING, _network), (), "A balancer network allowed to "
+            "send PROXY headers (repeatable).", many=True, option="--trusted-proxy", metavar="CIDR"),
+    Setting("proxy_header_timeout", SECONDS, 5.0, "Close a balancer's connection whose PROXY "
+            "header is not complete this long after it was accepted.", metavar="SECONDS"),
+    Setting("drain_seconds", SECONDS, None, "On SIGTERM, answer /healthz 503 this long before "
+            "stopping, so a balancer moves new clients elsewhere (SIGUSR1: drain only).",
+            metavar="SECONDS", default_text="0"),
+    Setting("janitor_interval", SECONDS, 600.0, "With --objects: how often this node offers to "
+            "remove uploads no index row names (one node at a time).", metavar="SECONDS"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "What the node "
             "logs: info is one line per association and every warning."),
     Setting("log_file", NEW_FILE, None, "Append log lines to this file instead of stderr.",

@@ -13,6 +13,7 @@ import errno
 import json
 import signal
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,14 @@ from dicomtls.cli.logsetup import LEVELS, configure
 from dicomtls.cli.render import make_console, shown, verify_printer
 from dicomtls.cli.tlsopts import TLSOptions
 from dicomtls.logs import get_logger
+from dicomtls.net.proxy import ProxyProtocol
 from dicomtls.net.scp import Limits
+from dicomtls.node.backends import open_backends
 from dicomtls.node.index import Index
+from dicomtls.node.index_pg import IndexUnavailable, PostgresIndex
 from dicomtls.node.node import NodeConfig, start_node
 from dicomtls.node.policy import AccessPolicy, PolicyError
+from dicomtls.node.s3 import S3Error
 from dicomtls.node.storage import (
     GROUP_FILE_MODE,
     PRIVATE_FILE_MODE,
@@ -184,6 +189,7 @@ def serve(ctx: click.Context, /, config_file: Path | None, print_config: bool, a
       dicomtls serve --config node.toml --print-config
       dicomtls serve --audit file:audit.log --audit udp://127.0.0.1:514 --metrics-port 9102
       dicomtls serve --log-level warning --log-file node.log
+      dicomtls serve --index postgresql://dicom@db/pacs --objects 's3://pacs?endpoint=https://s3.example.org' --trusted-proxy 10.0.0.5/32
     """
     config = resolve(ctx, given, config_file, check_files=not print_config)
     destinations = _destinations(config)
@@ -225,16 +231,41 @@ def _start(ctx: click.Context, config: Resolved, tls: TLSOptions, access: Access
                              access=access, audit=audit, metrics_port=config["metrics_port"],
                              metrics_host=config["metrics_host"],
                              file_mode=parse_file_mode(config["file_mode"]),
-                             accept_any_called_ae=config["accept_any_called_ae"])  # fmt: skip
-    asyncio.run(_serve(node_config))
+                             accept_any_called_ae=config["accept_any_called_ae"],
+                             index=config["index"], objects=config["objects"],
+                             proxy=_proxy(config), janitor_interval=config["janitor_interval"])  # fmt: skip
+    asyncio.run(_serve(node_config, config["drain_seconds"] or 0.0))
 
 
-async def _serve(config: NodeConfig) -> None:
-    node = await start_node(config)
+def _proxy(config: Resolved) -> ProxyProtocol | None:
+    """PROXY protocol v2: proxy_protocol = true (or --trusted-proxy) and the trusted networks."""
+    trusted = list(config["trusted_proxies"])
+    if not (config["proxy_protocol"] or trusted):
+        return None
+    try:
+        return ProxyProtocol.from_config(trusted, header_timeout=config["proxy_header_timeout"])
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint="trusted_proxies = [\"10.0.0.5/32\"] (--trusted-proxy)") from None
+
+
+async def _serve(config: NodeConfig, drain_seconds: float = 0.0) -> None:
+    try:
+        node = await start_node(config)
+    except (ValueError, IndexUnavailable, S3Error) as exc:  # a setting, or the index away
+        raise UserError(str(exc), code="BACKEND") from None
     stop = asyncio.Event()
+    draining = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+
+    def terminate() -> None:  # first SIGTERM: drain, then stop; a second one: stop now
+        if draining.is_set() or not drain_seconds:
+            stop.set()
+        node.drain()
+        draining.set()
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    loop.add_signal_handler(signal.SIGUSR1, node.drain)
     loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     mode = "TLS " + config.tls.security_profile.name if config.tls else "plain TCP (no TLS)"
     if node.metrics_server is not None:
@@ -242,7 +273,14 @@ async def _serve(config: NodeConfig) -> None:
     console.print(f"dicomtls node {shown(config.ae_title)} listening on {shown(config.host)}:{node.port} "
                   f"({mode}); store {shown(config.store)} ({node.index.count()} objects indexed); "
                   "Ctrl-C stops it")  # fmt: skip
-    await stop.wait()
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(draining.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if not stop.is_set():
+        console.print(f"draining: /healthz answers 503 for {drain_seconds:g} s, then the node stops")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), drain_seconds)
+    for waiter in waiters:
+        waiter.cancel()
     console.print("shutting down: running transfers may finish")
     await node.close()
 
@@ -280,6 +318,40 @@ def index(store: Path, rebuild: bool, as_json: bool) -> None:
     console.print(f"indexed {indexed} object(s) from {shown(store)}; {bad} unreadable file(s) skipped")
 
 
+@click.command("janitor")
+@click.option("--index", "index_url", required=True, metavar="URL", help="The nodes' PostgreSQL index.")
+@click.option("--objects", "objects_url", required=True, metavar="URL", help="Their S3 bucket (s3://BUCKET?endpoint=URL).")
+@click.option("--grace", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
+              help="Leave uploads younger than this alone (they may still be indexed).")  # fmt: skip
+def janitor(index_url: str, objects_url: str, grace: float) -> None:
+    """Remove objects in S3 that no index row names (uploads of a node that died mid-store,
+    copies a re-send replaced). Nodes with objects in S3 run it themselves every 10 minutes,
+    one at a time; this runs one pass now.
+
+    \b
+    Example:
+      dicomtls janitor --index postgresql://dicom@db/pacs --objects 's3://pacs?endpoint=http://s3:8333'
+    """
+    from dicomtls.node.janitor import Janitor
+    from dicomtls.node.objects_s3 import S3ObjectStore
+
+    with tempfile.TemporaryDirectory(prefix="dicomtls-janitor-") as spool:  # reads nothing into it
+        try:
+            backends = open_backends(Path(spool), index=index_url, objects=objects_url)
+        except (ValueError, IndexUnavailable, S3Error) as exc:
+            raise UserError(str(exc), code="BACKEND") from None
+        with contextlib.closing(backends):
+            assert isinstance(backends.index, PostgresIndex)
+            assert isinstance(backends.store, S3ObjectStore)
+            swept = Janitor(backends.index, backends.store).run(grace)
+    if swept is None:
+        console.print("janitor: another node's janitor is running; nothing done")
+        return
+    console.print(f"janitor: removed {swept.removed} object(s) no index row names; "
+                  f"{swept.failed} left for the next run")  # fmt: skip
+
+
 def register(group: click.Group) -> None:
     group.add_command(serve)
     group.add_command(index)
+    group.add_command(janitor)

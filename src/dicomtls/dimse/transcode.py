@@ -56,8 +56,9 @@ def transcode(header: Part10Header, target: str) -> bytes:
     if target not in TARGETS:
         raise TranscodeError(f"cannot write {syntax_name(target)}")
     source = header.transfer_syntax_uid
-    try:
-        dataset = pydicom.dcmread(header.path)
+    try:  # through the path's own open: an object store's path reads from there
+        with header.path.open("rb") as stored:
+            dataset = pydicom.dcmread(stored)
     except Exception as exc:
         raise TranscodeError(f"cannot read {header.path.name}: {exc}") from None
     if not is_native(source):

@@ -26,6 +26,7 @@ from typing import Any
 from dicomtls.errors import ConnectError
 from dicomtls.logs import get_logger
 from dicomtls.net.pending import HandshakeLimits, PendingHandshakes, address_key
+from dicomtls.net.proxy import ProxyHeaderError, ProxyProtocol, parse_header
 from dicomtls.tls.engine import TLSClosed, TLSEngine
 from dicomtls.tls.errors import TLSError, TLSHandshakeError
 from dicomtls.tls.flags import Side
@@ -35,6 +36,7 @@ from dicomtls.tls.settings import TLSSettings
 __all__ = [
     "HandshakeLimits",
     "LinkEvents",
+    "ProxyProtocol",
     "SecureLink",
     "Server",
     "TLSSource",
@@ -90,8 +92,11 @@ class LinkEvents:
     """The handshake finished: ``None`` on success, else the error that ended it."""
     on_refused: Callable[[str, str], None] | None = None
     """Server: a connection from the peer was closed at once, before any TLS work, because
-    too many handshakes were pending; the reason is ``pending-handshakes`` (in total) or
-    ``pending-handshakes-per-peer``. Called for every such connection: count, don't log."""
+    too many handshakes were pending (the reason is ``pending-handshakes`` in total or
+    ``pending-handshakes-per-peer``) or, with the PROXY protocol, because it came from an
+    untrusted address (``proxy-untrusted``), had no valid header in time (``proxy-header``)
+    or was the proxy's own health check (``proxy-local``, closed quietly). Called for every
+    such connection: count, don't log."""
 
 
 def _peer_name(transport: asyncio.BaseTransport, which: str = "peername") -> str:
@@ -100,6 +105,11 @@ def _peer_name(transport: asyncio.BaseTransport, which: str = "peername") -> str
         host = address[0]
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
     return str(address)
+
+
+def _host_of(transport: asyncio.BaseTransport) -> str:
+    address = transport.get_extra_info("peername")
+    return str(address[0] if isinstance(address, tuple) else address)
 
 
 def _forget_frames(error: BaseException) -> None:
@@ -212,9 +222,13 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         events: LinkEvents,
         server_hostname: str | None = None,
         pending: PendingHandshakes | None = None,
+        proxy: ProxyProtocol | None = None,
     ) -> None:
         self._tls = tls
         self._pending = pending
+        self._proxy = proxy
+        self._proxy_header: bytearray | None = None  # set while the PROXY header is awaited
+        self._proxy_key: str | None = None
         self._side = side
         self._events = events
         self._server_hostname = server_hostname
@@ -246,7 +260,14 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         self.peer = _peer_name(transport)
-        if self._tls is not None and self._pending is not None and not self._admit(transport):
+        if self._proxy is not None:
+            self._await_proxy_header(transport, self._proxy)
+            return
+        self._start(transport, _host_of(transport))
+
+    def _start(self, transport: asyncio.Transport, host: str) -> None:
+        """The connection is the client's (``host``): admit it, then start TLS."""
+        if self._tls is not None and self._pending is not None and not self._admit(transport, host):
             return
         self.local = _peer_name(transport, "sockname")
         sock = transport.get_extra_info("socket")
@@ -272,6 +293,92 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         except TLSHandshakeError as exc:
             self._fail_handshake(exc)
 
+    # -- PROXY protocol v2 (net/proxy.py): the client's address, from a trusted balancer ------
+
+    def _await_proxy_header(self, transport: asyncio.Transport, proxy: ProxyProtocol) -> None:
+        """Only a trusted proxy may say who the client is; it must say so at once. Until it
+        has, the connection counts against the pending-handshake total (not a per-peer
+        quota: one balancer carries everyone), and holds at most ``max_header`` bytes."""
+        host = _host_of(transport)
+        if not proxy.trusts(host):
+            log.warning(
+                "connection from %s refused: not a trusted proxy (trusted_proxies: %s), and "
+                "every connection must come through one (proxy_protocol)",
+                self.peer, proxy.describe(),
+            )  # fmt: skip
+            self._refuse("proxy-untrusted", "not a trusted proxy")
+            return
+        if self._pending is not None:
+            key = address_key(host)
+            if not self._pending.admit(key, self.peer, per_peer=False):
+                transport.abort()
+                self.ready.set_exception(ConnectionRefusedError(f"{self.peer}: too many pending"))
+                return
+            self._proxy_key = key
+        self._proxy_header = bytearray()
+        self._timer = self._loop.call_later(proxy.header_timeout, self._proxy_timed_out)
+
+    def _release_proxy_slot(self) -> None:
+        if self._proxy_key is not None and self._pending is not None:
+            self._pending.release(self._proxy_key)
+        self._proxy_key = None
+
+    def _proxy_received(self, data: memoryview) -> None:
+        buffer, proxy = self._proxy_header, self._proxy
+        assert buffer is not None and proxy is not None and self._transport is not None
+        taken = data[: proxy.max_header + 1 - len(buffer)]  # never more than the bound
+        buffer += taken
+        try:
+            header = parse_header(buffer, proxy.max_header)
+        except ProxyHeaderError as exc:
+            log.warning("connection from proxy %s refused: %s", self.peer, exc)
+            self._refuse("proxy-header", str(exc))
+            return
+        if header is None:
+            return
+        self._proxy_header = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._release_proxy_slot()
+        if header.local:  # the balancer's own health check: nothing to say about it
+            self._refuse("proxy-local", "PROXY LOCAL", quietly=True)
+            return
+        rest = bytes(buffer[header.length :]) + bytes(data[len(taken) :])  # the client's own
+        via = self.peer
+        self.peer = header.peer
+        log.debug("connection from %s via proxy %s", self.peer, via)
+        assert header.source is not None
+        self._start(self._transport, header.source[0])
+        if rest and not self._transport.is_closing():
+            self._received(memoryview(rest))
+
+    def _proxy_timed_out(self) -> None:
+        if self._proxy_header is None or self._proxy is None:
+            return
+        log.warning(
+            "connection from proxy %s refused: no complete PROXY v2 header within %s s",
+            self.peer, self._proxy.header_timeout,
+        )  # fmt: skip
+        self._refuse("proxy-header", "no PROXY header in time")
+
+    def _refuse(self, reason: str, why: str, *, quietly: bool = False) -> None:
+        """Close before any TLS work; counted through ``on_refused`` (never audited)."""
+        self._proxy_header = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._release_proxy_slot()
+        if self._transport is not None:
+            if quietly:
+                self._transport.close()
+            else:
+                self._transport.abort()
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionRefusedError(f"{self.peer}: {why}"))
+        if self._events.on_refused is not None:
+            self._events.on_refused(self.peer, reason)
+
     def get_buffer(self, sizehint: int) -> memoryview:
         return _receive_buffer()  # shared: the engine copies it in, plain TCP copies it out
 
@@ -279,6 +386,12 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         if self._quickack is not None and nbytes < _SMALL_READ:
             self._acknowledge_at_once(self._quickack)
         data = _receive_buffer()[:nbytes]
+        if self._proxy_header is not None:
+            self._proxy_received(data)
+            return
+        self._received(data)
+
+    def _received(self, data: memoryview) -> None:
         engine = self.engine
         if engine is None:
             self._deliver(bytes(data))
@@ -290,7 +403,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
                 if not engine.handshake_complete:
                     return
             # Application data stays encrypted until the reader asks (read_into).
-            self._ciphertext += nbytes
+            self._ciphertext += len(data)
             self._pause_if_full(self._ciphertext)
             self._wake_reader()
         except TLSHandshakeError as exc:
@@ -328,6 +441,8 @@ class _LinkProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._proxy_header = None
+        self._release_proxy_slot()
         engine = self.engine
         explained = None
         if engine is not None and not self._handshake_failed:
@@ -365,13 +480,12 @@ class _LinkProtocol(asyncio.BufferedProtocol):
 
     # -- handshake ------------------------------------------------------------------------
 
-    def _admit(self, transport: asyncio.Transport) -> bool:
+    def _admit(self, transport: asyncio.Transport, host: str) -> bool:
         """Count this connection's handshake against the server's bounds, or close it now,
         before OpenSSL is asked for anything: a refusal costs an accept and a close."""
         pending = self._pending
         assert pending is not None
-        address = transport.get_extra_info("peername")
-        key = address_key(str(address[0] if isinstance(address, tuple) else address))
+        key = address_key(host)
         if not pending.admit(key, self.peer):
             transport.abort()
             self.ready.set_exception(
@@ -705,6 +819,7 @@ async def serve(
     *,
     events: LinkEvents | None = None,
     handshakes: HandshakeLimits | None = None,
+    proxy: ProxyProtocol | None = None,
 ) -> Server:
     """Listen on ``host:port``; every link whose handshake succeeds goes to ``handler``.
 
@@ -713,7 +828,9 @@ async def serve(
     callable ``tls``, each new connection uses what it returns at that moment.
     TLS handshakes in progress are bounded per peer address and in total by
     ``handshakes`` (default :class:`HandshakeLimits`): a connection over a bound is
-    closed at once (see :mod:`dicomtls.net.pending`).
+    closed at once (see :mod:`dicomtls.net.pending`). With ``proxy``, every connection must
+    come from a trusted proxy and start with a PROXY v2 header, read before the TLS
+    ClientHello; the client it names is the link's ``peer`` (see :mod:`dicomtls.net.proxy`).
     """
     loop = asyncio.get_running_loop()
     events = events or LinkEvents()
@@ -737,7 +854,9 @@ async def serve(
             await link.close()
 
     def factory() -> _LinkProtocol:
-        protocol = _LinkProtocol(current_settings(tls), Side.SERVER, events, pending=pending)
+        protocol = _LinkProtocol(
+            current_settings(tls), Side.SERVER, events, pending=pending, proxy=proxy
+        )
         task = loop.create_task(run(protocol))
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -105,12 +105,16 @@ class PendingHandshakes:
     def pending(self, key: str) -> int:
         return self._per_peer[key]
 
-    def admit(self, key: str, peer: str) -> bool:
-        """Count a new connection from ``peer`` (address ``key``), or refuse it: False."""
+    def admit(self, key: str, peer: str, *, per_peer: bool = True) -> bool:
+        """Count a new connection from ``peer`` (address ``key``), or refuse it: False.
+
+        ``per_peer=False``: a trusted proxy's connection awaiting its PROXY header, counted
+        in the total only (one balancer carries every client).
+        """
         if self.total >= self.limits.total:
             self._refuse(key, peer, "pending-handshakes")
             return False
-        if self._per_peer[key] >= self.limits.per_peer:
+        if per_peer and self._per_peer[key] >= self.limits.per_peer:
             self._refuse(key, peer, "pending-handshakes-per-peer")
             return False
         self._per_peer[key] += 1

@@ -40,7 +40,7 @@ from dicomtls.net.hooks import (
     RetrieveHandler,
     Services,
 )
-from dicomtls.net.link import LinkEvents, SecureLink, TLSSource, serve
+from dicomtls.net.link import LinkEvents, ProxyProtocol, SecureLink, TLSSource, serve
 from dicomtls.net.pending import HandshakeLimits
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request, rejection
 from dicomtls.ul.connection import Aborted, AssociationRequested, Role, UpperLayer
@@ -122,6 +122,7 @@ async def serve_dicom(
     *,
     limits: Limits | None = None,
     events: LinkEvents | None = None,
+    proxy: ProxyProtocol | None = None,
 ) -> DicomServer:
     """Accept associations on ``host:port`` and serve them with ``services``.
 
@@ -154,7 +155,9 @@ async def serve_dicom(
             if not active[address]:
                 del active[address]
 
-    server = await serve(handler, host, port, tls, events=events, handshakes=limits.handshakes())
+    server = await serve(
+        handler, host, port, tls, events=events, handshakes=limits.handshakes(), proxy=proxy
+    )
     return DicomServer(server, server.port, limits, active)
 
 

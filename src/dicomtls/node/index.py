@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -39,9 +39,14 @@ __all__ = [
     "INDEXED_KEYWORDS",
     "LEVEL_KEYS",
     "MAX_MATCH_LENGTH",
+    "SQLITE",
+    "Dialect",
+    "FindQuery",
     "Index",
     "InstanceFacts",
     "QueryError",
+    "find_query",
+    "retrieve_query",
 ]
 
 
@@ -124,8 +129,8 @@ _COMPUTED = {
         "NumberOfPatientRelatedInstances": "COUNT(*)",
     },
     "STUDY": {
-        "ModalitiesInStudy": "GROUP_CONCAT(DISTINCT modality)",
-        "SOPClassesInStudy": "GROUP_CONCAT(DISTINCT sop_class_uid)",
+        "ModalitiesInStudy": "{concat:modality}",
+        "SOPClassesInStudy": "{concat:sop_class_uid}",
         "NumberOfStudyRelatedSeries": "COUNT(DISTINCT series_uid)",
         "NumberOfStudyRelatedInstances": "COUNT(*)",
     },
@@ -204,29 +209,79 @@ def _wildcard_to_like(pattern: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def _condition(column: _Column, values: Sequence[str]) -> tuple[str, list[str]]:
+def _glob_pattern(value: str) -> str:
+    return value.replace("[", "[[]")  # a bracket is no GLOB class here, only itself
+
+
+def _json_list(values: Sequence[str]) -> object:
+    return json.dumps(list(values))
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the SQL of two index backends; the matching rules do not.
+
+    Queries are built once (:func:`find_query`, :func:`retrieve_query`) over a relation with
+    one row per instance, the columns of :data:`_COLUMNS` and ``order`` (the order in which
+    they were stored): SQLite's ``instances`` table, PostgreSQL's ``flat`` view.
+    """
+
+    relation: str
+    order: str
+    param: str
+    true: str
+    like_names: str
+    """Case-insensitive LIKE for PN wildcards (PS3.4 C.2.2.2.1.1); ``{0}`` is the column."""
+    like_text: str
+    """Case-sensitive wildcard match (PS3.4 C.2.2.2.4) of ``text_pattern(value)``."""
+    text_pattern: Callable[[str], str]
+    uid_list: str
+    """``{0}`` equal to any UID of one parameter (List of UID Matching), however many."""
+    uid_values: Callable[[Sequence[str]], object]
+    concat: str
+    """The distinct values of ``{0}`` joined with commas."""
+    pick: str = "{0}"
+    """A column's value in a group of rows that all hold the same one. SQLite takes a bare
+    column; PostgreSQL wants an aggregate unless the column is the group's key."""
+
+
+SQLITE = Dialect(
+    relation="instances",
+    order="rowid",
+    param="?",
+    true="1",
+    like_names="{0} LIKE ? ESCAPE '\\'",
+    like_text="{0} GLOB ?",
+    text_pattern=_glob_pattern,
+    uid_list="{0} IN (SELECT value FROM json_each(?))",
+    uid_values=_json_list,
+    concat="GROUP_CONCAT(DISTINCT {0})",
+)
+
+
+def _condition(column: _Column, values: Sequence[str], dialect: Dialect) -> tuple[str, list[object]]:
     """SQL for one matching key (PS3.4 C.2.2.2): single value, UID list, wildcard, range."""
-    name = column.column
+    name, p = column.column, dialect.param
     if column.kind == "uid":
         if len(values) > 1:  # each UID may generate a match; one parameter, however many
-            return f"{name} IN (SELECT value FROM json_each(?))", [json.dumps(list(values))]
-        return f"{name} = ?", list(values)
+            return dialect.uid_list.format(name), [dialect.uid_values(values)]
+        return f"{name} = {p}", list(values)
     (value,) = values
     if column.kind in ("date", "time") and "-" in value:
         low, _, high = value.partition("-")
         parts, args = [], []
         if low:
-            parts.append(f"{name} >= ?")
+            parts.append(f"{name} >= {p}")
             args.append(low)
         if high:
-            parts.append(f"{name} <= ?")
+            parts.append(f"{name} <= {p}")
             args.append(high)
-        return " AND ".join(parts) or "1", args
+        return " AND ".join(parts) or dialect.true, list(args)
     if column.kind == "name" and _is_pattern(value):  # PN: case-insensitive (C.2.2.2.1.1)
-        return f"{name} LIKE ? ESCAPE '\\'", [_wildcard_to_like(value)]
+        return dialect.like_names.format(name), [_wildcard_to_like(value)]
     if column.kind == "text" and _is_pattern(value):  # case-sensitive (C.2.2.2.4)
-        return f"{name} GLOB ?", [value.replace("[", "[[]")]
-    return f"{name} = ?", [value]
+        return dialect.like_text.format(name), [dialect.text_pattern(value)]
+    return f"{name} = {p}", [value]
 
 
 @dataclass(frozen=True)
@@ -328,6 +383,88 @@ class InstanceFacts(NamedTuple):
     patient_name: str
 
 
+def _computed(expression: str, dialect: Dialect) -> str:
+    if expression.startswith("{concat:"):
+        return dialect.concat.format(expression[len("{concat:") : -1])
+    return expression
+
+
+def _where(
+    keys: Mapping[str, Sequence[str]], keywords: Iterable[str], dialect: Dialect
+) -> tuple[str, list[object]]:
+    """SQL matching ``keywords`` to their values in ``keys`` (already checked)."""
+    conditions: list[str] = [dialect.true]
+    args: list[object] = []
+    for keyword in keywords:
+        values = keys.get(keyword, ())
+        if not values or list(values) == ["*"]:
+            continue  # universal matching (C.2.2.2.3); "*" alone is the same (C.2.2.2.4)
+        sql, extra = _condition(_BY_KEYWORD[keyword], values, dialect)
+        conditions.append(sql)
+        args.extend(extra)
+    return " AND ".join(conditions), args
+
+
+@dataclass(frozen=True)
+class FindQuery:
+    """A C-FIND as SQL: run ``sql`` with ``args``, and :meth:`matches` turns rows into answers."""
+
+    sql: str
+    args: list[object]
+    level: str
+    returned: list[str]
+    charset: bool
+
+    def matches(self, rows: Iterable[Sequence[object]]) -> Iterator[Dataset]:
+        for row in rows:
+            match = Dataset()
+            match.QueryRetrieveLevel = self.level
+            for keyword, value in zip(self.returned, row, strict=False):
+                if keyword in _LISTS:
+                    setattr(match, keyword, sorted(str(value or "").split(",")) if value else "")
+                else:
+                    setattr(match, keyword, "" if value is None else str(value))
+            if self.charset:
+                match.SpecificCharacterSet = "ISO_IR 192"
+            yield match
+
+
+def find_query(identifier: Dataset, model: QueryModel, dialect: Dialect) -> FindQuery:
+    """C-FIND by the hierarchical search (PS3.4 C.4.1.3.1.1): one row per match at the
+    requested level, with the asked-for keys of that level and those above.
+
+    Raises :class:`QueryError` for an identifier a baseline C-FIND does not allow.
+    """
+    query = _Identifier.read(identifier, model)
+    where, args = _where(query.keys, query.find_keys(), dialect)
+    visible = {k for k in _BY_KEYWORD if query.levels.index(query.level_of(k)) <= query.depth}
+    returned = [k for k in query.keys if k in visible]
+    computed = _COMPUTED.get(query.level, {})
+    counted = [k for k in computed if k in identifier]  # asked for; values carry no match
+    if query.level == "STUDY" and (modalities := _values_of(identifier, "ModalitiesInStudy")):
+        # any series of those modalities (C.6.2.1.2)
+        where += f" AND study_uid IN (SELECT study_uid FROM {dialect.relation} WHERE "
+        where += dialect.uid_list.format("modality") + ")"
+        args.append(dialect.uid_values(modalities))
+    path = [_BY_KEYWORD[_UNIQUE[level]].column for level in query.levels[: query.depth + 1]]
+    columns = [dialect.pick.format(_BY_KEYWORD[k].column) for k in returned]
+    columns += [_computed(computed[k], dialect) for k in counted]
+    sql = (
+        f"SELECT {', '.join(columns) or dialect.pick.format(path[-1])} FROM {dialect.relation} WHERE {where} "
+        f"GROUP BY {', '.join(path)} ORDER BY MIN({dialect.order})"
+    )
+    charset = "SpecificCharacterSet" in identifier
+    return FindQuery(sql, args, query.level, [*returned, *counted], charset)
+
+
+def retrieve_query(identifier: Dataset, model: QueryModel, dialect: Dialect) -> tuple[str, list[object]]:
+    """C-MOVE/C-GET: SQL for the locations of every instance the identifier's unique keys
+    select (PS3.4 C.4.2.3.1); :class:`QueryError` for one a baseline retrieval does not allow."""
+    query = _Identifier.read(identifier, model)
+    where, args = _where(query.keys, query.retrieve_keys(), dialect)
+    return f"SELECT path FROM {dialect.relation} WHERE {where} ORDER BY {dialect.order}", args
+
+
 class Index:
     """The SQLite index of a store directory.
 
@@ -336,6 +473,9 @@ class Index:
     the main file's permission bits, whatever the umask. An index made by an older version
     gets the mode too.
     """
+
+    #: Calls may block on a server (PostgreSQL): the node makes them off its event loop.
+    remote = False
 
     def __init__(self, path: Path, *, mode: int = PRIVATE_FILE_MODE) -> None:
         self.path = path
@@ -354,8 +494,15 @@ class Index:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
+    def describe_backend(self) -> str:
+        return f"SQLite {self.path}"
+
     def close(self) -> None:
         self._db.close()
+
+    def check(self) -> None:
+        """Raise if the index cannot answer (the node's health check)."""
+        self._db.execute("SELECT 1").fetchone()
 
     def add(self, path: Path, attributes: Mapping[str, str], transfer_syntax: str = "") -> None:
         """Index (or re-index) one stored object, from its attributes (keyword -> text)."""
@@ -405,45 +552,10 @@ class Index:
         return indexed, bad
 
     def find(self, identifier: Dataset, model: QueryModel) -> Iterator[Dataset]:
-        """C-FIND by the hierarchical search (PS3.4 C.4.1.3.1.1): one identifier per match at
-        the requested level, with the asked-for keys of that level and those above.
-
-        Raises :class:`QueryError` at once (not on the first match) for an identifier a
-        baseline C-FIND does not allow.
-        """
-        query = _Identifier.read(identifier, model)
-        where, args = self._where(query.keys, query.find_keys())
-        visible = {k for k in _BY_KEYWORD if query.levels.index(query.level_of(k)) <= query.depth}
-        returned = [k for k in query.keys if k in visible]
-        computed = _COMPUTED.get(query.level, {})
-        counted = [k for k in computed if k in identifier]  # asked for; values carry no match
-        if query.level == "STUDY" and (modalities := _values_of(identifier, "ModalitiesInStudy")):
-            where += " AND study_uid IN (SELECT study_uid FROM instances WHERE modality IN "
-            where += f"({', '.join('?' * len(modalities))}))"  # any series of those (C.6.2.1.2)
-            args.extend(modalities)
-        path = [_BY_KEYWORD[_UNIQUE[level]].column for level in query.levels[: query.depth + 1]]
-        columns = [_BY_KEYWORD[k].column for k in returned] + [computed[k] for k in counted]
-        sql = (
-            f"SELECT {', '.join(columns) or path[-1]} FROM instances WHERE {where} "
-            f"GROUP BY {', '.join(path)} ORDER BY MIN(rowid)"
-        )
-        charset = "SpecificCharacterSet" in identifier
-        return self._matches(sql, args, query.level, [*returned, *counted], charset)
-
-    def _matches(
-        self, sql: str, args: list[str], level: str, returned: list[str], charset: bool
-    ) -> Iterator[Dataset]:
-        for row in self._db.execute(sql, args):
-            match = Dataset()
-            match.QueryRetrieveLevel = level
-            for keyword, value in zip(returned, row, strict=False):
-                if keyword in _LISTS:
-                    setattr(match, keyword, sorted(str(value or "").split(",")) if value else "")
-                else:
-                    setattr(match, keyword, "" if value is None else str(value))
-            if charset:
-                match.SpecificCharacterSet = "ISO_IR 192"
-            yield match
+        """C-FIND (see :func:`find_query`); :class:`QueryError` at once (not on the first
+        match) for an identifier a baseline C-FIND does not allow."""
+        query = find_query(identifier, model, SQLITE)
+        return query.matches(self._db.execute(query.sql, query.args))
 
     def describe(
         self, *, paths: Iterable[Path] = (), sop_instance_uids: Iterable[str] = ()
@@ -464,21 +576,5 @@ class Index:
     def files(self, identifier: Dataset, model: QueryModel) -> list[Path]:
         """C-MOVE/C-GET: the files of every instance the identifier's unique keys select
         (PS3.4 C.4.2.3.1); :class:`QueryError` for one a baseline retrieval does not allow."""
-        query = _Identifier.read(identifier, model)
-        where, args = self._where(query.keys, query.retrieve_keys())
-        rows = self._db.execute(f"SELECT path FROM instances WHERE {where} ORDER BY rowid", args)
-        return [Path(r[0]) for r in rows]
-
-    def _where(
-        self, keys: Mapping[str, Sequence[str]], keywords: Iterable[str]
-    ) -> tuple[str, list[str]]:
-        """SQL matching ``keywords`` to their values in ``keys`` (already checked)."""
-        conditions, args = ["1"], []
-        for keyword in keywords:
-            values = keys.get(keyword, ())
-            if not values or list(values) == ["*"]:
-                continue  # universal matching (C.2.2.2.3); "*" alone is the same (C.2.2.2.4)
-            sql, extra = _condition(_BY_KEYWORD[keyword], values)
-            conditions.append(sql)
-            args.extend(extra)
-        return " AND ".join(conditions), args
+        sql, args = retrieve_query(identifier, model, SQLITE)
+        return [Path(r[0]) for r in self._db.execute(sql, args)]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime
 import threading
-from collections.abc import Iterable
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 
-__all__ = ["MetricsServer", "NodeMetrics", "start_metrics_server"]
+__all__ = ["Health", "MetricsServer", "NodeMetrics", "start_metrics_server"]
 
 MAX_LABEL_LENGTH = 64
 
@@ -215,17 +216,54 @@ class MetricsServer:
         self.close()
 
 
-def start_metrics_server(metrics: NodeMetrics, port: int, host: str = "127.0.0.1") -> MetricsServer:
-    """Serve ``metrics.registry`` at ``http://host:port/metrics`` from a daemon thread.
+Health = Callable[[], "str | None"]
+"""Why the node should get no new connections now (draining, index or store unreachable),
+or None when it is healthy."""
+
+
+def _health_app(health: Health | None, metrics: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """``/healthz`` beside ``/metrics``: 200 ``ok``, or 503 with the reason, for a balancer's
+    HTTP check (HAProxy ``option httpchk GET /healthz``)."""
+
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics(environ, start_response)
+        try:
+            problem = health() if health is not None else None
+        except Exception as exc:  # a check that fails is a reason in itself
+            problem = f"health check failed: {exc}"
+        status = "200 OK" if problem is None else "503 Service Unavailable"
+        body = ("ok\n" if problem is None else f"unavailable: {problem}\n").encode()
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                                ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])  # fmt: skip
+        return [body]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # a check every 2 s: no log line
+        pass
+
+
+def start_metrics_server(
+    metrics: NodeMetrics, port: int, host: str = "127.0.0.1", *, health: Health | None = None
+) -> MetricsServer:
+    """Serve ``metrics.registry`` at ``http://host:port/metrics`` and ``health`` at
+    ``/healthz`` from a daemon thread.
 
     Port 0 picks a free port; the real one is ``MetricsServer.port``. The default host is
-    loopback because metrics reveal traffic patterns; bind wider deliberately.
+    loopback because metrics reveal traffic patterns; bind wider deliberately (a balancer
+    on another machine checks ``/healthz`` here).
     """
+    app = _health_app(health, make_wsgi_app(metrics.registry))
     try:
-        httpd, thread = start_http_server(port, addr=host, registry=metrics.registry)
+        httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:
         raise OSError(
             exc.errno,
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
         ) from exc
+    thread = threading.Thread(target=httpd.serve_forever, name="dicomtls-metrics", daemon=True)
+    thread.start()
     return MetricsServer(httpd, thread, host)

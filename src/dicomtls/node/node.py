@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,16 +24,17 @@ from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.logs import get_logger
 from dicomtls.net.association import Association
 from dicomtls.net.hooks import StatusError
-from dicomtls.net.link import LinkEvents
+from dicomtls.net.link import LinkEvents, ProxyProtocol
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
 from dicomtls.node.activity import ActivityLog, chained
-from dicomtls.node.index import INDEXED_KEYWORDS, Index
+from dicomtls.node.backends import Backends, IndexBackend, ObjectStore, open_backends
+from dicomtls.node.index import INDEXED_KEYWORDS
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
-from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore
-from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.node.storage import PRIVATE_FILE_MODE
+from dicomtls.node.store_scp import DurableStoreHandler, OnStored
 from dicomtls.pki.bundle import store_ca_key_folder
 from dicomtls.pki.exposure import readable_ca_keys
 from dicomtls.tls.flags import Side
@@ -45,6 +47,9 @@ log = get_logger("dicomtls.node")
 
 DEFAULT_PORT = 2762  # the DICOM port for TLS (IANA "dicom-tls")
 DEFAULT_AE_TITLE = "DICOMTLS"
+#: /healthz asks the index and the store at most this often (seconds): a balancer checks
+#: every node every few seconds, from each of its processes.
+_HEALTH_CACHE = 1.0
 
 
 @dataclass
@@ -74,6 +79,17 @@ class NodeConfig:
     """Mode of the objects, index and temporary files (folders get the matching search bits):
     0600, or 0640 to let the node's group read (a PACS group); never wider. A ``FileSink``
     in ``audit`` has its own ``mode`` (``dicomtls serve`` gives it this one)."""
+    index: str | None = None
+    """None: SQLite in the store folder. ``postgresql://...``: one index for several nodes."""
+    objects: str | None = None
+    """None: the store folder. ``s3://BUCKET?endpoint=URL``: a bucket for several nodes
+    (needs the PostgreSQL index; credentials from the environment, as AWS tools read them)."""
+    proxy: ProxyProtocol | None = None
+    """Behind a TCP balancer: every connection starts with a PROXY v2 header from one of
+    its trusted networks, and the client it names is the peer (see ``net/proxy.py``)."""
+    janitor_interval: float | None = 600.0
+    """With objects in S3: how often this node offers to run the janitor (one node at a time
+    runs it); None: never (run ``dicomtls janitor`` from elsewhere)."""
 
 
 class CertificateWatch:
@@ -140,21 +156,53 @@ class CertificateWatch:
 class RunningNode:
     config: NodeConfig
     server: DicomServer
-    store: DurableStore
-    index: Index
+    store: ObjectStore
+    index: IndexBackend
     reporter: Reporter
     certificates: CertificateWatch
     metrics_server: MetricsServer | None = None
+    draining: bool = False
+    """Set by :meth:`drain`: /healthz says 503, so the balancer sends new clients elsewhere."""
+    janitor: asyncio.Task[None] | None = None
+    _health: tuple[float, str | None] = (0.0, None)
 
     @property
     def port(self) -> int:
         return self.server.port
+
+    def drain(self) -> None:
+        """Stop taking new clients through the balancer (SIGTERM, SIGUSR1): /healthz says 503;
+        associations in progress go on, and so do new ones that still arrive."""
+        if not self.draining:
+            log.warning("draining: /healthz now answers 503 so the balancer sends new clients elsewhere")
+        self.draining = True
+
+    def health(self) -> str | None:
+        """Why the node should get no new clients, or None (the /healthz answer). The index
+        and the object store are asked at most once a second, from the HTTP thread."""
+        if self.draining:
+            return "draining"
+        checked, problem = self._health
+        now = time.monotonic()
+        if now - checked < _HEALTH_CACHE:
+            return problem
+        problem = None
+        for name, check in (("index", self.index.check), ("object store", self.store.check)):
+            try:
+                check()
+            except Exception as exc:
+                problem = f"{name} unreachable: {exc}"
+                break
+        self._health = (now, problem)
+        return problem
 
     def reload_tls(self) -> bool:
         """Reread certificate, key, CA and CRL files now (SIGHUP); False if they were refused."""
         return self.certificates.reload()
 
     async def close(self) -> None:
+        if self.janitor is not None:
+            self.janitor.cancel()
         await self.server.close()
         self.certificates.close()
         self.reporter.stopped()
@@ -162,8 +210,8 @@ class RunningNode:
             self.metrics_server.close()
         if self.config.audit is not None:
             self.config.audit.close()
-        self.index.close()
         self.store.close()
+        self.index.close()
 
 
 class _QueryRetrieve:
@@ -172,8 +220,9 @@ class _QueryRetrieve:
     :class:`~dicomtls.node.index.QueryError`, a StatusError the dispatcher answers with the
     PS3.4 status and one log line naming the peer."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: IndexBackend, store: ObjectStore) -> None:
         self.index = index
+        self.store = store
 
     def find(
         self, association: Association, sop_class: str, identifier: Dataset
@@ -183,7 +232,8 @@ class _QueryRetrieve:
     def retrieve(
         self, association: Association, sop_class: str, identifier: Dataset
     ) -> Iterable[Path]:
-        return self.index.files(identifier, _model(sop_class))
+        locate = self.store.locate  # an object stored through any node, read from its store
+        return [locate(path) for path in self.index.files(identifier, _model(sop_class))]
 
 
 def _model(sop_class: str) -> QueryModel:
@@ -196,13 +246,18 @@ def _model(sop_class: str) -> QueryModel:
 
 async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) -> RunningNode:
     """Open (or create) the store and its index, then listen."""
-    store = DurableStore(config.store, fsync=config.fsync, file_mode=config.file_mode)
+    backends = open_backends(
+        config.store, index=config.index, objects=config.objects, fsync=config.fsync,
+        file_mode=config.file_mode,
+    )  # fmt: skip
+    store, index = backends.store, backends.index
     leftovers = store.recover()
     if leftovers:
         log.warning("removed %d partial object(s) left by an earlier crash", leftovers)
-    index = Index(config.store / "index.sqlite", mode=config.file_mode)
+    if config.index or config.objects:
+        log.info("index: %s; objects: %s", index.describe_backend(), store.describe_backend())
     _warn_of_readable_ca_keys(config)
-    qr = _QueryRetrieve(index)
+    qr = _QueryRetrieve(index, store)
     metrics = config.metrics
     if metrics is None and config.metrics_port is not None:
         metrics = NodeMetrics()
@@ -215,10 +270,11 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     services = Services(
         store=DurableStoreHandler(
             store,
-            index.add,
+            _recorder(index),
             keep=INDEXED_KEYWORDS,
             identity_of=index.identity,  # a SOP instance held is replaced only by itself
             on_resent=reporter.resent,
+            index_blocks=index.remote,
         ),
         find=qr.find,
         retrieve=qr.retrieve,
@@ -240,21 +296,57 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
     )
     server = await serve_dicom(
         config.host, config.port, certificates.tls, policy, services,
-        limits=config.limits, events=reporter.link_events(events),
+        limits=config.limits, events=reporter.link_events(events), proxy=config.proxy,
     )  # fmt: skip
     node = RunningNode(config, server, store, index, reporter, certificates)
+    if config.proxy is not None:
+        log.info("PROXY protocol v2 required, from %s", config.proxy.describe())
+    node.janitor = _start_janitor(config, backends)
     if metrics is not None and config.metrics_port is not None:
         try:
             node.metrics_server = start_metrics_server(
-                metrics, config.metrics_port, config.metrics_host
+                metrics, config.metrics_port, config.metrics_host, health=node.health
             )
         except OSError:
             await server.close()
-            index.close()
+            backends.close()
             raise
     log.info("access policy: %s", access.describe())
     reporter.started()
     return node
+
+
+def _start_janitor(config: NodeConfig, backends: Backends) -> asyncio.Task[None] | None:
+    from dicomtls.node.index_pg import PostgresIndex
+    from dicomtls.node.janitor import Janitor
+    from dicomtls.node.objects_s3 import S3ObjectStore
+
+    index, store = backends.index, backends.store
+    if config.janitor_interval is None or not isinstance(store, S3ObjectStore):
+        return None
+    assert isinstance(index, PostgresIndex)
+    return asyncio.get_running_loop().create_task(Janitor(index, store).every(config.janitor_interval))
+
+
+def _recorder(index: IndexBackend) -> OnStored:
+    """How a stored object gets its index row. An upload to S3 settles its intent in the
+    same transaction (see :mod:`dicomtls.node.objects_s3`), with the size and SHA-256 the
+    server verified."""
+    from dicomtls.node.index_pg import PostgresIndex
+    from dicomtls.node.objects_s3 import S3ObjectPath
+
+    if not isinstance(index, PostgresIndex):
+        return index.add
+
+    def record(path: Path, attributes: Mapping[str, str], transfer_syntax: str) -> None:
+        if isinstance(path, S3ObjectPath):
+            index.add(
+                path, attributes, transfer_syntax, size=path.size, sha256=path.sha256, settles=True
+            )
+        else:
+            index.add(path, attributes, transfer_syntax)
+
+    return record
 
 
 def _warn_of_readable_ca_keys(config: NodeConfig) -> None:

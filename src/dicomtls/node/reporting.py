@@ -47,13 +47,14 @@ from dicomtls.net.hooks import (
     peer_address,
 )
 from dicomtls.net.link import LinkEvents
-from dicomtls.node.index import Index, InstanceFacts
+from dicomtls.node.index import InstanceFacts
 from dicomtls.node.store_scp import Resent
 from dicomtls.tls.errors import TLSHandshakeError
 
 if TYPE_CHECKING:
     from dicomtls.audit.transport import AuditTrail
     from dicomtls.net.association import Association
+    from dicomtls.node.backends import IndexBackend
     from dicomtls.node.metrics import NodeMetrics
 
 __all__ = ["REPORT_AFTER", "Reporter"]
@@ -131,7 +132,7 @@ class Reporter:
         self,
         ae_title: str,
         host: str,
-        index: Index,
+        index: IndexBackend,
         *,
         audit: AuditTrail | None = None,
         metrics: NodeMetrics | None = None,

@@ -30,6 +30,7 @@ group read (0640/0750, for a PACS group), never anyone else (:func:`check_file_m
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import itertools
@@ -305,7 +306,8 @@ class IncomingObject:
 
 
 class DurableStore:
-    """A directory of received objects, ``objects/ab/<SOPInstanceUID>.dcm``.
+    """A directory of received objects, ``objects/ab/<SOPInstanceUID>.dcm``: the embedded
+    default object store (:class:`~dicomtls.node.backends.ObjectStore`).
 
     ``file_mode`` is what every file gets (:func:`check_file_mode`), folders the matching
     :func:`folder_mode`. The store's own folders are set to it when the store opens: a store
@@ -354,6 +356,27 @@ class DurableStore:
         self._tidy = weakref.finalize(
             self, _tidy, self._spares, self._spare_lock, self._closed, self.incoming if flat else None
         )
+
+    executor: concurrent.futures.Executor | None = None
+    """Commits run on the event loop's default executor."""
+
+    @property
+    def blocking(self) -> bool:
+        """A commit that fsyncs waits on the disk: the handler runs it on a worker thread."""
+        return self.fsync
+
+    def describe_backend(self) -> str:
+        return f"folder {self.objects}"
+
+    def check(self) -> None:
+        """Raise unless the store can take objects (the node's health check)."""
+        for folder in (self.objects, self.incoming):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise StorageError(f"store folder {folder} cannot be written")
+
+    def locate(self, path: Path) -> Path:
+        """The readable object at an indexed location: here, the file itself."""
+        return path
 
     def _set_folder_modes(self, folders: tuple[Path, ...]) -> None:
         """Give the store's own folders its mode; one line if they were open to others."""

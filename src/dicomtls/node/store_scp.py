@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -50,7 +50,8 @@ from dicomtls.dimse.dataset_scan import ScannedDataset, keyword_tag
 from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status, status_name
 from dicomtls.logs import get_logger
-from dicomtls.node.storage import DurableStore, IncomingObject, StorageError, StoredObject
+from dicomtls.node.backends import IncomingObject, ObjectStore
+from dicomtls.node.storage import DurableStore, StorageError, StoredObject
 from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["IDENTITY", "DurableStoreHandler", "IdentityLookup", "OnResent", "OnStored", "Resent"]
 
 log = get_logger("dicomtls.node")
+_T = TypeVar("_T")
 
 OnStored = Callable[[Path, Mapping[str, str], str], None]
 """Told of each object once it is on disk (e.g. to index it): its path, the kept
@@ -200,7 +202,7 @@ class _Job:
             return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, too_long)
         attributes = dataset.texts(self._handler.keep)
         async with self._handler.claim(self._sop_instance_uid):
-            resent = self._handler.resent(self._sop_instance_uid, attributes)
+            resent = await self._handler.held(self._sop_instance_uid, attributes)
             if resent is not None and not resent.replaced:
                 incoming.abort()
                 return self._another_object(resent)
@@ -235,8 +237,22 @@ class _Job:
         self, incoming: IncomingObject, attributes: Mapping[str, str], transfer_syntax: str
     ) -> int:
         index = self._handler.on_stored is not None
+        if self._handler.index_blocks:  # commit and index on one worker thread
+            return await self._handler.run(
+                self._commit_and_index, incoming, attributes, transfer_syntax
+            )
         try:
             stored = await self._handler.blocking(incoming.commit, index_pending=index)
+        except StorageError as exc:
+            self.failure = exc
+            return _refused(self._peer, self._sop_instance_uid, exc)
+        return self._indexed(incoming, stored, attributes, transfer_syntax)
+
+    def _commit_and_index(
+        self, incoming: IncomingObject, attributes: Mapping[str, str], transfer_syntax: str
+    ) -> int:
+        try:
+            stored = incoming.commit(index_pending=True)
         except StorageError as exc:
             self.failure = exc
             return _refused(self._peer, self._sop_instance_uid, exc)
@@ -283,19 +299,25 @@ class DurableStoreHandler:
     the objects an earlier crash left committed but maybe not indexed. ``keep`` names
     the top-level attributes (keywords) ``on_stored`` receives. With ``identity_of`` a
     SOP instance already held is replaced only by the same object (see the module's
-    docstring), and ``on_resent`` is told of each replacement and refusal.
+    docstring), and ``on_resent`` is told of each replacement and refusal. With
+    ``index_blocks`` (an index on a server), ``identity_of`` and ``on_stored`` block:
+    they run on the store's worker threads, never on the event loop.
     """
 
     def __init__(
         self,
-        store: DurableStore | Path | str,
+        store: ObjectStore | Path | str,
         on_stored: OnStored | None = None,
         keep: Collection[str] = (),
         *,
         identity_of: IdentityLookup | None = None,
         on_resent: OnResent | None = None,
+        index_blocks: bool = False,
     ) -> None:
-        self.store = store if isinstance(store, DurableStore) else DurableStore(Path(store), flat=True)
+        if isinstance(store, Path | str):
+            store = DurableStore(Path(store), flat=True)
+        self.store: ObjectStore = store
+        self.index_blocks = index_blocks
         self.on_stored = on_stored
         self.identity_of = identity_of
         self.on_resent = on_resent
@@ -335,6 +357,12 @@ class DurableStoreHandler:
             else:
                 self._claims[sop_instance_uid] = (lock, users - 1)
 
+    async def held(self, sop_instance_uid: str, received: Mapping[str, str]) -> Resent | None:
+        """:meth:`resent`, on a worker thread when the index is on a server."""
+        if self.index_blocks and self.identity_of is not None:
+            return await self.run(self.resent, sop_instance_uid, received)
+        return self.resent(sop_instance_uid, received)
+
     def resent(self, sop_instance_uid: str, received: Mapping[str, str]) -> Resent | None:
         """The copy held of this SOP instance, against the one received; None if none is held."""
         if self.identity_of is None:
@@ -352,10 +380,14 @@ class DurableStoreHandler:
 
     async def blocking(self, call: Callable[..., StoredObject], **kwargs: bool) -> StoredObject:
         """Run a commit: in a worker thread when it fsyncs, inline when it only renames."""
-        if not self.store.fsync:
+        if not self.store.blocking:
             return call(**kwargs)
+        return await self.run(functools.partial(call, **kwargs))
+
+    async def run(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)`` on the store's worker threads."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(call, **kwargs))
+        return await loop.run_in_executor(self.store.executor, call, *args)
 
     def _index_unindexed(self) -> int:
         indexed = 0
