@@ -47,3 +47,14 @@ def test_the_help_line_of_each_command_is_its_own(name: str) -> None:
     command = getattr(importlib.import_module(module), name)
     assert (command.help or "").split("\n\n")[0].replace("\n", " ").strip() == line
     assert cli.get_command(None, name) is command  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("module", sorted({module for module, _ in COMMANDS.values()}))
+def test_every_command_a_module_defines_is_listed(module: str) -> None:
+    """A command missing from COMMANDS would exist in its module and be unknown to `dicomtls`."""
+    import click
+
+    commands = [c for c in vars(importlib.import_module(module)).values() if isinstance(c, click.Command)]
+    nested = {sub for c in commands if isinstance(c, click.Group) for sub in c.commands.values()}
+    top = {c.name for c in commands if c not in nested}
+    assert top <= set(COMMANDS), top - set(COMMANDS)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "find": ("dicomtls.cli.client", "Query a node (C-FIND)."),
     "get": ("dicomtls.cli.client", "Retrieve matching objects onto this association (C-GET) into a directory."),
     "index": ("dicomtls.cli.serve", "Rebuild a node's index from its files (the files are the truth)."),
+    "janitor": ("dicomtls.cli.serve", "Remove objects in S3 that no index row names: a scale-out node's leftovers."),
     "inspect": ("dicomtls.cli.certs", "Explain a certificate or chain file: each certificate as the verify callback shows it."),
     "move": ("dicomtls.cli.client", "Ask a node to send matching objects to another AE (C-MOVE)."),
     "pki": ("dicomtls.cli.certs", "A small test PKI: a CA, and node certificates with the right purposes."),
@@ -104,8 +105,9 @@ def demo(as_json: bool) -> None:
 
 
 def _command(args: list[str]) -> str | None:
-    """The subcommand's name, for the hint of a usage error."""
-    return next((a for a in args if not a.startswith("-")), None)
+    """The subcommand's name, for the hint of a usage error (None for an unknown one)."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    return name if name in COMMANDS or name in cli.commands else None
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import lookup_cipher
 from dicomtls.tls.profiles import PROFILES, SecurityProfile
 
-__all__ = ["register"]
+__all__ = ["ciphers", "inspect", "pki"]
 
 console = make_console()
 
@@ -193,9 +193,3 @@ def _profile_json(profile: SecurityProfile) -> dict[str, object]:
         "versions": [v.display_name for v in profile.versions],
         "suites": [lookup_cipher(s).iana_name for s in (*profile.tls13_suites, *profile.tls12_suites)],
     }  # fmt: skip
-
-
-def register(group: click.Group) -> None:
-    group.add_command(pki)
-    group.add_command(inspect)
-    group.add_command(ciphers)

@@ -33,7 +33,7 @@ from dicomtls.ul.acse import Proposal
 if TYPE_CHECKING:  # pydicom loads only for the commands that build data sets
     from pydicom.dataset import Dataset
 
-__all__ = ["register"]
+__all__ = ["echo", "find", "get", "move", "store"]
 
 console = make_console()
 
@@ -411,8 +411,3 @@ def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
         return
     console.print(f"{service}: {status_text(result.status)}; completed {result.completed}, "
                   f"failed {result.failed}, warnings {result.warning}")  # fmt: skip
-
-
-def register(group: click.Group) -> None:
-    for command in (echo, store, find, move, get):
-        group.add_command(command)

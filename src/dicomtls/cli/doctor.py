@@ -15,7 +15,7 @@ from dicomtls.cli.tlsopts import DEFAULT_PKI, TLSOptions, tls_options
 from dicomtls.doctor import DoctorOptions, Report, Verdict, diagnose
 from dicomtls.pki import PKIFiles
 
-__all__ = ["register"]
+__all__ = ["doctor"]
 
 console = make_console()
 _COLOURS = {Verdict.PASS: "green", Verdict.WARN: "yellow", Verdict.FAIL: "red", Verdict.SKIP: "dim"}
@@ -85,7 +85,3 @@ def doctor(
     else:
         console.print(render(report))
     raise SystemExit(0 if report.ok else 1)
-
-
-def register(group: click.Group) -> None:
-    group.add_command(doctor)

@@ -43,7 +43,7 @@ from dicomtls.node.storage import (
 from dicomtls.pki import PKIFiles, init_pki
 from dicomtls.pki.bundle import move_ca_key_out
 
-__all__ = ["register"]
+__all__ = ["index", "janitor", "serve"]
 
 console = make_console(stderr=True)
 log = get_logger("dicomtls.node")
@@ -324,9 +324,10 @@ def index(store: Path, rebuild: bool, as_json: bool) -> None:
 @click.option("--grace", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
               help="Leave uploads younger than this alone (they may still be indexed).")  # fmt: skip
 def janitor(index_url: str, objects_url: str, grace: float) -> None:
-    """Remove objects in S3 that no index row names (uploads of a node that died mid-store,
-    copies a re-send replaced). Nodes with objects in S3 run it themselves every 10 minutes,
-    one at a time; this runs one pass now.
+    """Remove objects in S3 that no index row names: a scale-out node's leftovers.
+
+    Uploads of a node that died mid-store, copies a re-send replaced. Nodes with objects in S3
+    run it themselves every 10 minutes, one at a time; this runs one pass now.
 
     \b
     Example:
@@ -349,9 +350,3 @@ def janitor(index_url: str, objects_url: str, grace: float) -> None:
         return
     console.print(f"janitor: removed {swept.removed} object(s) no index row names; "
                   f"{swept.failed} left for the next run")  # fmt: skip
-
-
-def register(group: click.Group) -> None:
-    group.add_command(serve)
-    group.add_command(index)
-    group.add_command(janitor)
