@@ -77,8 +77,12 @@ def _write_object(path: Path, size: int, seed: int) -> dict:
             digest.update(chunk)
             left -= len(chunk)
             block_no += 1
-    return {"file": path.name, "bytes": path.stat().st_size, "pixel_bytes": size,
-            "pixel_sha256": digest.hexdigest()}
+    return {
+        "file": path.name,
+        "bytes": path.stat().st_size,
+        "pixel_bytes": size,
+        "pixel_sha256": digest.hexdigest(),
+    }
 
 
 @dataclass
@@ -115,8 +119,14 @@ def verify(root: Path, ds: DataSet) -> None:
     """Every object arrived: right count, each file at least its source's size, and the
     multiset of pixel-data SHA-256 (the last pixel_bytes of each file) equals the source's."""
     skip = ("index.sqlite", ".partial", ".tmp")
-    files = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(skip)
-             and "index.sqlite" not in p.name and "pki" not in p.parts]
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not p.name.endswith(skip)
+        and "index.sqlite" not in p.name
+        and "pki" not in p.parts
+    ]
     if len(files) != ds.count:
         raise RuntimeError(f"verify {root}: {len(files)} files, expected {ds.count}")
     size = ds.objects[0]["pixel_bytes"]
@@ -149,6 +159,7 @@ def git_state() -> str:
     def git(*a: str) -> str:
         done = subprocess.run(["git", *a], capture_output=True, text=True, cwd=REPO)
         return done.stdout.strip()
+
     dirty = git("status", "--porcelain", "--", "src")
     return f"{git('rev-parse', '--short', 'HEAD')}{' + uncommitted src changes' if dirty else ''}"
 
@@ -176,8 +187,10 @@ def openssl_conf(work: Path, tls: str) -> Path:
     TLS 1.2 is forced with MaxProtocol and TLS 1.3 pinned to AES-256-GCM with Ciphersuites."""
     path = work / f"openssl-{tls}.cnf"
     line = "MaxProtocol = TLSv1.2" if tls == "tls12" else "Ciphersuites = TLS_AES_256_GCM_SHA384"
-    path.write_text("openssl_conf = init\n[init]\nssl_conf = ssl_sect\n[ssl_sect]\n"
-                    f"system_default = sys_sect\n[sys_sect]\n{line}\n")
+    path.write_text(
+        "openssl_conf = init\n[init]\nssl_conf = ssl_sect\n[ssl_sect]\n"
+        f"system_default = sys_sect\n[sys_sect]\n{line}\n"
+    )
     return path
 
 
@@ -241,9 +254,9 @@ def run_json(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
 class Leg:
     key: str
     label: str
-    scp: str      # ours-durable | ours-relaxed | dcmtk | pynetdicom | raw-tls | raw-tcp | disk-fsync | disk-cache
-    scu: str      # ours | dcmtk | pynetdicom | raw | disk
-    pki: str      # ec | rsa
+    scp: str  # ours-durable | ours-relaxed | dcmtk | pynetdicom | raw-tls | raw-tcp | disk-fsync | disk-cache
+    scu: str  # ours | dcmtk | pynetdicom | raw | disk
+    pki: str  # ec | rsa
 
 
 LEGS = [
@@ -333,10 +346,25 @@ class Bench:
             try:
                 called = "STORESCP" if leg.scp == "dcmtk" else "DICOMTLS"
                 done = subprocess.run(
-                    ["storescu", "-d", "+tls", str(pki / "client.key"),
-                     str(pki / "client-chain.pem"), "+cf", str(pki / "ca.pem"), "-aec", called,
-                     "127.0.0.1", str(port), str(ds.directory / ds.objects[0]["file"])],
-                    capture_output=True, text=True, timeout=120, env=env)
+                    [
+                        "storescu",
+                        "-d",
+                        "+tls",
+                        str(pki / "client.key"),
+                        str(pki / "client-chain.pem"),
+                        "+cf",
+                        str(pki / "ca.pem"),
+                        "-aec",
+                        called,
+                        "127.0.0.1",
+                        str(port),
+                        str(ds.directory / ds.objects[0]["file"]),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    env=env,
+                )
             finally:
                 stop(scp)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -348,34 +376,80 @@ class Bench:
                 suite = line.split("Ciphersuite :", 1)[1].split(",")[0].strip()
         return f"{proto} {suite}" if proto and suite else None
 
-    def _start_scp(self, leg: Leg, tls: str, pki: Path, port: int, recv: Path, ds: DataSet,
-                   env: dict, logf) -> subprocess.Popen:
+    def _start_scp(
+        self, leg: Leg, tls: str, pki: Path, port: int, recv: Path, ds: DataSet, env: dict, logf
+    ) -> subprocess.Popen:
         if leg.scp.startswith("ours"):
             fsync = "always" if leg.scp == "ours-durable" else "never"
-            cmd = [DICOMTLS, "serve", "--store", str(recv), "--host", "127.0.0.1",
-                   "--port", str(port), "--fsync", fsync, "--tls-cert",
-                   str(pki / "server-chain.pem"), "--tls-key", str(pki / "server.key"),
-                   "--ca", str(pki / "ca.pem")]
+            cmd = [
+                DICOMTLS,
+                "serve",
+                "--store",
+                str(recv),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--fsync",
+                fsync,
+                "--tls-cert",
+                str(pki / "server-chain.pem"),
+                "--tls-key",
+                str(pki / "server.key"),
+                "--ca",
+                str(pki / "ca.pem"),
+            ]
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
             wait_port(port, proc)
             return proc
         if leg.scp == "dcmtk":
-            cmd = ["storescp", "+tls", str(pki / "server.key"), str(pki / "server-chain.pem"),
-                   "+cf", str(pki / "ca.pem"), "--require-peer-cert", "+B", "-od", str(recv),
-                   "-pdu", DCMTK_PDU, "--aetitle", "STORESCP", str(port)]
+            cmd = [
+                "storescp",
+                "+tls",
+                str(pki / "server.key"),
+                str(pki / "server-chain.pem"),
+                "+cf",
+                str(pki / "ca.pem"),
+                "--require-peer-cert",
+                "+B",
+                "-od",
+                str(recv),
+                "-pdu",
+                DCMTK_PDU,
+                "--aetitle",
+                "STORESCP",
+                str(port),
+            ]
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
             wait_port(port, proc)
             return proc
         if leg.scp == "pynetdicom":
-            cmd = [PY, str(HERE / "peer_pynetdicom.py"), "scp", "--port", str(port), "--out",
-                   str(recv), "--pki", str(pki)] + (["--tls12"] if tls == "tls12" else [])
+            cmd = [
+                PY,
+                str(HERE / "peer_pynetdicom.py"),
+                "scp",
+                "--port",
+                str(port),
+                "--out",
+                str(recv),
+                "--pki",
+                str(pki),
+            ] + (["--tls12"] if tls == "tls12" else [])
         else:  # raw-tls / raw-tcp
-            cmd = [PY, str(HERE / "peer_raw.py"), "recv", "--port", str(port), "--total",
-                   str(ds.total_bytes)]
+            cmd = [
+                PY,
+                str(HERE / "peer_raw.py"),
+                "recv",
+                "--port",
+                str(port),
+                "--total",
+                str(ds.total_bytes),
+            ]
             if leg.scp == "raw-tls":
                 cmd += ["--pki", str(pki)] + (["--tls12"] if tls == "tls12" else [])
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=logf, text=True, cwd=REPO)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, text=True, cwd=REPO
+        )
         wait_line(proc, "ready")
         return proc
 
@@ -386,26 +460,72 @@ class Bench:
             # as `dicomtls store` does: an asynchronous operations window of 16 if the SCP
             # grants it (ours does, DCMTK and pynetdicom do not); ours_sync asks for none
             window = "1" if leg.key == "ours_sync" else "16"
-            return run_json([PY, str(HERE / "peer_ours_scu.py"), "--port", str(port), "--dir",
-                             str(ds.directory), "--pki", str(pki), "--cipher",
-                             self.cipher(leg, tls), "--called-ae", called, "--window", window],
-                            timeout)
+            return run_json(
+                [
+                    PY,
+                    str(HERE / "peer_ours_scu.py"),
+                    "--port",
+                    str(port),
+                    "--dir",
+                    str(ds.directory),
+                    "--pki",
+                    str(pki),
+                    "--cipher",
+                    self.cipher(leg, tls),
+                    "--called-ae",
+                    called,
+                    "--window",
+                    window,
+                ],
+                timeout,
+            )
         if leg.scu == "pynetdicom":
-            return run_json([PY, str(HERE / "peer_pynetdicom.py"), "scu", "--port", str(port),
-                             "--dir", str(ds.directory), "--pki", str(pki)]
-                            + (["--tls12"] if tls == "tls12" else []), timeout)
+            return run_json(
+                [
+                    PY,
+                    str(HERE / "peer_pynetdicom.py"),
+                    "scu",
+                    "--port",
+                    str(port),
+                    "--dir",
+                    str(ds.directory),
+                    "--pki",
+                    str(pki),
+                ]
+                + (["--tls12"] if tls == "tls12" else []),
+                timeout,
+            )
         if leg.scu == "raw":
-            cmd = [PY, str(HERE / "peer_raw.py"), "send", "--port", str(port), "--dir",
-                   str(ds.directory)]
+            cmd = [
+                PY,
+                str(HERE / "peer_raw.py"),
+                "send",
+                "--port",
+                str(port),
+                "--dir",
+                str(ds.directory),
+            ]
             if leg.scp == "raw-tls":
                 cmd += ["--pki", str(pki)] + (["--tls12"] if tls == "tls12" else [])
             return run_json(cmd, timeout)
         # DCMTK storescu: wall clock of the process (includes its start, ~tens of ms)
         called = "STORESCP" if leg.scp == "dcmtk" else "DICOMTLS"
         files = sorted(str(p) for p in ds.directory.glob("*.dcm"))
-        cmd = ["storescu", "+tls", str(pki / "client.key"), str(pki / "client-chain.pem"),
-               "+cf", str(pki / "ca.pem"), "-pdu", DCMTK_PDU, "-aec", called, "127.0.0.1",
-               str(port), *files]
+        cmd = [
+            "storescu",
+            "+tls",
+            str(pki / "client.key"),
+            str(pki / "client-chain.pem"),
+            "+cf",
+            str(pki / "ca.pem"),
+            "-pdu",
+            DCMTK_PDU,
+            "-aec",
+            called,
+            "127.0.0.1",
+            str(port),
+            *files,
+        ]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         elapsed = time.perf_counter() - t0
@@ -437,7 +557,6 @@ class Bench:
         finally:
             os.close(dir_fd)
         return {"elapsed": elapsed, "n": ds.count, "failed": 0, "cipher": None}
-
 
 
 # ----------------------------------------------------------------------------- load / memory
@@ -496,33 +615,64 @@ class Load:
     def __init__(self, bench: Bench, args: argparse.Namespace) -> None:
         self.b, self.args = bench, args
 
-    def _start(self, kind: str, pki: str, recv: Path, tls: str = "tls13",
-               extra: list[str] | None = None,
-               nodelay: bool = False) -> tuple[subprocess.Popen, int, object]:
+    def _start(
+        self,
+        kind: str,
+        pki: str,
+        recv: Path,
+        tls: str = "tls13",
+        extra: list[str] | None = None,
+        nodelay: bool = False,
+    ) -> tuple[subprocess.Popen, int, object]:
         leg = Leg("load_nodelay" if nodelay else "load", "load", kind, "ours", pki)
         port = free_port()
         logf = (self.b.logs / f"load-{kind}-{pki}.log").open("w")
         if kind.startswith("ours") and extra:
             fsync = "always" if kind == "ours-durable" else "never"
             p = self.b.pki[pki]
-            cmd = [DICOMTLS, "serve", "--store", str(recv), "--host", "127.0.0.1",
-                   "--port", str(port), "--fsync", fsync, "--tls-cert",
-                   str(p / "server-chain.pem"), "--tls-key", str(p / "server.key"),
-                   "--ca", str(p / "ca.pem"), *extra]
+            cmd = [
+                DICOMTLS,
+                "serve",
+                "--store",
+                str(recv),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--fsync",
+                fsync,
+                "--tls-cert",
+                str(p / "server-chain.pem"),
+                "--tls-key",
+                str(p / "server.key"),
+                "--ca",
+                str(p / "ca.pem"),
+                *extra,
+            ]
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
             wait_port(port, proc)
         else:
-            proc = self.b._start_scp(leg, tls, self.b.pki[pki], port, recv, None,
-                                     self.b.env(leg, tls), logf)
+            proc = self.b._start_scp(
+                leg, tls, self.b.pki[pki], port, recv, None, self.b.env(leg, tls), logf
+            )
         return proc, port, logf
 
-    def _clients(self, base: list[str], procs: int, per_proc: list[list[str]],
-                 timeout: float) -> tuple[list[dict], list[int | None]]:
+    def _clients(
+        self, base: list[str], procs: int, per_proc: list[list[str]], timeout: float
+    ) -> tuple[list[dict], list[int | None]]:
         """Start `procs` client processes, wait for each one's "ready", release them together
         with one line on stdin, collect their JSON lines and their peak RSS."""
-        ps = [subprocess.Popen(base + per_proc[i], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=REPO)
-              for i in range(procs)]
+        ps = [
+            subprocess.Popen(
+                base + per_proc[i],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            )
+            for i in range(procs)
+        ]
         try:
             for proc in ps:
                 wait_line(proc, "ready", timeout=120)
@@ -552,21 +702,28 @@ class Load:
             for k, v in o["errors"].items():
                 errors[k] = errors.get(k, 0) + v
         start, end = min(o["start"] for o in outs), max(o["end"] for o in outs)
-        return {"elapsed": end - start, "ok": sum(o["ok"] for o in outs),
-                "failed": sum(o["failed"] for o in outs), "errors": errors}
+        return {
+            "elapsed": end - start,
+            "ok": sum(o["ok"] for o in outs),
+            "failed": sum(o["failed"] for o in outs),
+            "errors": errors,
+        }
 
     # -- item 3
     def assoc_rate(self) -> dict:
         a = self.args
         procs = a.load_procs
-        per = [a.assoc_clients // procs + (1 if i < a.assoc_clients % procs else 0)
-               for i in range(procs)]
+        per = [
+            a.assoc_clients // procs + (1 if i < a.assoc_clients % procs else 0)
+            for i in range(procs)
+        ]
         rows = {}
         for scp, label, called, nodelay in (
-                ("ours-relaxed", "ours: dicomtls serve", "DICOMTLS", False),
-                ("pynetdicom", "pynetdicom SCP (stdlib ssl)", "PYSCP", False),
-                ("dcmtk", "DCMTK storescp +tls", "STORESCP", False),
-                ("dcmtk", "DCMTK storescp +tls, TCP_NODELAY=1", "STORESCP", True)):
+            ("ours-relaxed", "ours: dicomtls serve", "DICOMTLS", False),
+            ("pynetdicom", "pynetdicom SCP (stdlib ssl)", "PYSCP", False),
+            ("dcmtk", "DCMTK storescp +tls", "STORESCP", False),
+            ("dcmtk", "DCMTK storescp +tls, TCP_NODELAY=1", "STORESCP", True),
+        ):
             for pki in ("ec", "rsa"):
                 key = f"{scp.split('-')[0]}{'_nodelay' if nodelay else ''}_{pki}"
                 rates, samples = [], []
@@ -574,15 +731,29 @@ class Load:
                     recv = self.b.recv_root / f"load-{key}"
                     shutil.rmtree(recv, ignore_errors=True)
                     recv.mkdir(parents=True)
-                    extra = (["--max-associations", "64", "--max-per-peer", "64"]
-                             if scp.startswith("ours") else None)
+                    extra = (
+                        ["--max-associations", "64", "--max-per-peer", "64"]
+                        if scp.startswith("ours")
+                        else None
+                    )
                     proc, port, logf = self._start(scp, pki, recv, extra=extra, nodelay=nodelay)
                     try:
-                        base = [PY, str(HERE / "peer_load.py"), "echo", "--port", str(port),
-                                "--pki", str(self.b.pki[pki]), "--called-ae", called,
-                                "--each", str(a.assoc_each)]
-                        outs, _ = self._clients(base, procs, [["--clients", str(n)] for n in per],
-                                                timeout=600)
+                        base = [
+                            PY,
+                            str(HERE / "peer_load.py"),
+                            "echo",
+                            "--port",
+                            str(port),
+                            "--pki",
+                            str(self.b.pki[pki]),
+                            "--called-ae",
+                            called,
+                            "--each",
+                            str(a.assoc_each),
+                        ]
+                        outs, _ = self._clients(
+                            base, procs, [["--clients", str(n)] for n in per], timeout=600
+                        )
                         scp_hwm, scp_cpu = vmhwm(proc.pid), cpu_seconds(proc.pid)
                     except Exception as exc:
                         outs, scp_hwm, scp_cpu = [], None, None
@@ -596,20 +767,28 @@ class Load:
                         r["rate"] = r["ok"] / r["elapsed"]
                         r["scp_hwm_mb"] = None if scp_hwm is None else scp_hwm / MB
                         # includes its start-up (imports, reading the PKI): an upper bound
-                        r["scp_cpu_ms_per_assoc"] = (None if scp_cpu is None or not r["ok"]
-                                                     else 1000 * scp_cpu / r["ok"])
+                        r["scp_cpu_ms_per_assoc"] = (
+                            None if scp_cpu is None or not r["ok"] else 1000 * scp_cpu / r["ok"]
+                        )
                         samples.append(r)
                         rates.append(r["rate"])
-                        log(f"assoc-rate {key:16s} rep {rep + 1}/{a.reps}: {r['rate']:7.1f} "
-                            f"assoc/s, ok {r['ok']}, failed {r['failed']} {r['errors'] or ''}")
-                rows[key] = {"label": f"{label}, {'ECDSA P-256' if pki == 'ec' else 'RSA-2048'}",
-                             "rate": med(rates), "samples": samples,
-                             "failed": sum(s.get("failed", 0) for s in samples),
-                             "expected_per_rep": a.assoc_clients * a.assoc_each}
-        return {"description": f"{a.assoc_clients} concurrent clients (ours, asyncio, "
-                               f"{procs} processes) x {a.assoc_each} associations each: "
-                               "connect + mutual TLS 1.3 + associate + C-ECHO + release",
-                "rows": rows}
+                        log(
+                            f"assoc-rate {key:16s} rep {rep + 1}/{a.reps}: {r['rate']:7.1f} "
+                            f"assoc/s, ok {r['ok']}, failed {r['failed']} {r['errors'] or ''}"
+                        )
+                rows[key] = {
+                    "label": f"{label}, {'ECDSA P-256' if pki == 'ec' else 'RSA-2048'}",
+                    "rate": med(rates),
+                    "samples": samples,
+                    "failed": sum(s.get("failed", 0) for s in samples),
+                    "expected_per_rep": a.assoc_clients * a.assoc_each,
+                }
+        return {
+            "description": f"{a.assoc_clients} concurrent clients (ours, asyncio, "
+            f"{procs} processes) x {a.assoc_each} associations each: "
+            "connect + mutual TLS 1.3 + associate + C-ECHO + release",
+            "rows": rows,
+        }
 
     # -- item 4
     def concurrency(self) -> dict:
@@ -624,17 +803,29 @@ class Load:
             recv.mkdir(parents=True)
             os.sync()
             cap = str(max(600, n + 100))
-            proc, port, logf = self._start("ours-durable", "ec", recv,
-                                           extra=["--max-associations", cap,
-                                                  "--max-per-peer", cap])
+            proc, port, logf = self._start(
+                "ours-durable", "ec", recv, extra=["--max-associations", cap, "--max-per-peer", cap]
+            )
             r: dict = {}
             try:
-                base = [PY, str(HERE / "peer_load.py"), "store", "--port", str(port), "--pki",
-                        str(self.b.pki["ec"]), "--dir", str(ds.directory), "--per", str(k),
-                        "--clients", str(n)]
+                base = [
+                    PY,
+                    str(HERE / "peer_load.py"),
+                    "store",
+                    "--port",
+                    str(port),
+                    "--pki",
+                    str(self.b.pki["ec"]),
+                    "--dir",
+                    str(ds.directory),
+                    "--per",
+                    str(k),
+                    "--clients",
+                    str(n),
+                ]
                 outs, client_hwm = self._clients(
-                    base, procs, [["--part", f"{i}/{procs}"] for i in range(procs)],
-                    timeout=1800)
+                    base, procs, [["--part", f"{i}/{procs}"] for i in range(procs)], timeout=1800
+                )
                 r = self._combine(outs)
                 r["client_hwm_mb"] = [None if h is None else h / MB for h in client_hwm]
             except Exception as exc:
@@ -652,19 +843,24 @@ class Load:
                 r["verified"] = str(exc)[:300]
             shutil.rmtree(recv, ignore_errors=True)
             samples.append(r)
-            log(f"concurrency rep {rep + 1}/{a.reps}: ok {r.get('ok')}/{n * k}, failed "
+            log(
+                f"concurrency rep {rep + 1}/{a.reps}: ok {r.get('ok')}/{n * k}, failed "
                 f"{r.get('failed')}, {r.get('elapsed', 0):.1f} s, SCP VmHWM "
-                f"{r['scp_hwm_mb']} MB, verified {r['verified']} {r.get('errors') or ''}")
+                f"{r['scp_hwm_mb']} MB, verified {r['verified']} {r.get('errors') or ''}"
+            )
         good = [s for s in samples if "elapsed" in s]
-        return {"description": f"{n} concurrent mutual-TLS associations x {k} objects of "
-                               f"{a.conc_kb} KiB into dicomtls serve (durable), clients: ours, "
-                               f"asyncio, {procs} processes",
-                "expected": n * k, "samples": samples,
-                "elapsed": med([s["elapsed"] for s in good]),
-                "objps": med([(s["ok"]) / s["elapsed"] for s in good]),
-                "scp_hwm_mb": med([s["scp_hwm_mb"] for s in samples if s["scp_hwm_mb"]]),
-                "failed": sum(s.get("failed", 0) for s in samples),
-                "all_verified": all(s.get("verified") is True for s in samples)}
+        return {
+            "description": f"{n} concurrent mutual-TLS associations x {k} objects of "
+            f"{a.conc_kb} KiB into dicomtls serve (durable), clients: ours, "
+            f"asyncio, {procs} processes",
+            "expected": n * k,
+            "samples": samples,
+            "elapsed": med([s["elapsed"] for s in good]),
+            "objps": med([(s["ok"]) / s["elapsed"] for s in good]),
+            "scp_hwm_mb": med([s["scp_hwm_mb"] for s in samples if s["scp_hwm_mb"]]),
+            "failed": sum(s.get("failed", 0) for s in samples),
+            "all_verified": all(s.get("verified") is True for s in samples),
+        }
 
     # -- item 6
     def memory(self) -> dict:
@@ -672,9 +868,11 @@ class Load:
         ds = make_dataset(self.b.work, "mem", 1, a.mem_mb << 20)
         path = ds.directory / ds.objects[0]["file"]
         rows = {}
-        pairs = [Leg("ours", "ours -> ours (durable)", "ours-durable", "ours", "ec"),
-                 Leg("dcmtk", "DCMTK storescu -> storescp", "dcmtk", "dcmtk", "rsa"),
-                 Leg("pynetdicom", "pynetdicom -> pynetdicom", "pynetdicom", "pynetdicom", "ec")]
+        pairs = [
+            Leg("ours", "ours -> ours (durable)", "ours-durable", "ours", "ec"),
+            Leg("dcmtk", "DCMTK storescu -> storescp", "dcmtk", "dcmtk", "rsa"),
+            Leg("pynetdicom", "pynetdicom -> pynetdicom", "pynetdicom", "pynetdicom", "ec"),
+        ]
         only = {k for k in a.only.split(",") if k}
         for leg in pairs:
             if only and leg.key not in only:
@@ -691,20 +889,55 @@ class Load:
                 logf = (self.b.logs / f"mem-{leg.key}.log").open("w")
                 scp = self.b._start_scp(leg, "tls13", pki, port, recv, ds, env, logf)
                 if leg.scu == "ours":
-                    cmd = [PY, str(HERE / "peer_ours_scu.py"), "--port", str(port), "--dir",
-                           str(ds.directory), "--pki", str(pki)]
+                    cmd = [
+                        PY,
+                        str(HERE / "peer_ours_scu.py"),
+                        "--port",
+                        str(port),
+                        "--dir",
+                        str(ds.directory),
+                        "--pki",
+                        str(pki),
+                    ]
                 elif leg.scu == "pynetdicom":
-                    cmd = [PY, str(HERE / "peer_pynetdicom.py"), "scu", "--port", str(port),
-                           "--dir", str(ds.directory), "--pki", str(pki)]
+                    cmd = [
+                        PY,
+                        str(HERE / "peer_pynetdicom.py"),
+                        "scu",
+                        "--port",
+                        str(port),
+                        "--dir",
+                        str(ds.directory),
+                        "--pki",
+                        str(pki),
+                    ]
                 else:
-                    cmd = ["storescu", "+tls", str(pki / "client.key"),
-                           str(pki / "client-chain.pem"), "+cf", str(pki / "ca.pem"), "-pdu",
-                           DCMTK_PDU, "-aec", "STORESCP", "127.0.0.1", str(port), str(path)]
+                    cmd = [
+                        "storescu",
+                        "+tls",
+                        str(pki / "client.key"),
+                        str(pki / "client-chain.pem"),
+                        "+cf",
+                        str(pki / "ca.pem"),
+                        "-pdu",
+                        DCMTK_PDU,
+                        "-aec",
+                        "STORESCP",
+                        "127.0.0.1",
+                        str(port),
+                        str(path),
+                    ]
                 r: dict = {}
                 try:
                     t0 = time.perf_counter()
-                    scu = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                           text=True, cwd=REPO, env=env)
+                    scu = subprocess.Popen(
+                        cmd,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        cwd=REPO,
+                        env=env,
+                    )
                     poller = HWMPoller(scu.pid)
                     out, err = scu.communicate(timeout=self.b._timeout(ds))
                     r["elapsed"] = time.perf_counter() - t0
@@ -729,46 +962,62 @@ class Load:
                         r["error"] = f"verify: {exc}"[:500]
                 shutil.rmtree(recv, ignore_errors=True)
                 samples.append(r)
-                log(f"memory {leg.key:11s} rep {rep + 1}/{a.reps}: SCU {r.get('scu_hwm_mb', 0):.1f}"
+                log(
+                    f"memory {leg.key:11s} rep {rep + 1}/{a.reps}: SCU {r.get('scu_hwm_mb', 0):.1f}"
                     f" MB, SCP {r.get('scp_hwm_mb', 0):.1f} MB, "
-                    f"{ds.total_bytes / MB / r.get('elapsed', 1):.0f} MB/s {r.get('error', '')}")
+                    f"{ds.total_bytes / MB / r.get('elapsed', 1):.0f} MB/s {r.get('error', '')}"
+                )
             good = [s for s in samples if "error" not in s]
-            rows[leg.key] = {"label": leg.label,
-                             "scu_hwm_mb": med([s["scu_hwm_mb"] for s in good]),
-                             "scp_hwm_mb": med([s["scp_hwm_mb"] for s in good]),
-                             "mbps": med([ds.total_bytes / MB / s["elapsed"] for s in good]),
-                             "samples": samples}
-        return {"description": f"one {a.mem_mb} MiB object ({ds.total_bytes / MB:.0f} MB "
-                               "Part 10 file), mutual TLS 1.3, SCU and SCP each their own "
-                               "process; peak RSS = VmHWM", "rows": rows}
+            rows[leg.key] = {
+                "label": leg.label,
+                "scu_hwm_mb": med([s["scu_hwm_mb"] for s in good]),
+                "scp_hwm_mb": med([s["scp_hwm_mb"] for s in good]),
+                "mbps": med([ds.total_bytes / MB / s["elapsed"] for s in good]),
+                "samples": samples,
+            }
+        return {
+            "description": f"one {a.mem_mb} MiB object ({ds.total_bytes / MB:.0f} MB "
+            "Part 10 file), mutual TLS 1.3, SCU and SCP each their own "
+            "process; peak RSS = VmHWM",
+            "rows": rows,
+        }
 
 
 def load_report(load: dict) -> list[str]:
     """Markdown for the assoc-rate / concurrency / memory-1g scenarios, targets marked."""
+
     def yn(ok: bool | None) -> str:
         return "" if ok is None else ("yes" if ok else "**no**")
 
     lines: list[str] = []
     if sc := load.get("assoc-rate"):
         rows = sc["rows"]
-        lines += [f"## assoc-rate: {sc['description']}", "",
-                  f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})", "",
-                  "| SCP | assoc/s median (min-max) | failed / attempted | SCP CPU ms per "
-                  "assoc (incl. start-up) | SCP peak RSS MB | errors |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## assoc-rate: {sc['description']}",
+            "",
+            f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})",
+            "",
+            "| SCP | assoc/s median (min-max) | failed / attempted | SCP CPU ms per "
+            "assoc (incl. start-up) | SCP peak RSS MB | errors |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in rows.values():
             r = row["rate"]
             att = row["expected_per_rep"] * len(row["samples"])
             hwm = [s["scp_hwm_mb"] for s in row["samples"] if s.get("scp_hwm_mb")]
-            errs = "; ".join(f"{k} (x{v})" for s in row["samples"]
-                             for k, v in s.get("errors", {}).items())
+            errs = "; ".join(
+                f"{k} (x{v})" for s in row["samples"] for k, v in s.get("errors", {}).items()
+            )
             errs += "; ".join(s["error"] for s in row["samples"] if "error" in s)
             rate = f"**{r['median']:.1f}** ({r['min']:.1f}-{r['max']:.1f})" if r else "FAILED"
-            cpu = [s["scp_cpu_ms_per_assoc"] for s in row["samples"]
-                   if s.get("scp_cpu_ms_per_assoc")]
-            lines.append(f"| {row['label']} | {rate} | {row['failed']} / {att} | "
-                         f"{fmt(statistics.median(cpu) if cpu else None, 1)} | "
-                         f"{fmt(max(hwm) if hwm else None, 0)} | {errs[:300]} |")
+            cpu = [
+                s["scp_cpu_ms_per_assoc"] for s in row["samples"] if s.get("scp_cpu_ms_per_assoc")
+            ]
+            lines.append(
+                f"| {row['label']} | {rate} | {row['failed']} / {att} | "
+                f"{fmt(statistics.median(cpu) if cpu else None, 1)} | "
+                f"{fmt(max(hwm) if hwm else None, 0)} | {errs[:300]} |"
+            )
 
         def rate(key: str) -> float | None:
             return rows[key]["rate"].get("median") if key in rows and rows[key]["rate"] else None
@@ -777,40 +1026,60 @@ def load_report(load: dict) -> list[str]:
         for pki, name in (("ec", "ECDSA P-256"), ("rsa", "RSA-2048")):
             o, p = rate(f"ours_{pki}"), rate(f"pynetdicom_{pki}")
             v = None if o is None or not p else o / p
-            lines.append(f"| ours / pynetdicom SCP ≥ 3, {name} | {fmt(v)} | "
-                         f"{yn(None if v is None else v >= 3)} |")
+            lines.append(
+                f"| ours / pynetdicom SCP ≥ 3, {name} | {fmt(v)} | "
+                f"{yn(None if v is None else v >= 3)} |"
+            )
         o = rate("ours_ec")
-        lines.append(f"| ours ≥ 250 assoc/s, ECDSA P-256 | {fmt(o, 1)} | "
-                     f"{yn(None if o is None else o >= 250)} |")
+        lines.append(
+            f"| ours ≥ 250 assoc/s, ECDSA P-256 | {fmt(o, 1)} | "
+            f"{yn(None if o is None else o >= 250)} |"
+        )
         fails = rows.get("ours_ec", {}).get("failed", 0) + rows.get("ours_rsa", {}).get("failed", 0)
         lines += [f"| our SCP: no failed association | {fails} failed | {yn(fails == 0)} |", ""]
     if sc := load.get("concurrency"):
-        lines += [f"## concurrency: {sc['description']}", "",
-                  f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})", "",
-                  "| rep | stored ok / expected | failed | total s | objects/s | SCP peak RSS "
-                  "(VmHWM) MB | client peak RSS MB | verified | errors |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## concurrency: {sc['description']}",
+            "",
+            f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})",
+            "",
+            "| rep | stored ok / expected | failed | total s | objects/s | SCP peak RSS "
+            "(VmHWM) MB | client peak RSS MB | verified | errors |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for i, s in enumerate(sc["samples"], 1):
             errs = "; ".join(f"{k} (x{v})" for k, v in s.get("errors", {}).items())
             errs += s.get("error", "")
             el = s.get("elapsed")
-            lines.append(f"| {i} | {s.get('ok')} / {sc['expected']} | {s.get('failed')} | "
-                         f"{fmt(el, 1)} | {fmt(s['ok'] / el if el else None, 1)} | "
-                         f"{fmt(s.get('scp_hwm_mb'), 1)} | "
-                         f"{', '.join(fmt(h, 0) for h in s.get('client_hwm_mb', []))} | "
-                         f"{s.get('verified')} | {errs[:300]} |")
+            lines.append(
+                f"| {i} | {s.get('ok')} / {sc['expected']} | {s.get('failed')} | "
+                f"{fmt(el, 1)} | {fmt(s['ok'] / el if el else None, 1)} | "
+                f"{fmt(s.get('scp_hwm_mb'), 1)} | "
+                f"{', '.join(fmt(h, 0) for h in s.get('client_hwm_mb', []))} | "
+                f"{s.get('verified')} | {errs[:300]} |"
+            )
         hw = sc["scp_hwm_mb"]
-        lines += ["", "| target | value | met |", "|---|---|---|",
-                  f"| all associations succeed | {sc['failed']} objects failed over "
-                  f"{len(sc['samples'])} reps; verified: {sc['all_verified']} | "
-                  f"{yn(sc['failed'] == 0 and sc['all_verified'])} |",
-                  f"| SCP peak RSS < 300 MB | max {fmt(hw.get('max'), 1)} MB | "
-                  f"{yn(None if not hw else hw['max'] < 300)} |", ""]
+        lines += [
+            "",
+            "| target | value | met |",
+            "|---|---|---|",
+            f"| all associations succeed | {sc['failed']} objects failed over "
+            f"{len(sc['samples'])} reps; verified: {sc['all_verified']} | "
+            f"{yn(sc['failed'] == 0 and sc['all_verified'])} |",
+            f"| SCP peak RSS < 300 MB | max {fmt(hw.get('max'), 1)} MB | "
+            f"{yn(None if not hw else hw['max'] < 300)} |",
+            "",
+        ]
     if sc := load.get("memory-1g"):
-        lines += [f"## memory-1g: {sc['description']}", "",
-                  f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})", "",
-                  "| pair | SCU peak RSS MB median (min-max) | SCP peak RSS MB median (min-max) "
-                  "| MB/s median | < 100 MB each side | errors |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## memory-1g: {sc['description']}",
+            "",
+            f"Command: `{sc.get('command', '?')}` ({sc.get('date', '')})",
+            "",
+            "| pair | SCU peak RSS MB median (min-max) | SCP peak RSS MB median (min-max) "
+            "| MB/s median | < 100 MB each side | errors |",
+            "|---|---|---|---|---|---|",
+        ]
         for key, row in sc["rows"].items():
             u, p, m = row["scu_hwm_mb"], row["scp_hwm_mb"], row["mbps"]
             errs = "; ".join(s["error"] for s in row["samples"] if "error" in s)
@@ -819,9 +1088,11 @@ def load_report(load: dict) -> list[str]:
                 return f"**{x['median']:.1f}** ({x['min']:.1f}-{x['max']:.1f})" if x else "-"
 
             met = None if not u or not p else (u["max"] < 100 and p["max"] < 100)
-            lines.append(f"| {row['label']} | {rng(u)} | {rng(p)} | {fmt(m.get('median'), 0)} "
-                         f"| {yn(met) + ' (target is for ours)' if key != 'ours' and met is not None else yn(met)} "
-                         f"| {errs[:300]} |")
+            lines.append(
+                f"| {row['label']} | {rng(u)} | {rng(p)} | {fmt(m.get('median'), 0)} "
+                f"| {yn(met) + ' (target is for ours)' if key != 'ours' and met is not None else yn(met)} "
+                f"| {errs[:300]} |"
+            )
         lines.append("")
     return lines
 
@@ -861,9 +1132,13 @@ def ratios(rows: dict[str, dict]) -> dict[str, float | None]:
 
 
 TARGETS = {  # issue 8 targets, per scenario kind: (ratio name, minimum)
-    "large": [("ours durable / disk fsync", 0.85), ("ours durable / DCMTK", 1.0),
-              ("ours relaxed / DCMTK", 2.0), ("ours relaxed / pynetdicom", 5.0),
-              ("ours relaxed / raw TLS", 0.35)],
+    "large": [
+        ("ours durable / disk fsync", 0.85),
+        ("ours durable / DCMTK", 1.0),
+        ("ours relaxed / DCMTK", 2.0),
+        ("ours relaxed / pynetdicom", 5.0),
+        ("ours relaxed / raw TLS", 0.35),
+    ],
     "small": [("ours durable / DCMTK", 5.0), ("ours durable / pynetdicom", 3.0)],
 }
 
@@ -876,26 +1151,46 @@ def write_report(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     meta = results["meta"]
-    lines = [f"# Benchmark results ({meta['date']})", "",
-             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
-             f"Repetitions: {meta['reps']} (median, with min-max). MB = 10^6 bytes; bytes are "
-             "whole Part 10 files. Elapsed for our and pynetdicom SCUs: connect+TLS+associate "
-             "to last C-STORE response, measured inside the SCU process; DCMTK storescu: "
-             "process wall clock (includes its start-up). Raw and disk legs: same bytes.", ""]
-    prints = sorted({f for sc in results["scenarios"].values() for row in sc["rows"].values()
-                     for f in row.get("src", [])})
-    lines += [f"Source: git {meta.get('git', '?')}; src/ fingerprint(s) seen by the peers: "
-              f"{', '.join(prints) or 'not recorded'}"
-              + (" -- **src/ changed during the run: rows mix code versions**"
-                 if len(prints) > 1 else ""), ""]
+    lines = [
+        f"# Benchmark results ({meta['date']})",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}  ",
+        f"Repetitions: {meta['reps']} (median, with min-max). MB = 10^6 bytes; bytes are "
+        "whole Part 10 files. Elapsed for our and pynetdicom SCUs: connect+TLS+associate "
+        "to last C-STORE response, measured inside the SCU process; DCMTK storescu: "
+        "process wall clock (includes its start-up). Raw and disk legs: same bytes.",
+        "",
+    ]
+    prints = sorted(
+        {
+            f
+            for sc in results["scenarios"].values()
+            for row in sc["rows"].values()
+            for f in row.get("src", [])
+        }
+    )
+    lines += [
+        f"Source: git {meta.get('git', '?')}; src/ fingerprint(s) seen by the peers: "
+        f"{', '.join(prints) or 'not recorded'}"
+        + (
+            " -- **src/ changed during the run: rows mix code versions**" if len(prints) > 1 else ""
+        ),
+        "",
+    ]
     for name, sc in results.get("scenarios", {}).items():
-        lines += [f"## {name}: {sc['description']}", "",
-                  "| leg | MB/s median (min-max) | objects/s median | negotiated |",
-                  "|---|---|---|---|"]
+        lines += [
+            f"## {name}: {sc['description']}",
+            "",
+            "| leg | MB/s median (min-max) | objects/s median | negotiated |",
+            "|---|---|---|---|",
+        ]
         for row in sc["rows"].values():
             mb, ob = row["mbps"], row["objps"]
-            lines.append(f"| {row['label']} | **{mb['median']:.1f}** ({mb['min']:.1f}-"
-                         f"{mb['max']:.1f}) | {ob['median']:.1f} | {row['cipher'] or ''} |")
+            lines.append(
+                f"| {row['label']} | **{mb['median']:.1f}** ({mb['min']:.1f}-"
+                f"{mb['max']:.1f}) | {ob['median']:.1f} | {row['cipher'] or ''} |"
+            )
         for key, err in sc.get("errors", {}).items():
             lines.append(f"| {key} | FAILED: {err[:120]} | | |")
         lines += ["", "| ratio (medians) | value | target | met |", "|---|---|---|---|"]
@@ -904,8 +1199,9 @@ def write_report(results: dict, out: Path) -> None:
         for rname, value in sc["ratios"].items():
             tgt = targets.get(rname)
             met = "" if tgt is None or value is None else ("yes" if value >= tgt else "**no**")
-            lines.append(f"| {rname} | {fmt(value)} | {'' if tgt is None else f'≥ {tgt}'} "
-                         f"| {met} |")
+            lines.append(
+                f"| {rname} | {fmt(value)} | {'' if tgt is None else f'≥ {tgt}'} | {met} |"
+            )
         lines.append("")
     lines += load_report(results.get("load", {}))
     lines += ["![chart](results.png)", ""]
@@ -933,18 +1229,29 @@ def chart(results: dict, path: Path) -> None:
         rows = list(sc["rows"].values())
         labels = [r["label"] for r in rows]
         med = [r["mbps"]["median"] for r in rows]
-        err = [[m - r["mbps"]["min"] for m, r in zip(med, rows, strict=True)],
-               [r["mbps"]["max"] - m for m, r in zip(med, rows, strict=True)]]
-        colors = ["tab:gray" if r["label"].startswith(("raw", "disk")) else
-                  "tab:blue" if r["label"].startswith("ours ->") and "DCMTK" not in r["label"]
-                  else "tab:purple" if "ours" in r["label"] else "tab:orange" for r in rows]
+        err = [
+            [m - r["mbps"]["min"] for m, r in zip(med, rows, strict=True)],
+            [r["mbps"]["max"] - m for m, r in zip(med, rows, strict=True)],
+        ]
+        colors = [
+            "tab:gray"
+            if r["label"].startswith(("raw", "disk"))
+            else "tab:blue"
+            if r["label"].startswith("ours ->") and "DCMTK" not in r["label"]
+            else "tab:purple"
+            if "ours" in r["label"]
+            else "tab:orange"
+            for r in rows
+        ]
         ax.barh(labels, med, xerr=err, color=colors)
         ax.invert_yaxis()
         ax.set_xscale("log")
         ax.set_title(f"{name}: {sc['description']}", fontsize=9)
-        ax.set_xlabel("MB/s (log scale; median, bars min-max). blue: ours<->ours, "
-                      "purple: ours<->DCMTK, orange: DCMTK / pynetdicom, gray: ceilings",
-                      fontsize=8)
+        ax.set_xlabel(
+            "MB/s (log scale; median, bars min-max). blue: ours<->ours, "
+            "purple: ours<->DCMTK, orange: DCMTK / pynetdicom, gray: ceilings",
+            fontsize=8,
+        )
         ax.tick_params(axis="y", labelsize=8)
         for y, m in enumerate(med):
             ax.text(m, y, f" {m:.0f}", va="center", fontsize=7)
@@ -970,7 +1277,9 @@ def load_chart(load: dict, path: Path) -> None:
             unit = "mutual-TLS associations/s the SCP sustains (median, bars min-max)"
         elif name == "memory-1g":
             rows = [r for r in sc["rows"].values() for _ in (0, 1)]
-            labels = [f"{r['label']}: {side}" for r in sc["rows"].values() for side in ("SCU", "SCP")]
+            labels = [
+                f"{r['label']}: {side}" for r in sc["rows"].values() for side in ("SCU", "SCP")
+            ]
             values = [r[k] for r in sc["rows"].values() for k in ("scu_hwm_mb", "scp_hwm_mb")]
             unit = "peak RSS, MB, moving one 1 GiB object (log scale; target < 100 MB for ours)"
         else:
@@ -978,10 +1287,13 @@ def load_chart(load: dict, path: Path) -> None:
             values = [sc["scp_hwm_mb"], sc["objps"]]
             unit = "500 concurrent associations x 20 objects, durable"
         med = [v["median"] for v in values]
-        err = [[m - v["min"] for m, v in zip(med, values, strict=True)],
-               [v["max"] - m for m, v in zip(med, values, strict=True)]]
-        colors = ["tab:blue" if "ours" in lab or name == "concurrency" else "tab:orange"
-                  for lab in labels]
+        err = [
+            [m - v["min"] for m, v in zip(med, values, strict=True)],
+            [v["max"] - m for m, v in zip(med, values, strict=True)],
+        ]
+        colors = [
+            "tab:blue" if "ours" in lab or name == "concurrency" else "tab:orange" for lab in labels
+        ]
         ax.barh(labels, med, xerr=err, color=colors)
         ax.invert_yaxis()
         if name == "memory-1g":
@@ -999,32 +1311,43 @@ def load_chart(load: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="2 x 64 MB, 200 x 64 KB, 50 x 512 KB (unless given explicitly)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 x 64 MB, 200 x 64 KB, 50 x 512 KB (unless given explicitly)",
+    )
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--large-count", type=int)
     p.add_argument("--large-mb", type=int)
     p.add_argument("--small64-count", type=int)
     p.add_argument("--small512-count", type=int)
     p.add_argument("--only", default="", help="comma list of leg keys to run (default: all)")
-    p.add_argument("--scenarios", default="large-tls13,large-tls12,small-64k,small-512k,"
-                                            "assoc-rate,concurrency,memory-1g",
-                   help="comma list (default: all, issue 8 items 1-6)")
+    p.add_argument(
+        "--scenarios",
+        default="large-tls13,large-tls12,small-64k,small-512k,assoc-rate,concurrency,memory-1g",
+        help="comma list (default: all, issue 8 items 1-6)",
+    )
     p.add_argument("--assoc-clients", type=int, default=16)
     p.add_argument("--assoc-each", type=int, help="associations per client (50; quick 10)")
     p.add_argument("--conc-assocs", type=int, help="concurrent associations (500; quick 100)")
     p.add_argument("--conc-per", type=int, help="objects per association (20; quick 5)")
     p.add_argument("--conc-kb", type=int, default=32, help="object size, KiB")
     p.add_argument("--mem-mb", type=int, help="the big object, MiB (1024; quick 256)")
-    p.add_argument("--load-procs", type=int, default=2,
-                   help="client processes for assoc-rate and concurrency")
-    p.add_argument("--merge", action="store_true",
-                   help="keep the scenarios already in --out/results.json that this run does "
-                        "not redo")
+    p.add_argument(
+        "--load-procs", type=int, default=2, help="client processes for assoc-rate and concurrency"
+    )
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the scenarios already in --out/results.json that this run does not redo",
+    )
     p.add_argument("--workdir", default="/tmp/dicomtls-bench")
     p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--replot", action="store_true",
-                   help="only rewrite results.md and results.png from --out/results.json")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="only rewrite results.md and results.png from --out/results.json",
+    )
     args = p.parse_args()
     if args.replot:
         write_report(json.loads((Path(args.out) / "results.json").read_text()), Path(args.out))
@@ -1032,9 +1355,20 @@ def main() -> None:
     quick = (2, 64, 200, 50, 10, 100, 5, 256)
     full = (4, 256, 2000, 500, 50, 500, 20, 1024)
     defaults = quick if args.quick else full
-    for attr, d in zip(("large_count", "large_mb", "small64_count", "small512_count",
-                        "assoc_each", "conc_assocs", "conc_per", "mem_mb"), defaults,
-                       strict=True):
+    for attr, d in zip(
+        (
+            "large_count",
+            "large_mb",
+            "small64_count",
+            "small512_count",
+            "assoc_each",
+            "conc_assocs",
+            "conc_per",
+            "mem_mb",
+        ),
+        defaults,
+        strict=True,
+    ):
         if getattr(args, attr) is None:
             setattr(args, attr, d)
 
@@ -1046,13 +1380,18 @@ def main() -> None:
     load_results: dict[str, dict] = {}
     for sname in load_chosen:
         t0 = time.time()
-        load_results[sname] = {"assoc-rate": Load(bench, args).assoc_rate,
-                               "concurrency": Load(bench, args).concurrency,
-                               "memory-1g": Load(bench, args).memory}[sname]()
+        load_results[sname] = {
+            "assoc-rate": Load(bench, args).assoc_rate,
+            "concurrency": Load(bench, args).concurrency,
+            "memory-1g": Load(bench, args).memory,
+        }[sname]()
         load_results[sname].update(
-            command="bash bench/run.sh " + " ".join(sys.argv[1:]), reps=args.reps,
+            command="bash bench/run.sh " + " ".join(sys.argv[1:]),
+            reps=args.reps,
             date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            wall_seconds=round(time.time() - t0, 1), src=src_fingerprint())
+            wall_seconds=round(time.time() - t0, 1),
+            src=src_fingerprint(),
+        )
     wanted = {s for s in args.scenarios.split(",") if s}
     large = s64 = s512 = None
     if wanted & {"large-tls13", "large-tls12"}:
@@ -1062,10 +1401,22 @@ def main() -> None:
     if "small-512k" in wanted:
         s512 = make_dataset(work, "small512k", args.small512_count, 512 << 10)
     all_scenarios = {
-        "large-tls13": (large, "tls13", f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.3"),
-        "large-tls12": (large, "tls12", f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.2"),
+        "large-tls13": (
+            large,
+            "tls13",
+            f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.3",
+        ),
+        "large-tls12": (
+            large,
+            "tls12",
+            f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.2",
+        ),
         "small-64k": (s64, "tls13", f"{args.small64_count} x 64 KiB on one association, TLS 1.3"),
-        "small-512k": (s512, "tls13", f"{args.small512_count} x 512 KiB on one association, TLS 1.3"),
+        "small-512k": (
+            s512,
+            "tls13",
+            f"{args.small512_count} x 512 KiB on one association, TLS 1.3",
+        ),
     }
     chosen = [s for s in args.scenarios.split(",") if s]
     only = {k for k in args.only.split(",") if k}
@@ -1093,37 +1444,53 @@ def main() -> None:
                         res["cipher"] = bench.probe_dcmtk_cipher(leg, ds, tls)
                     except Exception as exc:
                         log(f"cipher probe {leg.key}: {exc}")
-                res["src"] = fingerprint if fingerprint == src_fingerprint() else "changed-during-leg"
+                res["src"] = (
+                    fingerprint if fingerprint == src_fingerprint() else "changed-during-leg"
+                )
                 samples[sname][leg.key].append(res)
-                log(f"rep {rep + 1}/{args.reps} {sname:11s} {leg.key:14s} "
+                log(
+                    f"rep {rep + 1}/{args.reps} {sname:11s} {leg.key:14s} "
                     f"{ds.total_bytes / MB / res['elapsed']:8.1f} MB/s "
-                    f"{ds.count / res['elapsed']:8.1f} obj/s  {res.get('cipher') or ''}")
+                    f"{ds.count / res['elapsed']:8.1f} obj/s  {res.get('cipher') or ''}"
+                )
 
-    results = {"meta": {
-        "git": git_state(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "bash bench/run.sh " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
-                   f"Python {platform.python_version()}, {platform.platform()}",
-        "reps": args.reps, "wall_seconds": round(time.time() - started, 1),
-        "dcmtk": "storescu/storescp 3.6.7, +tls, default profile +py (BCP 195 non-downgrading)"
-                 f", -pdu {DCMTK_PDU}, storescp +B, RSA-2048 PKI; TLS version pinned via "
-                 "OPENSSL_CONF (MaxProtocol / Ciphersuites)",
-    }, "scenarios": {}}
+    results = {
+        "meta": {
+            "git": git_state(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "bash bench/run.sh " + " ".join(sys.argv[1:]),
+            "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, "
+            f"Python {platform.python_version()}, {platform.platform()}",
+            "reps": args.reps,
+            "wall_seconds": round(time.time() - started, 1),
+            "dcmtk": "storescu/storescp 3.6.7, +tls, default profile +py (BCP 195 non-downgrading)"
+            f", -pdu {DCMTK_PDU}, storescp +B, RSA-2048 PKI; TLS version pinned via "
+            "OPENSSL_CONF (MaxProtocol / Ciphersuites)",
+        },
+        "scenarios": {},
+    }
     for sname in chosen:
         ds, tls, desc = all_scenarios[sname]
         rows = {}
         for leg in legs:
             if samples[sname][leg.key]:
                 rows[leg.key] = {"label": leg.label, **summarise(samples[sname][leg.key], ds)}
-        results["scenarios"][sname] = {"description": desc, "objects": ds.count,
-                                       "bytes": ds.total_bytes, "rows": rows,
-                                       "ratios": ratios(rows), "errors": errors[sname]}
+        results["scenarios"][sname] = {
+            "description": desc,
+            "objects": ds.count,
+            "bytes": ds.total_bytes,
+            "rows": rows,
+            "ratios": ratios(rows),
+            "errors": errors[sname],
+        }
     results["load"] = load_results
     if args.merge and (Path(args.out) / "results.json").exists():
         old = json.loads((Path(args.out) / "results.json").read_text())
-        results["meta"] = {**old.get("meta", {}), "merged": results["meta"]} \
-            if not results["scenarios"] else results["meta"]
+        results["meta"] = (
+            {**old.get("meta", {}), "merged": results["meta"]}
+            if not results["scenarios"]
+            else results["meta"]
+        )
         results["scenarios"] = {**old.get("scenarios", {}), **results["scenarios"]}
         results["load"] = {**old.get("load", {}), **load_results}
     write_report(results, Path(args.out))

@@ -35,8 +35,11 @@ def _raise_nofile(need: int) -> None:
 
 async def run(args: argparse.Namespace) -> dict:
     pki = Path(args.pki)
-    tls = TLSSettings(certificate=pki / "client-chain.pem", private_key=pki / "client.key",
-                      ca_files=pki / "ca.pem")
+    tls = TLSSettings(
+        certificate=pki / "client-chain.pem",
+        private_key=pki / "client.key",
+        ca_files=pki / "ca.pem",
+    )
     errors: collections.Counter[str] = collections.Counter()
     ok = failed = 0
     if args.mode == "echo":
@@ -46,9 +49,9 @@ async def run(args: argparse.Namespace) -> dict:
             nonlocal ok, failed
             for _ in range(args.each):
                 try:
-                    async with await associate("127.0.0.1", args.port, tls,
-                                               called_ae=args.called_ae,
-                                               proposals=proposals) as assoc:
+                    async with await associate(
+                        "127.0.0.1", args.port, tls, called_ae=args.called_ae, proposals=proposals
+                    ) as assoc:
                         status = await assoc.echo()
                     if status == 0:
                         ok += 1
@@ -62,7 +65,7 @@ async def run(args: argparse.Namespace) -> dict:
         jobs = [client() for _ in range(args.clients)]
     else:
         files = sorted(Path(args.dir).glob("*.dcm"))
-        groups = [files[i:i + args.per] for i in range(0, len(files), args.per)]
+        groups = [files[i : i + args.per] for i in range(0, len(files), args.per)]
         part, parts = (int(x) for x in args.part.split("/"))
         groups = groups[part::parts][: args.clients]
         proposals = proposals_for(files[:1])
@@ -71,9 +74,9 @@ async def run(args: argparse.Namespace) -> dict:
             nonlocal ok, failed
             answered = 0
             try:
-                async with await associate("127.0.0.1", args.port, tls,
-                                           called_ae=args.called_ae,
-                                           proposals=proposals) as assoc:
+                async with await associate(
+                    "127.0.0.1", args.port, tls, called_ae=args.called_ae, proposals=proposals
+                ) as assoc:
                     for f in group:
                         status = await assoc.store(f)
                         answered += 1
@@ -93,8 +96,14 @@ async def run(args: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     await asyncio.gather(*jobs)
     t1 = time.monotonic()
-    return {"start": t0, "end": t1, "elapsed": t1 - t0, "ok": ok, "failed": failed,
-            "errors": dict(errors.most_common(5))}
+    return {
+        "start": t0,
+        "end": t1,
+        "elapsed": t1 - t0,
+        "ok": ok,
+        "failed": failed,
+        "errors": dict(errors.most_common(5)),
+    }
 
 
 if __name__ == "__main__":

@@ -28,22 +28,42 @@ async def main(args: argparse.Namespace) -> None:
     tls = None
     if not args.no_tls:
         pki = Path(args.pki)
-        tls = TLSSettings(certificate=pki / "client-chain.pem", private_key=pki / "client.key",
-                          ca_files=pki / "ca.pem", ciphers=args.cipher.split(",") if args.cipher else None)
+        tls = TLSSettings(
+            certificate=pki / "client-chain.pem",
+            private_key=pki / "client.key",
+            ca_files=pki / "ca.pem",
+            ciphers=args.cipher.split(",") if args.cipher else None,
+        )
     t0 = time.perf_counter()
-    assoc = await associate("127.0.0.1", args.port, tls, called_ae=args.called_ae,
-                            proposals=proposals, max_operations=args.window)
+    assoc = await associate(
+        "127.0.0.1",
+        args.port,
+        tls,
+        called_ae=args.called_ae,
+        proposals=proposals,
+        max_operations=args.window,
+    )
     t1 = time.perf_counter()
     statuses = [status async for _, status in assoc.store_many(files)]
     t2 = time.perf_counter()
     session = assoc.link.session
     await assoc.release()
-    print(json.dumps({
-        "elapsed": t2 - t0, "transfer": t2 - t1, "setup": t1 - t0, "n": len(files),
-        "failed": sum(1 for s in statuses if s != 0),
-        "window": assoc.negotiated.max_operations,
-        "cipher": None if session is None else f"{session.protocol} {session.cipher_openssl}",
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "elapsed": t2 - t0,
+                "transfer": t2 - t1,
+                "setup": t1 - t0,
+                "n": len(files),
+                "failed": sum(1 for s in statuses if s != 0),
+                "window": assoc.negotiated.max_operations,
+                "cipher": None
+                if session is None
+                else f"{session.protocol} {session.cipher_openssl}",
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

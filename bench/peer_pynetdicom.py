@@ -61,8 +61,12 @@ def scp(args: argparse.Namespace) -> None:
     ae.add_supported_context(VERIFICATION)  # C-ECHO, for the assoc-rate scenario
     ae.maximum_associations = 64  # default 10 would refuse part of 16 concurrent clients
     ctx = _context(ssl.Purpose.CLIENT_AUTH, Path(args.pki), "server", args.tls12)
-    server = ae.start_server(("127.0.0.1", args.port), block=False,
-                             evt_handlers=[(evt.EVT_C_STORE, on_store)], ssl_context=ctx)
+    server = ae.start_server(
+        ("127.0.0.1", args.port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=ctx,
+    )
     print("ready", flush=True)
     sys.stdin.read()
     server.shutdown()
@@ -90,8 +94,19 @@ def scu(args: argparse.Namespace) -> None:
     sock = assoc.dul.socket.socket
     cipher = f"{sock.version()} {sock.cipher()[0]}" if hasattr(sock, "cipher") else None
     assoc.release()
-    print(json.dumps({"elapsed": t2 - t0, "transfer": t2 - t1, "setup": t1 - t0,
-                      "n": len(files), "failed": failed, "cipher": cipher}), flush=True)
+    print(
+        json.dumps(
+            {
+                "elapsed": t2 - t0,
+                "transfer": t2 - t1,
+                "setup": t1 - t0,
+                "n": len(files),
+                "failed": failed,
+                "cipher": cipher,
+            }
+        ),
+        flush=True,
+    )
     os._exit(0)
 
 

@@ -39,7 +39,8 @@ def recv(a: argparse.Namespace) -> None:
     conn, _ = lsock.accept()
     if a.pki:
         conn = _ctx(ssl.Purpose.CLIENT_AUTH, Path(a.pki), "server", a.tls12).wrap_socket(
-            conn, server_side=True)
+            conn, server_side=True
+        )
     buf = memoryview(bytearray(BLOCK))
     got = 0
     while got < a.total:
@@ -70,8 +71,10 @@ def send(a: argparse.Namespace) -> None:
     assert sock.recv(1) == b"k"
     elapsed = time.perf_counter() - t0
     sock.close()
-    print(json.dumps({"elapsed": elapsed, "bytes": total, "n": len(files), "cipher": cipher}),
-          flush=True)
+    print(
+        json.dumps({"elapsed": elapsed, "bytes": total, "n": len(files), "cipher": cipher}),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

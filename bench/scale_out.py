@@ -87,7 +87,12 @@ def cpu_by_program() -> dict[str, float]:
     """CPU seconds used so far by each program we run (the node's, PostgreSQL's, SeaweedFS's,
     HAProxy's processes, and this one: the senders)."""
     tick = os.sysconf("SC_CLK_TCK")
-    wanted = {"dicomtls": "nodes", "postgres": "postgresql", "weed": "seaweedfs", "haproxy": "haproxy"}
+    wanted = {
+        "dicomtls": "nodes",
+        "postgres": "postgresql",
+        "weed": "seaweedfs",
+        "haproxy": "haproxy",
+    }
     used: dict[str, float] = dict.fromkeys([*wanted.values(), "senders"], 0.0)
     for pid, name in _processes().items():
         program = "senders" if pid == os.getpid() else wanted.get(name)
@@ -105,9 +110,13 @@ async def send(site: Site, port: int, files: list[Path], senders: int) -> int:
     async def one(share: list[Path]) -> int:
         ok = 0
         async with await associate(
-            "127.0.0.1", port, site.settings("ct1"), calling_ae="BENCH", called_ae="PACS",
+            "127.0.0.1",
+            port,
+            site.settings("ct1"),
+            calling_ae="BENCH",
+            called_ae="PACS",
             proposals=qr_proposals(),
-        ) as assoc:  # fmt: skip
+        ) as assoc:
             async for _, status in assoc.store_many(share):
                 ok += status == 0
         return ok
@@ -116,8 +125,17 @@ async def send(site: Site, port: int, files: list[Path], senders: int) -> int:
     return sum(results)
 
 
-def leg(name: str, site: Site, folder: Path, files: list[Path], senders: int, nodes: int, extra: list[str],
-        env: dict[str, str], count_rows: object) -> dict[str, object]:  # fmt: skip
+def leg(
+    name: str,
+    site: Site,
+    folder: Path,
+    files: list[Path],
+    senders: int,
+    nodes: int,
+    extra: list[str],
+    env: dict[str, str],
+    count_rows: object,
+) -> dict[str, object]:
     cluster = start_cluster(site, folder, nodes, *extra, env=env)
     try:
         busy0, total0 = cpu_ticks()
@@ -133,12 +151,16 @@ def leg(name: str, site: Site, folder: Path, files: list[Path], senders: int, no
     size = sum(f.stat().st_size for f in files)
     assert ok == len(files) == rows, (name, ok, rows)
     return {
-        "leg": name, "nodes": nodes, "objects": ok, "seconds": round(seconds, 3),
-        "objects_per_s": round(ok / seconds, 1), "mb_per_s": round(size / seconds / 1e6, 1),
+        "leg": name,
+        "nodes": nodes,
+        "objects": ok,
+        "seconds": round(seconds, 3),
+        "objects_per_s": round(ok / seconds, 1),
+        "mb_per_s": round(size / seconds / 1e6, 1),
         "cpu_busy": round((busy1 - busy0) / max(1, total1 - total0), 3),
         # CPU milliseconds per object, by program: what sizing scales with
         "cpu_ms_per_object": {k: round((after[k] - before[k]) * 1000 / ok, 2) for k in after},
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -156,18 +178,36 @@ def main() -> None:
     try:
         for rep in range(args.reps):
             folder = work / f"embedded-{rep}"
-            results.append(leg(
-                "1 node, SQLite + folder (via HAProxy)", site, folder, files, args.senders, 1, [], {},
-                lambda folder=folder: Index(folder / "node-a" / "store" / "index.sqlite").count(),
-            ))  # fmt: skip
+            results.append(
+                leg(
+                    "1 node, SQLite + folder (via HAProxy)",
+                    site,
+                    folder,
+                    files,
+                    args.senders,
+                    1,
+                    [],
+                    {},
+                    lambda folder=folder: Index(
+                        folder / "node-a" / "store" / "index.sqlite"
+                    ).count(),
+                )
+            )
             for nodes in (1, 3):
                 dsn, bucket = postgres.new_database(), seaweed.new_bucket()
-                results.append(leg(
-                    f"{nodes} node{'s' if nodes > 1 else ''}, PostgreSQL + S3 via HAProxy", site,
-                    work / f"scale-{nodes}-{rep}", files, args.senders, nodes,
-                    ["--index", dsn, "--objects", seaweed.url(bucket)], seaweed.environment(),
-                    lambda dsn=dsn: PostgresIndex(dsn).count(),
-                ))  # fmt: skip
+                results.append(
+                    leg(
+                        f"{nodes} node{'s' if nodes > 1 else ''}, PostgreSQL + S3 via HAProxy",
+                        site,
+                        work / f"scale-{nodes}-{rep}",
+                        files,
+                        args.senders,
+                        nodes,
+                        ["--index", dsn, "--objects", seaweed.url(bucket)],
+                        seaweed.environment(),
+                        lambda dsn=dsn: PostgresIndex(dsn).count(),
+                    )
+                )
             print(json.dumps(results[-3:], indent=1), flush=True)
     finally:
         seaweed.stop()
@@ -180,23 +220,31 @@ def main() -> None:
             "objects_per_s_median": statistics.median(float(r["objects_per_s"]) for r in runs),  # type: ignore[arg-type]
             "cpu_busy_median": statistics.median(float(r["cpu_busy"]) for r in runs),  # type: ignore[arg-type]
             "cpu_ms_per_object_median": {
-                k: statistics.median(p[k] for p in per_object) for k in per_object[0]  # type: ignore[index]
+                k: statistics.median(p[k] for p in per_object)
+                for k in per_object[0]  # type: ignore[index]
             },
             "runs": runs,
         }
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
     out = {"machine": machine, "args": vars(args), "legs": summary}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "scale_out.json").write_text(json.dumps(out, indent=1))
     lines = [
         f"# Scale-out benchmark ({os.cpu_count()} CPUs, {args.objects} objects of "
-        f"{args.kib} KiB, {args.senders} senders, median of {args.reps})", "",
+        f"{args.kib} KiB, {args.senders} senders, median of {args.reps})",
+        "",
         "| leg | objects/s | CPU busy | CPU ms per object: nodes / PostgreSQL / SeaweedFS / HAProxy / senders |",
         "| --- | ---: | ---: | --- |",
-    ]  # fmt: skip
+    ]
     for name, leg_summary in summary.items():
         ms = leg_summary["cpu_ms_per_object_median"]
-        split = " / ".join(f"{ms[k]:.1f}" for k in ("nodes", "postgresql", "seaweedfs", "haproxy", "senders"))  # type: ignore[index]
+        split = " / ".join(
+            f"{ms[k]:.1f}" for k in ("nodes", "postgresql", "seaweedfs", "haproxy", "senders")
+        )  # type: ignore[index]
         lines.append(
             f"| {name} | {leg_summary['objects_per_s_median']:.0f} | {leg_summary['cpu_busy_median']:.0%} | {split} |"
         )

@@ -87,7 +87,9 @@ def chunks(data: bytes, sizes: bytes) -> Iterator[bytes]:
         i += 1
 
 
-def reader_bound(max_pdu_length: int, max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH) -> int:
+def reader_bound(
+    max_pdu_length: int, max_associate_length: int = DEFAULT_MAX_ASSOCIATE_LENGTH
+) -> int:
     """The most bytes a reader may hold for one incomplete PDU."""
     return max(max_pdu_length, max_associate_length) + PDU_HEADER.size
 

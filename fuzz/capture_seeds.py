@@ -219,7 +219,13 @@ def _pynetdicom_session(port: int, ct: Path) -> None:
     common.sop_class_uid = CTImageStorage
     common.service_class_uid = "1.2.840.10008.4.2"
     common.related_general_sop_class_identification = ["1.2.840.10008.5.1.4.1.1.2.1"]
-    negotiation: list[Any] = [window, identity, extended, common, build_role(CTImageStorage, scu_role=True)]
+    negotiation: list[Any] = [
+        window,
+        identity,
+        extended,
+        common,
+        build_role(CTImageStorage, scu_role=True),
+    ]
     assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AE, ext_neg=negotiation)
     if not assoc.is_established:
         raise RuntimeError("pynetdicom could not associate with our node")
@@ -241,11 +247,23 @@ async def capture(out: Path) -> None:
     sessions: list[Session] = []
     node_port = _free_port()
     node = await asyncio.create_subprocess_exec(
-        str(DICOMTLS), "serve", "--no-tls", "--host", "127.0.0.1", "--port", str(node_port),
-        "--store", str(work / "store"), "--fsync", "never", "--ae-title", NODE_AE,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        str(DICOMTLS),
+        "serve",
+        "--no-tls",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(node_port),
+        "--store",
+        str(work / "store"),
+        "--fsync",
+        "never",
+        "--ae-title",
+        NODE_AE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     storescp = None
     try:
         assert node.stderr is not None  # it says where it listens on stderr
@@ -265,9 +283,7 @@ async def capture(out: Path) -> None:
         await _session(
             proxy, "dcmtk-echoscu-abort", lambda p: _run("echoscu", "--abort", *aec, str(p))
         )
-        await _session(
-            proxy, "dcmtk-storescu", lambda p: _run("storescu", *aec, str(p), ct)
-        )
+        await _session(proxy, "dcmtk-storescu", lambda p: _run("storescu", *aec, str(p), ct))
         await _session(
             proxy,
             "dcmtk-findscu",
@@ -283,9 +299,14 @@ async def capture(out: Path) -> None:
 
         scp_port = _free_port()
         storescp = await asyncio.create_subprocess_exec(
-            "storescp", "-aet", "STORESCP", "--ignore", str(scp_port),
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+            "storescp",
+            "-aet",
+            "STORESCP",
+            "--ignore",
+            str(scp_port),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         await _wait_port(scp_port)
         proxy = RecordingProxy(scp_port)
         await proxy.start()
@@ -345,7 +366,10 @@ def write_corpus(sessions: list[Session], out: Path) -> None:
         for old in directory.iterdir():
             old.unlink()
     for session in sessions:
-        for direction, stream in (("to-acceptor", session.to_server), ("to-requestor", session.to_client)):  # fmt: skip
+        for direction, stream in (
+            ("to-acceptor", session.to_server),
+            ("to-requestor", session.to_client),
+        ):
             if not stream:
                 continue
             data = bytes(stream)

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== ruff";  .venv/bin/ruff check src tests fuzz
+echo "== ruff";  .venv/bin/ruff check src tests fuzz bench
+echo "== ruff format"; .venv/bin/ruff format --check src tests fuzz bench
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== pytest"; .venv/bin/pytest -q "$@"

@@ -48,7 +48,12 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 60.0,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     """Poll ``condition`` (a log line, a port that answers) until true; fail with ``what``."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -149,17 +154,52 @@ def start_postgres() -> PostgresServer:
     data, log = folder / "data", folder / "postgres.log"
     as_runner = _demote(runner)
     subprocess.run(
-        [binaries / "initdb", "-D", data, "-U", "dicomtls", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"],
-        check=True, capture_output=True, cwd=folder, **as_runner,  # type: ignore[arg-type]
-    )  # fmt: skip
+        [
+            binaries / "initdb",
+            "-D",
+            data,
+            "-U",
+            "dicomtls",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=folder,
+        **as_runner,  # type: ignore[arg-type]
+    )
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [binaries / "postgres", "-D", data, "-p", str(port), "-k", folder,
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=64MB"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=folder, **as_runner,  # type: ignore[arg-type]
-        )  # fmt: skip
+            [
+                binaries / "postgres",
+                "-D",
+                data,
+                "-p",
+                str(port),
+                "-k",
+                folder,
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=64MB",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+            **as_runner,  # type: ignore[arg-type]
+        )
     server = PostgresServer(folder, port, proc)
     try:
         wait_for(_log_says(log, "ready to accept connections"), "PostgreSQL", proc=proc)
@@ -226,10 +266,17 @@ class SeaweedServer:
 
     def _shell(self, command: str) -> str:
         done = subprocess.run(
-            [weed_binary(), "shell", f"-master=127.0.0.1:{self.master_port}",
-             f"-filer=127.0.0.1:{self.filer_port}"],
-            input=command.encode() + b"\n", capture_output=True, timeout=60, check=True,
-        )  # fmt: skip
+            [
+                weed_binary(),
+                "shell",
+                f"-master=127.0.0.1:{self.master_port}",
+                f"-filer=127.0.0.1:{self.filer_port}",
+            ],
+            input=command.encode() + b"\n",
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
         return done.stdout.decode(errors="replace")
 
     def stop(self) -> None:
@@ -259,13 +306,27 @@ def start_seaweedfs() -> SeaweedServer:
     log = folder / "weed.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [weed_binary(), "server", "-ip=127.0.0.1", f"-dir={folder / 'data'}",
-             f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-             "-s3", f"-s3.port={s3}", f"-s3.config={folder / 's3.json'}",
-             f"-s3.port.iceberg={iceberg}", f"-s3.port.lance={lance}",
-             "-volume.max=8", "-master.volumeSizeLimitMB=64", "-metricsPort=0"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=folder,
-        )  # fmt: skip
+            [
+                weed_binary(),
+                "server",
+                "-ip=127.0.0.1",
+                f"-dir={folder / 'data'}",
+                f"-master.port={master}",
+                f"-volume.port={volume}",
+                f"-filer.port={filer}",
+                "-s3",
+                f"-s3.port={s3}",
+                f"-s3.config={folder / 's3.json'}",
+                f"-s3.port.iceberg={iceberg}",
+                f"-s3.port.lance={lance}",
+                "-volume.max=8",
+                "-master.volumeSizeLimitMB=64",
+                "-metricsPort=0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+        )
     server = SeaweedServer(folder, s3, master, filer, proc)
     try:
         wait_for(_log_says(log, "Start Seaweed S3 API Server"), "SeaweedFS S3", proc=proc)
@@ -331,4 +392,3 @@ def start_haproxy(folder: Path, config: str, port: int) -> HAProxy:
         stop(proc)
         raise
     return HAProxy(folder, port, proc, log)
-

@@ -20,10 +20,20 @@ from .node.test_storage import CT, STUDY_UID, _make_file
 
 #: The asyncio Association's plumbing for the SCP and the C-GET loop, not the user's API.
 PLUMBING = {
-    "cancel_requested", "close_link", "gate", "link", "max_dataset_in_memory", "next_message_id",
-    "on_refused", "protocol_failure", "receive_message", "request_contexts", "response",
-    "send_message", "store_header",
-}  # fmt: skip
+    "cancel_requested",
+    "close_link",
+    "gate",
+    "link",
+    "max_dataset_in_memory",
+    "next_message_id",
+    "on_refused",
+    "protocol_failure",
+    "receive_message",
+    "request_contexts",
+    "response",
+    "send_message",
+    "store_header",
+}
 
 
 def test_the_front_door_names_everything_once_and_aio_the_same() -> None:
@@ -78,23 +88,34 @@ def test_blocking_and_asyncio_classes_offer_the_same_methods(name: str) -> None:
         ("dicomtls.net.association", ("pydicom", "numpy", "rich")),
     ],
 )
-def test_importing_loads_nothing_heavy_it_does_not_need(module: str, not_loaded: tuple[str, ...]) -> None:
+def test_importing_loads_nothing_heavy_it_does_not_need(
+    module: str, not_loaded: tuple[str, ...]
+) -> None:
     code = f"import sys, {module}; print(sorted(m for m in {not_loaded!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 
 def test_a_mutual_tls_echo_with_a_verify_callback_in_four_lines(matrix_pki: MatrixPKI) -> None:
-    server_tls = matrix_pki.settings("server", dicomtls.VerifyFlags.PEER | dicomtls.VerifyFlags.FAIL_IF_NO_PEER_CERT)
+    server_tls = matrix_pki.settings(
+        "server", dicomtls.VerifyFlags.PEER | dicomtls.VerifyFlags.FAIL_IF_NO_PEER_CERT
+    )
     client = matrix_pki.files["client"]
     seen: list[str] = []
     with dicomtls.serve_dicom("127.0.0.1", 0, server_tls, "PACS") as server:
         # -- the four lines, with one import --
-        def on_verify(ok: bool, cert: dicomtls.CertificateInfo, error: dicomtls.VerifyError) -> bool:
+        def on_verify(
+            ok: bool, cert: dicomtls.CertificateInfo, error: dicomtls.VerifyError
+        ) -> bool:
             seen.append(cert.subject)
             return ok
 
-        tls = dicomtls.TLSSettings(certificate=client.cert, private_key=client.key, ca_files=matrix_pki.ca_file, on_verify=on_verify)
+        tls = dicomtls.TLSSettings(
+            certificate=client.cert,
+            private_key=client.key,
+            ca_files=matrix_pki.ca_file,
+            on_verify=on_verify,
+        )
         with dicomtls.associate("127.0.0.1", server.port, tls, called_ae="PACS") as assoc:
             status = assoc.echo()
         # --
@@ -109,8 +130,12 @@ def test_a_storage_scp_and_a_peer_with_one_import(matrix_pki: MatrixPKI, tmp_pat
     for path in files:
         _make_file(path, pixels=20_000)
     services = dicomtls.Services(store=dicomtls.DurableStoreHandler(tmp_path / "received"))
-    with dicomtls.serve_dicom("127.0.0.1", 0, matrix_pki.settings("server", mutual), "STORESCP", services) as server:
-        pacs = dicomtls.Peer("127.0.0.1", server.port, matrix_pki.settings("client", mutual), called_ae="STORESCP")
+    with dicomtls.serve_dicom(
+        "127.0.0.1", 0, matrix_pki.settings("server", mutual), "STORESCP", services
+    ) as server:
+        pacs = dicomtls.Peer(
+            "127.0.0.1", server.port, matrix_pki.settings("client", mutual), called_ae="STORESCP"
+        )
         assert pacs.echo() == 0
         results = pacs.store(files)
     assert sorted(status for _, status in results) == [0, 0, 0]  # type: ignore[type-var]
@@ -118,7 +143,9 @@ def test_a_storage_scp_and_a_peer_with_one_import(matrix_pki: MatrixPKI, tmp_pat
     assert {p.stem for p in (tmp_path / "received").glob("*.dcm")} == sent
 
 
-def test_a_peers_find_and_get_propose_their_own_contexts(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
+def test_a_peers_find_and_get_propose_their_own_contexts(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
     """Against a real node: store, then find and get with nothing but a Peer."""
     from dicomtls.node.node import NodeConfig, start_node
 
@@ -128,14 +155,30 @@ def test_a_peers_find_and_get_propose_their_own_contexts(matrix_pki: MatrixPKI, 
         _make_file(path, pixels=20_000)
 
     async def run() -> tuple[list[pydicom.Dataset], int]:
-        node = await start_node(NodeConfig(store=tmp_path / "node", host="127.0.0.1", port=0,
-                                           ae_title="NODE", tls=matrix_pki.settings("server", mutual)))  # fmt: skip
+        node = await start_node(
+            NodeConfig(
+                store=tmp_path / "node",
+                host="127.0.0.1",
+                port=0,
+                ae_title="NODE",
+                tls=matrix_pki.settings("server", mutual),
+            )
+        )
         try:
-            pacs = dicomtls.aio.Peer("127.0.0.1", node.port, matrix_pki.settings("client", mutual), called_ae="NODE")
+            pacs = dicomtls.aio.Peer(
+                "127.0.0.1", node.port, matrix_pki.settings("client", mutual), called_ae="NODE"
+            )
             await pacs.store(files)
-            found = await pacs.find({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": STUDY_UID,
-                                     "NumberOfStudyRelatedInstances": ""})  # fmt: skip
-            got = await pacs.get({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": STUDY_UID}, tmp_path / "got")
+            found = await pacs.find(
+                {
+                    "QueryRetrieveLevel": "STUDY",
+                    "StudyInstanceUID": STUDY_UID,
+                    "NumberOfStudyRelatedInstances": "",
+                }
+            )
+            got = await pacs.get(
+                {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": STUDY_UID}, tmp_path / "got"
+            )
             return found, got.completed
         finally:
             await node.close()

@@ -125,8 +125,10 @@ def _fresh_copy(destination: Path) -> None:
     """What a clone has: every file git knows (committed or not yet), nothing it ignores."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     for name in filter(None, listed.decode().split("\0")):
         source = ROOT / name
         if source.is_file():  # listed but deleted in the work tree: not in a clone either
@@ -139,9 +141,14 @@ class Process:
 
     def __init__(self, text: str, cwd: Path, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            ["bash", "-c", text], cwd=cwd, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )  # fmt: skip
+            ["bash", "-c", text],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -202,15 +209,23 @@ class Walk:
     def sh(self, text: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``text`` as bash does in a terminal, stopping at the first failing line."""
         return subprocess.run(
-            ["bash", "-e", "-c", self.ported(text)], cwd=cwd or self.root, env=self.env,
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            ["bash", "-e", "-c", self.ported(text)],
+            cwd=cwd or self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def python(self, code: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.root / ".venv" / "bin" / "python"), "-c", self.ported(code)],
-            cwd=self.root, env=self.env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
 
 def _user_env() -> dict[str, str]:
@@ -339,9 +354,10 @@ def test_the_complete_node_toml(walk: Walk, tmp_path: Path) -> None:
     text = block("Who may connect, and a record of everything", 0).text
     (tmp_path / "node.toml").write_text(text)
     printed = next(
-        line for line in block("Configuration: options and `node.toml`", 1).text.splitlines()
+        line
+        for line in block("Configuration: options and `node.toml`", 1).text.splitlines()
         if "--print-config" in line
-    )  # fmt: skip
+    )
     assert "dicomtls serve --config node.toml --print-config" in section_text("Who may connect")
     shown = walk.sh(printed, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr

@@ -53,11 +53,28 @@ class ServeProcess:
     def __init__(self, name: str, work: Path, port: int, pki: Path, *extra: str) -> None:
         store = work / f"store-{name.lower()}"
         self.name, self.port, self.log_path = name, port, work / f"{name.lower()}.log"
-        args = [EXE, "serve", "--host", "127.0.0.1", "--port", str(port), "--ae-title", name,
-                "--store", str(store), "--tls-cert", str(pki / "server-chain.pem"),
-                "--tls-key", str(pki / "server.key"), "--ca", str(pki / "ca.pem"), *extra]  # fmt: skip
-        self.proc = subprocess.Popen(args, cwd=work, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        args = [
+            EXE,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ae-title",
+            name,
+            "--store",
+            str(store),
+            "--tls-cert",
+            str(pki / "server-chain.pem"),
+            "--tls-key",
+            str(pki / "server.key"),
+            "--ca",
+            str(pki / "ca.pem"),
+            *extra,
+        ]
+        self.proc = subprocess.Popen(
+            args, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[str] = []
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # the node says when it listens: no sleeping
@@ -174,8 +191,11 @@ class ClientPlan:
 def _tls(pki: Path) -> Any:
     from dicomtls.tls.settings import TLSSettings
 
-    return TLSSettings(certificate=pki / "client-chain.pem", private_key=pki / "client.key",
-                       ca_files=pki / "ca.pem")  # fmt: skip
+    return TLSSettings(
+        certificate=pki / "client-chain.pem",
+        private_key=pki / "client.key",
+        ca_files=pki / "ca.pem",
+    )
 
 
 def _proposals() -> list[Any]:
@@ -184,8 +204,11 @@ def _proposals() -> list[Any]:
     from dicomtls.ul.acse import Proposal
 
     qr = QueryModel.STUDY_ROOT
-    return [*default_proposals([CT]), Proposal(qr.find_uid, (EXPLICIT,)),
-            Proposal(qr.move_uid, (EXPLICIT,))]  # fmt: skip
+    return [
+        *default_proposals([CT]),
+        Proposal(qr.find_uid, (EXPLICIT,)),
+        Proposal(qr.move_uid, (EXPLICIT,)),
+    ]
 
 
 def _study_query(uid: str) -> Any:
@@ -242,8 +265,9 @@ class Counters:
         return ok, failed, values[-1]
 
 
-async def _client(number: int, plan: ClientPlan, counters: Counters, stop: Any, errors: Any,
-                  rng: random.Random) -> None:  # fmt: skip
+async def _client(
+    number: int, plan: ClientPlan, counters: Counters, stop: Any, errors: Any, rng: random.Random
+) -> None:
     from dicomtls.net.association import associate
     from dicomtls.net.qr_scu import QueryModel
 
@@ -261,8 +285,14 @@ async def _client(number: int, plan: ClientPlan, counters: Counters, stop: Any, 
         if sum(ok.values()) >= plan.max_operations:
             return
         try:
-            assoc = await associate("127.0.0.1", plan.port, tls, calling_ae=f"SOAK{number:03d}",
-                                    called_ae="SOAK", proposals=proposals)  # fmt: skip
+            assoc = await associate(
+                "127.0.0.1",
+                plan.port,
+                tls,
+                calling_ae=f"SOAK{number:03d}",
+                called_ae="SOAK",
+                proposals=proposals,
+            )
         except Exception as exc:
             failed("associate", repr(exc))
             await asyncio.sleep(plan.think[1])  # pacing after a failure, not synchronisation
@@ -283,11 +313,19 @@ async def _client(number: int, plan: ClientPlan, counters: Counters, stop: Any, 
                     status = await assoc.store(path)
                     good, why, nbytes = status == 0, f"status 0x{status:04X}", path.stat().st_size
                 elif kind == "find":
-                    matches = [m async for m in assoc.find(_study_query(study_uid), QueryModel.STUDY_ROOT)]
+                    matches = [
+                        m async for m in assoc.find(_study_query(study_uid), QueryModel.STUDY_ROOT)
+                    ]
                     found = [str(m.get("StudyInstanceUID", "")) for m in matches]
-                    good, why, nbytes = found == [study_uid], f"matches {found}, wanted [{study_uid}]", 0
+                    good, why, nbytes = (
+                        found == [study_uid],
+                        f"matches {found}, wanted [{study_uid}]",
+                        0,
+                    )
                 else:
-                    result = await assoc.move(_study_query(study_uid), "DEST", QueryModel.STUDY_ROOT)
+                    result = await assoc.move(
+                        _study_query(study_uid), "DEST", QueryModel.STUDY_ROOT
+                    )
                     good = result.ok and (result.completed, result.failed) == (len(files), 0)
                     why = f"status 0x{result.status:04X}, {result.completed} completed, {result.failed} failed"
                     nbytes = 0
@@ -304,16 +342,20 @@ async def _client(number: int, plan: ClientPlan, counters: Counters, stop: Any, 
                 await assoc.abort()
 
 
-def client_process(index: int, plan: ClientPlan, counters: Counters, stop: Any, errors: Any) -> None:
+def client_process(
+    index: int, plan: ClientPlan, counters: Counters, stop: Any, errors: Any
+) -> None:
     """One process running ``plan.clients`` clients as asyncio tasks until ``stop`` is set."""
     rng = random.Random(plan.seed * 1000 + index)
 
     async def main() -> None:
         _connect_from_source_address(asyncio.get_running_loop())
-        await asyncio.gather(*(
-            _client(index * 1000 + n, plan, counters, stop, errors, random.Random(rng.random()))
-            for n in range(plan.clients)
-        ))  # fmt: skip
+        await asyncio.gather(
+            *(
+                _client(index * 1000 + n, plan, counters, stop, errors, random.Random(rng.random()))
+                for n in range(plan.clients)
+            )
+        )
 
     asyncio.run(main())
 
@@ -324,8 +366,14 @@ def client_process(index: int, plan: ClientPlan, counters: Counters, stop: Any, 
 async def seed_node(port: int, pki: Path, studies: list[Study]) -> None:
     from dicomtls.net.association import associate
 
-    assoc = await associate("127.0.0.1", port, _tls(pki), calling_ae="SOAKSEED", called_ae="SOAK",
-                            proposals=_proposals())  # fmt: skip
+    assoc = await associate(
+        "127.0.0.1",
+        port,
+        _tls(pki),
+        calling_ae="SOAKSEED",
+        called_ae="SOAK",
+        proposals=_proposals(),
+    )
     async with assoc:
         for study in studies:
             for path in study.files:
@@ -336,22 +384,45 @@ async def seed_node(port: int, pki: Path, studies: list[Study]) -> None:
 
 # --- the run ----------------------------------------------------------------------------------
 
-COLUMNS = ["elapsed_s", "phase", "rss_mib", "fds", "dest_rss_mib", "dest_fds", "operations",
-           "failures", *[f"ok_{k}" for k in KINDS], *[f"failed_{k}" for k in KINDS], "bytes_stored"]  # fmt: skip
+COLUMNS = [
+    "elapsed_s",
+    "phase",
+    "rss_mib",
+    "fds",
+    "dest_rss_mib",
+    "dest_fds",
+    "operations",
+    "failures",
+    *[f"ok_{k}" for k in KINDS],
+    *[f"failed_{k}" for k in KINDS],
+    "bytes_stored",
+]
 
 
 def source_state() -> str:
     """The commit and whether src/ differs from it (read-only git; no index refresh)."""
     root = HERE.parents[1]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--", "src"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout.split("\n")  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "--no-optional-locks", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     changed = [line[3:] for line in dirty if line.strip()]
-    return f"commit {head}" + (f", with uncommitted changes in {', '.join(changed)}" if changed else "")
+    return f"commit {head}" + (
+        f", with uncommitted changes in {', '.join(changed)}" if changed else ""
+    )
 
 
 def slope_per_minute(points: list[tuple[float, float]]) -> float:
@@ -374,14 +445,29 @@ def plot(rows: list[dict[str, Any]], warm_s: float, png: Path, title: str) -> No
     minutes = [r["elapsed_s"] / 60 for r in rows]
     fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(11, 9), sharex=True)
     top.plot(minutes, [r["rss_mib"] for r in rows], marker=".", label="SOAK node (under test)")
-    top.plot(minutes, [r["dest_rss_mib"] for r in rows], marker=".", alpha=0.6, label="DEST node (C-MOVE target)")
+    top.plot(
+        minutes,
+        [r["dest_rss_mib"] for r in rows],
+        marker=".",
+        alpha=0.6,
+        label="DEST node (C-MOVE target)",
+    )
     top.set_ylabel("RSS (MiB)")
     top.set_ylim(bottom=0)
     middle.plot(minutes, [r["fds"] for r in rows], marker=".", color="tab:red", label="SOAK node")
-    middle.plot(minutes, [r["dest_fds"] for r in rows], marker=".", color="tab:orange", alpha=0.6, label="DEST node")
+    middle.plot(
+        minutes,
+        [r["dest_fds"] for r in rows],
+        marker=".",
+        color="tab:orange",
+        alpha=0.6,
+        label="DEST node",
+    )
     middle.set_ylabel("open file descriptors")
     middle.set_ylim(bottom=0)
-    bottom.plot(minutes, [r["operations"] for r in rows], marker=".", color="tab:green", label="operations")
+    bottom.plot(
+        minutes, [r["operations"] for r in rows], marker=".", color="tab:green", label="operations"
+    )
     bottom.set_ylabel("operations (cumulative)")
     bottom.set_xlabel("minutes since start (load from 0; last point after the clients stopped)")
     failures = [r["failures"] for r in rows]
@@ -405,27 +491,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=20.0, help="load duration [20]")
     parser.add_argument("--clients", type=int, default=50, help="concurrent TLS clients [50]")
     parser.add_argument("--processes", type=int, default=2, help="client processes [2]")
-    parser.add_argument("--max-operations", type=int, default=1_000_000, help="stop after this many [1e6]")
+    parser.add_argument(
+        "--max-operations", type=int, default=1_000_000, help="stop after this many [1e6]"
+    )
     parser.add_argument("--studies", type=int, default=60, help="distinct studies [60]")
     parser.add_argument("--per-study", type=int, default=3, help="objects per study [3]")
-    parser.add_argument("--think", type=float, nargs=2, default=(0.2, 1.2), metavar=("MIN", "MAX"),
-                        help="seconds between a client's operations [0.2 1.2]")  # fmt: skip
-    parser.add_argument("--clients-per-address", type=int, default=10,
-                        help="clients sharing one loopback source address, 127.0.1.N [10]; the node "
-                        "admits 20 associations per peer address")  # fmt: skip
+    parser.add_argument(
+        "--think",
+        type=float,
+        nargs=2,
+        default=(0.2, 1.2),
+        metavar=("MIN", "MAX"),
+        help="seconds between a client's operations [0.2 1.2]",
+    )
+    parser.add_argument(
+        "--clients-per-address",
+        type=int,
+        default=10,
+        help="clients sharing one loopback source address, 127.0.1.N [10]; the node "
+        "admits 20 associations per peer address",
+    )
     parser.add_argument("--sample-seconds", type=float, default=10.0)
-    parser.add_argument("--warmup-minutes", type=float, default=None,
-                        help="leak baseline is taken after this [min(3, minutes/5)]")  # fmt: skip
-    parser.add_argument("--fd-margin", type=int, default=20,
-                        help="fds at the end may exceed the warm-up level by this much [20]")  # fmt: skip
-    parser.add_argument("--rss-growth-mib", type=float, default=64.0,
-                        help="RSS growth after warm-up that counts as a leak, MiB [64]")  # fmt: skip
+    parser.add_argument(
+        "--warmup-minutes",
+        type=float,
+        default=None,
+        help="leak baseline is taken after this [min(3, minutes/5)]",
+    )
+    parser.add_argument(
+        "--fd-margin",
+        type=int,
+        default=20,
+        help="fds at the end may exceed the warm-up level by this much [20]",
+    )
+    parser.add_argument(
+        "--rss-growth-mib",
+        type=float,
+        default=64.0,
+        help="RSS growth after warm-up that counts as a leak, MiB [64]",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)
-    warm_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(3.0, args.minutes / 5))
+    warm_s = 60 * (
+        args.warmup_minutes if args.warmup_minutes is not None else min(3.0, args.minutes / 5)
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path, md_path = args.out / "soak.csv", args.out / "soak.png", args.out / "summary.md"
+    csv_path, png_path, md_path = (
+        args.out / "soak.csv",
+        args.out / "soak.png",
+        args.out / "summary.md",
+    )
 
     with tempfile.TemporaryDirectory(prefix="dicomtls-soak-") as tmp:
         work = Path(tmp)
@@ -436,24 +552,38 @@ def main(argv: list[str] | None = None) -> int:
         source = source_state()
         studies = make_studies(work / "objects", args.studies, args.per_study, args.seed)
         dest = ServeProcess("DEST", work, free_port(), pki)
-        soak = ServeProcess("SOAK", work, free_port(), pki,
-                            "--move-destination", f"DEST=127.0.0.1:{dest.port}")  # fmt: skip
-        print(f"soak: SOAK pid {soak.pid} on {soak.port}, DEST pid {dest.pid} on {dest.port}; "
-              f"{len(studies) * args.per_study} objects in {len(studies)} studies; work dir {work}",
-              flush=True)  # fmt: skip
+        soak = ServeProcess(
+            "SOAK", work, free_port(), pki, "--move-destination", f"DEST=127.0.0.1:{dest.port}"
+        )
+        print(
+            f"soak: SOAK pid {soak.pid} on {soak.port}, DEST pid {dest.pid} on {dest.port}; "
+            f"{len(studies) * args.per_study} objects in {len(studies)} studies; work dir {work}",
+            flush=True,
+        )
         asyncio.run(seed_node(soak.port, pki, studies))
 
         ctx = mp.get_context("spawn")
         counters, stop, errors = Counters(ctx), ctx.Event(), ctx.Queue()
-        per_process = [args.clients // args.processes + (1 if i < args.clients % args.processes else 0)
-                       for i in range(args.processes)]  # fmt: skip
-        plan = dict(port=soak.port, pki=pki, think=tuple(args.think), max_operations=args.max_operations,
-                    clients_per_address=args.clients_per_address,
-                    studies=[(s.uid, [str(f) for f in s.files]) for s in studies], seed=args.seed)  # fmt: skip
+        per_process = [
+            args.clients // args.processes + (1 if i < args.clients % args.processes else 0)
+            for i in range(args.processes)
+        ]
+        plan = dict(
+            port=soak.port,
+            pki=pki,
+            think=tuple(args.think),
+            max_operations=args.max_operations,
+            clients_per_address=args.clients_per_address,
+            studies=[(s.uid, [str(f) for f in s.files]) for s in studies],
+            seed=args.seed,
+        )
         workers = [
-            ctx.Process(target=client_process, args=(i, ClientPlan(clients=n, **plan), counters, stop, errors))  # type: ignore[arg-type]
+            ctx.Process(
+                target=client_process,
+                args=(i, ClientPlan(clients=n, **plan), counters, stop, errors),
+            )  # type: ignore[arg-type]
             for i, n in enumerate(per_process)
-        ]  # fmt: skip
+        ]
         rows: list[dict[str, Any]] = []
         error_lines: list[str] = []
         node_died = ""
@@ -462,11 +592,19 @@ def main(argv: list[str] | None = None) -> int:
             rss, fds = rss_and_fds(soak.pid)
             d_rss, d_fds = rss_and_fds(dest.pid)
             ok, failed, nbytes = counters.snapshot()
-            row = {"elapsed_s": round(elapsed, 1), "phase": phase, "rss_mib": round(rss, 1), "fds": fds,
-                   "dest_rss_mib": round(d_rss, 1), "dest_fds": d_fds,
-                   "operations": sum(ok[k] for k in KINDS if k != "associate"),
-                   "failures": sum(failed.values()), "bytes_stored": nbytes,
-                   **{f"ok_{k}": ok[k] for k in KINDS}, **{f"failed_{k}": failed[k] for k in KINDS}}  # fmt: skip
+            row = {
+                "elapsed_s": round(elapsed, 1),
+                "phase": phase,
+                "rss_mib": round(rss, 1),
+                "fds": fds,
+                "dest_rss_mib": round(d_rss, 1),
+                "dest_fds": d_fds,
+                "operations": sum(ok[k] for k in KINDS if k != "associate"),
+                "failures": sum(failed.values()),
+                "bytes_stored": nbytes,
+                **{f"ok_{k}": ok[k] for k in KINDS},
+                **{f"failed_{k}": failed[k] for k in KINDS},
+            }
             rows.append(row)
             with csv_path.open("w", newline="") as out:
                 writer = csv.DictWriter(out, fieldnames=COLUMNS)
@@ -483,7 +621,9 @@ def main(argv: list[str] | None = None) -> int:
         next_sample = start + args.sample_seconds
         try:
             while time.monotonic() < deadline:
-                time.sleep(max(0.0, min(next_sample, deadline) - time.monotonic()))  # sampling interval
+                time.sleep(
+                    max(0.0, min(next_sample, deadline) - time.monotonic())
+                )  # sampling interval
                 while not errors.empty():
                     error_lines.append(errors.get_nowait())
                 if not (soak.alive() and dest.alive()):
@@ -492,8 +632,11 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() >= next_sample:
                     elapsed = time.monotonic() - start
                     row = sample(elapsed, "warm-up" if elapsed < warm_s else "load")
-                    print(f"soak: {elapsed / 60:5.1f} min  ops {row['operations']:7d}  failures {row['failures']}"
-                          f"  RSS {row['rss_mib']:7.1f} MiB  fds {row['fds']}", flush=True)  # fmt: skip
+                    print(
+                        f"soak: {elapsed / 60:5.1f} min  ops {row['operations']:7d}  failures {row['failures']}"
+                        f"  RSS {row['rss_mib']:7.1f} MiB  fds {row['fds']}",
+                        flush=True,
+                    )
                     next_sample += args.sample_seconds
                 if not any(w.is_alive() for w in workers):
                     break  # --max-operations reached
@@ -538,13 +681,19 @@ def main(argv: list[str] | None = None) -> int:
         if end["fds"] > warm["fds"] + args.fd_margin:
             problems.append(f"fd leak: {end['fds']} fds at the end, {warm['fds']} after warm-up")
         if last_load["rss_mib"] - warm["rss_mib"] > args.rss_growth_mib:
-            problems.append(f"RSS grew {last_load['rss_mib'] - warm['rss_mib']:.0f} MiB after warm-up "
-                            f"({rss_slope:+.2f} MiB/min)")  # fmt: skip
+            problems.append(
+                f"RSS grew {last_load['rss_mib'] - warm['rss_mib']:.0f} MiB after warm-up "
+                f"({rss_slope:+.2f} MiB/min)"
+            )
         if tracebacks:
             problems.append(f"{tracebacks} traceback(s) in the SOAK node's log")
-        plot(rows, warm_s, png_path,
-             f"dicomtls serve soak: {args.clients} mutual-TLS clients, {load_s / 60:.1f} min, "
-             f"{end['operations']} operations, {end['failures']} failures")  # fmt: skip
+        plot(
+            rows,
+            warm_s,
+            png_path,
+            f"dicomtls serve soak: {args.clients} mutual-TLS clients, {load_s / 60:.1f} min, "
+            f"{end['operations']} operations, {end['failures']} failures",
+        )
 
         ops_total = sum(ok[k] for k in KINDS if k != "associate")
         lines = [
@@ -575,10 +724,11 @@ def main(argv: list[str] | None = None) -> int:
             f"Nodes' exit codes after SIGTERM: SOAK {soak_exit}, DEST {dest_exit}. "
             f"Tracebacks in the SOAK log: {tracebacks}.",
             "",
-            f"Verdict: **{'PASS' if not problems else 'FAIL'}**" + ("" if not problems else ": " + "; ".join(problems)),
+            f"Verdict: **{'PASS' if not problems else 'FAIL'}**"
+            + ("" if not problems else ": " + "; ".join(problems)),
             "",
             f"Files: `{csv_path.name}` (one row per sample), `{png_path.name}` (RSS and fds over time).",
-        ]  # fmt: skip
+        ]
         if error_lines:
             lines += ["", "First failures:", "", *[f"    {e}" for e in error_lines[:20]]]
         md_path.write_text("\n".join(lines) + "\n")

@@ -1,9 +1,9 @@
 """The asyncio API: the same names and signatures as ``dicomtls``, with ``await``.
 
-    import dicomtls.aio as dicomtls
+import dicomtls.aio as dicomtls
 
-    async with await dicomtls.associate("pacs", 2762, tls, called_ae="PACS") as assoc:
-        print(await assoc.echo())
+async with await dicomtls.associate("pacs", 2762, tls, called_ae="PACS") as assoc:
+    print(await assoc.echo())
 """
 
 from __future__ import annotations

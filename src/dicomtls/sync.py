@@ -188,11 +188,18 @@ def associate(
     try:
         inner = runner.run(
             _async.associate(
-                host, port, tls, calling_ae=calling_ae, called_ae=called_ae,
-                proposals=proposals, max_pdu_length=max_pdu_length,
-                dimse_timeout=dimse_timeout, max_operations=max_operations, events=events,
+                host,
+                port,
+                tls,
+                calling_ae=calling_ae,
+                called_ae=called_ae,
+                proposals=proposals,
+                max_pdu_length=max_pdu_length,
+                dimse_timeout=dimse_timeout,
+                max_operations=max_operations,
+                events=events,
             )
-        )  # fmt: skip
+        )
     except BaseException:
         runner.stop()
         raise
@@ -268,15 +275,19 @@ class Peer(_client.PeerAddress):
     def _call(self, what: str, coroutine: Coroutine[Any, Any, T]) -> T:
         return _once(f"dicomtls {what} to {self.host}:{self.port}", coroutine)
 
-    def associate(
-        self, proposals: Sequence[Proposal], *, max_operations: int = 1
-    ) -> Association:
+    def associate(self, proposals: Sequence[Proposal], *, max_operations: int = 1) -> Association:
         """An association of your own, with ``proposals`` (release it when done)."""
         return associate(
-            self.host, self.port, self.tls, calling_ae=self.calling_ae,
-            called_ae=self.called_ae, proposals=proposals, dimse_timeout=self.dimse_timeout,
-            max_operations=max_operations, events=self.events,
-        )  # fmt: skip
+            self.host,
+            self.port,
+            self.tls,
+            calling_ae=self.calling_ae,
+            called_ae=self.called_ae,
+            proposals=proposals,
+            dimse_timeout=self.dimse_timeout,
+            max_operations=max_operations,
+            events=self.events,
+        )
 
     def echo(self) -> int:
         return self._call("C-ECHO", self._aio().echo())

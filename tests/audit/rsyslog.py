@@ -28,9 +28,22 @@ import pytest
 from dicomtls.pki import CertificateAuthority, KeySpec
 
 FIELDS = ("pri", "facility", "severity", "app_name", "msgid", "procid", "hostname", "msg")
-_TEMPLATE = "\\t".join(f"%{name}%" for name in (
-    "pri", "syslogfacility", "syslogseverity", "app-name", "msgid", "procid", "hostname", "msg"
-)) + "\\n"  # fmt: skip
+_TEMPLATE = (
+    "\\t".join(
+        f"%{name}%"
+        for name in (
+            "pri",
+            "syslogfacility",
+            "syslogseverity",
+            "app-name",
+            "msgid",
+            "procid",
+            "hostname",
+            "msg",
+        )
+    )
+    + "\\n"
+)
 
 
 @dataclass(frozen=True)

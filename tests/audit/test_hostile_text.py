@@ -37,22 +37,32 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 BUILDERS: dict[str, Callable[[], AuditMessage]] = {
     "authentication failure": lambda: node_authentication_failure(
-        local=LOCAL, peer=PEER, reason=f"certificate {PEER.user_name!r} untrusted{FORGED}{NASTY}",
+        local=LOCAL,
+        peer=PEER,
+        reason=f"certificate {PEER.user_name!r} untrusted{FORGED}{NASTY}",
         source_id="node-a",
     ),
     "association rejected": lambda: association_rejected(
         local=LOCAL, peer=PEER, reason=f"C-STORE of {UID} refused", source_id="node-a"
     ),
     "instances received": lambda: instances_transferred(
-        action="C", source=PEER, destination=LOCAL, requestor_is_source=True,
-        studies=[StudyRef(UID, {CT + NASTY: 2})], patient=PatientRef("PID" + NASTY, "Doe^" + FORGED),
+        action="C",
+        source=PEER,
+        destination=LOCAL,
+        requestor_is_source=True,
+        studies=[StudyRef(UID, {CT + NASTY: 2})],
+        patient=PatientRef("PID" + NASTY, "Doe^" + FORGED),
         source_id="node-a",
     ),
     "query": lambda: query(
-        requestor=PEER, responder=LOCAL, sop_class_uid=UID, query=b"\x1b[2J" + FORGED.encode(),
-        source_id="node-a" + NASTY, transfer_syntax="1.2.840.10008.1.2" + NASTY,
+        requestor=PEER,
+        responder=LOCAL,
+        sop_class_uid=UID,
+        query=b"\x1b[2J" + FORGED.encode(),
+        source_id="node-a" + NASTY,
+        transfer_syntax="1.2.840.10008.1.2" + NASTY,
     ),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -68,7 +78,9 @@ def test_hostile_values_give_a_valid_one_line_record(name: str, schema: etree.Re
 
 
 def _participant(document: etree._Element, requestor: str) -> etree._Element:
-    found = [p for p in document.findall("ActiveParticipant") if p.get("UserIsRequestor") == requestor]
+    found = [
+        p for p in document.findall("ActiveParticipant") if p.get("UserIsRequestor") == requestor
+    ]
     assert len(found) == 1
     return found[0]
 

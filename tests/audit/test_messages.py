@@ -201,9 +201,7 @@ def test_outcome_is_written_as_its_number() -> None:
     assert event.get("EventOutcomeIndicator") == "8"
 
 
-@pytest.mark.parametrize(
-    ("name", "type_code"), [("auth", "110126"), ("rejected", "110132")]
-)  # fmt: skip
+@pytest.mark.parametrize(("name", "type_code"), [("auth", "110126"), ("rejected", "110132")])
 def test_security_alerts(name: str, type_code: str) -> None:
     doc = parse(MESSAGES[name])
     event = doc.find("EventIdentification")

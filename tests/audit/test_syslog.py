@@ -153,9 +153,11 @@ def test_collector_refuses_clients_it_cannot_authenticate(
         bad = tls_sink(rsyslog, audit_pki, certificate=None, private_key=None)
     else:
         bad = tls_sink(
-            rsyslog, audit_pki, certificate=audit_pki.stranger_cert,
+            rsyslog,
+            audit_pki,
+            certificate=audit_pki.stranger_cert,
             private_key=audit_pki.stranger_key,
-        )  # fmt: skip
+        )
     bad.send(application_activity(started=True, application=LOCAL, source_id=refused_id))
     # Wait until the refused sink has really tried (handshake done or failed)...
     assert wait_until(lambda: bad.sent + bad.failures >= 1)

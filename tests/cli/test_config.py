@@ -16,20 +16,45 @@ from .test_node_cli import Node, _free_port, run
 
 #: A value for every key, none of them its default: a key added to the table must be added here.
 SAMPLE = {
-    "store": "sample-store", "host": "127.0.0.1", "port": 11113, "ae_title": "SAMPLE",
-    "accept_any_called_ae": True, "max_associations": 7, "max_per_peer": 3,
-    "max_pending_handshakes": 9, "max_pending_per_peer": 4,
-    "move_destinations": ["VIEWER=10.0.0.5:2762"], "fsync": "never", "explain": True,
-    "audit": ["file:audit.log"], "metrics_port": 9102, "metrics_host": "127.0.0.2",
-    "handshake_timeout": 5.5, "artim_timeout": 6.5, "idle_timeout": 7.5, "shutdown_grace": 8.5,
-    "file_mode": "0640", "log_level": "warning", "log_file": "node.log",
-    "index": "postgresql://dicom@db/pacs", "objects": "s3://pacs?endpoint=http://s3:8333",
-    "proxy_protocol": True, "trusted_proxies": ["10.0.0.5/32"], "proxy_header_timeout": 3.0,
-    "drain_seconds": 5.0, "janitor_interval": 300.0,
-    "tls_cert": "pki/server-chain.pem", "tls_key": "pki/server.key", "key_password": "secret",
-    "ca": ["pki/ca.pem"], "crl": ["pki/ca.pem"], "verify": "peer", "profile": "bcp195",
-    "check_hostname": True, "no_tls": True,
-}  # fmt: skip
+    "store": "sample-store",
+    "host": "127.0.0.1",
+    "port": 11113,
+    "ae_title": "SAMPLE",
+    "accept_any_called_ae": True,
+    "max_associations": 7,
+    "max_per_peer": 3,
+    "max_pending_handshakes": 9,
+    "max_pending_per_peer": 4,
+    "move_destinations": ["VIEWER=10.0.0.5:2762"],
+    "fsync": "never",
+    "explain": True,
+    "audit": ["file:audit.log"],
+    "metrics_port": 9102,
+    "metrics_host": "127.0.0.2",
+    "handshake_timeout": 5.5,
+    "artim_timeout": 6.5,
+    "idle_timeout": 7.5,
+    "shutdown_grace": 8.5,
+    "file_mode": "0640",
+    "log_level": "warning",
+    "log_file": "node.log",
+    "index": "postgresql://dicom@db/pacs",
+    "objects": "s3://pacs?endpoint=http://s3:8333",
+    "proxy_protocol": True,
+    "trusted_proxies": ["10.0.0.5/32"],
+    "proxy_header_timeout": 3.0,
+    "drain_seconds": 5.0,
+    "janitor_interval": 300.0,
+    "tls_cert": "pki/server-chain.pem",
+    "tls_key": "pki/server.key",
+    "key_password": "secret",
+    "ca": ["pki/ca.pem"],
+    "crl": ["pki/ca.pem"],
+    "verify": "peer",
+    "profile": "bcp195",
+    "check_hostname": True,
+    "no_tls": True,
+}
 
 
 def _toml(values: dict[str, object]) -> str:
@@ -75,8 +100,17 @@ def test_command_line_over_file_over_default(tmp_path: Path) -> None:
         k: v for k, v in SAMPLE.items() if k != "key_password"
     }
 
-    given = ["--port", "11114", "--store", "cli-store", "--ca", "pki/server-chain.pem",
-             "--check-hostname", "--key-password", "other"]  # fmt: skip
+    given = [
+        "--port",
+        "11114",
+        "--store",
+        "cli-store",
+        "--ca",
+        "pki/server-chain.pem",
+        "--check-hostname",
+        "--key-password",
+        "other",
+    ]
     both = run("serve", "--config", "node.toml", *given, "--print-config", cwd=tmp_path)
     sources = _sources(both.stdout)
     assert (sources["port"], sources["store"], sources["ca"]) == ("--port", "--store", "--ca")
@@ -113,9 +147,18 @@ def test_the_file_s_host_is_where_the_node_listens_and_the_command_line_s_store_
         assert f"listening on 127.0.0.1:{port}" in "".join(node.output)
         with socket.socket() as elsewhere:  # bound to 127.0.0.1 alone, not to every address
             assert elsewhere.connect_ex(("127.0.0.2", port)) != 0
-        echo = run("echo", "127.0.0.1", str(port), "--ca", "cli-store/pki/ca.pem",
-                   "--tls-cert", "cli-store/pki/client-chain.pem",
-                   "--tls-key", "cli-store/pki/client.key", cwd=tmp_path)  # fmt: skip
+        echo = run(
+            "echo",
+            "127.0.0.1",
+            str(port),
+            "--ca",
+            "cli-store/pki/ca.pem",
+            "--tls-cert",
+            "cli-store/pki/client-chain.pem",
+            "--tls-key",
+            "cli-store/pki/client.key",
+            cwd=tmp_path,
+        )
         assert echo.returncode == 0, echo.stderr
     finally:
         node.stop()
@@ -126,22 +169,49 @@ def test_the_file_s_host_is_where_the_node_listens_and_the_command_line_s_store_
 @pytest.mark.parametrize(
     ("toml", "said"),
     [
-        ('ae_tittle = "PACS"\n', "node.toml: unknown key 'ae_tittle'. Hint: did you mean 'ae_title'?"),
-        ('[acess]\nunknown_ae = "reject"\n', "node.toml: unknown key 'acess'. Hint: did you mean 'access'?"),
-        ("colour = 3\n", "node.toml: unknown key 'colour'. Hint: dicomtls serve --help lists every key"),
+        (
+            'ae_tittle = "PACS"\n',
+            "node.toml: unknown key 'ae_tittle'. Hint: did you mean 'ae_title'?",
+        ),
+        (
+            '[acess]\nunknown_ae = "reject"\n',
+            "node.toml: unknown key 'acess'. Hint: did you mean 'access'?",
+        ),
+        (
+            "colour = 3\n",
+            "node.toml: unknown key 'colour'. Hint: dicomtls serve --help lists every key",
+        ),
         ('port = "eleven"\n', 'node.toml: port = "eleven": give a whole number from 0 to 65535'),
         ("max_per_peer = 0\n", "node.toml: max_per_peer = 0: give a whole number >= 1"),
-        ('idle_timeout = "soon"\n', 'node.toml: idle_timeout = "soon": give a number of seconds > 0'),
-        ('accept_any_called_ae = "yes"\n', 'node.toml: accept_any_called_ae = "yes": give true or false'),
+        (
+            'idle_timeout = "soon"\n',
+            'node.toml: idle_timeout = "soon": give a number of seconds > 0',
+        ),
+        (
+            'accept_any_called_ae = "yes"\n',
+            'node.toml: accept_any_called_ae = "yes": give true or false',
+        ),
         ("ca = 3\n", "node.toml: ca = 3: give an array of strings"),
-        ('fsync = "sometimes"\n', "node.toml: fsync = \"sometimes\": give one of 'always', 'never'"),
-        ('verify = "peer,bogus"\n', "node.toml: verify = \"peer,bogus\": unknown verify flag 'bogus'"),
-        ('move_destinations = ["VIEWER"]\n', 'node.toml: move_destinations = ["VIEWER"]: give AE=HOST:PORT'),
+        (
+            'fsync = "sometimes"\n',
+            "node.toml: fsync = \"sometimes\": give one of 'always', 'never'",
+        ),
+        (
+            'verify = "peer,bogus"\n',
+            "node.toml: verify = \"peer,bogus\": unknown verify flag 'bogus'",
+        ),
+        (
+            'move_destinations = ["VIEWER"]\n',
+            'node.toml: move_destinations = ["VIEWER"]: give AE=HOST:PORT',
+        ),
         ('tls_cert = "nowhere.pem"\n', "node.toml: tls_cert = 'nowhere.pem': file not found"),
         ("port = = 3\n", "node.toml: not valid TOML: "),
-        ('[access]\nunknown_ae = "maybe"\n', "node.toml: access.unknown_ae must be 'allow' or 'reject'"),
+        (
+            '[access]\nunknown_ae = "maybe"\n',
+            "node.toml: access.unknown_ae must be 'allow' or 'reject'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_mistake_in_the_file_names_key_and_file(tmp_path: Path, toml: str, said: str) -> None:
     (tmp_path / "node.toml").write_text(toml)
     done = run("serve", "--config", "node.toml", cwd=tmp_path)

@@ -247,8 +247,18 @@ def test_against_dcmtk_storescp_requiring_a_certificate(tmp_path: Path, rsa_pki)
             )
 
     cert, key = rsa_pki.files["scu"]
-    _, ok = asyncio.run(probe("--ca", str(rsa_pki.ca), "--tls-cert", str(cert), "--tls-key", str(key),
-                                    "--called-ae", "STORESCP"))  # fmt: skip
+    _, ok = asyncio.run(
+        probe(
+            "--ca",
+            str(rsa_pki.ca),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--called-ae",
+            "STORESCP",
+        )
+    )
     assert ok["client-certificate"]["verdict"] == "PASS", ok
     assert ok["c-echo"]["verdict"] == "PASS", ok["dicom-association"]
     _, refused = asyncio.run(probe("--ca", str(rsa_pki.ca), "--called-ae", "STORESCP"))

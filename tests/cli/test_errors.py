@@ -50,14 +50,30 @@ def test_no_ca_to_trust_is_said_in_cli_terms(node: Node, tmp_path: Path) -> None
 
 
 def test_a_certificate_without_its_key(node: Node) -> None:
-    line = _one_error(run("echo", "127.0.0.1", str(node.port), "--tls-cert",
-                          "dicom-store/pki/client-chain.pem", cwd=node.cwd))  # fmt: skip
+    line = _one_error(
+        run(
+            "echo",
+            "127.0.0.1",
+            str(node.port),
+            "--tls-cert",
+            "dicom-store/pki/client-chain.pem",
+            cwd=node.cwd,
+        )
+    )
     assert line == (
         "dicomtls: error: --tls-key is missing: dicom-store/pki/client-chain.pem holds no private "
         "key. Hint: pass the private key of that certificate with --tls-key KEY"
     )
-    alone = _one_error(run("echo", "127.0.0.1", str(node.port), "--tls-key",
-                           "dicom-store/pki/client.key", cwd=node.cwd))  # fmt: skip
+    alone = _one_error(
+        run(
+            "echo",
+            "127.0.0.1",
+            str(node.port),
+            "--tls-key",
+            "dicom-store/pki/client.key",
+            cwd=node.cwd,
+        )
+    )
     assert alone.startswith("dicomtls: error: --tls-key needs --tls-cert")
 
 
@@ -97,13 +113,31 @@ def test_a_failed_handshake_is_said_once(node: Node) -> None:
         "pki", "issue", "dicom-store/pki", "mail-only", "--broken", "no-purpose", cwd=node.cwd
     )
     assert made.returncode == 0, made.stderr
-    done = run("echo", "127.0.0.1", str(node.port), "--tls-cert", "dicom-store/pki/mail-only-chain.pem",
-               "--tls-key", "dicom-store/pki/mail-only.key", cwd=node.cwd)  # fmt: skip
+    done = run(
+        "echo",
+        "127.0.0.1",
+        str(node.port),
+        "--tls-cert",
+        "dicom-store/pki/mail-only-chain.pem",
+        "--tls-key",
+        "dicom-store/pki/mail-only.key",
+        cwd=node.cwd,
+    )
     line = _one_error(done)  # the error, and not the link's WARNING line as well
     assert "TLS handshake with 127.0.0.1:" in line and "(client side, stage peer-rejected)" in line
-    answer = _json_error(run("echo", "127.0.0.1", str(node.port), "--json", "--tls-cert",
-                             "dicom-store/pki/mail-only-chain.pem", "--tls-key",
-                             "dicom-store/pki/mail-only.key", cwd=node.cwd))  # fmt: skip
+    answer = _json_error(
+        run(
+            "echo",
+            "127.0.0.1",
+            str(node.port),
+            "--json",
+            "--tls-cert",
+            "dicom-store/pki/mail-only-chain.pem",
+            "--tls-key",
+            "dicom-store/pki/mail-only.key",
+            cwd=node.cwd,
+        )
+    )
     assert answer["code"] == "UNSUPPORTED_CERTIFICATE" and "extendedKeyUsage" in answer["hint"]
 
 
@@ -115,13 +149,21 @@ def test_a_key_s_password_and_its_certificate_in_cli_terms(node: Node, tmp_path:
     (tmp_path / "locked.key").write_bytes(locked.private_key_pem(password=b"right"))
     ours = ("echo", "127.0.0.1", str(node.port), "--ca", "locked.pem", "--tls-cert", "locked.pem")
     cases = [
-        (("--tls-key", "locked.key"), "private key locked.key is encrypted. Hint: pass its "
-         "password with --key-password (or DICOMTLS_KEY_PASSWORD)"),
-        (("--tls-key", "locked.key", "--key-password", "wrong"), "wrong password for private key "
-         "locked.key. Hint: pass the key's own password with --key-password"),
-        (("--tls-key", str(node.cwd / "dicom-store" / "pki" / "client.key")), "Hint: pass the key of "
-         "--tls-cert with --tls-key"),
-    ]  # fmt: skip
+        (
+            ("--tls-key", "locked.key"),
+            "private key locked.key is encrypted. Hint: pass its "
+            "password with --key-password (or DICOMTLS_KEY_PASSWORD)",
+        ),
+        (
+            ("--tls-key", "locked.key", "--key-password", "wrong"),
+            "wrong password for private key "
+            "locked.key. Hint: pass the key's own password with --key-password",
+        ),
+        (
+            ("--tls-key", str(node.cwd / "dicom-store" / "pki" / "client.key")),
+            "Hint: pass the key of --tls-cert with --tls-key",
+        ),
+    ]
     for args, said in cases:
         line = _one_error(run(*ours, *args, cwd=tmp_path))
         assert line.startswith("dicomtls: error: ") and line.endswith(said), line

@@ -112,8 +112,17 @@ def test_get_out_leaves_the_objects_and_nothing_else(node: Node, tmp_path: Path)
     mine.mkdir()
     (mine / "notes.txt").write_text("the user's own")
     study = pydicom.dcmread(next(folder.rglob("*.dcm"))).StudyInstanceUID
-    got = run("get", "127.0.0.1", str(node.port), "--out", str(mine), "-k", f"StudyInstanceUID={study}",
-              "--json", cwd=node.cwd)  # fmt: skip
+    got = run(
+        "get",
+        "127.0.0.1",
+        str(node.port),
+        "--out",
+        str(mine),
+        "-k",
+        f"StudyInstanceUID={study}",
+        "--json",
+        cwd=node.cwd,
+    )
     assert got.returncode == 0 and json.loads(got.stdout)["completed"] == 3, got.stderr
     sent = {f"{pydicom.dcmread(p).SOPInstanceUID}.dcm" for p in folder.rglob("*.dcm")}
     assert {p.name for p in mine.iterdir()} == sent | {"notes.txt"}  # no .incoming, .spare, *.part
@@ -127,16 +136,29 @@ def test_doctor_exits_0_against_a_tls_1_3_only_storescp(tmp_path: Path) -> None:
     """DCMTK's TLS 1.2 suites need an RSA key: with an EC one storescp speaks TLS 1.3 only,
     so there are no TLS 1.2 suites to judge (SKIP), and nothing to fix."""
     assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
-    pki = RsaPKI(tmp_path / "pki" / "ca.pem", {"scp": (tmp_path / "pki" / "server-chain.pem",
-                                                        tmp_path / "pki" / "server.key")})  # fmt: skip
+    pki = RsaPKI(
+        tmp_path / "pki" / "ca.pem",
+        {"scp": (tmp_path / "pki" / "server-chain.pem", tmp_path / "pki" / "server.key")},
+    )
 
     async def probe() -> subprocess.CompletedProcess[str]:
         async with storescp(pki, tmp_path) as port:
             return await asyncio.to_thread(
-                run, "doctor", "127.0.0.1", str(port), "--called-ae", "STORESCP", "--json",
-                "--ca", "pki/ca.pem", "--tls-cert", "pki/client-chain.pem",
-                "--tls-key", "pki/client.key", cwd=tmp_path,
-            )  # fmt: skip
+                run,
+                "doctor",
+                "127.0.0.1",
+                str(port),
+                "--called-ae",
+                "STORESCP",
+                "--json",
+                "--ca",
+                "pki/ca.pem",
+                "--tls-cert",
+                "pki/client-chain.pem",
+                "--tls-key",
+                "pki/client.key",
+                cwd=tmp_path,
+            )
 
     done = asyncio.run(probe())
     steps = {s["name"]: s["verdict"] for s in json.loads(done.stdout)["steps"]}

@@ -42,8 +42,14 @@ class Node:
         self.cwd = cwd
         self.port = port or _free_port()
         where = [] if port else ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.proc = subprocess.Popen([EXE, "serve", *where, *args],
-                                     cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [EXE, "serve", *where, *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
+        )
         self.output: list[str] = []
         assert self.proc.stdout is not None
         for line in self.proc.stdout:  # the node says when it listens: no sleeping
@@ -128,8 +134,18 @@ def test_get_is_refused_where_default_services_leave_it_out(tmp_path: Path) -> N
     config.write_text('[access]\ndefault_services = ["echo", "store", "find"]\n')
     node = Node(tmp_path, "--config", str(config))
     try:
-        got = run("get", "127.0.0.1", str(node.port), "--out", "retrieved", "--level", "study",
-                  "-k", f"StudyInstanceUID={STUDY_UID}", cwd=tmp_path)  # fmt: skip
+        got = run(
+            "get",
+            "127.0.0.1",
+            str(node.port),
+            "--out",
+            "retrieved",
+            "--level",
+            "study",
+            "-k",
+            f"StudyInstanceUID={STUDY_UID}",
+            cwd=tmp_path,
+        )
     finally:
         log = node.stop()
     assert got.returncode == 1
@@ -147,14 +163,38 @@ def test_store_find_get_move_index(node: Node, tmp_path: Path) -> None:
         report["stored"] == 3 and report["failed"] == [] and len(report["skipped_non_dicom"]) == 1
     )
 
-    found = run("find", "127.0.0.1", str(node.port), "--level", "series", "-k", f"StudyInstanceUID={STUDY_UID}",
-                "-k", "SeriesInstanceUID", "-k", "Modality", "--json", cwd=tmp_path)  # fmt: skip
+    found = run(
+        "find",
+        "127.0.0.1",
+        str(node.port),
+        "--level",
+        "series",
+        "-k",
+        f"StudyInstanceUID={STUDY_UID}",
+        "-k",
+        "SeriesInstanceUID",
+        "-k",
+        "Modality",
+        "--json",
+        cwd=tmp_path,
+    )
     assert found.returncode == 0, found.stderr
     series = json.loads(found.stdout)
     assert len(series) == 1 and series[0]["Modality"] == "CT"
 
-    got = run("get", "127.0.0.1", str(node.port), "--out", "retrieved", "--level", "study",
-              "-k", f"StudyInstanceUID={STUDY_UID}", "--json", cwd=tmp_path)  # fmt: skip
+    got = run(
+        "get",
+        "127.0.0.1",
+        str(node.port),
+        "--out",
+        "retrieved",
+        "--level",
+        "study",
+        "-k",
+        f"StudyInstanceUID={STUDY_UID}",
+        "--json",
+        cwd=tmp_path,
+    )
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["completed"] == 3
     sent = {pydicom.dcmread(p).SOPInstanceUID for p in folder.rglob("*.dcm")}
@@ -163,8 +203,16 @@ def test_store_find_get_move_index(node: Node, tmp_path: Path) -> None:
     rebuilt = run("index", "--rebuild", cwd=tmp_path)  # while the node runs
     assert rebuilt.returncode == 0 and "indexed 3 object(s)" in rebuilt.stderr + rebuilt.stdout
 
-    refused = run("move", "127.0.0.1", str(node.port), "--dest", "NOWHERE", "-k", f"StudyInstanceUID={STUDY_UID}",
-                  cwd=tmp_path)  # fmt: skip
+    refused = run(
+        "move",
+        "127.0.0.1",
+        str(node.port),
+        "--dest",
+        "NOWHERE",
+        "-k",
+        f"StudyInstanceUID={STUDY_UID}",
+        cwd=tmp_path,
+    )
     assert refused.returncode != 0 and "move destination unknown" in refused.stdout
 
 
@@ -186,8 +234,21 @@ def test_index_survives_restart_and_is_rebuilt_from_files(tmp_path: Path) -> Non
     assert "indexed 3 object(s)" in rebuilt.stdout + rebuilt.stderr
     third = Node(tmp_path)
     try:
-        found = run("find", "127.0.0.1", str(third.port), "--level", "image", "-k", f"StudyInstanceUID={STUDY_UID}",
-                    "-k", f"SeriesInstanceUID={SERIES_UID}", "-k", "SOPInstanceUID", "--json", cwd=tmp_path)  # fmt: skip
+        found = run(
+            "find",
+            "127.0.0.1",
+            str(third.port),
+            "--level",
+            "image",
+            "-k",
+            f"StudyInstanceUID={STUDY_UID}",
+            "-k",
+            f"SeriesInstanceUID={SERIES_UID}",
+            "-k",
+            "SOPInstanceUID",
+            "--json",
+            cwd=tmp_path,
+        )
         assert len(json.loads(found.stdout)) == 3
     finally:
         third.stop()
@@ -225,8 +286,20 @@ def test_move_to_a_second_node(tmp_path: Path) -> None:
             ).returncode
             == 0
         )
-        moved = run("move", "127.0.0.1", str(archive.port), "--dest", "VIEWER", "--level", "study",
-                    "-k", f"StudyInstanceUID={STUDY_UID}", "--json", *client, cwd=tmp_path)  # fmt: skip
+        moved = run(
+            "move",
+            "127.0.0.1",
+            str(archive.port),
+            "--dest",
+            "VIEWER",
+            "--level",
+            "study",
+            "-k",
+            f"StudyInstanceUID={STUDY_UID}",
+            "--json",
+            *client,
+            cwd=tmp_path,
+        )
         assert moved.returncode == 0, moved.stderr + moved.stdout
         assert json.loads(moved.stdout)["completed"] == 3
         assert len(list((viewer_dir / "dicom-store" / "objects").rglob("*.dcm"))) == 3
@@ -268,11 +341,29 @@ def test_bad_key_password_and_port_in_use(node: Node, tmp_path: Path) -> None:
     ident = ca.issue("locked")
     (tmp_path / "locked.pem").write_bytes(ident.cert_chain_pem())
     (tmp_path / "locked.key").write_bytes(ident.private_key_pem(password=b"right"))
-    done = run("echo", "127.0.0.1", str(node.port), "--tls-cert", "locked.pem", "--tls-key", "locked.key",
-               "--key-password", "wrong", cwd=tmp_path)  # fmt: skip
+    done = run(
+        "echo",
+        "127.0.0.1",
+        str(node.port),
+        "--tls-cert",
+        "locked.pem",
+        "--tls-key",
+        "locked.key",
+        "--key-password",
+        "wrong",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1 and "wrong password for private key locked.key" in done.stderr
-    mismatched = run("echo", "127.0.0.1", str(node.port), "--tls-cert", "locked.pem",
-                     "--tls-key", str(tmp_path / "dicom-store/pki/client.key"), cwd=tmp_path)  # fmt: skip
+    mismatched = run(
+        "echo",
+        "127.0.0.1",
+        str(node.port),
+        "--tls-cert",
+        "locked.pem",
+        "--tls-key",
+        str(tmp_path / "dicom-store/pki/client.key"),
+        cwd=tmp_path,
+    )
     assert mismatched.returncode == 1 and "does not match the certificate" in mismatched.stderr
     busy = run(
         "serve", "--host", "127.0.0.1", "--port", str(node.port), "--store", "other", cwd=tmp_path
@@ -330,8 +421,20 @@ def test_config_file_with_tls_keys(tmp_path: Path) -> None:
         assert (
             "FROMTOML" in "".join(node.output) and not (tmp_path / "dicom-store" / "pki").exists()
         )
-        echo = run("echo", "127.0.0.1", str(port), "--called-ae", "FROMTOML", "--ca", "pki/ca.pem",
-                   "--tls-cert", "pki/client-chain.pem", "--tls-key", "pki/client.key", cwd=tmp_path)  # fmt: skip
+        echo = run(
+            "echo",
+            "127.0.0.1",
+            str(port),
+            "--called-ae",
+            "FROMTOML",
+            "--ca",
+            "pki/ca.pem",
+            "--tls-cert",
+            "pki/client-chain.pem",
+            "--tls-key",
+            "pki/client.key",
+            cwd=tmp_path,
+        )
         assert echo.returncode == 0, echo.stderr
     finally:
         node.stop()
@@ -353,12 +456,16 @@ def test_verbose_shows_each_certificate_and_the_cipher(node: Node, tmp_path: Pat
 def test_a_wrong_called_ae_title_is_explained_on_both_sides(tmp_path: Path) -> None:
     strict = Node(tmp_path / "strict" if (tmp_path / "strict").mkdir() is None else tmp_path)
     try:
-        done = run("echo", "127.0.0.1", str(strict.port), "--called-ae", "ANY-SCP",
-                   cwd=tmp_path / "strict")  # fmt: skip
+        done = run(
+            "echo", "127.0.0.1", str(strict.port), "--called-ae", "ANY-SCP", cwd=tmp_path / "strict"
+        )
     finally:
         log = strict.stop()
     assert done.returncode != 0
-    assert "does not answer to called AE title 'ANY-SCP'" in done.stderr and "--called-ae" in done.stderr
+    assert (
+        "does not answer to called AE title 'ANY-SCP'" in done.stderr
+        and "--called-ae" in done.stderr
+    )
     assert "called AE title 'ANY-SCP' is not ours ('DICOMTLS')" in log
     assert "--accept-any-called-ae" in log
 
@@ -383,8 +490,13 @@ def _compressed_samples(folder: Path) -> dict[str, bytes]:
     folder.mkdir(parents=True, exist_ok=True)
     study = generate_uid()
     kept = {}
-    for name in ("MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "JPEG2000.dcm",
-                 "SC_rgb_jpeg_gdcm.dcm", "MR_small.dcm"):  # fmt: skip
+    for name in (
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "JPEG2000.dcm",
+        "SC_rgb_jpeg_gdcm.dcm",
+        "MR_small.dcm",
+    ):
         ds = pydicom.dcmread(get_testdata_file(name))
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.StudyInstanceUID, ds.PatientID = study, "COMPRESSED"
@@ -401,12 +513,25 @@ def _data_set(path: Path) -> bytes:
 
 def test_get_brings_compressed_objects_back_as_stored(node: Node, tmp_path: Path) -> None:
     sent = _compressed_samples(tmp_path / "compressed")
-    stored = run("store", "127.0.0.1", str(node.port), str(tmp_path / "compressed"), "--json", cwd=tmp_path)
+    stored = run(
+        "store", "127.0.0.1", str(node.port), str(tmp_path / "compressed"), "--json", cwd=tmp_path
+    )
     assert stored.returncode == 0, stored.stderr
     assert json.loads(stored.stdout)["stored"] == len(sent)
     study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
-    got = run("get", "127.0.0.1", str(node.port), "--out", "back", "--level", "study",
-              "-k", f"StudyInstanceUID={study}", "--json", cwd=tmp_path)  # fmt: skip
+    got = run(
+        "get",
+        "127.0.0.1",
+        str(node.port),
+        "--out",
+        "back",
+        "--level",
+        "study",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "--json",
+        cwd=tmp_path,
+    )
     assert got.returncode == 0, got.stderr + got.stdout
     assert json.loads(got.stdout)["completed"] == len(sent)
     back = {p.stem: _data_set(p) for p in (tmp_path / "back").glob("*.dcm")}
@@ -415,11 +540,28 @@ def test_get_brings_compressed_objects_back_as_stored(node: Node, tmp_path: Path
 
 def test_get_in_one_syntax_converts_what_the_node_can(node: Node, tmp_path: Path) -> None:
     sent = _compressed_samples(tmp_path / "compressed")
-    assert run("store", "127.0.0.1", str(node.port), str(tmp_path / "compressed"), cwd=tmp_path).returncode == 0
+    assert (
+        run(
+            "store", "127.0.0.1", str(node.port), str(tmp_path / "compressed"), cwd=tmp_path
+        ).returncode
+        == 0
+    )
     study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
-    got = run("get", "127.0.0.1", str(node.port), "--out", "back", "--level", "study",
-              "-k", f"StudyInstanceUID={study}", "--ts", "ExplicitVRLittleEndian", "--json",
-              cwd=tmp_path)  # fmt: skip
+    got = run(
+        "get",
+        "127.0.0.1",
+        str(node.port),
+        "--out",
+        "back",
+        "--level",
+        "study",
+        "-k",
+        f"StudyInstanceUID={study}",
+        "--ts",
+        "ExplicitVRLittleEndian",
+        "--json",
+        cwd=tmp_path,
+    )
     report = json.loads(got.stdout)
     back = list((tmp_path / "back").glob("*.dcm"))
     syntaxes = {str(pydicom.dcmread(p).file_meta.TransferSyntaxUID) for p in back}
@@ -428,9 +570,27 @@ def test_get_in_one_syntax_converts_what_the_node_can(node: Node, tmp_path: Path
 
 
 def test_query_keys_and_syntaxes_are_checked(node: Node, tmp_path: Path) -> None:
-    twice = run("find", "127.0.0.1", str(node.port), "-k", "PatientName=Mü*", "-k", "PatientName",
-                cwd=tmp_path)  # fmt: skip
+    twice = run(
+        "find",
+        "127.0.0.1",
+        str(node.port),
+        "-k",
+        "PatientName=Mü*",
+        "-k",
+        "PatientName",
+        cwd=tmp_path,
+    )
     assert twice.returncode != 0 and "PatientName given twice" in twice.stderr
-    bogus = run("get", "127.0.0.1", str(node.port), "--out", "x", "-k", "StudyInstanceUID=1.2",
-                "--ts", "NotASyntax", cwd=tmp_path)  # fmt: skip
+    bogus = run(
+        "get",
+        "127.0.0.1",
+        str(node.port),
+        "--out",
+        "x",
+        "-k",
+        "StudyInstanceUID=1.2",
+        "--ts",
+        "NotASyntax",
+        cwd=tmp_path,
+    )
     assert bogus.returncode != 0 and "'NotASyntax' is not a transfer syntax" in bogus.stderr

@@ -25,8 +25,18 @@ def site(tmp_path: Path) -> Site:
 
 def _client(site: Site, name: str, ae: str) -> list[str]:
     chain, key = site.files(name)
-    return ["--ae-title", ae, "--called-ae", "PACS", "--tls-cert", str(chain), "--tls-key", str(key),
-            "--ca", str(site.ca_file)]  # fmt: skip
+    return [
+        "--ae-title",
+        ae,
+        "--called-ae",
+        "PACS",
+        "--tls-cert",
+        str(chain),
+        "--tls-key",
+        str(key),
+        "--ca",
+        str(site.ca_file),
+    ]
 
 
 def _config(site: Site, tmp: Path, port: int, extra: str = "") -> Path:
@@ -120,8 +130,12 @@ def test_access_rules_audit_and_metrics_from_node_toml(
         assert ident is not None
         event = ident.find("EventID")
         kind = ident.find("EventTypeCode")
-        events.append((event.get("csd-code") if event is not None else None,
-                       kind.get("csd-code") if kind is not None else None))  # fmt: skip
+        events.append(
+            (
+                event.get("csd-code") if event is not None else None,
+                kind.get("csd-code") if kind is not None else None,
+            )
+        )
     assert events[0] == ("110100", "110120") and events[-1] == ("110100", "110121")
     assert ("110113", "110132") in events  # the impostor, refused by the policy
 
@@ -172,13 +186,16 @@ def test_sighup_rotates_the_certificate_and_refuses_a_broken_one(
 @pytest.mark.parametrize(
     ("extra", "args", "message"),
     [
-        ('[[access.rule]]\nname = "ct"\nae_title = "CT1"\ncertificate = { serial = "1" }', (),
-         "access rule 'ct': certificate key must be cn, san or fingerprint"),
+        (
+            '[[access.rule]]\nname = "ct"\nae_title = "CT1"\ncertificate = { serial = "1" }',
+            (),
+            "access rule 'ct': certificate key must be cn, san or fingerprint",
+        ),
         ('[access]\nunknown_ae = "sometimes"', (), "access.unknown_ae must be 'allow' or 'reject'"),
         ("", ("--audit", "syslog://somewhere"), "unknown scheme 'syslog'"),
         ("", ("--audit", "tls://127.0.0.1:6514"), "tls needs ca=PATH"),
     ],
-)  # fmt: skip
+)
 def test_configuration_mistakes_are_one_line(
     site: Site, tmp_path: Path, extra: str, args: tuple[str, ...], message: str
 ) -> None:

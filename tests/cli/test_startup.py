@@ -54,7 +54,9 @@ def test_every_command_a_module_defines_is_listed(module: str) -> None:
     """A command missing from COMMANDS would exist in its module and be unknown to `dicomtls`."""
     import click
 
-    commands = [c for c in vars(importlib.import_module(module)).values() if isinstance(c, click.Command)]
+    commands = [
+        c for c in vars(importlib.import_module(module)).values() if isinstance(c, click.Command)
+    ]
     nested = {sub for c in commands if isinstance(c, click.Group) for sub in c.commands.values()}
     top = {c.name for c in commands if c not in nested}
     assert top <= set(COMMANDS), top - set(COMMANDS)

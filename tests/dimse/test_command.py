@@ -45,8 +45,11 @@ def test_store_request_reads_the_same_in_pydicom() -> None:
 
 
 def test_round_trip_and_required_elements() -> None:
-    for command in (c_echo_rq(1), c_store_rsp(9, CT_IMAGE, "1.2.3", 0xA700, "disk full"),
-                    c_move_rsp(4, CT_IMAGE, 0xFF00, (3, 2, 1, 0))):  # fmt: skip
+    for command in (
+        c_echo_rq(1),
+        c_store_rsp(9, CT_IMAGE, "1.2.3", 0xA700, "disk full"),
+        c_move_rsp(4, CT_IMAGE, 0xFF00, (3, 2, 1, 0)),
+    ):
         decoded = decode_command(encode_command(command))
         assert decoded == command
         command_field(decoded)  # every required element is there
@@ -92,7 +95,9 @@ def test_a_failed_get_response_with_a_data_set_element_in_its_command_decodes() 
     """Orthanc 1.10 answers a failed C-GET with (0008,0058) inside the command set."""
     from dicomtls.dimse.messages import c_get_rsp
 
-    wire = bytearray(encode_command(c_get_rsp(7, "1.2.840.10008.5.1.4.1.2.2.3", 0xA702, (0, 0, 1, 0))))
+    wire = bytearray(
+        encode_command(c_get_rsp(7, "1.2.840.10008.5.1.4.1.2.2.3", 0xA702, (0, 0, 1, 0)))
+    )
     uid = b"1.2.3.4\x00"
     wire += struct.pack("<HHI", 0x0008, 0x0058, len(uid)) + uid
     command = decode_command(bytes(wire))

@@ -33,7 +33,10 @@ from pydicom.uid import (
 from dicomtls.dimse.dataset_scan import DatasetScanError, DatasetScanner
 from dicomtls.dimse.part10 import read_header
 
-KEEP = [Tag(k) for k in ("SpecificCharacterSet", "SOPInstanceUID", "PatientName", "PatientID", "StudyDate")]
+KEEP = [
+    Tag(k)
+    for k in ("SpecificCharacterSet", "SOPInstanceUID", "PatientName", "PatientID", "StudyDate")
+]
 
 
 def _dataset(*, undefined: bool = False) -> Dataset:
@@ -83,12 +86,19 @@ def _scan(raw: bytes, syntax: str, pieces: list[int] | None = None) -> DatasetSc
     return scanner
 
 
-SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian]
+SYNTAXES = [
+    ImplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+]
 
 
 @pytest.mark.parametrize("syntax", SYNTAXES)
 @pytest.mark.parametrize("undefined", [False, True], ids=["defined", "undefined-lengths"])
-def test_what_pydicom_writes_scans_and_keeps_what_pydicom_reads(syntax: str, undefined: bool) -> None:
+def test_what_pydicom_writes_scans_and_keeps_what_pydicom_reads(
+    syntax: str, undefined: bool
+) -> None:
     original = _dataset(undefined=undefined)
     raw = _encode(original, syntax)
     scanned = _scan(raw, syntax).finish()
@@ -107,7 +117,9 @@ def test_what_pydicom_writes_scans_and_keeps_what_pydicom_reads(syntax: str, und
 def test_names_in_every_character_set_pydicom_ships_decode_as_pydicom_reads_them(path: str) -> None:
     """Real files in 14 character sets, ISO 2022 escapes (Japanese, Korean, Chinese) included."""
     header = read_header(Path(path))
-    scanner = DatasetScanner(header.transfer_syntax_uid, [Tag("PatientName"), Tag("SpecificCharacterSet")])
+    scanner = DatasetScanner(
+        header.transfer_syntax_uid, [Tag("PatientName"), Tag("SpecificCharacterSet")]
+    )
     scanner.feed(Path(path).read_bytes()[header.dataset_offset :])
     expected = str(pydicom.dcmread(path).get("PatientName", ""))
     assert scanner.finish().texts(["PatientName"]).get("PatientName", "") == expected
@@ -221,11 +233,16 @@ def test_encapsulated_pixel_data_is_stepped_over_fragment_by_fragment() -> None:
     ds = _dataset()
     del ds.PixelData
     ds.add_new("PixelData", "OB", b"")
-    header = _encode(ds, ExplicitVRLittleEndian)[: -12]  # everything up to the empty pixel data
+    header = _encode(ds, ExplicitVRLittleEndian)[:-12]  # everything up to the empty pixel data
     fragments = b"".join(
-        b"\xfe\xff\x00\xe0" + len(f).to_bytes(4, "little") + f for f in (b"", b"\xff\xd8" * 50, b"\x01\x02")
+        b"\xfe\xff\x00\xe0" + len(f).to_bytes(4, "little") + f
+        for f in (b"", b"\xff\xd8" * 50, b"\x01\x02")
     )
-    pixels = b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff" + fragments + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    pixels = (
+        b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff"
+        + fragments
+        + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    )
     scanned = _scan(header + pixels, JPEGBaseline8Bit, [7] * 60).finish()
     assert scanned.length == len(header + pixels)
     with pytest.raises(DatasetScanError, match="ends inside the fragments"):
@@ -236,7 +253,9 @@ def test_an_un_sequence_of_undefined_length_is_read_as_implicit_vr() -> None:
     # PS3.5 6.2.2: a UN value of undefined length is a sequence encoded in implicit VR LE.
     inner = b"\x08\x00\x00\x01\x04\x00\x00\x00ABCD"  # (0008,0100), implicit VR, 4 bytes
     item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + inner + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
-    element = b"\x09\x00\x10\x10UN\x00\x00\xff\xff\xff\xff" + item + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    element = (
+        b"\x09\x00\x10\x10UN\x00\x00\xff\xff\xff\xff" + item + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    )
     after = b"\x10\x00\x20\x00LO\x02\x00P1"
     scanned = _scan(element + after, ExplicitVRLittleEndian).finish()
     assert scanned.kept[0x00100020] == ("LO", b"P1")

@@ -17,8 +17,9 @@ from dicomtls.dimse.part10 import Part10Error, encode_file_header, iter_blocks, 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def _pydicom_header(sop_class: str, sop_instance: str, syntax: str, impl: str,
-                    version: str | None, ae: str | None) -> bytes:  # fmt: skip
+def _pydicom_header(
+    sop_class: str, sop_instance: str, syntax: str, impl: str, version: str | None, ae: str | None
+) -> bytes:
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
     meta.MediaStorageSOPClassUID = UID(sop_class)
@@ -36,8 +37,12 @@ def _pydicom_header(sop_class: str, sop_instance: str, syntax: str, impl: str,
 
 
 @pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45", generate_uid()])  # even, odd lengths
-@pytest.mark.parametrize(("version", "ae"), [("DICOMTLS_010", "CT1"), ("ODD_NAME1", "SCANNER"), ("V", None)])
-def test_the_file_header_is_what_pydicom_writes(instance: str, version: str, ae: str | None) -> None:
+@pytest.mark.parametrize(
+    ("version", "ae"), [("DICOMTLS_010", "CT1"), ("ODD_NAME1", "SCANNER"), ("V", None)]
+)
+def test_the_file_header_is_what_pydicom_writes(
+    instance: str, version: str, ae: str | None
+) -> None:
     args = (CT, instance, ExplicitVRLittleEndian, "1.2.826.0.1.3680043.10.1432.1")
     assert encode_file_header(*args, version, ae) == _pydicom_header(*args, version, ae)
 
@@ -60,8 +65,10 @@ def test_read_header_agrees_with_pydicom(tmp_path: Path, syntax: str) -> None:
     ds = _write(path, syntax)
     header = read_header(path)
     assert (header.sop_class_uid, header.sop_instance_uid, header.transfer_syntax_uid) == (
-        CT, ds.SOPInstanceUID, syntax,
-    )  # fmt: skip
+        CT,
+        ds.SOPInstanceUID,
+        syntax,
+    )
     with path.open("rb") as handle:
         pydicom.filereader.read_preamble(handle, False)
         pydicom.filereader._read_file_meta_info(handle)
@@ -71,7 +78,9 @@ def test_read_header_agrees_with_pydicom(tmp_path: Path, syntax: str) -> None:
     assert pydicom.dcmread(path).PatientName == "Doe^Jane"
 
 
-def _meta(elements: list[tuple[int, bytes, bytes]], *, group_length: bool, implicit: bool = False) -> bytes:
+def _meta(
+    elements: list[tuple[int, bytes, bytes]], *, group_length: bool, implicit: bool = False
+) -> bytes:
     body = b""
     for element, vr, value in elements:
         if implicit:
@@ -125,7 +134,9 @@ def test_read_header_takes_what_other_writers_write(tmp_path: Path, meta: bytes)
     ],
     ids=["text", "no-dicm", "no-syntax", "cut-off", "length-beyond-end"],
 )
-def test_non_dicom_and_damaged_headers_are_named(tmp_path: Path, content: bytes, message: str) -> None:
+def test_non_dicom_and_damaged_headers_are_named(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
     path = tmp_path / "bad.dcm"
     path.write_bytes(content)
     with pytest.raises(Part10Error, match=message) as raised:

@@ -75,7 +75,9 @@ def test_out_of_order_fragments_are_refused() -> None:
         list(assembler.feed([PDV(3, 0x03, command[10:])]))
     assembler = MessageAssembler()
     with pytest.raises(MessageError, match="unreadable command set"):
-        list(assembler.feed([PDV(1, 0x03, b"\x00\x00\x10\x01\xc8\x00\x00\x00\x01\x00")]))  # runs past
+        list(
+            assembler.feed([PDV(1, 0x03, b"\x00\x00\x10\x01\xc8\x00\x00\x00\x01\x00")])
+        )  # runs past
 
 
 def test_fragments_are_views_not_copies() -> None:

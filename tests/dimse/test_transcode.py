@@ -43,10 +43,14 @@ def test_a_decompressed_object_keeps_its_instance_uid(
 
 @pytest.mark.parametrize(
     ("source", "lossy", "method"),
-    [("SC_rgb_jpeg_dcmtk.dcm", True, "ISO_10918_1"), ("JPEGLSNearLossless_16.dcm", True, "ISO_14495_1"),
-     ("JPEG2000.dcm", True, "ISO_15444_1"), ("MR_small_RLE.dcm", False, None),
-     ("MR_small_jp2klossless.dcm", False, None)],
-)  # fmt: skip
+    [
+        ("SC_rgb_jpeg_dcmtk.dcm", True, "ISO_10918_1"),
+        ("JPEGLSNearLossless_16.dcm", True, "ISO_14495_1"),
+        ("JPEG2000.dcm", True, "ISO_15444_1"),
+        ("MR_small_RLE.dcm", False, None),
+        ("MR_small_jp2klossless.dcm", False, None),
+    ],
+)
 def test_decoded_lossy_pixels_say_they_were_lossy(
     tmp_path: Path, source: str, lossy: bool, method: str | None
 ) -> None:

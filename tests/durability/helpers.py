@@ -52,9 +52,13 @@ class Serve:
 
         self.proc = subprocess.Popen(
             [EXE, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
-            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=ENV,
             preexec_fn=limit,
-        )  # fmt: skip
+        )
         self._lines: list[str] = []
         self._eof = False
         self._changed = threading.Condition()

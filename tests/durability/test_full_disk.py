@@ -43,8 +43,10 @@ def tmpfs(where: Path, options: str) -> Iterator[Path]:
     where.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if mounted.returncode != 0:  # not root, or no CAP_SYS_ADMIN (a loop device needs it too)
         pytest.skip(f"cannot mount a tmpfs for a full disk: {mounted.stderr.strip()}")
     try:
@@ -165,7 +167,10 @@ def test_no_inode_left_for_the_temporary_file(tmp_path: Path) -> None:
     study = generate_uid()
     with tmpfs(tmp_path / "store", "size=16m,nr_inodes=64") as store:
         first, second = (make_object(tmp_path / f"{i}.dcm", 100_000, study, i) for i in range(2))
-        while DurableStore(store).path_for(second.uid).parent == DurableStore(store).path_for(first.uid).parent:
+        while (
+            DurableStore(store).path_for(second.uid).parent
+            == DurableStore(store).path_for(first.uid).parent
+        ):
             second = make_object(tmp_path / "1.dcm", 100_000, study, 1)  # a bucket still to make
         with serving(tmp_path, "--store", str(store)) as node:
 

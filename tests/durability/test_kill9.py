@@ -114,8 +114,10 @@ async def _find_images(node: Serve, store: Path, study_uid: str) -> tuple[int, s
         echo = await assoc.echo()
         query = Dataset()
         query.QueryRetrieveLevel, query.StudyInstanceUID, query.SOPInstanceUID = (
-            "IMAGE", study_uid, "",
-        )  # fmt: skip
+            "IMAGE",
+            study_uid,
+            "",
+        )
         query.SeriesInstanceUID = series_uid(study_uid)
         found = [str(match.SOPInstanceUID) async for match in assoc.find(query)]
     finally:

@@ -31,8 +31,13 @@ from .helpers import (
 
 def _receive(store: DurableStore, sent: SentObject) -> IncomingObject:
     header = read_header(sent.path)
-    incoming = store.begin(header.sop_class_uid, header.sop_instance_uid, header.transfer_syntax_uid,
-                           implementation_class_uid="1.2.3.4", source_ae_title="CRASH")  # fmt: skip
+    incoming = store.begin(
+        header.sop_class_uid,
+        header.sop_instance_uid,
+        header.transfer_syntax_uid,
+        implementation_class_uid="1.2.3.4",
+        source_ae_title="CRASH",
+    )
     for block in iter_blocks(header, block_size=65536):
         incoming.write(block)
     return incoming

@@ -35,7 +35,9 @@ def policies(draw: st.DrawFn, rq: AssociateRQ) -> AcceptorPolicy:
         draw(st.sampled_from([rq.called_ae, "OTHER"])),
         supported,
         require_called_ae=draw(st.booleans()),
-        calling_ae_allowed=draw(st.sampled_from([lambda _ae: True, lambda ae: ae != rq.calling_ae])),
+        calling_ae_allowed=draw(
+            st.sampled_from([lambda _ae: True, lambda ae: ae != rq.calling_ae])
+        ),
         accept_scp_role=draw(st.booleans()),
     )
 
@@ -95,7 +97,14 @@ def test_regression_repeated_role_selections_fit_in_the_accept() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.builds(RoleSelection, st.sampled_from([VERIFICATION, "1.2.3"]), st.booleans(), st.booleans()), max_size=6))
+@given(
+    st.lists(
+        st.builds(
+            RoleSelection, st.sampled_from([VERIFICATION, "1.2.3"]), st.booleans(), st.booleans()
+        ),
+        max_size=6,
+    )
+)
 @example([RoleSelection("1.2.3", True, True), RoleSelection(VERIFICATION, False, True)])
 def test_roles_are_answered_for_accepted_classes_only_and_first_wins(
     roles: list[RoleSelection],

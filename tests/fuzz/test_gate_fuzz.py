@@ -53,9 +53,13 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 PATIENT_ROOT, STUDY_ROOT = QueryModel.PATIENT_ROOT, QueryModel.STUDY_ROOT
 #: Every SOP class a request may name: ours, theirs and nobody's.
 SOP_CLASSES = [
-    VERIFICATION, CT, MR, "1.2.3.4.5",
-    *PATIENT_ROOT.value, *STUDY_ROOT.value,
-]  # fmt: skip
+    VERIFICATION,
+    CT,
+    MR,
+    "1.2.3.4.5",
+    *PATIENT_ROOT.value,
+    *STUDY_ROOT.value,
+]
 REQUESTS = [
     CommandField.C_ECHO_RQ,
     CommandField.C_STORE_RQ,
@@ -95,7 +99,11 @@ def negotiations(draw: st.DrawFn) -> Negotiated:
     ids = draw(st.lists(st.sampled_from(range(1, 256, 2)), unique=True, max_size=6))
     contexts = tuple(
         AcceptedContext(
-            i, draw(st.sampled_from(SOP_CLASSES)), EXPLICIT, draw(st.booleans()), draw(st.booleans())
+            i,
+            draw(st.sampled_from(SOP_CLASSES)),
+            EXPLICIT,
+            draw(st.booleans()),
+            draw(st.booleans()),
         )
         for i in ids
     )
@@ -267,9 +275,14 @@ async def _session(
     port: int, tls: object, proposals: list[Proposal], sent: list[tuple[CommandField, str, int]]
 ) -> None:
     async with await associate(
-        "127.0.0.1", port, tls, called_ae="FUZZ", calling_ae="MODALITY",  # type: ignore[arg-type]
-        proposals=proposals, dimse_timeout=10,
-    ) as assoc:  # fmt: skip
+        "127.0.0.1",
+        port,
+        tls,
+        called_ae="FUZZ",
+        calling_ae="MODALITY",  # type: ignore[arg-type]
+        proposals=proposals,
+        dimse_timeout=10,
+    ) as assoc:
         for index, (field, sop_class, context_id) in enumerate(sent, start=1):
             dataset = (
                 None
@@ -292,14 +305,19 @@ async def _session(
 )
 @given(st.lists(st.sampled_from(ALL_CONTEXTS), min_size=1, max_size=8, unique=True), requests)
 def test_no_request_a_rule_does_not_grant_is_served(
-    node: Node, matrix_pki: MatrixPKI, proposals: list[Proposal], sent: list[tuple[CommandField, str, int]]
+    node: Node,
+    matrix_pki: MatrixPKI,
+    proposals: list[Proposal],
+    sent: list[tuple[CommandField, str, int]],
 ) -> None:
     tls = matrix_pki.settings("client", VerifyFlags.PEER)
     # The node may abort us (seen at the next send after a cancel): refused, which is the point.
     with contextlib.suppress(AssociationError, ConnectionError):
         asyncio.run(_session(node.port, tls, proposals, sent))
     served = node.served.take()
-    accepted_for = {p.abstract_syntax for p in proposals if service_of(p.abstract_syntax) in GRANTED}
+    accepted_for = {
+        p.abstract_syntax for p in proposals if service_of(p.abstract_syntax) in GRANTED
+    }
     for service, sop_class in served:
         assert service in GRANTED, (service, sop_class, sent)
         assert sop_class in accepted_for, (service, sop_class, proposals)

@@ -9,14 +9,21 @@ from hypothesis import strategies as st
 
 from dicomtls.net.proxy import MAX_HEADER, SIGNATURE, ProxyHeaderError, encode_header, parse_header
 
-ipv4 = st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)).map(
-    lambda t: ".".join(map(str, t))
+ipv4 = st.tuples(
+    st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)
+).map(lambda t: ".".join(map(str, t)))
+ipv6 = st.binary(min_size=16, max_size=16).map(
+    lambda b: ":".join(b[i : i + 2].hex() for i in range(0, 16, 2))
 )
-ipv6 = st.binary(min_size=16, max_size=16).map(lambda b: ":".join(b[i : i + 2].hex() for i in range(0, 16, 2)))
 ports = st.integers(0, 65535)
 valid = st.one_of(
     st.just(encode_header(None)),
-    st.builds(lambda a, p, t: encode_header((a, p), ("127.0.0.1", 2762), t), ipv4, ports, st.binary(max_size=64)),
+    st.builds(
+        lambda a, p, t: encode_header((a, p), ("127.0.0.1", 2762), t),
+        ipv4,
+        ports,
+        st.binary(max_size=64),
+    ),
     st.builds(lambda a, p: encode_header((a, p), ("::1", 2762)), ipv6, ports),
 )
 
@@ -35,7 +42,9 @@ def _check(data: bytes, limit: int = MAX_HEADER) -> None:
 @settings(max_examples=300, deadline=None)
 @given(valid, st.data())
 @example(encode_header(("10.1.2.3", 4000)), None)
-def test_mutated_headers_parse_need_more_or_raise(header: bytes, data: st.DataObject | None) -> None:
+def test_mutated_headers_parse_need_more_or_raise(
+    header: bytes, data: st.DataObject | None
+) -> None:
     if data is None:
         _check(header)
         return

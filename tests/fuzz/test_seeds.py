@@ -52,8 +52,15 @@ def _ids(paths: list[Path]) -> list[str]:
 
 def test_the_corpus_covers_every_kind_of_session() -> None:
     names = " ".join(p.name for p in STREAMS)
-    for session in ("dcmtk-echoscu", "dcmtk-storescu", "dcmtk-findscu", "pynetdicom-scu",
-                    "ours-store-dcmtk-storescp", "dcmtk-echoscu-rejected", "dcmtk-echoscu-abort"):  # fmt: skip
+    for session in (
+        "dcmtk-echoscu",
+        "dcmtk-storescu",
+        "dcmtk-findscu",
+        "pynetdicom-scu",
+        "ours-store-dcmtk-storescp",
+        "dcmtk-echoscu-rejected",
+        "dcmtk-echoscu-abort",
+    ):
         assert f"{session}.to-acceptor" in names, session
     kinds = {p.name.rsplit("-", 1)[-1] for p in PDU_FILES}
     assert {"rq.pdu", "ac.pdu", "rj.pdu", "pdata.pdu", "rp.pdu", "abort.pdu"} <= kinds
@@ -69,9 +76,12 @@ def test_real_streams_frame_cleanly_and_round_trip(path: Path) -> None:
     pdus = list(reader)  # no PDUError: real peers' bytes are valid
     assert pdus and reader.buffered == 0
     assert b"".join(p.encode() for p in pdus if not isinstance(p, AssociateRQ | AssociateAC)) == (
-        b"".join(f.read_bytes() for f in sorted(path.parent.glob(f"{path.stem}.*.pdu"))
-                 if f.read_bytes()[0] not in (1, 2))
-    )  # fmt: skip
+        b"".join(
+            f.read_bytes()
+            for f in sorted(path.parent.glob(f"{path.stem}.*.pdu"))
+            if f.read_bytes()[0] not in (1, 2)
+        )
+    )
     for pdu in pdus:
         assert decode_pdu(pdu.encode()) == pdu
     for sizes in (b"\x00", b"\x06\x01\xff", b"\x49"):
@@ -140,8 +150,9 @@ def test_real_sessions_drive_an_acceptor_to_the_end(path: Path) -> None:
     assert kinds[0] is AssociationRequested
     if "abort" in path.name:  # echoscu --abort: A-ABORT from the service user after the echo
         assert DataReceived in kinds and kinds[-2:] == [Aborted, Closed]
-        assert events[-2] == Aborted(AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED,
-                                     True, events[-2].message)  # type: ignore[union-attr]  # fmt: skip
+        assert events[-2] == Aborted(
+            AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, True, events[-2].message
+        )  # type: ignore[union-attr]
         assert ul.ended
     elif "rejected" in path.name:  # the node refused it, so the peer sent nothing more
         assert kinds == [AssociationRequested]

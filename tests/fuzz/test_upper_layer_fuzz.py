@@ -40,9 +40,7 @@ def _session(called: str) -> list[bytes]:
 @st.composite
 def damaged_sessions(draw: st.DrawFn) -> bytes:
     """A real or generated session with some PDUs damaged, dropped, repeated or added."""
-    base = draw(
-        st.sampled_from([_session("ANY"), *(_frames(s) for s in seeds.UPPER_LAYER)])
-    )
+    base = draw(st.sampled_from([_session("ANY"), *(_frames(s) for s in seeds.UPPER_LAYER)]))
     out = []
     for frame in base:
         choice = draw(st.sampled_from(["keep", "keep", "mutate", "drop", "twice", "insert"]))
@@ -113,7 +111,9 @@ def test_regression_bytes_after_a_framing_error_get_no_second_abort() -> None:
 
 def test_regression_a_requestor_refuses_huge_pdata_before_the_accept() -> None:
     ul = UpperLayer(Role.REQUESTOR)
-    ul.request(build_request("SCU", "SCP", [Proposal(VERIFICATION, (IMPLICIT,))], max_pdu_length=16384))
+    ul.request(
+        build_request("SCU", "SCP", [Proposal(VERIFICATION, (IMPLICIT,))], max_pdu_length=16384)
+    )
     ul.data_to_send()
     events = ul.receive_data(b"\x04\x00\xff\xff\xff\xff" + bytes(1 << 20))
     assert ul._reader.buffered == 0

@@ -131,13 +131,27 @@ def client_tls(matrix_pki: MatrixPKI) -> TLSSettings:
 
 def _tls_args(pki: MatrixPKI) -> list[str]:
     server = pki.files["server"]
-    return ["--tls-cert", str(server.cert), "--tls-key", str(server.key),
-            "--ca", str(pki.ca_file), "--crl", str(pki.crl_file)]  # fmt: skip
+    return [
+        "--tls-cert",
+        str(server.cert),
+        "--tls-key",
+        str(server.key),
+        "--ca",
+        str(pki.ca_file),
+        "--crl",
+        str(pki.crl_file),
+    ]
 
 
 def _timeouts(handshake: float, artim: float, idle: float) -> list[str]:
-    return ["--handshake-timeout", str(handshake), "--artim-timeout", str(artim),
-            "--idle-timeout", str(idle)]  # fmt: skip
+    return [
+        "--handshake-timeout",
+        str(handshake),
+        "--artim-timeout",
+        str(artim),
+        "--idle-timeout",
+        str(idle),
+    ]
 
 
 def start(tmp: Path, *args: str) -> LiveNode:

@@ -78,10 +78,15 @@ def client_hello(
         for kind, value in ((0x000A, groups), (0x000B, b"\x01\x00"), (0x000D, sigalgs))
     )
     body = (
-        struct.pack(">H", version) + os.urandom(32) + b"\x00"
-        + struct.pack(">H", 2 * len(suites)) + b"".join(struct.pack(">H", s) for s in suites)
-        + b"\x01\x00" + struct.pack(">H", len(extensions)) + extensions
-    )  # fmt: skip
+        struct.pack(">H", version)
+        + os.urandom(32)
+        + b"\x00"
+        + struct.pack(">H", 2 * len(suites))
+        + b"".join(struct.pack(">H", s) for s in suites)
+        + b"\x01\x00"
+        + struct.pack(">H", len(extensions))
+        + extensions
+    )
     handshake = b"\x01" + len(body).to_bytes(3, "big") + body
     return b"\x16" + struct.pack(">HH", record_version or version, len(handshake)) + handshake
 

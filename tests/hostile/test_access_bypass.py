@@ -113,19 +113,32 @@ services = ["echo", "find"]
 """)
     server = matrix_pki.files["server"]
     node = start(
-        tmp, "--tls-cert", str(server.cert), "--tls-key", str(server.key),
-        "--ca", str(matrix_pki.ca_file), "--config", str(config), "--audit", f"file:{audit}",
+        tmp,
+        "--tls-cert",
+        str(server.cert),
+        "--tls-key",
+        str(server.key),
+        "--ca",
+        str(matrix_pki.ca_file),
+        "--config",
+        str(config),
+        "--audit",
+        f"file:{audit}",
         *_timeouts(PATIENT, PATIENT, PATIENT),
-    )  # fmt: skip
+    )
     sample = tmp / "victim.dcm"
     victim = _make_file(sample)
     site = Site(node, matrix_pki, identities, sink, audit, victim.StudyInstanceUID)
 
     async def store_victim() -> int:
         async with await associate(
-            "127.0.0.1", node.port, site.tls("client"), calling_ae="MODALITY",
-            called_ae=AE, proposals=default_proposals([CT]),
-        ) as assoc:  # fmt: skip
+            "127.0.0.1",
+            node.port,
+            site.tls("client"),
+            calling_ae="MODALITY",
+            called_ae=AE,
+            proposals=default_proposals([CT]),
+        ) as assoc:
             return await assoc.store(sample)
 
     try:
@@ -164,9 +177,17 @@ def _refused_once(site: Site, conversation: Conversation, status: int) -> str:
 
 def test_c_find_on_the_verification_context_returns_nothing(site: Site) -> None:
     talk = _associate(site, "client", "MODALITY", MODALITY_PROPOSALS)
-    talk.send(1, c_find_rq(1, STUDY.find_uid), identifier(IMPLICIT, QueryRetrieveLevel="STUDY", PatientID="*"))
+    talk.send(
+        1,
+        c_find_rq(1, STUDY.find_uid),
+        identifier(IMPLICIT, QueryRetrieveLevel="STUDY", PatientID="*"),
+    )
     line = _refused_once(site, talk, Status.SOP_CLASS_NOT_SUPPORTED)
-    assert "C-FIND from" in line and MODALITY_RULE in line and "negotiated for 1.2.840.10008.1.1" in line
+    assert (
+        "C-FIND from" in line
+        and MODALITY_RULE in line
+        and "negotiated for 1.2.840.10008.1.1" in line
+    )
 
 
 def test_c_find_naming_verification_on_its_context_is_an_unknown_operation(site: Site) -> None:
@@ -181,7 +202,9 @@ def test_c_find_on_a_context_never_proposed_aborts(site: Site) -> None:
     talk.send(201, c_find_rq(1, STUDY.find_uid), identifier(QueryRetrieveLevel="STUDY"))
     assert talk.next_message() is None and talk.aborted is not None
     line = site.node.wait_for(talk.peer.name)
-    assert "presentation context 201, which this association (rule 'modality') did not accept" in line
+    assert (
+        "presentation context 201, which this association (rule 'modality') did not accept" in line
+    )
 
 
 def test_c_get_on_the_storage_context_delivers_nothing(site: Site) -> None:
@@ -203,10 +226,15 @@ def test_c_move_on_context_1_sends_nothing_anywhere(site: Site) -> None:
 
 def test_c_store_without_the_store_grant_stores_nothing(site: Site) -> None:
     before = site.stored_objects()
-    talk = _associate(site, "viewer", "VIEWER", [
-        Proposal(VERIFICATION, (IMPLICIT,)),  # context 1
-        Proposal(STUDY.find_uid, (EXPLICIT,)),  # context 3
-    ])  # fmt: skip
+    talk = _associate(
+        site,
+        "viewer",
+        "VIEWER",
+        [
+            Proposal(VERIFICATION, (IMPLICIT,)),  # context 1
+            Proposal(STUDY.find_uid, (EXPLICIT,)),  # context 3
+        ],
+    )
     sample = Path(site.audit.parent / "intruder.dcm")
     ds = _make_file(sample, pixels=2000)
     data = sample.read_bytes()
@@ -225,10 +253,15 @@ def test_c_store_without_the_store_grant_stores_nothing(site: Site) -> None:
 
 def test_c_store_on_a_context_where_the_peer_took_only_the_scp_role(site: Site) -> None:
     before = site.stored_objects()
-    talk = _associate(site, "client", "MODALITY", [
-        Proposal(VERIFICATION, (IMPLICIT,)),
-        Proposal(CT, (EXPLICIT,), scu_role=False, scp_role=True),  # context 3: we only receive
-    ])  # fmt: skip
+    talk = _associate(
+        site,
+        "client",
+        "MODALITY",
+        [
+            Proposal(VERIFICATION, (IMPLICIT,)),
+            Proposal(CT, (EXPLICIT,), scu_role=False, scp_role=True),  # context 3: we only receive
+        ],
+    )
     sample = Path(site.audit.parent / "role.dcm")
     ds = _make_file(sample, pixels=2000)
     data = sample.read_bytes()
@@ -240,11 +273,17 @@ def test_c_store_on_a_context_where_the_peer_took_only_the_scp_role(site: Site) 
 
 def test_c_get_on_a_context_the_default_policy_declined_aborts(site: Site) -> None:
     peer = site.peer("stranger")  # no rule names it: default services, which leave out C-GET
-    peer.send(build_request("STRANGER", AE, [
-        Proposal(VERIFICATION, (IMPLICIT,)),  # context 1
-        Proposal(STUDY.get_uid, (EXPLICIT,)),  # context 3: declined
-        Proposal(CT, (EXPLICIT,), scu_role=False, scp_role=True),  # context 5
-    ]).encode())  # fmt: skip
+    peer.send(
+        build_request(
+            "STRANGER",
+            AE,
+            [
+                Proposal(VERIFICATION, (IMPLICIT,)),  # context 1
+                Proposal(STUDY.get_uid, (EXPLICIT,)),  # context 3: declined
+                Proposal(CT, (EXPLICIT,), scu_role=False, scp_role=True),  # context 5
+            ],
+        ).encode()
+    )
     ac = peer.next_pdu()
     assert isinstance(ac, AssociateAC)
     results = {c.id: c.result for c in ac.presentation_contexts}
@@ -262,7 +301,9 @@ def test_c_get_on_a_context_the_default_policy_declined_aborts(site: Site) -> No
 def test_every_refusal_is_a_security_alert_naming_what_was_asked(site: Site, context: int) -> None:
     before = len(site.restricted_function_alerts())
     talk = _associate(site, "client", "MODALITY", MODALITY_PROPOSALS)
-    talk.send(context, c_find_rq(7, STUDY.find_uid), identifier(IMPLICIT, QueryRetrieveLevel="STUDY"))
+    talk.send(
+        context, c_find_rq(7, STUDY.find_uid), identifier(IMPLICIT, QueryRetrieveLevel="STUDY")
+    )
     # The node records the alert before it answers or aborts: the record is in the file now.
     answers = talk.until_final()
     site.node.wait_for(talk.peer.name)
@@ -277,9 +318,13 @@ def test_every_refusal_is_a_security_alert_naming_what_was_asked(site: Site, con
 def test_a_good_client_is_served_throughout(site: Site) -> None:
     async def echo() -> int:
         async with await associate(
-            "127.0.0.1", site.node.port, site.tls("client"), calling_ae="MODALITY",
-            called_ae=AE, proposals=[Proposal(VERIFICATION, (IMPLICIT,))],
-        ) as assoc:  # fmt: skip
+            "127.0.0.1",
+            site.node.port,
+            site.tls("client"),
+            calling_ae="MODALITY",
+            called_ae=AE,
+            proposals=[Proposal(VERIFICATION, (IMPLICIT,))],
+        ) as assoc:
             return await assoc.echo()
 
     assert asyncio.run(echo()) == Status.SUCCESS

@@ -70,9 +70,14 @@ async def _store_and_hold(
     port: int, tls: TLSSettings, files: list[Path], audit: Path
 ) -> list[etree._Element]:
     assoc = await associate(
-        "127.0.0.1", port, tls, called_ae=AE, calling_ae="MODALITY",
-        proposals=default_proposals([CT]), dimse_timeout=30,
-    )  # fmt: skip
+        "127.0.0.1",
+        port,
+        tls,
+        called_ae=AE,
+        calling_ae="MODALITY",
+        proposals=default_proposals([CT]),
+        dimse_timeout=30,
+    )
     try:
         for path in files:
             assert await assoc.store(path) == 0  # Success: the node has it durably

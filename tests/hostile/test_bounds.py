@@ -167,7 +167,9 @@ def test_a_maximum_pdu_length_the_node_cannot_honour_is_rejected(
     tls_node: LiveNode, matrix_pki: MatrixPKI, max_length: int
 ) -> None:
     peer = _peer(tls_node, matrix_pki)
-    request = build_request("RAW", AE, [Proposal(VERIFICATION, (IMPLICIT,))], max_pdu_length=max_length)
+    request = build_request(
+        "RAW", AE, [Proposal(VERIFICATION, (IMPLICIT,))], max_pdu_length=max_length
+    )
     peer.send(request.encode())
     answer = peer.next_pdu()
     line = tls_node.wait_for(peer.name)
@@ -181,7 +183,9 @@ def test_the_smallest_maximum_pdu_length_and_no_limit_are_served(
     tls_node: LiveNode, matrix_pki: MatrixPKI, max_length: int
 ) -> None:
     peer = _peer(tls_node, matrix_pki)
-    request = build_request("RAW", AE, [Proposal(VERIFICATION, (IMPLICIT,))], max_pdu_length=max_length)
+    request = build_request(
+        "RAW", AE, [Proposal(VERIFICATION, (IMPLICIT,))], max_pdu_length=max_length
+    )
     peer.send(request.encode())
     assert isinstance(peer.next_pdu(), AssociateAC)
     talk = Conversation(peer)
@@ -204,9 +208,14 @@ def dead_end_node(
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     yield from _running(
-        start(tmp, *_tls_args(matrix_pki), *_timeouts(PATIENT, PATIENT, PATIENT),
-              "--move-destination", f"NOWHERE=127.0.0.1:{closed_port}")
-    )  # fmt: skip
+        start(
+            tmp,
+            *_tls_args(matrix_pki),
+            *_timeouts(PATIENT, PATIENT, PATIENT),
+            "--move-destination",
+            f"NOWHERE=127.0.0.1:{closed_port}",
+        )
+    )
 
 
 def test_c_move_to_a_destination_where_nothing_listens(

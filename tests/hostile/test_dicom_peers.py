@@ -220,16 +220,25 @@ ECHO = _element(Tag.CommandField, struct.pack("<H", 0x0030))
 ID = _element(Tag.MessageID, struct.pack("<H", 1))
 BAD_DIMSE = {
     "C-ECHO-RQ without MessageID": (_missing(Tag.MessageID), "MessageID"),
-    "C-ECHO-RQ without AffectedSOPClassUID": (_missing(Tag.AffectedSOPClassUID), "AffectedSOPClassUID"),
+    "C-ECHO-RQ without AffectedSOPClassUID": (
+        _missing(Tag.AffectedSOPClassUID),
+        "AffectedSOPClassUID",
+    ),
     "no CommandField": (_command(SOP, ID, NO_DATA), "CommandField"),
     "CommandField as text (UI, not US)": (
-        _command(SOP, _element(Tag.CommandField, b"C-ECHO"), ID, NO_DATA), "VR US needs 2"),
+        _command(SOP, _element(Tag.CommandField, b"C-ECHO"), ID, NO_DATA),
+        "VR US needs 2",
+    ),
     "MessageID as UL": (
-        _command(SOP, ECHO, _element(Tag.MessageID, struct.pack("<I", 1)), NO_DATA), "VR US needs 2"),
+        _command(SOP, ECHO, _element(Tag.MessageID, struct.pack("<I", 1)), NO_DATA),
+        "VR US needs 2",
+    ),
     "element length past the end": (
-        _command(SOP, ECHO, ID, struct.pack("<HHI", 0, 0x0800, 100) + b"\x01\x01"), "runs past"),
+        _command(SOP, ECHO, ID, struct.pack("<HHI", 0, 0x0800, 100) + b"\x01\x01"),
+        "runs past",
+    ),
     "a response sent as a request": (encode_command(c_echo_rsp(1)), "unexpected C_ECHO_RSP"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(BAD_DIMSE))

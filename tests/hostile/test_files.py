@@ -63,16 +63,28 @@ def test_a_node_under_umask_000_keeps_patient_data_private(tmp_path: Path) -> No
     store = tmp_path / STORE
     audit = tmp_path / "logs" / "audit.log"
     with umask(0o000):
-        node = LiveNode(tmp_path, "--audit", f"file:{audit}",
-                        "--move-destination", "DICOMTLS-SCU=127.0.0.1:9")  # fmt: skip
+        node = LiveNode(
+            tmp_path, "--audit", f"file:{audit}", "--move-destination", "DICOMTLS-SCU=127.0.0.1:9"
+        )
         try:
             folder = _folder(tmp_path)
             # mutual TLS with the first-run PKI's client certificate, found in ./dicom-store/pki
             stored = run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=tmp_path)
             assert stored.returncode == 0, stored.stderr
             assert json.loads(stored.stdout)["stored"] == 3
-            got = run("get", "127.0.0.1", str(node.port), "--out", "retrieved", "--level", "study",
-                      "-k", f"StudyInstanceUID={STUDY_UID}", "--json", cwd=tmp_path)  # fmt: skip
+            got = run(
+                "get",
+                "127.0.0.1",
+                str(node.port),
+                "--out",
+                "retrieved",
+                "--level",
+                "study",
+                "-k",
+                f"StudyInstanceUID={STUDY_UID}",
+                "--json",
+                cwd=tmp_path,
+            )
             assert got.returncode == 0, got.stderr + got.stdout
             assert json.loads(got.stdout)["completed"] == 3
             _wait_for_bytes(audit, b'csd-code="110104"')  # DICOM Instances Transferred
@@ -118,7 +130,10 @@ def test_a_world_readable_mode_is_refused_in_one_line(tmp_path: Path) -> None:
     flag = run("serve", "--file-mode", "0644", cwd=tmp_path)
     (tmp_path / "node.toml").write_text("file_mode = 0o666\n")  # a TOML octal integer
     toml = run("serve", "--config", "node.toml", cwd=tmp_path)
-    for done, mode, hint in ((flag, "0644", "--file-mode 0644"), (toml, "0666", "node.toml: file_mode = 0o666")):
+    for done, mode, hint in (
+        (flag, "0644", "--file-mode 0644"),
+        (toml, "0666", "node.toml: file_mode = 0o666"),
+    ):
         assert done.returncode == 2, done.stderr
         error = [line for line in done.stderr.splitlines() if line.startswith("dicomtls: error")]
         assert error == [
@@ -149,9 +164,16 @@ def test_first_run_pki_keeps_the_ca_key_out_of_the_store(tmp_path: Path) -> None
         # and ``pki issue`` still issues from it: the key beside the store is the CA's
         issued = run("pki", "issue", f"{STORE}/pki", "modality", cwd=tmp_path)
         assert issued.returncode == 0, issued.stderr
-        modality = run("echo", "127.0.0.1", str(node.port),
-                       "--tls-cert", f"{STORE}/pki/modality-chain.pem",
-                       "--tls-key", f"{STORE}/pki/modality.key", cwd=tmp_path)  # fmt: skip
+        modality = run(
+            "echo",
+            "127.0.0.1",
+            str(node.port),
+            "--tls-cert",
+            f"{STORE}/pki/modality-chain.pem",
+            "--tls-key",
+            f"{STORE}/pki/modality.key",
+            cwd=tmp_path,
+        )
         assert modality.returncode == 0, modality.stderr
         assert _mode(store / "pki" / "modality.key") == 0o600
     finally:

@@ -131,12 +131,16 @@ def _get(pki: MatrixPKI, scp: HostileSCP, store: Path) -> tuple[int, list[str]]:
 def test_pushes_on_contexts_we_did_not_open_for_receiving_are_refused(
     matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, sample: tuple[bytes, str], tmp_path: Path
 ) -> None:
-    scp = HostileSCP(scp_context, *sample, [
-        (3, GET),  # a C-STORE on the C-GET context itself
-        (3, CT),  # CT, but on the C-GET context
-        (7, MR),  # MR: a context where we took no SCP role
-        (1, CT),  # on the Verification context
-    ])  # fmt: skip
+    scp = HostileSCP(
+        scp_context,
+        *sample,
+        [
+            (3, GET),  # a C-STORE on the C-GET context itself
+            (3, CT),  # CT, but on the C-GET context
+            (7, MR),  # MR: a context where we took no SCP role
+            (1, CT),  # on the Verification context
+        ],
+    )
     status, stored = _get(matrix_pki, scp, tmp_path / "got")
     assert status == Status.SUCCESS  # the SCP's own final word; nothing of it was kept
     assert stored == []

@@ -79,16 +79,31 @@ def hostile_pki(matrix_pki: MatrixPKI, tmp_path_factory: pytest.TempPathFactory)
         "untrusted": stranger.issue(HOSTILE_CN),
     }
     client = matrix_pki.files["client"]
-    return HostilePKI(matrix_pki.ca_file, matrix_pki.crl_file, Files(client.cert, client.key),
-                      files("server"), files("trusted"), files("untrusted"))  # fmt: skip
+    return HostilePKI(
+        matrix_pki.ca_file,
+        matrix_pki.crl_file,
+        Files(client.cert, client.key),
+        files("server"),
+        files("trusted"),
+        files("untrusted"),
+    )
 
 
 @pytest.fixture(scope="module")
 def node(hostile_pki: HostilePKI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
     pki = hostile_pki
-    live = start(tmp_path_factory.mktemp("explain-node"), "--explain",
-                 "--tls-cert", str(pki.server.chain), "--tls-key", str(pki.server.key),
-                 "--ca", str(pki.ca), "--crl", str(pki.crl))  # fmt: skip
+    live = start(
+        tmp_path_factory.mktemp("explain-node"),
+        "--explain",
+        "--tls-cert",
+        str(pki.server.chain),
+        "--tls-key",
+        str(pki.server.key),
+        "--ca",
+        str(pki.ca),
+        "--crl",
+        str(pki.crl),
+    )
     try:
         yield live
     finally:
@@ -178,14 +193,18 @@ def _handshake(node: LiveNode, pki: HostilePKI, files: Files) -> tuple[str, ssl.
         return name, None
 
 
-def test_trusted_certificate_with_a_hostile_subject(node: LiveNode, hostile_pki: HostilePKI) -> None:
+def test_trusted_certificate_with_a_hostile_subject(
+    node: LiveNode, hostile_pki: HostilePKI
+) -> None:
     """Accepted: ``--explain`` shows the certificate; then the peer gets its one line (an
     association request for another AE) and the explanation is already out."""
     name, tls = _handshake(node, hostile_pki, hostile_pki.trusted)
     assert tls is not None
     peer = DicomPeer(tls, name)
     try:
-        peer.send(build_request("RAW", "NOT-THE-NODE", [Proposal(VERIFICATION, (EXPLICIT,))]).encode())
+        peer.send(
+            build_request("RAW", "NOT-THE-NODE", [Proposal(VERIFICATION, (EXPLICIT,))]).encode()
+        )
         assert isinstance(peer.next_pdu(), AssociateRJ)
         line = node.wait_for(peer.name)
     finally:
@@ -217,8 +236,16 @@ def test_untrusted_certificate_with_a_hostile_subject(
 
 
 def _client(pki: HostilePKI) -> list[str]:
-    return ["--called-ae", AE, "--ca", str(pki.ca), "--tls-cert", str(pki.client.chain),
-            "--tls-key", str(pki.client.key)]  # fmt: skip
+    return [
+        "--called-ae",
+        AE,
+        "--ca",
+        str(pki.ca),
+        "--tls-cert",
+        str(pki.client.chain),
+        "--tls-key",
+        str(pki.client.key),
+    ]
 
 
 def test_echo_verbose_shows_the_nodes_subject_escaped(
@@ -241,12 +268,23 @@ def test_find_shows_the_nodes_values_escaped(
     dataset = _make_file(sample, pixels=1_000)
     dataset.StudyDescription = "[red]Head" + FORGED
     dataset.save_as(sample, enforce_file_format=True)
-    stored = run("store", "127.0.0.1", str(node.port), *_client(hostile_pki), str(sample),
-                 cwd=tmp_path)  # fmt: skip
+    stored = run(
+        "store", "127.0.0.1", str(node.port), *_client(hostile_pki), str(sample), cwd=tmp_path
+    )
     assert stored.returncode == 0, stored.stdout + stored.stderr
-    found = run("find", "127.0.0.1", str(node.port), *_client(hostile_pki), "--level", "study",
-                "-k", f"StudyInstanceUID={dataset.StudyInstanceUID}", "-k", "StudyDescription",
-                cwd=tmp_path)  # fmt: skip
+    found = run(
+        "find",
+        "127.0.0.1",
+        str(node.port),
+        *_client(hostile_pki),
+        "--level",
+        "study",
+        "-k",
+        f"StudyInstanceUID={dataset.StudyInstanceUID}",
+        "-k",
+        "StudyDescription",
+        cwd=tmp_path,
+    )
     assert found.returncode == 0, found.stderr
     assert f"[red]Head{ESCAPED}" in found.stdout, found.stdout
     _assert_nothing_forged(found.stdout + found.stderr)

@@ -87,8 +87,9 @@ def _make(path: Path, patient: Patient, uid: str) -> Path:
 async def _store_both(port: int, tls: TLSSettings, folder: Path) -> list[int]:
     folder.mkdir()
     files = [_make(folder / f"{uid}.dcm", p, uid) for p in (A, B) for uid in p.instances]
-    async with await associate("127.0.0.1", port, tls, called_ae=AE, calling_ae="LOADER",
-                               proposals=default_proposals([CT])) as assoc:  # fmt: skip
+    async with await associate(
+        "127.0.0.1", port, tls, called_ae=AE, calling_ae="LOADER", proposals=default_proposals([CT])
+    ) as assoc:
         return [await assoc.store(path) for path in files]
 
 
@@ -104,8 +105,12 @@ def site(
         tmp / "viewer", "--ae-title", "VIEWER", "--store", str(tmp / "viewer" / "store"), *tls
     )
     try:
-        destinations = ["--move-destination", f"VIEWER=127.0.0.1:{viewer.port}",
-                        "--move-destination", f"{GETTER}=127.0.0.1:9"]  # fmt: skip
+        destinations = [
+            "--move-destination",
+            f"VIEWER=127.0.0.1:{viewer.port}",
+            "--move-destination",
+            f"{GETTER}=127.0.0.1:9",
+        ]
         node = start(tmp, *tls, *_timeouts(PATIENT, PATIENT, PATIENT), *destinations)
         site = Site(node, viewer)
         try:
@@ -139,8 +144,15 @@ def _proposals(model: QueryModel) -> list[Proposal]:
 
 
 async def _associate(site: Site, tls: TLSSettings, model: QueryModel) -> Association:
-    return await associate("127.0.0.1", site.node.port, tls, called_ae=AE, calling_ae=GETTER,
-                           proposals=_proposals(model), dimse_timeout=30)  # fmt: skip
+    return await associate(
+        "127.0.0.1",
+        site.node.port,
+        tls,
+        called_ae=AE,
+        calling_ae=GETTER,
+        proposals=_proposals(model),
+        dimse_timeout=30,
+    )
 
 
 async def _find(
@@ -205,13 +217,20 @@ def test_a_list_of_study_uids_finds_each_study(site: Site, client_tls: TLSSettin
 
 
 def test_lists_in_the_uid_keys_of_series_and_instances(site: Site, client_tls: TLSSettings) -> None:
-    query = _identifier("IMAGE", StudyInstanceUID=B.study, SeriesInstanceUID=B.series,
-                        SOPInstanceUID=[B.instances[1], A.instances[0], B.instances[0]])  # fmt: skip
+    query = _identifier(
+        "IMAGE",
+        StudyInstanceUID=B.study,
+        SeriesInstanceUID=B.series,
+        SOPInstanceUID=[B.instances[1], A.instances[0], B.instances[0]],
+    )
     matches, status, _ = find(site, client_tls, query)
     assert status == Status.SUCCESS
     assert sorted(str(m.SOPInstanceUID) for m in matches) == sorted(B.instances)
-    series, status, _ = find(site, client_tls, _identifier("SERIES", StudyInstanceUID=A.study,
-                                                           SeriesInstanceUID=[A.series, B.series]))  # fmt: skip
+    series, status, _ = find(
+        site,
+        client_tls,
+        _identifier("SERIES", StudyInstanceUID=A.study, SeriesInstanceUID=[A.series, B.series]),
+    )
     assert status == Status.SUCCESS and [str(s.SeriesInstanceUID) for s in series] == [A.series]
 
 
@@ -226,12 +245,31 @@ def test_a_multi_valued_patient_name_is_no_list(site: Site, client_tls: TLSSetti
 
 MISSING_ABOVE = {
     "Study Root IMAGE, no keys above": (STUDY_ROOT, "IMAGE", {}, "StudyInstanceUID"),
-    "Study Root IMAGE, no series": (STUDY_ROOT, "IMAGE", {"StudyInstanceUID": "A"}, "SeriesInstanceUID"),
-    "Study Root SERIES, no study": (STUDY_ROOT, "SERIES", {"SeriesInstanceUID": ""}, "StudyInstanceUID"),
-    "Patient Root STUDY, no patient": (PATIENT_ROOT, "STUDY", {"StudyInstanceUID": ""}, "PatientID"),
+    "Study Root IMAGE, no series": (
+        STUDY_ROOT,
+        "IMAGE",
+        {"StudyInstanceUID": "A"},
+        "SeriesInstanceUID",
+    ),
+    "Study Root SERIES, no study": (
+        STUDY_ROOT,
+        "SERIES",
+        {"SeriesInstanceUID": ""},
+        "StudyInstanceUID",
+    ),
+    "Patient Root STUDY, no patient": (
+        PATIENT_ROOT,
+        "STUDY",
+        {"StudyInstanceUID": ""},
+        "PatientID",
+    ),
     "Patient Root IMAGE, no patient": (
-        PATIENT_ROOT, "IMAGE", {"StudyInstanceUID": "A", "SeriesInstanceUID": "A"}, "PatientID"),
-}  # fmt: skip
+        PATIENT_ROOT,
+        "IMAGE",
+        {"StudyInstanceUID": "A", "SeriesInstanceUID": "A"},
+        "PatientID",
+    ),
+}
 
 
 def _keys(keys: dict[str, str]) -> dict[str, str]:
@@ -255,8 +293,13 @@ def test_a_query_without_the_unique_keys_above_is_refused(
 def test_the_same_query_with_the_keys_above_finds_one_patients_instances(
     site: Site, client_tls: TLSSettings
 ) -> None:
-    query = _identifier("IMAGE", PatientID=A.patient_id, StudyInstanceUID=A.study,
-                        SeriesInstanceUID=A.series, SOPInstanceUID="")  # fmt: skip
+    query = _identifier(
+        "IMAGE",
+        PatientID=A.patient_id,
+        StudyInstanceUID=A.study,
+        SeriesInstanceUID=A.series,
+        SOPInstanceUID="",
+    )
     matches, status, _ = find(site, client_tls, query, PATIENT_ROOT)
     assert status == Status.SUCCESS
     assert sorted(str(m.SOPInstanceUID) for m in matches) == sorted(A.instances)
@@ -271,8 +314,11 @@ def test_a_wild_card_in_a_unique_key_above_is_refused(site: Site, client_tls: TL
 
 
 def test_one_answer_per_series(site: Site, client_tls: TLSSettings) -> None:
-    series, status, _ = find(site, client_tls, _identifier("SERIES", StudyInstanceUID=A.study,
-                                                           SeriesInstanceUID="", Modality=""))  # fmt: skip
+    series, status, _ = find(
+        site,
+        client_tls,
+        _identifier("SERIES", StudyInstanceUID=A.study, SeriesInstanceUID="", Modality=""),
+    )
     assert status == Status.SUCCESS
     assert [(str(s.SeriesInstanceUID), s.Modality) for s in series] == [(A.series, "CT")]
 
@@ -329,13 +375,30 @@ def retrieve(
 
 RETRIEVALS_WITHOUT_KEYS = {
     "IMAGE level, SOP Instance UID only": (
-        STUDY_ROOT, "IMAGE", {"SOPInstanceUID": "B0"}, "IMAGE level without StudyInstanceUID"),
+        STUDY_ROOT,
+        "IMAGE",
+        {"SOPInstanceUID": "B0"},
+        "IMAGE level without StudyInstanceUID",
+    ),
     "STUDY level, no Study Instance UID": (
-        STUDY_ROOT, "STUDY", {"PatientID": "PAT-B"}, "STUDY level with no value in StudyInstanceUID"),
-    "STUDY level, every study": (STUDY_ROOT, "STUDY", {"StudyInstanceUID": "*"}, "'*' in StudyInstanceUID"),
+        STUDY_ROOT,
+        "STUDY",
+        {"PatientID": "PAT-B"},
+        "STUDY level with no value in StudyInstanceUID",
+    ),
+    "STUDY level, every study": (
+        STUDY_ROOT,
+        "STUDY",
+        {"StudyInstanceUID": "*"},
+        "'*' in StudyInstanceUID",
+    ),
     "Patient Root SERIES, no patient": (
-        PATIENT_ROOT, "SERIES", {"StudyInstanceUID": "B", "SeriesInstanceUID": "B"}, "without PatientID"),
-}  # fmt: skip
+        PATIENT_ROOT,
+        "SERIES",
+        {"StudyInstanceUID": "B", "SeriesInstanceUID": "B"},
+        "without PatientID",
+    ),
+}
 
 
 def _b_keys(keys: dict[str, str]) -> dict[str, str]:
@@ -366,8 +429,18 @@ def test_a_retrieval_without_its_unique_keys_is_refused(
 def test_a_retrieval_by_a_list_of_uids_sends_only_what_it_names(
     site: Site, client_tls: TLSSettings, tmp_path: Path
 ) -> None:
-    got, _ = retrieve(site, client_tls, _identifier("IMAGE", StudyInstanceUID=A.study, SeriesInstanceUID=A.series,
-                         SOPInstanceUID=[A.instances[1], B.instances[0]]), "get", tmp_path / "got")  # fmt: skip
+    got, _ = retrieve(
+        site,
+        client_tls,
+        _identifier(
+            "IMAGE",
+            StudyInstanceUID=A.study,
+            SeriesInstanceUID=A.series,
+            SOPInstanceUID=[A.instances[1], B.instances[0]],
+        ),
+        "get",
+        tmp_path / "got",
+    )
     assert (got.status, got.completed, got.stored) == (Status.SUCCESS, 1, [A.instances[1]])
     moved, _ = retrieve(
         site, client_tls, _identifier("STUDY", StudyInstanceUID=[A.study]), "move", tmp_path
@@ -397,10 +470,15 @@ def _explicit(tag: int, vr: bytes, value: bytes, length: int | None = None) -> b
 
 LIE = 0xFFFFFFF0  # an element "of 4 GiB", with a few bytes behind it
 LYING_LENGTHS = {
-    "implicit VR": (IMPLICIT, _implicit(0x00080052, b"STUDY ") + _implicit(0x00100010, b"Alpha^Ann ", LIE)),
+    "implicit VR": (
+        IMPLICIT,
+        _implicit(0x00080052, b"STUDY ") + _implicit(0x00100010, b"Alpha^Ann ", LIE),
+    ),
     "explicit VR, UN": (
-        EXPLICIT, _explicit(0x00080052, b"CS", b"STUDY ") + _explicit(0x00100020, b"UN", b"PAT-A ", LIE)),
-}  # fmt: skip
+        EXPLICIT,
+        _explicit(0x00080052, b"CS", b"STUDY ") + _explicit(0x00100020, b"UN", b"PAT-A ", LIE),
+    ),
+}
 
 
 def _pdata(data: bytes, command: bool) -> bytes:

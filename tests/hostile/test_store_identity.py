@@ -73,9 +73,14 @@ class _Node:
 
     async def connect(self, calling_ae: str) -> Association:
         return await associate(
-            "127.0.0.1", self.live.port, self.tls, called_ae=AE, calling_ae=calling_ae,
-            proposals=PROPOSALS, dimse_timeout=30,
-        )  # fmt: skip
+            "127.0.0.1",
+            self.live.port,
+            self.tls,
+            called_ae=AE,
+            calling_ae=calling_ae,
+            proposals=PROPOSALS,
+            dimse_timeout=30,
+        )
 
     def files(self) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in (self.store / "objects").rglob("*") if p.is_file()}
@@ -281,9 +286,13 @@ def test_a_patient_id_of_70000_bytes_is_refused_and_nothing_indexed(
 ) -> None:
     uid, study, series = generate_uid(), generate_uid(), generate_uid()
     path = make_object(
-        tmp_path / "long.dcm", uid, "P" * 70_000, study=study, series=series,
+        tmp_path / "long.dcm",
+        uid,
+        "P" * 70_000,
+        study=study,
+        series=series,
         syntax=ImplicitVRLittleEndian,
-    )  # fmt: skip
+    )
 
     status, line = _hostile(site, lambda a: a.store(path))
 

@@ -95,9 +95,16 @@ async def run_tool(*args: str) -> tuple[int, str]:
 async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        "storescp", "-d", *pki.dcmtk_args("scp"), *peer_options, "-od", str(tmp), str(port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        "storescp",
+        "-d",
+        *pki.dcmtk_args("scp"),
+        *peer_options,
+        "-od",
+        str(tmp),
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         await _wait_listening(port)
         yield port

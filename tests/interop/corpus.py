@@ -46,8 +46,14 @@ class Sample:
         return self.syntax in LOSSY
 
 
-LOSSY = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81",
-                   "1.2.840.10008.1.2.4.91"})  # fmt: skip
+LOSSY = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+    }
+)
 
 #: Every syntax issue 14 names, from files present in the installed pydicom (listed, never
 #: fetched: pydicom's get_testdata_file downloads names it does not have).

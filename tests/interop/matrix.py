@@ -47,13 +47,22 @@ class InteropPKI:
 
     def tls_args(self, name: str) -> list[str]:
         """The ``dicomtls`` options presenting ``name``'s certificate, trusting the root."""
-        return ["--ca", str(self.ca), "--tls-cert", str(self.certs[name]), "--tls-key", str(self.keys[name])]  # fmt: skip
+        return [
+            "--ca",
+            str(self.ca),
+            "--tls-cert",
+            str(self.certs[name]),
+            "--tls-key",
+            str(self.keys[name]),
+        ]
 
     def settings(self, name: str) -> TLSSettings:
         return TLSSettings(
-            certificate=self.certs[name], private_key=self.keys[name], ca_files=self.ca,
+            certificate=self.certs[name],
+            private_key=self.keys[name],
+            ca_files=self.ca,
             verify=PEER_FAIL,
-        )  # fmt: skip
+        )
 
     def ssl_context(self, name: str, *, server: bool) -> ssl.SSLContext:
         """A standard-library context for pynetdicom: mutual TLS, the peer's chain verified."""
@@ -84,8 +93,18 @@ def start_node(folder: Path, pki: InteropPKI, port: int, destinations: dict[str,
     moves = [
         a for ae, p in destinations.items() for a in ("--move-destination", f"{ae}=127.0.0.1:{p}")
     ]
-    return Node(folder, "--host", "127.0.0.1", "--port", str(port), "--ae-title", OUR_AE,
-                *pki.tls_args("node"), *moves, port=port)  # fmt: skip
+    return Node(
+        folder,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ae-title",
+        OUR_AE,
+        *pki.tls_args("node"),
+        *moves,
+        port=port,
+    )
 
 
 def node_file(node: Node, sop_instance_uid: str) -> Path | None:
@@ -103,11 +122,20 @@ def file_in(folder: Path) -> Callable[[str], Path | None]:
     return find
 
 
-def dicomtls(pki: InteropPKI, command: str, port: int, *args: str, cwd: Path,
-             called_ae: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def dicomtls(
+    pki: InteropPKI, command: str, port: int, *args: str, cwd: Path, called_ae: str
+) -> subprocess.CompletedProcess[str]:
     """The ``dicomtls`` client as a person runs it, with our client certificate."""
-    return run(command, "127.0.0.1", str(port), *args, "--called-ae", called_ae,
-               *pki.tls_args("client"), cwd=cwd)  # fmt: skip
+    return run(
+        command,
+        "127.0.0.1",
+        str(port),
+        *args,
+        "--called-ae",
+        called_ae,
+        *pki.tls_args("client"),
+        cwd=cwd,
+    )
 
 
 def json_out(done: subprocess.CompletedProcess[str]) -> object:
@@ -156,8 +184,9 @@ def check_objects(
     return failures
 
 
-def find_outcome(peer: str, direction: str, names: list[object], got: set[str],
-                 expected: set[str]) -> Outcome:  # fmt: skip
+def find_outcome(
+    peer: str, direction: str, names: list[object], got: set[str], expected: set[str]
+) -> Outcome:
     """A C-FIND check, recorded: one study found by the non-ASCII name, the name as
     stored, every instance listed."""
     ok = names == [PATIENT_NAME] and got == expected

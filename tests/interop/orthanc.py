@@ -94,9 +94,12 @@ class Orthanc:
         path = folder / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
         process = subprocess.Popen(
-            ["Orthanc", str(path)], cwd=folder, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+            ["Orthanc", str(path)],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         orthanc = cls(process, http_port, dicom_port)
         assert process.stdout is not None
         for line in process.stdout:  # it says when it is ready: no sleeping

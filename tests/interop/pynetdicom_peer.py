@@ -100,9 +100,18 @@ class PynetPeer:
     """A pynetdicom AE serving ``archive``: storage SCP for ``syntaxes``, Study Root
     FIND/GET/MOVE SCP; C-MOVE reaches ``destinations`` (AE title -> port) over TLS."""
 
-    def __init__(self, archive: Archive, server_tls: ssl.SSLContext, client_tls: ssl.SSLContext,
-                 sop_classes: list[str], syntaxes: tuple[str, ...], port: int,
-                 destinations: dict[str, int], *, ae_title: str = PYNET_SCP_AE) -> None:  # fmt: skip
+    def __init__(
+        self,
+        archive: Archive,
+        server_tls: ssl.SSLContext,
+        client_tls: ssl.SSLContext,
+        sop_classes: list[str],
+        syntaxes: tuple[str, ...],
+        port: int,
+        destinations: dict[str, int],
+        *,
+        ae_title: str = PYNET_SCP_AE,
+    ) -> None:
         self.archive = archive
         self.client_tls = client_tls
         self.sop_classes = sop_classes
@@ -121,8 +130,9 @@ class PynetPeer:
             (evt.EVT_C_GET, self._get),
             (evt.EVT_C_MOVE, self._move),
         ]
-        self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers,
-                                      ssl_context=server_tls)  # fmt: skip
+        self.server = ae.start_server(
+            ("127.0.0.1", port), block=False, evt_handlers=handlers, ssl_context=server_tls
+        )
         self.port = port
 
     def stop(self) -> None:
@@ -186,8 +196,13 @@ def restore_chunked(previous: bool) -> None:
     _config.STORE_SEND_CHUNKED_DATASET = previous
 
 
-def associate_scu(port: int, called_ae: str, tls: ssl.SSLContext,
-                  contexts: list[PresentationContext], **kwargs: Any) -> PynetAssociation:  # fmt: skip
+def associate_scu(
+    port: int,
+    called_ae: str,
+    tls: ssl.SSLContext,
+    contexts: list[PresentationContext],
+    **kwargs: Any,
+) -> PynetAssociation:
     """A pynetdicom requestor association with exactly ``contexts``."""
     ae = AE(ae_title=PYNET_SCU_AE)
     ae.requested_contexts = contexts

@@ -55,8 +55,14 @@ def _cell(outcome: Outcome | None) -> str:
 
 
 def _versions() -> str:
-    names = ("pydicom", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
-             "pylibjpeg-rle", "pyjpegls")  # fmt: skip
+    names = (
+        "pydicom",
+        "pylibjpeg",
+        "pylibjpeg-libjpeg",
+        "pylibjpeg-openjpeg",
+        "pylibjpeg-rle",
+        "pyjpegls",
+    )
     return ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names)
 
 
@@ -102,8 +108,12 @@ def render(outcomes: Iterable[Outcome]) -> str:
                 lines.append(f"| {peer} | {service} | {_cell(cells[0])} | {_cell(cells[1])} |")
     lines.append("")
     for peer in peers:
-        columns = [(s, d) for s in SERVICES for d in DIRECTIONS
-                   if any(k[:3] == (peer, s, d) for k in found)]  # fmt: skip
+        columns = [
+            (s, d)
+            for s in SERVICES
+            for d in DIRECTIONS
+            if any(k[:3] == (peer, s, d) for k in found)
+        ]
         lines += [f"## {peer}: store, get, move by transfer syntax", ""]
         lines.append(
             "| transfer syntax | " + " | ".join(_header(s, d, peer) for s, d in columns) + " |"

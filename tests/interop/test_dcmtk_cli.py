@@ -23,7 +23,9 @@ def _dcmtk(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_dcmtk_tools_against_dicomtls_serve(tmp_path: Path) -> None:
     node = Node(tmp_path)
-    plain = Node(tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else tmp_path, "--no-tls")
+    plain = Node(
+        tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else tmp_path, "--no-tls"
+    )
     try:
         pki = tmp_path / "dicom-store" / "pki"
         tls = [
@@ -113,8 +115,19 @@ def test_movescu_against_dicomtls_serve(tmp_path: Path) -> None:
             == 0
         )
         keys = ["-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={STUDY_UID}"]
-        moved = _dcmtk("movescu", "-v", "-S", "-aec", "DICOMTLS", "-aem", "VIEWER", *keys, "127.0.0.1",
-                       str(archive.port), cwd=tmp_path)  # fmt: skip
+        moved = _dcmtk(
+            "movescu",
+            "-v",
+            "-S",
+            "-aec",
+            "DICOMTLS",
+            "-aem",
+            "VIEWER",
+            *keys,
+            "127.0.0.1",
+            str(archive.port),
+            cwd=tmp_path,
+        )
         assert moved.returncode == 0, moved.stdout + moved.stderr
         assert "Received Final Move Response (Success)" in moved.stdout + moved.stderr
         assert len(list((tmp_path / "viewer" / "dicom-store" / "objects").rglob("*.dcm"))) == 3
@@ -133,8 +146,18 @@ def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki) -> None:  # t
         subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]
     ]:
         async with storescp(rsa_pki, received, "--require-peer-cert") as port:
-            args = ["127.0.0.1", str(port), "--called-ae", "STORESCP", "--ca", str(rsa_pki.ca),
-                    "--tls-cert", str(cert), "--tls-key", str(key)]  # fmt: skip
+            args = [
+                "127.0.0.1",
+                str(port),
+                "--called-ae",
+                "STORESCP",
+                "--ca",
+                str(rsa_pki.ca),
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+            ]
             loop = asyncio.get_running_loop()
             echo = await loop.run_in_executor(
                 None, lambda: run("echo", *args, "--json", cwd=tmp_path)
@@ -171,11 +194,31 @@ def test_dicomtls_client_against_dcmqrscp(tmp_path: Path) -> None:
             "store", *common[:2], str(_folder(tmp_path)), *common[2:], "--json", cwd=tmp_path
         )
         assert stored.returncode == 0 and json.loads(stored.stdout)["stored"] == 3, stored.stderr
-        found = run("find", *common, "--level", "study", "-k", f"StudyInstanceUID={STUDY_UID}", "-k", "PatientName",
-                    "--json", cwd=tmp_path)  # fmt: skip
+        found = run(
+            "find",
+            *common,
+            "--level",
+            "study",
+            "-k",
+            f"StudyInstanceUID={STUDY_UID}",
+            "-k",
+            "PatientName",
+            "--json",
+            cwd=tmp_path,
+        )
         assert found.returncode == 0 and json.loads(found.stdout)[0]["PatientName"] == "Doe^Jane"
-        got = run("get", *common, "--out", "got", "--level", "study", "-k", f"StudyInstanceUID={STUDY_UID}",
-                  "--json", cwd=tmp_path)  # fmt: skip
+        got = run(
+            "get",
+            *common,
+            "--out",
+            "got",
+            "--level",
+            "study",
+            "-k",
+            f"StudyInstanceUID={STUDY_UID}",
+            "--json",
+            cwd=tmp_path,
+        )
         assert got.returncode == 0 and json.loads(got.stdout)["completed"] == 3, (
             got.stdout + got.stderr
         )

@@ -51,9 +51,15 @@ async def _dcmtk_to_us(pki: RsaPKI, tmp: Path, files: list[Path]) -> tuple[int, 
             str(server.port),
         )
         store_code, store_out = await run_tool(
-            "storescu", "-v", *pki.dcmtk_args("scu"), "-aec", "DICOMTLS", "127.0.0.1",
-            str(server.port), *map(str, files),
-        )  # fmt: skip
+            "storescu",
+            "-v",
+            *pki.dcmtk_args("scu"),
+            "-aec",
+            "DICOMTLS",
+            "127.0.0.1",
+            str(server.port),
+            *map(str, files),
+        )
     return echo_code, echo_out, store_code, store_out
 
 
@@ -80,16 +86,23 @@ def test_our_scu_tostorescp(rsa_pki: RsaPKI, tmp_path: Path) -> None:
     async def run() -> tuple[int, list[int], int, list[tuple[Path, int | Exception]]]:
         async with storescp(rsa_pki, received, "--require-peer-cert") as port:
             assoc = await associate(
-                "127.0.0.1", port, rsa_pki.ours("scu"), called_ae="STORESCP",
+                "127.0.0.1",
+                port,
+                rsa_pki.ours("scu"),
+                called_ae="STORESCP",
                 proposals=default_proposals([CT]),
-            )  # fmt: skip
+            )
             async with assoc:
                 echo, stored = await assoc.echo(), [await assoc.store(f) for f in files[:2]]
             # asking storescp for an asynchronous operations window, which it does not grant
             windowed = await associate(
-                "127.0.0.1", port, rsa_pki.ours("scu"), called_ae="STORESCP",
-                proposals=default_proposals([CT]), max_operations=16,
-            )  # fmt: skip
+                "127.0.0.1",
+                port,
+                rsa_pki.ours("scu"),
+                called_ae="STORESCP",
+                proposals=default_proposals([CT]),
+                max_operations=16,
+            )
             async with windowed:
                 rest = [r async for r in windowed.store_many(files[2:])]
             return echo, stored, windowed.negotiated.max_operations, rest
@@ -115,14 +128,29 @@ async def _dcmtk_qr_to_us(pki: RsaPKI, tmp: Path, files: list[Path]) -> dict[str
     out: dict[str, tuple[int, str]] = {}
     get_dir = tmp / "got"
     get_dir.mkdir()
-    viewer = await serve_dicom("127.0.0.1", 0, None, VIEWER_POLICY,
-                               Services(store=DurableStoreHandler(viewer_store)))  # fmt: skip
-    services = Services(find=archive.find, retrieve=archive.retrieve,
-                        move_destinations={"VIEWER": ("127.0.0.1", viewer.port)})  # fmt: skip
+    viewer = await serve_dicom(
+        "127.0.0.1", 0, None, VIEWER_POLICY, Services(store=DurableStoreHandler(viewer_store))
+    )
+    services = Services(
+        find=archive.find,
+        retrieve=archive.retrieve,
+        move_destinations={"VIEWER": ("127.0.0.1", viewer.port)},
+    )
     async with viewer:
-        async with await serve_dicom("127.0.0.1", 0, pki.ours("scp"), ARCHIVE_POLICY, services) as tls_server:  # fmt: skip
-            out["find"] = await run_tool("findscu", "-v", *pki.dcmtk_args("scu"), "-S", "-aec", "ARCHIVE",
-                                         *keys, "127.0.0.1", str(tls_server.port))  # fmt: skip
+        async with await serve_dicom(
+            "127.0.0.1", 0, pki.ours("scp"), ARCHIVE_POLICY, services
+        ) as tls_server:
+            out["find"] = await run_tool(
+                "findscu",
+                "-v",
+                *pki.dcmtk_args("scu"),
+                "-S",
+                "-aec",
+                "ARCHIVE",
+                *keys,
+                "127.0.0.1",
+                str(tls_server.port),
+            )
         async with await serve_dicom("127.0.0.1", 0, None, ARCHIVE_POLICY, services) as plain:
             plain_args = ["-S", "-aec", "ARCHIVE", *keys, "127.0.0.1", str(plain.port)]
             out["move"] = await run_tool("movescu", "-v", "-aem", "VIEWER", *plain_args)
@@ -189,8 +217,9 @@ def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
 
     async def run() -> dict[str, object]:
         viewer_store = DurableStore(tmp_path / "viewer")
-        async with await serve_dicom("127.0.0.1", 0, None, VIEWER_POLICY,
-                                     Services(store=DurableStoreHandler(viewer_store))) as viewer:  # fmt: skip
+        async with await serve_dicom(
+            "127.0.0.1", 0, None, VIEWER_POLICY, Services(store=DurableStoreHandler(viewer_store))
+        ) as viewer:
             port = _free_port()
             config = _dcmqrscp_config(tmp_path, port, viewer.port)
             proc = await asyncio.create_subprocess_exec(
@@ -204,9 +233,10 @@ def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
                 await _wait_listening(port)
                 proposals = [
                     *default_proposals([CT]),
-                    Proposal(qr.find_uid, (EXPLICIT, IMPLICIT)), Proposal(qr.move_uid, (EXPLICIT, IMPLICIT)),
+                    Proposal(qr.find_uid, (EXPLICIT, IMPLICIT)),
+                    Proposal(qr.move_uid, (EXPLICIT, IMPLICIT)),
                     Proposal(qr.get_uid, (EXPLICIT, IMPLICIT)),
-                ]  # fmt: skip
+                ]
                 out: dict[str, object] = {}
                 async with await associate(
                     "127.0.0.1", port, None, called_ae="ARCHIVE", proposals=proposals
@@ -214,8 +244,10 @@ def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
                     out["stored"] = [await assoc.store(f) for f in files]
                     out["found"] = [m.StudyInstanceUID async for m in assoc.find(_query(), qr)]
                     out["move"] = await assoc.move(_query(), "VIEWER", qr)
-                get_proposals = [Proposal(qr.get_uid, (EXPLICIT, IMPLICIT)),
-                                 Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=False, scp_role=True)]  # fmt: skip
+                get_proposals = [
+                    Proposal(qr.get_uid, (EXPLICIT, IMPLICIT)),
+                    Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=False, scp_role=True),
+                ]
                 async with await associate(
                     "127.0.0.1", port, None, called_ae="ARCHIVE", proposals=get_proposals
                 ) as assoc:

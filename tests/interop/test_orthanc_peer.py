@@ -64,14 +64,28 @@ class Site:
         return [self.orthanc.upload(item.path) for item in scenario.items]
 
     def dicomtls(self, command: str, *args: str) -> Any:
-        done = dicomtls(self.pki, command, self.orthanc.dicom_port, *args, "--json",
-                        cwd=self.folder, called_ae=ORTHANC_AE)  # fmt: skip
+        done = dicomtls(
+            self.pki,
+            command,
+            self.orthanc.dicom_port,
+            *args,
+            "--json",
+            cwd=self.folder,
+            called_ae=ORTHANC_AE,
+        )
         return json_out(done)
 
     def store_in_node(self, scenario: Scenario) -> None:
         """Our client stores the scenario in our node (bit for bit: the pynetdicom tests)."""
-        done = dicomtls(self.pki, "store", self.node.port, str(scenario.folder), "--json",
-                        cwd=self.folder, called_ae=OUR_AE)  # fmt: skip
+        done = dicomtls(
+            self.pki,
+            "store",
+            self.node.port,
+            str(scenario.folder),
+            "--json",
+            cwd=self.folder,
+            called_ae=OUR_AE,
+        )
         assert json_out(done)["stored"] == len(scenario.items), done.stdout
 
     def query(self, level: str, keys: dict[str, str]) -> list[dict[str, Any]]:
@@ -122,8 +136,9 @@ def test_echo_both_ways(site: Site) -> None:
 def test_store_to_orthanc(site: Site) -> None:
     scenario = site.scenario("STORE-TO-ORTHANC")
     stored = site.dicomtls("store", str(scenario.folder))
-    failures = check_objects(site.peer, "store", "to-peer", scenario, site.orthanc.file,
-                             re_encoding_peer=True)  # fmt: skip
+    failures = check_objects(
+        site.peer, "store", "to-peer", scenario, site.orthanc.file, re_encoding_peer=True
+    )
     assert not failures, failures
     assert isinstance(stored, dict) and stored["stored"] == len(scenario.items), stored
 
@@ -131,9 +146,17 @@ def test_store_to_orthanc(site: Site) -> None:
 def test_store_from_orthanc(site: Site) -> None:
     scenario = site.scenario("STORE-FROM-ORTHANC")
     ids = site.upload(scenario)
-    answer = site.orthanc.call("POST", "/modalities/ours/store", {"Resources": ids, "Synchronous": True})  # fmt: skip
-    failures = check_objects(site.peer, "store", "to-us", scenario,
-                             lambda uid: node_file(site.node, uid), re_encoding_peer=True)  # fmt: skip
+    answer = site.orthanc.call(
+        "POST", "/modalities/ours/store", {"Resources": ids, "Synchronous": True}
+    )
+    failures = check_objects(
+        site.peer,
+        "store",
+        "to-us",
+        scenario,
+        lambda uid: node_file(site.node, uid),
+        re_encoding_peer=True,
+    )
     assert not failures, failures
     assert answer["FailedInstancesCount"] == 0 and answer["InstancesCount"] == len(ids), answer
 
@@ -150,19 +173,52 @@ def test_find_both_ways(site: Site) -> None:
     # an answer declaring UTF-8 where its text needs it (tests/node: the index's answers).
     query = {"PatientName": "Müller*", "PatientID": scenario.patient_id, "StudyInstanceUID": ""}
     studies = site.query("Study", query)
-    images = site.query("Instance", {"StudyInstanceUID": scenario.study_uid,
-                                     "SeriesInstanceUID": scenario.series_uid, "SOPInstanceUID": ""})  # fmt: skip
-    theirs = find_outcome(site.peer, "to-us", [s.get("PatientName") for s in studies],
-                          {i["SOPInstanceUID"] for i in images}, uids)  # fmt: skip
+    images = site.query(
+        "Instance",
+        {
+            "StudyInstanceUID": scenario.study_uid,
+            "SeriesInstanceUID": scenario.series_uid,
+            "SOPInstanceUID": "",
+        },
+    )
+    theirs = find_outcome(
+        site.peer,
+        "to-us",
+        [s.get("PatientName") for s in studies],
+        {i["SOPInstanceUID"] for i in images},
+        uids,
+    )
 
     # `dicomtls find` declares UTF-8 itself for a non-ASCII value (Orthanc reads UTF-8).
-    studies = site.dicomtls("find", "--level", "study",
-                            "-k", "PatientName=Müller*", "-k", f"PatientID={scenario.patient_id}",
-                            "-k", "StudyInstanceUID")  # fmt: skip
-    images = site.dicomtls("find", "--level", "image", "-k", f"StudyInstanceUID={scenario.study_uid}",
-                           "-k", f"SeriesInstanceUID={scenario.series_uid}", "-k", "SOPInstanceUID")  # fmt: skip
-    ours = find_outcome(site.peer, "to-peer", [s.get("PatientName") for s in studies],
-                        {i["SOPInstanceUID"] for i in images}, uids)  # fmt: skip
+    studies = site.dicomtls(
+        "find",
+        "--level",
+        "study",
+        "-k",
+        "PatientName=Müller*",
+        "-k",
+        f"PatientID={scenario.patient_id}",
+        "-k",
+        "StudyInstanceUID",
+    )
+    images = site.dicomtls(
+        "find",
+        "--level",
+        "image",
+        "-k",
+        f"StudyInstanceUID={scenario.study_uid}",
+        "-k",
+        f"SeriesInstanceUID={scenario.series_uid}",
+        "-k",
+        "SOPInstanceUID",
+    )
+    ours = find_outcome(
+        site.peer,
+        "to-peer",
+        [s.get("PatientName") for s in studies],
+        {i["SOPInstanceUID"] for i in images},
+        uids,
+    )
     assert theirs.ok and ours.ok, (theirs, ours)
 
 
@@ -170,10 +226,17 @@ def test_move_from_orthanc_to_our_node(site: Site) -> None:
     """Our client asks Orthanc to C-MOVE a study to our node."""
     scenario = site.scenario("MOVE-FROM-ORTHANC")
     site.upload(scenario)
-    moved = site.dicomtls("move", "--dest", OUR_AE, "--level", "study",
-                          "-k", f"StudyInstanceUID={scenario.study_uid}")  # fmt: skip
-    failures = check_objects(site.peer, "move", "to-us", scenario,
-                             lambda uid: node_file(site.node, uid), re_encoding_peer=True)  # fmt: skip
+    moved = site.dicomtls(
+        "move", "--dest", OUR_AE, "--level", "study", "-k", f"StudyInstanceUID={scenario.study_uid}"
+    )
+    failures = check_objects(
+        site.peer,
+        "move",
+        "to-us",
+        scenario,
+        lambda uid: node_file(site.node, uid),
+        re_encoding_peer=True,
+    )
     assert not failures, failures
     assert isinstance(moved, dict) and moved["completed"] == len(scenario.items), moved
 
@@ -182,12 +245,19 @@ def test_move_from_our_node_to_orthanc(site: Site) -> None:
     """Orthanc asks our node to C-MOVE a study to Orthanc (a configured move destination)."""
     scenario = site.scenario("MOVE-TO-ORTHANC")
     site.store_in_node(scenario)
-    answer = site.orthanc.call("POST", "/modalities/ours/move", {
-        "Level": "Study", "Resources": [{"StudyInstanceUID": scenario.study_uid}],
-        "TargetAet": ORTHANC_AE, "Synchronous": True,
-    })  # fmt: skip
-    failures = check_objects(site.peer, "move", "to-peer", scenario, site.orthanc.file,
-                             re_encoding_peer=True)  # fmt: skip
+    answer = site.orthanc.call(
+        "POST",
+        "/modalities/ours/move",
+        {
+            "Level": "Study",
+            "Resources": [{"StudyInstanceUID": scenario.study_uid}],
+            "TargetAet": ORTHANC_AE,
+            "Synchronous": True,
+        },
+    )
+    failures = check_objects(
+        site.peer, "move", "to-peer", scenario, site.orthanc.file, re_encoding_peer=True
+    )
     assert not failures, (failures, answer)
 
 
@@ -200,9 +270,14 @@ def test_get_from_orthanc(site: Site, tmp_path: Path) -> None:
     model = QueryModel.STUDY_ROOT
 
     async def get() -> object:
-        assoc = await associate("127.0.0.1", site.orthanc.dicom_port, site.pki.settings("client"),
-                                calling_ae=OUR_SCU_AE, called_ae=ORTHANC_AE,
-                                proposals=retrieve_proposals(scenario, model))  # fmt: skip
+        assoc = await associate(
+            "127.0.0.1",
+            site.orthanc.dicom_port,
+            site.pki.settings("client"),
+            calling_ae=OUR_SCU_AE,
+            called_ae=ORTHANC_AE,
+            proposals=retrieve_proposals(scenario, model),
+        )
         async with assoc:
             return await assoc.get(
                 identifier, DurableStoreHandler(DurableStore(tmp_path, flat=True)), model
@@ -229,12 +304,22 @@ def test_get_command_from_orthanc(site: Site, tmp_path: Path) -> None:
     scenario = site.scenario("GET-COMMAND-FROM-ORTHANC")
     tested = scenario  # every syntax: `dicomtls get` proposes each in a context of its own
     site.upload(tested)
-    got = site.dicomtls("get", "--out", str(tmp_path), "--level", "image",
-                        "-k", f"StudyInstanceUID={scenario.study_uid}",
-                        "-k", f"SeriesInstanceUID={scenario.series_uid}",
-                        "-k", "SOPInstanceUID=" + "\\".join(i.sop_instance_uid for i in tested.items))  # fmt: skip
+    got = site.dicomtls(
+        "get",
+        "--out",
+        str(tmp_path),
+        "--level",
+        "image",
+        "-k",
+        f"StudyInstanceUID={scenario.study_uid}",
+        "-k",
+        f"SeriesInstanceUID={scenario.series_uid}",
+        "-k",
+        "SOPInstanceUID=" + "\\".join(i.sop_instance_uid for i in tested.items),
+    )
 
-    failures = check_objects(site.peer, "get-command", "to-us", tested, file_in(tmp_path),
-                             re_encoding_peer=True)  # fmt: skip
+    failures = check_objects(
+        site.peer, "get-command", "to-us", tested, file_in(tmp_path), re_encoding_peer=True
+    )
     assert not failures, (failures, got)
     assert got["completed"] == len(tested.items), got  # type: ignore[index]

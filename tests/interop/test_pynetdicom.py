@@ -50,8 +50,12 @@ def test_pynetdicom_scu_to_our_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> Non
         ae = AE(ae_title="PYNETDICOM")
         ae.add_requested_context(Verification)
         ae.add_requested_context(CTImageStorage, [EXPLICIT, IMPLICIT])
-        assoc = ae.associate("127.0.0.1", port, ae_title="DICOMTLS",
-                             tls_args=(_context(matrix_pki, ssl.Purpose.SERVER_AUTH, "client"), None))  # fmt: skip
+        assoc = ae.associate(
+            "127.0.0.1",
+            port,
+            ae_title="DICOMTLS",
+            tls_args=(_context(matrix_pki, ssl.Purpose.SERVER_AUTH, "client"), None),
+        )
         results["established"] = assoc.is_established
         if assoc.is_established:
             results["echo"] = assoc.send_c_echo().Status
@@ -59,8 +63,13 @@ def test_pynetdicom_scu_to_our_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> Non
             assoc.release()
 
     async def run() -> None:
-        server = await serve_dicom("127.0.0.1", 0, matrix_pki.settings("server", PEER_FAIL), POLICY,
-                                   Services(store=DurableStoreHandler(store)))  # fmt: skip
+        server = await serve_dicom(
+            "127.0.0.1",
+            0,
+            matrix_pki.settings("server", PEER_FAIL),
+            POLICY,
+            Services(store=DurableStoreHandler(store)),
+        )
         async with server:
             await asyncio.get_running_loop().run_in_executor(None, pynetdicom_client, server.port)
 
@@ -84,14 +93,23 @@ def test_our_scu_to_pynetdicom_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> Non
     ae = AE(ae_title="PYNETSCP")
     ae.add_supported_context(Verification)
     ae.add_supported_context(CTImageStorage, [EXPLICIT, IMPLICIT])
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
-                             ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"))  # fmt: skip
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"),
+    )
     port = server.server_address[1]
     try:
 
         async def run() -> tuple[int, int, str]:
-            assoc = await associate("127.0.0.1", port, matrix_pki.settings("client", PEER_FAIL),
-                                    called_ae="PYNETSCP", proposals=default_proposals([CT]))  # fmt: skip
+            assoc = await associate(
+                "127.0.0.1",
+                port,
+                matrix_pki.settings("client", PEER_FAIL),
+                called_ae="PYNETSCP",
+                proposals=default_proposals([CT]),
+            )
             async with assoc:
                 protocol = assoc.link.session.protocol if assoc.link.session else "?"
                 return await assoc.echo(), await assoc.store(path), protocol

@@ -115,14 +115,32 @@ def site(interop_pki: InteropPKI, tmp_path_factory: pytest.TempPathFactory) -> I
             (NATIVE_AE, native_port, LITTLE_ENDIAN),
         ):
             (folder / ae).mkdir()
-            peers.append(PynetPeer(Archive(folder / ae), server_tls, client_tls, sop_classes, syntaxes,
-                                   p, {OUR_AE: node_port}, ae_title=ae))  # fmt: skip
-        node = start_node(folder / "node", interop_pki, node_port,
-                          {PYNET_SCP_AE: port, NATIVE_AE: native_port})  # fmt: skip
+            peers.append(
+                PynetPeer(
+                    Archive(folder / ae),
+                    server_tls,
+                    client_tls,
+                    sop_classes,
+                    syntaxes,
+                    p,
+                    {OUR_AE: node_port},
+                    ae_title=ae,
+                )
+            )
+        node = start_node(
+            folder / "node", interop_pki, node_port, {PYNET_SCP_AE: port, NATIVE_AE: native_port}
+        )
         try:
             name = f"pynetdicom {pynetdicom.__version__}"
-            yield Site(node, peers[0], peers[1], interop_pki, folder, name,
-                       f"{name}, uncompressed little endian only")  # fmt: skip
+            yield Site(
+                node,
+                peers[0],
+                peers[1],
+                interop_pki,
+                folder,
+                name,
+                f"{name}, uncompressed little endian only",
+            )
         finally:
             node.stop()
     finally:
@@ -234,17 +252,47 @@ def test_find_both_ways(site: Site) -> None:
         )
     finally:
         assoc.release()
-    theirs = find_outcome(site.name, "to-us", [str(s.PatientName) for s in studies],
-                          {str(f.SOPInstanceUID) for f in found}, uids)  # fmt: skip
+    theirs = find_outcome(
+        site.name,
+        "to-us",
+        [str(s.PatientName) for s in studies],
+        {str(f.SOPInstanceUID) for f in found},
+        uids,
+    )
 
-    listed_studies = site.dicomtls("find", site.peer.port, PYNET_SCP_AE, "--level", "study",
-                             "-k", "PatientName=Müller*",
-                             "-k", f"PatientID={scenario.patient_id}", "-k", "StudyInstanceUID")  # fmt: skip
-    listed = site.dicomtls("find", site.peer.port, PYNET_SCP_AE, "--level", "image",
-                           "-k", f"StudyInstanceUID={scenario.study_uid}",
-                           "-k", f"SeriesInstanceUID={scenario.series_uid}", "-k", "SOPInstanceUID")  # fmt: skip
-    ours = find_outcome(site.name, "to-peer", [m.get("PatientName") for m in listed_studies],
-                        {m["SOPInstanceUID"] for m in listed}, uids)  # fmt: skip
+    listed_studies = site.dicomtls(
+        "find",
+        site.peer.port,
+        PYNET_SCP_AE,
+        "--level",
+        "study",
+        "-k",
+        "PatientName=Müller*",
+        "-k",
+        f"PatientID={scenario.patient_id}",
+        "-k",
+        "StudyInstanceUID",
+    )
+    listed = site.dicomtls(
+        "find",
+        site.peer.port,
+        PYNET_SCP_AE,
+        "--level",
+        "image",
+        "-k",
+        f"StudyInstanceUID={scenario.study_uid}",
+        "-k",
+        f"SeriesInstanceUID={scenario.series_uid}",
+        "-k",
+        "SOPInstanceUID",
+    )
+    ours = find_outcome(
+        site.name,
+        "to-peer",
+        [m.get("PatientName") for m in listed_studies],
+        {m["SOPInstanceUID"] for m in listed},
+        uids,
+    )
     assert status == image_status == 0 and theirs.ok and ours.ok, (
         status,
         image_status,
@@ -290,9 +338,14 @@ def test_get_from_pynetdicom(site: Site, tmp_path: Path) -> None:
     model = QueryModel.STUDY_ROOT
 
     async def get() -> Any:
-        assoc = await associate("127.0.0.1", site.peer.port, site.pki.settings("client"),
-                                calling_ae=OUR_SCU_AE, called_ae=PYNET_SCP_AE,
-                                proposals=retrieve_proposals(scenario, model))  # fmt: skip
+        assoc = await associate(
+            "127.0.0.1",
+            site.peer.port,
+            site.pki.settings("client"),
+            calling_ae=OUR_SCU_AE,
+            called_ae=PYNET_SCP_AE,
+            proposals=retrieve_proposals(scenario, model),
+        )
         async with assoc:
             return await assoc.get(
                 _identifier(scenario), DurableStoreHandler(DurableStore(tmp_path, flat=True)), model
@@ -311,8 +364,17 @@ def test_get_command_from_pynetdicom(site: Site, tmp_path: Path) -> None:
     proposes each in every syntax, so every object arrives as it is stored."""
     scenario = site.scenario("GET-COMMAND-FROM-PYNETDICOM")
     site.peer.archive.preload(scenario)
-    got = site.dicomtls("get", site.peer.port, PYNET_SCP_AE, "--out", str(tmp_path),
-                        "--level", "study", "-k", f"StudyInstanceUID={scenario.study_uid}")  # fmt: skip
+    got = site.dicomtls(
+        "get",
+        site.peer.port,
+        PYNET_SCP_AE,
+        "--out",
+        str(tmp_path),
+        "--level",
+        "study",
+        "-k",
+        f"StudyInstanceUID={scenario.study_uid}",
+    )
     failures = check_objects(site.name, "get-command", "to-us", scenario, file_in(tmp_path))
     assert not failures, (failures, got)
     assert got["completed"] == len(scenario.items), got
@@ -324,8 +386,17 @@ def test_move_from_pynetdicom_to_our_node(site: Site) -> None:
     scenario = site.scenario("MOVE-FROM-PYNETDICOM")
     site.peer.archive.preload(scenario)
     site.peer.move_contexts = storage_contexts(scenario)
-    moved = site.dicomtls("move", site.peer.port, PYNET_SCP_AE, "--dest", OUR_AE, "--level", "study",
-                          "-k", f"StudyInstanceUID={scenario.study_uid}")  # fmt: skip
+    moved = site.dicomtls(
+        "move",
+        site.peer.port,
+        PYNET_SCP_AE,
+        "--dest",
+        OUR_AE,
+        "--level",
+        "study",
+        "-k",
+        f"StudyInstanceUID={scenario.study_uid}",
+    )
     failures = check_objects(
         site.name, "move", "to-us", scenario, lambda uid: node_file(site.node, uid)
     )
@@ -343,8 +414,11 @@ def test_move_from_our_node_to_pynetdicom(site: Site, native: bool) -> None:
     destination = NATIVE_AE if native else PYNET_SCP_AE
     assoc = site.scu([qr_context(StudyRootQueryRetrieveInformationModelMove)])
     try:
-        status, _ = _final(assoc.send_c_move(_identifier(scenario), destination,
-                                             StudyRootQueryRetrieveInformationModelMove))  # fmt: skip
+        status, _ = _final(
+            assoc.send_c_move(
+                _identifier(scenario), destination, StudyRootQueryRetrieveInformationModelMove
+            )
+        )
     finally:
         assoc.release()
     failures = check_objects(name, "move", "to-peer", scenario, target.archive.file)

@@ -35,10 +35,17 @@ async def _echo_and_store(pki: MatrixPKI, tmp: Path, files: list[Path]) -> tuple
         POLICY,
         Services(store=DurableStoreHandler(store)),
     )
-    async with server, await associate(
-        "127.0.0.1", server.port, pki.settings("client", PEER_FAIL),
-        called_ae="STORESCP", proposals=default_proposals([CT]), max_pdu_length=32768,
-    ) as assoc:  # fmt: skip
+    async with (
+        server,
+        await associate(
+            "127.0.0.1",
+            server.port,
+            pki.settings("client", PEER_FAIL),
+            called_ae="STORESCP",
+            proposals=default_proposals([CT]),
+            max_pdu_length=32768,
+        ) as assoc,
+    ):
         assert assoc.link.session is not None and assoc.link.session.protocol == "TLSv1.3"
         echo = await assoc.echo()
         statuses = [await assoc.store(f) for f in files]

@@ -60,4 +60,8 @@ def test_access_is_decided_before_the_uids() -> None:
     """A peer the policy does not let store is told so (and audited), whatever its UIDs."""
     gate = Gate(_negotiated(), granted=frozenset({Service.ECHO}))
     refusal = gate.check(_store(CT, ".."), CommandField.C_STORE_RQ)
-    assert refusal is not None and refusal.status == Status.NOT_AUTHORIZED and refusal.service is Service.STORE
+    assert (
+        refusal is not None
+        and refusal.status == Status.NOT_AUTHORIZED
+        and refusal.service is Service.STORE
+    )

@@ -42,7 +42,9 @@ def _element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
 
 
 def _identity() -> bytes:
-    return _element(0x0008, 0x0016, b"UI", CT.encode()) + _element(0x0008, 0x0018, b"UI", UID.encode() + b"\0")
+    return _element(0x0008, 0x0016, b"UI", CT.encode()) + _element(
+        0x0008, 0x0018, b"UI", UID.encode() + b"\0"
+    )
 
 
 def test_a_dense_fragment_gives_the_loop_to_others_while_it_is_scanned() -> None:

@@ -57,14 +57,24 @@ def test_256_mb_streams_with_bounded_memory(tmp_path: Path) -> None:
     uid = _write_big_file(source, SIZE)
 
     peer = [sys.executable, "-m", "tests.net.peers"]
-    server = subprocess.Popen([*peer, "serve", str(pki), str(tmp_path / "store")], cwd=REPO,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [*peer, "serve", str(pki), str(tmp_path / "store")],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout is not None and server.stdin is not None
         server_baseline = server.stdout.readline()
         port = int(server.stdout.readline().strip().split("=")[1])
-        sender = subprocess.run([*peer, "send", str(pki), str(port), str(source)], cwd=REPO,
-                                capture_output=True, text=True, timeout=600)  # fmt: skip
+        sender = subprocess.run(
+            [*peer, "send", str(pki), str(port), str(source)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert sender.returncode == 0, sender.stderr
         assert "status=0" in sender.stdout
         server.stdin.close()
@@ -92,6 +102,8 @@ def test_256_mb_streams_with_bounded_memory(tmp_path: Path) -> None:
     scu_mib, scp_mib = _rss(sender.stdout) / 1024, _rss(server_out) / 1024
     scu_grew = scu_mib - _rss(sender.stdout, "baseline_kib") / 1024
     scp_grew = scp_mib - _rss(server_baseline, "baseline_kib") / 1024
-    print(f"peak RSS: SCU {scu_mib:.0f} MiB (+{scu_grew:.0f} in transfer), "
-          f"SCP {scp_mib:.0f} MiB (+{scp_grew:.0f}) for a {SIZE >> 20} MiB object")  # fmt: skip
+    print(
+        f"peak RSS: SCU {scu_mib:.0f} MiB (+{scu_grew:.0f} in transfer), "
+        f"SCP {scp_mib:.0f} MiB (+{scp_grew:.0f}) for a {SIZE >> 20} MiB object"
+    )
     assert scu_grew < 48 and scp_grew < 48

@@ -34,9 +34,10 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 
 def _policy(max_operations: int = 16) -> AcceptorPolicy:
     return AcceptorPolicy(
-        "STORESCP", {"1.2.840.10008.1.1": [IMPLICIT], CT: [EXPLICIT, IMPLICIT]},
+        "STORESCP",
+        {"1.2.840.10008.1.1": [IMPLICIT], CT: [EXPLICIT, IMPLICIT]},
         max_operations=max_operations,
-    )  # fmt: skip
+    )
 
 
 class _Gated:
@@ -101,17 +102,31 @@ def _files(tmp: Path, count: int) -> list[Path]:
     return paths
 
 
-async def _store_many(pki: MatrixPKI, target: object, policy: AcceptorPolicy, files: list[Path],
-                      window: int, gate: tuple[str, str, str] | None = None) -> tuple[int, list[tuple[Path, int | Exception]]]:  # fmt: skip
-    server = await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), policy,
-                               Services(store=target))  # type: ignore[arg-type]  # fmt: skip
+async def _store_many(
+    pki: MatrixPKI,
+    target: object,
+    policy: AcceptorPolicy,
+    files: list[Path],
+    window: int,
+    gate: tuple[str, str, str] | None = None,
+) -> tuple[int, list[tuple[Path, int | Exception]]]:
+    server = await serve_dicom(
+        "127.0.0.1", 0, pki.settings("server", PEER_FAIL), policy, Services(store=target)
+    )  # type: ignore[arg-type]
     if gate is not None:  # hold one commit until another object has begun or committed
         assert isinstance(target, _Gated)
         target.hold(*gate)
-    async with server, await associate(
-        "127.0.0.1", server.port, pki.settings("client", PEER_FAIL), called_ae="STORESCP",
-        proposals=default_proposals([CT]), max_operations=window,
-    ) as assoc:  # fmt: skip
+    async with (
+        server,
+        await associate(
+            "127.0.0.1",
+            server.port,
+            pki.settings("client", PEER_FAIL),
+            called_ae="STORESCP",
+            proposals=default_proposals([CT]),
+            max_operations=window,
+        ) as assoc,
+    ):
         try:
             async with asyncio.timeout(30):  # a held commit that never opens: no overlap
                 results = [result async for result in assoc.store_many(files)]
@@ -141,7 +156,9 @@ def test_requests_overlap_within_the_window_and_every_object_is_stored(
         assert pydicom.dcmread(store.path_for(sent.SOPInstanceUID)).PixelData == sent.PixelData
 
 
-def test_answers_in_another_order_reach_the_right_files(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
+def test_answers_in_another_order_reach_the_right_files(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
     files = _files(tmp_path, 3)
     target = _Gated(DurableStore(tmp_path / "store"))
     gate = (_uid(files[0]), "committed", _uid(files[2]))  # 1 and 2 are answered before 0
@@ -207,15 +224,23 @@ def test_a_window_asked_of_a_peer_that_ignores_it_stays_synchronous(
 
     import ssl
 
-    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)],
-                             ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"))  # fmt: skip
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"),
+    )
     try:
 
         async def run() -> tuple[int, list[tuple[Path, int | Exception]]]:
             async with await associate(
-                "127.0.0.1", server.server_address[1], matrix_pki.settings("client", PEER_FAIL),
-                called_ae="STORESCP", proposals=default_proposals([CT]), max_operations=16,
-            ) as assoc:  # fmt: skip
+                "127.0.0.1",
+                server.server_address[1],
+                matrix_pki.settings("client", PEER_FAIL),
+                called_ae="STORESCP",
+                proposals=default_proposals([CT]),
+                max_operations=16,
+            ) as assoc:
                 return assoc.negotiated.max_operations, [r async for r in assoc.store_many(files)]
 
         window, results = asyncio.run(run())
@@ -226,7 +251,9 @@ def test_a_window_asked_of_a_peer_that_ignores_it_stays_synchronous(
     assert received == [_uid(f) for f in files]
 
 
-@pytest.mark.parametrize(("offered", "ours", "answered"), [(0, 16, 16), (5, 16, 5), (100, 16, 16), (3, 1, 1)])
+@pytest.mark.parametrize(
+    ("offered", "ours", "answered"), [(0, 16, 16), (5, 16, 5), (100, 16, 16), (3, 1, 1)]
+)
 def test_the_window_an_scp_answers(offered: int, ours: int, answered: int) -> None:
     from dicomtls.ul.acse import Negotiated, answer_request, build_request
 
@@ -238,7 +265,9 @@ def test_the_window_an_scp_answers(offered: int, ours: int, answered: int) -> No
     window = ac.user_information.async_ops_window  # type: ignore[union-attr]
     assert window is not None and (window.invoked, window.performed) == (answered, 1)
     for we_requested in (True, False):
-        assert Negotiated.from_exchange(rq, ac, we_requested=we_requested).max_operations == answered  # type: ignore[arg-type]
+        assert (
+            Negotiated.from_exchange(rq, ac, we_requested=we_requested).max_operations == answered
+        )  # type: ignore[arg-type]
     plain = build_request("SCU", "STORESCP", default_proposals([CT]))
     assert plain.user_information.async_ops_window is None  # synchronous: not even offered
     assert answer_request(plain, _policy(ours)).user_information.async_ops_window is None  # type: ignore[union-attr]

@@ -27,8 +27,11 @@ def test_each_native_fallback_has_a_context_of_its_own() -> None:
     proposals = proposals_for_headers([_header(MR, RLE), _header(MR, JPEG_LS), _header(MR, RLE)])
     assert proposals[0].abstract_syntax == "1.2.840.10008.1.1"
     assert _storage(proposals) == [
-        (MR, (RLE,)), (MR, (JPEG_LS,)), (MR, (EXPLICIT_VR_LE,)), (MR, (IMPLICIT_VR_LE,)),
-    ]  # fmt: skip
+        (MR, (RLE,)),
+        (MR, (JPEG_LS,)),
+        (MR, (EXPLICIT_VR_LE,)),
+        (MR, (IMPLICIT_VR_LE,)),
+    ]
 
 
 def test_a_native_syntax_the_files_are_in_is_not_proposed_twice() -> None:

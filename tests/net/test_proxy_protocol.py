@@ -35,8 +35,14 @@ LOOPBACK = ProxyProtocol.from_config(["127.0.0.1/32"], header_timeout=0.5)
 def test_headers_for_ipv4_ipv6_and_local() -> None:
     header = parse_header(encode_header(("10.9.8.7", 51000), ("10.0.0.1", 2762)) + b"\x16\x03")
     assert header is not None and not header.local
-    assert (header.peer, header.destination, header.length) == ("10.9.8.7:51000", ("10.0.0.1", 2762), 28)
-    six = parse_header(encode_header(("2001:db8::7", 443), ("2001:db8::1", 2762), tlvs=b"\x05\x00\x02id"))
+    assert (header.peer, header.destination, header.length) == (
+        "10.9.8.7:51000",
+        ("10.0.0.1", 2762),
+        28,
+    )
+    six = parse_header(
+        encode_header(("2001:db8::7", 443), ("2001:db8::1", 2762), tlvs=b"\x05\x00\x02id")
+    )
     assert six is not None and six.peer == "[2001:db8::7]:443" and six.length == 16 + 36 + 5
     local = parse_header(encode_header(None))
     assert local is not None and local.local and local.source is None
@@ -50,9 +56,18 @@ def test_headers_for_ipv4_ipv6_and_local() -> None:
         (b"\x16\x03\x01\x02\x00\x01", "no PROXY protocol v2 signature"),
         (b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\n", "version 1"),
         (encode_header(("10.0.0.1", 1))[:12] + b"\x11\x11\x00\x0c" + bytes(12), "version 1, not 2"),
-        (encode_header(("10.0.0.1", 1))[:12] + b"\x2f\x11\x00\x0c" + bytes(12), "unknown PROXY v2 command"),
-        (encode_header(("10.0.0.1", 1))[:12] + b"\x21\x31\x00\xd8" + bytes(216), "without a TCP client address"),
-        (encode_header(("10.0.0.1", 1))[:12] + b"\x21\x12\x00\x0c" + bytes(12), "without a TCP client address"),
+        (
+            encode_header(("10.0.0.1", 1))[:12] + b"\x2f\x11\x00\x0c" + bytes(12),
+            "unknown PROXY v2 command",
+        ),
+        (
+            encode_header(("10.0.0.1", 1))[:12] + b"\x21\x31\x00\xd8" + bytes(216),
+            "without a TCP client address",
+        ),
+        (
+            encode_header(("10.0.0.1", 1))[:12] + b"\x21\x12\x00\x0c" + bytes(12),
+            "without a TCP client address",
+        ),
         (encode_header(("10.0.0.1", 1))[:12] + b"\x21\x11\xff\xff", "over the limit"),
         (encode_header(("10.0.0.1", 1))[:12] + b"\x21\x11\x00\x04" + bytes(4), "too short"),
     ],
@@ -64,7 +79,9 @@ def test_what_is_refused(data: bytes, said: str) -> None:
 
 def test_trusted_proxies_are_networks() -> None:
     proxy = ProxyProtocol.from_config(["10.0.0.0/8", "2001:db8::/32"])
-    assert proxy.trusts("10.1.2.3") and proxy.trusts("::ffff:10.1.2.3") and proxy.trusts("2001:db8::5")
+    assert (
+        proxy.trusts("10.1.2.3") and proxy.trusts("::ffff:10.1.2.3") and proxy.trusts("2001:db8::5")
+    )
     assert not proxy.trusts("11.0.0.1") and not proxy.trusts("not an address")
     with pytest.raises(ValueError, match="trusted_proxies"):
         ProxyProtocol.from_config([])
@@ -144,16 +161,23 @@ def test_the_client_named_by_the_proxy_is_the_peer_everywhere(
     async def run() -> dict[str, object]:
         out: dict[str, object] = {}
         async with running(
-            site, tmp_path / "store", proxy=LOOPBACK, limits=Limits(max_per_peer=1),
-            audit=AuditTrail([FileSink(audit)]), metrics_port=0,
-        ) as node:  # fmt: skip
-            async with relay(node.port, encode_header(("10.9.8.7", 40001))) as first, relay(
-                node.port, encode_header(("10.9.8.8", 40002))
-            ) as second:
+            site,
+            tmp_path / "store",
+            proxy=LOOPBACK,
+            limits=Limits(max_per_peer=1),
+            audit=AuditTrail([FileSink(audit)]),
+            metrics_port=0,
+        ) as node:
+            async with (
+                relay(node.port, encode_header(("10.9.8.7", 40001))) as first,
+                relay(node.port, encode_header(("10.9.8.8", 40002))) as second,
+            ):
                 await _echo_via(site, node, first, objects[0])
                 real = node.port
                 node.server.port = first
-                async with await connect_as(site, node, "ct1", "CT1"):  # 10.9.8.7 holds its one slot
+                async with await connect_as(
+                    site, node, "ct1", "CT1"
+                ):  # 10.9.8.7 holds its one slot
                     try:
                         await _echo_via(site, node, first)
                     except AssociationError as exc:
@@ -168,7 +192,8 @@ def test_the_client_named_by_the_proxy_is_the_peer_everywhere(
     assert "rejected" in str(out["second from 10.9.8.7"])
     messages = [r.getMessage() for r in caplog.records]
     assert any(
-        m.startswith("association from 10.9.8.7:40001") and "1 associations already active from 10.9.8.7" in m
+        m.startswith("association from 10.9.8.7:40001")
+        and "1 associations already active from 10.9.8.7" in m
         for m in messages
     )
     sources = [  # who sent the objects, in the DICOM Instances Transferred records
@@ -184,14 +209,22 @@ def test_without_a_header_or_from_an_untrusted_address_the_connection_is_closed(
     site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def run() -> dict[str, object]:
-        async with running(site, tmp_path / "a", proxy=LOOPBACK, metrics_port=0) as node, running(
-            site, tmp_path / "b", proxy=ProxyProtocol.from_config(["10.0.0.0/8"]), metrics_port=0
-        ) as elsewhere:  # fmt: skip
+        async with (
+            running(site, tmp_path / "a", proxy=LOOPBACK, metrics_port=0) as node,
+            running(
+                site,
+                tmp_path / "b",
+                proxy=ProxyProtocol.from_config(["10.0.0.0/8"]),
+                metrics_port=0,
+            ) as elsewhere,
+        ):
             out: dict[str, object] = {
                 "tls first": await _raw(node.port, b"\x16\x03\x01\x00\xa0\x01" + bytes(64)),
                 "v1": await _raw(node.port, b"PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\n"),
                 "untrusted": await _raw(elsewhere.port, encode_header(("10.9.8.7", 1))),
-                "too long": await _raw(node.port, encode_header(("10.0.0.1", 1))[:14] + b"\xff\xff"),
+                "too long": await _raw(
+                    node.port, encode_header(("10.0.0.1", 1))[:14] + b"\xff\xff"
+                ),
             }
             assert node.metrics_server and elsewhere.metrics_server
             out["metrics"] = _scrape(node.metrics_server.port)
@@ -199,7 +232,9 @@ def test_without_a_header_or_from_an_untrusted_address_the_connection_is_closed(
         return out
 
     out = asyncio.run(run())
-    assert out["tls first"] == out["v1"] == out["untrusted"] == out["too long"] == b""  # no TLS byte
+    assert (
+        out["tls first"] == out["v1"] == out["untrusted"] == out["too long"] == b""
+    )  # no TLS byte
     refused = out["metrics"]  # type: ignore[assignment]
     assert refused[("dicomtls_connections_refused_total", (("reason", "proxy-header"),))] == 3  # type: ignore[index]
     other = out["elsewhere"]  # type: ignore[assignment]

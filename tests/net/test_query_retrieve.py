@@ -80,23 +80,40 @@ async def _run(pki: MatrixPKI, tmp: Path, files: list[Path]) -> dict[str, object
     archive = Archive(files)
     viewer_store = DurableStore(tmp / "viewer")
     getter_store = DurableStore(tmp / "getter")
-    viewer = await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), VIEWER_POLICY,
-                               Services(store=DurableStoreHandler(viewer_store)))  # fmt: skip
+    viewer = await serve_dicom(
+        "127.0.0.1",
+        0,
+        pki.settings("server", PEER_FAIL),
+        VIEWER_POLICY,
+        Services(store=DurableStoreHandler(viewer_store)),
+    )
     services = Services(
-        find=archive.find, retrieve=archive.retrieve,
+        find=archive.find,
+        retrieve=archive.retrieve,
         move_destinations={"VIEWER": ("127.0.0.1", viewer.port)},
         move_tls=pki.settings("client", PEER_FAIL),
-    )  # fmt: skip
+    )
     out: dict[str, object] = {}
-    async with viewer, await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), ARCHIVE_POLICY, services) as archive_server:  # fmt: skip
+    async with (
+        viewer,
+        await serve_dicom(
+            "127.0.0.1", 0, pki.settings("server", PEER_FAIL), ARCHIVE_POLICY, services
+        ) as archive_server,
+    ):
         proposals = [
             *default_proposals(),
-            Proposal(QR.find_uid, (EXPLICIT,)), Proposal(QR.move_uid, (EXPLICIT,)),
+            Proposal(QR.find_uid, (EXPLICIT,)),
+            Proposal(QR.move_uid, (EXPLICIT,)),
             Proposal(QR.get_uid, (EXPLICIT,)),
             Proposal(CT, (EXPLICIT, IMPLICIT), scu_role=False, scp_role=True),
-        ]  # fmt: skip
-        assoc = await associate("127.0.0.1", archive_server.port, pki.settings("client", PEER_FAIL),
-                                called_ae="ARCHIVE", proposals=proposals)  # fmt: skip
+        ]
+        assoc = await associate(
+            "127.0.0.1",
+            archive_server.port,
+            pki.settings("client", PEER_FAIL),
+            called_ae="ARCHIVE",
+            proposals=proposals,
+        )
         async with assoc:
             out["found"] = [m async for m in assoc.find(_query(), QR)]
             out["none"] = [m async for m in assoc.find(_query("NOBODY"), QR)]
@@ -140,10 +157,17 @@ async def _cancel_find(pki: MatrixPKI) -> tuple[int, int, list[int]]:
             yield match
 
     services = Services(find=endless)
-    async with await serve_dicom("127.0.0.1", 0, pki.settings("server", PEER_FAIL), ARCHIVE_POLICY, services) as server:  # fmt: skip
+    async with await serve_dicom(
+        "127.0.0.1", 0, pki.settings("server", PEER_FAIL), ARCHIVE_POLICY, services
+    ) as server:
         proposals = [Proposal("1.2.840.10008.1.1", (IMPLICIT,)), Proposal(QR.find_uid, (EXPLICIT,))]
-        assoc = await associate("127.0.0.1", server.port, pki.settings("client", PEER_FAIL),
-                                called_ae="ARCHIVE", proposals=proposals)  # fmt: skip
+        assoc = await associate(
+            "127.0.0.1",
+            server.port,
+            pki.settings("client", PEER_FAIL),
+            called_ae="ARCHIVE",
+            proposals=proposals,
+        )
         cancels_on: list[int] = []
         send = assoc.send_message
 

@@ -176,8 +176,13 @@ async def _dimse_timeout() -> str:
 
     server = await asyncio.start_server(mute, "127.0.0.1", 0)
     async with server:
-        assoc = await associate("127.0.0.1", server.sockets[0].getsockname()[1], None, called_ae="SCP",
-                                dimse_timeout=0.5)  # fmt: skip
+        assoc = await associate(
+            "127.0.0.1",
+            server.sockets[0].getsockname()[1],
+            None,
+            called_ae="SCP",
+            dimse_timeout=0.5,
+        )
         with pytest.raises(AssociationError) as caught:
             await assoc.echo()
         return str(caught.value)
@@ -194,8 +199,9 @@ async def _shutdown_during_store(tmp: Path) -> tuple[int, bool]:
     server = await serve_dicom(
         "127.0.0.1", 0, None, POLICY, Services(store=DurableStoreHandler(store))
     )
-    assoc = await associate("127.0.0.1", server.port, None, called_ae="SCP",
-                            proposals=[Proposal(CT, (EXPLICIT,))])  # fmt: skip
+    assoc = await associate(
+        "127.0.0.1", server.port, None, called_ae="SCP", proposals=[Proposal(CT, (EXPLICIT,))]
+    )
     storing = asyncio.ensure_future(assoc.store(path))
     await asyncio.sleep(0)  # the transfer is under way ...
     closing = asyncio.ensure_future(server.close())  # ... when shutdown begins
@@ -226,8 +232,13 @@ async def _garbage_datasets(tmp: Path) -> tuple[int, int, int, list[Path]]:
     store = DurableStore(tmp / "store")
     services = Services(store=DurableStoreHandler(store), find=lambda *_: [])
     async with await serve_dicom("127.0.0.1", 0, None, policy, services) as server:
-        assoc = await associate("127.0.0.1", server.port, None, called_ae="SCP",
-                                proposals=[Proposal(CT, (EXPLICIT,)), Proposal(find_uid, (EXPLICIT,))])  # fmt: skip
+        assoc = await associate(
+            "127.0.0.1",
+            server.port,
+            None,
+            called_ae="SCP",
+            proposals=[Proposal(CT, (EXPLICIT,)), Proposal(find_uid, (EXPLICIT,))],
+        )
         async with assoc:
             ct, find = assoc.negotiated.context_for(CT), assoc.negotiated.context_for(find_uid)
             assert ct is not None and find is not None

@@ -43,7 +43,9 @@ class Site:
         chain, key = self.files(name)
         return TLSSettings(certificate=chain, private_key=key, ca_files=self.ca_file, **extra)
 
-    def add(self, name: str, common_name: str, dns: list[str], ips: list[str], **kw: Any) -> Credentials:
+    def add(
+        self, name: str, common_name: str, dns: list[str], ips: list[str], **kw: Any
+    ) -> Credentials:
         identity = self.ca.issue(common_name, dns=dns, ips=ips, **kw)
         identity.write(self.directory, name)
         self.identities[name] = identity
@@ -71,13 +73,22 @@ def qr_proposals() -> list[Proposal]:
 
 
 @contextlib.asynccontextmanager
-async def running(site: Site, store: Path, name: str = "pacs", **config: Any) -> AsyncIterator[RunningNode]:
+async def running(
+    site: Site, store: Path, name: str = "pacs", **config: Any
+) -> AsyncIterator[RunningNode]:
     """A node named ``name`` on a free loopback port, closed afterwards."""
     settings = config.pop("tls", None) or site.settings(name)
     node = await start_node(
-        NodeConfig(store=store, host="127.0.0.1", port=0, ae_title=name.upper(), tls=settings,
-                   move_tls=config.pop("move_tls", None) or site.settings(name), **config)
-    )  # fmt: skip
+        NodeConfig(
+            store=store,
+            host="127.0.0.1",
+            port=0,
+            ae_title=name.upper(),
+            tls=settings,
+            move_tls=config.pop("move_tls", None) or site.settings(name),
+            **config,
+        )
+    )
     try:
         yield node
     finally:
@@ -88,6 +99,11 @@ async def connect_as(
     site: Site, node: RunningNode, identity: str, calling_ae: str, **kw: Any
 ) -> Association:
     return await associate(
-        "127.0.0.1", node.port, site.settings(identity), calling_ae=calling_ae,
-        called_ae=node.config.ae_title, proposals=kw.pop("proposals", None) or qr_proposals(), **kw,
-    )  # fmt: skip
+        "127.0.0.1",
+        node.port,
+        site.settings(identity),
+        calling_ae=calling_ae,
+        called_ae=node.config.ae_title,
+        proposals=kw.pop("proposals", None) or qr_proposals(),
+        **kw,
+    )

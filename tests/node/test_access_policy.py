@@ -128,18 +128,45 @@ def test_unknown_ae_titles_can_be_refused_and_no_certificate_never_matches(site:
     ("toml", "message"),
     [
         ('[[access.rule]]\nae_title = "CT1"', "certificate is missing"),
-        ('[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { cn = "a", san = "DNS:b" }', "must be one of"),
-        ('[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { serial = "1" }', "cn, san or fingerprint"),
-        ('[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { fingerprint = "abc" }', "64 hex digits"),
-        ('[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { san = "10.0.0.1" }', "DNS:name, IP:address"),
-        ('[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { san = "IP:ten" }', "not an IP address"),
-        ('[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { cn = "a" }\nservices = ["echo", "print"]', "each must be one of"),
-        ('[[access.rule]]\nname = "x"\nae_title = "THIS_TITLE_IS_TOO_LONG"\ncertificate = { cn = "a" }', "1 to 16 characters"),
-        ('[[access.rule]]\nname = "x"\nae_title = "A"\ncertificate = { cn = "a" }\nmove_to = ["B"]', "unknown key(s) move_to"),
-        ('[[access.rule]]\nname = "x"\nae_title = "A"\ncertificate = { cn = "a" }\n[[access.rule]]\nname = "x"\nae_title = "B"\ncertificate = { cn = "b" }', "used twice: x"),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { cn = "a", san = "DNS:b" }',
+            "must be one of",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { serial = "1" }',
+            "cn, san or fingerprint",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { fingerprint = "abc" }',
+            "64 hex digits",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { san = "10.0.0.1" }',
+            "DNS:name, IP:address",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { san = "IP:ten" }',
+            "not an IP address",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "CT1"\ncertificate = { cn = "a" }\nservices = ["echo", "print"]',
+            "each must be one of",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "THIS_TITLE_IS_TOO_LONG"\ncertificate = { cn = "a" }',
+            "1 to 16 characters",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "A"\ncertificate = { cn = "a" }\nmove_to = ["B"]',
+            "unknown key(s) move_to",
+        ),
+        (
+            '[[access.rule]]\nname = "x"\nae_title = "A"\ncertificate = { cn = "a" }\n[[access.rule]]\nname = "x"\nae_title = "B"\ncertificate = { cn = "b" }',
+            "used twice: x",
+        ),
         ('[access]\nunknown_ae = "maybe"', "'allow' or 'reject'"),
     ],
-)  # fmt: skip
+)
 def test_configuration_mistakes_are_one_line_naming_the_rule(toml: str, message: str) -> None:
     with pytest.raises(PolicyError) as caught:
         policy(toml)
@@ -166,7 +193,9 @@ move_destinations = ["VIEWER"]
 
 
 def _site_policy(site: Site, destinations: tuple[str, ...]) -> AccessPolicy:
-    return policy(SITE_POLICY.replace("VIEWER_FINGERPRINT", fingerprint(site, "viewer")), destinations)
+    return policy(
+        SITE_POLICY.replace("VIEWER_FINGERPRINT", fingerprint(site, "viewer")), destinations
+    )
 
 
 def _plain(fp: str) -> str:
@@ -185,9 +214,14 @@ async def _over_the_wire(site: Site, tmp: Path) -> dict[str, object]:
     sample = tmp / "ct.dcm"
     _make_file(sample, pixels=20_000)
     async with running(site, tmp / "viewer-store", "viewer") as viewer:
-        destinations = {"VIEWER": ("127.0.0.1", viewer.port), "ELSEWHERE": ("127.0.0.1", viewer.port)}
+        destinations = {
+            "VIEWER": ("127.0.0.1", viewer.port),
+            "ELSEWHERE": ("127.0.0.1", viewer.port),
+        }
         access = _site_policy(site, tuple(destinations))
-        async with running(site, tmp / "pacs-store", access=access, move_destinations=destinations) as pacs:
+        async with running(
+            site, tmp / "pacs-store", access=access, move_destinations=destinations
+        ) as pacs:
             async with await connect_as(site, pacs, "ct1", "CT1") as ct:
                 out["ct_echo"] = await ct.echo()
                 out["ct_store"] = await ct.store(sample)
@@ -212,14 +246,18 @@ async def _over_the_wire(site: Site, tmp: Path) -> dict[str, object]:
                 out["move_ok"] = await view.move(_study_query(), "VIEWER", QR)
                 out["move_elsewhere"] = await view.move(_study_query(), "ELSEWHERE", QR)
                 try:
-                    await view.get(_study_query(), DurableStoreHandler(DurableStore(tmp / "got")), QR)
+                    await view.get(
+                        _study_query(), DurableStoreHandler(DurableStore(tmp / "got")), QR
+                    )
                 except AssociationError as exc:
                     out["viewer_get"] = str(exc)
     out["viewer_has"] = sorted(p.name for p in (tmp / "viewer-store").rglob("*.dcm"))
     return out
 
 
-def test_rules_over_mutual_tls(site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_rules_over_mutual_tls(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="dicomtls"):
         out = asyncio.run(_over_the_wire(site, tmp_path))
     lines = [r.getMessage() for r in caplog.records]
@@ -234,10 +272,19 @@ def test_rules_over_mutual_tls(site: Site, tmp_path: Path, caplog: pytest.LogCap
     for key in ("impostor", "ct_as_viewer", "ct_as_workstation"):
         assert "CALLING_AE_NOT_RECOGNIZED" in str(out[key]) and "PERMANENT" in str(out[key])
     impostor = [line for line in lines if "'intruder.example" in line or "intruder.example" in line]
-    assert len(impostor) == 1 and "rule 'ct-scanner' requires subjectAltName IP:10.1.2.3" in impostor[0]
-    viewer_fp = f"rule 'viewer' requires SHA-256 fingerprint '{_plain(fingerprint(site, 'viewer'))}'"
-    assert any("presented 'CN = ct1.radiology.example" in line and viewer_fp in line for line in lines)
-    assert any("bound to 'CT1' by rule 'ct-scanner', but claims 'WORKSTATION'" in line for line in lines)
+    assert (
+        len(impostor) == 1
+        and "rule 'ct-scanner' requires subjectAltName IP:10.1.2.3" in impostor[0]
+    )
+    viewer_fp = (
+        f"rule 'viewer' requires SHA-256 fingerprint '{_plain(fingerprint(site, 'viewer'))}'"
+    )
+    assert any(
+        "presented 'CN = ct1.radiology.example" in line and viewer_fp in line for line in lines
+    )
+    assert any(
+        "bound to 'CT1' by rule 'ct-scanner', but claims 'WORKSTATION'" in line for line in lines
+    )
 
     # The viewer (bound by fingerprint) finds and moves to itself, not elsewhere, and may not get.
     assert out["found"] == [STUDY_UID]
@@ -245,7 +292,8 @@ def test_rules_over_mutual_tls(site: Site, tmp_path: Path, caplog: pytest.LogCap
     assert move_ok.ok and move_ok.completed == 1  # type: ignore[attr-defined]
     assert out["move_elsewhere"].status == 0xA801  # type: ignore[attr-defined]
     assert any(
-        line.startswith("C-MOVE from") and "to 'ELSEWHERE': rule 'viewer' allows C-MOVE to VIEWER only" in line
+        line.startswith("C-MOVE from")
+        and "to 'ELSEWHERE': rule 'viewer' allows C-MOVE to VIEWER only" in line
         for line in lines
     )
     assert "did not accept C-GET" in str(out["viewer_get"])

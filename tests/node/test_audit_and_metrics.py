@@ -55,22 +55,43 @@ async def _scenario(site: Site, tmp: Path, rsyslog: Rsyslog, pki: AuditPKI) -> d
     site.add("revoked", "revoked.radiology.example", ["localhost"], ["127.0.0.1"])
     crl = site.directory / "crl.pem"
     crl.write_bytes(site.ca.crl([site.identities["revoked"]]))
-    trail = AuditTrail([
-        SyslogTLSSink("127.0.0.1", rsyslog.tls_port, certificate=pki.client_cert,
-                      private_key=pki.client_key, ca_file=pki.ca, server_hostname="localhost"),
-        FileSink(tmp / "audit.log"),
-    ])  # fmt: skip
+    trail = AuditTrail(
+        [
+            SyslogTLSSink(
+                "127.0.0.1",
+                rsyslog.tls_port,
+                certificate=pki.client_cert,
+                private_key=pki.client_key,
+                ca_file=pki.ca,
+                server_hostname="localhost",
+            ),
+            FileSink(tmp / "audit.log"),
+        ]
+    )
     out: dict[str, object] = {}
     async with running(site, tmp / "viewer-store", "viewer") as viewer:
         destinations = {"VIEWER": ("127.0.0.1", viewer.port), "CT1": ("127.0.0.1", viewer.port)}
         access = AccessPolicy.from_config(
-            {"rule": [{"name": "ct", "ae_title": "CT1", "certificate": {"cn": "ct1.radiology.example"}}]},
+            {
+                "rule": [
+                    {
+                        "name": "ct",
+                        "ae_title": "CT1",
+                        "certificate": {"cn": "ct1.radiology.example"},
+                    }
+                ]
+            },
             destinations,
-        )  # fmt: skip
+        )
         async with running(
-            site, tmp / "pacs-store", tls=site.settings("pacs", crl_files=crl), access=access,
-            move_destinations=destinations, audit=trail, metrics_port=0,
-        ) as pacs:  # fmt: skip
+            site,
+            tmp / "pacs-store",
+            tls=site.settings("pacs", crl_files=crl),
+            access=access,
+            move_destinations=destinations,
+            audit=trail,
+            metrics_port=0,
+        ) as pacs:
             async with await connect_as(site, pacs, "ct1", "CT1") as ct:
                 out["stored"] = [await ct.store(path) for path in files]
                 out["found"] = [m async for m in ct.find(_study(), QR)]
@@ -101,7 +122,7 @@ def scenario(
     out["tmp"] = tmp
     # Eight messages: start, the transfer in (one per association), query, move, get,
     # policy refusal, revoked handshake, stop. Wait for rsyslog to have written them.
-    source = "AuditSourceID=\"PACS@127.0.0.1\""
+    source = 'AuditSourceID="PACS@127.0.0.1"'
     out["received"] = rsyslog.wait_for(rsyslog.tls_log, lambda r: source in r.msg, 8)
     return out
 
@@ -114,11 +135,13 @@ def _events(messages: list[etree._Element]) -> Counter[tuple[str, str, str]]:
         assert ident is not None
         event_id = ident.find("EventID")
         type_code = ident.find("EventTypeCode")
-        counted[(
-            event_id.get("csd-code") if event_id is not None else "",
-            type_code.get("csd-code", "") if type_code is not None else "",
-            ident.get("EventActionCode", ""),
-        )] += 1  # fmt: skip
+        counted[
+            (
+                event_id.get("csd-code") if event_id is not None else "",
+                type_code.get("csd-code", "") if type_code is not None else "",
+                ident.get("EventActionCode", ""),
+            )
+        ] += 1
     return counted
 
 
@@ -134,21 +157,26 @@ def test_every_audit_event_reaches_rsyslog_and_validates(scenario: dict[str, obj
     roots = []
     for record in received:
         assert (record.app_name, record.msgid, record.facility, record.severity) == (
-            "dicomtls", "DICOM+RFC3881", "10", "5",
-        )  # authpriv.notice, as PS3.15 A.7 asks  # fmt: skip
+            "dicomtls",
+            "DICOM+RFC3881",
+            "10",
+            "5",
+        )  # authpriv.notice, as PS3.15 A.7 asks
         root = etree.fromstring(record.payload.encode())
         assert schema.validate(root), schema.error_log
         roots.append(root)
     events = _events(roots)
-    assert events == Counter({
-        ("110100", "110120", "E"): 1,  # Application Activity: start
-        ("110100", "110121", "E"): 1,  # ... and stop
-        ("110104", "", "C"): 1,        # DICOM Instances Transferred: the two stored objects
-        ("110104", "", "R"): 2,        # ... sent by C-MOVE and by C-GET
-        ("110112", "", "E"): 1,        # Query
-        ("110113", "110132", "E"): 1,  # Security Alert: use of restricted function (policy)
-        ("110113", "110126", "E"): 1,  # Security Alert: node authentication (revoked)
-    }), events  # fmt: skip
+    assert events == Counter(
+        {
+            ("110100", "110120", "E"): 1,  # Application Activity: start
+            ("110100", "110121", "E"): 1,  # ... and stop
+            ("110104", "", "C"): 1,  # DICOM Instances Transferred: the two stored objects
+            ("110104", "", "R"): 2,  # ... sent by C-MOVE and by C-GET
+            ("110112", "", "E"): 1,  # Query
+            ("110113", "110132", "E"): 1,  # Security Alert: use of restricted function (policy)
+            ("110113", "110126", "E"): 1,  # Security Alert: node authentication (revoked)
+        }
+    ), events
 
     by_type = {(_code(r, "EventID"), _code(r, "EventTypeCode")): r for r in roots}
     revoked = etree.tostring(by_type[("110113", "110126")]).decode()
@@ -158,7 +186,10 @@ def test_every_audit_event_reaches_rsyslog_and_validates(scenario: dict[str, obj
     stored = next(r for r in roots if _code(r, "EventID") == "110104" and _action(r) == "C")
     description = stored.find(".//ParticipantObjectDescription/SOPClass")
     assert description is not None and description.get("NumberOfInstances") == "2"
-    assert any(p.get("ParticipantObjectID") == STUDY_UID for p in stored.iter("ParticipantObjectIdentification"))
+    assert any(
+        p.get("ParticipantObjectID") == STUDY_UID
+        for p in stored.iter("ParticipantObjectIdentification")
+    )
     assert "AETITLES=CT1" in etree.tostring(stored).decode()
 
 
@@ -185,7 +216,10 @@ def test_metrics_count_what_happened(scenario: dict[str, object]) -> None:
     m = scenario["metrics"]
     assert isinstance(m, dict)
     assert m[("dicomtls_associations_total", (("reason", ""), ("result", "accepted")))] == 1
-    assert m[("dicomtls_associations_total", (("reason", "access-policy"), ("result", "rejected")))] == 1
+    assert (
+        m[("dicomtls_associations_total", (("reason", "access-policy"), ("result", "rejected")))]
+        == 1
+    )
     assert m[("dicomtls_tls_handshake_failures_total", (("code", "CERT_REVOKED"),))] == 1
     assert m[("dicomtls_objects_stored_total", (("result", "success"),))] == 2
     sizes = sum(p.stat().st_size for p in (scenario["tmp"] / "pacs-store").rglob("*.dcm"))  # type: ignore[operator]

@@ -31,26 +31,35 @@ class Scene:
         self.log = tmp / "audit.log"
         self.index = Index(tmp / "index.sqlite")
         self.trail = AuditTrail([FileSink(self.log)])
-        self.reporter = Reporter("PACS", "127.0.0.1", self.index, audit=self.trail,
-                                 report_after=report_after)  # fmt: skip
+        self.reporter = Reporter(
+            "PACS", "127.0.0.1", self.index, audit=self.trail, report_after=report_after
+        )
         self.events = self.reporter.service_events()
         self.studies = {"P1": generate_uid(), "P2": generate_uid()}
 
     def association(self, calling: str = "CT1") -> Any:
         association = SimpleNamespace(
-            calling_ae=calling, peer="10.1.2.3:4000", link=SimpleNamespace(session=None),
+            calling_ae=calling,
+            peer="10.1.2.3:4000",
+            link=SimpleNamespace(session=None),
             end_reason="released",
-        )  # fmt: skip
+        )
         assert self.events.on_accepted is not None
         self.events.on_accepted(association, Admission())
         return association
 
     def store(self, association: Any, patient: str, status: int = Status.SUCCESS) -> None:
         uid = generate_uid()
-        self.index.add(self.log.parent / f"{uid}.dcm", {
-            "PatientID": patient, "PatientName": f"Doe^{patient}", "SOPClassUID": CT,
-            "SOPInstanceUID": uid, "StudyInstanceUID": self.studies[patient],
-        })  # fmt: skip
+        self.index.add(
+            self.log.parent / f"{uid}.dcm",
+            {
+                "PatientID": patient,
+                "PatientName": f"Doe^{patient}",
+                "SOPClassUID": CT,
+                "SOPInstanceUID": uid,
+                "StudyInstanceUID": self.studies[patient],
+            },
+        )
         assert self.events.on_stored is not None
         self.events.on_stored(association, StoreRecord(CT, uid, status, 1000, 0.01))
 

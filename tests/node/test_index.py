@@ -52,10 +52,16 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Index]:
         index = PostgresIndex(request.getfixturevalue("postgres").new_database())
     for uid, (patient, study, series, modality, sop_class, number) in INSTANCES.items():
         attributes = {
-            "PatientID": patient, "PatientName": NAMES[patient], "StudyInstanceUID": study,
-            "StudyDate": DATES[study], "SeriesInstanceUID": series, "Modality": modality,
-            "SOPInstanceUID": uid, "SOPClassUID": sop_class, "InstanceNumber": number,
-        }  # fmt: skip
+            "PatientID": patient,
+            "PatientName": NAMES[patient],
+            "StudyInstanceUID": study,
+            "StudyDate": DATES[study],
+            "SeriesInstanceUID": series,
+            "Modality": modality,
+            "SOPInstanceUID": uid,
+            "SOPClassUID": sop_class,
+            "InstanceNumber": number,
+        }
         index.add(tmp_path / f"{uid}.dcm", attributes)
     yield index  # type: ignore[misc]  (the same calls, either backend)
     index.close()
@@ -98,11 +104,22 @@ def test_a_list_of_uids_matches_each_uid(index: Index) -> None:
 def test_every_uid_key_takes_a_list(index: Index) -> None:
     series = _find(index, "SERIES", StudyInstanceUID=A_STUDY, SeriesInstanceUID=[A_CT, A_MR, B_CT])
     assert _column(series, "SeriesInstanceUID") == [A_CT, A_MR]  # B_CT is another study's
-    images = _find(index, "IMAGE", StudyInstanceUID=A_STUDY, SeriesInstanceUID=A_CT,
-                   SOPInstanceUID=["1.2.3.1.1.2", "1.2.3.1.1.1", "1.2.3.3.1.1"])  # fmt: skip
+    images = _find(
+        index,
+        "IMAGE",
+        StudyInstanceUID=A_STUDY,
+        SeriesInstanceUID=A_CT,
+        SOPInstanceUID=["1.2.3.1.1.2", "1.2.3.1.1.1", "1.2.3.3.1.1"],
+    )
     assert sorted(_column(images, "SOPInstanceUID")) == ["1.2.3.1.1.1", "1.2.3.1.1.2"]
-    by_class = _find(index, "IMAGE", StudyInstanceUID=A_STUDY, SeriesInstanceUID=A_MR,
-                     SOPClassUID=[MR, "1.2.3.99"], SOPInstanceUID="")  # fmt: skip
+    by_class = _find(
+        index,
+        "IMAGE",
+        StudyInstanceUID=A_STUDY,
+        SeriesInstanceUID=A_MR,
+        SOPClassUID=[MR, "1.2.3.99"],
+        SOPInstanceUID="",
+    )
     assert _column(by_class, "SOPInstanceUID") == ["1.2.3.1.2.1"]
 
 
@@ -168,8 +185,15 @@ def test_patient_root_and_study_root_levels(index: Index) -> None:
     # Study Root needs no PatientID above a series; Patient Root does, and keeps to that patient.
     assert len(_find(index, "SERIES", StudyInstanceUID=A_STUDY, SeriesInstanceUID="")) == 2
     assert _find(index, "SERIES", PATIENT_ROOT, PatientID=B, StudyInstanceUID=A_STUDY) == []
-    images = _find(index, "IMAGE", PATIENT_ROOT, PatientID=A, StudyInstanceUID=A_STUDY,
-                   SeriesInstanceUID=A_CT, SOPInstanceUID="")  # fmt: skip
+    images = _find(
+        index,
+        "IMAGE",
+        PATIENT_ROOT,
+        PatientID=A,
+        StudyInstanceUID=A_STUDY,
+        SeriesInstanceUID=A_CT,
+        SOPInstanceUID="",
+    )
     assert sorted(_column(images, "SOPInstanceUID")) == ["1.2.3.1.1.1", "1.2.3.1.1.2"]
 
 
@@ -201,8 +225,15 @@ def test_a_value_in_a_key_of_another_level_asks_for_a_relational_query(index: In
 
 def test_empty_keys_of_other_levels_are_return_keys(index: Index) -> None:
     """Above the level: returned (Study Root's study level holds the patient); below: not."""
-    found = _find(index, "SERIES", StudyInstanceUID=B_STUDY, PatientName="", PatientID="*",
-                  SeriesInstanceUID="", SOPInstanceUID="")  # fmt: skip
+    found = _find(
+        index,
+        "SERIES",
+        StudyInstanceUID=B_STUDY,
+        PatientName="",
+        PatientID="*",
+        SeriesInstanceUID="",
+        SOPInstanceUID="",
+    )
     assert len(found) == 1
     assert (found[0].PatientName, found[0].PatientID, found[0].SeriesInstanceUID) == (
         "Beta^Bob",
@@ -274,8 +305,13 @@ def test_a_retrieval_names_its_entities_by_unique_keys(index: Index) -> None:
         "1.2.3.3.1.2",
     ]
     assert _files(index, "PATIENT", PATIENT_ROOT, PatientID=B) == ["1.2.3.3.1.1", "1.2.3.3.1.2"]
-    assert _files(index, "IMAGE", StudyInstanceUID=A_STUDY, SeriesInstanceUID=A_CT,
-                  SOPInstanceUID=["1.2.3.1.1.2", "1.2.3.3.1.1"]) == ["1.2.3.1.1.2"]  # fmt: skip
+    assert _files(
+        index,
+        "IMAGE",
+        StudyInstanceUID=A_STUDY,
+        SeriesInstanceUID=A_CT,
+        SOPInstanceUID=["1.2.3.1.1.2", "1.2.3.3.1.1"],
+    ) == ["1.2.3.1.1.2"]
     # Other keys have no part in a retrieval: the whole study, not its MR series.
     assert len(_files(index, "STUDY", StudyInstanceUID=A_STUDY, Modality="MR")) == 3
 
@@ -283,16 +319,35 @@ def test_a_retrieval_names_its_entities_by_unique_keys(index: Index) -> None:
 @pytest.mark.parametrize(
     ("model", "level", "keys", "said"),
     [
-        (STUDY_ROOT, "IMAGE", {"SOPInstanceUID": "1.2.3.3.1.1"}, "IMAGE level without StudyInstanceUID"),
-        (STUDY_ROOT, "SERIES", {"StudyInstanceUID": A_STUDY}, "SERIES level with no value in SeriesInstanceUID"),
+        (
+            STUDY_ROOT,
+            "IMAGE",
+            {"SOPInstanceUID": "1.2.3.3.1.1"},
+            "IMAGE level without StudyInstanceUID",
+        ),
+        (
+            STUDY_ROOT,
+            "SERIES",
+            {"StudyInstanceUID": A_STUDY},
+            "SERIES level with no value in SeriesInstanceUID",
+        ),
         (STUDY_ROOT, "STUDY", {"PatientID": A}, "STUDY level with no value in StudyInstanceUID"),
-        (STUDY_ROOT, "STUDY", {"StudyInstanceUID": "*"}, "STUDY level with '*' in StudyInstanceUID"),
+        (
+            STUDY_ROOT,
+            "STUDY",
+            {"StudyInstanceUID": "*"},
+            "STUDY level with '*' in StudyInstanceUID",
+        ),
         (PATIENT_ROOT, "PATIENT", {"PatientID": "P*"}, "PATIENT level with 'P*' in PatientID"),
         (PATIENT_ROOT, "STUDY", {"StudyInstanceUID": B_STUDY}, "STUDY level without PatientID"),
-        (PATIENT_ROOT, "IMAGE", {"PatientID": B, "StudyInstanceUID": B_STUDY, "SOPInstanceUID": "1.2.3.3.1.1"},
-         "IMAGE level without SeriesInstanceUID"),
+        (
+            PATIENT_ROOT,
+            "IMAGE",
+            {"PatientID": B, "StudyInstanceUID": B_STUDY, "SOPInstanceUID": "1.2.3.3.1.1"},
+            "IMAGE level without SeriesInstanceUID",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_retrieval_without_its_unique_keys_is_refused(
     index: Index, model: QueryModel, level: str, keys: dict[str, str], said: str
 ) -> None:
@@ -305,9 +360,15 @@ def test_a_retrieval_without_its_unique_keys_is_refused(
 
 
 def test_study_level_counts_modalities_and_sop_classes(index: Index) -> None:
-    found = _find(index, "STUDY", StudyInstanceUID=A_STUDY, ModalitiesInStudy="",
-                  SOPClassesInStudy="", NumberOfStudyRelatedSeries="",
-                  NumberOfStudyRelatedInstances="")  # fmt: skip
+    found = _find(
+        index,
+        "STUDY",
+        StudyInstanceUID=A_STUDY,
+        ModalitiesInStudy="",
+        SOPClassesInStudy="",
+        NumberOfStudyRelatedSeries="",
+        NumberOfStudyRelatedInstances="",
+    )
     (study,) = found
     assert list(study.ModalitiesInStudy) == ["CT", "MR"]
     assert list(study.SOPClassesInStudy) == [CT, MR]
@@ -315,17 +376,28 @@ def test_study_level_counts_modalities_and_sop_classes(index: Index) -> None:
 
 
 def test_patient_and_series_level_counts(index: Index) -> None:
-    (patient,) = _find(index, "PATIENT", PATIENT_ROOT, PatientID=A,
-                       NumberOfPatientRelatedStudies="", NumberOfPatientRelatedSeries="",
-                       NumberOfPatientRelatedInstances="")  # fmt: skip
+    (patient,) = _find(
+        index,
+        "PATIENT",
+        PATIENT_ROOT,
+        PatientID=A,
+        NumberOfPatientRelatedStudies="",
+        NumberOfPatientRelatedSeries="",
+        NumberOfPatientRelatedInstances="",
+    )
     counts = (
         patient.NumberOfPatientRelatedStudies,
         patient.NumberOfPatientRelatedSeries,
         patient.NumberOfPatientRelatedInstances,
     )
     assert counts == (2, 3, 4)
-    series = _find(index, "SERIES", StudyInstanceUID=A_STUDY, SeriesInstanceUID="",
-                   NumberOfSeriesRelatedInstances="")  # fmt: skip
+    series = _find(
+        index,
+        "SERIES",
+        StudyInstanceUID=A_STUDY,
+        SeriesInstanceUID="",
+        NumberOfSeriesRelatedInstances="",
+    )
     assert {s.SeriesInstanceUID: s.NumberOfSeriesRelatedInstances for s in series} == {
         A_CT: 2,
         A_MR: 1,

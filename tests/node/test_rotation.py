@@ -144,8 +144,13 @@ def test_rotation_under_load_loses_nothing(
 
 
 async def _expiring(site: Site, tmp: Path, lifetime: dt.timedelta) -> list[str]:
-    soon = site.add("short", "short.radiology.example", ["localhost"], ["127.0.0.1"],
-                    not_after=dt.datetime.now(dt.UTC) + lifetime)  # fmt: skip
+    soon = site.add(
+        "short",
+        "short.radiology.example",
+        ["localhost"],
+        ["127.0.0.1"],
+        not_after=dt.datetime.now(dt.UTC) + lifetime,
+    )
     assert soon.certificate.not_valid_after_utc > dt.datetime.now(dt.UTC)
     warned = asyncio.Event()
     messages: list[str] = []

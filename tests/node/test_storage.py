@@ -23,7 +23,12 @@ def _make_file(path: Path, pixels: int = 300_000, pixel_data: bytes | None = Non
     ds.PatientName, ds.PatientID = "Doe^Jane", "P1"
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = STUDY_UID, SERIES_UID, "CT"
     frames = max(1, pixels // 1_000_000)  # Rows must stay a 16-bit value
-    ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, pixels // (1000 * frames), 1000, 1
+    ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = (
+        8,
+        pixels // (1000 * frames),
+        1000,
+        1,
+    )
     if frames > 1:
         ds.NumberOfFrames = frames
     ds.PixelData = pixel_data if pixel_data is not None else bytes(i % 256 for i in range(pixels))
@@ -42,8 +47,13 @@ def test_stream_a_file_through_the_store(tmp_path: Path) -> None:
     assert header.sop_instance_uid == ds.SOPInstanceUID
     assert header.transfer_syntax_uid == ExplicitVRLittleEndian
     store = DurableStore(tmp_path / "store")
-    incoming = store.begin(header.sop_class_uid, header.sop_instance_uid, header.transfer_syntax_uid,
-                           implementation_class_uid="1.2.826.0.1.3680043.10.1", source_ae_title="SCU")  # fmt: skip
+    incoming = store.begin(
+        header.sop_class_uid,
+        header.sop_instance_uid,
+        header.transfer_syntax_uid,
+        implementation_class_uid="1.2.826.0.1.3680043.10.1",
+        source_ae_title="SCU",
+    )
     for block in iter_blocks(header, block_size=65536):
         incoming.write(block)
     assert not list(store.objects.rglob("*.dcm"))  # nothing visible before commit

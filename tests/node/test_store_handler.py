@@ -92,7 +92,9 @@ def test_large_fragments_are_written_behind_and_the_backlog_is_bounded(tmp_path:
     assert pydicom.dcmread(path).PixelData == ds.PixelData
 
 
-def test_an_association_lost_mid_object_leaves_nothing_even_with_writes_queued(tmp_path: Path) -> None:
+def test_an_association_lost_mid_object_leaves_nothing_even_with_writes_queued(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "big.dcm"
     _make_file(source, pixels=12 * MIB)
     uid, fragments = _fragments(source, 4 * MIB)

@@ -51,9 +51,15 @@ def make_object(
 
 
 def _write(
-    path: Path, uid: str, patient_id: str, study: str, series: str, sop_class: str, marker: int,
+    path: Path,
+    uid: str,
+    patient_id: str,
+    study: str,
+    series: str,
+    sop_class: str,
+    marker: int,
     syntax: str,
-) -> Path:  # fmt: skip
+) -> Path:
     ds = Dataset()
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, uid
     ds.PatientName, ds.PatientID = f"Patient^{patient_id[:8]}", patient_id
@@ -90,9 +96,12 @@ class _Node:
         index = Index(root / "index.sqlite")
         told: list[Resent] = []
         handler = DurableStoreHandler(
-            store, index.add, keep=INDEXED_KEYWORDS, identity_of=index.identity,
+            store,
+            index.add,
+            keep=INDEXED_KEYWORDS,
+            identity_of=index.identity,
             on_resent=lambda _association, resent: told.append(resent),
-        )  # fmt: skip
+        )
         return cls(store, index, handler, told)
 
     async def receive(self, path: Path, peer: str = "127.0.0.1:1") -> int:
@@ -135,8 +144,11 @@ def test_the_same_object_again_replaces_the_copy_held(node: _Node, tmp_path: Pat
     assert asyncio.run(node.receive(make_object(tmp_path / "b.dcm", uid, marker=2))) == 0
     assert node.held(uid) == ("P1", 2)  # the corrected copy is the one on disk
     assert node.index.identity(uid, IDENTITY) == {
-        "PatientID": "P1", "StudyInstanceUID": STUDY, "SeriesInstanceUID": SERIES, "SOPClassUID": CT,
-    }  # fmt: skip
+        "PatientID": "P1",
+        "StudyInstanceUID": STUDY,
+        "SeriesInstanceUID": SERIES,
+        "SOPClassUID": CT,
+    }
     assert [(r.sop_instance_uid, r.replaced) for r in node.told] == [(uid, True)]
     assert node.index.count() == 1 and _leftovers(node) == []
 
@@ -152,9 +164,12 @@ def test_the_same_object_again_replaces_the_copy_held(node: _Node, tmp_path: Pat
     ],
 )
 def test_another_object_under_a_held_uid_is_refused_and_the_held_one_kept(
-    node: _Node, tmp_path: Path, change: dict[str, str], differs: list[str],
+    node: _Node,
+    tmp_path: Path,
+    change: dict[str, str],
+    differs: list[str],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     uid = generate_uid()
     assert asyncio.run(node.receive(make_object(tmp_path / "victim.dcm", uid, marker=1))) == 0
     victim_file = node.store.path_for(uid).read_bytes()

@@ -48,10 +48,18 @@ class NodeProcess:
         self.starts += 1
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [EXE, "serve", *self.args], stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.folder
+                [EXE, "serve", *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.folder,
             )
         self.pids.append(self.proc.pid)
-        wait_for(lambda: "listening on" in self.log.read_text(errors="replace"), f"node {self.name}", proc=self.proc)
+        wait_for(
+            lambda: "listening on" in self.log.read_text(errors="replace"),
+            f"node {self.name}",
+            proc=self.proc,
+        )
 
     def kill(self) -> None:
         """SIGKILL: no handler runs, nothing is flushed or closed."""
@@ -75,7 +83,8 @@ class NodeProcess:
 
     def output(self) -> str:
         return "".join(
-            (self.folder / f"serve-{n}.log").read_text(errors="replace") for n in range(1, self.starts + 1)
+            (self.folder / f"serve-{n}.log").read_text(errors="replace")
+            for n in range(1, self.starts + 1)
         )
 
 
@@ -129,16 +138,37 @@ backend nodes
 
 
 def node_args(
-    site: Site, folder: Path, port: int, metrics_port: int, *extra: str, proxy: bool = True,
+    site: Site,
+    folder: Path,
+    port: int,
+    metrics_port: int,
+    *extra: str,
+    proxy: bool = True,
     ae_title: str = "PACS",
 ) -> list[str]:
     chain, key = site.files("pacs")
     args = [
-        "--host", "127.0.0.1", "--port", str(port), "--store", str(folder / "store"),
-        "--ae-title", ae_title, "--tls-cert", str(chain), "--tls-key", str(key), "--ca", str(site.ca_file),
-        "--metrics-port", str(metrics_port), "--audit", f"file:{folder / 'audit.log'}",
-        "--max-per-peer", "100",
-    ]  # fmt: skip
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--store",
+        str(folder / "store"),
+        "--ae-title",
+        ae_title,
+        "--tls-cert",
+        str(chain),
+        "--tls-key",
+        str(key),
+        "--ca",
+        str(site.ca_file),
+        "--metrics-port",
+        str(metrics_port),
+        "--audit",
+        f"file:{folder / 'audit.log'}",
+        "--max-per-peer",
+        "100",
+    ]
     if proxy:
         args += ["--trusted-proxy", f"{PROXY_SOURCE}/32"]
     return [*args, *extra]
@@ -149,9 +179,13 @@ def start_viewer(site: Site, folder: Path) -> NodeProcess:
     folder.mkdir(parents=True)
     port = free_port()
     viewer = NodeProcess(
-        "viewer", node_args(site, folder, port, free_port(), proxy=False, ae_title="VIEWER"), folder,
-        {**os.environ, "COLUMNS": "200"}, port, 0,
-    )  # fmt: skip
+        "viewer",
+        node_args(site, folder, port, free_port(), proxy=False, ae_title="VIEWER"),
+        folder,
+        {**os.environ, "COLUMNS": "200"},
+        port,
+        0,
+    )
     viewer.start()
     return viewer
 
@@ -167,7 +201,9 @@ def start_cluster(
         where = folder / f"node-{name}"
         where.mkdir(parents=True, exist_ok=True)
         port, metrics = free_port(), free_port()
-        node = NodeProcess(name, node_args(site, where, port, metrics, *extra), where, environment, port, metrics)
+        node = NodeProcess(
+            name, node_args(site, where, port, metrics, *extra), where, environment, port, metrics
+        )
         nodes.append(node)
     try:
         for node in nodes:
@@ -192,7 +228,9 @@ def _until_all_up(cluster: Cluster, timeout: float = 20) -> None:
     for node in cluster.nodes:
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/healthz", timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{node.metrics_port}/healthz", timeout=5
+                ) as r:
                     if r.status == 200:
                         break
             except OSError:

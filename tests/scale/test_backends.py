@@ -51,12 +51,26 @@ def _objects(folder: Path) -> list[Path]:
             for n in range(1, count + 1):
                 ds = Dataset()
                 ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
-                ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = name, patient, birth, sex
+                ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = (
+                    name,
+                    patient,
+                    birth,
+                    sex,
+                )
                 ds.StudyInstanceUID, ds.StudyDate, ds.AccessionNumber = study, date, accession
-                ds.SeriesInstanceUID, ds.SeriesNumber, ds.Modality = f"{study}.{s}", str(s), modality
+                ds.SeriesInstanceUID, ds.SeriesNumber, ds.Modality = (
+                    f"{study}.{s}",
+                    str(s),
+                    modality,
+                )
                 ds.InstanceNumber = str(n)
                 pixels = BIG if (study, s, n) == (S3_STUDY, 1, 3) else 4096 + len(files)
-                ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = pixels // 1000, 1000, 8, 1
+                ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = (
+                    pixels // 1000,
+                    1000,
+                    8,
+                    1,
+                )
                 ds.PixelData = bytes((i * 7 + n) % 251 for i in range((pixels // 1000) * 1000))
                 ds.file_meta = FileMetaDataset()
                 ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -83,21 +97,58 @@ def _identifier(level: str, **keys: object) -> Dataset:
 
 
 QUERIES: list[tuple[QueryModel, Dataset]] = [
-    (STUDY_ROOT, _identifier("STUDY", StudyInstanceUID="", PatientID="", PatientName="", StudyDate="",
-                             AccessionNumber="", ModalitiesInStudy="", SOPClassesInStudy="",
-                             NumberOfStudyRelatedSeries="", NumberOfStudyRelatedInstances="")),
+    (
+        STUDY_ROOT,
+        _identifier(
+            "STUDY",
+            StudyInstanceUID="",
+            PatientID="",
+            PatientName="",
+            StudyDate="",
+            AccessionNumber="",
+            ModalitiesInStudy="",
+            SOPClassesInStudy="",
+            NumberOfStudyRelatedSeries="",
+            NumberOfStudyRelatedInstances="",
+        ),
+    ),
     (STUDY_ROOT, _identifier("STUDY", StudyInstanceUID="", PatientName="alpha*")),
     (STUDY_ROOT, _identifier("STUDY", StudyInstanceUID="", StudyDate="20240115-20240215")),
     (STUDY_ROOT, _identifier("STUDY", StudyInstanceUID="", ModalitiesInStudy="MR")),
     (STUDY_ROOT, _identifier("STUDY", StudyInstanceUID="", AccessionNumber="A?")),
-    (STUDY_ROOT, _identifier("SERIES", StudyInstanceUID=S1, SeriesInstanceUID="", Modality="",
-                             NumberOfSeriesRelatedInstances="")),
-    (STUDY_ROOT, _identifier("IMAGE", StudyInstanceUID=S3_STUDY, SeriesInstanceUID=f"{S3_STUDY}.1",
-                             SOPInstanceUID="", InstanceNumber="")),
-    (PATIENT_ROOT, _identifier("PATIENT", PatientID="", PatientName="", PatientBirthDate="",
-                               NumberOfPatientRelatedStudies="", NumberOfPatientRelatedInstances="")),
+    (
+        STUDY_ROOT,
+        _identifier(
+            "SERIES",
+            StudyInstanceUID=S1,
+            SeriesInstanceUID="",
+            Modality="",
+            NumberOfSeriesRelatedInstances="",
+        ),
+    ),
+    (
+        STUDY_ROOT,
+        _identifier(
+            "IMAGE",
+            StudyInstanceUID=S3_STUDY,
+            SeriesInstanceUID=f"{S3_STUDY}.1",
+            SOPInstanceUID="",
+            InstanceNumber="",
+        ),
+    ),
+    (
+        PATIENT_ROOT,
+        _identifier(
+            "PATIENT",
+            PatientID="",
+            PatientName="",
+            PatientBirthDate="",
+            NumberOfPatientRelatedStudies="",
+            NumberOfPatientRelatedInstances="",
+        ),
+    ),
     (PATIENT_ROOT, _identifier("STUDY", PatientID="P1", StudyInstanceUID="", StudyDate="")),
-]  # fmt: skip
+]
 
 
 def _answers(found: list[Dataset]) -> list[dict[str, str]]:
@@ -119,22 +170,33 @@ async def _run(site: Site, tmp: Path, files: list[Path], **backend: str) -> dict
                 out["found"] = [
                     _answers([m async for m in ct.find(query, model)]) for model, query in QUERIES
                 ]
-                moved = await ct.move(_identifier("STUDY", StudyInstanceUID=S1), "VIEWER", STUDY_ROOT)
+                moved = await ct.move(
+                    _identifier("STUDY", StudyInstanceUID=S1), "VIEWER", STUDY_ROOT
+                )
                 got_store = DurableStore(tmp / "got", flat=True)
                 got = await ct.get(
-                    _identifier("STUDY", StudyInstanceUID=S3_STUDY), DurableStoreHandler(got_store), STUDY_ROOT
+                    _identifier("STUDY", StudyInstanceUID=S3_STUDY),
+                    DurableStoreHandler(got_store),
+                    STUDY_ROOT,
                 )
-                out["moved"], out["got"] = (moved.completed, moved.failed), (got.completed, got.failed)
+                out["moved"], out["got"] = (
+                    (moved.completed, moved.failed),
+                    (got.completed, got.failed),
+                )
             out["received"] = sorted(data_set_digest(p) for p in viewer.store.stored_files())
             out["fetched"] = sorted(data_set_digest(p) for p in got_store.stored_files())
             if isinstance(pacs.index, PostgresIndex):
                 out["rows"] = {
-                    read_header(f).sop_instance_uid: pacs.index.stored(read_header(f).sop_instance_uid)
+                    read_header(f).sop_instance_uid: pacs.index.stored(
+                        read_header(f).sop_instance_uid
+                    )
                     for f in files
                 }
                 if isinstance(pacs.store, S3ObjectStore):
                     out["in_s3"] = {
-                        path: hashlib.sha256(pacs.store.client.get(pacs.store.location.bucket, path)[0]).hexdigest()
+                        path: hashlib.sha256(
+                            pacs.store.client.get(pacs.store.location.bucket, path)[0]
+                        ).hexdigest()
                         for path, _, _ in out["rows"].values()
                     }
     return out
@@ -151,7 +213,10 @@ def results(
     backends = {
         "sqlite+folder": {},
         "postgresql+folder": {"index": postgres.new_database()},
-        "postgresql+s3": {"index": postgres.new_database(), "objects": seaweedfs.url(seaweedfs.new_bucket())},
+        "postgresql+s3": {
+            "index": postgres.new_database(),
+            "objects": seaweedfs.url(seaweedfs.new_bucket()),
+        },
     }
     env = seaweedfs.environment()
     with pytest.MonkeyPatch.context() as patch:
@@ -183,13 +248,21 @@ def test_c_find_gives_the_same_answers_on_every_backend(results: dict[str, dict[
     assert [s["StudyInstanceUID"] for s in in_range] == [S3_STUDY]
     assert [s["StudyInstanceUID"] for s in with_mr] == [S1]
     assert len(accession) == 3
-    assert [(s["Modality"], s["NumberOfSeriesRelatedInstances"]) for s in series] == [("CT", "2"), ("MR", "1")]
+    assert [(s["Modality"], s["NumberOfSeriesRelatedInstances"]) for s in series] == [
+        ("CT", "2"),
+        ("MR", "1"),
+    ]
     assert [i["InstanceNumber"] for i in images] == ["1", "2", "3"]
-    assert [(p["PatientID"], p["NumberOfPatientRelatedInstances"]) for p in patients] == [("P1", "5"), ("P2", "3")]
+    assert [(p["PatientID"], p["NumberOfPatientRelatedInstances"]) for p in patients] == [
+        ("P1", "5"),
+        ("P2", "3"),
+    ]
     assert [s["StudyDate"] for s in p1] == ["20240101", "20240301"]
 
 
-def test_c_move_and_c_get_send_the_same_objects_byte_for_byte(results: dict[str, dict[str, Any]]) -> None:
+def test_c_move_and_c_get_send_the_same_objects_byte_for_byte(
+    results: dict[str, dict[str, Any]],
+) -> None:
     sent = {read_header(f).sop_instance_uid: data_set_digest(f) for f in results["sent"]["files"]}
     by_study: dict[str, list[str]] = {}
     for f in results["sent"]["files"]:
@@ -202,7 +275,9 @@ def test_c_move_and_c_get_send_the_same_objects_byte_for_byte(results: dict[str,
         assert result["fetched"] == sorted(by_study[S3_STUDY]), name  # with the 3 MB object
 
 
-def test_with_s3_every_row_names_an_object_with_its_sha256(results: dict[str, dict[str, Any]]) -> None:
+def test_with_s3_every_row_names_an_object_with_its_sha256(
+    results: dict[str, dict[str, Any]],
+) -> None:
     rows = results["postgresql+s3"]["rows"]
     in_s3 = results["postgresql+s3"]["in_s3"]
     assert len(rows) == len(results["sent"]["files"])

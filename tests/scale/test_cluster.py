@@ -87,7 +87,9 @@ class Sender:
     acknowledged: set[str]
     failures: int = 0
 
-    async def run(self, site: Site, port: int, progress: asyncio.Event, half: int, total: list[int]) -> None:
+    async def run(
+        self, site: Site, port: int, progress: asyncio.Event, half: int, total: list[int]
+    ) -> None:
         todo = list(self.files)
         with self.journal.open("a") as journal:
             for _attempt in range(200):
@@ -95,9 +97,13 @@ class Sender:
                     return
                 try:
                     async with await associate(
-                        "127.0.0.1", port, site.settings("ct1"), calling_ae=self.name, called_ae="PACS",
+                        "127.0.0.1",
+                        port,
+                        site.settings("ct1"),
+                        calling_ae=self.name,
+                        called_ae="PACS",
                         proposals=qr_proposals(),
-                    ) as assoc:  # fmt: skip
+                    ) as assoc:
                         async for path, status in assoc.store_many(todo):
                             if status == 0:
                                 uid = read_header(path).sop_instance_uid
@@ -114,14 +120,18 @@ class Sender:
             raise AssertionError(f"{self.name}: {len(todo)} objects never acknowledged")
 
 
-async def _send_and_kill(site: Site, cluster: Cluster, files: list[Path], folder: Path, victim: NodeProcess) -> list[Sender]:
+async def _send_and_kill(
+    site: Site, cluster: Cluster, files: list[Path], folder: Path, victim: NodeProcess
+) -> list[Sender]:
     senders = [
-        Sender(f"MOD{n}", files[n::SENDERS], folder / f"journal-{n}.txt", set()) for n in range(SENDERS)
+        Sender(f"MOD{n}", files[n::SENDERS], folder / f"journal-{n}.txt", set())
+        for n in range(SENDERS)
     ]
     half = asyncio.Event()
     total = [0]
     tasks = [
-        asyncio.create_task(s.run(site, cluster.port, half, len(files) // 2, total)) for s in senders
+        asyncio.create_task(s.run(site, cluster.port, half, len(files) // 2, total))
+        for s in senders
     ]
     await half.wait()
     victim.kill()  # SIGKILL halfway, associations and uploads in flight
@@ -144,7 +154,10 @@ def _audit_sources(nodes: list[NodeProcess]) -> Counter[str]:
             record = etree.fromstring(line)
             event = record.find("EventIdentification")
             assert event is not None
-            if event.find("EventID").get("csd-code") != "110104" or event.get("EventActionCode") != "C":  # type: ignore[union-attr]
+            if (
+                event.find("EventID").get("csd-code") != "110104"
+                or event.get("EventActionCode") != "C"
+            ):  # type: ignore[union-attr]
                 continue
             for participant in record.iter("ActiveParticipant"):
                 if participant.get("UserIsRequestor") == "true":
@@ -159,16 +172,27 @@ def objects(tmp_path_factory: pytest.TempPathFactory) -> tuple[Site, list[Path]]
 
 
 def test_three_nodes_one_killed_nothing_acknowledged_is_lost(
-    objects: tuple[Site, list[Path]], tmp_path: Path, postgres: PostgresServer, seaweedfs: SeaweedServer
+    objects: tuple[Site, list[Path]],
+    tmp_path: Path,
+    postgres: PostgresServer,
+    seaweedfs: SeaweedServer,
 ) -> None:
     site, files = objects
     dsn, bucket = postgres.new_database(), seaweedfs.new_bucket()
     url = seaweedfs.url(bucket)
     viewer = start_viewer(site, tmp_path / "viewer")
     cluster = start_cluster(
-        site, tmp_path, 3, "--index", dsn, "--objects", url, "--move-destination",
-        f"VIEWER=127.0.0.1:{viewer.port}", env=seaweedfs.environment(),
-    )  # fmt: skip
+        site,
+        tmp_path,
+        3,
+        "--index",
+        dsn,
+        "--objects",
+        url,
+        "--move-destination",
+        f"VIEWER=127.0.0.1:{viewer.port}",
+        env=seaweedfs.environment(),
+    )
     a, b, _ = cluster.nodes
     try:
         senders = asyncio.run(_send_and_kill(site, cluster, files, tmp_path, victim=b))
@@ -178,8 +202,12 @@ def test_three_nodes_one_killed_nothing_acknowledged_is_lost(
         assert sum(s.failures for s in senders) >= 1  # the kill did cut associations
 
         index = PostgresIndex(dsn)
-        store = S3ObjectStore(parse_s3_url(url), index, tmp_path / "check-spool",
-                              credentials=Credentials(S3_ACCESS_KEY, S3_SECRET_KEY))  # fmt: skip
+        store = S3ObjectStore(
+            parse_s3_url(url),
+            index,
+            tmp_path / "check-spool",
+            credentials=Credentials(S3_ACCESS_KEY, S3_SECRET_KEY),
+        )
         try:
             sent = {read_header(f).sop_instance_uid: f for f in files}
             lost = []
@@ -200,8 +228,11 @@ def test_three_nodes_one_killed_nothing_acknowledged_is_lost(
             # The janitor, as an operator runs it; then no orphans and no intents.
             done = subprocess.run(
                 [EXE, "janitor", "--index", dsn, "--objects", url, "--grace", "0"],
-                capture_output=True, text=True, timeout=120, env={**os.environ, **seaweedfs.environment()},
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, **seaweedfs.environment()},
+            )
             assert done.returncode == 0, done.stderr
             keys = {key for key, _ in store.client.list(bucket)}
             with index._connection() as db:
@@ -214,7 +245,9 @@ def test_three_nodes_one_killed_nothing_acknowledged_is_lost(
             study_of_b = _a_study_stored_by(index, files, {str(pid) for pid in b.pids})
             moved = asyncio.run(_move_via(site, cluster.via[a.name], study_of_b))
             assert moved.completed >= 1 and moved.failed == 0
-            received = {data_set_digest(p) for p in (viewer.folder / "store" / "objects").glob("*/*.dcm")}
+            received = {
+                data_set_digest(p) for p in (viewer.folder / "store" / "objects").glob("*/*.dcm")
+            }
             assert received == {data_set_digest(f) for f in files if _study(f) == study_of_b}
         finally:
             store.close()
@@ -223,7 +256,9 @@ def test_three_nodes_one_killed_nothing_acknowledged_is_lost(
         cluster.stop()
         viewer.stop()
     sources = _audit_sources(cluster.nodes)
-    assert set(sources) == {"127.0.0.1"} and sum(sources.values()) >= 1, sources  # never PROXY_SOURCE
+    assert set(sources) == {"127.0.0.1"} and sum(sources.values()) >= 1, (
+        sources
+    )  # never PROXY_SOURCE
     logged = "".join(n.output() for n in cluster.nodes)
     assert f"{PROXY_SOURCE}:" not in logged  # no line takes the balancer for a peer
 
@@ -279,7 +314,11 @@ async def _move_via(site: Site, port: int, study: str) -> RetrieveResult:
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = study
     async with await associate(
-        "127.0.0.1", port, site.settings("ct1"), calling_ae="WORKSTATION", called_ae="PACS",
+        "127.0.0.1",
+        port,
+        site.settings("ct1"),
+        calling_ae="WORKSTATION",
+        called_ae="PACS",
         proposals=qr_proposals(),
-    ) as assoc:  # fmt: skip
+    ) as assoc:
         return await assoc.move(identifier, "VIEWER", QueryModel.STUDY_ROOT)

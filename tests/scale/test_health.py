@@ -69,13 +69,18 @@ def test_an_index_or_store_out_of_reach_is_a_503(
                 admin.execute(f'DROP DATABASE "{dsn.rsplit("/", 1)[1]}" WITH (FORCE)')
             answers.append(await asyncio.to_thread(_until, node, 503))
         async with running(
-            site, tmp_path / "store2", metrics_port=0, index=postgres.new_database(),
+            site,
+            tmp_path / "store2",
+            metrics_port=0,
+            index=postgres.new_database(),
             objects=seaweedfs.url("no-such-bucket"),
-        ) as node:  # fmt: skip
+        ) as node:
             answers.append(await asyncio.to_thread(healthz, node))
         return answers
 
     ok, no_index, no_bucket = asyncio.run(run())
     assert ok == (200, "ok\n")
     assert no_index[0] == 503 and no_index[1].startswith("unavailable: index unreachable")
-    assert no_bucket[0] == 503 and "object store unreachable" in no_bucket[1] and "404" in no_bucket[1]
+    assert (
+        no_bucket[0] == 503 and "object store unreachable" in no_bucket[1] and "404" in no_bucket[1]
+    )

@@ -25,8 +25,12 @@ from ..node.test_storage import _make_file
 from ..servers import S3_ACCESS_KEY, S3_SECRET_KEY, PostgresServer, SeaweedServer, free_port
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-ATTRIBUTES = {"PatientID": "P1", "StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.3.4",
-              "SOPClassUID": CT}  # fmt: skip
+ATTRIBUTES = {
+    "PatientID": "P1",
+    "StudyInstanceUID": "1.2.3",
+    "SeriesInstanceUID": "1.2.3.4",
+    "SOPClassUID": CT,
+}
 
 
 @pytest.fixture
@@ -35,9 +39,11 @@ def backends(
 ) -> Iterator[tuple[PostgresIndex, S3ObjectStore]]:
     index = PostgresIndex(postgres.new_database())
     store = S3ObjectStore(
-        parse_s3_url(seaweedfs.url(seaweedfs.new_bucket())), index, tmp_path / "spool",
+        parse_s3_url(seaweedfs.url(seaweedfs.new_bucket())),
+        index,
+        tmp_path / "spool",
         credentials=Credentials(S3_ACCESS_KEY, S3_SECRET_KEY),
-    )  # fmt: skip
+    )
     yield index, store
     store.close()
     index.close()
@@ -67,7 +73,13 @@ def test_an_upload_no_row_names_is_removed_by_the_janitor(
     index, store = backends
     orphan = _upload(store, "1.2.3.4.1")
     kept = _upload(store, "1.2.3.4.2")
-    index.add(kept, {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.2"}, size=kept.size, sha256=kept.sha256, settles=True)
+    index.add(
+        kept,
+        {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.2"},
+        size=kept.size,
+        sha256=kept.sha256,
+        settles=True,
+    )
     assert _keys(store) == {str(orphan), str(kept)}
     assert _pending(index) == [(str(orphan), False)]
     janitor = Janitor(index, store)
@@ -87,7 +99,13 @@ def test_an_upload_the_janitor_took_is_never_indexed(
     with index._connection() as db:  # the janitor's first step: mark it doomed
         db.execute("UPDATE pending_objects SET doomed = true")
     with pytest.raises(ObjectReaped):
-        index.add(late, {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.3"}, size=late.size, sha256=late.sha256, settles=True)
+        index.add(
+            late,
+            {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.3"},
+            size=late.size,
+            sha256=late.sha256,
+            settles=True,
+        )
     assert index.count() == 0
     swept = Janitor(index, store).run()  # doomed names are finished whatever their age
     assert swept is not None and swept.removed == 1 and _keys(store) == set()
@@ -113,17 +131,24 @@ def test_a_replaced_copy_is_the_janitors_and_the_new_one_stays(
     index, store = backends
     attributes = {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.5"}
     first = _upload(store, "1.2.3.4.5")
-    assert index.add(first, attributes, size=first.size, sha256=first.sha256, settles=True) == "added"
+    assert (
+        index.add(first, attributes, size=first.size, sha256=first.sha256, settles=True) == "added"
+    )
     again = _upload(store, "1.2.3.4.5", b"\1" * 5000)
     assert str(again) != str(first)  # a key per attempt: the copy on record is never overwritten
-    assert index.add(again, attributes, size=again.size, sha256=again.sha256, settles=True) == "replaced"
+    assert (
+        index.add(again, attributes, size=again.size, sha256=again.sha256, settles=True)
+        == "replaced"
+    )
     assert _pending(index) == [(str(first), False)]
     swept = Janitor(index, store).run(grace=0)
     assert swept is not None and swept.removed == 1
     assert _keys(store) == {str(again)}
     other = _upload(store, "1.2.3.4.5")
     with pytest.raises(SameUidAnotherObject):  # another series under the same UID
-        index.add(other, {**attributes, "SeriesInstanceUID": "9.9"}, size=1, sha256="", settles=True)
+        index.add(
+            other, {**attributes, "SeriesInstanceUID": "9.9"}, size=1, sha256="", settles=True
+        )
 
 
 def test_no_success_while_s3_cannot_be_reached(
@@ -164,6 +189,13 @@ def test_an_object_whose_patient_differs_from_its_studys_is_judged_against_itsel
         other = {**ATTRIBUTES, "SOPInstanceUID": "1.2.3.4.9", "PatientID": "P2"}
         index.add(Path("/a"), first)
         index.add(Path("/b"), other)
-        held = index.identity("1.2.3.4.9", ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"])
-        assert held == {"PatientID": "P2", "StudyInstanceUID": "1.2.3", "SeriesInstanceUID": "1.2.3.4", "SOPClassUID": CT}
+        held = index.identity(
+            "1.2.3.4.9", ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"]
+        )
+        assert held == {
+            "PatientID": "P2",
+            "StudyInstanceUID": "1.2.3",
+            "SeriesInstanceUID": "1.2.3.4",
+            "SOPClassUID": CT,
+        }
         assert index.add(Path("/b2"), other) == "replaced"

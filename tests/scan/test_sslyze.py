@@ -52,10 +52,21 @@ PROFILE = get_profile(DEFAULT_PROFILE)
 
 #: What sslyze is asked to scan: only these commands, so a scan takes a few seconds.
 SCAN_COMMANDS = (
-    "--sslv3", "--tlsv1", "--tlsv1_1", "--tlsv1_2", "--tlsv1_3",
-    "--certinfo", "--reneg", "--compression", "--ems", "--fallback", "--elliptic_curves",
-    "--heartbleed", "--openssl_ccs", "--robot",
-)  # fmt: skip
+    "--sslv3",
+    "--tlsv1",
+    "--tlsv1_1",
+    "--tlsv1_2",
+    "--tlsv1_3",
+    "--certinfo",
+    "--reneg",
+    "--compression",
+    "--ems",
+    "--fallback",
+    "--elliptic_curves",
+    "--heartbleed",
+    "--openssl_ccs",
+    "--robot",
+)
 
 #: Suite classes nothing of ours may accept, with where they are ruled out. Each is a test on the
 #: IANA name sslyze reports (sslyze's TLS 1.3 names have no key exchange part: always ephemeral).
@@ -138,10 +149,20 @@ def run_sslyze(port: int, out: Path, *args: str) -> dict[str, Any]:
     if not SSLYZE.exists():
         pytest.fail(f"{SSLYZE} is missing: run `bash scripts/setup.sh` (it installs sslyze there)")
     done = subprocess.run(
-        [str(SSLYZE), "--quiet", "--mozilla_config", "disable", "--json_out", str(out), *args,
-         f"127.0.0.1:{port}"],
-        capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+        [
+            str(SSLYZE),
+            "--quiet",
+            "--mozilla_config",
+            "disable",
+            "--json_out",
+            str(out),
+            *args,
+            f"127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     document = json.loads(out.read_text())
     (server,) = document["server_scan_results"]
@@ -154,14 +175,34 @@ def run_sslyze(port: int, out: Path, *args: str) -> dict[str, Any]:
 
 def scan(node: Node, ca: Path, chain_file: Path, client: CredentialFiles, out: Path) -> Scanned:
     started = time.monotonic()
-    server = run_sslyze(node.port, out, "--cert", str(client.chain), "--key", str(client.key),
-                        "--keyform", "PEM", "--certinfo_ca_file", str(ca), *SCAN_COMMANDS)  # fmt: skip
+    server = run_sslyze(
+        node.port,
+        out,
+        "--cert",
+        str(client.chain),
+        "--key",
+        str(client.key),
+        "--keyform",
+        "PEM",
+        "--certinfo_ca_file",
+        str(ca),
+        *SCAN_COMMANDS,
+    )
     # SSL 2.0 apart, with the client's leaf alone: sslyze's legacy OpenSSL (1.0.2, for SSL 2.0)
     # cannot load a certificate chain into an SSL 2.0 context, which has no chains (its error:
     # "invalid input, usage, or OpenSSL build configuration?"). The node refuses SSL 2.0 at the
     # hello, before any certificate, so this does not weaken the probe.
-    sslv2 = run_sslyze(node.port, out.with_suffix(".sslv2.json"), "--cert", str(client.cert),
-                       "--key", str(client.key), "--keyform", "PEM", "--sslv2")  # fmt: skip
+    sslv2 = run_sslyze(
+        node.port,
+        out.with_suffix(".sslv2.json"),
+        "--cert",
+        str(client.cert),
+        "--key",
+        str(client.key),
+        "--keyform",
+        "PEM",
+        "--sslv2",
+    )
     report = {
         **server["scan_result"],
         "ssl_2_0_cipher_suites": sslv2["scan_result"]["ssl_2_0_cipher_suites"],
@@ -188,9 +229,15 @@ def _rsa_node(cwd: Path, *args: str) -> Iterator[Scanned]:
     root = CertificateAuthority.create("Scan Root CA", key=KeySpec.rsa(2048))
     ca = root.write_cert(pki / "ca.pem")
     intermediate = root.create_intermediate("Scan Intermediate CA", key=KeySpec.rsa(2048))
-    server = intermediate.issue("server", key=KeySpec.rsa(2048), dns=["localhost"], ips=["127.0.0.1"]).write(pki, "server")  # fmt: skip
-    client = intermediate.issue("client", key=KeySpec.rsa(2048), dns=["localhost"]).write(pki, "client")  # fmt: skip
-    node = Node(cwd, "--tls-cert", str(server.chain), "--tls-key", str(server.key), "--ca", str(ca), *args)  # fmt: skip
+    server = intermediate.issue(
+        "server", key=KeySpec.rsa(2048), dns=["localhost"], ips=["127.0.0.1"]
+    ).write(pki, "server")
+    client = intermediate.issue("client", key=KeySpec.rsa(2048), dns=["localhost"]).write(
+        pki, "client"
+    )
+    node = Node(
+        cwd, "--tls-cert", str(server.chain), "--tls-key", str(server.key), "--ca", str(ca), *args
+    )
     try:
         yield scan(node, ca, server.chain, client, cwd / "sslyze.json")
     finally:
@@ -223,8 +270,14 @@ def names(suites: list[dict[str, Any]]) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "command", ["ssl_2_0_cipher_suites", "ssl_3_0_cipher_suites", "tls_1_0_cipher_suites", "tls_1_1_cipher_suites"]
-)  # fmt: skip
+    "command",
+    [
+        "ssl_2_0_cipher_suites",
+        "ssl_3_0_cipher_suites",
+        "tls_1_0_cipher_suites",
+        "tls_1_1_cipher_suites",
+    ],
+)
 def test_versions_before_tls_1_2_are_refused(scanned: Scanned, command: str) -> None:
     result = scanned.result(command)
     assert result["accepted_cipher_suites"] == [] and result["is_tls_version_supported"] is False
@@ -259,9 +312,14 @@ def test_the_scanner_offered_every_forbidden_class(scanned: Scanned) -> None:
     """sslyze really tried the bad suites (and we refused them), so the test above means something."""
     rejected = {
         s["cipher_suite"]["name"]
-        for command in ("ssl_3_0_cipher_suites", "tls_1_0_cipher_suites", "tls_1_1_cipher_suites", "tls_1_2_cipher_suites")
+        for command in (
+            "ssl_3_0_cipher_suites",
+            "tls_1_0_cipher_suites",
+            "tls_1_1_cipher_suites",
+            "tls_1_2_cipher_suites",
+        )
         for s in scanned.result(command)["rejected_cipher_suites"]
-    }  # fmt: skip
+    }
     tried = {cls for name in rejected for cls in forbidden_classes(name)}
     assert tried == set(FORBIDDEN), f"never offered: {set(FORBIDDEN) - tried}"
 
@@ -338,9 +396,10 @@ def test_chain_is_complete_in_order_and_verifies(scanned: Scanned) -> None:
     assert received in (expected, [*expected, sha256_b64(anchor)]), received
     assert deployment["received_chain_has_valid_order"] is True
     (ours,) = [
-        p for p in deployment["path_validation_results"]
+        p
+        for p in deployment["path_validation_results"]
         if Path(p["trust_store"]["path"]).resolve() == scanned.ca.resolve()
-    ]  # fmt: skip
+    ]
     assert ours["was_validation_successful"] is True, ours["validation_error"]
     verified = [c["fingerprint_sha256"] for c in ours["verified_certificate_chain"]]
     # No missing intermediate: every certificate but the anchor came from the peer, in order.
@@ -379,8 +438,10 @@ def test_a_retired_profile_is_caught(tmp_path: Path) -> None:
         accepted12 = names(accepted(retired, "tls_1_2_cipher_suites"))
         assert "TLS_RSA_WITH_AES_128_CBC_SHA" in accepted12
         assert set(forbidden_classes("TLS_RSA_WITH_AES_128_CBC_SHA")) == {
-            "static RSA key transport", "CBC with HMAC (not AEAD)", "SHA-1 or MD5 record MAC",
-        }  # fmt: skip
+            "static RSA key transport",
+            "CBC with HMAC (not AEAD)",
+            "SHA-1 or MD5 record MAC",
+        }
         assert not accepted12 <= set(PROFILE.tls12_suites)
     finally:
         running.close()  # stops the node

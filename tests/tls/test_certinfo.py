@@ -73,10 +73,26 @@ def test_fields_match_openssl(root: CertificateAuthority, tmp_path: Path) -> Non
     path = tmp_path / "c.pem"
     path.write_bytes(ident.cert_pem())
     out = subprocess.run(
-        ["openssl", "x509", "-noout", "-subject", "-issuer", "-serial", "-startdate", "-enddate",
-         "-fingerprint", "-sha256", "-nameopt", "oneline", "-in", str(path)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+        [
+            "openssl",
+            "x509",
+            "-noout",
+            "-subject",
+            "-issuer",
+            "-serial",
+            "-startdate",
+            "-enddate",
+            "-fingerprint",
+            "-sha256",
+            "-nameopt",
+            "oneline",
+            "-in",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert f"subject={info.subject}" in out
     assert f"issuer={info.issuer}" in out
     assert f"serial={info.serial_hex.replace(':', '').upper()}" in out

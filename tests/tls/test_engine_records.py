@@ -50,8 +50,11 @@ def test_the_fast_record_path_is_the_one_in_use(engines: tuple[TLSEngine, TLSEng
 
 
 @settings(max_examples=60, deadline=None)
-@given(sizes=st.lists(st.integers(0, 200_000), min_size=1, max_size=6), cut=st.integers(1, 300_000),
-       slow=st.booleans())  # fmt: skip
+@given(
+    sizes=st.lists(st.integers(0, 200_000), min_size=1, max_size=6),
+    cut=st.integers(1, 300_000),
+    slow=st.booleans(),
+)
 def test_what_is_decrypted_is_what_was_sent(
     engines: tuple[TLSEngine, TLSEngine], sizes: list[int], cut: int, slow: bool
 ) -> None:

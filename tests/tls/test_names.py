@@ -295,8 +295,12 @@ def test_non_ascii_names_in_a_handshake(matrix_pki: MatrixPKI, tmp_path: Path) -
     ca = CertificateAuthority.create("Zürich Root, Inc.", key=KeySpec.ec())
     written = ca.issue("Zürich PACS", dns=["localhost"], ips=["127.0.0.1"]).write(tmp_path, "z")
     ca_file = ca.write_cert(tmp_path / "zca.pem")
-    server = TLSSettings(certificate=written.chain, private_key=written.key,
-                         ca_files=matrix_pki.ca_file, verify=VerifyFlags.NONE)  # fmt: skip
+    server = TLSSettings(
+        certificate=written.chain,
+        private_key=written.key,
+        ca_files=matrix_pki.ca_file,
+        verify=VerifyFlags.NONE,
+    )
     recorder = Recorder(policy="reject")
     client = TLSSettings(ca_files=ca_file, verify=VerifyFlags.PEER, on_verify=recorder)
     outcome = handshake(server, client)
@@ -316,8 +320,12 @@ def test_people_read_the_names_readable(
     """``echo -v`` (the CLI's verify printer), the session table and the NONE-mode warning."""
     ca = CertificateAuthority.create("Zürich Root", key=KeySpec.ec())
     written = ca.issue("Zürich PACS", ips=["127.0.0.1"]).write(tmp_path, "z")
-    server = TLSSettings(certificate=written.chain, private_key=written.key,
-                         ca_files=matrix_pki.ca_file, verify=VerifyFlags.NONE)  # fmt: skip
+    server = TLSSettings(
+        certificate=written.chain,
+        private_key=written.key,
+        ca_files=matrix_pki.ca_file,
+        verify=VerifyFlags.NONE,
+    )
     console = Console(file=io.StringIO(), width=200)
     client = TLSSettings(
         ca_files=matrix_pki.ca_file, verify=VerifyFlags.NONE, on_verify=verify_printer(console)
@@ -362,5 +370,12 @@ def test_an_access_rule_matches_a_latin1_t61_common_name() -> None:
         {"rule": [{"name": "old-ca", "ae_title": "OLD", "certificate": {"cn": "zürich"}}]}
     )
     assert policy.admit("OLD", info).refusal is None
-    assert policy.admit("OLD", CertificateInfo.from_certificate(
-        x509.load_der_x509_certificate(_patched(0x14, b"Basel")))).refusal is not None  # fmt: skip
+    assert (
+        policy.admit(
+            "OLD",
+            CertificateInfo.from_certificate(
+                x509.load_der_x509_certificate(_patched(0x14, b"Basel"))
+            ),
+        ).refusal
+        is not None
+    )

@@ -41,8 +41,16 @@ def _pump(sender: UpperLayer, receiver: UpperLayer) -> list[object]:
 
 def _associate() -> tuple[UpperLayer, UpperLayer, Negotiated]:
     scu, scp = UpperLayer(Role.REQUESTOR), UpperLayer(Role.ACCEPTOR)
-    rq = build_request("SCU", "SCP", [Proposal(VERIFICATION, (IMPLICIT,)), Proposal(CT, (IMPLICIT, EXPLICIT)),
-                                      Proposal("1.2.3.4", (IMPLICIT,))], max_pdu_length=32768)  # fmt: skip
+    rq = build_request(
+        "SCU",
+        "SCP",
+        [
+            Proposal(VERIFICATION, (IMPLICIT,)),
+            Proposal(CT, (IMPLICIT, EXPLICIT)),
+            Proposal("1.2.3.4", (IMPLICIT,)),
+        ],
+        max_pdu_length=32768,
+    )
     scu.request(rq)
     (requested,) = _pump(scu, scp)
     assert isinstance(requested, AssociationRequested) and scp.state is State.STA3
@@ -146,8 +154,17 @@ def test_artim_expiry_and_local_misuse() -> None:
 
 
 def test_table_is_complete_for_received_pdus() -> None:
-    pdu_events = [Event.EVT3, Event.EVT4, Event.EVT6, Event.EVT10, Event.EVT12, Event.EVT13,
-                  Event.EVT16, Event.EVT17, Event.EVT19]  # fmt: skip
+    pdu_events = [
+        Event.EVT3,
+        Event.EVT4,
+        Event.EVT6,
+        Event.EVT10,
+        Event.EVT12,
+        Event.EVT13,
+        Event.EVT16,
+        Event.EVT17,
+        Event.EVT19,
+    ]
     for state in State:
         if state in (State.STA1, State.STA4):
             continue

@@ -146,9 +146,16 @@ def test_receiving_in_place_gives_what_feeding_gives(reads: list[int]) -> None:
     stream = ASSOCIATE_RQ_BYTES + P_DATA_BYTES + big.encode() + ReleaseRQ().encode()
     fed = PDUReader()
     fed.feed(stream)
-    assert _receive_in_place(PDUReader(), stream, reads) == list(fed) == [
-        ASSOCIATE_RQ, P_DATA, big, ReleaseRQ(),
-    ]  # fmt: skip
+    assert (
+        _receive_in_place(PDUReader(), stream, reads)
+        == list(fed)
+        == [
+            ASSOCIATE_RQ,
+            P_DATA,
+            big,
+            ReleaseRQ(),
+        ]
+    )
 
 
 def test_a_large_body_is_received_where_it_stays() -> None:

@@ -25,19 +25,46 @@ __all__ = ["cli", "main"]
 #: ``dicomtls --version`` and ``dicomtls echo --help`` start in a fraction of the time.
 #: tests/cli/test_startup.py holds these lines to each command's own help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ciphers": ("dicomtls.cli.certs", "The TLS versions and cipher suites each DICOM security profile allows."),
-    "doctor": ("dicomtls.cli.doctor", "Probe a DICOM node and explain, step by step, what works and what to fix."),
+    "ciphers": (
+        "dicomtls.cli.certs",
+        "The TLS versions and cipher suites each DICOM security profile allows.",
+    ),
+    "doctor": (
+        "dicomtls.cli.doctor",
+        "Probe a DICOM node and explain, step by step, what works and what to fix.",
+    ),
     "echo": ("dicomtls.cli.client", "Verify a DICOM node (C-ECHO) over TLS."),
     "find": ("dicomtls.cli.client", "Query a node (C-FIND)."),
-    "get": ("dicomtls.cli.client", "Retrieve matching objects onto this association (C-GET) into a directory."),
-    "index": ("dicomtls.cli.serve", "Rebuild a node's index from its files (the files are the truth)."),
-    "janitor": ("dicomtls.cli.serve", "Remove objects in S3 that no index row names: a scale-out node's leftovers."),
-    "inspect": ("dicomtls.cli.certs", "Explain a certificate or chain file: each certificate as the verify callback shows it."),
+    "get": (
+        "dicomtls.cli.client",
+        "Retrieve matching objects onto this association (C-GET) into a directory.",
+    ),
+    "index": (
+        "dicomtls.cli.serve",
+        "Rebuild a node's index from its files (the files are the truth).",
+    ),
+    "janitor": (
+        "dicomtls.cli.serve",
+        "Remove objects in S3 that no index row names: a scale-out node's leftovers.",
+    ),
+    "inspect": (
+        "dicomtls.cli.certs",
+        "Explain a certificate or chain file: each certificate as the verify callback shows it.",
+    ),
     "move": ("dicomtls.cli.client", "Ask a node to send matching objects to another AE (C-MOVE)."),
-    "pki": ("dicomtls.cli.certs", "A small test PKI: a CA, and node certificates with the right purposes."),
-    "serve": ("dicomtls.cli.serve", "Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores."),
-    "store": ("dicomtls.cli.client", "Send DICOM files and folders (recursively) to a node (C-STORE)."),
-}  # fmt: skip
+    "pki": (
+        "dicomtls.cli.certs",
+        "A small test PKI: a CA, and node certificates with the right purposes.",
+    ),
+    "serve": (
+        "dicomtls.cli.serve",
+        "Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.",
+    ),
+    "store": (
+        "dicomtls.cli.client",
+        "Send DICOM files and folders (recursively) to a node (C-STORE).",
+    ),
+}
 
 
 class _Commands(click.Group):
@@ -74,10 +101,13 @@ def _shortened(line: str, limit: int) -> str:
 
 
 @click.group(
-    cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, prog_name="dicomtls")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging (also after the command).")
+@click.option(
+    "--debug", is_flag=True, help="Show tracebacks and debug logging (also after the command)."
+)
 def cli(debug: bool) -> None:
     """Secure DICOM networking: TLS with a complete verification model.
 

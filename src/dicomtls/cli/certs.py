@@ -46,7 +46,11 @@ def pki_init(directory: Path, as_json: bool) -> None:
             f"{directory} already holds a PKI (ca.pem); choose another directory"
         )
     files = init_pki(directory)
-    made = [files.ca, files.ca_key, *(f(n) for n in ("server", "client") for f in (files.chain, files.key))]
+    made = [
+        files.ca,
+        files.ca_key,
+        *(f(n) for n in ("server", "client") for f in (files.chain, files.key)),
+    ]
     if as_json:
         print(json.dumps({"created": [str(p) for p in made]}))
         return
@@ -62,11 +66,22 @@ def pki_init(directory: Path, as_json: bool) -> None:
 @click.option("--client/--no-client", default=True, help="extendedKeyUsage clientAuth.")
 @click.option("--ip", "ips", multiple=True, help="IP subjectAltName (repeatable).")
 @click.option("--dns", "dns", multiple=True, help="DNS subjectAltName (repeatable).")
-@click.option("--broken", type=click.Choice([k.value for k in BrokenKind]),
-              help="Issue a deliberately bad certificate for testing a peer.")  # fmt: skip
+@click.option(
+    "--broken",
+    type=click.Choice([k.value for k in BrokenKind]),
+    help="Issue a deliberately bad certificate for testing a peer.",
+)
 @_JSON
-def pki_issue(directory: Path, name: str, server: bool, client: bool, ips: tuple[str, ...],
-              dns: tuple[str, ...], broken: str | None, as_json: bool) -> None:  # fmt: skip
+def pki_issue(
+    directory: Path,
+    name: str,
+    server: bool,
+    client: bool,
+    ips: tuple[str, ...],
+    dns: tuple[str, ...],
+    broken: str | None,
+    as_json: bool,
+) -> None:
     """Issue a certificate from the PKI in DIRECTORY, as NAME-chain.pem and NAME.key.
 
     \b
@@ -96,8 +111,10 @@ def pki_issue(directory: Path, name: str, server: bool, client: bool, ips: tuple
 
 
 # One line per kind, kept as written (\b), after the examples.
-pki_issue.help = cleandoc(pki_issue.help or "") + "\n\n\b\nKinds for --broken:\n" + "\n".join(
-    f"  {k.value}: {k.description}" for k in BrokenKind
+pki_issue.help = (
+    cleandoc(pki_issue.help or "")
+    + "\n\n\b\nKinds for --broken:\n"
+    + "\n".join(f"  {k.value}: {k.description}" for k in BrokenKind)
 )
 
 
@@ -182,14 +199,24 @@ def ciphers(profile: str | None, as_json: bool) -> None:
             table.add_column(column)
         for iana in (*p.tls13_suites, *p.tls12_suites):
             suite = lookup_cipher(iana)
-            table.add_row(suite.iana_name, suite.openssl_name, suite.key_exchange, suite.authentication,
-                          suite.encryption, suite.integrity)  # fmt: skip
+            table.add_row(
+                suite.iana_name,
+                suite.openssl_name,
+                suite.key_exchange,
+                suite.authentication,
+                suite.encryption,
+                suite.integrity,
+            )
         console.print(table)
 
 
 def _profile_json(profile: SecurityProfile) -> dict[str, object]:
     return {
-        "name": profile.name, "annex": profile.annex, "retired": profile.retired,
+        "name": profile.name,
+        "annex": profile.annex,
+        "retired": profile.retired,
         "versions": [v.display_name for v in profile.versions],
-        "suites": [lookup_cipher(s).iana_name for s in (*profile.tls13_suites, *profile.tls12_suites)],
-    }  # fmt: skip
+        "suites": [
+            lookup_cipher(s).iana_name for s in (*profile.tls13_suites, *profile.tls12_suites)
+        ],
+    }

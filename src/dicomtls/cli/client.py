@@ -39,27 +39,59 @@ console = make_console()
 
 
 def _common(function: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.argument("host"),
-        click.argument("port", type=click.IntRange(1, 65535)),
-        click.option("--ae-title", default="DICOMTLS-SCU", show_default=True, help="Our (calling) AE title."),
-        click.option("--called-ae", default="DICOMTLS", show_default=True, help="The peer's (called) AE title."),
-        click.option("--json", "as_json", is_flag=True, help="Print a machine-readable result."),
-        click.option("--verbose", "-v", is_flag=True, help="Show each certificate as verified and the negotiated cipher."),
-    ]):  # fmt: skip
+    for option in reversed(
+        [
+            click.argument("host"),
+            click.argument("port", type=click.IntRange(1, 65535)),
+            click.option(
+                "--ae-title",
+                default="DICOMTLS-SCU",
+                show_default=True,
+                help="Our (calling) AE title.",
+            ),
+            click.option(
+                "--called-ae",
+                default="DICOMTLS",
+                show_default=True,
+                help="The peer's (called) AE title.",
+            ),
+            click.option(
+                "--json", "as_json", is_flag=True, help="Print a machine-readable result."
+            ),
+            click.option(
+                "--verbose",
+                "-v",
+                is_flag=True,
+                help="Show each certificate as verified and the negotiated cipher.",
+            ),
+        ]
+    ):
         function = option(function)
     return tls_options(function)
 
 
-async def _open(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str,
-                proposals: list[Proposal], verbose: bool, max_operations: int = 1) -> Association:  # fmt: skip
+async def _open(
+    host: str,
+    port: int,
+    tls: TLSOptions,
+    ae_title: str,
+    called_ae: str,
+    proposals: list[Proposal],
+    verbose: bool,
+    max_operations: int = 1,
+) -> Association:
     on_verify = verify_printer(console) if verbose else None
     settings = tls.settings("client", on_verify=on_verify)
     try:
         assoc = await associate(
-            host, port, settings, calling_ae=ae_title, called_ae=called_ae, proposals=proposals,
+            host,
+            port,
+            settings,
+            calling_ae=ae_title,
+            called_ae=called_ae,
+            proposals=proposals,
             max_operations=max_operations,
-        )  # fmt: skip
+        )
     except AssociationError as exc:
         raise _rejected(exc, f"{host}:{port}", ae_title, called_ae) from exc
     if verbose and assoc.link.session is not None:
@@ -133,8 +165,16 @@ def echo(
             status = await assoc.echo()
             elapsed = time.perf_counter() - started
             if as_json:
-                print(json.dumps({"status": status, "ok": status == 0, "seconds": round(elapsed, 4),
-                                  "tls": _session_json(assoc)}))  # fmt: skip
+                print(
+                    json.dumps(
+                        {
+                            "status": status,
+                            "ok": status == 0,
+                            "seconds": round(elapsed, 4),
+                            "tls": _session_json(assoc),
+                        }
+                    )
+                )
             else:
                 console.print(
                     f"C-ECHO {shown(host)}:{port} ({shown(called_ae)}): {status_text(status)} "
@@ -163,12 +203,26 @@ def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
 @click.command()
 @_common
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--window", type=click.IntRange(0, 0xFFFF), default=16, show_default=True,
-              help="C-STOREs outstanding at once if the peer allows it (PS3.7 asynchronous "
-                   "operations window; 0 = as many as it allows); 1 for a device that "
-                   "mishandles the negotiation.")  # fmt: skip
-def store(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool,
-          verbose: bool, paths: tuple[Path, ...], window: int) -> None:  # fmt: skip
+@click.option(
+    "--window",
+    type=click.IntRange(0, 0xFFFF),
+    default=16,
+    show_default=True,
+    help="C-STOREs outstanding at once if the peer allows it (PS3.7 asynchronous "
+    "operations window; 0 = as many as it allows); 1 for a device that "
+    "mishandles the negotiation.",
+)
+def store(
+    host: str,
+    port: int,
+    tls: TLSOptions,
+    ae_title: str,
+    called_ae: str,
+    as_json: bool,
+    verbose: bool,
+    paths: tuple[Path, ...],
+    window: int,
+) -> None:
     """Send DICOM files and folders (recursively) to a node (C-STORE).
 
     Non-DICOM files are skipped and counted; one bad file never stops the batch.
@@ -196,12 +250,21 @@ def store(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, 
         async with await _open(
             host, port, tls, ae_title, called_ae, proposals_for(files), verbose, window
         ) as assoc:
-            with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                          console=console, disable=as_json, transient=True) as progress:  # fmt: skip
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=console,
+                disable=as_json,
+                transient=True,
+            ) as progress:
                 task = progress.add_task(f"0/{len(files)} objects", total=total)
                 try:
                     async for path, outcome in assoc.store_many(files):
-                        results.append((path, outcome if isinstance(outcome, int) else str(outcome)))
+                        results.append(
+                            (path, outcome if isinstance(outcome, int) else str(outcome))
+                        )
                         progress.update(
                             task,
                             advance=path.stat().st_size,
@@ -213,10 +276,17 @@ def store(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, 
         elapsed = time.perf_counter() - started
         failed = [(p, o) for p, o in results if o != 0]
         if as_json:
-            print(json.dumps({
-                "stored": len(results) - len(failed), "failed": [{"path": str(p), "status": o} for p, o in failed],
-                "skipped_non_dicom": [str(p) for p in skipped], "bytes": total, "seconds": round(elapsed, 3),
-            }))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "stored": len(results) - len(failed),
+                        "failed": [{"path": str(p), "status": o} for p, o in failed],
+                        "skipped_non_dicom": [str(p) for p in skipped],
+                        "bytes": total,
+                        "seconds": round(elapsed, 3),
+                    }
+                )
+            )
         else:
             _store_summary(results, skipped, total, elapsed)
         return 1 if failed else 0
@@ -267,11 +337,30 @@ def _identifier(keys: tuple[str, ...], level: str) -> Dataset:
 
 
 def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("-k", "--key", "keys", multiple=True, help="KEYWORD=VALUE matching key, or KEYWORD to return it (repeatable)."),
-        click.option("--level", type=click.Choice(["patient", "study", "series", "image"]), default="study", show_default=True),
-        click.option("--model", type=click.Choice(["study", "patient"]), default="study", show_default=True, help="Study Root or Patient Root."),
-    ]):  # fmt: skip
+    for option in reversed(
+        [
+            click.option(
+                "-k",
+                "--key",
+                "keys",
+                multiple=True,
+                help="KEYWORD=VALUE matching key, or KEYWORD to return it (repeatable).",
+            ),
+            click.option(
+                "--level",
+                type=click.Choice(["patient", "study", "series", "image"]),
+                default="study",
+                show_default=True,
+            ),
+            click.option(
+                "--model",
+                type=click.Choice(["study", "patient"]),
+                default="study",
+                show_default=True,
+                help="Study Root or Patient Root.",
+            ),
+        ]
+    ):
         function = option(function)
     return function
 
@@ -283,8 +372,18 @@ def _model(name: str) -> QueryModel:
 @click.command()
 @_common
 @_qr
-def find(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool, verbose: bool,
-         keys: tuple[str, ...], level: str, model: str) -> None:  # fmt: skip
+def find(
+    host: str,
+    port: int,
+    tls: TLSOptions,
+    ae_title: str,
+    called_ae: str,
+    as_json: bool,
+    verbose: bool,
+    keys: tuple[str, ...],
+    level: str,
+    model: str,
+) -> None:
     """Query a node (C-FIND).
 
     \b
@@ -319,8 +418,19 @@ def find(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, a
 @_common
 @_qr
 @click.option("--dest", required=True, help="AE title the node should send the matches to.")
-def move(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool, verbose: bool,
-         keys: tuple[str, ...], level: str, model: str, dest: str) -> None:  # fmt: skip
+def move(
+    host: str,
+    port: int,
+    tls: TLSOptions,
+    ae_title: str,
+    called_ae: str,
+    as_json: bool,
+    verbose: bool,
+    keys: tuple[str, ...],
+    level: str,
+    model: str,
+    dest: str,
+) -> None:
     """Ask a node to send matching objects to another AE (C-MOVE).
 
     \b
@@ -364,11 +474,28 @@ def _transfer_syntax(value: str) -> str:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for the objects.",
 )
-@click.option("--ts", "syntaxes", multiple=True, metavar="SYNTAX",
-              help="Receive objects only in these transfer syntaxes (UID or name, repeatable) "
-                   "[default: every syntax a storage node takes].")  # fmt: skip
-def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as_json: bool, verbose: bool,
-        keys: tuple[str, ...], level: str, model: str, out: Path, syntaxes: tuple[str, ...]) -> None:  # fmt: skip
+@click.option(
+    "--ts",
+    "syntaxes",
+    multiple=True,
+    metavar="SYNTAX",
+    help="Receive objects only in these transfer syntaxes (UID or name, repeatable) "
+    "[default: every syntax a storage node takes].",
+)
+def get(
+    host: str,
+    port: int,
+    tls: TLSOptions,
+    ae_title: str,
+    called_ae: str,
+    as_json: bool,
+    verbose: bool,
+    keys: tuple[str, ...],
+    level: str,
+    model: str,
+    out: Path,
+    syntaxes: tuple[str, ...],
+) -> None:
     """Retrieve matching objects onto this association (C-GET) into a directory.
 
     The SOP classes to receive are asked of the node first (a study-level C-FIND for
@@ -394,7 +521,9 @@ def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as
 
         received = DurableStore(out, flat=True)
         try:
-            async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
+            async with await _open(
+                host, port, tls, ae_title, called_ae, proposals, verbose
+            ) as assoc:
                 result = await assoc.get(identifier, DurableStoreHandler(received), qr)
         finally:
             received.close()  # the user's folder keeps the objects, nothing of ours
@@ -406,8 +535,20 @@ def get(host: str, port: int, tls: TLSOptions, ae_title: str, called_ae: str, as
 
 def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"status": result.status, "ok": result.ok, "completed": result.completed,
-                          "failed": result.failed, "warning": result.warning, "stored": result.stored}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "status": result.status,
+                    "ok": result.ok,
+                    "completed": result.completed,
+                    "failed": result.failed,
+                    "warning": result.warning,
+                    "stored": result.stored,
+                }
+            )
+        )
         return
-    console.print(f"{service}: {status_text(result.status)}; completed {result.completed}, "
-                  f"failed {result.failed}, warnings {result.warning}")  # fmt: skip
+    console.print(
+        f"{service}: {status_text(result.status)}; completed {result.completed}, "
+        f"failed {result.failed}, warnings {result.warning}"
+    )

@@ -166,7 +166,9 @@ def _network(value: object) -> str:
     try:
         ipaddress.ip_network(text.strip(), strict=True)
     except ValueError:
-        raise ValueError("give a network, e.g. 10.0.0.5/32 (no host bits past the prefix)") from None
+        raise ValueError(
+            "give a network, e.g. 10.0.0.5/32 (no host bits past the prefix)"
+        ) from None
     return text
 
 
@@ -223,12 +225,19 @@ class Setting:
         default = self.default_text or (None if self.default in (None, ()) else str(self.default))
         suffix = f" [default: {default}]" if default and not self.flag else ""
         if self.flag:
-            return click.option(self.name, self.key, is_flag=True, default=None,
-                                help=self.help + suffix)  # fmt: skip
+            return click.option(
+                self.name, self.key, is_flag=True, default=None, help=self.help + suffix
+            )
         return click.option(
-            self.name, self.key, type=self.kind.click_type, multiple=self.many,
-            default=None, metavar=self.metavar, envvar=self.envvar, help=self.help + suffix,
-        )  # fmt: skip
+            self.name,
+            self.key,
+            type=self.kind.click_type,
+            multiple=self.many,
+            default=None,
+            metavar=self.metavar,
+            envvar=self.envvar,
+            help=self.help + suffix,
+        )
 
 
 def _defaults() -> tuple[Any, float]:
@@ -244,22 +253,52 @@ def _defaults() -> tuple[Any, float]:
 _LIMITS, _HANDSHAKE_TIMEOUT = _defaults()
 
 TLS: tuple[Setting, ...] = (
-    Setting("tls_cert", FILE, None, "Our certificate chain (PEM: leaf first), DER or PKCS#12.",
-            default_text="serve: the first-run PKI under --store; clients: ./dicom-store/pki"),
+    Setting(
+        "tls_cert",
+        FILE,
+        None,
+        "Our certificate chain (PEM: leaf first), DER or PKCS#12.",
+        default_text="serve: the first-run PKI under --store; clients: ./dicom-store/pki",
+    ),
     Setting("tls_key", FILE, None, "Our private key (PEM or DER), if not inside --tls-cert."),
-    Setting("key_password", TEXT, None, "Password of an encrypted key (or env DICOMTLS_KEY_PASSWORD).",
-            envvar="DICOMTLS_KEY_PASSWORD", secret=True),
-    Setting("ca", FILE, (), "Trusted CA certificates (repeatable).", many=True,
-            default_text="./dicom-store/pki/ca.pem when there"),
+    Setting(
+        "key_password",
+        TEXT,
+        None,
+        "Password of an encrypted key (or env DICOMTLS_KEY_PASSWORD).",
+        envvar="DICOMTLS_KEY_PASSWORD",
+        secret=True,
+    ),
+    Setting(
+        "ca",
+        FILE,
+        (),
+        "Trusted CA certificates (repeatable).",
+        many=True,
+        default_text="./dicom-store/pki/ca.pem when there",
+    ),
     Setting("crl", FILE, (), "Certificate revocation lists (repeatable).", many=True),
-    Setting("verify", Kind(click.STRING, _verify), "peer,fail-if-no-peer-cert",
-            "Comma list of peer, fail-if-no-peer-cert, client-once, or none."),
-    Setting("profile", Kind(click.STRING, _profile), "bcp195-rfc8996", "DICOM PS3.15 TLS profile "
-            "(dicomtls ciphers lists them)."),
-    Setting("check_hostname", FLAG, False, "Client: require the server certificate to name the host.",
-            flag=True),
+    Setting(
+        "verify",
+        Kind(click.STRING, _verify),
+        "peer,fail-if-no-peer-cert",
+        "Comma list of peer, fail-if-no-peer-cert, client-once, or none.",
+    ),
+    Setting(
+        "profile",
+        Kind(click.STRING, _profile),
+        "bcp195-rfc8996",
+        "DICOM PS3.15 TLS profile (dicomtls ciphers lists them).",
+    ),
+    Setting(
+        "check_hostname",
+        FLAG,
+        False,
+        "Client: require the server certificate to name the host.",
+        flag=True,
+    ),
     Setting("no_tls", FLAG, False, "Plain TCP: an explicit, warned opt-out.", flag=True),
-)  # fmt: skip
+)
 """The TLS settings every command takes (clients as options, ``serve`` as keys too)."""
 
 SERVE: tuple[Setting, ...] = (
@@ -267,62 +306,185 @@ SERVE: tuple[Setting, ...] = (
     Setting("host", TEXT, "0.0.0.0", "Address to listen on."),
     Setting("port", PORT, 2762, "Listening port."),
     Setting("ae_title", TEXT, "DICOMTLS", "Our AE title."),
-    Setting("accept_any_called_ae", FLAG, False, "Answer associations whatever AE title they "
-            "call (as DCMTK's storescp does), not only --ae-title.", flag=True),
+    Setting(
+        "accept_any_called_ae",
+        FLAG,
+        False,
+        "Answer associations whatever AE title they "
+        "call (as DCMTK's storescp does), not only --ae-title.",
+        flag=True,
+    ),
     Setting("max_associations", COUNT, _LIMITS.max_associations, "Concurrent associations."),
-    Setting("max_per_peer", COUNT, _LIMITS.max_per_peer, "Concurrent associations from one IP "
-            "address (raise it for a gateway or NAT)."),
-    Setting("max_pending_handshakes", COUNT, None, "TLS handshakes in progress at once; more "
-            "connections are closed at once.", default_text="512, or --max-associations if larger"),
-    Setting("max_pending_per_peer", COUNT, None, "TLS handshakes in progress from one IP address "
-            "(IPv6: one /64).", default_text="32, or --max-per-peer if larger"),
-    Setting("move_destinations", Kind(click.STRING, _destination), (), "AE=HOST:PORT where C-MOVE "
-            "may send (repeatable).", many=True, option="--move-destination", metavar="AE=HOST:PORT"),
-    Setting("fsync", _choice("always", "never"), "always", "'never' relaxes durability for "
-            "benchmarks: Success before data is on disk."),
+    Setting(
+        "max_per_peer",
+        COUNT,
+        _LIMITS.max_per_peer,
+        "Concurrent associations from one IP address (raise it for a gateway or NAT).",
+    ),
+    Setting(
+        "max_pending_handshakes",
+        COUNT,
+        None,
+        "TLS handshakes in progress at once; more connections are closed at once.",
+        default_text="512, or --max-associations if larger",
+    ),
+    Setting(
+        "max_pending_per_peer",
+        COUNT,
+        None,
+        "TLS handshakes in progress from one IP address (IPv6: one /64).",
+        default_text="32, or --max-per-peer if larger",
+    ),
+    Setting(
+        "move_destinations",
+        Kind(click.STRING, _destination),
+        (),
+        "AE=HOST:PORT where C-MOVE may send (repeatable).",
+        many=True,
+        option="--move-destination",
+        metavar="AE=HOST:PORT",
+    ),
+    Setting(
+        "fsync",
+        _choice("always", "never"),
+        "always",
+        "'never' relaxes durability for benchmarks: Success before data is on disk.",
+    ),
     Setting("explain", FLAG, False, "Print each verify-callback call as it happens.", flag=True),
-    Setting("audit", Kind(click.STRING, _audit), (), "Send audit messages (PS3.15 A.5) to "
-            "file:PATH, udp://HOST:514 or tls://HOST:6514?ca=CA.pem&cert=C.pem&key=C.key "
-            "(repeatable).", many=True, metavar="SPEC"),
-    Setting("metrics_port", PORT, None, "Serve Prometheus metrics on this port (on --metrics-host).",
-            default_text="off"),
+    Setting(
+        "audit",
+        Kind(click.STRING, _audit),
+        (),
+        "Send audit messages (PS3.15 A.5) to "
+        "file:PATH, udp://HOST:514 or tls://HOST:6514?ca=CA.pem&cert=C.pem&key=C.key "
+        "(repeatable).",
+        many=True,
+        metavar="SPEC",
+    ),
+    Setting(
+        "metrics_port",
+        PORT,
+        None,
+        "Serve Prometheus metrics on this port (on --metrics-host).",
+        default_text="off",
+    ),
     Setting("metrics_host", TEXT, "127.0.0.1", "Address for --metrics-port."),
-    Setting("handshake_timeout", SECONDS, _HANDSHAKE_TIMEOUT, "Close a connection whose TLS "
-            "handshake is not complete this long after it was accepted.", metavar="SECONDS"),
-    Setting("artim_timeout", SECONDS, _LIMITS.artim_timeout, "Close a connection whose "
-            "A-ASSOCIATE-RQ is not complete this long after the link is up (and after a release "
-            "or rejection).", metavar="SECONDS"),
-    Setting("idle_timeout", SECONDS, _LIMITS.idle_timeout, "Abort an association that completes "
-            "no PDU for this long.", metavar="SECONDS"),
-    Setting("shutdown_grace", SECONDS, _LIMITS.shutdown_grace, "On Ctrl-C or SIGTERM, how long "
-            "running transfers may take to finish.", metavar="SECONDS"),
-    Setting("file_mode", Kind(click.STRING, _file_mode, _octal), "0600", "Mode of stored objects, index "
-            "and audit file: 0600, or 0640 to let the node's group read (folders 0700/0750); "
-            "never wider.", metavar="MODE"),
+    Setting(
+        "handshake_timeout",
+        SECONDS,
+        _HANDSHAKE_TIMEOUT,
+        "Close a connection whose TLS handshake is not complete this long after it was accepted.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "artim_timeout",
+        SECONDS,
+        _LIMITS.artim_timeout,
+        "Close a connection whose "
+        "A-ASSOCIATE-RQ is not complete this long after the link is up (and after a release "
+        "or rejection).",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "idle_timeout",
+        SECONDS,
+        _LIMITS.idle_timeout,
+        "Abort an association that completes no PDU for this long.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "shutdown_grace",
+        SECONDS,
+        _LIMITS.shutdown_grace,
+        "On Ctrl-C or SIGTERM, how long running transfers may take to finish.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "file_mode",
+        Kind(click.STRING, _file_mode, _octal),
+        "0600",
+        "Mode of stored objects, index "
+        "and audit file: 0600, or 0640 to let the node's group read (folders 0700/0750); "
+        "never wider.",
+        metavar="MODE",
+    ),
     # -- several nodes (docs/scale-out.md) --
-    Setting("index", Kind(click.STRING, _url("postgresql://", "postgres://", example="postgresql://USER@HOST/DB")),
-            None, "Keep the index in PostgreSQL, shared by several nodes.", metavar="URL",
-            default_text="SQLite in the store"),
-    Setting("objects", Kind(click.STRING, _url("s3://", example="s3://BUCKET?endpoint=URL")), None,
-            "Keep objects in S3 (needs --index; credentials from the environment as AWS tools "
-            "read them).", metavar="URL", default_text="the store"),
-    Setting("proxy_protocol", FLAG, False, "Behind a TCP balancer: every connection starts with "
-            "a PROXY v2 header from --trusted-proxy, naming the client.", flag=True),
-    Setting("trusted_proxies", Kind(click.STRING, _network), (), "A balancer network allowed to "
-            "send PROXY headers (repeatable).", many=True, option="--trusted-proxy", metavar="CIDR"),
-    Setting("proxy_header_timeout", SECONDS, 5.0, "Close a balancer's connection whose PROXY "
-            "header is not complete this long after it was accepted.", metavar="SECONDS"),
-    Setting("drain_seconds", SECONDS, None, "On SIGTERM, answer /healthz 503 this long before "
-            "stopping, so a balancer moves new clients elsewhere (SIGUSR1: drain only).",
-            metavar="SECONDS", default_text="0"),
-    Setting("janitor_interval", SECONDS, 600.0, "With --objects: how often this node offers to "
-            "remove uploads no index row names (one node at a time).", metavar="SECONDS"),
-    Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "What the node "
-            "logs: info is one line per association and every warning."),
-    Setting("log_file", NEW_FILE, None, "Append log lines to this file instead of stderr.",
-            default_text="stderr"),
+    Setting(
+        "index",
+        Kind(
+            click.STRING, _url("postgresql://", "postgres://", example="postgresql://USER@HOST/DB")
+        ),
+        None,
+        "Keep the index in PostgreSQL, shared by several nodes.",
+        metavar="URL",
+        default_text="SQLite in the store",
+    ),
+    Setting(
+        "objects",
+        Kind(click.STRING, _url("s3://", example="s3://BUCKET?endpoint=URL")),
+        None,
+        "Keep objects in S3 (needs --index; credentials from the environment as AWS tools "
+        "read them).",
+        metavar="URL",
+        default_text="the store",
+    ),
+    Setting(
+        "proxy_protocol",
+        FLAG,
+        False,
+        "Behind a TCP balancer: every connection starts with "
+        "a PROXY v2 header from --trusted-proxy, naming the client.",
+        flag=True,
+    ),
+    Setting(
+        "trusted_proxies",
+        Kind(click.STRING, _network),
+        (),
+        "A balancer network allowed to send PROXY headers (repeatable).",
+        many=True,
+        option="--trusted-proxy",
+        metavar="CIDR",
+    ),
+    Setting(
+        "proxy_header_timeout",
+        SECONDS,
+        5.0,
+        "Close a balancer's connection whose PROXY "
+        "header is not complete this long after it was accepted.",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "drain_seconds",
+        SECONDS,
+        None,
+        "On SIGTERM, answer /healthz 503 this long before "
+        "stopping, so a balancer moves new clients elsewhere (SIGUSR1: drain only).",
+        metavar="SECONDS",
+        default_text="0",
+    ),
+    Setting(
+        "janitor_interval",
+        SECONDS,
+        600.0,
+        "With --objects: how often this node offers to "
+        "remove uploads no index row names (one node at a time).",
+        metavar="SECONDS",
+    ),
+    Setting(
+        "log_level",
+        _choice("debug", "info", "warning", "error"),
+        "info",
+        "What the node logs: info is one line per association and every warning.",
+    ),
+    Setting(
+        "log_file",
+        NEW_FILE,
+        None,
+        "Append log lines to this file instead of stderr.",
+        default_text="stderr",
+    ),
     *TLS,
-)  # fmt: skip
+)
 """Every setting of ``dicomtls serve``, in the order ``--print-config`` shows them."""
 
 
@@ -464,8 +626,10 @@ def resolve(
         if check_files and setting.kind is FILE and source == str(file):
             for path in value if setting.many else (value,):
                 if not path.is_file():
-                    raise ConfigError(f"{file}: {setting.key} = {str(path)!r}: file not found",
-                                      "give the path from the folder serve runs in, or an absolute one")  # fmt: skip
+                    raise ConfigError(
+                        f"{file}: {setting.key} = {str(path)!r}: file not found",
+                        "give the path from the folder serve runs in, or an absolute one",
+                    )
         values[setting.key], sources[setting.key] = value, source
     return Resolved(values, sources, access, file, settings)
 

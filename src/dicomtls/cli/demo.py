@@ -74,7 +74,9 @@ def _settings(
 
 async def _demo(console: Console, directory: Path) -> bool:
     # The CA key away from the CA file the node trusts, as a node's should be.
-    pki = init_pki(directory / "pki", common_name="dicomtls Demo CA", key_directory=directory / "ca")
+    pki = init_pki(
+        directory / "pki", common_name="dicomtls Demo CA", key_directory=directory / "ca"
+    )
     load_ca(pki).issue_broken(BrokenKind.NO_PURPOSE, "Test Client").write(
         pki.directory, "bad-client"
     )
@@ -97,8 +99,12 @@ async def _demo(console: Console, directory: Path) -> bool:
         if error is not None:
             failures.append(error)
 
-    config = NodeConfig(store=directory / "store", host="127.0.0.1", port=0,
-                        tls=_settings(pki, "server", on_verify=on_verify))  # fmt: skip
+    config = NodeConfig(
+        store=directory / "store",
+        host="127.0.0.1",
+        port=0,
+        tls=_settings(pki, "server", on_verify=on_verify),
+    )
     node = await start_node(config, events=LinkEvents(on_secure_link_ready=on_ready))
     expected = True
     try:
@@ -107,8 +113,14 @@ async def _demo(console: Console, directory: Path) -> bool:
             *proposals_for(files),
             Proposal(QueryModel.STUDY_ROOT.find_uid, (ExplicitVRLittleEndian,)),
         ]
-        async with await associate("127.0.0.1", node.port, _settings(pki, "client"), called_ae="DICOMTLS",
-                                   calling_ae="DEMO-SCU", proposals=proposals) as assoc:  # fmt: skip
+        async with await associate(
+            "127.0.0.1",
+            node.port,
+            _settings(pki, "client"),
+            called_ae="DICOMTLS",
+            calling_ae="DEMO-SCU",
+            proposals=proposals,
+        ) as assoc:
             assert assoc.link.session is not None
             echo = await assoc.echo()
             stored = [await assoc.store(f) for f in files]
@@ -117,8 +129,10 @@ async def _demo(console: Console, directory: Path) -> bool:
             query.SeriesInstanceUID = _series_of(study)  # an image query names its series
             query.SOPInstanceUID = query.InstanceNumber = ""
             found = [m async for m in assoc.find(query)]
-            console.print(f"C-ECHO: 0x{echo:04X}; C-STORE of {len(files)} objects: "
-                          f"{', '.join(f'0x{s:04X}' for s in stored)}")  # fmt: skip
+            console.print(
+                f"C-ECHO: 0x{echo:04X}; C-STORE of {len(files)} objects: "
+                f"{', '.join(f'0x{s:04X}' for s in stored)}"
+            )
             table = Table(title=f"C-FIND found {len(found)} image(s) in study {study}")
             table.add_column("InstanceNumber")
             table.add_column("SOPInstanceUID")
@@ -131,8 +145,9 @@ async def _demo(console: Console, directory: Path) -> bool:
 
         console.rule("[bold]2. A client certificate without the TLS client purpose")
         try:
-            async with await associate("127.0.0.1", node.port, _settings(pki, "bad-client"),
-                                       called_ae="DICOMTLS") as assoc:  # fmt: skip
+            async with await associate(
+                "127.0.0.1", node.port, _settings(pki, "bad-client"), called_ae="DICOMTLS"
+            ) as assoc:
                 await assoc.echo()
         except (TLSHandshakeError, AssociationError) as error:
             console.print(f"[red]client side:[/red] {shown(error)}", soft_wrap=True)
@@ -141,8 +156,11 @@ async def _demo(console: Console, directory: Path) -> bool:
         console.print("\n".join(callback_lines), markup=False, highlight=False, soft_wrap=True)
         server_failure = failures[0] if failures else None
         if server_failure is not None:
-            console.print(f"[red]server log line:[/red] {shown(server_failure)}", highlight=False,
-                          soft_wrap=True)  # fmt: skip
+            console.print(
+                f"[red]server log line:[/red] {shown(server_failure)}",
+                highlight=False,
+                soft_wrap=True,
+            )
         expected &= (
             server_failure is not None
             and server_failure.verify_error is not None
@@ -159,8 +177,9 @@ def run_demo(console: Console | None = None, *, as_json: bool = False) -> int:
     console = console or make_console()
     console.quiet = as_json
     # The failed handshake is the demo's subject: shown from both sides, not logged as well.
-    with tempfile.TemporaryDirectory(prefix="dicomtls-demo-") as tmp, handshake_failures_said_here(
-        "client", "server"
+    with (
+        tempfile.TemporaryDirectory(prefix="dicomtls-demo-") as tmp,
+        handshake_failures_said_here("client", "server"),
     ):
         ok = asyncio.run(_demo(console, Path(tmp)))
     console.rule()

@@ -35,7 +35,10 @@ def render(report: Report) -> Table:
             else ""
         )
         table.add_row(
-            shown(step.name), f"[{colour}]{step.verdict}[/{colour}]", shown(step.summary), shown(fix)
+            shown(step.name),
+            f"[{colour}]{step.verdict}[/{colour}]",
+            shown(step.summary),
+            shown(fix),
         )
     return table
 
@@ -76,8 +79,15 @@ def doctor(
         # Without a trusted CA the chain is still examined, and reported as untrusted.
         tls = dataclasses.replace(tls, verify="none")
     settings = tls.settings("client")
-    options = DoctorOptions(host, port, settings, ae_title=ae_title, called_ae=called_ae,
-                            check_hostname=tls.check_hostname, timeout=timeout)  # fmt: skip
+    options = DoctorOptions(
+        host,
+        port,
+        settings,
+        ae_title=ae_title,
+        called_ae=called_ae,
+        check_hostname=tls.check_hostname,
+        timeout=timeout,
+    )
     with handshake_failures_said_here("client"):  # each is in the report, with its fix
         report = asyncio.run(diagnose(options))
     if as_json:

@@ -63,16 +63,21 @@ def _access(config: Resolved, destinations: dict[str, tuple[str, int]]) -> Acces
     try:
         return AccessPolicy.from_config(config.access, destinations)
     except PolicyError as exc:
-        raise ConfigError(f"{config.file}: {exc}", "see the [access] example in README.md") from None
+        raise ConfigError(
+            f"{config.file}: {exc}", "see the [access] example in README.md"
+        ) from None
 
 
 def _limits(config: Resolved) -> Limits:
     return Limits(
-        max_associations=config["max_associations"], max_per_peer=config["max_per_peer"],
+        max_associations=config["max_associations"],
+        max_per_peer=config["max_per_peer"],
         max_pending_handshakes=config["max_pending_handshakes"],
-        max_pending_per_peer=config["max_pending_per_peer"], artim_timeout=config["artim_timeout"],
-        idle_timeout=config["idle_timeout"], shutdown_grace=config["shutdown_grace"],
-    )  # fmt: skip
+        max_pending_per_peer=config["max_pending_per_peer"],
+        artim_timeout=config["artim_timeout"],
+        idle_timeout=config["idle_timeout"],
+        shutdown_grace=config["shutdown_grace"],
+    )
 
 
 def _audit(config: Resolved) -> AuditTrail | None:
@@ -85,7 +90,9 @@ def _audit(config: Resolved) -> AuditTrail | None:
                 made.close()
             raise ConfigError(f"{config.named('audit')}: {exc}") from None
         if isinstance(sink, FileSink):
-            sink.mode = parse_file_mode(config["file_mode"])  # audit messages name patients, like the store
+            sink.mode = parse_file_mode(
+                config["file_mode"]
+            )  # audit messages name patients, like the store
         sinks.append(sink)
     return AuditTrail(sinks) if sinks else None
 
@@ -101,8 +108,11 @@ def _can_listen(host: str, port: int | None, option: str) -> None:
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
-        raise UserError(f"--host {host}: {exc.strerror}", code="BAD_HOST",
-                        hint="give a name or address of this machine, or 0.0.0.0 for all") from None  # fmt: skip
+        raise UserError(
+            f"--host {host}: {exc.strerror}",
+            code="BAD_HOST",
+            hint="give a name or address of this machine, or 0.0.0.0 for all",
+        ) from None
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,14 +127,23 @@ def _can_listen(host: str, port: int | None, option: str) -> None:
 def _cannot_listen(exc: OSError, host: str, port: int, option: str) -> UserError:
     where = f"cannot listen on {host}:{port}"
     if exc.errno == errno.EADDRINUSE:
-        return UserError(f"{where}: address already in use", code="PORT_IN_USE",
-                         hint=f"stop what listens there (another dicomtls serve?), or pass {option} N")  # fmt: skip
+        return UserError(
+            f"{where}: address already in use",
+            code="PORT_IN_USE",
+            hint=f"stop what listens there (another dicomtls serve?), or pass {option} N",
+        )
     if exc.errno == errno.EACCES:
-        return UserError(f"{where}: permission denied", code="PERMISSION_DENIED",
-                         hint=f"ports below 1024 need root or CAP_NET_BIND_SERVICE: pass {option} 1024 or above")  # fmt: skip
+        return UserError(
+            f"{where}: permission denied",
+            code="PERMISSION_DENIED",
+            hint=f"ports below 1024 need root or CAP_NET_BIND_SERVICE: pass {option} 1024 or above",
+        )
     if exc.errno == errno.EADDRNOTAVAIL:
-        return UserError(f"{where}: {host} is not an address of this machine", code="BAD_HOST",
-                         hint="pass --host with one of its addresses, or 0.0.0.0 for all")  # fmt: skip
+        return UserError(
+            f"{where}: {host} is not an address of this machine",
+            code="BAD_HOST",
+            hint="pass --host with one of its addresses, or 0.0.0.0 for all",
+        )
     return UserError(f"{where}: {exc.strerror}", code="OS_ERROR")
 
 
@@ -160,17 +179,29 @@ def _first_run_pki(store: Path, port: int, ae_title: str) -> PKIFiles:
 
 @click.command()
 @options(SERVE)
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML file: every option is a key (--max-per-peer: max_per_peer), plus "
-                   "[access] rules; the command line wins over the file.")  # fmt: skip
-@click.option("--print-config", is_flag=True,
-              help="Print the effective configuration (command line, then --config, then "
-                   "defaults, each value with where it came from) as TOML, and exit.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True,
-              help="--print-config as JSON; an error as a JSON object on stdout.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file: every option is a key (--max-per-peer: max_per_peer), plus "
+    "[access] rules; the command line wins over the file.",
+)
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the effective configuration (command line, then --config, then "
+    "defaults, each value with where it came from) as TOML, and exit.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="--print-config as JSON; an error as a JSON object on stdout.",
+)
 @click.pass_context
-def serve(ctx: click.Context, /, config_file: Path | None, print_config: bool, as_json: bool,
-          **given: Any) -> None:  # fmt: skip
+def serve(
+    ctx: click.Context, /, config_file: Path | None, print_config: bool, as_json: bool, **given: Any
+) -> None:
     """Run a secure DICOM node: C-ECHO, C-STORE, C-FIND/C-MOVE/C-GET over what it stores.
 
     Run with no options on a fresh machine, it creates a test PKI under the store (its
@@ -207,8 +238,14 @@ def serve(ctx: click.Context, /, config_file: Path | None, print_config: bool, a
             audit.close()  # idempotent: the node closed it already unless it never started
 
 
-def _start(ctx: click.Context, config: Resolved, tls: TLSOptions, access: AccessPolicy,
-           destinations: dict[str, tuple[str, int]], audit: AuditTrail | None) -> None:  # fmt: skip
+def _start(
+    ctx: click.Context,
+    config: Resolved,
+    tls: TLSOptions,
+    access: AccessPolicy,
+    destinations: dict[str, tuple[str, int]],
+    audit: AuditTrail | None,
+) -> None:
     """Check the ports, then make what is missing (the first-run PKI) and run the node."""
     store, port, ae_title = config["store"], config["port"], config["ae_title"]
     _can_listen(config["host"], port, "--port")
@@ -218,22 +255,43 @@ def _start(ctx: click.Context, config: Resolved, tls: TLSOptions, access: Access
     _move_ca_key_out(store)
     if tls.cert is None and not tls.no_tls:
         pki = _first_run_pki(store, port, ae_title)
-        tls = TLSOptions(pki.chain("server"), pki.key("server"), tls.ca or (pki.ca,), tls.crl, tls.verify,
-                         tls.profile, False, tls.key_password, False)  # fmt: skip
+        tls = TLSOptions(
+            pki.chain("server"),
+            pki.key("server"),
+            tls.ca or (pki.ca,),
+            tls.crl,
+            tls.verify,
+            tls.profile,
+            False,
+            tls.key_password,
+            False,
+        )
     on_verify = verify_printer(console) if config["explain"] else None
     settings = tls.settings(
         "server", on_verify=on_verify, handshake_timeout=config["handshake_timeout"]
     )
     move_tls = None if settings is None else tls.settings("client")
-    node_config = NodeConfig(store=store, host=config["host"], port=port, ae_title=ae_title,
-                             tls=settings, move_destinations=destinations, move_tls=move_tls,
-                             limits=_limits(config), fsync=config["fsync"] == "always",
-                             access=access, audit=audit, metrics_port=config["metrics_port"],
-                             metrics_host=config["metrics_host"],
-                             file_mode=parse_file_mode(config["file_mode"]),
-                             accept_any_called_ae=config["accept_any_called_ae"],
-                             index=config["index"], objects=config["objects"],
-                             proxy=_proxy(config), janitor_interval=config["janitor_interval"])  # fmt: skip
+    node_config = NodeConfig(
+        store=store,
+        host=config["host"],
+        port=port,
+        ae_title=ae_title,
+        tls=settings,
+        move_destinations=destinations,
+        move_tls=move_tls,
+        limits=_limits(config),
+        fsync=config["fsync"] == "always",
+        access=access,
+        audit=audit,
+        metrics_port=config["metrics_port"],
+        metrics_host=config["metrics_host"],
+        file_mode=parse_file_mode(config["file_mode"]),
+        accept_any_called_ae=config["accept_any_called_ae"],
+        index=config["index"],
+        objects=config["objects"],
+        proxy=_proxy(config),
+        janitor_interval=config["janitor_interval"],
+    )
     asyncio.run(_serve(node_config, config["drain_seconds"] or 0.0))
 
 
@@ -245,7 +303,9 @@ def _proxy(config: Resolved) -> ProxyProtocol | None:
     try:
         return ProxyProtocol.from_config(trusted, header_timeout=config["proxy_header_timeout"])
     except ValueError as exc:
-        raise ConfigError(str(exc), hint="trusted_proxies = [\"10.0.0.5/32\"] (--trusted-proxy)") from None
+        raise ConfigError(
+            str(exc), hint='trusted_proxies = ["10.0.0.5/32"] (--trusted-proxy)'
+        ) from None
 
 
 async def _serve(config: NodeConfig, drain_seconds: float = 0.0) -> None:
@@ -270,13 +330,17 @@ async def _serve(config: NodeConfig, drain_seconds: float = 0.0) -> None:
     mode = "TLS " + config.tls.security_profile.name if config.tls else "plain TCP (no TLS)"
     if node.metrics_server is not None:
         console.print(f"metrics on http://{config.metrics_host}:{node.metrics_server.port}/metrics")
-    console.print(f"dicomtls node {shown(config.ae_title)} listening on {shown(config.host)}:{node.port} "
-                  f"({mode}); store {shown(config.store)} ({node.index.count()} objects indexed); "
-                  "Ctrl-C stops it")  # fmt: skip
+    console.print(
+        f"dicomtls node {shown(config.ae_title)} listening on {shown(config.host)}:{node.port} "
+        f"({mode}); store {shown(config.store)} ({node.index.count()} objects indexed); "
+        "Ctrl-C stops it"
+    )
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(draining.wait())]
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if not stop.is_set():
-        console.print(f"draining: /healthz answers 503 for {drain_seconds:g} s, then the node stops")
+        console.print(
+            f"draining: /healthz answers 503 for {drain_seconds:g} s, then the node stops"
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), drain_seconds)
     for waiter in waiters:
@@ -315,14 +379,30 @@ def index(store: Path, rebuild: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"store": str(store), "indexed": indexed, "unreadable": bad}))
         return
-    console.print(f"indexed {indexed} object(s) from {shown(store)}; {bad} unreadable file(s) skipped")
+    console.print(
+        f"indexed {indexed} object(s) from {shown(store)}; {bad} unreadable file(s) skipped"
+    )
 
 
 @click.command("janitor")
-@click.option("--index", "index_url", required=True, metavar="URL", help="The nodes' PostgreSQL index.")
-@click.option("--objects", "objects_url", required=True, metavar="URL", help="Their S3 bucket (s3://BUCKET?endpoint=URL).")
-@click.option("--grace", type=click.FloatRange(min=0), default=3600.0, show_default=True, metavar="SECONDS",
-              help="Leave uploads younger than this alone (they may still be indexed).")  # fmt: skip
+@click.option(
+    "--index", "index_url", required=True, metavar="URL", help="The nodes' PostgreSQL index."
+)
+@click.option(
+    "--objects",
+    "objects_url",
+    required=True,
+    metavar="URL",
+    help="Their S3 bucket (s3://BUCKET?endpoint=URL).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Leave uploads younger than this alone (they may still be indexed).",
+)
 def janitor(index_url: str, objects_url: str, grace: float) -> None:
     """Remove objects in S3 that no index row names: a scale-out node's leftovers.
 
@@ -348,5 +428,7 @@ def janitor(index_url: str, objects_url: str, grace: float) -> None:
     if swept is None:
         console.print("janitor: another node's janitor is running; nothing done")
         return
-    console.print(f"janitor: removed {swept.removed} object(s) no index row names; "
-                  f"{swept.failed} left for the next run")  # fmt: skip
+    console.print(
+        f"janitor: removed {swept.removed} object(s) no index row names; "
+        f"{swept.failed} left for the next run"
+    )

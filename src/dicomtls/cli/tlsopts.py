@@ -46,12 +46,20 @@ class TLSOptions:
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> TLSOptions:
         """From settings by key (:data:`~dicomtls.cli.config.TLS`); absent ones take their default."""
-        got: dict[str, Any] = {s.key: s.default if values.get(s.key) in (None, ()) else values[s.key] for s in TLS}
+        got: dict[str, Any] = {
+            s.key: s.default if values.get(s.key) in (None, ()) else values[s.key] for s in TLS
+        }
         return cls(
-            cert=got["tls_cert"], key=got["tls_key"], ca=tuple(got["ca"]), crl=tuple(got["crl"]),
-            verify=got["verify"], profile=got["profile"], no_tls=bool(got["no_tls"]),
-            key_password=got["key_password"], check_hostname=bool(got["check_hostname"]),
-        )  # fmt: skip
+            cert=got["tls_cert"],
+            key=got["tls_key"],
+            ca=tuple(got["ca"]),
+            crl=tuple(got["crl"]),
+            verify=got["verify"],
+            profile=got["profile"],
+            no_tls=bool(got["no_tls"]),
+            key_password=got["key_password"],
+            check_hostname=bool(got["check_hostname"]),
+        )
 
     def verify_flags(self) -> VerifyFlags:
         try:
@@ -107,9 +115,10 @@ def _check_identity(cert: Path | None, key: Path | None) -> None:
     """Our certificate and key given together, in the command's terms."""
     if key is not None and cert is None:
         raise UserError(
-            "--tls-key needs --tls-cert", hint="pass the certificate chain the key belongs to",
+            "--tls-key needs --tls-cert",
+            hint="pass the certificate chain the key belongs to",
             code="TLS_CERT_MISSING",
-        )  # fmt: skip
+        )
     if cert is None or key is not None or cert.suffix.lower() in _PKCS12:
         return
     try:

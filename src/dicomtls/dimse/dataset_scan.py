@@ -46,10 +46,29 @@ DEFAULT_MAX_DEPTH = 32
 
 _SHORT_VRS = frozenset(
     {
-        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
-        b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+        b"AE",
+        b"AS",
+        b"AT",
+        b"CS",
+        b"DA",
+        b"DS",
+        b"DT",
+        b"FD",
+        b"FL",
+        b"IS",
+        b"LO",
+        b"LT",
+        b"PN",
+        b"SH",
+        b"SL",
+        b"SS",
+        b"ST",
+        b"TM",
+        b"UI",
+        b"UL",
+        b"US",
     }
-)  # fmt: skip
+)
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
@@ -404,7 +423,11 @@ class DatasetScanner:
         if wanted is None:
             raise DatasetScanError(f"unknown delimiter {_tag_name(tag)} at byte {self._offset - 8}")
         closes_fragments = wanted == "sequence" and frame is not None and frame.kind == "fragments"
-        if frame is None or frame.end is not None or (frame.kind != wanted and not closes_fragments):
+        if (
+            frame is None
+            or frame.end is not None
+            or (frame.kind != wanted and not closes_fragments)
+        ):
             raise DatasetScanError(
                 f"a {wanted} delimiter at byte {self._offset - 8} that closes no {wanted}"
             )

@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # pydicom costs a tenth of a second to import: only who uses 
 __all__ = ["DatasetError", "decode_dataset", "encode_dataset", "keyword_texts"]
 
 
-
 class DatasetError(DicomTLSError, ValueError):
     """A data set pydicom cannot parse: answered with a DIMSE failure status, not a crash."""
 

@@ -62,9 +62,7 @@ def c_echo_rq(message_id: int, sop_class: str = VERIFICATION) -> CommandSet:
     return _rq(CommandField.C_ECHO_RQ, sop_class, message_id, dataset=False)
 
 
-def c_echo_rsp(
-    responding_to: int, status: int = 0, sop_class: str = VERIFICATION
-) -> CommandSet:
+def c_echo_rsp(responding_to: int, status: int = 0, sop_class: str = VERIFICATION) -> CommandSet:
     return _rsp(CommandField.C_ECHO_RSP, sop_class, responding_to, status, dataset=False)
 
 

@@ -16,7 +16,14 @@ from typing import BinaryIO
 
 from dicomtls.errors import DicomTLSError
 
-__all__ = ["LONG_VRS", "Part10Error", "Part10Header", "encode_file_header", "iter_blocks", "read_header"]
+__all__ = [
+    "LONG_VRS",
+    "Part10Error",
+    "Part10Header",
+    "encode_file_header",
+    "iter_blocks",
+    "read_header",
+]
 
 BLOCK_SIZE = 1 << 20  # 1 MiB reads: few syscalls, bounded memory
 
@@ -27,7 +34,9 @@ _SHORT = struct.Struct("<HH2sH")  # tag, VR, 2-byte length (explicit VR)
 _LONG = struct.Struct("<HH2s2xI")  # tag, VR, reserved, 4-byte length
 _IMPLICIT = struct.Struct("<HHI")
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
-LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
+LONG_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
 _WANTED = {
     0x0002: "MediaStorageSOPClassUID",
     0x0003: "MediaStorageSOPInstanceUID",
@@ -61,7 +70,9 @@ def read_header(path: Path) -> Part10Header:
         with path.open("rb") as handle:
             head = handle.read(_PREAMBLE + len(_PREFIX) + _META_READ)
             if len(head) < _PREAMBLE + len(_PREFIX) or head[_PREAMBLE : _PREAMBLE + 4] != _PREFIX:
-                raise Part10Error(f"{path}: not a DICOM Part 10 file (no 'DICM' after the preamble)")
+                raise Part10Error(
+                    f"{path}: not a DICOM Part 10 file (no 'DICM' after the preamble)"
+                )
             values, length = _file_meta(head, _PREAMBLE + len(_PREFIX), handle, path)
             size = handle.seek(0, 2)
     except OSError as exc:
@@ -105,7 +116,9 @@ def _file_meta(head: bytes, pos: int, handle: BinaryIO, path: Path) -> tuple[dic
         else:
             length, start = _IMPLICIT.unpack_from(buffer, pos)[2], pos + 8
         if length == 0xFFFFFFFF:
-            raise Part10Error(f"{path}: damaged file meta information (undefined length in group 0002)")
+            raise Part10Error(
+                f"{path}: damaged file meta information (undefined length in group 0002)"
+            )
         end = start + length
         if len(buffer) < end:
             buffer += _more(handle, end - len(buffer))

@@ -32,18 +32,36 @@ if TYPE_CHECKING:
 
 
 _COMMON = {
-    "CTImageStorage", "EnhancedCTImageStorage", "MRImageStorage", "EnhancedMRImageStorage",
-    "UltrasoundImageStorage", "UltrasoundMultiFrameImageStorage", "ComputedRadiographyImageStorage",
-    "DigitalXRayImageStorageForPresentation", "DigitalXRayImageStorageForProcessing",
-    "DigitalMammographyXRayImageStorageForPresentation", "SecondaryCaptureImageStorage",
-    "MultiFrameGrayscaleByteSecondaryCaptureImageStorage", "MultiFrameTrueColorSecondaryCaptureImageStorage",
-    "NuclearMedicineImageStorage", "PositronEmissionTomographyImageStorage", "XRayAngiographicImageStorage",
-    "XRayRadiofluoroscopicImageStorage", "RTImageStorage", "RTDoseStorage", "RTStructureSetStorage",
-    "RTPlanStorage", "EncapsulatedPDFStorage", "BasicTextSRStorage", "EnhancedSRStorage",
-    "ComprehensiveSRStorage", "GrayscaleSoftcopyPresentationStateStorage", "SegmentationStorage",
-    "VLPhotographicImageStorage", "KeyObjectSelectionDocumentStorage",
-}  # fmt: skip
-
+    "CTImageStorage",
+    "EnhancedCTImageStorage",
+    "MRImageStorage",
+    "EnhancedMRImageStorage",
+    "UltrasoundImageStorage",
+    "UltrasoundMultiFrameImageStorage",
+    "ComputedRadiographyImageStorage",
+    "DigitalXRayImageStorageForPresentation",
+    "DigitalXRayImageStorageForProcessing",
+    "DigitalMammographyXRayImageStorageForPresentation",
+    "SecondaryCaptureImageStorage",
+    "MultiFrameGrayscaleByteSecondaryCaptureImageStorage",
+    "MultiFrameTrueColorSecondaryCaptureImageStorage",
+    "NuclearMedicineImageStorage",
+    "PositronEmissionTomographyImageStorage",
+    "XRayAngiographicImageStorage",
+    "XRayRadiofluoroscopicImageStorage",
+    "RTImageStorage",
+    "RTDoseStorage",
+    "RTStructureSetStorage",
+    "RTPlanStorage",
+    "EncapsulatedPDFStorage",
+    "BasicTextSRStorage",
+    "EnhancedSRStorage",
+    "ComprehensiveSRStorage",
+    "GrayscaleSoftcopyPresentationStateStorage",
+    "SegmentationStorage",
+    "VLPhotographicImageStorage",
+    "KeyObjectSelectionDocumentStorage",
+}
 
 
 @functools.cache

@@ -37,8 +37,14 @@ _SSL_VERSIONS = {
     TLSVersion.TLSv1_2: ssl.TLSVersion.TLSv1_2,
     TLSVersion.TLSv1_3: ssl.TLSVersion.TLSv1_3,
 }
-_REFUSED_VERSION = ("protocol version", "unsupported protocol", "no protocols available", "wrong version number",
-                    "version too low", "tlsv1 alert protocol")  # fmt: skip
+_REFUSED_VERSION = (
+    "protocol version",
+    "unsupported protocol",
+    "no protocols available",
+    "wrong version number",
+    "version too low",
+    "tlsv1 alert protocol",
+)
 _REFUSED_CIPHER = (
     "handshake failure",
     "no shared cipher",
@@ -84,19 +90,41 @@ async def _tcp(report: Report, options: DoctorOptions) -> bool:
         async with asyncio.timeout(options.timeout):
             _, writer = await asyncio.open_connection(options.host, options.port)
     except socket.gaierror as exc:
-        report.add(Step("tcp", Verdict.FAIL, f"cannot resolve {options.host!r}: {exc.strerror}", code="DNS",
-                        fix="check the host name, or use the IP address", side="network"))  # fmt: skip
+        report.add(
+            Step(
+                "tcp",
+                Verdict.FAIL,
+                f"cannot resolve {options.host!r}: {exc.strerror}",
+                code="DNS",
+                fix="check the host name, or use the IP address",
+                side="network",
+            )
+        )
         return False
     except ConnectionRefusedError:
-        report.add(Step("tcp", Verdict.FAIL, f"{target} refused the connection: nothing listens there",
-                        code="CONNECTION_REFUSED", side="peer",
-                        fix="start the DICOM node, or check the port (DICOM TLS is usually 2762)"))  # fmt: skip
+        report.add(
+            Step(
+                "tcp",
+                Verdict.FAIL,
+                f"{target} refused the connection: nothing listens there",
+                code="CONNECTION_REFUSED",
+                side="peer",
+                fix="start the DICOM node, or check the port (DICOM TLS is usually 2762)",
+            )
+        )
         return False
     except (TimeoutError, OSError) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        report.add(Step("tcp", Verdict.FAIL, f"{target}: {reason} within {options.timeout:g} s",
-                        code="TCP_TIMEOUT", side="network",
-                        fix="a firewall may drop the traffic; check routing and firewall rules"))  # fmt: skip
+        report.add(
+            Step(
+                "tcp",
+                Verdict.FAIL,
+                f"{target}: {reason} within {options.timeout:g} s",
+                code="TCP_TIMEOUT",
+                side="network",
+                fix="a firewall may drop the traffic; check routing and firewall rules",
+            )
+        )
         return False
     writer.close()
     report.add(Step("tcp", Verdict.PASS, f"{target} accepts TCP connections"))
@@ -118,16 +146,26 @@ def _probe_settings(
         return True
 
     verify = VerifyFlags.PEER if options.tls.trust.ca_certificates else VerifyFlags.NONE
-    return dataclasses.replace(options.tls, on_verify=record, verify=verify, check_hostname=False,
-                               handshake_timeout=options.timeout)  # fmt: skip
+    return dataclasses.replace(
+        options.tls,
+        on_verify=record,
+        verify=verify,
+        check_hostname=False,
+        handshake_timeout=options.timeout,
+    )
 
 
 async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) -> bool:
     """Step 2 (and the handshake the chain step reads); True when the port speaks plain DICOM."""
     try:
-        assoc = await associate(options.host, options.port, _probe_settings(options, calls),
-                                calling_ae=options.ae_title, called_ae=options.called_ae,
-                                proposals=default_proposals())  # fmt: skip
+        assoc = await associate(
+            options.host,
+            options.port,
+            _probe_settings(options, calls),
+            calling_ae=options.ae_title,
+            called_ae=options.called_ae,
+            proposals=default_proposals(),
+        )
     except TLSHandshakeError as error:
         if (
             error.stage is HandshakeStage.CLOSED
@@ -143,8 +181,16 @@ async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) ->
             )
         return _handshake_failure(report, options, error)
     except ConnectError as exc:  # it answered the TCP step a moment ago
-        report.add(Step("protocol", Verdict.FAIL, str(exc), code="CONNECTION_REFUSED", side="peer",
-                        fix="the node stopped accepting connections: check it is still running"))  # fmt: skip
+        report.add(
+            Step(
+                "protocol",
+                Verdict.FAIL,
+                str(exc),
+                code="CONNECTION_REFUSED",
+                side="peer",
+                fix="the node stopped accepting connections: check it is still running",
+            )
+        )
         return False
     except AssociationError:
         pass  # TLS worked; the DICOM step reports the association itself
@@ -158,8 +204,14 @@ async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) ->
 async def _speaks_plain_dicom(options: DoctorOptions) -> bool:
     """Many plain DICOM nodes (DCMTK among them) just close on a TLS hello: ask them in DICOM."""
     try:
-        assoc = await associate(options.host, options.port, None, calling_ae=options.ae_title,
-                                called_ae=options.called_ae, proposals=default_proposals())  # fmt: skip
+        assoc = await associate(
+            options.host,
+            options.port,
+            None,
+            calling_ae=options.ae_title,
+            called_ae=options.called_ae,
+            proposals=default_proposals(),
+        )
     except AssociationError as exc:
         return "rejected the association" in str(exc)
     except (TLSHandshakeError, OSError):
@@ -177,13 +229,31 @@ def _client_cert_summary(options: DoctorOptions) -> str:
 def _handshake_failure(report: Report, options: DoctorOptions, error: TLSHandshakeError) -> bool:
     evidence = error.to_dict()
     if error.stage is HandshakeStage.NOT_TLS:
-        report.add(Step("protocol", Verdict.FAIL, error.reason, evidence, code="NOT_TLS", side="ours",
-                        fix="this port speaks plain DICOM: use the node's TLS port (often 2762), "
-                            "or --no-tls if plain is really intended"))  # fmt: skip
+        report.add(
+            Step(
+                "protocol",
+                Verdict.FAIL,
+                error.reason,
+                evidence,
+                code="NOT_TLS",
+                side="ours",
+                fix="this port speaks plain DICOM: use the node's TLS port (often 2762), "
+                "or --no-tls if plain is really intended",
+            )
+        )
         return True
     if error.stage is HandshakeStage.TIMEOUT:
-        report.add(Step("protocol", Verdict.FAIL, "no TLS answer to our ClientHello", evidence, code="TLS_TIMEOUT",
-                        side="peer", fix="the node may wait for plain DICOM, or be overloaded"))  # fmt: skip
+        report.add(
+            Step(
+                "protocol",
+                Verdict.FAIL,
+                "no TLS answer to our ClientHello",
+                evidence,
+                code="TLS_TIMEOUT",
+                side="peer",
+                fix="the node may wait for plain DICOM, or be overloaded",
+            )
+        )
         return False
     if error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED) and error.alert not in (
         "protocol_version",
@@ -200,11 +270,29 @@ def _handshake_failure(report: Report, options: DoctorOptions, error: TLSHandsha
                 "CLIENT_CERTIFICATE_REQUIRED",
                 "give --tls-cert and --tls-key issued by a CA the node trusts",
             )
-        report.add(Step("client-certificate", Verdict.FAIL, f"the node refused us: {meaning}", evidence,
-                        code=code, side="ours", fix=fix))  # fmt: skip
+        report.add(
+            Step(
+                "client-certificate",
+                Verdict.FAIL,
+                f"the node refused us: {meaning}",
+                evidence,
+                code=code,
+                side="ours",
+                fix=fix,
+            )
+        )
         return False
-    report.add(Step("protocol", Verdict.FAIL, error.reason, evidence, code=str(error.stage).upper(), side="peer",
-                    fix=error.hint))  # fmt: skip
+    report.add(
+        Step(
+            "protocol",
+            Verdict.FAIL,
+            error.reason,
+            evidence,
+            code=str(error.stage).upper(),
+            side="peer",
+            fix=error.hint,
+        )
+    )
     return False
 
 
@@ -262,12 +350,29 @@ async def _versions_and_ciphers(report: Report, options: DoctorOptions) -> None:
     accepted_versions = [v for v in TLSVersion if versions[v.display_name]["accepted"]]
     old = [v.display_name for v in accepted_versions if v.rank < TLSVersion.TLSv1_2.rank]
     if old:
-        report.add(Step("tls-versions", Verdict.FAIL, f"the node accepts {', '.join(old)} (forbidden by RFC 8996)",
-                        {"versions": versions}, code="OLD_TLS_ACCEPTED", side="peer",
-                        fix="disable TLS 1.0/1.1 on the node (use the BCP 195 RFC 8996 profile)"))  # fmt: skip
+        report.add(
+            Step(
+                "tls-versions",
+                Verdict.FAIL,
+                f"the node accepts {', '.join(old)} (forbidden by RFC 8996)",
+                {"versions": versions},
+                code="OLD_TLS_ACCEPTED",
+                side="peer",
+                fix="disable TLS 1.0/1.1 on the node (use the BCP 195 RFC 8996 profile)",
+            )
+        )
     elif not accepted_versions:
-        report.add(Step("tls-versions", Verdict.FAIL, "no TLS version was accepted", {"versions": versions},
-                        code="NO_TLS_VERSION", side="peer", fix="check the node's TLS configuration"))  # fmt: skip
+        report.add(
+            Step(
+                "tls-versions",
+                Verdict.FAIL,
+                "no TLS version was accepted",
+                {"versions": versions},
+                code="NO_TLS_VERSION",
+                side="peer",
+                fix="check the node's TLS configuration",
+            )
+        )
     else:
         names = ", ".join(v.display_name for v in accepted_versions)
         report.add(Step("tls-versions", Verdict.PASS, f"accepts {names}", {"versions": versions}))
@@ -306,12 +411,29 @@ def _judge_suites(report: Report, versions: list[TLSVersion], suites: list[Any])
     forbidden = [s.iana_name for s in suites if not s.forward_secret or not s.aead]
     evidence = {"accepted_tls12": [s.iana_name for s in suites], "profiles_satisfied": satisfied}
     if forbidden:
-        report.add(Step("cipher-suites", Verdict.WARN, f"accepts suites outside BCP 195: {', '.join(forbidden)}",
-                        evidence, code="FORBIDDEN_SUITES", side="peer",
-                        fix="restrict the node to ECDHE with AES-GCM/CHACHA20 (profile bcp195-rfc8996)"))  # fmt: skip
+        report.add(
+            Step(
+                "cipher-suites",
+                Verdict.WARN,
+                f"accepts suites outside BCP 195: {', '.join(forbidden)}",
+                evidence,
+                code="FORBIDDEN_SUITES",
+                side="peer",
+                fix="restrict the node to ECDHE with AES-GCM/CHACHA20 (profile bcp195-rfc8996)",
+            )
+        )
     elif not satisfied:
-        report.add(Step("cipher-suites", Verdict.WARN, "suites satisfy no current DICOM profile", evidence,
-                        code="NO_PROFILE", side="peer", fix="configure profile B.12 or B.13 on the node"))  # fmt: skip
+        report.add(
+            Step(
+                "cipher-suites",
+                Verdict.WARN,
+                "suites satisfy no current DICOM profile",
+                evidence,
+                code="NO_PROFILE",
+                side="peer",
+                fix="configure profile B.12 or B.13 on the node",
+            )
+        )
     else:
         report.add(
             Step("cipher-suites", Verdict.PASS, f"satisfies {', '.join(satisfied)}", evidence)
@@ -325,8 +447,11 @@ def _matches_host(info: CertificateInfo, host: str) -> bool:
     try:
         return str(ipaddress.ip_address(host)) in info.ip_addresses
     except ValueError:
-        return any(n.lower() == host.lower() or (n.startswith("*.") and host.lower().endswith(n[1:].lower()))
-                   for n in info.dns_names)  # fmt: skip
+        return any(
+            n.lower() == host.lower()
+            or (n.startswith("*.") and host.lower().endswith(n[1:].lower()))
+            for n in info.dns_names
+        )
 
 
 def _chain(
@@ -365,8 +490,14 @@ def _chain(
             )
         if depth == 0:
             if not (info.has_server_auth and info.has_client_auth):
-                problems.append(("WARN", "MISSING_PURPOSE", f"{info.readable_subject} lacks serverAuth+clientAuth: "
-                                 "DICOM nodes act as SCU and SCP"))  # fmt: skip
+                problems.append(
+                    (
+                        "WARN",
+                        "MISSING_PURPOSE",
+                        f"{info.readable_subject} lacks serverAuth+clientAuth: "
+                        "DICOM nodes act as SCU and SCP",
+                    )
+                )
             if not _matches_host(info, options.host):
                 level = "FAIL" if options.check_hostname else "WARN"
                 finding = f"{info.readable_subject} does not name {options.host!r}"
@@ -383,9 +514,17 @@ def _chain(
         return
     worst = "FAIL" if any(p[0] == "FAIL" for p in problems) else "WARN"
     level, code, text = next(p for p in problems if p[0] == worst)
-    report.add(Step("certificate-chain", Verdict(worst), text, {"chain": evidence, "problems": problems},
-                    code=code, side="peer" if code != "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" else "ours",
-                    fix=text.split(". ", 1)[-1]))  # fmt: skip
+    report.add(
+        Step(
+            "certificate-chain",
+            Verdict(worst),
+            text,
+            {"chain": evidence, "problems": problems},
+            code=code,
+            side="peer" if code != "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" else "ours",
+            fix=text.split(". ", 1)[-1],
+        )
+    )
 
 
 # -- 6. DICOM ------------------------------------------------------------------------------
@@ -393,11 +532,27 @@ def _chain(
 
 async def _dicom(report: Report, options: DoctorOptions, tls: TLSSettings | None) -> None:
     try:
-        assoc = await associate(options.host, options.port, tls, calling_ae=options.ae_title,
-                                called_ae=options.called_ae, proposals=default_proposals())  # fmt: skip
+        assoc = await associate(
+            options.host,
+            options.port,
+            tls,
+            calling_ae=options.ae_title,
+            called_ae=options.called_ae,
+            proposals=default_proposals(),
+        )
     except AssociationError as exc:
-        code = next((r for r in ("CALLED_AE_NOT_RECOGNIZED", "CALLING_AE_NOT_RECOGNIZED", "LOCAL_LIMIT_EXCEEDED")
-                     if r in str(exc)), "ASSOCIATION_FAILED")  # fmt: skip
+        code = next(
+            (
+                r
+                for r in (
+                    "CALLED_AE_NOT_RECOGNIZED",
+                    "CALLING_AE_NOT_RECOGNIZED",
+                    "LOCAL_LIMIT_EXCEEDED",
+                )
+                if r in str(exc)
+            ),
+            "ASSOCIATION_FAILED",
+        )
         fix = REJECTION_FIXES.get(code, "read the node's log")
         report.add(
             Step(
@@ -411,18 +566,37 @@ async def _dicom(report: Report, options: DoctorOptions, tls: TLSSettings | None
         )
         return
     except TLSHandshakeError as exc:
-        report.add(Step("dicom-association", Verdict.FAIL, str(exc), exc.to_dict(), code=str(exc.stage).upper(),
-                        side="ours", fix=exc.hint))  # fmt: skip
+        report.add(
+            Step(
+                "dicom-association",
+                Verdict.FAIL,
+                str(exc),
+                exc.to_dict(),
+                code=str(exc.stage).upper(),
+                side="ours",
+                fix=exc.hint,
+            )
+        )
         return
     except ConnectError as exc:
-        report.add(Step("dicom-association", Verdict.FAIL, str(exc), code="CONNECTION_REFUSED", side="peer",
-                        fix="the node stopped accepting connections: check it is still running"))  # fmt: skip
+        report.add(
+            Step(
+                "dicom-association",
+                Verdict.FAIL,
+                str(exc),
+                code="CONNECTION_REFUSED",
+                side="peer",
+                fix="the node stopped accepting connections: check it is still running",
+            )
+        )
         return
     async with assoc:
         negotiated = assoc.negotiated
-        evidence = {"peer_max_pdu_length": negotiated.peer_max_pdu_length,
-                    "implementation_class_uid": negotiated.peer_implementation_class_uid,
-                    "implementation_version_name": negotiated.peer_implementation_version_name}  # fmt: skip
+        evidence = {
+            "peer_max_pdu_length": negotiated.peer_max_pdu_length,
+            "implementation_class_uid": negotiated.peer_implementation_class_uid,
+            "implementation_version_name": negotiated.peer_implementation_version_name,
+        }
         report.add(
             Step("dicom-association", Verdict.PASS, f"accepted by {options.called_ae}", evidence)
         )

@@ -402,7 +402,9 @@ class Association:
         response = await self.response(CommandField.C_STORE_RSP, message_id)
         return number(response.command, Tag.Status)
 
-    async def store_many(self, paths: Iterable[Path]) -> AsyncIterator[tuple[Path, int | Exception]]:
+    async def store_many(
+        self, paths: Iterable[Path]
+    ) -> AsyncIterator[tuple[Path, int | Exception]]:
         """C-STORE each file, with as many requests outstanding as the peer allows.
 
         With an asynchronous operations window (``associate(max_operations=...)``, PS3.7

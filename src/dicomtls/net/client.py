@@ -84,10 +84,16 @@ class Peer(PeerAddress):
     ) -> Association:
         """An association of your own, with ``proposals`` (release it when done)."""
         return await associate(
-            self.host, self.port, self.tls, calling_ae=self.calling_ae,
-            called_ae=self.called_ae, proposals=proposals, dimse_timeout=self.dimse_timeout,
-            max_operations=max_operations, events=self.events,
-        )  # fmt: skip
+            self.host,
+            self.port,
+            self.tls,
+            calling_ae=self.calling_ae,
+            called_ae=self.called_ae,
+            proposals=proposals,
+            dimse_timeout=self.dimse_timeout,
+            max_operations=max_operations,
+            events=self.events,
+        )
 
     async def echo(self) -> int:
         """C-ECHO; the status (0x0000: the peer answers)."""
@@ -100,7 +106,9 @@ class Peer(PeerAddress):
         """C-STORE each file, up to ``max_operations`` outstanding where the peer allows;
         each file with its status, or the error that kept it back (not DICOM, no context)."""
         files = [Path(p) for p in paths]
-        async with await self.associate(proposals_for(files), max_operations=max_operations) as assoc:
+        async with await self.associate(
+            proposals_for(files), max_operations=max_operations
+        ) as assoc:
             return [result async for result in assoc.store_many(files)]
 
     async def find(

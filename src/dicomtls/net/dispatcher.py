@@ -244,7 +244,9 @@ class Dispatcher:
         """The gate refused a message (observer of the association): reported as a security
         event, whether it is answered with a status or the association is aborted."""
         if refusal.service is not None:
-            notify(self.services.events.on_refused, self.association, refusal.service, refusal.reason)
+            notify(
+                self.services.events.on_refused, self.association, refusal.service, refusal.reason
+            )
 
     async def _refuse(self, message: Message) -> None:
         """Answer a message the gate refused with its status, in one log line."""
@@ -255,9 +257,13 @@ class Dispatcher:
     async def _answer(self, message: Message, status: int, why: str) -> None:
         log.warning(
             "%s from %s (calling %r, %s) refused (%s): %s",
-            _named(message.field), self._peer, self.association.calling_ae,
-            self.admission.rule or "no access rule", status_name(status), why,
-        )  # fmt: skip
+            _named(message.field),
+            self._peer,
+            self.association.calling_ae,
+            self.admission.rule or "no access rule",
+            status_name(status),
+            why,
+        )
         await self._reply(message, _failure(message, status))
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -346,7 +352,9 @@ class Dispatcher:
             find = self.services.find
             if find is None:
                 raise StatusError(Status.SOP_CLASS_NOT_SUPPORTED, "no C-FIND here")
-            found = await asyncio.to_thread(lambda: iter(find(self.association, sop_class, identifier)))
+            found = await asyncio.to_thread(
+                lambda: iter(find(self.association, sop_class, identifier))
+            )
             while batch := await asyncio.to_thread(_next_batch, found):
                 for match in batch:
                     if await self._cancelled(message_id):
@@ -361,8 +369,11 @@ class Dispatcher:
             status = exc.status
             log.warning(
                 "C-FIND from %s (calling %r) answered %s: %s",
-                self._peer, self.association.calling_ae, status_name(status), exc,
-            )  # fmt: skip
+                self._peer,
+                self.association.calling_ae,
+                status_name(status),
+                exc,
+            )
         await self._reply(message, c_find_rsp(message_id, sop_class, status, False))
         record = QueryRecord(sop_class, message.dataset or b"", syntax, matches, status)
         notify(self.services.events.on_queried, self.association, record)
@@ -414,18 +425,21 @@ class Dispatcher:
         if outcome.failed:
             log.warning(
                 "C-%s from %s to %r: %d of %d object(s) not sent (%s): %s",
-                service.value.upper(), self._peer, destination, len(outcome.failed),
-                outcome.total, status_name(status), outcome.why(),
-            )  # fmt: skip
+                service.value.upper(),
+                self._peer,
+                destination,
+                len(outcome.failed),
+                outcome.total,
+                status_name(status),
+                outcome.why(),
+            )
         await self._reply(message, final, dataset)
         record = RetrieveRecord(
             service, destination, tuple(outcome.sent), tuple(p for p, _ in outcome.failed), status
         )
         notify(self.services.events.on_retrieved, self.association, record)
 
-    async def _pending(
-        self, message: Message, service: Service, outcome: _Outcome
-    ) -> bool:
+    async def _pending(self, message: Message, service: Service, outcome: _Outcome) -> bool:
         """A pending response after a sub-operation; False if the requestor cancelled."""
         if await self._cancelled(_message_id(message)):
             await self._finish_retrieve(
@@ -434,7 +448,9 @@ class Dispatcher:
             return False
         if outcome.remaining:
             build = c_move_rsp if service is Service.MOVE else c_get_rsp
-            pending = build(_message_id(message), _sop_class(message), Status.PENDING, outcome.counts())
+            pending = build(
+                _message_id(message), _sop_class(message), Status.PENDING, outcome.counts()
+            )
             await self._reply(message, pending)
         return True
 
@@ -465,10 +481,13 @@ class Dispatcher:
         host, port = address
         try:
             sub = await associate(
-                host, port, current_settings(self.services.move_tls),
-                calling_ae=self.association.called_ae, called_ae=destination,
+                host,
+                port,
+                current_settings(self.services.move_tls),
+                calling_ae=self.association.called_ae,
+                called_ae=destination,
                 proposals=proposals_for_headers(headers),
-            )  # fmt: skip
+            )
         except (AssociationError, OSError, TLSError) as exc:
             for header in headers:
                 outcome.fail(header.path, header.sop_instance_uid, f"cannot associate: {exc}")

@@ -67,9 +67,7 @@ class InboundObject:
         self.sop_instance_uid = str(command[Tag.AffectedSOPInstanceUID])
         self.size = 0
         self.started = time.perf_counter()
-        self._scanner = DatasetScanner(
-            transfer_syntax, _IDENTITY.union(keep), max_depth=max_depth
-        )
+        self._scanner = DatasetScanner(transfer_syntax, _IDENTITY.union(keep), max_depth=max_depth)
         self._unreadable: DatasetScanError | None = None  # then nothing more is forwarded
 
     def write(self, data: memoryview) -> Awaitable[None] | None:
@@ -142,6 +140,9 @@ class InboundObject:
     def _refuse(self, status: int, why: str) -> int:
         log.warning(
             "C-STORE from %s of %s refused (%s): %s",
-            self.peer, self.sop_instance_uid, status_name(status), why,
-        )  # fmt: skip
+            self.peer,
+            self.sop_instance_uid,
+            status_name(status),
+            why,
+        )
         return status

@@ -68,6 +68,7 @@ def _receive_buffer() -> memoryview:
         buffer = _per_thread.receive = memoryview(bytearray(_RECEIVE_BUFFER))
     return buffer
 
+
 #: Plaintext encrypted per step: its ciphertext (16 records and their overhead) leaves the
 #: memory BIO in one read and goes to the socket as it is, never joined with the next.
 _ENCRYPT_SLICE = 240 << 10
@@ -187,7 +188,9 @@ class SecureLink:
     def abort(self) -> None:
         self._protocol.abort()
 
-    async def linger_close(self, seconds: float = _LINGER_SECONDS, limit: int = _LINGER_BYTES) -> None:
+    async def linger_close(
+        self, seconds: float = _LINGER_SECONDS, limit: int = _LINGER_BYTES
+    ) -> None:
         """Close once the peer has had the chance to read what we sent last (an A-ABORT).
 
         Closing a socket with the peer's data unread makes the kernel answer with a reset,
@@ -304,8 +307,9 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             log.warning(
                 "connection from %s refused: not a trusted proxy (trusted_proxies: %s), and "
                 "every connection must come through one (proxy_protocol)",
-                self.peer, proxy.describe(),
-            )  # fmt: skip
+                self.peer,
+                proxy.describe(),
+            )
             self._refuse("proxy-untrusted", "not a trusted proxy")
             return
         if self._pending is not None:
@@ -358,8 +362,9 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             return
         log.warning(
             "connection from proxy %s refused: no complete PROXY v2 header within %s s",
-            self.peer, self._proxy.header_timeout,
-        )  # fmt: skip
+            self.peer,
+            self._proxy.header_timeout,
+        )
         self._refuse("proxy-header", "no PROXY header in time")
 
     def _refuse(self, reason: str, why: str, *, quietly: bool = False) -> None:

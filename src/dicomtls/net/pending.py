@@ -141,15 +141,18 @@ class PendingHandshakes:
                 log.warning(
                     "connection from %s refused: %d TLS handshakes already in progress "
                     "(max_pending_handshakes); further refusals are counted, not logged",
-                    peer, self.limits.total,
-                )  # fmt: skip
+                    peer,
+                    self.limits.total,
+                )
         elif key not in episode.named and len(episode.named) < _NAMED_PER_EPISODE:
             episode.named.add(key)
             log.warning(
                 "connection from %s refused: %d TLS handshakes from %s already in progress "
                 "(max_pending_per_peer); further refusals are counted, not logged",
-                peer, self.limits.per_peer, key,
-            )  # fmt: skip
+                peer,
+                self.limits.per_peer,
+                key,
+            )
         episode.refused[key if key in episode.named else ""] += 1
         if self._on_refused is not None:
             self._on_refused(peer, reason)
@@ -181,8 +184,11 @@ class PendingHandshakes:
         log.warning(
             "TLS handshake flood %s: %d connection(s) refused in %.0f s over the pending-"
             "handshake bounds%s",
-            state, refused, time.monotonic() - episode.started, f" ({named})" if named else "",
-        )  # fmt: skip
+            state,
+            refused,
+            time.monotonic() - episode.started,
+            f" ({named})" if named else "",
+        )
 
 
 class _Episode:

@@ -70,14 +70,20 @@ class ProxyHeader:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def parse_header(data: bytes | bytearray | memoryview, max_length: int = MAX_HEADER) -> ProxyHeader | None:
+def parse_header(
+    data: bytes | bytearray | memoryview, max_length: int = MAX_HEADER
+) -> ProxyHeader | None:
     """The header at the start of ``data``; None while more bytes are needed."""
     view = bytes(data[: max(16, max_length)])
     start = view[: len(SIGNATURE)]
     if start != SIGNATURE[: len(start)]:
         if b"PROXY "[: len(view[:6])] == view[:6]:
-            raise ProxyHeaderError("a PROXY protocol version 1 (text) header: configure the proxy with send-proxy-v2")
-        raise ProxyHeaderError(f"no PROXY protocol v2 signature (the connection starts with {view[:8]!r})")
+            raise ProxyHeaderError(
+                "a PROXY protocol version 1 (text) header: configure the proxy with send-proxy-v2"
+            )
+        raise ProxyHeaderError(
+            f"no PROXY protocol v2 signature (the connection starts with {view[:8]!r})"
+        )
     if len(view) < _FIXED.size:
         return None
     _, version_command, family_transport, length = _FIXED.unpack_from(view)
@@ -88,7 +94,9 @@ def parse_header(data: bytes | bytearray | memoryview, max_length: int = MAX_HEA
         raise ProxyHeaderError(f"unknown PROXY v2 command {command}")
     total = _FIXED.size + length
     if total > max_length:
-        raise ProxyHeaderError(f"a PROXY v2 header of {total} bytes, over the limit of {max_length}")
+        raise ProxyHeaderError(
+            f"a PROXY v2 header of {total} bytes, over the limit of {max_length}"
+        )
     if len(view) < total:
         return None
     if command == _LOCAL:
@@ -108,13 +116,17 @@ def parse_header(data: bytes | bytearray | memoryview, max_length: int = MAX_HEA
     return ProxyHeader(False, client, server, total)
 
 
-def encode_header(source: tuple[str, int] | None, destination: tuple[str, int] | None = None, tlvs: bytes = b"") -> bytes:
+def encode_header(
+    source: tuple[str, int] | None, destination: tuple[str, int] | None = None, tlvs: bytes = b""
+) -> bytes:
     """A PROXY v2 header (LOCAL when ``source`` is None): for tests and peers that stand in
     for a balancer."""
     if source is None:
         return _FIXED.pack(SIGNATURE, 0x20 | _LOCAL, 0, len(tlvs)) + tlvs
     client = ipaddress.ip_address(source[0])
-    server = ipaddress.ip_address((destination or ("0.0.0.0" if client.version == 4 else "::", 0))[0])
+    server = ipaddress.ip_address(
+        (destination or ("0.0.0.0" if client.version == 4 else "::", 0))[0]
+    )
     family = _INET if client.version == 4 else _INET6
     addresses = _ADDRESSES[family].pack(
         client.packed, server.packed, source[1], destination[1] if destination else 0
@@ -140,7 +152,9 @@ class ProxyProtocol:
             try:
                 networks.append(ipaddress.ip_network(str(text).strip(), strict=True))
             except ValueError as exc:
-                raise ValueError(f"trusted_proxies: {text!r} is not a network (e.g. 10.0.0.5/32): {exc}") from None
+                raise ValueError(
+                    f"trusted_proxies: {text!r} is not a network (e.g. 10.0.0.5/32): {exc}"
+                ) from None
         if not networks:
             raise ValueError(
                 "proxy_protocol = true needs trusted_proxies, the balancers' networks "

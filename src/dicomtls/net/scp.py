@@ -67,6 +67,7 @@ __all__ = [
 
 log = get_logger("dicomtls.net")
 
+
 @dataclass
 class Limits:
     """How much one server takes on: the rest get A-ASSOCIATE-RJ (transient, local limit)."""
@@ -230,8 +231,11 @@ async def _serve_association(
             explained = f"{why}: {negotiation[1]}"
         log.warning(
             "association from %s (calling %r, called %r) rejected: %s",
-            link.peer, info.calling_ae, info.called_ae, explained,
-        )  # fmt: skip
+            link.peer,
+            info.calling_ae,
+            info.called_ae,
+            explained,
+        )
         notify(services.events.on_rejected, info, why)
         ul.reject(answer)
         channel.flush()
@@ -293,8 +297,11 @@ def _log_declined(
     if withheld:
         log.warning(
             "association from %s (calling %r): %s does not grant %s; those contexts declined",
-            info.peer, info.calling_ae, admission.rule or "the access policy", ", ".join(withheld),
-        )  # fmt: skip
+            info.peer,
+            info.calling_ae,
+            admission.rule or "the access policy",
+            ", ".join(withheld),
+        )
 
 
 def _busy() -> AssociateRJ:

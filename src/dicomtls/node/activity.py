@@ -101,12 +101,19 @@ class ActivityLog:
         log.info(
             "association from %s (calling %r, called %r, %s) %s after %.2f s: "
             "%d stored (%s bytes), %d refused, %d sent (%s bytes), %s",
-            association.peer, association.calling_ae.strip(), association.called_ae.strip(),
-            link, association.end_reason or "connection lost",
-            time.monotonic() - tally.started, tally.stored, f"{tally.stored_bytes:,}",
-            tally.refused, tally.sent, f"{tally.sent_bytes:,}",
+            association.peer,
+            association.calling_ae.strip(),
+            association.called_ae.strip(),
+            link,
+            association.end_reason or "connection lost",
+            time.monotonic() - tally.started,
+            tally.stored,
+            f"{tally.stored_bytes:,}",
+            tally.refused,
+            tally.sent,
+            f"{tally.sent_bytes:,}",
             _plural(tally.queries, "query", "queries"),
-        )  # fmt: skip
+        )
 
 
 def chained(*observers: ServiceEvents) -> ServiceEvents:

@@ -143,7 +143,7 @@ def open_backends(
         )
     if objects and not is_postgresql(index):
         raise ValueError(
-            "objects in S3 need index = \"postgresql://...\": the upload intents that make a "
+            'objects in S3 need index = "postgresql://...": the upload intents that make a '
             "crash safe, and every node's view of every object, live in the shared index"
         )
     if not is_postgresql(index):

@@ -98,12 +98,17 @@ INDEXED_KEYWORDS = tuple(_BY_KEYWORD)
 LEVEL_KEYS = {
     "PATIENT": ("PatientID", "PatientName", "PatientBirthDate", "PatientSex"),
     "STUDY": (
-        "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
-        "StudyDescription", "ReferringPhysicianName",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "StudyDescription",
+        "ReferringPhysicianName",
     ),
     "SERIES": ("SeriesInstanceUID", "SeriesNumber", "Modality", "SeriesDescription"),
     "IMAGE": ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
-}  # fmt: skip
+}
 _LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 _UNIQUE = {
     "PATIENT": "PatientID",
@@ -259,7 +264,9 @@ SQLITE = Dialect(
 )
 
 
-def _condition(column: _Column, values: Sequence[str], dialect: Dialect) -> tuple[str, list[object]]:
+def _condition(
+    column: _Column, values: Sequence[str], dialect: Dialect
+) -> tuple[str, list[object]]:
     """SQL for one matching key (PS3.4 C.2.2.2): single value, UID list, wildcard, range."""
     name, p = column.column, dialect.param
     if column.kind == "uid":
@@ -457,7 +464,9 @@ def find_query(identifier: Dataset, model: QueryModel, dialect: Dialect) -> Find
     return FindQuery(sql, args, query.level, [*returned, *counted], charset)
 
 
-def retrieve_query(identifier: Dataset, model: QueryModel, dialect: Dialect) -> tuple[str, list[object]]:
+def retrieve_query(
+    identifier: Dataset, model: QueryModel, dialect: Dialect
+) -> tuple[str, list[object]]:
     """C-MOVE/C-GET: SQL for the locations of every instance the identifier's unique keys
     select (PS3.4 C.4.2.3.1); :class:`QueryError` for one a baseline retrieval does not allow."""
     query = _Identifier.read(identifier, model)

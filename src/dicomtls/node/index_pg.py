@@ -76,14 +76,23 @@ POSTGRESQL = Dialect(
 _LEVEL_COLUMNS = {
     "patients": ("patient_id", "patient_name", "patient_birth_date", "patient_sex"),
     "studies": (
-        "study_uid", "study_date", "study_time", "accession_number", "study_id",
-        "study_description", "referring_physician",
+        "study_uid",
+        "study_date",
+        "study_time",
+        "accession_number",
+        "study_id",
+        "study_description",
+        "referring_physician",
     ),
     "series": ("series_uid", "series_number", "modality", "series_description"),
     "instances": ("sop_instance_uid", "sop_class_uid", "instance_number"),
-}  # fmt: skip
+}
 _ORDER = [c.column for c in _COLUMNS]
-_CLAIMED = {"PatientID": "claimed[1]", "StudyInstanceUID": "claimed[2]", "SeriesInstanceUID": "claimed[3]"}
+_CLAIMED = {
+    "PatientID": "claimed[1]",
+    "StudyInstanceUID": "claimed[2]",
+    "SeriesInstanceUID": "claimed[3]",
+}
 assert sorted(_ORDER) == sorted(c for cols in _LEVEL_COLUMNS.values() for c in cols)
 
 
@@ -245,7 +254,9 @@ class PostgresIndex:
 
     remote = True
 
-    def __init__(self, dsn: str, *, pool_size: int = 16, timeout: float = 10.0, node: str = "") -> None:
+    def __init__(
+        self, dsn: str, *, pool_size: int = 16, timeout: float = 10.0, node: str = ""
+    ) -> None:
         self.dsn = dsn
         self.node = node
         self._pool = _pool(dsn, pool_size, timeout)
@@ -380,7 +391,9 @@ class PostgresIndex:
         """
         from dicomtls.node.index import _BY_KEYWORD
 
-        columns = ", ".join(_CLAIMED.get(keyword, _BY_KEYWORD[keyword].column) for keyword in keywords)
+        columns = ", ".join(
+            _CLAIMED.get(keyword, _BY_KEYWORD[keyword].column) for keyword in keywords
+        )
         with self._connection() as db:
             row = db.execute(
                 f"SELECT {columns} FROM flat WHERE sop_instance_uid = %s", (sop_instance_uid,)

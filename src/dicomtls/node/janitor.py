@@ -47,7 +47,9 @@ class Swept:
 
 
 class Janitor:
-    def __init__(self, index: PostgresIndex, store: S3ObjectStore, *, grace: float = DEFAULT_GRACE) -> None:
+    def __init__(
+        self, index: PostgresIndex, store: S3ObjectStore, *, grace: float = DEFAULT_GRACE
+    ) -> None:
         self.index, self.store, self.grace = index, store, grace
 
     def run(self, grace: float | None = None) -> Swept | None:
@@ -90,8 +92,9 @@ class Janitor:
             log.warning(
                 "janitor: removed %d upload(s) no index row names (a node died mid-store, or "
                 "copies replaced by a re-send)%s",
-                removed, f"; {failed} left for the next run" if failed else "",
-            )  # fmt: skip
+                removed,
+                f"; {failed} left for the next run" if failed else "",
+            )
         return Swept(removed, settled, failed)
 
     async def every(self, interval: float) -> None:

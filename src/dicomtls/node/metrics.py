@@ -26,8 +26,22 @@ MAX_LABEL_LENGTH = 64
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A small SR arrives in a millisecond, a large multiframe over a WAN in tens of seconds.
 STORE_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 _SECONDS_PER_DAY = 86400.0
 
@@ -221,7 +235,9 @@ Health = Callable[[], "str | None"]
 or None when it is healthy."""
 
 
-def _health_app(health: Health | None, metrics: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+def _health_app(
+    health: Health | None, metrics: Callable[..., Iterable[bytes]]
+) -> Callable[..., Iterable[bytes]]:
     """``/healthz`` beside ``/metrics``: 200 ``ok``, or 503 with the reason, for a balancer's
     HTTP check (HAProxy ``option httpchk GET /healthz``)."""
 
@@ -234,8 +250,14 @@ def _health_app(health: Health | None, metrics: Callable[..., Iterable[bytes]]) 
             problem = f"health check failed: {exc}"
         status = "200 OK" if problem is None else "503 Service Unavailable"
         body = ("ok\n" if problem is None else f"unavailable: {problem}\n").encode()
-        start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                                ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])  # fmt: skip
+        start_response(
+            status,
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
         return [body]
 
     return app

@@ -174,7 +174,9 @@ class RunningNode:
         """Stop taking new clients through the balancer (SIGTERM, SIGUSR1): /healthz says 503;
         associations in progress go on, and so do new ones that still arrive."""
         if not self.draining:
-            log.warning("draining: /healthz now answers 503 so the balancer sends new clients elsewhere")
+            log.warning(
+                "draining: /healthz now answers 503 so the balancer sends new clients elsewhere"
+            )
         self.draining = True
 
     def health(self) -> str | None:
@@ -247,9 +249,12 @@ def _model(sop_class: str) -> QueryModel:
 async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) -> RunningNode:
     """Open (or create) the store and its index, then listen."""
     backends = open_backends(
-        config.store, index=config.index, objects=config.objects, fsync=config.fsync,
+        config.store,
+        index=config.index,
+        objects=config.objects,
+        fsync=config.fsync,
         file_mode=config.file_mode,
-    )  # fmt: skip
+    )
     store, index = backends.store, backends.index
     leftovers = store.recover()
     if leftovers:
@@ -295,9 +300,15 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         config.limits.max_associations, policy.max_operations, config.limits.handshakes().total
     )
     server = await serve_dicom(
-        config.host, config.port, certificates.tls, policy, services,
-        limits=config.limits, events=reporter.link_events(events), proxy=config.proxy,
-    )  # fmt: skip
+        config.host,
+        config.port,
+        certificates.tls,
+        policy,
+        services,
+        limits=config.limits,
+        events=reporter.link_events(events),
+        proxy=config.proxy,
+    )
     node = RunningNode(config, server, store, index, reporter, certificates)
     if config.proxy is not None:
         log.info("PROXY protocol v2 required, from %s", config.proxy.describe())
@@ -325,7 +336,9 @@ def _start_janitor(config: NodeConfig, backends: Backends) -> asyncio.Task[None]
     if config.janitor_interval is None or not isinstance(store, S3ObjectStore):
         return None
     assert isinstance(index, PostgresIndex)
-    return asyncio.get_running_loop().create_task(Janitor(index, store).every(config.janitor_interval))
+    return asyncio.get_running_loop().create_task(
+        Janitor(index, store).every(config.janitor_interval)
+    )
 
 
 def _recorder(index: IndexBackend) -> OnStored:
@@ -390,8 +403,12 @@ def _enough_files(max_associations: int, max_operations: int, max_handshakes: in
             "open files: %d associations with up to %d C-STOREs outstanding and %d pending TLS "
             "handshakes may need %d file descriptors, and this process may have %d (raise the "
             "hard limit, ulimit -Hn); objects beyond it are refused with 0xA700",
-            max_associations, max_operations, max_handshakes, need, allowed,
-        )  # fmt: skip
+            max_associations,
+            max_operations,
+            max_handshakes,
+            need,
+            allowed,
+        )
 
 
 def _host_name(host: str) -> str:

@@ -77,7 +77,9 @@ def parse_s3_url(url: str) -> S3Location:
         )
     prefix = parts.path.strip("/")
     regions = query.get("region") or []
-    return S3Location(parts.netloc, prefix + "/" if prefix else "", endpoint, regions[0] if regions else None)
+    return S3Location(
+        parts.netloc, prefix + "/" if prefix else "", endpoint, regions[0] if regions else None
+    )
 
 
 class _ObjectReader(io.RawIOBase):
@@ -140,7 +142,9 @@ class _ObjectReader(io.RawIOBase):
             else:
                 if ahead is not None:
                     ahead[1].cancel()
-                data, total = self._store.client.get(self._store.location.bucket, self._key, start, start + length)
+                data, total = self._store.client.get(
+                    self._store.location.bucket, self._key, start, start + length
+                )
         except S3Error as exc:
             if exc.status == 416:  # past the end
                 self._window, self._window_at = b"", start
@@ -150,7 +154,11 @@ class _ObjectReader(io.RawIOBase):
         following = start + len(data)
         if length > _FIRST_WINDOW and following < total:  # a sequential reader: fetch ahead
             future = self._store.reads.submit(
-                self._store.client.get, self._store.location.bucket, self._key, following, following + length
+                self._store.client.get,
+                self._store.location.bucket,
+                self._key,
+                following,
+                following + length,
             )
             self._ahead = (following, future)
 
@@ -175,7 +183,9 @@ class S3ObjectPath(PosixPath):
     sha256: str | None = None
 
     @classmethod
-    def of(cls, store: S3ObjectStore, key: str, size: int | None = None, sha256: str | None = None) -> S3ObjectPath:
+    def of(
+        cls, store: S3ObjectStore, key: str, size: int | None = None, sha256: str | None = None
+    ) -> S3ObjectPath:
         path = cls(key)
         path.store, path.size, path.sha256 = store, size, sha256
         return path
@@ -191,7 +201,10 @@ class S3ObjectPath(PosixPath):
         return io.BufferedReader(raw, _FIRST_WINDOW)
 
     def exists(self, *args: object, **kwargs: object) -> bool:
-        return self.store is not None and self.store.client.head(self.store.location.bucket, str(self)) is not None
+        return (
+            self.store is not None
+            and self.store.client.head(self.store.location.bucket, str(self)) is not None
+        )
 
 
 def _node_token() -> str:
@@ -238,7 +251,9 @@ class S3Incoming:
             store.index.intend(key)
         except Exception as exc:
             spool.close()
-            raise StorageError(f"cannot store {self._uid}: the index refused the intent: {exc}") from exc
+            raise StorageError(
+                f"cannot store {self._uid}: the index refused the intent: {exc}"
+            ) from exc
         try:
             store.client.put(store.location.bucket, key, spool, self._size, digest)
         except S3Error as exc:
@@ -291,12 +306,19 @@ class S3ObjectStore:
         if credentials is None:
             credentials = find_credentials()
         if location.region:
-            credentials = Credentials(credentials.access_key, credentials.secret_key, credentials.session_token, location.region)
+            credentials = Credentials(
+                credentials.access_key,
+                credentials.secret_key,
+                credentials.session_token,
+                location.region,
+            )
         self.location = location
         self.index = index
         self.spool = spool
         spool.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.client = S3Client(location.endpoint, credentials, connections=uploads + 8, timeout=timeout)
+        self.client = S3Client(
+            location.endpoint, credentials, connections=uploads + 8, timeout=timeout
+        )
         self.executor: concurrent.futures.Executor = concurrent.futures.ThreadPoolExecutor(
             uploads, thread_name_prefix="dicomtls-s3-put"
         )
@@ -333,11 +355,17 @@ class S3ObjectStore:
     ) -> S3Incoming:
         problem = uid_problem(sop_instance_uid)
         if problem is not None:
-            raise StorageError(f"refusing to store SOP instance UID {sop_instance_uid!r}: {problem}")
+            raise StorageError(
+                f"refusing to store SOP instance UID {sop_instance_uid!r}: {problem}"
+            )
         header = encode_file_header(
-            sop_class_uid, sop_instance_uid, transfer_syntax_uid, implementation_class_uid,
-            implementation_version_name, source_ae_title,
-        )  # fmt: skip
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            implementation_class_uid,
+            implementation_version_name,
+            source_ae_title,
+        )
         return S3Incoming(self, sop_instance_uid, header)
 
     def locate(self, path: Path) -> Path:
@@ -347,7 +375,10 @@ class S3ObjectStore:
     def stored_files(self) -> list[Path]:
         """Every object in the bucket under this store's prefix (``index --rebuild``)."""
         prefix = self.location.prefix + "objects/"
-        return [S3ObjectPath.of(self, key, size) for key, size in self.client.list(self.location.bucket, prefix)]
+        return [
+            S3ObjectPath.of(self, key, size)
+            for key, size in self.client.list(self.location.bucket, prefix)
+        ]
 
     # -- what the folder store does after a crash: nothing to do here ---------------------
 

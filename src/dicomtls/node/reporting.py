@@ -192,9 +192,11 @@ class Reporter:
                 user.on_refused(peer, reason)
 
         return LinkEvents(
-            on_connected=user.on_connected, on_accepted=accepted, on_secure_link_ready=ready,
+            on_connected=user.on_connected,
+            on_accepted=accepted,
+            on_secure_link_ready=ready,
             on_refused=refused,
-        )  # fmt: skip
+        )
 
     def service_events(self) -> ServiceEvents:
         return ServiceEvents(
@@ -316,20 +318,30 @@ class Reporter:
         for patient, studies in groups.items():
             self._record(
                 instances_transferred(
-                    action="C", source=peer, destination=self.local, requestor_is_source=True,
-                    studies=studies, patient=patient, source_id=self.source_id, outcome=outcome,
+                    action="C",
+                    source=peer,
+                    destination=self.local,
+                    requestor_is_source=True,
+                    studies=studies,
+                    patient=patient,
+                    source_id=self.source_id,
+                    outcome=outcome,
                 )
-            )  # fmt: skip
+            )
 
     def _queried(self, association: Association, record: QueryRecord) -> None:
         outcome = Outcome.SUCCESS if record.status == Status.SUCCESS else Outcome.MINOR_FAILURE
         self._record(
             query(
-                requestor=self._peer(association), responder=self.local,
-                sop_class_uid=record.sop_class_uid, query=record.identifier,
-                source_id=self.source_id, transfer_syntax=record.transfer_syntax, outcome=outcome,
+                requestor=self._peer(association),
+                responder=self.local,
+                sop_class_uid=record.sop_class_uid,
+                query=record.identifier,
+                source_id=self.source_id,
+                transfer_syntax=record.transfer_syntax,
+                outcome=outcome,
             )
-        )  # fmt: skip
+        )
 
     def _retrieved(self, association: Association, record: RetrieveRecord) -> None:
         if record.service is Service.GET:
@@ -341,19 +353,26 @@ class Reporter:
         for patient, studies in _studies(facts).items():
             self._record(
                 instances_transferred(
-                    action="R", source=self.local, destination=destination,
-                    requestor_is_source=False, studies=studies, patient=patient,
-                    source_id=self.source_id, outcome=outcome,
+                    action="R",
+                    source=self.local,
+                    destination=destination,
+                    requestor_is_source=False,
+                    studies=studies,
+                    patient=patient,
+                    source_id=self.source_id,
+                    outcome=outcome,
                 )
-            )  # fmt: skip
+            )
 
     def _refused(self, association: Association, service: Service, why: str) -> None:
         self._record(
             association_rejected(
-                local=self.local, peer=self._peer(association),
-                reason=f"{service.value} refused: {why}", source_id=self.source_id,
+                local=self.local,
+                peer=self._peer(association),
+                reason=f"{service.value} refused: {why}",
+                source_id=self.source_id,
             )
-        )  # fmt: skip
+        )
 
     def resent(self, association: Association, resent: Resent) -> None:
         """A C-STORE of a SOP instance the store held. Replaced (the same object again): its
@@ -377,8 +396,13 @@ class Reporter:
         patient = PatientRef(got.get("PatientID", ""), got.get("PatientName") or None)
         self._record(
             instances_transferred(
-                action="U", source=peer, destination=self.local, requestor_is_source=True,
-                studies=[study], patient=patient, source_id=self.source_id,
+                action="U",
+                source=peer,
+                destination=self.local,
+                requestor_is_source=True,
+                studies=[study],
+                patient=patient,
+                source_id=self.source_id,
             )
-        )  # fmt: skip
+        )
         self._received_on(association).updated.add(uid)

@@ -79,7 +79,10 @@ def find_credentials(environ: Mapping[str, str] | None = None) -> Credentials:
     )
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return Credentials(
-            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], env.get("AWS_SESSION_TOKEN"), region
+            env["AWS_ACCESS_KEY_ID"],
+            env["AWS_SECRET_ACCESS_KEY"],
+            env.get("AWS_SESSION_TOKEN"),
+            region,
         )
     shared = configparser.ConfigParser()
     shared.read([_aws_file(env, "AWS_SHARED_CREDENTIALS_FILE", "credentials")])
@@ -180,7 +183,9 @@ class S3Client:
         try:
             import urllib3
         except ImportError as exc:
-            raise S3Error("client", message="objects in S3 need urllib3: pip install 'dicomtls[scale]'") from exc
+            raise S3Error(
+                "client", message="objects in S3 need urllib3: pip install 'dicomtls[scale]'"
+            ) from exc
         parsed = urllib.parse.urlsplit(endpoint)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise S3Error("endpoint", message=f"{endpoint!r} is not an http(s):// URL")
@@ -219,15 +224,27 @@ class S3Client:
         for attempt in range(self.retries):
             if hasattr(body, "seek"):
                 body.seek(0)  # type: ignore[union-attr]
-            signed = sign(self.credentials, method, self.host, path, query, dict(headers or {}), payload_sha256)
+            signed = sign(
+                self.credentials,
+                method,
+                self.host,
+                path,
+                query,
+                dict(headers or {}),
+                payload_sha256,
+            )
             url = self.endpoint + _quote(path, "/")
             if query:
                 url += "?" + "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
             try:
                 response = self._http.request(
-                    method, url, headers=signed, body=body, preload_content=not stream,
+                    method,
+                    url,
+                    headers=signed,
+                    body=body,
+                    preload_content=not stream,
                     redirect=False,
-                )  # fmt: skip
+                )
             except Exception as exc:  # urllib3's errors: connection refused, reset, timeout
                 last = exc
                 continue
@@ -266,7 +283,9 @@ class S3Client:
                 f"the server did not confirm the SHA-256 checksum (sent {checksum}, got {echoed})",
             )
 
-    def get(self, bucket: str, key: str, start: int = 0, end: int | None = None) -> tuple[bytes, int]:
+    def get(
+        self, bucket: str, key: str, start: int = 0, end: int | None = None
+    ) -> tuple[bytes, int]:
         """Bytes ``start`` to ``end`` (exclusive; None: to the end) and the object's size."""
         last = "" if end is None else str(end - 1)
         response = self._request(

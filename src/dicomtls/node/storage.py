@@ -354,7 +354,12 @@ class DurableStore:
         # close(), or else when the store is collected or the process exits: whoever got
         # objects into a folder of theirs finds the objects there and nothing else.
         self._tidy = weakref.finalize(
-            self, _tidy, self._spares, self._spare_lock, self._closed, self.incoming if flat else None
+            self,
+            _tidy,
+            self._spares,
+            self._spare_lock,
+            self._closed,
+            self.incoming if flat else None,
         )
 
     executor: concurrent.futures.Executor | None = None
@@ -395,8 +400,9 @@ class DurableStore:
             log.warning(
                 "store folders were open to others (%s; made by an older version?): now %04o, "
                 "so the objects and index inside are out of their reach",
-                ", ".join(opened), self.folder_mode,
-            )  # fmt: skip
+                ", ".join(opened),
+                self.folder_mode,
+            )
 
     def make_bucket(self, bucket: Path, *, again: bool = False) -> None:
         """Create an object's directory once (not a syscall per object); with fsync on, the

@@ -119,8 +119,11 @@ def _refused(peer: str, sop_instance_uid: str, reason: object) -> int:
     """One clear log line for an object that was not stored, and the status that says so."""
     log.warning(
         "C-STORE from %s of %s refused (0x%04X out of resources): %s",
-        peer, sop_instance_uid or "?", Status.OUT_OF_RESOURCES, reason,
-    )  # fmt: skip
+        peer,
+        sop_instance_uid or "?",
+        Status.OUT_OF_RESOURCES,
+        reason,
+    )
     return Status.OUT_OF_RESOURCES
 
 
@@ -222,15 +225,20 @@ class _Job:
     def _replaced(self, resent: Resent) -> None:
         log.info(
             "C-STORE from %s replaced %s: the same object again (%s agree)",
-            self._peer, self._sop_instance_uid, ", ".join(IDENTITY),
-        )  # fmt: skip
+            self._peer,
+            self._sop_instance_uid,
+            ", ".join(IDENTITY),
+        )
         self._handler.report(self._association, resent)
 
     def _refuse(self, status: int, why: str) -> int:
         log.warning(
             "C-STORE from %s of %s refused (%s): %s",
-            self._peer, self._sop_instance_uid, status_name(status), why,
-        )  # fmt: skip
+            self._peer,
+            self._sop_instance_uid,
+            status_name(status),
+            why,
+        )
         return status
 
     async def _committed(

@@ -114,14 +114,18 @@ def issue_broken(
     match broken:
         case BrokenKind.EXPIRED:
             return ca.issue(
-                common_name, not_before=now - dt.timedelta(days=395),
-                not_after=now - dt.timedelta(days=30), **local,  # type: ignore[arg-type]
-            )  # fmt: skip
+                common_name,
+                not_before=now - dt.timedelta(days=395),
+                not_after=now - dt.timedelta(days=30),
+                **local,  # type: ignore[arg-type]
+            )
         case BrokenKind.NOT_YET_VALID:
             return ca.issue(
-                common_name, not_before=now + dt.timedelta(days=30),
-                not_after=now + dt.timedelta(days=395), **local,  # type: ignore[arg-type]
-            )  # fmt: skip
+                common_name,
+                not_before=now + dt.timedelta(days=30),
+                not_after=now + dt.timedelta(days=395),
+                **local,  # type: ignore[arg-type]
+            )
         case BrokenKind.NO_PURPOSE:
             return ca.issue(common_name, eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION], **local)  # type: ignore[arg-type]
         case BrokenKind.SERVER_ONLY:

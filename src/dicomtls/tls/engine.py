@@ -51,7 +51,9 @@ _RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read
 _INT_MAX = (1 << 31) - 1  # SSL_read's length is an int
 # pyOpenSSL's own OpenSSL binding is cryptography's (public: cryptography.hazmat.bindings).
 _lib, _ffi = Binding.lib, Binding.ffi
-_FAST_READ = all(hasattr(_lib, name) for name in ("SSL_read", "SSL_get_error", "SSL_ERROR_WANT_READ"))
+_FAST_READ = all(
+    hasattr(_lib, name) for name in ("SSL_read", "SSL_get_error", "SSL_ERROR_WANT_READ")
+)
 
 
 class TLSClosed(TLSError):
@@ -290,7 +292,9 @@ class TLSEngine:
         self, certificate: crypto.X509, errnum: int, depth: int, ok: bool
     ) -> bool:
         error = VerifyError(errnum, depth)
-        call = VerifyCall(ok=ok, error=error, depth=depth, accepted=ok, openssl_certificate=certificate)
+        call = VerifyCall(
+            ok=ok, error=error, depth=depth, accepted=ok, openssl_certificate=certificate
+        )
         if ok and depth == 0 and self._wants_hostname_check():
             assert self.server_hostname is not None
             mismatch = _hostname_error(call.raw, self.server_hostname)

@@ -156,7 +156,10 @@ class Negotiated:
                 )
             )
         peer = ac.user_information if we_requested else rq.user_information
-        proposed, answered = rq.user_information.async_ops_window, ac.user_information.async_ops_window
+        proposed, answered = (
+            rq.user_information.async_ops_window,
+            ac.user_information.async_ops_window,
+        )
         return cls(
             contexts=tuple(accepted),
             peer_max_pdu_length=peer.max_length,
@@ -205,7 +208,9 @@ class AcceptorPolicy:
     """A requestor whose Maximum Length is below this (and not 0, unlimited) is rejected."""
 
 
-def rejection(rq: AssociateRQ, policy: AcceptorPolicy) -> tuple[RejectReasonServiceUser, str] | None:
+def rejection(
+    rq: AssociateRQ, policy: AcceptorPolicy
+) -> tuple[RejectReasonServiceUser, str] | None:
     """Why ``policy`` rejects the request outright, in the standard's terms and in words;
     None if it may be answered context by context."""
     if rq.application_context != DICOM_APPLICATION_CONTEXT:
