@@ -261,6 +261,8 @@ class Reporter:
         ok = record.status == Status.SUCCESS
         if self.metrics is not None:
             self.metrics.object_stored(record.size, record.seconds, ok)
+        if self.audit is None:
+            return  # nothing to report to: no index lookup, no message built per object
         received = self._received_on(association)
         if not ok:
             received.failed += 1
@@ -379,6 +381,8 @@ class Reporter:
         own DICOM Instances Transferred record at once, action U, "the receiver updated copies
         it held" (A.5.3.7), left out of the association's C record. Refused (another object
         under its UID): a Security Alert, Use of Restricted Function, naming both copies."""
+        if self.audit is None:
+            return
         peer = self._peer(association)
         uid = resent.sop_instance_uid
         if not resent.replaced:
