@@ -87,3 +87,27 @@ def test_hostile_uid_and_non_dicom(tmp_path: Path) -> None:
     junk.write_text("hello")
     with pytest.raises(Part10Error, match="not a DICOM Part 10 file"):
         read_header(junk)
+
+
+def test_spares_are_made_in_batches_once_half_are_used(tmp_path: Path) -> None:
+    """Each refill wakes a thread: one is asked for when half the spares are gone, and no
+    second while it runs, so a stream of C-STOREs wakes the writer a few times, not per object."""
+    store = DurableStore(tmp_path / "store")
+    assert store.spares_wanted()  # none made yet
+    assert not store.spares_wanted()  # one refill at a time
+    store.prepare_spare()
+    made = sorted(store.spares.iterdir())
+    asked = []
+    for n in range(len(made)):
+        incoming = store.begin(
+            CT, f"1.2.3.{n}", ExplicitVRLittleEndian, implementation_class_uid="1.2"
+        )
+        incoming.abort()
+        asked.append(store.spares_wanted())
+        if asked[-1]:
+            break
+    assert asked == [False] * (len(made) // 2 - 1) + [True]  # asked once half were used
+    assert not store.spares_wanted()  # and not again before that refill ran
+    store.prepare_spare()
+    assert len(list(store.spares.iterdir())) == len(made)
+    store.close()

@@ -73,8 +73,10 @@ _STAGED = ".new"  # a link made to replace an earlier copy atomically
 _WRITEBACK_STEP = 32 << 20
 _names = itertools.count()  # temporary names are unique in this process; the pid across them
 #: Temporary files made ahead: enough for the objects a pipelining SCU has in flight to find
-#: theirs ready, few enough that a crash leaves a handful of empty files to remove.
-_SPARES = 4
+#: theirs ready, few enough that a crash leaves a handful of empty files to remove. They are
+#: made in batches, once half are used: each request wakes a thread, which costs the event
+#: loop more than the file it makes.
+_SPARES = 8
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,7 @@ class DurableStore:
         self._buckets: set[Path] = {self.objects}
         self._spares: list[tuple[Path, int]] = []
         self._spare_lock = threading.Lock()  # spares are made on a worker thread
+        self._refill_asked = False
         self._closed = threading.Event()
         # close(), or else when the store is collected or the process exits: whoever got
         # objects into a folder of theirs finds the objects there and nothing else.
@@ -421,12 +424,29 @@ class DurableStore:
 
     # -- temporary files ----------------------------------------------------------------------
 
+    def spares_wanted(self) -> bool:
+        """True when half the spares are used and no refill is under way: the caller then
+        runs :meth:`prepare_spare` off the path a C-STORE waits on (once; the next ask
+        comes when that refill is done and half are used again)."""
+        with self._spare_lock:
+            if self._refill_asked or len(self._spares) > _SPARES // 2:
+                return False
+            self._refill_asked = True
+            return True
+
     def prepare_spare(self) -> None:
         """Make temporary files for the next objects now, while no C-STORE waits for them.
 
         Safe from any thread, even while the store closes; a failure (a full disk) only
         means the next object creates its own file, and reports the error then.
         """
+        try:
+            self._make_spares()
+        finally:
+            with self._spare_lock:
+                self._refill_asked = False
+
+    def _make_spares(self) -> None:
         while True:
             with self._spare_lock:
                 if self._closed.is_set() or len(self._spares) >= _SPARES:

@@ -430,6 +430,7 @@ class DurableStoreHandler:
         except StorageError as exc:
             failure = exc
         else:
-            # The next object's file, made while this one streams in (not while it waits).
-            self.writer().submit(self.store.prepare_spare)
+            # The next objects' files, made while this one streams in (not while they wait).
+            if self.store.spares_wanted():
+                self.writer().submit(self.store.prepare_spare)
         return _Job(self, incoming, failure, sop_instance, association)
