@@ -45,7 +45,7 @@ def test_the_front_door_names_everything_once_and_aio_the_same() -> None:
             assert blocking is asynchronous, name  # not an I/O name: one object, two doors
     assert set(dir(dicomtls)) >= set(dicomtls.__all__)
     with pytest.raises(AttributeError):
-        _ = dicomtls.NoSuchThing  # type: ignore[attr-defined]
+        _ = dicomtls.NoSuchThing
 
 
 def _parameters(function: object) -> list[tuple[str, object, object]]:
