@@ -12,7 +12,7 @@ from dicomtls.tls.errors import SettingsError
 from dicomtls.tls.flags import Side, VerifyFlags
 from dicomtls.tls.settings import DEFAULT_VERIFY, TLSSettings
 
-from ..conftest import MatrixPKI
+from ..conftest import MatrixPKI, TLSOptions
 
 
 def test_defaults_are_secure(matrix_pki: MatrixPKI) -> None:
@@ -189,7 +189,7 @@ def test_tls13_only_cipher_override_builds_and_negotiates(matrix_pki: MatrixPKI)
     """Only TLS 1.3 suites: OpenSSL rejects an empty TLS 1.2 list, and must not crash us."""
     from .loopback import handshake
 
-    only13 = {"ciphers": ["TLS_AES_256_GCM_SHA384"]}
+    only13: TLSOptions = {"ciphers": ["TLS_AES_256_GCM_SHA384"]}
     server = matrix_pki.settings("server", VerifyFlags.PEER, **only13)
     client = matrix_pki.settings("client", VerifyFlags.PEER, **only13)
     outcome = handshake(server, client)
