@@ -89,7 +89,8 @@ def test_rejection_reasons() -> None:
     scu, scp = UpperLayer(Role.REQUESTOR), UpperLayer(Role.ACCEPTOR)
     scu.request(build_request("SCU", "SOMEONE-ELSE", [Proposal(VERIFICATION, (IMPLICIT,))]))
     (requested,) = _pump(scu, scp)
-    answer = answer_request(requested.request, POLICY)  # type: ignore[attr-defined]
+    assert isinstance(requested, AssociationRequested)
+    answer = answer_request(requested.request, POLICY)
     assert isinstance(answer, AssociateRJ)
     assert answer.reason == RejectReasonServiceUser.CALLED_AE_NOT_RECOGNIZED
     scp.reject(answer)
