@@ -81,10 +81,15 @@ def test_password_callback_is_asked_with_the_key_path(
 
 def test_password_callback_not_asked_for_a_plain_key(matrix_pki: MatrixPKI) -> None:
     asked: list[Path] = []
+
+    def password(path: Path) -> str:
+        asked.append(path)
+        return "x"
+
     TLSSettings(
         certificate=matrix_pki.files["client"].cert,
         private_key=matrix_pki.files["client"].key,
-        on_private_key_password=lambda p: asked.append(p) or "x",  # type: ignore[func-returns-value]
+        on_private_key_password=password,
         verify=VerifyFlags.NONE,
     )
     assert asked == []
