@@ -195,7 +195,7 @@ def _pynetdicom_session(port: int, ct: Path) -> None:
         SOPClassExtendedNegotiation,
         UserIdentityNegotiation,
     )
-    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    from pynetdicom.sop_class import (
         CTImageStorage,
         StudyRootQueryRetrieveInformationModelFind,
         Verification,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 
 from dicomtls.pki import BrokenKind, CertificateAuthority, Credentials, KeySpec
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.tls.settings import TLSSettings
+from dicomtls.tls.trust import CRLScope
 
 from .audit.rsyslog import audit_pki, rsyslog  # noqa: F401  (a real rsyslogd, for every suite)
 
@@ -26,6 +28,14 @@ BROKEN_KINDS = (
     "revoked",
     "long-chain",
 )
+
+
+class TLSOptions(TypedDict, total=False):
+    """The TLSSettings options a test may add to MatrixPKI.settings; absent ones keep their default."""
+
+    ciphers: Iterable[str] | None
+    crl_scope: CRLScope
+    handshake_timeout: float
 
 
 @dataclass
@@ -52,7 +62,7 @@ class MatrixPKI:
         on_verify: Callable[..., bool] | None = None,
         check_hostname: bool = False,
         verify_depth: int = 3,
-        **extra: object,
+        **extra: Unpack[TLSOptions],
     ) -> TLSSettings:
         """Settings presenting identity ``name`` (None: no certificate), trusting our root."""
         kind = name or ""
@@ -69,7 +79,7 @@ class MatrixPKI:
             check_hostname=check_hostname,
             verify_depth=verify_depth,
             profile="bcp195" if relaxed else "bcp195-rfc8996",
-            **extra,  # type: ignore[arg-type]
+            **extra,
         )
 
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -134,7 +135,15 @@ class PostgresServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _demote(user: str) -> dict[str, object]:
+class _RunAs(TypedDict, total=False):
+    """The keyword arguments of subprocess.run and Popen that switch to another user."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
+def _demote(user: str) -> _RunAs:
     """Run as ``user`` when we are root: PostgreSQL refuses to run as root."""
     if os.geteuid() != 0:
         return {}
@@ -155,9 +164,9 @@ def start_postgres() -> PostgresServer:
     as_runner = _demote(runner)
     subprocess.run(
         [
-            binaries / "initdb",
+            str(binaries / "initdb"),
             "-D",
-            data,
+            str(data),
             "-U",
             "dicomtls",
             "--auth=trust",
@@ -169,19 +178,19 @@ def start_postgres() -> PostgresServer:
         check=True,
         capture_output=True,
         cwd=folder,
-        **as_runner,  # type: ignore[arg-type]
+        **as_runner,
     )
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [
-                binaries / "postgres",
+                str(binaries / "postgres"),
                 "-D",
-                data,
+                str(data),
                 "-p",
                 str(port),
                 "-k",
-                folder,
+                str(folder),
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
@@ -198,7 +207,7 @@ def start_postgres() -> PostgresServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=folder,
-            **as_runner,  # type: ignore[arg-type]
+            **as_runner,
         )
     server = PostgresServer(folder, port, proc)
     try:

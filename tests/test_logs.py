@@ -7,6 +7,7 @@ import io
 import logging
 import pkgutil
 from collections.abc import Iterator
+from typing import TextIO
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_a_broken_call_is_still_reported_by_logging() -> None:
     handler still gets it, and logging's own error report (handleError) still happens."""
     failed: list[object] = []
 
-    class Reporting(logging.StreamHandler):  # type: ignore[type-arg]
+    class Reporting(logging.StreamHandler[TextIO]):
         def handleError(self, record: logging.LogRecord) -> None:
             failed.append(record.msg)
 

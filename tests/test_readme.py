@@ -271,7 +271,8 @@ def test_the_demo_block(walk: Walk) -> None:
     """``bash scripts/demo.sh`` on a fresh copy: only dicomtls installed, the demo as expected,
     and no warning of ours on stderr (pip's own notes about this machine's indexes aside)."""
     demo = walk.demo
-    assert demo is not None and demo.returncode == 0, demo.stdout + demo.stderr
+    assert demo is not None
+    assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "demo: all went as expected" in demo.stdout
     assert " dicomtls." not in demo.stderr and "Traceback" not in demo.stderr, demo.stderr
     venv = walk.root / ".venv" / "bin" / "python"
@@ -369,7 +370,7 @@ def test_the_complete_node_toml(walk: Walk, tmp_path: Path) -> None:
     policy = AccessPolicy.from_config(config["access"], destinations)
     assert [r.name for r in policy.rules] == ["ct-scanner", "viewer", "reading-room"]
     assert policy.rules[0].services == {Service.ECHO, Service.STORE}
-    assert policy.rules[1].move_destinations == {"VIEWER"}
+    assert policy.rules[1].move_destinations == frozenset({"VIEWER"})
 
 
 # -- doctor --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 from lxml import etree
@@ -64,14 +65,19 @@ def tagged(source_id: str) -> Callable[[Received], bool]:
     return lambda r: f'AuditSourceID="{source_id}"' in r.msg
 
 
-def tls_sink(rsyslog: Rsyslog, pki: AuditPKI, **overrides: object) -> SyslogTLSSink:
-    options: dict[str, object] = {
-        "certificate": pki.client_cert,
-        "private_key": pki.client_key,
-        "ca_file": pki.ca,
-    }
+class SinkOptions(TypedDict, total=False):
+    """What a test may change of the sink tls_sink makes (the others keep their default)."""
+
+    certificate: Path | None
+    private_key: Path | None
+    server_hostname: str | None
+    backoff: tuple[float, float]
+
+
+def tls_sink(rsyslog: Rsyslog, pki: AuditPKI, **overrides: Unpack[SinkOptions]) -> SyslogTLSSink:
+    options: SinkOptions = {"certificate": pki.client_cert, "private_key": pki.client_key}
     options.update(overrides)
-    return SyslogTLSSink("127.0.0.1", rsyslog.tls_port, **options)  # type: ignore[arg-type]
+    return SyslogTLSSink("127.0.0.1", rsyslog.tls_port, ca_file=pki.ca, **options)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -11,15 +11,17 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dicomtls.pki import init_pki, load_ca
 
+from ..interop.conftest import RsaPKI
 from .test_node_cli import Node, run
 
 
-def doctor(cwd: Path, port: int, *args: str) -> tuple[int, dict[str, dict[str, object]]]:
+def doctor(cwd: Path, port: int, *args: str) -> tuple[int, dict[str, dict[str, Any]]]:
     done = run(
         "doctor", "127.0.0.1", str(port), "--json", "--timeout", "2", *args, cwd=cwd, timeout=120
     )
@@ -62,7 +64,7 @@ def test_healthy_node_passes_every_step(node: Node, tmp_path: Path, pki_dir: Pat
     assert all(s["verdict"] == "PASS" for s in steps.values()), steps
     assert "bcp195-rfc8996 (B.12)" in str(steps["cipher-suites"]["summary"])
     evidence = steps["dicom-association"]["evidence"]
-    assert evidence["implementation_version_name"] == "DICOMTLS_010"  # type: ignore[index]
+    assert evidence["implementation_version_name"] == "DICOMTLS_010"
 
 
 @pytest.mark.parametrize(
@@ -201,7 +203,7 @@ def test_old_tls_versions_are_flagged(tmp_path: Path, pki_dir: Path) -> None:
         stop.set()
         thread.join()
         listener.close()
-    versions = steps["tls-versions"]["evidence"]["versions"]  # type: ignore[index]
+    versions = steps["tls-versions"]["evidence"]["versions"]
     if versions["TLSv1"]["accepted"]:
         assert steps["tls-versions"]["code"] == "OLD_TLS_ACCEPTED"
     else:  # this machine's OpenSSL cannot even speak TLS 1.0: the report says so instead
@@ -237,7 +239,7 @@ def test_explain_prints_each_verify_call(tmp_path: Path, pki_dir: Path) -> None:
     assert "stage verify" in log and "127.0.0.1:" in log  # the one-line failure with the peer
 
 
-def test_against_dcmtk_storescp_requiring_a_certificate(tmp_path: Path, rsa_pki) -> None:  # type: ignore[no-untyped-def]
+def test_against_dcmtk_storescp_requiring_a_certificate(tmp_path: Path, rsa_pki: RsaPKI) -> None:
     from ..interop.conftest import storescp
 
     async def probe(*extra: str) -> tuple[int, dict[str, dict[str, object]]]:
@@ -266,7 +268,7 @@ def test_against_dcmtk_storescp_requiring_a_certificate(tmp_path: Path, rsa_pki)
     assert refused["client-certificate"]["code"] in ("CLIENT_CERTIFICATE_REQUIRED",)
 
 
-def test_against_dcmtk_storescp_with_a_retired_profile(tmp_path: Path, rsa_pki) -> None:  # type: ignore[no-untyped-def]
+def test_against_dcmtk_storescp_with_a_retired_profile(tmp_path: Path, rsa_pki: RsaPKI) -> None:
     """storescp +px (the retired BCP 195 profile) accepts suites BCP 195 RFC 8996 forbids."""
     from ..interop.conftest import storescp
 

@@ -32,7 +32,7 @@ def _one_error(done: subprocess.CompletedProcess[str]) -> str:
 
 def _json_error(done: subprocess.CompletedProcess[str]) -> dict[str, str]:
     assert "dicomtls: error" not in done.stderr, done.stderr
-    answer = json.loads(done.stdout)
+    answer: dict[str, str] = json.loads(done.stdout)
     assert set(answer) == {"error", "code", "hint"}, answer
     return answer
 

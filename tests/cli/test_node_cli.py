@@ -454,7 +454,8 @@ def test_verbose_shows_each_certificate_and_the_cipher(node: Node, tmp_path: Pat
 
 
 def test_a_wrong_called_ae_title_is_explained_on_both_sides(tmp_path: Path) -> None:
-    strict = Node(tmp_path / "strict" if (tmp_path / "strict").mkdir() is None else tmp_path)
+    (tmp_path / "strict").mkdir()
+    strict = Node(tmp_path / "strict")
     try:
         done = run(
             "echo", "127.0.0.1", str(strict.port), "--called-ae", "ANY-SCP", cwd=tmp_path / "strict"
@@ -497,7 +498,9 @@ def _compressed_samples(folder: Path) -> dict[str, bytes]:
         "SC_rgb_jpeg_gdcm.dcm",
         "MR_small.dcm",
     ):
-        ds = pydicom.dcmread(get_testdata_file(name))
+        path = get_testdata_file(name)
+        assert isinstance(path, str)  # a path: read=True was not asked
+        ds = pydicom.dcmread(path)
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.StudyInstanceUID, ds.PatientID = study, "COMPRESSED"
         ds.save_as(folder / name)

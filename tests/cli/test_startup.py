@@ -7,6 +7,7 @@ import importlib
 import subprocess
 import sys
 
+import click
 import pytest
 
 from dicomtls.cli import COMMANDS, cli
@@ -46,7 +47,7 @@ def test_the_help_line_of_each_command_is_its_own(name: str) -> None:
     module, line = COMMANDS[name]
     command = getattr(importlib.import_module(module), name)
     assert (command.help or "").split("\n\n")[0].replace("\n", " ").strip() == line
-    assert cli.get_command(None, name) is command  # type: ignore[arg-type]
+    assert cli.get_command(click.Context(cli), name) is command
 
 
 @pytest.mark.parametrize("module", sorted({module for module, _ in COMMANDS.values()}))

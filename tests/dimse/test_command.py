@@ -9,6 +9,7 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 
 from dicomtls.dimse.command import (
@@ -27,7 +28,7 @@ from dicomtls.dimse.status import Category, status_category, status_name
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def _pydicom(raw: bytes):  # type: ignore[no-untyped-def]
+def _pydicom(raw: bytes) -> Dataset:
     return read_dataset(io.BytesIO(raw), is_implicit_VR=True, is_little_endian=True)
 
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_charset_files
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -139,10 +140,13 @@ LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "U
 def _top_level_boundaries(raw: bytes, syntax: str) -> set[int]:
     """Offsets where pydicom sees a top-level element begin, and the end of the data set."""
     implicit = syntax == ImplicitVRLittleEndian
-    starts = set()
-    for element in read_dataset(DicomBytesIO(raw), implicit, True).values():
+    starts: set[int] = set()
+    # pydicom's annotation asks for a BinaryIO, which its own DicomBytesIO is not
+    dataset = read_dataset(DicomBytesIO(raw), implicit, True)  # type: ignore[arg-type]
+    for element in dataset.values():
+        assert isinstance(element, RawDataElement)  # read, not yet converted
         header = 8 if implicit or element.VR not in LONG_VRS else 12
-        starts.add(element.value_tell - header)  # type: ignore[union-attr]
+        starts.add(element.value_tell - header)
     return starts | {len(raw)}
 
 

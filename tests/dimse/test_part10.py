@@ -54,7 +54,7 @@ def _write(path: Path, syntax: str = ExplicitVRLittleEndian) -> Dataset:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.save_as(path, enforce_file_format=True)
     return ds
 

@@ -84,6 +84,7 @@ def test_fragments_are_views_not_copies() -> None:
     payload = bytearray(b"x" * 100_000)
     pdvs = list(message_pdvs(1, b"", [memoryview(payload)], 16384))
     assert all(isinstance(p.data, memoryview) for p in pdvs)
-    assert pdvs[1].data.obj is payload  # type: ignore[union-attr]  # a view of the caller's buffer
+    data = pdvs[1].data
+    assert isinstance(data, memoryview) and data.obj is payload  # a view of the caller's buffer
     parts = PDataTF((pdvs[1],)).encode_parts()
     assert parts[-1] is pdvs[1].data  # and the PDU encoder writes it as it is

@@ -7,7 +7,7 @@ from pathlib import Path
 import pydicom
 import pydicom.data
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from dicomtls.dimse.datasets import decode_dataset
 from dicomtls.dimse.part10 import read_header
@@ -37,7 +37,7 @@ def test_a_decompressed_object_keeps_its_instance_uid(
     assert converted.SOPInstanceUID == original.SOPInstanceUID
     assert "PixelData" in converted and converted.PixelData != original.PixelData
     converted.file_meta = pydicom.dataset.FileMetaDataset()
-    converted.file_meta.TransferSyntaxUID = target
+    converted.file_meta.TransferSyntaxUID = UID(target)
     assert (converted.pixel_array == original.pixel_array).all()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from dicomtls.dimse.command import Tag, encode_command
+from dicomtls.dimse.command import Tag, Value, encode_command
 from tests.fuzz import seeds
 from tests.ul.strategies import ae_titles, pdus
 
@@ -117,7 +117,7 @@ uids = st.lists(st.integers(0, 99999), min_size=1, max_size=8).map(
     lambda parts: ".".join(map(str, parts))[:64].rstrip(".")
 )
 _text = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20)
-_VALUES = {
+_VALUES: dict[Tag, st.SearchStrategy[Value]] = {
     Tag.AffectedSOPClassUID: uids,
     Tag.RequestedSOPClassUID: uids,
     Tag.AffectedSOPInstanceUID: uids,
@@ -130,12 +130,13 @@ _VALUES = {
 _US = [t for t in Tag if t not in _VALUES and t != Tag.CommandGroupLength]
 
 #: Valid command sets (tag -> value), as decode_command returns them.
+_OPTIONAL: dict[Tag, st.SearchStrategy[Value]] = {
+    **_VALUES,
+    **{tag: st.integers(0, 0xFFFF) for tag in _US if tag != Tag.CommandField},
+}
 command_sets = st.fixed_dictionaries(
     {Tag.CommandField: st.sampled_from([0x0001, 0x8001, 0x0020, 0x8020, 0x0030, 0x8030])},
-    optional={
-        **{tag: strategy for tag, strategy in _VALUES.items()},
-        **{tag: st.integers(0, 0xFFFF) for tag in _US if tag != Tag.CommandField},
-    },
+    optional=_OPTIONAL,
 ).map(lambda d: {int(k): v for k, v in d.items()})
 
 #: A valid command set's bytes (generated or captured), mutated.

@@ -90,7 +90,9 @@ def test_regression_repeated_role_selections_fit_in_the_accept() -> None:
     rq = _request(tuple(RoleSelection(VERIFICATION, True, True) for _ in range(2620)))
     wire = rq.encode()
     assert len(wire) > 65000
-    answer = answer_request(decode_pdu(wire), AcceptorPolicy("SCP", {VERIFICATION: [IMPLICIT]}))  # type: ignore[arg-type]
+    decoded = decode_pdu(wire)
+    assert isinstance(decoded, AssociateRQ)
+    answer = answer_request(decoded, AcceptorPolicy("SCP", {VERIFICATION: [IMPLICIT]}))
     assert isinstance(answer, AssociateAC)
     assert answer.user_information.role_selections == (RoleSelection(VERIFICATION, True, True),)
     assert decode_pdu(answer.encode()) == answer

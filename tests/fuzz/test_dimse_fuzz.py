@@ -60,6 +60,13 @@ def messages(draw: st.DrawFn) -> tuple[CommandSet, bytes | None]:
     return command, dataset
 
 
+def _over_the_wire(pdv: PDV) -> tuple[PDV, ...]:
+    """The PDV as the receiving side decodes it from a P-DATA-TF."""
+    pdu = decode_pdu(PDataTF((pdv,)).encode())
+    assert isinstance(pdu, PDataTF)
+    return pdu.pdvs
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(messages(), min_size=1, max_size=3), st.integers(7, 200))
 def test_valid_messages_reassemble_exactly(
@@ -71,7 +78,7 @@ def test_valid_messages_reassemble_exactly(
         for sent in message_pdvs(
             1, encode_command(command), None if dataset is None else [dataset], max_pdu
         )
-        for pdv in decode_pdu(PDataTF((sent,)).encode()).pdvs  # type: ignore[union-attr]
+        for pdv in _over_the_wire(sent)
     ]
     out = check_assembler(pdvs)
     commands = [e.command for e in out if isinstance(e, CommandReceived)]

@@ -37,12 +37,13 @@ from dicomtls.dimse.pdv import CommandReceived
 from dicomtls.dimse.sop_classes import VERIFICATION, Service, service_of
 from dicomtls.net.association import Association, AssociationError, associate
 from dicomtls.net.gate import Gate
-from dicomtls.net.hooks import Admission, RequestInfo, Services
+from dicomtls.net.hooks import Admission, RequestInfo, Services, StoreJob
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import AcceptedContext, AcceptorPolicy, Negotiated, Proposal
 
 from ..conftest import MatrixPKI
@@ -190,7 +191,7 @@ class RecordingStore:
     def keep_tags(self) -> frozenset[int]:
         return self.inner.keep_tags
 
-    def begin(self, association: Association, command: CommandSet, syntax: str) -> object:
+    def begin(self, association: Association, command: CommandSet, syntax: str) -> StoreJob:
         self.served.add(Service.STORE, str(command[Tag.AffectedSOPClassUID]))
         return self.inner.begin(association, command, syntax)
 
@@ -220,7 +221,7 @@ def node(matrix_pki: MatrixPKI, tmp_path_factory: pytest.TempPathFactory) -> Ite
         return Admission(services=GRANTED, rule="rule 'modality'")
 
     services = Services(
-        store=RecordingStore(DurableStoreHandler(store), served),  # type: ignore[arg-type]
+        store=RecordingStore(DurableStoreHandler(store), served),
         find=find,
         retrieve=retrieve,
         move_destinations={"DEST": ("127.0.0.1", 9)},
@@ -272,14 +273,17 @@ def _dataset(field: CommandField, sop_class: str, message_id: int) -> bytes:
 
 
 async def _session(
-    port: int, tls: object, proposals: list[Proposal], sent: list[tuple[CommandField, str, int]]
+    port: int,
+    tls: TLSSettings,
+    proposals: list[Proposal],
+    sent: list[tuple[CommandField, str, int]],
 ) -> None:
     async with await associate(
         "127.0.0.1",
         port,
         tls,
         called_ae="FUZZ",
-        calling_ae="MODALITY",  # type: ignore[arg-type]
+        calling_ae="MODALITY",
         proposals=proposals,
         dimse_timeout=10,
     ) as assoc:

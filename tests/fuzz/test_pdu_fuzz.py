@@ -7,7 +7,7 @@ from fuzz._oracles import check_pdu, check_reader, reader_bound
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dicomtls.ul import PDU, AbortReason, PDUError, PDUReader, decode_pdu
+from dicomtls.ul import PDU, AbortReason, PDataTF, PDUError, PDUReader, decode_pdu
 from tests.fuzz import seeds
 from tests.fuzz.mutations import (
     item_length_offsets,
@@ -73,7 +73,8 @@ def test_pdv_length_tampering_never_escapes_the_pdu(pdu: PDU, data: st.DataObjec
         return
     # Decodable only by moving PDV boundaries; the payload bytes are all still in there.
     check_pdu(bytes(wire))
-    assert sum(pdv.nbytes + 6 for pdv in decoded.pdvs) == len(wire) - 6  # type: ignore[union-attr]
+    assert isinstance(decoded, PDataTF)
+    assert sum(pdv.nbytes + 6 for pdv in decoded.pdvs) == len(wire) - 6
 
 
 @st.composite

@@ -150,9 +150,11 @@ def test_real_sessions_drive_an_acceptor_to_the_end(path: Path) -> None:
     assert kinds[0] is AssociationRequested
     if "abort" in path.name:  # echoscu --abort: A-ABORT from the service user after the echo
         assert DataReceived in kinds and kinds[-2:] == [Aborted, Closed]
-        assert events[-2] == Aborted(
-            AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, True, events[-2].message
-        )  # type: ignore[union-attr]
+        aborted = events[-2]
+        assert isinstance(aborted, Aborted)
+        assert aborted == Aborted(
+            AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, True, aborted.message
+        )
         assert ul.ended
     elif "rejected" in path.name:  # the node refused it, so the peer sent nothing more
         assert kinds == [AssociationRequested]

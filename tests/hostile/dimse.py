@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import CommandSet, Tag, command_field, encode_command
+from dicomtls.dimse.command import CommandSet, Tag, command_field, encode_command, number
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.pdv import CommandReceived, MessageAssembler
 from dicomtls.ul.pdu import PDV, Abort, PDataTF
@@ -51,11 +51,11 @@ class Answer:
 
     @property
     def status(self) -> int:
-        return int(self.command[Tag.Status])  # type: ignore[arg-type]
+        return number(self.command, Tag.Status)
 
     @property
     def field(self) -> int:
-        return int(self.command[Tag.CommandField])  # type: ignore[arg-type]
+        return number(self.command, Tag.CommandField)
 
     def decoded(self, syntax: str = EXPLICIT) -> Dataset:
         return decode_dataset(self.dataset, syntax)

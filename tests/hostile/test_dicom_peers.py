@@ -24,7 +24,8 @@ from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import Proposal, build_request
 from dicomtls.ul.errors import AbortReason
-from dicomtls.ul.pdu import PDV, Abort, AssociateAC, PDataTF, PresentationContextRQ
+from dicomtls.ul.items import PresentationContextRQ
+from dicomtls.ul.pdu import PDV, Abort, AssociateAC, PDataTF
 
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import Tag, decode_command
+from dicomtls.dimse.command import Tag, decode_command, number
 from dicomtls.dimse.messages import c_get_rsp, c_store_rq
 from dicomtls.dimse.status import Status
 from dicomtls.net.qr_scu import QueryModel
@@ -87,7 +87,7 @@ class HostileSCP:
 
 
 def _status(command: bytes) -> int:
-    return int(decode_command(command)[Tag.Status])  # type: ignore[arg-type]
+    return number(decode_command(command), Tag.Status)
 
 
 @pytest.fixture

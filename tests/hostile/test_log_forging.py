@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dicomtls.dimse.command import Tag, decode_command, encode_command
+from dicomtls.dimse.command import Tag, decode_command, encode_command, number
 from dicomtls.dimse.messages import c_store_rq
 from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.dimse.status import Status
@@ -30,8 +30,8 @@ from dicomtls.ul.pdu import PDV, Abort, AssociateAC, AssociateRJ, PDataTF
 from ..cli.test_node_cli import run
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
-from .conftest import AE, LiveNode, start
-from .peers import EXPLICIT, VERIFICATION, DicomPeer, peer_name, read_to_eof, tcp
+from .conftest import AE, LiveNode, peer_name, start
+from .peers import EXPLICIT, VERIFICATION, DicomPeer, read_to_eof, tcp
 
 FORGED_LINE = "2026-01-01 00:00:00 WARNING dicomtls.net: FORGED"
 FORGED = f"\n{FORGED_LINE}\x1b[2J"
@@ -165,7 +165,7 @@ def _store_refused(node: LiveNode, pki: HostilePKI, uid: str, sample: Path) -> t
     finally:
         peer.close()
     assert isinstance(response, PDataTF), response
-    return line, int(decode_command(bytes(response.pdvs[0].data))[Tag.Status])
+    return line, number(decode_command(bytes(response.pdvs[0].data)), Tag.Status)
 
 
 def test_refused_sop_instance_uid_with_a_line_break(

@@ -19,9 +19,16 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from dicomtls.dimse.command import CommandField, Tag, command_field, decode_command, encode_command
+from dicomtls.dimse.command import (
+    CommandField,
+    Tag,
+    command_field,
+    decode_command,
+    encode_command,
+    number,
+)
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_find_rq
 from dicomtls.dimse.status import Category, Status, status_category
@@ -40,7 +47,7 @@ from .peers import EXPLICIT, IMPLICIT, DicomPeer
 # Query keys break their VR's rules on purpose (a "*" for a UID): pydicom says so.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.valuerep")
 PATIENT_ROOT, STUDY_ROOT = QueryModel.PATIENT_ROOT, QueryModel.STUDY_ROOT
-CT = "1.2.840.10008.5.1.4.1.1.2"
+CT = UID("1.2.840.10008.5.1.4.1.1.2")
 GETTER = "QR-GETTER"  # a configured destination: the default policy grants it C-GET
 FAILURE = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS  # 0xA900
 
@@ -79,7 +86,7 @@ def _make(path: Path, patient: Patient, uid: str) -> Path:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = CT
-    ds.file_meta.MediaStorageSOPInstanceUID = uid
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(uid)
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -164,10 +171,10 @@ async def _find(
     message_id = assoc.next_message_id()
     data = encode_dataset(identifier, context.transfer_syntax)
     await assoc.send_message(context.id, c_find_rq(message_id, model.find_uid), [data])
-    matches = []
+    matches: list[Dataset] = []
     while True:
         response = await assoc.response(CommandField.C_FIND_RSP, message_id)
-        status = int(response.command[Tag.Status])  # type: ignore[arg-type]
+        status = number(response.command, Tag.Status)
         if status_category(status) is not Category.PENDING:
             assert response.dataset is None  # a failure carries no identifier (C.4.1.3.1)
             return matches, status

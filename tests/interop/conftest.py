@@ -8,14 +8,24 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import pytest
 
 from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
 from dicomtls.tls.flags import VerifyFlags
-from dicomtls.tls.settings import TLSSettings
+from dicomtls.tls.settings import TLSSettings, VerifyCallback
+
+from ..conftest import TLSOptions
 
 PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
+
+
+class OurOptions(TLSOptions, total=False):
+    """The TLSSettings options a test may add to RsaPKI.ours."""
+
+    on_verify: VerifyCallback | None
+    check_hostname: bool
 
 
 @dataclass
@@ -24,7 +34,7 @@ class RsaPKI:
     files: dict[str, tuple[Path, Path]]  # name -> (certificate chain, key)
 
     def ours(
-        self, name: str | None, verify: VerifyFlags = PEER_FAIL, **extra: object
+        self, name: str | None, verify: VerifyFlags = PEER_FAIL, **extra: Unpack[OurOptions]
     ) -> TLSSettings:
         cert, key = self.files[name] if name else (None, None)
         return TLSSettings(
@@ -32,7 +42,7 @@ class RsaPKI:
             private_key=key,
             ca_files=self.ca,
             verify=verify,
-            **extra,  # type: ignore[arg-type]
+            **extra,
         )
 
     def dcmtk_args(self, name: str | None) -> list[str]:
@@ -60,12 +70,6 @@ def rsa_pki(tmp_path_factory: pytest.TempPathFactory) -> RsaPKI:
         written = ident.write(directory, name=name)
         files[name] = (written.chain, written.key)
     return RsaPKI(ca, files)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _run_tool(*args: str) -> tuple[int, str]:

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,7 +139,7 @@ def dicomtls(
     )
 
 
-def json_out(done: subprocess.CompletedProcess[str]) -> object:
+def json_out(done: subprocess.CompletedProcess[str]) -> Any:
     assert done.stdout.strip(), f"exit {done.returncode}, no output; stderr:\n{done.stderr}"
     return json.loads(done.stdout)
 

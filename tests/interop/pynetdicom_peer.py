@@ -17,12 +17,14 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, build_context, build_role, evt
 from pynetdicom.association import Association as PynetAssociation
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import EventHandlerType
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
@@ -124,22 +126,25 @@ class PynetPeer:
         for sop in sop_classes:
             # Both roles: a storage SCP for C-STOREs, the SCU of C-GET's sub-operations.
             ae.add_supported_context(sop, list(syntaxes), scu_role=True, scp_role=True)
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_C_STORE, self._store),
             (evt.EVT_C_FIND, self._find),
             (evt.EVT_C_GET, self._get),
             (evt.EVT_C_MOVE, self._move),
         ]
-        self.server = ae.start_server(
+        server = ae.start_server(
             ("127.0.0.1", port), block=False, evt_handlers=handlers, ssl_context=server_tls
         )
+        assert server is not None  # block=False: it serves from its own thread
+        self.server = server
         self.port = port
 
     def stop(self) -> None:
         self.server.shutdown()
 
     def _store(self, event: evt.Event) -> int:
-        uid = str(event.request.AffectedSOPInstanceUID)
+        request = cast(C_STORE, event.request)  # what an EVT_C_STORE carries
+        uid = str(request.AffectedSOPInstanceUID)
         self.archive.path(uid).write_bytes(event.encoded_dataset())
         self.archive.received_syntax[uid] = str(event.context.transfer_syntax)
         return 0x0000
@@ -206,7 +211,9 @@ def associate_scu(
     """A pynetdicom requestor association with exactly ``contexts``."""
     ae = AE(ae_title=PYNET_SCU_AE)
     ae.requested_contexts = contexts
-    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae, tls_args=(tls, None), **kwargs)
+    # server_hostname None (no hostname check) is what ssl takes; pynetdicom's annotation says str
+    tls_args = (tls, None)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae, tls_args=tls_args, **kwargs)  # type: ignore[arg-type]
     assert assoc.is_established, f"pynetdicom could not associate with {called_ae} on {port}"
     return assoc
 

@@ -12,7 +12,7 @@ import pytest
 
 from ..cli.test_node_cli import Node, _folder, run
 from ..node.test_storage import STUDY_UID
-from .conftest import storescp
+from .conftest import RsaPKI, storescp
 
 pytestmark = pytest.mark.interop
 
@@ -23,9 +23,8 @@ def _dcmtk(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_dcmtk_tools_against_dicomtls_serve(tmp_path: Path) -> None:
     node = Node(tmp_path)
-    plain = Node(
-        tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else tmp_path, "--no-tls"
-    )
+    (tmp_path / "plain").mkdir()
+    plain = Node(tmp_path / "plain", "--no-tls")
     try:
         pki = tmp_path / "dicom-store" / "pki"
         tls = [
@@ -136,7 +135,7 @@ def test_movescu_against_dicomtls_serve(tmp_path: Path) -> None:
         archive.stop()
 
 
-def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki) -> None:  # type: ignore[no-untyped-def]
+def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki: RsaPKI) -> None:
     received = tmp_path / "received"
     received.mkdir()
     folder = _folder(tmp_path)

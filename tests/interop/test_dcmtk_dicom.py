@@ -9,6 +9,7 @@ import pydicom
 import pytest
 
 from dicomtls.net.association import associate, default_proposals
+from dicomtls.net.qr_scu import RetrieveResult
 from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -75,7 +76,8 @@ def test_echoscu_and_storescu_to_our_scp(rsa_pki: RsaPKI, tmp_path: Path) -> Non
         sent = pydicom.dcmread(path)
         stored = pydicom.dcmread(store.path_for(sent.SOPInstanceUID))
         assert stored.PixelData == sent.PixelData
-        assert stored.file_meta.SourceApplicationEntityTitle.strip() == "STORESCU"
+        title = stored.file_meta.SourceApplicationEntityTitle
+        assert title is not None and title.strip() == "STORESCU"
 
 
 def test_our_scu_tostorescp(rsa_pki: RsaPKI, tmp_path: Path) -> None:
@@ -263,7 +265,9 @@ def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
     out = asyncio.run(run())
     assert out["stored"] == [0, 0]
     assert out["found"] == [STUDY_UID]
-    assert out["move"].ok and out["move"].completed == 2  # type: ignore[attr-defined]
-    assert out["get"].ok and sorted(out["get"].stored) == uids  # type: ignore[attr-defined]
+    move, get = out["move"], out["get"]
+    assert isinstance(move, RetrieveResult) and isinstance(get, RetrieveResult)
+    assert move.ok and move.completed == 2
+    assert get.ok and sorted(get.stored) == uids
     viewer = out["viewer"]
     assert isinstance(viewer, DurableStore) and all(viewer.path_for(u).exists() for u in uids)

@@ -18,6 +18,7 @@ from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
 from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError
 from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 
 from ..tls.loopback import Recorder
@@ -83,8 +84,9 @@ def test_echoscu_to_our_server(rsa_pki: RsaPKI, version: str) -> None:
     result = asyncio.run(_echoscu_to_us(rsa_pki, server_tls, "scu"))
     assert result["error"] is None, result["error"]
     session = result["session"]
-    assert session.protocol == version  # type: ignore[attr-defined]
-    assert session.peer_certificate.subject.startswith("CN = scu,")  # type: ignore[attr-defined]
+    assert isinstance(session, SessionInfo) and session.peer_certificate is not None
+    assert session.protocol == version
+    assert session.peer_certificate.subject.startswith("CN = scu,")
     assert recorder.codes == ["OK", "OK"] and recorder.depths == [1, 0]
     pdu = result["pdu"]
     assert isinstance(pdu, bytes) and pdu[0] == 0x01  # DCMTK's A-ASSOCIATE-RQ, decrypted by us
@@ -123,7 +125,8 @@ def test_echoscu_without_certificate_is_welcome_when_only_peer_is_set(rsa_pki: R
         _echoscu_to_us(rsa_pki, rsa_pki.ours("scp", verify=VerifyFlags.PEER), None)
     )
     assert result["error"] is None
-    assert result["session"].peer_chain == ()  # type: ignore[attr-defined]
+    session = result["session"]
+    assert isinstance(session, SessionInfo) and session.peer_chain == ()
 
 
 # -- our client against DCMTK's storescp ----------------------------------------------------------

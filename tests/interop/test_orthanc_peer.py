@@ -322,4 +322,4 @@ def test_get_command_from_orthanc(site: Site, tmp_path: Path) -> None:
         site.peer, "get-command", "to-us", tested, file_in(tmp_path), re_encoding_peer=True
     )
     assert not failures, (failures, got)
-    assert got["completed"] == len(tested.items), got  # type: ignore[index]
+    assert got["completed"] == len(tested.items), got

@@ -13,11 +13,12 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
@@ -311,7 +312,8 @@ def test_get_from_our_node(site: Site, native: bool) -> None:
     received: dict[str, bytes] = {}
 
     def on_store(event: evt.Event) -> int:
-        received[str(event.request.AffectedSOPInstanceUID)] = event.encoded_dataset()
+        request = cast(C_STORE, event.request)  # what an EVT_C_STORE carries
+        received[str(request.AffectedSOPInstanceUID)] = event.encoded_dataset()
         return 0x0000
 
     storage = little_endian_contexts(scenario) if native else storage_contexts(scenario)

@@ -36,7 +36,7 @@ def _store(sop_class: str, sop_instance: str) -> CommandReceived:
 def test_a_store_whose_instance_uid_is_no_uid_is_refused_0117(uid: str, acceptor: bool) -> None:
     refusal = Gate(_negotiated(), acceptor=acceptor).check(_store(CT, uid), CommandField.C_STORE_RQ)
     assert refusal is not None
-    assert refusal.status == Status.INVALID_OBJECT_INSTANCE == 0x0117
+    assert refusal.status == Status.INVALID_OBJECT_INSTANCE.value == 0x0117
     assert refusal.service is Service.STORE  # reported as a security event, as every refusal
     assert repr(uid) in refusal.reason  # named escaped: a newline in it cannot forge a log line
 

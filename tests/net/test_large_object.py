@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from dicomtls.dimse.part10 import read_header
 from dicomtls.node.storage import DurableStore
 from dicomtls.pki import CertificateAuthority
 
 SIZE = 256 << 20
-CT = "1.2.840.10008.5.1.4.1.1.2"
+CT = UID("1.2.840.10008.5.1.4.1.1.2")
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import cast
 
 import pydicom
 import pytest
+from pydicom.uid import UID
 
 from dicomtls.dimse.command import CommandSet, Tag
 from dicomtls.dimse.dataset_scan import ScannedDataset
 from dicomtls.dimse.status import Status
 from dicomtls.net.association import Association, AssociationError, associate, default_proposals
+from dicomtls.net.hooks import StoreJob, StoreTarget
 from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -29,7 +32,7 @@ from ..node.test_storage import CT, _make_file
 
 PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
-MR = "1.2.840.10008.5.1.4.1.1.4"
+MR = UID("1.2.840.10008.5.1.4.1.1.4")
 
 
 def _policy(max_operations: int = 16) -> AcceptorPolicy:
@@ -74,24 +77,24 @@ class _Gated:
 
 
 class _GatedJob:
-    def __init__(self, target: _Gated, uid: str, job: object) -> None:
+    def __init__(self, target: _Gated, uid: str, job: StoreJob) -> None:
         self.target, self.uid, self.job = target, uid, job
 
     def write(self, data: memoryview) -> Awaitable[None] | None:
-        return self.job.write(data)  # type: ignore[attr-defined, no-any-return]
+        return self.job.write(data)
 
     async def commit(self, dataset: ScannedDataset) -> int:
         gate = self.target.gates.get(self.uid)
         if gate is not None:
             await gate.wait()
-        status: int = await self.job.commit(dataset)  # type: ignore[attr-defined]
+        status = await self.job.commit(dataset)
         self.target.committed += 1
         self.target.begun_at_commit[self.uid] = len(self.target.begun)
         self.target._happened("committed", self.uid)
         return status
 
     def abort(self) -> None:
-        self.job.abort()  # type: ignore[attr-defined]
+        self.job.abort()
 
 
 def _files(tmp: Path, count: int) -> list[Path]:
@@ -104,7 +107,7 @@ def _files(tmp: Path, count: int) -> list[Path]:
 
 async def _store_many(
     pki: MatrixPKI,
-    target: object,
+    target: StoreTarget,
     policy: AcceptorPolicy,
     files: list[Path],
     window: int,
@@ -112,7 +115,7 @@ async def _store_many(
 ) -> tuple[int, list[tuple[Path, int | Exception]]]:
     server = await serve_dicom(
         "127.0.0.1", 0, pki.settings("server", PEER_FAIL), policy, Services(store=target)
-    )  # type: ignore[arg-type]
+    )
     if gate is not None:  # hold one commit until another object has begun or committed
         assert isinstance(target, _Gated)
         target.hold(*gate)
@@ -207,19 +210,21 @@ def test_a_window_asked_of_a_peer_that_ignores_it_stays_synchronous(
 ) -> None:
     """No window in the answer means one (PS3.7 D.3.3.3), whatever we asked for."""
     from pynetdicom import AE
+    from pynetdicom.dimse_primitives import C_STORE
     from pynetdicom.sop_class import CTImageStorage, Verification
 
     from ..interop.test_pynetdicom import _context
 
     files = _files(tmp_path, 4)
-    received: list[str] = []
+    received: list[str | None] = []
     ae = AE(ae_title="STORESCP")
     ae.add_supported_context(Verification)
     ae.add_supported_context(CTImageStorage, [EXPLICIT, IMPLICIT])
     from pynetdicom import evt
 
-    def on_store(event):  # type: ignore[no-untyped-def]
-        received.append(event.request.AffectedSOPInstanceUID)
+    def on_store(event: evt.Event) -> int:
+        request = cast(C_STORE, event.request)  # what an EVT_C_STORE carries
+        received.append(request.AffectedSOPInstanceUID)
         return 0
 
     import ssl
@@ -230,6 +235,7 @@ def test_a_window_asked_of_a_peer_that_ignores_it_stays_synchronous(
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
         ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"),
     )
+    assert server is not None  # block=False: the server runs in its own thread
     try:
 
         async def run() -> tuple[int, list[tuple[Path, int | Exception]]]:
@@ -256,18 +262,20 @@ def test_a_window_asked_of_a_peer_that_ignores_it_stays_synchronous(
 )
 def test_the_window_an_scp_answers(offered: int, ours: int, answered: int) -> None:
     from dicomtls.ul.acse import Negotiated, answer_request, build_request
+    from dicomtls.ul.pdu import AssociateAC
 
     rq = build_request("SCU", "STORESCP", default_proposals([CT]), max_operations=offered)
     assert rq.user_information.async_ops_window is not None
     assert rq.user_information.async_ops_window.invoked == offered
     ac = answer_request(rq, _policy(ours))
-    assert not isinstance(ac.user_information, type(None))
-    window = ac.user_information.async_ops_window  # type: ignore[union-attr]
+    assert isinstance(ac, AssociateAC) and ac.user_information is not None
+    window = ac.user_information.async_ops_window
     assert window is not None and (window.invoked, window.performed) == (answered, 1)
     for we_requested in (True, False):
         assert (
             Negotiated.from_exchange(rq, ac, we_requested=we_requested).max_operations == answered
-        )  # type: ignore[arg-type]
+        )
     plain = build_request("SCU", "STORESCP", default_proposals([CT]))
     assert plain.user_information.async_ops_window is None  # synchronous: not even offered
-    assert answer_request(plain, _policy(ours)).user_information.async_ops_window is None  # type: ignore[union-attr]
+    plain_ac = answer_request(plain, _policy(ours))
+    assert isinstance(plain_ac, AssociateAC) and plain_ac.user_information.async_ops_window is None

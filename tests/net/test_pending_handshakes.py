@@ -203,7 +203,12 @@ def _engines() -> int:
 
 async def _failed_handshakes_leave_nothing_behind(matrix_pki: MatrixPKI) -> None:
     failures: list[TLSHandshakeError] = []
-    events = LinkEvents(on_secure_link_ready=lambda _, error: error and failures.append(error))
+
+    def record_failure(_: str, error: TLSHandshakeError | None) -> None:
+        if error is not None:
+            failures.append(error)
+
+    events = LinkEvents(on_secure_link_ready=record_failure)
 
     async def handler(link: SecureLink) -> None:
         raise AssertionError("no handshake here succeeds")

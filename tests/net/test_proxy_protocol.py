@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 from lxml import etree
@@ -25,6 +26,9 @@ from dicomtls.node.node import RunningNode
 from ..node.site import Site, connect_as, make_site, running
 from ..node.test_audit_and_metrics import _scrape
 from ..node.test_storage import _make_file
+
+#: What _scrape returns: a sample's value by its metric name and labels.
+Scraped = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 LOOPBACK = ProxyProtocol.from_config(["127.0.0.1/32"], header_timeout=0.5)
 
@@ -235,10 +239,10 @@ def test_without_a_header_or_from_an_untrusted_address_the_connection_is_closed(
     assert (
         out["tls first"] == out["v1"] == out["untrusted"] == out["too long"] == b""
     )  # no TLS byte
-    refused = out["metrics"]  # type: ignore[assignment]
-    assert refused[("dicomtls_connections_refused_total", (("reason", "proxy-header"),))] == 3  # type: ignore[index]
-    other = out["elsewhere"]  # type: ignore[assignment]
-    assert other[("dicomtls_connections_refused_total", (("reason", "proxy-untrusted"),))] == 1  # type: ignore[index]
+    refused = cast(Scraped, out["metrics"])
+    assert refused[("dicomtls_connections_refused_total", (("reason", "proxy-header"),))] == 3
+    other = cast(Scraped, out["elsewhere"])
+    assert other[("dicomtls_connections_refused_total", (("reason", "proxy-untrusted"),))] == 1
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert any("no PROXY protocol v2 signature" in line for line in lines)
     assert any("send-proxy-v2" in line for line in lines)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 
+from dicomtls.dimse.command import CommandSet
 from dicomtls.net.association import Association, associate, default_proposals
-from dicomtls.net.qr_scu import QueryModel
+from dicomtls.net.qr_scu import QueryModel, RetrieveResult
 from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -132,11 +133,12 @@ def test_find_move_get(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
     found = out["found"]
     assert isinstance(found, list) and sorted(m.SOPInstanceUID for m in found) == uids
     assert out["none"] == []
-    move = out["move"]
-    assert move.ok and (move.completed, move.failed) == (3, 0)  # type: ignore[attr-defined]
-    assert out["move_unknown"].status == 0xA801  # type: ignore[attr-defined]
-    get = out["get"]
-    assert get.ok and get.completed == 3 and sorted(get.stored) == uids  # type: ignore[attr-defined]
+    move, move_unknown, get = out["move"], out["move_unknown"], out["get"]
+    assert isinstance(move, RetrieveResult) and isinstance(move_unknown, RetrieveResult)
+    assert move.ok and (move.completed, move.failed) == (3, 0)
+    assert move_unknown.status == 0xA801
+    assert isinstance(get, RetrieveResult)
+    assert get.ok and get.completed == 3 and sorted(get.stored) == uids
     for store_name in ("viewer", "getter"):
         store = out[store_name]
         assert isinstance(store, DurableStore)
@@ -171,10 +173,12 @@ async def _cancel_find(pki: MatrixPKI) -> tuple[int, int, list[int]]:
         cancels_on: list[int] = []
         send = assoc.send_message
 
-        async def watched(context_id: int, command: dict, dataset: object) -> None:  # type: ignore[type-arg]
+        async def watched(
+            context_id: int, command: CommandSet, dataset: Iterable[bytes | memoryview] | None
+        ) -> None:
             if command.get(0x0100) == 0x0FFF:  # C-CANCEL-RQ
                 cancels_on.append(context_id)
-            await send(context_id, command, dataset)  # type: ignore[arg-type]
+            await send(context_id, command, dataset)
 
         assoc.send_message = watched  # type: ignore[method-assign]
         async with assoc:

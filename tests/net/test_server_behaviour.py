@@ -22,7 +22,7 @@ from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.tls.errors import TLSHandshakeError
 from dicomtls.ul import PDUReader
 from dicomtls.ul.acse import AcceptorPolicy, Proposal, build_request
-from dicomtls.ul.pdu import PDV, Abort, AssociateAC, AssociateRJ, PDataTF
+from dicomtls.ul.pdu import PDV, Abort, AssociateAC, AssociateRJ, AssociateRQ, PDataTF
 
 from ..node.test_storage import CT, _make_file
 
@@ -170,7 +170,8 @@ async def _dimse_timeout() -> str:
         rq = await peer.next_pdu()
         from dicomtls.ul.acse import answer_request
 
-        writer.write(answer_request(rq, POLICY).encode())  # type: ignore[arg-type]
+        assert isinstance(rq, AssociateRQ)
+        writer.write(answer_request(rq, POLICY).encode())
         await writer.drain()
         await reader.read()  # accept, then never answer anything
 
@@ -223,7 +224,7 @@ def test_graceful_shutdown_lets_a_running_transfer_finish(tmp_path: Path) -> Non
 
 
 async def _garbage_datasets(tmp: Path) -> tuple[int, int, int, list[Path]]:
-    from dicomtls.dimse.command import CommandField, Tag
+    from dicomtls.dimse.command import CommandField, Tag, number
     from dicomtls.dimse.messages import c_find_rq, c_store_rq
     from dicomtls.net.qr_scu import QueryModel
 
@@ -244,17 +245,22 @@ async def _garbage_datasets(tmp: Path) -> tuple[int, int, int, list[Path]]:
             assert ct is not None and find is not None
             garbage = [b"\x10\x00\x10\x00PN\x08\x00Doe^Jane\x08\x00\x18\x00XX\x04\x001.2."]
             await assoc.send_message(ct.id, c_store_rq(1, CT, "1.2.3.4"), garbage)
-            bad_store = (await assoc.response(CommandField.C_STORE_RSP, 1)).command[Tag.Status]
+            bad_store = await assoc.response(CommandField.C_STORE_RSP, 1)
             path = tmp / "ok.dcm"
             _make_file(path, pixels=1000)
             other_uid = c_store_rq(2, CT, "9.9.9")  # the data set inside names another instance
             from dicomtls.dimse.part10 import iter_blocks, read_header
 
             await assoc.send_message(ct.id, other_uid, iter_blocks(read_header(path)))
-            mismatch = (await assoc.response(CommandField.C_STORE_RSP, 2)).command[Tag.Status]
+            mismatch = await assoc.response(CommandField.C_STORE_RSP, 2)
             await assoc.send_message(find.id, c_find_rq(3, find_uid), [b"\xfe\xff\x00\xe0garbage"])
-            bad_find = (await assoc.response(CommandField.C_FIND_RSP, 3)).command[Tag.Status]
-    return int(bad_store), int(mismatch), int(bad_find), list(store.objects.rglob("*.dcm"))  # type: ignore[arg-type]
+            bad_find = await assoc.response(CommandField.C_FIND_RSP, 3)
+    return (
+        number(bad_store.command, Tag.Status),
+        number(mismatch.command, Tag.Status),
+        number(bad_find.command, Tag.Status),
+        list(store.objects.rglob("*.dcm")),
+    )
 
 
 def test_unparseable_data_sets_get_failure_statuses_and_are_not_kept(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.dimse.sop_classes import Service
 from dicomtls.net.association import AssociationError
+from dicomtls.net.qr_scu import RetrieveResult
 from dicomtls.node.policy import AccessPolicy, PolicyError
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -77,7 +78,7 @@ def test_each_rule_type_allows_its_certificate_and_denies_others(
     admission = rules.admit("CT1", info(site, holder))
     if granted:
         assert admission.refusal is None
-        assert admission.services == {Service.ECHO, Service.STORE}
+        assert admission.services == frozenset({Service.ECHO, Service.STORE})
         assert admission.rule == "rule 'ct-scanner'"
     else:
         assert admission.refusal is not None
@@ -101,7 +102,7 @@ def test_a_bound_certificate_cannot_claim_another_ae_title(site: Site) -> None:
     # only to the caller, as C-FIND does).
     default = rules.admit("WORKSTATION", info(site, "viewer"))
     assert default.refusal is None
-    assert default.services == set(Service)
+    assert default.services == frozenset(Service)
     # A configured destination may C-GET: the objects come back to it.
     with_get = policy("", ("WORKSTATION",)).admit("WORKSTATION", info(site, "viewer"))
     assert with_get.services is not None and Service.GET in with_get.services
@@ -288,13 +289,15 @@ def test_rules_over_mutual_tls(
 
     # The viewer (bound by fingerprint) finds and moves to itself, not elsewhere, and may not get.
     assert out["found"] == [STUDY_UID]
-    move_ok = out["move_ok"]
-    assert move_ok.ok and move_ok.completed == 1  # type: ignore[attr-defined]
-    assert out["move_elsewhere"].status == 0xA801  # type: ignore[attr-defined]
+    move_ok, move_elsewhere = out["move_ok"], out["move_elsewhere"]
+    assert isinstance(move_ok, RetrieveResult) and isinstance(move_elsewhere, RetrieveResult)
+    assert move_ok.ok and move_ok.completed == 1
+    assert move_elsewhere.status == 0xA801
     assert any(
         line.startswith("C-MOVE from")
         and "to 'ELSEWHERE': rule 'viewer' allows C-MOVE to VIEWER only" in line
         for line in lines
     )
     assert "did not accept C-GET" in str(out["viewer_get"])
-    assert len(out["viewer_has"]) == 1  # type: ignore[arg-type]
+    viewer_has = out["viewer_has"]
+    assert isinstance(viewer_has, list) and len(viewer_has) == 1

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.audit.transport import AuditTrail, FileSink, SyslogTLSSink
 from dicomtls.net.association import AssociationError
+from dicomtls.net.qr_scu import RetrieveResult
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -147,7 +148,8 @@ def _events(messages: list[etree._Element]) -> Counter[tuple[str, str, str]]:
 
 def test_every_audit_event_reaches_rsyslog_and_validates(scenario: dict[str, object]) -> None:
     assert scenario["stored"] == [0, 0] and scenario["got"] == 2
-    assert scenario["moved"].completed == 2  # type: ignore[attr-defined]
+    moved = scenario["moved"]
+    assert isinstance(moved, RetrieveResult) and moved.completed == 2
     assert "CALLING_AE_NOT_RECOGNIZED" in str(scenario["impostor"])
     assert isinstance(scenario["revoked"], Exception)
 
@@ -222,7 +224,9 @@ def test_metrics_count_what_happened(scenario: dict[str, object]) -> None:
     )
     assert m[("dicomtls_tls_handshake_failures_total", (("code", "CERT_REVOKED"),))] == 1
     assert m[("dicomtls_objects_stored_total", (("result", "success"),))] == 2
-    sizes = sum(p.stat().st_size for p in (scenario["tmp"] / "pacs-store").rglob("*.dcm"))  # type: ignore[operator]
+    tmp = scenario["tmp"]
+    assert isinstance(tmp, Path)
+    sizes = sum(p.stat().st_size for p in (tmp / "pacs-store").rglob("*.dcm"))
     assert 0 < m[("dicomtls_bytes_stored_total", ())] <= sizes
     assert m[("dicomtls_store_seconds_count", ())] == 2
     assert m[("dicomtls_tls_handshake_seconds_count", ())] >= 2

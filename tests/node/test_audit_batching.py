@@ -38,7 +38,7 @@ class Scene:
         self.studies = {"P1": generate_uid(), "P2": generate_uid()}
 
     def association(self, calling: str = "CT1") -> Any:
-        association = SimpleNamespace(
+        association: Any = SimpleNamespace(  # what the audit hooks read of an Association
             calling_ae=calling,
             peer="10.1.2.3:4000",
             link=SimpleNamespace(session=None),

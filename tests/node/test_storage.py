@@ -7,12 +7,12 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
 from dicomtls.node.storage import DurableStore, StorageError
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
+CT = UID("1.2.840.10008.5.1.4.1.1.2")
 STUDY_UID, SERIES_UID = generate_uid(), generate_uid()  # every test object belongs to one series
 
 

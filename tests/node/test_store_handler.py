@@ -8,6 +8,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -17,6 +18,8 @@ from dicomtls.dimse.dataset_scan import DatasetScanner, ScannedDataset
 from dicomtls.dimse.messages import c_store_rq
 from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.dimse.status import Status
+from dicomtls.net.association import Association
+from dicomtls.net.hooks import StoreJob
 from dicomtls.net.inbound import InboundObject
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import _MAX_BACKLOG, DurableStoreHandler
@@ -48,8 +51,9 @@ def _fragments(path: Path, size: int) -> tuple[str, list[memoryview]]:
     return header.sop_instance_uid, list(iter_blocks(header, size))
 
 
-def _begin(handler: DurableStoreHandler, uid: str):  # type: ignore[no-untyped-def]
-    return handler.begin(_Peer(), c_store_rq(1, CT, uid), ExplicitVRLittleEndian)  # type: ignore[arg-type]
+def _begin(handler: DurableStoreHandler, uid: str) -> StoreJob:
+    peer = cast(Association, _Peer())  # all the handler reads of one
+    return handler.begin(peer, c_store_rq(1, CT, uid), ExplicitVRLittleEndian)
 
 
 def _scanned(handler: DurableStoreHandler, fragments: list[memoryview]) -> ScannedDataset:
@@ -67,7 +71,7 @@ def test_large_fragments_are_written_behind_and_the_backlog_is_bounded(tmp_path:
     stored: list[tuple[Path, dict[str, str], str]] = []
     handler = DurableStoreHandler(
         DurableStore(tmp_path / "store"),
-        lambda *told: stored.append(told),  # type: ignore[arg-type]
+        lambda *told: stored.append(told),
         keep=["PatientName", "SOPInstanceUID"],
     )
 

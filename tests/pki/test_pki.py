@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
 
+#: A root and the intermediate it signed.
+CAs = tuple[CertificateAuthority, CertificateAuthority]
+
 
 @pytest.fixture(scope="module")
-def cas() -> tuple[CertificateAuthority, CertificateAuthority]:
+def cas() -> CAs:
     root = CertificateAuthority.create("PKI Test Root")
     return root, root.create_intermediate("PKI Test Intermediate")
 
@@ -33,7 +37,7 @@ def _verify(tmp: Path, root: CertificateAuthority, chain: bytes, *args: str) -> 
     return done.returncode, done.stdout + done.stderr
 
 
-def test_node_certificate_verifies_for_both_purposes(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_node_certificate_verifies_for_both_purposes(cas: CAs, tmp_path: Path) -> None:
     root, inter = cas
     node = inter.issue("node", dns=["localhost"], ips=["127.0.0.1"])
     for purpose in ("sslserver", "sslclient"):
@@ -57,8 +61,8 @@ def test_node_certificate_verifies_for_both_purposes(cas, tmp_path: Path) -> Non
     ],
 )
 def test_broken_kinds_fail_as_described(
-    cas, tmp_path: Path, kind: str, args: tuple[str, ...], message: str
-) -> None:  # type: ignore[no-untyped-def]
+    cas: CAs, tmp_path: Path, kind: str, args: tuple[str, ...], message: str
+) -> None:
     root, inter = cas
     broken = inter.issue_broken(BrokenKind(kind), kind)
     code, out = _verify(tmp_path, root, broken.cert_chain_pem(), *args)
@@ -67,7 +71,7 @@ def test_broken_kinds_fail_as_described(
     assert BrokenKind(kind).description
 
 
-def test_revoked_certificate_on_the_crl(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_revoked_certificate_on_the_crl(cas: CAs, tmp_path: Path) -> None:
     root, inter = cas
     revoked = inter.issue_broken("revoked", "revoked")
     crl = tmp_path / "crl.pem"
@@ -81,14 +85,14 @@ def test_revoked_certificate_on_the_crl(cas, tmp_path: Path) -> None:  # type: i
     assert code == 0, out
 
 
-def test_wrong_hostname_fails_a_hostname_check(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_hostname_fails_a_hostname_check(cas: CAs, tmp_path: Path) -> None:
     root, inter = cas
     wrong = inter.issue_broken("wrong-hostname", "wrong")
     code, out = _verify(tmp_path, root, wrong.cert_chain_pem(), "-verify_hostname", "localhost")
     assert code != 0 and "hostname mismatch" in out.lower()
 
 
-def test_key_files(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_key_files(cas: CAs, tmp_path: Path) -> None:
     _, inter = cas
     ident = inter.issue("keys")
     files = ident.write(tmp_path, "keys", password=b"pw")
@@ -103,9 +107,10 @@ def test_key_files(cas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert [c.certificate for c in bundle.additional_certs] == list(ident.intermediates)
 
 
-def test_rsa_and_unknown_kinds(cas) -> None:  # type: ignore[no-untyped-def]
+def test_rsa_and_unknown_kinds(cas: CAs) -> None:
     _, inter = cas
     rsa = inter.issue("rsa", key=KeySpec.rsa(2048))
-    assert rsa.certificate.public_key().key_size == 2048  # type: ignore[union-attr]
+    key = rsa.certificate.public_key()
+    assert isinstance(key, RSAPublicKey) and key.key_size == 2048
     with pytest.raises(ValueError, match="choose one of: expired"):
         inter.issue_broken("melted", "x")

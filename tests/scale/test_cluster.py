@@ -157,7 +157,7 @@ def _audit_sources(nodes: list[NodeProcess]) -> Counter[str]:
             if (
                 event.find("EventID").get("csd-code") != "110104"
                 or event.get("EventActionCode") != "C"
-            ):  # type: ignore[union-attr]
+            ):
                 continue
             for participant in record.iter("ActiveParticipant"):
                 if participant.get("UserIsRequestor") == "true":

@@ -116,7 +116,8 @@ def test_one_janitor_at_a_time(backends: tuple[PostgresIndex, S3ObjectStore]) ->
     _upload(store, "1.2.3.4.4")
     other = psycopg.connect(index.dsn, autocommit=True)
     try:
-        assert other.execute("SELECT pg_try_advisory_lock(%s)", (JANITOR_LOCK,)).fetchone()[0]
+        row = other.execute("SELECT pg_try_advisory_lock(%s)", (JANITOR_LOCK,)).fetchone()
+        assert row is not None and row[0]
         assert Janitor(index, store).run(grace=0) is None  # another node's turn
         assert len(_keys(store)) == 1
     finally:

@@ -30,7 +30,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,7 @@ def default_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scanned]:
         node.stop()
 
 
-def _rsa_node(cwd: Path, *args: str) -> Iterator[Scanned]:
+def _rsa_node(cwd: Path, *args: str) -> Generator[Scanned, None, None]:
     pki = cwd / "pki"
     root = CertificateAuthority.create("Scan Root CA", key=KeySpec.rsa(2048))
     ca = root.write_cert(pki / "ca.pem")

@@ -326,7 +326,8 @@ def test_people_read_the_names_readable(
         ca_files=matrix_pki.ca_file,
         verify=VerifyFlags.NONE,
     )
-    console = Console(file=io.StringIO(), width=200)
+    screen = io.StringIO()
+    console = Console(file=screen, width=200)
     client = TLSSettings(
         ca_files=matrix_pki.ca_file, verify=VerifyFlags.NONE, on_verify=verify_printer(console)
     )
@@ -334,7 +335,7 @@ def test_people_read_the_names_readable(
         outcome = handshake(server, client)  # nobody trusts the Zürich root: NONE goes on
     assert outcome.ok and outcome.client_session is not None
     console.print(session_table(outcome.client_session))
-    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    shown = screen.getvalue()
     assert "Subject Name: CN = Zürich PACS, O = dicomtls test PKI" in shown.splitlines()
     assert any(
         "Peer certificate" in line and "CN = Zürich PACS" in line for line in shown.splitlines()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Unpack
+
 from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.tls.settings import TLSSettings
 
-from ..conftest import MatrixPKI
+from ..conftest import MatrixPKI, TLSOptions
 from .loopback import handshake
 
 PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
@@ -36,7 +39,7 @@ def test_tls13_with_ecdsa(matrix_pki: MatrixPKI) -> None:
     assert server is not None and server.peer_key_bits == 256
 
 
-def test_tls12_with_rsa(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tls12_with_rsa(tmp_path: Path) -> None:
     root = CertificateAuthority.create("RSA Root", key=KeySpec.rsa(2048))
     ca = root.write_cert(tmp_path / "ca.pem")
     files = {
@@ -44,10 +47,10 @@ def test_tls12_with_rsa(tmp_path) -> None:  # type: ignore[no-untyped-def]
         for n in ("s", "c")
     }
 
-    def settings(name: str, **extra: object) -> TLSSettings:
+    def settings(name: str, **extra: Unpack[TLSOptions]) -> TLSSettings:
         return TLSSettings(
             certificate=files[name].chain, private_key=files[name].key, ca_files=ca, **extra
-        )  # type: ignore[arg-type]
+        )
 
     outcome = handshake(
         settings("s"), settings("c", ciphers=["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"])

@@ -12,7 +12,7 @@ from dicomtls.tls.errors import SettingsError
 from dicomtls.tls.flags import Side, VerifyFlags
 from dicomtls.tls.settings import DEFAULT_VERIFY, TLSSettings
 
-from ..conftest import MatrixPKI
+from ..conftest import MatrixPKI, TLSOptions
 
 
 def test_defaults_are_secure(matrix_pki: MatrixPKI) -> None:
@@ -81,10 +81,15 @@ def test_password_callback_is_asked_with_the_key_path(
 
 def test_password_callback_not_asked_for_a_plain_key(matrix_pki: MatrixPKI) -> None:
     asked: list[Path] = []
+
+    def password(path: Path) -> str:
+        asked.append(path)
+        return "x"
+
     TLSSettings(
         certificate=matrix_pki.files["client"].cert,
         private_key=matrix_pki.files["client"].key,
-        on_private_key_password=lambda p: asked.append(p) or "x",  # type: ignore[func-returns-value]
+        on_private_key_password=password,
         verify=VerifyFlags.NONE,
     )
     assert asked == []
@@ -189,7 +194,7 @@ def test_tls13_only_cipher_override_builds_and_negotiates(matrix_pki: MatrixPKI)
     """Only TLS 1.3 suites: OpenSSL rejects an empty TLS 1.2 list, and must not crash us."""
     from .loopback import handshake
 
-    only13 = {"ciphers": ["TLS_AES_256_GCM_SHA384"]}
+    only13: TLSOptions = {"ciphers": ["TLS_AES_256_GCM_SHA384"]}
     server = matrix_pki.settings("server", VerifyFlags.PEER, **only13)
     client = matrix_pki.settings("client", VerifyFlags.PEER, **only13)
     outcome = handshake(server, client)

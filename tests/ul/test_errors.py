@@ -3,6 +3,8 @@ LocalProtocolError before any byte is produced."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dicomtls.ul import (
@@ -240,15 +242,16 @@ def test_error_classes_follow_h11() -> None:
     assert not issubclass(RemoteProtocolError, LocalProtocolError)
 
 
-def _rq(**changes: object) -> AssociateRQ:
-    fields: dict[str, object] = {
+def _rq(**changes: Any) -> AssociateRQ:
+    """ASSOCIATE_RQ's essentials with ``changes``: field values a peer might send, wrong ones too."""
+    fields: dict[str, Any] = {
         "called_ae": "ANY-SCP",
         "calling_ae": "ECHOSCU",
         "presentation_contexts": ASSOCIATE_RQ.presentation_contexts,
         "user_information": ASSOCIATE_RQ.user_information,
     }
     fields.update(changes)
-    return AssociateRQ(**fields)  # type: ignore[arg-type]
+    return AssociateRQ(**fields)
 
 
 LOCAL_CASES = [

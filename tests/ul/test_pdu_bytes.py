@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from dicomtls.ul import (
+    PDU,
     PDV,
     Abort,
     AbortReason,
@@ -128,8 +129,8 @@ CASES = [
 
 
 @pytest.mark.parametrize(("wire", "pdu"), CASES)
-def test_encode_matches_the_standard_layout(wire: bytes, pdu: object) -> None:
-    assert pdu.encode() == wire  # type: ignore[attr-defined]
+def test_encode_matches_the_standard_layout(wire: bytes, pdu: PDU) -> None:
+    assert pdu.encode() == wire
 
 
 @pytest.mark.parametrize(("wire", "pdu"), CASES)
@@ -207,6 +208,14 @@ COMMON_WIRE = (
 IDENTITY_RQ_WIRE = b"\x58\x00\x00\x0a\x02\x01\x00\x01u\x00\x03pwd"
 IDENTITY_AC_WIRE = b"\x59\x00\x00\x04\x00\x02ok"
 
+SubItem = (
+    AsyncOpsWindow
+    | RoleSelection
+    | ExtendedNegotiation
+    | CommonExtendedNegotiation
+    | UserIdentityRQ
+    | UserIdentityAC
+)
 ASYNC = AsyncOpsWindow(5, 1)
 ROLE = RoleSelection("1.2.3.4", True, False)
 EXTENDED = ExtendedNegotiation("1.2.3.4", b"\x01")
@@ -225,9 +234,9 @@ SUB_ITEMS = [
 
 
 @pytest.mark.parametrize(("sub_item", "wire"), SUB_ITEMS)
-def test_user_information_sub_items_byte_exact(sub_item: object, wire: bytes) -> None:
-    assert sub_item.encode() == wire  # type: ignore[attr-defined]
-    assert type(sub_item).decode(memoryview(wire)[4:]) == sub_item  # type: ignore[attr-defined]
+def test_user_information_sub_items_byte_exact(sub_item: SubItem, wire: bytes) -> None:
+    assert sub_item.encode() == wire
+    assert type(sub_item).decode(memoryview(wire)[4:]) == sub_item
 
 
 @pytest.mark.parametrize(
