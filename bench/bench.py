@@ -263,8 +263,14 @@ LEGS = [
     Leg("ours_durable", "ours -> ours (durable, fsync)", "ours-durable", "ours", "ec"),
     Leg("ours_sync", "ours -> ours (durable, window 1)", "ours-durable", "ours", "ec"),
     Leg("ours_relaxed", "ours -> ours (--fsync never)", "ours-relaxed", "ours", "ec"),
-    Leg("dcmtk", "DCMTK storescu -> storescp", "dcmtk", "dcmtk", "rsa"),
-    Leg("dcmtk_nodelay", "DCMTK -> DCMTK, env TCP_NODELAY=1", "dcmtk", "dcmtk", "rsa"),
+    Leg(
+        "dcmtk_nodelay",
+        "DCMTK tuned: TCP_NODELAY=1, -pdu 131072, storescp +B",
+        "dcmtk",
+        "dcmtk",
+        "rsa",
+    ),
+    Leg("dcmtk", "DCMTK as Debian ships it (Nagle on)", "dcmtk", "dcmtk", "rsa"),
     Leg("pynetdicom", "pynetdicom -> pynetdicom", "pynetdicom", "pynetdicom", "ec"),
     Leg("ours_to_dcmtk", "ours -> DCMTK storescp", "dcmtk", "ours", "rsa"),
     Leg("dcmtk_to_ours", "DCMTK storescu -> ours (durable)", "ours-durable", "dcmtk", "rsa"),
@@ -402,9 +408,10 @@ class Bench:
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
             wait_port(port, proc)
             return proc
-        if leg.scp == "dcmtk":
+        if leg.scp in ("dcmtk", "dcmtk-fork"):
             cmd = [
                 "storescp",
+                *(["--fork"] if leg.scp == "dcmtk-fork" else []),
                 "+tls",
                 str(pki / "server.key"),
                 str(pki / "server-chain.pem"),
@@ -599,10 +606,12 @@ class HWMPoller:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a live process (/proc/<pid>/stat), seconds."""
+    """utime + stime of a live process and of its reaped children (``storescp --fork``'s
+    per-association processes), from /proc/<pid>/stat, seconds."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        return ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
 
@@ -723,9 +732,11 @@ class Load:
             ("pynetdicom", "pynetdicom SCP (stdlib ssl)", "PYSCP", False),
             ("dcmtk", "DCMTK storescp +tls", "STORESCP", False),
             ("dcmtk", "DCMTK storescp +tls, TCP_NODELAY=1", "STORESCP", True),
+            ("dcmtk-fork", "DCMTK storescp +tls --fork, TCP_NODELAY=1", "STORESCP", True),
         ):
             for pki in ("ec", "rsa"):
-                key = f"{scp.split('-')[0]}{'_nodelay' if nodelay else ''}_{pki}"
+                name = scp.removesuffix("-relaxed").replace("-", "_")
+                key = f"{name}{'_nodelay' if nodelay else ''}_{pki}"
                 rates, samples = [], []
                 for rep in range(a.reps):
                     recv = self.b.recv_root / f"load-{key}"
@@ -1030,11 +1041,21 @@ def load_report(load: dict) -> list[str]:
                 f"| ours / pynetdicom SCP ≥ 3, {name} | {fmt(v)} | "
                 f"{yn(None if v is None else v >= 3)} |"
             )
-        o = rate("ours_ec")
-        lines.append(
-            f"| ours ≥ 250 assoc/s, ECDSA P-256 | {fmt(o, 1)} | "
-            f"{yn(None if o is None else o >= 250)} |"
-        )
+        for pki, name in (("ec", "ECDSA P-256"), ("rsa", "RSA-2048")):
+            best = max(
+                (
+                    v
+                    for k in ("dcmtk", "dcmtk_nodelay", "dcmtk_fork_nodelay")
+                    if (v := rate(f"{k}_{pki}"))
+                ),
+                default=None,
+            )
+            o = rate(f"ours_{pki}")
+            v = None if o is None or not best else o / best
+            lines.append(
+                f"| ours ≥ 2x DCMTK's storescp at its fastest (incl. --fork), {name} | {fmt(v)} | "
+                f"{yn(None if v is None else v >= 2)} |"
+            )
         fails = rows.get("ours_ec", {}).get("failed", 0) + rows.get("ours_rsa", {}).get("failed", 0)
         lines += [f"| our SCP: no failed association | {fails} failed | {yn(fails == 0)} |", ""]
     if sc := load.get("concurrency"):
@@ -1119,10 +1140,10 @@ def ratios(rows: dict[str, dict]) -> dict[str, float | None]:
         return None if x is None or y is None or y == 0 else x / y
 
     return {
-        "ours durable / DCMTK": r("ours_durable", "dcmtk"),
-        "ours relaxed / DCMTK": r("ours_relaxed", "dcmtk"),
-        "ours durable / DCMTK with TCP_NODELAY=1": r("ours_durable", "dcmtk_nodelay"),
-        "ours relaxed / DCMTK with TCP_NODELAY=1": r("ours_relaxed", "dcmtk_nodelay"),
+        "ours relaxed / tuned DCMTK": r("ours_relaxed", "dcmtk_nodelay"),
+        "ours durable / tuned DCMTK": r("ours_durable", "dcmtk_nodelay"),
+        "ours relaxed / DCMTK as shipped": r("ours_relaxed", "dcmtk"),
+        "ours durable / DCMTK as shipped": r("ours_durable", "dcmtk"),
         "ours relaxed / pynetdicom": r("ours_relaxed", "pynetdicom"),
         "ours durable / pynetdicom": r("ours_durable", "pynetdicom"),
         "ours durable, window 1 / pynetdicom": r("ours_sync", "pynetdicom"),
@@ -1131,15 +1152,17 @@ def ratios(rows: dict[str, dict]) -> dict[str, float | None]:
     }
 
 
-TARGETS = {  # issue 8 targets, per scenario kind: (ratio name, minimum)
+TARGETS = {  # issue 15's targets, per scenario kind: (ratio name, minimum)
     "large": [
-        ("ours durable / disk fsync", 0.85),
-        ("ours durable / DCMTK", 1.0),
-        ("ours relaxed / DCMTK", 2.0),
+        ("ours relaxed / tuned DCMTK", 1.0),
+        ("ours durable / disk fsync", 0.9),
         ("ours relaxed / pynetdicom", 5.0),
-        ("ours relaxed / raw TLS", 0.35),
     ],
-    "small": [("ours durable / DCMTK", 5.0), ("ours durable / pynetdicom", 3.0)],
+    "small": [
+        ("ours relaxed / tuned DCMTK", 1.0),
+        ("ours durable / tuned DCMTK", 1.0),
+        ("ours durable / pynetdicom", 3.0),
+    ],
 }
 
 
@@ -1204,6 +1227,10 @@ def write_report(results: dict, out: Path) -> None:
             )
         lines.append("")
     lines += load_report(results.get("load", {}))
+    commands = results.get("commands", {})
+    lines += commands_report(
+        {k: v for k, v in commands.items() if k.startswith("process")}, commands.get("startup")
+    )
     lines += ["![chart](results.png)", ""]
     if results.get("load"):
         lines += ["![load scenarios](results-load.png)", ""]
@@ -1308,6 +1335,44 @@ def load_chart(load: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+# ----------------------------------------------------------------------------- as users run it
+COMMAND_SCENARIOS = ("process-512k", "process-large", "startup")
+
+
+def run_commands(bench: Bench, args: argparse.Namespace, chosen: list[str]) -> dict[str, dict]:
+    """The whole-process and start-up scenarios (bench/commands.py)."""
+    from commands import Commands, startup
+
+    out: dict[str, dict] = {}
+    for name in chosen:
+        t0 = time.time()
+        if name == "startup":
+            out[name] = startup(args.startup_reps)
+        else:
+            data, count, size = (
+                ("small512k", args.process512_count, 512 << 10)
+                if name == "process-512k"
+                else ("large", args.large_count, args.large_mb << 20)
+            )
+            ds = make_dataset(bench.work, data, count, size)  # the same files as the other legs
+            out[name] = Commands(bench, args.reps).scenario(
+                ds, f"{count} x {size >> 10} KiB files, a folder sent by a command"
+            )
+        out[name].update(
+            command="bash bench/run.sh " + " ".join(sys.argv[1:]),
+            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            wall_seconds=round(time.time() - t0, 1),
+            src=src_fingerprint(),
+        )
+    return out
+
+
+def commands_report(process: dict[str, dict], start: dict | None) -> list[str]:
+    from commands import report
+
+    return report(process, start)
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -1324,9 +1389,14 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma list of leg keys to run (default: all)")
     p.add_argument(
         "--scenarios",
-        default="large-tls13,large-tls12,small-64k,small-512k,assoc-rate,concurrency,memory-1g",
-        help="comma list (default: all, issue 8 items 1-6)",
+        default="large-tls13,large-tls12,small-64k,small-512k,assoc-rate,concurrency,memory-1g,"
+        "process-512k,process-large,startup",
+        help="comma list (default: all)",
     )
+    p.add_argument(
+        "--process512-count", type=int, help="objects of 512 KiB, whole-process leg (200; quick 50)"
+    )
+    p.add_argument("--startup-reps", type=int, default=20, help="runs of each start-up command")
     p.add_argument("--assoc-clients", type=int, default=16)
     p.add_argument("--assoc-each", type=int, help="associations per client (50; quick 10)")
     p.add_argument("--conc-assocs", type=int, help="concurrent associations (500; quick 100)")
@@ -1352,8 +1422,8 @@ def main() -> None:
     if args.replot:
         write_report(json.loads((Path(args.out) / "results.json").read_text()), Path(args.out))
         return
-    quick = (2, 64, 200, 50, 10, 100, 5, 256)
-    full = (4, 256, 2000, 500, 50, 500, 20, 1024)
+    quick = (2, 64, 200, 50, 10, 100, 5, 256, 50)
+    full = (4, 256, 2000, 500, 50, 500, 20, 1024, 200)
     defaults = quick if args.quick else full
     for attr, d in zip(
         (
@@ -1365,6 +1435,7 @@ def main() -> None:
             "conc_assocs",
             "conc_per",
             "mem_mb",
+            "process512_count",
         ),
         defaults,
         strict=True,
@@ -1376,7 +1447,11 @@ def main() -> None:
     work = bench.work
     chosen_all = [s for s in args.scenarios.split(",") if s]
     load_chosen = [s for s in chosen_all if s in LOAD_SCENARIOS]
-    args.scenarios = ",".join(s for s in chosen_all if s not in LOAD_SCENARIOS)
+    command_chosen = [s for s in chosen_all if s in COMMAND_SCENARIOS]
+    args.scenarios = ",".join(
+        s for s in chosen_all if s not in LOAD_SCENARIOS and s not in COMMAND_SCENARIOS
+    )
+    command_results = run_commands(bench, args, command_chosen)
     load_results: dict[str, dict] = {}
     for sname in load_chosen:
         t0 = time.time()
@@ -1484,6 +1559,7 @@ def main() -> None:
             "errors": errors[sname],
         }
     results["load"] = load_results
+    results["commands"] = command_results
     if args.merge and (Path(args.out) / "results.json").exists():
         old = json.loads((Path(args.out) / "results.json").read_text())
         results["meta"] = (
@@ -1493,10 +1569,13 @@ def main() -> None:
         )
         results["scenarios"] = {**old.get("scenarios", {}), **results["scenarios"]}
         results["load"] = {**old.get("load", {}), **load_results}
+        results["commands"] = {**old.get("commands", {}), **command_results}
     write_report(results, Path(args.out))
     log(f"done in {time.time() - started:.0f}s; wrote {args.out}/results.md")
     print((Path(args.out) / "results.md").read_text())
 
 
 if __name__ == "__main__":
+    # bench/commands.py imports this module's helpers as `bench`: one module, not a second copy
+    sys.modules.setdefault("bench", sys.modules[__name__])
     main()

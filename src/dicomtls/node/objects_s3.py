@@ -382,8 +382,12 @@ class S3ObjectStore:
 
     # -- what the folder store does after a crash: nothing to do here ---------------------
 
-    def prepare_spare(self) -> None:
+    def spares_wanted(self) -> bool:
         """Spool files are anonymous (unlinked at creation): none to make ahead."""
+        return False
+
+    def prepare_spare(self) -> None:
+        """Nothing to make ahead (see :meth:`spares_wanted`)."""
 
     def recover(self) -> int:
         return 0
