@@ -116,18 +116,24 @@ def _signature_family(key_type: str | None) -> str:
 
 
 def _peer_chain(conn: SSL.Connection) -> tuple[crypto.X509, ...]:
-    """The chain the peer sent, leaf first.
+    """The chain the peer sent, leaf first, each certificate once.
 
     OpenSSL leaves the peer's own certificate out of the sent chain on the server
-    side only, so the leaf is put back in front where it is missing.
+    side only, so the leaf is put back in front where it is missing. pyOpenSSL's
+    X509 objects have no value equality (two wrappers of one certificate differ),
+    so "missing" is decided on the DER encoding.
     """
     leaf = conn.get_peer_certificate()
     if leaf is None:
         return ()
     sent: list[crypto.X509] = conn.get_peer_cert_chain() or []
-    if not sent or sent[0] != leaf:
+    if not sent or _der(sent[0]) != _der(leaf):
         sent = [leaf, *sent]
     return tuple(sent)
+
+
+def _der(certificate: crypto.X509) -> bytes:
+    return crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
 
 
 #: OpenSSL's key type NIDs, as key_facts names them.
