@@ -446,31 +446,31 @@ class PDataTF:
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseRQ:
-    """A-RELEASE-RQ (PS3.8 9.3.6)."""
+class _Release:
+    """A-RELEASE-RQ and -RP carry nothing but their type, in a body of 4 reserved bytes."""
 
-    pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RQ
+    pdu_type: ClassVar[PDUType]
 
     def encode(self) -> bytes:
-        return b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+        return bytes((self.pdu_type, 0, 0, 0, 0, 4, 0, 0, 0, 0))
 
     @classmethod
-    def decode(cls, body: memoryview) -> ReleaseRQ:
+    def decode(cls, body: memoryview) -> Self:
         return cls()
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseRP:
+class ReleaseRQ(_Release):
+    """A-RELEASE-RQ (PS3.8 9.3.6)."""
+
+    pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RQ
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRP(_Release):
     """A-RELEASE-RP (PS3.8 9.3.7)."""
 
     pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RP
-
-    def encode(self) -> bytes:
-        return b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-
-    @classmethod
-    def decode(cls, body: memoryview) -> ReleaseRP:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
