@@ -142,9 +142,10 @@ class _Associate(Generic[_Context]):
     application_context: str = DICOM_APPLICATION_CONTEXT
     protocol_version: int = 1
 
+    # What each of the two sets for itself:
     pdu_type: ClassVar[PDUType]
     _context_type: ClassVar[ItemType]
-    _identity_type: ClassVar[int]
+    _identity_type: ClassVar[ItemType]
 
     @staticmethod
     def _encode_ae(title: str, what: str) -> bytes:
@@ -231,7 +232,7 @@ class AssociateRQ(_Associate[PresentationContextRQ]):
 
     pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_RQ
     _context_type: ClassVar[ItemType] = ItemType.PRESENTATION_CONTEXT_RQ
-    _identity_type: ClassVar[int] = ItemType.USER_IDENTITY_RQ
+    _identity_type: ClassVar[ItemType] = ItemType.USER_IDENTITY_RQ
     _encode_ae = staticmethod(encode_ae)
     _decode_ae = staticmethod(decode_ae)
     _decode_context = staticmethod(PresentationContextRQ.decode)
@@ -247,7 +248,7 @@ class AssociateAC(_Associate[PresentationContextAC]):
 
     pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_AC
     _context_type: ClassVar[ItemType] = ItemType.PRESENTATION_CONTEXT_AC
-    _identity_type: ClassVar[int] = ItemType.USER_IDENTITY_AC
+    _identity_type: ClassVar[ItemType] = ItemType.USER_IDENTITY_AC
     _encode_ae = staticmethod(encode_echoed_ae)
     _decode_ae = staticmethod(decode_echoed_ae)
     _decode_context = staticmethod(PresentationContextAC.decode)
