@@ -131,8 +131,9 @@ def test_read_header_takes_what_other_writers_write(tmp_path: Path, meta: bytes)
         (_meta(UIDS[:3], group_length=True) + DATASET, "lacks TransferSyntaxUID"),
         (_meta(UIDS, group_length=True)[:-8], "cut off in group 0002"),
         (_meta(UIDS[:1], group_length=False) + b"\x02\x00\x02\x00UI\xff\xff", "cut off"),
+        (_meta(UIDS[:1], group_length=False)[: 128 + 4 + 8], "cut off"),  # in an OB header
     ],
-    ids=["text", "no-dicm", "no-syntax", "cut-off", "length-beyond-end"],
+    ids=["text", "no-dicm", "no-syntax", "cut-off", "length-beyond-end", "long-header-cut"],
 )
 def test_non_dicom_and_damaged_headers_are_named(
     tmp_path: Path, content: bytes, message: str

@@ -63,3 +63,25 @@ def test_tls12_with_rsa(tmp_path: Path) -> None:
     assert session.authentication == "RSA"
     assert (session.encryption, session.encryption_bits) == ("AES-128-GCM", 128)
     assert (session.peer_key_type, session.peer_key_bits) == ("RSA", 2048)
+
+
+def test_peer_chain_lists_each_certificate_once_leaf_first(matrix_pki: MatrixPKI) -> None:
+    """Both sides see the peer's leaf then its intermediate, each once.
+
+    A client's OpenSSL hands back the leaf inside the sent chain and a server's
+    leaves it out; either way the chain we report is the same shape.
+    """
+    outcome = handshake(
+        matrix_pki.settings("server", PEER_FAIL), matrix_pki.settings("client", PEER_FAIL)
+    )
+    assert outcome.ok, outcome
+    for session, leaf in ((outcome.client_session, "server"), (outcome.server_session, "client")):
+        assert session is not None
+        chain = session.peer_chain
+        assert [c.depth for c in chain] == [0, 1]
+        assert chain[0].subject.startswith(f"CN = {leaf},")
+        assert chain[1].subject.startswith("CN = dicomtls Matrix Intermediate CA")
+        fingerprints = [c.sha256_fingerprint for c in chain]
+        assert len(set(fingerprints)) == len(fingerprints)
+        assert session.peer_certificate is not None
+        assert session.peer_certificate.sha256_fingerprint == fingerprints[0]

@@ -99,7 +99,7 @@ REMOTE_CASES = [
     pytest.param(
         rq(APP_CONTEXT, b"\x21\x00\x00\x08\x01\x00\x00\x00\x40\x00\x00\x00", USER_INFO),
         UNEXPECTED,
-        "item 0x21 is not allowed in an A-ASSOCIATE-RQ",
+        "item 0x21 is not allowed in the A-ASSOCIATE-RQ",
         id="ac-context-in-rq",
     ),
     pytest.param(

@@ -126,28 +126,36 @@ def _tag_name(tag: int) -> str:
         return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+#: The number VRs of command elements, as packed.
+_NUMBERS = {"US": struct.Struct("<H"), "UL": struct.Struct("<I")}
+
+
 def _encode_value(tag: int, value: Value) -> bytes:
     vr = _VR.get(tag)
     if vr is None:
         raise CommandError(f"cannot encode unknown command element {_tag_name(tag)}", tag)
-    if vr == "US":
-        if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-            raise CommandError(f"{_tag_name(tag)} must be an integer 0..65535, not {value!r}", tag)
-        return struct.pack("<H", value)
-    if vr == "UL":
-        assert isinstance(value, int)
-        return struct.pack("<I", value)
+    if vr in _NUMBERS:
+        return _encode_number(tag, value, _NUMBERS[vr])
     if vr == "AT":
-        if isinstance(value, int):
-            value = (value,)
-        assert isinstance(value, tuple)
-        return b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in value)
+        tags = (value,) if isinstance(value, int) else value
+        assert isinstance(tags, tuple)
+        return b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in tags)
+    # Text pads to an even length: a UID with NUL, other text with a space (PS3.5 6.2).
+    return _encode_text(tag, value, pad=b"\x00" if vr == "UI" else b" ")
+
+
+def _encode_number(tag: int, value: Value, packer: struct.Struct) -> bytes:
+    top = (1 << (8 * packer.size)) - 1
+    if not isinstance(value, int) or not 0 <= value <= top:
+        raise CommandError(f"{_tag_name(tag)} must be an integer 0..{top}, not {value!r}", tag)
+    return packer.pack(value)
+
+
+def _encode_text(tag: int, value: Value, *, pad: bytes) -> bytes:
     if not isinstance(value, str):
         raise CommandError(f"{_tag_name(tag)} must be text, not {type(value).__name__}", tag)
     raw = value.encode("ascii", errors="strict")
-    if len(raw) % 2:
-        raw += b"\x00" if vr == "UI" else b" "
-    return raw
+    return raw + pad if len(raw) % 2 else raw
 
 
 def encode_command(command: CommandSet) -> bytes:
@@ -163,23 +171,27 @@ def encode_command(command: CommandSet) -> bytes:
 
 def _decode_value(tag: int, raw: bytes) -> Value:
     vr = _VR[tag]
-    if vr in ("US", "UL", "AT"):
-        size = {"US": 2, "UL": 4, "AT": 4}[vr]
-        if len(raw) != size and not (vr == "AT" and len(raw) % 4 == 0 and raw):
-            raise CommandError(
-                f"{_tag_name(tag)} has length {len(raw)}, but its VR {vr} needs {size}", tag
-            )
-        if vr == "US":
-            return int(struct.unpack("<H", raw)[0])
-        if vr == "UL":
-            return int(struct.unpack("<I", raw)[0])
-        pairs = struct.iter_unpack("<HH", raw)
-        return tuple((g << 16) | e for g, e in pairs)
+    if vr in _NUMBERS:
+        packer = _NUMBERS[vr]
+        if len(raw) != packer.size:
+            raise _length_error(tag, raw, vr, packer.size)
+        return int(packer.unpack(raw)[0])
+    if vr == "AT":
+        if not raw or len(raw) % 4:
+            raise _length_error(tag, raw, vr, 4)
+        return tuple((g << 16) | e for g, e in struct.iter_unpack("<HH", raw))
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
         raise CommandError(f"{_tag_name(tag)} is not ASCII text", tag) from None
-    return text.rstrip("\x00 ").lstrip(" ") if vr != "UI" else text.rstrip("\x00 ")
+    # Padding is not part of a value; leading spaces are not significant in AE or LO text.
+    return text.rstrip("\x00 ") if vr == "UI" else text.rstrip("\x00 ").lstrip(" ")
+
+
+def _length_error(tag: int, raw: bytes, vr: str, size: int) -> CommandError:
+    return CommandError(
+        f"{_tag_name(tag)} has length {len(raw)}, but its VR {vr} needs {size}", tag
+    )
 
 
 def decode_command(data: bytes | bytearray | memoryview) -> CommandSet:
@@ -213,29 +225,24 @@ def decode_command(data: bytes | bytearray | memoryview) -> CommandSet:
     return command
 
 
+# Every request names its SOP class and its message ID; every response the message it
+# answers and its status.
+_RQ = (Tag.AffectedSOPClassUID, Tag.MessageID)
+_RSP = (Tag.MessageIDBeingRespondedTo, Tag.Status)
+
 #: The elements each kind of command must carry (PS3.7 sections 9.3.1 - 9.3.5).
 REQUIRED: Mapping[CommandField, tuple[Tag, ...]] = MappingProxyType(
     {
-        CommandField.C_ECHO_RQ: (Tag.AffectedSOPClassUID, Tag.MessageID),
-        CommandField.C_ECHO_RSP: (Tag.MessageIDBeingRespondedTo, Tag.Status),
-        CommandField.C_STORE_RQ: (
-            Tag.AffectedSOPClassUID,
-            Tag.MessageID,
-            Tag.Priority,
-            Tag.AffectedSOPInstanceUID,
-        ),
-        CommandField.C_STORE_RSP: (Tag.MessageIDBeingRespondedTo, Tag.Status),
-        CommandField.C_FIND_RQ: (Tag.AffectedSOPClassUID, Tag.MessageID, Tag.Priority),
-        CommandField.C_FIND_RSP: (Tag.MessageIDBeingRespondedTo, Tag.Status),
-        CommandField.C_MOVE_RQ: (
-            Tag.AffectedSOPClassUID,
-            Tag.MessageID,
-            Tag.Priority,
-            Tag.MoveDestination,
-        ),
-        CommandField.C_MOVE_RSP: (Tag.MessageIDBeingRespondedTo, Tag.Status),
-        CommandField.C_GET_RQ: (Tag.AffectedSOPClassUID, Tag.MessageID, Tag.Priority),
-        CommandField.C_GET_RSP: (Tag.MessageIDBeingRespondedTo, Tag.Status),
+        CommandField.C_ECHO_RQ: _RQ,
+        CommandField.C_ECHO_RSP: _RSP,
+        CommandField.C_STORE_RQ: (*_RQ, Tag.Priority, Tag.AffectedSOPInstanceUID),
+        CommandField.C_STORE_RSP: _RSP,
+        CommandField.C_FIND_RQ: (*_RQ, Tag.Priority),
+        CommandField.C_FIND_RSP: _RSP,
+        CommandField.C_MOVE_RQ: (*_RQ, Tag.Priority, Tag.MoveDestination),
+        CommandField.C_MOVE_RSP: _RSP,
+        CommandField.C_GET_RQ: (*_RQ, Tag.Priority),
+        CommandField.C_GET_RSP: _RSP,
         CommandField.C_CANCEL_RQ: (Tag.MessageIDBeingRespondedTo,),
     }
 )

@@ -347,25 +347,8 @@ class DatasetScanner:
         return 12 if first[4:6] in LONG_VRS else 8
 
     def _element(self, header: bytes | memoryview) -> None:
-        if self._implicit:
-            group, element, length = self._tag_length.unpack_from(header)
-            vr: bytes | None = None
-        else:
-            group, element, vr_bytes, short = self._tag_vr_length.unpack_from(header)
-            if group == 0xFFFE:
-                length = self._length.unpack_from(header, 4)[0]
-                vr = None
-            elif vr_bytes in LONG_VRS:
-                vr, length = vr_bytes, self._length.unpack_from(header, 8)[0]
-            elif vr_bytes in _SHORT_VRS:
-                vr, length = vr_bytes, short
-            else:
-                raise DatasetScanError(
-                    f"{_tag_name(group << 16 | element)} at byte {self._offset - len(header)} "
-                    f"has no valid VR ({bytes(vr_bytes)!r})"
-                )
-        tag = group << 16 | element
-        if group == 0xFFFE:
+        tag, vr, length = self._parse_header(header)
+        if tag >> 16 == 0xFFFE:
             self._delimiter_or_item(tag, length)
             return
         inside = self._frames[-1] if self._frames else None
@@ -383,14 +366,35 @@ class DatasetScanner:
             return
         self._skip = length
         if inside is None and tag in self._keep:
-            if length > MAX_KEPT:
-                self._too_long[tag] = length
-                return
-            text_vr = None if vr is None else vr.decode("ascii")
-            if length == 0:
-                self._kept[tag] = (text_vr, b"")
-            else:
-                self._keeping = (tag, text_vr, bytearray())
+            self._keep_value(tag, vr, length)
+
+    def _parse_header(self, header: bytes | memoryview) -> tuple[int, bytes | None, int]:
+        """The tag, the VR (None where the encoding or an item gives none) and the length."""
+        if self._implicit:
+            group, element, length = self._tag_length.unpack_from(header)
+            return group << 16 | element, None, length
+        group, element, vr, short = self._tag_vr_length.unpack_from(header)
+        tag = group << 16 | element
+        if group == 0xFFFE:  # items and delimiters have no VR, and a 4-byte length
+            return tag, None, self._length.unpack_from(header, 4)[0]
+        if vr in LONG_VRS:
+            return tag, vr, self._length.unpack_from(header, 8)[0]
+        if vr in _SHORT_VRS:
+            return tag, vr, short
+        raise DatasetScanError(
+            f"{_tag_name(tag)} at byte {self._offset - len(header)} has no valid VR ({bytes(vr)!r})"
+        )
+
+    def _keep_value(self, tag: int, vr: bytes | None, length: int) -> None:
+        """Keep the value about to be stepped over, unless it is too long to be what we want."""
+        if length > MAX_KEPT:
+            self._too_long[tag] = length
+            return
+        text_vr = None if vr is None else vr.decode("ascii")
+        if length == 0:
+            self._kept[tag] = (text_vr, b"")
+        else:
+            self._keeping = (tag, text_vr, bytearray())
 
     def _open_undefined(self, tag: int, vr: bytes | None) -> None:
         if vr in (b"OB", b"OW") and tag == _PIXEL_DATA:
@@ -407,33 +411,33 @@ class DatasetScanner:
     def _delimiter_or_item(self, tag: int, length: int) -> None:
         frame = self._frames[-1] if self._frames else None
         if tag == _ITEM:
-            if frame is None or frame.kind == "item":
-                raise DatasetScanError(f"an item at byte {self._offset - 8} outside any sequence")
-            if frame.kind == "fragments" or length != _UNDEFINED:
-                if length == _UNDEFINED:
-                    raise DatasetScanError("a pixel data fragment with an undefined length")
-                self._check_fits(tag, length)
-            if frame.kind == "fragments":
-                self._skip = length
-            else:
-                end = None if length == _UNDEFINED else self._offset + length
-                self._push(_Frame("item", end, frame.tag, frame.implicit))
+            self._item(frame, length)
             return
         wanted = {_ITEM_END: "item", _SEQUENCE_END: "sequence"}.get(tag)
         if wanted is None:
             raise DatasetScanError(f"unknown delimiter {_tag_name(tag)} at byte {self._offset - 8}")
-        closes_fragments = wanted == "sequence" and frame is not None and frame.kind == "fragments"
-        if (
-            frame is None
-            or frame.end is not None
-            or (frame.kind != wanted and not closes_fragments)
-        ):
+        if not _closes(frame, wanted):
             raise DatasetScanError(
                 f"a {wanted} delimiter at byte {self._offset - 8} that closes no {wanted}"
             )
         if length != 0:
             raise DatasetScanError(f"a {wanted} delimiter with length {length}, not 0")
         self._pop()
+
+    def _item(self, frame: _Frame | None, length: int) -> None:
+        """An item opens inside a sequence; in encapsulated pixel data it is a fragment,
+        whose length must be defined, and which is stepped over."""
+        if frame is None or frame.kind == "item":
+            raise DatasetScanError(f"an item at byte {self._offset - 8} outside any sequence")
+        if frame.kind == "fragments" or length != _UNDEFINED:
+            if length == _UNDEFINED:
+                raise DatasetScanError("a pixel data fragment with an undefined length")
+            self._check_fits(_ITEM, length)
+        if frame.kind == "fragments":
+            self._skip = length
+            return
+        end = None if length == _UNDEFINED else self._offset + length
+        self._push(_Frame("item", end, frame.tag, frame.implicit))
 
     def _check_fits(self, tag: int, length: int) -> None:
         for frame in reversed(self._frames):
@@ -464,6 +468,14 @@ class DatasetScanner:
         if self._frames.pop().kind != "item":
             self._depth -= 1
         self._implicit = self._frames[-1].implicit if self._frames else self._base_implicit
+
+
+def _closes(frame: _Frame | None, wanted: str) -> bool:
+    """A delimiter closes the innermost frame when it is open to a delimiter (an undefined
+    length) and of the delimiter's kind; a sequence delimiter also ends encapsulated pixels."""
+    if frame is None or frame.end is not None:
+        return False
+    return frame.kind == wanted or (wanted == "sequence" and frame.kind == "fragments")
 
 
 def _tag_name(tag: int) -> str:

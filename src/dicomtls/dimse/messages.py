@@ -7,6 +7,7 @@ elements the standard requires for that message, so callers cannot forget one.
 from __future__ import annotations
 
 import enum
+from functools import partial
 
 from dicomtls.dimse.command import NO_DATASET, CommandField, CommandSet, Tag
 from dicomtls.dimse.uids import VERIFICATION
@@ -111,7 +112,22 @@ def c_move_rq(
     return command
 
 
-def _suboperations(command: CommandSet, counts: tuple[int, int, int, int] | None) -> CommandSet:
+def c_get_rq(message_id: int, sop_class: str, priority: Priority = Priority.MEDIUM) -> CommandSet:
+    command = _rq(CommandField.C_GET_RQ, sop_class, message_id, dataset=True)
+    command[Tag.Priority] = priority
+    return command
+
+
+def _retrieve_rsp(
+    field: CommandField,
+    responding_to: int,
+    sop_class: str,
+    status: int,
+    counts: tuple[int, int, int, int] | None = None,
+    has_identifier: bool = False,
+) -> CommandSet:
+    """``counts`` are the sub-operations remaining, completed, failed and warning."""
+    command = _rsp(field, sop_class, responding_to, status, has_identifier)
     if counts is not None:
         remaining, completed, failed, warning = counts
         command[Tag.NumberOfRemainingSuboperations] = remaining
@@ -121,32 +137,9 @@ def _suboperations(command: CommandSet, counts: tuple[int, int, int, int] | None
     return command
 
 
-def c_move_rsp(
-    responding_to: int,
-    sop_class: str,
-    status: int,
-    counts: tuple[int, int, int, int] | None = None,
-    has_identifier: bool = False,
-) -> CommandSet:
-    command = _rsp(CommandField.C_MOVE_RSP, sop_class, responding_to, status, has_identifier)
-    return _suboperations(command, counts)
-
-
-def c_get_rq(message_id: int, sop_class: str, priority: Priority = Priority.MEDIUM) -> CommandSet:
-    command = _rq(CommandField.C_GET_RQ, sop_class, message_id, dataset=True)
-    command[Tag.Priority] = priority
-    return command
-
-
-def c_get_rsp(
-    responding_to: int,
-    sop_class: str,
-    status: int,
-    counts: tuple[int, int, int, int] | None = None,
-    has_identifier: bool = False,
-) -> CommandSet:
-    command = _rsp(CommandField.C_GET_RSP, sop_class, responding_to, status, has_identifier)
-    return _suboperations(command, counts)
+# A C-MOVE-RSP and a C-GET-RSP carry the same elements (PS3.7 9.3.4.2, 9.3.3.2).
+c_move_rsp = partial(_retrieve_rsp, CommandField.C_MOVE_RSP)
+c_get_rsp = partial(_retrieve_rsp, CommandField.C_GET_RSP)
 
 
 def c_cancel_rq(responding_to: int) -> CommandSet:

@@ -91,42 +91,49 @@ def read_header(path: Path) -> Part10Header:
 
 
 def _file_meta(head: bytes, pos: int, handle: BinaryIO, path: Path) -> tuple[dict[int, str], int]:
-    """The UIDs of group 0002 and the offset where the data set starts.
+    """The UIDs of group 0002 and the offset where the data set starts (at the end of
+    the file when the data set is empty)."""
+    values: dict[int, str] = {}
+    buffer = bytearray(head)
+    while _fill(buffer, handle, pos + 8):
+        group, element = _SHORT.unpack_from(buffer, pos)[:2]
+        if group != 0x0002:
+            break
+        start, length = _value_span(buffer, pos, handle, path)
+        end = start + length
+        if not _fill(buffer, handle, end):
+            raise Part10Error(f"{path}: damaged file meta information (cut off in group 0002)")
+        if element in _WANTED:
+            values[element] = bytes(buffer[start:end]).decode("ascii", "replace").strip("\0 ")
+        pos = end
+    return values, pos
+
+
+def _value_span(buffer: bytearray, pos: int, handle: BinaryIO, path: Path) -> tuple[int, int]:
+    """Where the value of the element at ``pos`` starts, and its length.
 
     Group 0002 is explicit VR little endian (PS3.10 7.1); a writer that used implicit
     VR is read too, as other toolkits do.
     """
-    values: dict[int, str] = {}
-    buffer = bytearray(head)
-    while True:
-        if len(buffer) < pos + 8:
-            buffer += _more(handle, pos + 8 - len(buffer))
-            if len(buffer) < pos + 8:
-                return values, pos  # the file ends after its meta group (an empty data set)
-        group, element, vr, short = _SHORT.unpack_from(buffer, pos)
-        if group != 0x0002:
-            return values, pos
-        if vr.isalpha() and vr.isupper():
-            if vr in LONG_VRS:
-                if len(buffer) < pos + 12:
-                    buffer += _more(handle, 12)
-                length, start = _LONG.unpack_from(buffer, pos)[3], pos + 12
-            else:
-                length, start = short, pos + 8
-        else:
-            length, start = _IMPLICIT.unpack_from(buffer, pos)[2], pos + 8
-        if length == 0xFFFFFFFF:
-            raise Part10Error(
-                f"{path}: damaged file meta information (undefined length in group 0002)"
-            )
-        end = start + length
-        if len(buffer) < end:
-            buffer += _more(handle, end - len(buffer))
-            if len(buffer) < end:
-                raise Part10Error(f"{path}: damaged file meta information (cut off in group 0002)")
-        if element in _WANTED:
-            values[element] = bytes(buffer[start:end]).decode("ascii", "replace").strip("\0 ")
-        pos = end
+    vr, short = _SHORT.unpack_from(buffer, pos)[2:]
+    if not (vr.isalpha() and vr.isupper()):
+        start, length = pos + 8, _IMPLICIT.unpack_from(buffer, pos)[2]
+    elif vr not in LONG_VRS:
+        start, length = pos + 8, short
+    elif _fill(buffer, handle, pos + 12):
+        start, length = pos + 12, _LONG.unpack_from(buffer, pos)[3]
+    else:
+        raise Part10Error(f"{path}: damaged file meta information (cut off in group 0002)")
+    if length == 0xFFFFFFFF:
+        raise Part10Error(f"{path}: damaged file meta information (undefined length in group 0002)")
+    return start, length
+
+
+def _fill(buffer: bytearray, handle: BinaryIO, size: int) -> bool:
+    """Read on into ``buffer`` until it holds ``size`` bytes; False when the file is shorter."""
+    if len(buffer) < size:
+        buffer += _more(handle, size - len(buffer))
+    return len(buffer) >= size
 
 
 def _more(handle: BinaryIO, at_least: int) -> bytes:

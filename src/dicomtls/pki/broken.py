@@ -9,6 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import warnings
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -61,8 +64,56 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _self_signed_leaf(common_name: str, key: KeySpec | None) -> Credentials:
-    # A one-off "CA" whose key is the leaf's own, and whose leaf names itself as issuer.
+def _resign_sha1(ca: CertificateAuthority, identity: Credentials) -> Credentials:
+    """Re-sign a certificate with SHA-1, which ``cryptography`` refuses to produce.
+
+    pyOpenSSL's legacy signing API still can; it is only ever used for this test case.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy = crypto.X509.from_cryptography(identity.certificate)
+        legacy.sign(crypto.PKey.from_cryptography_key(ca.identity.private_key), "sha1")
+    return Credentials(legacy.to_cryptography(), identity.private_key, identity.intermediates)
+
+
+def issue_broken(
+    ca: CertificateAuthority, kind: object, common_name: str, *, key: KeySpec | None = None
+) -> Credentials:
+    """Issue a certificate of ``kind`` (a :class:`BrokenKind` or its value) from ``ca``."""
+    try:
+        broken = BrokenKind(str(kind))
+    except ValueError:
+        raise ValueError(
+            f"unknown broken kind {kind!r}; choose one of: {', '.join(k.value for k in BrokenKind)}"
+        ) from None
+    return _ISSUE[broken](ca, common_name, key)
+
+
+def _local(
+    issuer: CertificateAuthority, common_name: str, key: KeySpec | None, **options: Any
+) -> Credentials:
+    """A leaf for this machine (localhost, 127.0.0.1, ::1), where the tests dial their peers."""
+    return issuer.issue(
+        common_name, dns=["localhost"], ips=["127.0.0.1", "::1"], key=key, **options
+    )
+
+
+def _dated(
+    ca: CertificateAuthority, common_name: str, key: KeySpec | None, *, starts: int, ends: int
+) -> Credentials:
+    """Valid from ``starts`` to ``ends`` days from now (negative: days ago)."""
+    now = _now()
+    return _local(
+        ca,
+        common_name,
+        key,
+        not_before=now + dt.timedelta(days=starts),
+        not_after=now + dt.timedelta(days=ends),
+    )
+
+
+def _self_signed(_ca: CertificateAuthority, common_name: str, key: KeySpec | None) -> Credentials:
+    """A leaf that names itself as issuer and signs itself: ``_ca`` has no part in it."""
     private_key = (key or KeySpec.ec()).generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = _now()
@@ -87,71 +138,46 @@ def _self_signed_leaf(common_name: str, key: KeySpec | None) -> Credentials:
     return Credentials(cert, private_key)
 
 
-def _resign_sha1(ca: CertificateAuthority, identity: Credentials) -> Credentials:
-    """Re-sign a certificate with SHA-1, which ``cryptography`` refuses to produce.
-
-    pyOpenSSL's legacy signing API still can; it is only ever used for this test case.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        legacy = crypto.X509.from_cryptography(identity.certificate)
-        legacy.sign(crypto.PKey.from_cryptography_key(ca.identity.private_key), "sha1")
-    return Credentials(legacy.to_cryptography(), identity.private_key, identity.intermediates)
+def _untrusted(_ca: CertificateAuthority, common_name: str, key: KeySpec | None) -> Credentials:
+    """Issued by a root of its own, which ``_ca``'s peers do not know."""
+    stranger = CertificateAuthority.create("dicomtls Untrusted Root CA")
+    return _local(stranger, common_name, key)
 
 
-def issue_broken(
-    ca: CertificateAuthority, kind: object, common_name: str, *, key: KeySpec | None = None
-) -> Credentials:
-    """Issue a certificate of ``kind`` (a :class:`BrokenKind` or its value) from ``ca``."""
-    try:
-        broken = BrokenKind(str(kind))
-    except ValueError:
-        raise ValueError(
-            f"unknown broken kind {kind!r}; choose one of: {', '.join(k.value for k in BrokenKind)}"
-        ) from None
-    now = _now()
-    local = {"dns": ["localhost"], "ips": ["127.0.0.1", "::1"], "key": key}
-    match broken:
-        case BrokenKind.EXPIRED:
-            return ca.issue(
-                common_name,
-                not_before=now - dt.timedelta(days=395),
-                not_after=now - dt.timedelta(days=30),
-                **local,  # type: ignore[arg-type]
-            )
-        case BrokenKind.NOT_YET_VALID:
-            return ca.issue(
-                common_name,
-                not_before=now + dt.timedelta(days=30),
-                not_after=now + dt.timedelta(days=395),
-                **local,  # type: ignore[arg-type]
-            )
-        case BrokenKind.NO_PURPOSE:
-            return ca.issue(common_name, eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION], **local)  # type: ignore[arg-type]
-        case BrokenKind.SERVER_ONLY:
-            return ca.issue(common_name, server=True, client=False, **local)  # type: ignore[arg-type]
-        case BrokenKind.CLIENT_ONLY:
-            return ca.issue(common_name, server=False, client=True, **local)  # type: ignore[arg-type]
-        case BrokenKind.SELF_SIGNED:
-            return _self_signed_leaf(common_name, key)
-        case BrokenKind.UNTRUSTED:
-            stranger = CertificateAuthority.create("dicomtls Untrusted Root CA")
-            return stranger.issue(common_name, **local)  # type: ignore[arg-type]
-        case BrokenKind.WEAK_KEY:
-            return ca.issue(
-                common_name, dns=["localhost"], ips=["127.0.0.1", "::1"], key=KeySpec.rsa(1024)
-            )
-        case BrokenKind.SHA1:
-            return _resign_sha1(ca, ca.issue(common_name, **local))  # type: ignore[arg-type]
-        case BrokenKind.WRONG_HOSTNAME:
-            return ca.issue(common_name, dns=["wrong.example.invalid"], key=key)
-        case BrokenKind.REVOKED:
-            return ca.issue(common_name, **local)  # type: ignore[arg-type]
-        case BrokenKind.LONG_CHAIN:
-            issuer = ca
-            for level in range(1, 4):
-                issuer = issuer.create_intermediate(
-                    f"dicomtls Extra Intermediate {level}", path_length=None
-                )
-            return issuer.issue(common_name, **local)  # type: ignore[arg-type]
-    raise AssertionError(broken)  # pragma: no cover
+def _weak_key(ca: CertificateAuthority, common_name: str, _key: KeySpec | None) -> Credentials:
+    return _local(ca, common_name, KeySpec.rsa(1024))
+
+
+def _sha1(ca: CertificateAuthority, common_name: str, key: KeySpec | None) -> Credentials:
+    return _resign_sha1(ca, _local(ca, common_name, key))
+
+
+def _wrong_hostname(ca: CertificateAuthority, common_name: str, key: KeySpec | None) -> Credentials:
+    return ca.issue(common_name, dns=["wrong.example.invalid"], key=key)
+
+
+def _long_chain(ca: CertificateAuthority, common_name: str, key: KeySpec | None) -> Credentials:
+    issuer = ca
+    for level in range(1, 4):
+        issuer = issuer.create_intermediate(
+            f"dicomtls Extra Intermediate {level}", path_length=None
+        )
+    return _local(issuer, common_name, key)
+
+
+_Issue = Callable[[CertificateAuthority, str, KeySpec | None], Credentials]
+
+_ISSUE: dict[BrokenKind, _Issue] = {
+    BrokenKind.EXPIRED: partial(_dated, starts=-395, ends=-30),
+    BrokenKind.NOT_YET_VALID: partial(_dated, starts=30, ends=395),
+    BrokenKind.NO_PURPOSE: partial(_local, eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+    BrokenKind.SERVER_ONLY: partial(_local, server=True, client=False),
+    BrokenKind.CLIENT_ONLY: partial(_local, server=False, client=True),
+    BrokenKind.SELF_SIGNED: _self_signed,
+    BrokenKind.UNTRUSTED: _untrusted,
+    BrokenKind.WEAK_KEY: _weak_key,
+    BrokenKind.SHA1: _sha1,
+    BrokenKind.WRONG_HOSTNAME: _wrong_hostname,
+    BrokenKind.REVOKED: _local,  # a good certificate: the caller lists it on the CRL
+    BrokenKind.LONG_CHAIN: _long_chain,
+}

@@ -42,11 +42,14 @@ def _public(key: object) -> bytes | None:
         return None
 
 
-def _keys_in(data: bytes, suffix: str) -> Iterator[PrivateKeyTypes]:
+def _keys_in(path: Path, data: bytes) -> Iterator[PrivateKeyTypes]:
     """The unencrypted private keys in a file's bytes (PEM blocks, or one DER key)."""
+    named_key = path.suffix == ".key"
+    if b"PRIVATE KEY" not in data and not named_key:
+        return
     blocks = [m.group(0) for m in _PEM_KEY.finditer(data)]
     loaders = [(serialization.load_pem_private_key, b) for b in blocks]
-    if not blocks and suffix == ".key" and b"-----BEGIN" not in data:
+    if not blocks and named_key and b"-----BEGIN" not in data:
         loaders = [(serialization.load_der_private_key, data)]
     for load, raw in loaders:
         try:
@@ -83,17 +86,15 @@ def readable_ca_keys(
         if public is not None:
             by_public.setdefault(public, ca)
     found: list[tuple[x509.Certificate, Path]] = []
-    seen: set[Path] = set()
-    for folder in folders:
-        folder = Path(os.path.abspath(folder))
-        if folder in seen:
-            continue
-        seen.add(folder)
+    for folder in _distinct(folders):
         for path, data in _candidates(folder):
-            if b"PRIVATE KEY" not in data and not path.name.endswith(".key"):
-                continue
-            for key in _keys_in(data, path.suffix):
+            for key in _keys_in(path, data):
                 trusted = by_public.get(_public(key) or b"")
                 if trusted is not None:
                     found.append((trusted, path))
     return found
+
+
+def _distinct(folders: Iterable[Path]) -> list[Path]:
+    """Each folder once, however it was named."""
+    return list(dict.fromkeys(Path(os.path.abspath(folder)) for folder in folders))

@@ -441,17 +441,23 @@ class CertificateInfo:
             *(str(p) for p in self.purposes),
             f"Key: {self.key_description}",
             f"Signature Hash: {self.signature_hash or 'none (signature scheme has its own)'}",
+            f"Subject Alternative Names: {', '.join(self._alt_names()) or 'none'}",
+            f"Key Usage: {_listed(self.key_usage)}",
+            f"Extended Key Usage: {_listed(self.extended_key_usage)}",
+            f"SHA-256 Fingerprint: {self.sha256_fingerprint}",
         ]
-        names = [*(f"DNS:{n}" for n in self.dns_names), *(f"IP:{a}" for a in self.ip_addresses)]
-        names += [*(f"URI:{u}" for u in self.uris), *(f"email:{e}" for e in self.emails)]
-        lines.append(f"Subject Alternative Names: {', '.join(names) or 'none'}")
-        lines.append(f"Key Usage: {', '.join(self.key_usage) if self.key_usage else 'absent'}")
-        eku = ", ".join(self.extended_key_usage) if self.extended_key_usage else "absent"
-        lines.append(f"Extended Key Usage: {eku}")
-        lines.append(f"SHA-256 Fingerprint: {self.sha256_fingerprint}")
         # The names come escaped already; the other fields are the issuer's (or an
         # attacker's) choice too: one field stays one line, whatever it holds.
         return "\n".join(printable(line) for line in lines)
+
+    def _alt_names(self) -> list[str]:
+        """The subjectAltName entries as OpenSSL prints them: ``DNS:pacs``, ``IP:10.0.0.5``."""
+        return [
+            *(f"DNS:{n}" for n in self.dns_names),
+            *(f"IP:{a}" for a in self.ip_addresses),
+            *(f"URI:{u}" for u in self.uris),
+            *(f"email:{e}" for e in self.emails),
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view, for ``--json`` output, audit records and ``doctor``."""
@@ -482,3 +488,8 @@ class CertificateInfo:
             "self_signed": self.self_signed,
             "purposes": {p.name: p.ok for p in self.purposes},
         }
+
+
+def _listed(values: tuple[str, ...] | None) -> str:
+    """An extension's values, comma-separated; ``absent`` when it has none."""
+    return ", ".join(values) if values else "absent"

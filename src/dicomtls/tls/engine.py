@@ -19,7 +19,7 @@ import ipaddress
 import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cryptography import x509
 from cryptography.hazmat.bindings.openssl.binding import Binding
@@ -88,24 +88,27 @@ def _hostname_error(cert: x509.Certificate, hostname: str) -> VerifyError | None
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = x509.SubjectAlternativeName([])
-    try:
-        address = ipaddress.ip_address(hostname.strip("[]"))
-    except ValueError:
-        address = None
+    address = _ip_address(hostname)
     if address is not None:
-        if address in san.get_values_for_type(x509.IPAddress):
-            return None
-        return VerifyError(VerifyCode.IP_ADDRESS_MISMATCH, 0)
-    wanted = hostname.rstrip(".").lower()
-    for pattern in san.get_values_for_type(x509.DNSName):
-        pattern = pattern.rstrip(".").lower()
-        if pattern == wanted:
-            return None
-        if pattern.startswith("*.") and "." in wanted:
-            head, rest = wanted.split(".", 1)
-            if head and rest == pattern[2:]:
-                return None
-    return VerifyError(VerifyCode.HOSTNAME_MISMATCH, 0)
+        matched = address in san.get_values_for_type(x509.IPAddress)
+        code = VerifyCode.IP_ADDRESS_MISMATCH
+    else:
+        wanted = hostname.rstrip(".").lower()
+        matched = any(_dns_name_matches(p, wanted) for p in san.get_values_for_type(x509.DNSName))
+        code = VerifyCode.HOSTNAME_MISMATCH
+    return None if matched else VerifyError(code, 0)
+
+
+def _dns_name_matches(pattern: str, wanted: str) -> bool:
+    """``pattern`` names ``wanted`` (lower case, no trailing dot): the same name, or a
+    wildcard standing for exactly its first label (``*.example.org``)."""
+    pattern = pattern.rstrip(".").lower()
+    if pattern == wanted:
+        return True
+    if not pattern.startswith("*.") or "." not in wanted:
+        return False
+    head, rest = wanted.split(".", 1)
+    return bool(head) and rest == pattern[2:]
 
 
 class TLSEngine:
@@ -138,7 +141,7 @@ class TLSEngine:
         self._conn.set_app_data(weakref.proxy(self))
         if side is Side.CLIENT:
             self._conn.set_connect_state()
-            if self.server_hostname and not _is_ip(self.server_hostname):
+            if self.server_hostname and _ip_address(self.server_hostname) is None:
                 self._conn.set_tlsext_host_name(self.server_hostname.encode("idna"))
         else:
             self._conn.set_accept_state()
@@ -264,22 +267,25 @@ class TLSEngine:
                 filled += got
             except SSL.WantReadError:
                 break
-            except (SSL.ZeroReturnError, SSL.SysCallError):
-                if filled:
-                    break
-                if self._rejected_after_handshake():
-                    raise self._closed_after_handshake_error() from None
-                raise TLSClosed(f"TLS session with {self.peer} closed") from None
             except SSL.Error as exc:
                 if filled:
-                    break
-                if not self._received_application_data and _alert(exc):
-                    # TLS 1.3: the server judges our certificate after our handshake finished.
-                    raise self._classify(exc) from exc
-                raise TLSError(f"TLS read from {self.peer} failed: {_reason(exc)}") from exc
+                    break  # hand over what came before; the next read reports the end
+                self._read_failed(exc)
         if filled:
             self._received_application_data = True
         return filled
+
+    def _read_failed(self, exc: SSL.Error) -> NoReturn:
+        """Raise what a read that delivered nothing ended on: the peer's close, its late
+        refusal of our certificate, or a broken record."""
+        if isinstance(exc, SSL.ZeroReturnError | SSL.SysCallError):
+            if self._rejected_after_handshake():
+                raise self._closed_after_handshake_error() from None
+            raise TLSClosed(f"TLS session with {self.peer} closed") from None
+        if not self._received_application_data and _alert(exc):
+            # TLS 1.3: the server judges our certificate after our handshake finished.
+            raise self._classify(exc) from exc
+        raise TLSError(f"TLS read from {self.peer} failed: {_reason(exc)}") from exc
 
     def close(self) -> None:
         """Send close_notify (the ciphertext then waits in :meth:`data_to_send`)."""
@@ -291,37 +297,53 @@ class TLSEngine:
     def on_openssl_verify(
         self, certificate: crypto.X509, errnum: int, depth: int, ok: bool
     ) -> bool:
-        error = VerifyError(errnum, depth)
+        """OpenSSL's verdict on one certificate: add the hostname check, ask ``on_verify``,
+        record the call; the return value is what OpenSSL goes on with."""
         call = VerifyCall(
-            ok=ok, error=error, depth=depth, accepted=ok, openssl_certificate=certificate
+            ok=ok,
+            error=VerifyError(errnum, depth),
+            depth=depth,
+            accepted=ok,
+            openssl_certificate=certificate,
         )
         if ok and depth == 0 and self._wants_hostname_check():
-            assert self.server_hostname is not None
-            mismatch = _hostname_error(call.raw, self.server_hostname)
-            if mismatch is not None:
-                ok, error = False, VerifyError(mismatch.code, depth)
-                call.ok = call.accepted = False
-                call.error = error
-        if ok and any(c.depth == depth and not c.ok for c in self.verify_calls):
+            self._check_hostname(call)
+        if call.ok and any(c.depth == depth and not c.ok for c in self.verify_calls):
             # OpenSSL reports each error of a certificate, then confirms it once more;
             # the callback has already ruled on that certificate, so it is not asked twice.
             return True
-        callback = self.settings.on_verify
-        if callback is not None and self._callback_exception is None:
-            try:
-                call.accepted = bool(callback(ok, call.certificate, error))
-            except Exception as exc:
-                self._callback_exception = exc
-                call.accepted = False
-                log.error("TLS verify callback raised %r for %s", exc, self.peer)
-        elif self._callback_exception is not None:
-            call.accepted = False
-        if ok and not call.accepted:
+        call.accepted = self._ask_callback(call)
+        if call.ok and not call.accepted:
             # OpenSSL found nothing wrong, and the callback said no (or raised): OpenSSL then
             # records X509_V_ERR_UNSPECIFIED (X509_verify_cert's safety net), and so do we.
             call.error = VerifyError.callback_rejection(depth)
         self.verify_calls.append(call)
         return call.accepted
+
+    def _check_hostname(self, call: VerifyCall) -> None:
+        """Turn the leaf's call into a failure when it does not name the host we dialled."""
+        assert self.server_hostname is not None
+        mismatch = _hostname_error(call.raw, self.server_hostname)
+        if mismatch is not None:
+            call.ok = call.accepted = False
+            call.error = VerifyError(mismatch.code, call.depth)
+
+    def _ask_callback(self, call: VerifyCall) -> bool:
+        """The user's verdict on ``call`` (without a callback, the verdict so far).
+
+        A callback that raised refuses this certificate and every later one.
+        """
+        if self._callback_exception is not None:
+            return False
+        callback = self.settings.on_verify
+        if callback is None:
+            return call.accepted
+        try:
+            return bool(callback(call.ok, call.certificate, call.error))
+        except Exception as exc:
+            self._callback_exception = exc
+            log.error("TLS verify callback raised %r for %s", exc, self.peer)
+            return False
 
     def _wants_hostname_check(self) -> bool:
         return (
@@ -458,12 +480,12 @@ class TLSEngine:
         return self._error(HandshakeStage.HANDSHAKE, reason, openssl_error=reason, hint=hint)
 
 
-def _is_ip(name: str) -> bool:
+def _ip_address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``name`` as an IP address (brackets allowed), or None when it is a host name."""
     try:
-        ipaddress.ip_address(name.strip("[]"))
+        return ipaddress.ip_address(name.strip("[]"))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _reason(exc: SSL.Error) -> str:

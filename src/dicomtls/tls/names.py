@@ -288,19 +288,32 @@ def _escape(character: str, *, first: bool, last: bool, readable: bool) -> tuple
     """How one character is written, and whether it makes OpenSSL quote the value."""
     if character == _UNWRITABLE:
         return "", False
+    if ord(character) >= 0x80:
+        return _escape_beyond_ascii(character, readable=readable), False
+    return _escape_ascii(character, first=first, last=last)
+
+
+def _escape_beyond_ascii(character: str, *, readable: bool) -> str:
+    """A stray byte of a UTF8String as itself, ``\\XX``; any other character as the
+    ``\\XX`` of its UTF-8 bytes, unless the readable form may show it as it is."""
     code = ord(character)
-    if 0xDC80 <= code <= 0xDCFF:  # a stray byte of a UTF8String
-        return f"\\{code - 0xDC00:02X}", False
-    if code >= 0x80:
-        if readable and printable(character) == character:
-            return character, False
-        return "".join(f"\\{b:02X}" for b in character.encode("utf-8")), False
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\{code - 0xDC00:02X}"
+    if readable and printable(character) == character:
+        return character
+    return "".join(f"\\{b:02X}" for b in character.encode("utf-8"))
+
+
+def _escape_ascii(character: str, *, first: bool, last: bool) -> tuple[str, bool]:
+    """A backslash before ``"`` and ``\\``, quotes for the separators (and for ``#`` or a
+    space at the ends), ``\\XX`` for a control character; the rest as it is."""
     if character in _BACKSLASHED:
         return "\\" + character, False
     if character in _QUOTED_ANYWHERE:
         return character, True
     if (character == " " and (first or last)) or (character == "#" and first):
         return character, True
+    code = ord(character)
     if code < 0x20 or code == 0x7F:
         return f"\\{code:02X}", False
     return character, False

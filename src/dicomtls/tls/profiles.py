@@ -73,22 +73,26 @@ _TLS13_DEFAULT = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SecurityProfile:
-    """One PS3.15 Annex B secure transport connection profile."""
+    """One PS3.15 Annex B secure transport connection profile.
+
+    The defaults are what BCP 195 asks of them all: TLS 1.2 and 1.3, the three TLS 1.3
+    suites, RSA keys of 2048 bits and EC keys of 256; a profile states where it differs.
+    """
 
     name: str
     annex: str
     title: str
-    retired: bool
-    min_version: TLSVersion
-    max_version: TLSVersion
+    retired: bool = False
+    min_version: TLSVersion = TLSVersion.TLSv1_2
+    max_version: TLSVersion = TLSVersion.TLSv1_3
     tls12_suites: tuple[str, ...]
     """IANA names for TLS 1.2 and below, in our (server) preference order."""
-    tls13_suites: tuple[str, ...]
-    min_rsa_bits: int
-    min_ec_bits: int
-    openssl_security_level: int
+    tls13_suites: tuple[str, ...] = _TLS13_DEFAULT
+    min_rsa_bits: int = 2048
+    min_ec_bits: int = 256
+    openssl_security_level: int = 2
     """OpenSSL's SECLEVEL: 2 enforces RSA >= 2048 and SHA-256 signatures; TLS < 1.2 needs 0."""
 
     @property
@@ -142,22 +146,12 @@ _ALL_PROFILES = (
         name="bcp195-rfc8996",
         annex="B.12",
         title="BCP 195 RFC 8996 TLS Secure Transport Connection Profile",
-        retired=False,
-        min_version=TLSVersion.TLSv1_2,
-        max_version=TLSVersion.TLSv1_3,
         tls12_suites=_B12_SUITES,
-        tls13_suites=_TLS13_DEFAULT,
-        min_rsa_bits=2048,
-        min_ec_bits=256,
-        openssl_security_level=2,
     ),
     SecurityProfile(
         name="bcp195-rfc8996-modified",
         annex="B.13",
         title="Modified BCP 195 RFC 8996 TLS Secure Transport Connection Profile",
-        retired=False,
-        min_version=TLSVersion.TLSv1_2,
-        max_version=TLSVersion.TLSv1_3,
         tls12_suites=(
             "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
             "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
@@ -171,29 +165,19 @@ _ALL_PROFILES = (
             "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
         ),
         tls13_suites=(*_TLS13_DEFAULT, "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"),
-        min_rsa_bits=2048,
-        min_ec_bits=256,
-        openssl_security_level=2,
     ),
     SecurityProfile(
         name="bcp195-nd",
         annex="B.10",
         title="Non-Downgrading BCP 195 TLS Secure Transport Connection Profile (retired)",
         retired=True,
-        min_version=TLSVersion.TLSv1_2,
-        max_version=TLSVersion.TLSv1_3,
         tls12_suites=_B10_SUITES,
-        tls13_suites=_TLS13_DEFAULT,
-        min_rsa_bits=2048,
-        min_ec_bits=256,
-        openssl_security_level=2,
     ),
     SecurityProfile(
         name="bcp195-ex",
         annex="B.11",
         title="Extended BCP 195 TLS Secure Transport Connection Profile (retired)",
         retired=True,
-        min_version=TLSVersion.TLSv1_2,
         max_version=TLSVersion.TLSv1_2,
         tls12_suites=(
             *_B10_SUITES,
@@ -201,9 +185,6 @@ _ALL_PROFILES = (
             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
         ),
         tls13_suites=(),
-        min_rsa_bits=2048,
-        min_ec_bits=256,
-        openssl_security_level=2,
     ),
     SecurityProfile(
         name="bcp195",
@@ -211,9 +192,7 @@ _ALL_PROFILES = (
         title="BCP 195 TLS Secure Transport Connection Profile (retired)",
         retired=True,
         min_version=TLSVersion.TLSv1,
-        max_version=TLSVersion.TLSv1_3,
         tls12_suites=(*_B10_SUITES, "TLS_RSA_WITH_AES_128_CBC_SHA"),
-        tls13_suites=_TLS13_DEFAULT,
         min_rsa_bits=1024,
         min_ec_bits=160,
         openssl_security_level=0,

@@ -18,7 +18,7 @@ from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _openssl_lib
 
 from dicomtls.tls.certinfo import CertificateInfo
-from dicomtls.tls.ciphers import cipher_from_openssl
+from dicomtls.tls.ciphers import CipherSuite, cipher_from_openssl
 from dicomtls.tls.flags import Side
 from dicomtls.tls.verify_error import VerifyError
 
@@ -116,18 +116,24 @@ def _signature_family(key_type: str | None) -> str:
 
 
 def _peer_chain(conn: SSL.Connection) -> tuple[crypto.X509, ...]:
-    """The chain the peer sent, leaf first.
+    """The chain the peer sent, leaf first, each certificate once.
 
     OpenSSL leaves the peer's own certificate out of the sent chain on the server
-    side only, so the leaf is put back in front where it is missing.
+    side only, so the leaf is put back in front where it is missing. pyOpenSSL's
+    X509 objects have no value equality (two wrappers of one certificate differ),
+    so "missing" is decided on the DER encoding.
     """
     leaf = conn.get_peer_certificate()
     if leaf is None:
         return ()
     sent: list[crypto.X509] = conn.get_peer_cert_chain() or []
-    if not sent or sent[0] != leaf:
+    if not sent or _der(sent[0]) != _der(leaf):
         sent = [leaf, *sent]
     return tuple(sent)
+
+
+def _der(certificate: crypto.X509) -> bytes:
+    return crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
 
 
 #: OpenSSL's key type NIDs, as key_facts names them.
@@ -152,14 +158,37 @@ def _tls13_key_exchange(group: str | None) -> str:
     return f"ECDHE ({group})"
 
 
-def _sni(conn: SSL.Connection) -> str | None:
+def _server_name(conn: SSL.Connection, engine: TLSEngine) -> str | None:
+    """The name the client asked for: ours as a client, the SNI it sent as a server."""
+    if engine.side is Side.CLIENT:
+        return engine.server_hostname
     name = conn.get_servername()
     return None if name is None else name.decode("idna")
+
+
+def _group(conn: SSL.Connection) -> str | None:
+    """The key exchange group, where this pyOpenSSL can tell (older releases cannot)."""
+    return conn.get_group_name() if hasattr(conn, "get_group_name") else None
+
+
+def _local_key(engine: TLSEngine) -> tuple[str | None, int | None]:
+    identity = engine.settings.identity
+    return (None, None) if identity is None else identity.key_facts[:2]
 
 
 def _resumed(conn: SSL.Connection) -> bool:
     # pyOpenSSL has no public accessor for SSL_session_reused.
     return bool(_openssl_lib.SSL_session_reused(conn._ssl))
+
+
+def _key_exchange_and_authentication(
+    suite: CipherSuite | None, group: str | None, server_key: str | None
+) -> tuple[str, str]:
+    """A TLS 1.2 suite names both; TLS 1.3 negotiates the group and the server's
+    signature apart from the suite."""
+    if suite is not None and not suite.tls13:
+        return suite.key_exchange + (f" ({group})" if group else ""), suite.authentication
+    return _tls13_key_exchange(group), _signature_family(server_key)
 
 
 def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
@@ -168,17 +197,12 @@ def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
     name = conn.get_cipher_name() or ""
     suite = cipher_from_openssl(name, protocol)
     peer_chain = _peer_chain(conn)
-    identity = engine.settings.identity
-    local_type, local_bits, _ = (None, None, None) if identity is None else identity.key_facts
+    local_type, local_bits = _local_key(engine)
     peer_type, peer_bits = _key_facts(peer_chain[0]) if peer_chain else (None, None)
-    server_key = peer_type if engine.side is Side.CLIENT and peer_chain else local_type
-    group = conn.get_group_name() if hasattr(conn, "get_group_name") else None
-    if suite is not None and not suite.tls13:
-        key_exchange = suite.key_exchange + (f" ({group})" if group else "")
-        authentication = suite.authentication
-    else:
-        key_exchange = _tls13_key_exchange(group)
-        authentication = _signature_family(server_key)
+    client_with_peer = engine.side is Side.CLIENT and bool(peer_chain)
+    key_exchange, authentication = _key_exchange_and_authentication(
+        suite, _group(conn), server_key=peer_type if client_with_peer else local_type
+    )
     failed = engine.first_rejected_call
     return SessionInfo(
         protocol=protocol,
@@ -196,5 +220,5 @@ def session_info(conn: SSL.Connection, engine: TLSEngine) -> SessionInfo:
         peer_x509=peer_chain,
         resumed=_resumed(conn),
         verify_result=VerifyError(0) if failed is None else failed.error,
-        server_name=engine.server_hostname if engine.side is Side.CLIENT else _sni(conn),
+        server_name=_server_name(conn, engine),
     )

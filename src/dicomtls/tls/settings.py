@@ -91,10 +91,27 @@ class TLSSettings:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        set_(self, "verify", self._resolve_verify())
+        self._check_rules()
+        set_(self, "crl_scope", self._resolve_crl_scope())
+        set_(self, "security_profile", self._resolve_profile())
+        set_(self, "cipher_override", self._resolve_ciphers())
+        set_(self, "identity", self._load_identity())
+        set_(self, "trust", self._load_trust())
+        set_(self, "_contexts", {})
+        if self.verify == VerifyFlags.NONE:
+            log.warning(
+                "TLS peer verification is off (verify=NONE): anyone can connect or impersonate"
+            )
+
+    def _resolve_verify(self) -> VerifyFlags:
         try:
-            set_(self, "verify", validate_verify_flags(self.verify))
+            return validate_verify_flags(self.verify)
         except (TypeError, ValueError) as exc:
             raise SettingsError(str(exc)) from None
+
+    def _check_rules(self) -> None:
+        """The rules between plain fields, checked before any file is read."""
         if not isinstance(self.verify_depth, int) or not 0 <= self.verify_depth <= 100:
             raise SettingsError(
                 f"verify_depth must be an integer 0..100, got {self.verify_depth!r}"
@@ -107,36 +124,35 @@ class TLSSettings:
             raise SettingsError(
                 "check_hostname=True needs verify flag PEER: nothing would enforce it"
             )
+
+    def _resolve_crl_scope(self) -> CRLScope:
         try:
-            set_(self, "crl_scope", CRLScope(self.crl_scope))
+            return CRLScope(self.crl_scope)
         except ValueError:
             raise SettingsError(
                 f"crl_scope must be 'leaf' or 'chain', not {self.crl_scope!r}"
             ) from None
-        set_(self, "security_profile", self._resolve_profile())
-        set_(self, "cipher_override", self._resolve_ciphers())
-        if self.certificate is not None:
-            key = None if self.private_key is None else Path(self.private_key)
-            identity = load_identity(
-                Path(self.certificate),
-                key,
-                password=self.password,
-                on_private_key_password=self.on_private_key_password,
-            )
-            set_(self, "identity", identity)
+
+    def _load_identity(self) -> Identity | None:
+        if self.certificate is None:
+            return None
+        return load_identity(
+            Path(self.certificate),
+            None if self.private_key is None else Path(self.private_key),
+            password=self.password,
+            on_private_key_password=self.on_private_key_password,
+        )
+
+    def _load_trust(self) -> TrustStore:
+        """The CAs and CRLs; verifying with no CA to verify against is refused here."""
         ca_dir = None if self.ca_directory is None else Path(self.ca_directory)
         trust = load_trust(as_paths(self.ca_files), ca_dir, as_paths(self.crl_files))
-        set_(self, "trust", trust)
         if VerifyFlags.PEER in self.verify and not trust.ca_certificates:
             raise SettingsError(
                 "verification is on (PEER) but no CA is trusted: set ca_files or ca_directory, "
                 "or explicitly choose verify=VerifyFlags.NONE"
             )
-        set_(self, "_contexts", {})
-        if self.verify == VerifyFlags.NONE:
-            log.warning(
-                "TLS peer verification is off (verify=NONE): anyone can connect or impersonate"
-            )
+        return trust
 
     def _resolve_profile(self) -> SecurityProfile:
         try:

@@ -56,46 +56,67 @@ def looks_like_tls_client_hello(head: bytes) -> bool:
     """A TLS handshake record (or an SSLv2-compatible hello) starts ``head``."""
     if len(head) >= 3 and head[0] == 0x16 and head[1] == 0x03:
         return True
-    return len(head) >= 3 and head[0] & 0x80 != 0 and head[2] == 0x01
+    return _is_sslv2_hello(head)
 
 
 def _is_tls_record(head: bytes) -> bool:
     return len(head) >= 2 and head[0] in (0x14, 0x15, 0x16, 0x17) and head[1] == 0x03
 
 
+def _is_sslv2_hello(head: bytes) -> bool:
+    """A two-byte record header with its top bit set, then message type 1 (CLIENT-HELLO)."""
+    return len(head) >= 3 and head[0] & 0x80 != 0 and head[2] == 0x01
+
+
+def _pdu_name(head: bytes) -> str | None:
+    """The DICOM PDU ``head`` starts, if it starts one: its type, then a reserved zero."""
+    if len(head) >= 2 and head[1] == 0x00:
+        return PDU_NAMES.get(head[0])
+    return None
+
+
+_HTTP = NonTLS(
+    "http",
+    "peer speaks HTTP, not TLS",
+    "this is a web client or server, not a DICOM TLS node: check the port number",
+)
+_SSLV2 = NonTLS(
+    "sslv2",
+    "peer sent an SSLv2-format hello",
+    "the peer's TLS stack is obsolete; BCP 195 needs TLS 1.2 or newer",
+)
+
+
 def describe_non_tls(head: bytes, side: Side) -> NonTLS | None:
     """Return what the first bytes ``head`` from the peer are, unless they look like TLS."""
     if not head or _is_tls_record(head):
         return None
-    if len(head) >= 2 and head[0] in PDU_NAMES and head[1] == 0x00:
-        pdu = PDU_NAMES[head[0]]
-        if side is Side.SERVER:
-            return NonTLS(
-                "dicom",
-                f"peer sent a plain DICOM {pdu} to a TLS port",
-                "the peer must enable TLS for this port, or connect to our plain-DICOM port",
-            )
-        return NonTLS(
-            "dicom",
-            f"peer answered our TLS ClientHello with a plain DICOM {pdu}: "
-            "this port speaks DICOM without TLS",
-            "use the peer's TLS port (often 2762), or turn TLS off for this peer explicitly",
-        )
+    pdu = _pdu_name(head)
+    if pdu is not None:
+        return _plain_dicom(pdu, side)
     if head.startswith(_HTTP_STARTS):
-        return NonTLS(
-            "http",
-            "peer speaks HTTP, not TLS",
-            "this is a web client or server, not a DICOM TLS node: check the port number",
-        )
-    if head[0] & 0x80 and len(head) >= 3 and head[2] == 0x01:
-        return NonTLS(
-            "sslv2",
-            "peer sent an SSLv2-format hello",
-            "the peer's TLS stack is obsolete; BCP 195 needs TLS 1.2 or newer",
-        )
+        return _HTTP
+    if _is_sslv2_hello(head):
+        return _SSLV2
     shown = " ".join(f"{b:02x}" for b in head[:8])
     return NonTLS(
         "unknown",
         f"peer sent data that is not TLS (first bytes {shown})",
         "check that both sides use TLS on this port",
+    )
+
+
+def _plain_dicom(pdu: str, side: Side) -> NonTLS:
+    """A plain DICOM peer: a client on our TLS port, or a server answering our ClientHello."""
+    if side is Side.SERVER:
+        return NonTLS(
+            "dicom",
+            f"peer sent a plain DICOM {pdu} to a TLS port",
+            "the peer must enable TLS for this port, or connect to our plain-DICOM port",
+        )
+    return NonTLS(
+        "dicom",
+        f"peer answered our TLS ClientHello with a plain DICOM {pdu}: "
+        "this port speaks DICOM without TLS",
+        "use the peer's TLS port (often 2762), or turn TLS off for this peer explicitly",
     )

@@ -150,6 +150,7 @@ def encode_echoed_ae(title: str, what: str) -> bytes:
         raise LocalProtocolError(f"{what} {title!r} is not single-byte text") from None
 
 
-def decode_echoed_ae(raw: memoryview) -> str:
-    """Decode an echoed AE field without testing it, as PS3.8 9.3.3 requires."""
+def decode_echoed_ae(raw: memoryview, what: str) -> str:
+    """Decode an echoed AE field without testing it, as PS3.8 9.3.3 requires (so ``what``,
+    there to match :func:`decode_ae`, never names it in an error)."""
     return bytes(raw).decode("latin-1").strip(" ")

@@ -138,30 +138,13 @@ class Negotiated:
 
     @classmethod
     def from_exchange(cls, rq: AssociateRQ, ac: AssociateAC, *, we_requested: bool) -> Negotiated:
-        offered = {c.id: c for c in rq.presentation_contexts}
-        roles = {r.sop_class_uid: r for r in ac.user_information.role_selections}
-        accepted = []
-        for answer in ac.presentation_contexts:
-            proposal = offered.get(answer.id)
-            if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
-                continue
-            role = roles.get(proposal.abstract_syntax)
-            accepted.append(
-                AcceptedContext(
-                    answer.id,
-                    proposal.abstract_syntax,
-                    answer.transfer_syntax,
-                    scu_role=True if role is None else role.scu_role,
-                    scp_role=role is not None and role.scp_role,
-                )
-            )
         peer = ac.user_information if we_requested else rq.user_information
         proposed, answered = (
             rq.user_information.async_ops_window,
             ac.user_information.async_ops_window,
         )
         return cls(
-            contexts=tuple(accepted),
+            contexts=_accepted_contexts(rq, ac),
             peer_max_pdu_length=peer.max_length,
             peer_implementation_class_uid=peer.implementation_class_uid,
             peer_implementation_version_name=peer.implementation_version_name,
@@ -185,6 +168,29 @@ class Negotiated:
             if context.id == context_id:
                 return context
         return None
+
+
+def _accepted_contexts(rq: AssociateRQ, ac: AssociateAC) -> tuple[AcceptedContext, ...]:
+    """The contexts the AC accepted, each with the roles it answered for its SOP class
+    (none answered: the requestor is SCU only, PS3.7 D.3.3.4)."""
+    offered = {c.id: c for c in rq.presentation_contexts}
+    roles = {r.sop_class_uid: r for r in ac.user_information.role_selections}
+    accepted = []
+    for answer in ac.presentation_contexts:
+        proposal = offered.get(answer.id)
+        if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
+            continue
+        role = roles.get(proposal.abstract_syntax)
+        accepted.append(
+            AcceptedContext(
+                answer.id,
+                proposal.abstract_syntax,
+                answer.transfer_syntax,
+                scu_role=True if role is None else role.scu_role,
+                scp_role=role is not None and role.scp_role,
+            )
+        )
+    return tuple(accepted)
 
 
 @dataclass(frozen=True)

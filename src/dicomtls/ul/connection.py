@@ -59,32 +59,46 @@ class Role(enum.StrEnum):
 
 @dataclass(frozen=True)
 class AssociationRequested:
+    """The peer asks for an association: answer with :meth:`UpperLayer.accept` or
+    :meth:`UpperLayer.reject`."""
+
     request: AssociateRQ
 
 
 @dataclass(frozen=True)
 class AssociationAccepted:
+    """The peer accepted our request; data may flow."""
+
     accept: AssociateAC
 
 
 @dataclass(frozen=True)
 class AssociationRejected:
+    """The peer rejected our request; the transport closes."""
+
     reject: AssociateRJ
 
 
 @dataclass(frozen=True)
 class DataReceived:
+    """A P-DATA-TF arrived: the PDVs of a DIMSE message, or of part of one."""
+
     pdata: PDataTF
 
 
 @dataclass(frozen=True)
 class ReleaseRequested:
+    """The peer asks to release: answer with :meth:`UpperLayer.release_response`.
+
+    ``collision``: both sides asked at once (PS3.8 Table 9-8, AR-8).
+    """
+
     collision: bool = False
 
 
 @dataclass(frozen=True)
 class ReleaseConfirmed:
-    pass
+    """The peer agreed to our release request."""
 
 
 @dataclass(frozen=True)

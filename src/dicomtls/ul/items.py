@@ -11,8 +11,10 @@ sub-items are kept as :class:`RawSubItem` so that nothing a peer sent is lost.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from functools import partial
+from typing import Any, ClassVar
 
 from dicomtls.ul._wire import (
     U16,
@@ -42,6 +44,7 @@ __all__ = [
     "UserIdentityType",
     "UserInformation",
     "check_context_id",
+    "decode_items",
 ]
 
 
@@ -70,6 +73,33 @@ class ItemType(enum.IntEnum):
 CONTEXT_ITEM_TYPES = frozenset(
     {0x10, 0x20, 0x21, 0x30, 0x40, 0x50},
 )
+
+
+def decode_items(
+    view: memoryview,
+    where: str,
+    decoders: Mapping[int, Callable[[memoryview], Any]],
+    *,
+    once: Mapping[int, str],
+) -> dict[int, list[Any]]:
+    """Decode the items of ``view`` in order, each by its type's decoder; the results by type.
+
+    ``once`` names the types that may appear only once. A PDU- or context-level item
+    with no decoder here is in the wrong place (an unexpected parameter); any other item
+    is unrecognized and skipped, as PS3.8 9.3.1 says.
+    """
+    found: dict[int, list[Any]] = {}
+    for item_type, value in iter_items(view, where):
+        decoder = decoders.get(item_type)
+        if decoder is None:
+            if item_type in CONTEXT_ITEM_TYPES:
+                raise PDUError(f"item 0x{item_type:02X} is not allowed in the {where}", UNEXPECTED)
+            continue
+        values = found.setdefault(item_type, [])
+        if values and item_type in once:
+            raise PDUError(f"{where} has more than one {once[item_type]}", UNEXPECTED)
+        values.append(decoder(value))
+    return found
 
 
 def check_context_id(context_id: int, what: str = "presentation context ID") -> None:
@@ -121,22 +151,22 @@ class PresentationContextRQ:
             raise PDUError(f"presentation context item 0x20 has {len(view)} bytes, fewer than 4")
         where = f"presentation context item 0x20 (ID {view[0]})"
         context_id = _decoded_context_id(view[0], where)
-        abstract: str | None = None
-        transfer: list[str] = []
-        for sub_type, value in iter_items(view[4:], where):
-            if sub_type == ItemType.ABSTRACT_SYNTAX:
-                if abstract is not None:
-                    raise PDUError(f"{where} has more than one abstract syntax", UNEXPECTED)
-                abstract = decode_uid(value, f"abstract syntax of {where}")
-            elif sub_type == ItemType.TRANSFER_SYNTAX:
-                transfer.append(decode_uid(value, f"transfer syntax of {where}"))
-            elif sub_type in CONTEXT_ITEM_TYPES:
-                raise PDUError(f"item 0x{sub_type:02X} is not allowed in the {where}", UNEXPECTED)
-        if abstract is None:
+        found = decode_items(
+            view[4:],
+            where,
+            {
+                ItemType.ABSTRACT_SYNTAX: partial(decode_uid, what=f"abstract syntax of {where}"),
+                ItemType.TRANSFER_SYNTAX: partial(decode_uid, what=f"transfer syntax of {where}"),
+            },
+            once={ItemType.ABSTRACT_SYNTAX: "abstract syntax"},
+        )
+        if ItemType.ABSTRACT_SYNTAX not in found:
             raise PDUError(f"{where} has no abstract syntax sub-item")
-        if not transfer:
+        if ItemType.TRANSFER_SYNTAX not in found:
             raise PDUError(f"{where} has no transfer syntax sub-item")
-        return cls(context_id, abstract, tuple(transfer))
+        abstract: str = found[ItemType.ABSTRACT_SYNTAX][0]
+        transfer = tuple(found[ItemType.TRANSFER_SYNTAX])
+        return cls(context_id, abstract, transfer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,23 +207,24 @@ class PresentationContextAC:
             result = PresentationResult(view[2])
         except ValueError:
             raise PDUError(f"{where} has result/reason {view[2]}, not one of 0..4") from None
-        raw_ts: list[memoryview] = []
-        for sub_type, value in iter_items(view[4:], where):
-            if sub_type == ItemType.TRANSFER_SYNTAX:
-                raw_ts.append(value)
-            elif sub_type in CONTEXT_ITEM_TYPES:
-                raise PDUError(f"item 0x{sub_type:02X} is not allowed in the {where}", UNEXPECTED)
+        # Kept raw: a rejected context's transfer syntax "shall not be tested".
+        found = decode_items(view[4:], where, {ItemType.TRANSFER_SYNTAX: memoryview}, once={})
+        raw_ts: list[memoryview] = found.get(ItemType.TRANSFER_SYNTAX, [])
         if len(raw_ts) > 1:
             raise PDUError(f"{where} has {len(raw_ts)} transfer syntax sub-items, not one")
-        if result == PresentationResult.ACCEPTANCE:
-            if not raw_ts:
-                raise PDUError(f"{where} accepts the context but names no transfer syntax")
-            return cls(context_id, result, decode_uid(raw_ts[0], f"transfer syntax of {where}"))
-        try:
-            ts = decode_uid(raw_ts[0], "") if raw_ts else ""
-        except PDUError:
-            ts = ""
-        return cls(context_id, result, ts)
+        if result != PresentationResult.ACCEPTANCE:
+            return cls(context_id, result, _untested_uid(raw_ts))
+        if not raw_ts:
+            raise PDUError(f"{where} accepts the context but names no transfer syntax")
+        return cls(context_id, result, decode_uid(raw_ts[0], f"transfer syntax of {where}"))
+
+
+def _untested_uid(raw: list[memoryview]) -> str:
+    """The transfer syntax of a rejected context: ``""`` when absent or not a UID."""
+    try:
+        return decode_uid(raw[0], "") if raw else ""
+    except PDUError:
+        return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,67 +506,72 @@ class UserInformation:
     def decode(cls, view: memoryview, identity_type: int) -> UserInformation:
         """Decode the value of item 0x50; ``identity_type`` is 0x58 in an RQ, 0x59 in an AC."""
         where = "user information item 0x50"
-        seen: set[int] = set()
-        max_length: int | None = None
-        class_uid: str | None = None
-        version_name: str | None = None
-        window: AsyncOpsWindow | None = None
-        identity: UserIdentityRQ | UserIdentityAC | None = None
-        roles: list[RoleSelection] = []
-        extended: list[ExtendedNegotiation] = []
-        common: list[CommonExtendedNegotiation] = []
-        unknown: list[RawSubItem] = []
-        for sub_type, value in iter_items(view, where):
-            if sub_type in _SINGLE_SUB_ITEMS:
-                if sub_type in seen:
-                    raise PDUError(
-                        f"{where} has more than one sub-item 0x{sub_type:02X}", UNEXPECTED
-                    )
-                seen.add(sub_type)
-            if sub_type == 0x51:
-                if len(value) != 4:
-                    raise PDUError(f"maximum length sub-item 0x51 has length {len(value)}, not 4")
-                (max_length,) = U32.unpack_from(value)
-            elif sub_type == 0x52:
-                class_uid = decode_uid(value, "implementation class UID")
-            elif sub_type == 0x53:
-                window = AsyncOpsWindow.decode(value)
-            elif sub_type == 0x54:
-                roles.append(RoleSelection.decode(value))
-            elif sub_type == 0x55:
-                version_name = _decode_version_name(value)
-            elif sub_type == 0x56:
-                extended.append(ExtendedNegotiation.decode(value))
-            elif sub_type == 0x57:
-                common.append(CommonExtendedNegotiation.decode(value))
-            elif sub_type in (0x58, 0x59):
-                if sub_type != identity_type:
-                    other = "A-ASSOCIATE-AC" if sub_type == 0x59 else "A-ASSOCIATE-RQ"
-                    raise PDUError(
-                        f"user identity sub-item 0x{sub_type:02X} belongs in an {other} only",
-                        UNEXPECTED,
-                    )
-                if sub_type == 0x58:
-                    identity = UserIdentityRQ.decode(value)
-                else:
-                    identity = UserIdentityAC.decode(value)
-            else:
-                unknown.append(RawSubItem(sub_type, bytes(value)))
-        if max_length is None:
+        found, unknown = _sub_items(view, where, identity_type)
+        if 0x51 not in found:
             raise PDUError(f"{where} has no maximum length sub-item 0x51 (PS3.8 D.1)")
-        if class_uid is None:
+        if 0x52 not in found:
             raise PDUError(f"{where} has no implementation class UID sub-item 0x52 (PS3.7 D.3.3.2)")
         return cls(
-            max_length=max_length,
-            implementation_class_uid=class_uid,
-            implementation_version_name=version_name,
-            async_ops_window=window,
-            role_selections=tuple(roles),
-            extended_negotiations=tuple(extended),
-            common_extended_negotiations=tuple(common),
-            user_identity=identity,
+            max_length=found[0x51][0],
+            implementation_class_uid=found[0x52][0],
+            implementation_version_name=_single(found, 0x55),
+            async_ops_window=_single(found, 0x53),
+            role_selections=tuple(found.get(0x54, ())),
+            extended_negotiations=tuple(found.get(0x56, ())),
+            common_extended_negotiations=tuple(found.get(0x57, ())),
+            user_identity=_single(found, identity_type),
             unknown=tuple(unknown),
         )
+
+
+def _decode_max_length(view: memoryview) -> int:
+    if len(view) != 4:
+        raise PDUError(f"maximum length sub-item 0x51 has length {len(view)}, not 4")
+    length: int = U32.unpack_from(view)[0]
+    return length
+
+
+#: How each user-information sub-item the standard defines is read.
+_SUB_ITEM_DECODERS: dict[int, Callable[[memoryview], Any]] = {
+    0x51: _decode_max_length,
+    0x52: partial(decode_uid, what="implementation class UID"),
+    0x53: AsyncOpsWindow.decode,
+    0x54: RoleSelection.decode,
+    0x55: _decode_version_name,
+    0x56: ExtendedNegotiation.decode,
+    0x57: CommonExtendedNegotiation.decode,
+    0x58: UserIdentityRQ.decode,
+    0x59: UserIdentityAC.decode,
+}
+
+
+def _sub_items(
+    view: memoryview, where: str, identity_type: int
+) -> tuple[dict[int, list[Any]], list[RawSubItem]]:
+    """The sub-items decoded, by type, and the ones this codec does not know, verbatim."""
+    found: dict[int, list[Any]] = {}
+    unknown: list[RawSubItem] = []
+    for sub_type, value in iter_items(view, where):
+        decoder = _SUB_ITEM_DECODERS.get(sub_type)
+        if decoder is None:
+            unknown.append(RawSubItem(sub_type, bytes(value)))
+            continue
+        values = found.setdefault(sub_type, [])
+        if values and sub_type in _SINGLE_SUB_ITEMS:
+            raise PDUError(f"{where} has more than one sub-item 0x{sub_type:02X}", UNEXPECTED)
+        if sub_type in (0x58, 0x59) and sub_type != identity_type:
+            other = "A-ASSOCIATE-AC" if sub_type == 0x59 else "A-ASSOCIATE-RQ"
+            raise PDUError(
+                f"user identity sub-item 0x{sub_type:02X} belongs in an {other} only", UNEXPECTED
+            )
+        values.append(decoder(value))
+    return found, unknown
+
+
+def _single(found: dict[int, list[Any]], sub_type: int) -> Any:
+    """The sub-item of ``sub_type`` (one that may appear once), or None when it is absent."""
+    values = found.get(sub_type)
+    return values[0] if values else None
 
 
 _SINGLE_SUB_ITEMS = frozenset({0x51, 0x52, 0x53, 0x55, 0x58, 0x59})

@@ -12,13 +12,13 @@ import collections
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from functools import partial
+from typing import ClassVar, Generic, Self, TypeVar
 
 from dicomtls.ul._wire import (
     PDU_HEADER,
     U16,
     U32,
-    UNEXPECTED,
     as_byte_view,
     decode_ae,
     decode_echoed_ae,
@@ -27,16 +27,15 @@ from dicomtls.ul._wire import (
     encode_echoed_ae,
     encode_uid,
     item,
-    iter_items,
 )
 from dicomtls.ul.errors import AbortReason, AbortSource, LocalProtocolError, PDUError
 from dicomtls.ul.items import (
-    CONTEXT_ITEM_TYPES,
     ItemType,
     PresentationContextAC,
     PresentationContextRQ,
     UserInformation,
     check_context_id,
+    decode_items,
 )
 
 __all__ = [
@@ -125,168 +124,134 @@ def _check_unique_ids(ids: list[int], where: str, local: bool) -> None:
     raise LocalProtocolError(message) if local else PDUError(message)
 
 
-def _encode_associate(
-    pdu_type: PDUType,
-    protocol_version: int,
-    called: bytes,
-    calling: bytes,
-    application_context: str,
-    contexts: list[bytes],
-    user_information: UserInformation,
-) -> bytes:
-    if not isinstance(protocol_version, int) or not 0 <= protocol_version <= 0xFFFF:
-        raise LocalProtocolError(f"protocol version {protocol_version!r} is not 0..65535")
-    if not contexts:
-        raise LocalProtocolError(f"an {pdu_type.title} needs at least one presentation context")
-    body = b"".join(
-        [
-            U16.pack(protocol_version),
-            b"\x00\x00",
-            called,
-            calling,
-            bytes(32),
-            item(0x10, encode_uid(application_context, "application context name")),
-            *contexts,
-            user_information.encode(),
-        ]
-    )
-    return _header(pdu_type, len(body)) + body
-
-
-@dataclass(frozen=True, slots=True)
-class _AssociateParts:
-    protocol_version: int
-    called: memoryview
-    calling: memoryview
-    application_context: str
-    contexts: list[memoryview]
-    user_information: UserInformation
-
-
-def _decode_associate(body: memoryview, pdu_type: PDUType) -> _AssociateParts:
-    name = pdu_type.title
-    if len(body) < ASSOCIATE_FIXED:
-        raise PDUError(f"{name} has {len(body)} bytes after its header, fewer than 68 fixed ones")
-    context_type = (
-        ItemType.PRESENTATION_CONTEXT_RQ
-        if pdu_type == PDUType.ASSOCIATE_RQ
-        else ItemType.PRESENTATION_CONTEXT_AC
-    )
-    application_context: str | None = None
-    user_information: UserInformation | None = None
-    contexts: list[memoryview] = []
-    for item_type, value in iter_items(body[ASSOCIATE_FIXED:], name):
-        if item_type == ItemType.APPLICATION_CONTEXT:
-            if application_context is not None:
-                raise PDUError(f"{name} has more than one application context item", UNEXPECTED)
-            application_context = decode_uid(value, f"application context name in the {name}")
-        elif item_type == context_type:
-            contexts.append(value)
-        elif item_type == ItemType.USER_INFORMATION:
-            if user_information is not None:
-                raise PDUError(f"{name} has more than one user information item", UNEXPECTED)
-            user_information = UserInformation.decode(value, 0x58 if context_type == 0x20 else 0x59)
-        elif item_type in CONTEXT_ITEM_TYPES:
-            raise PDUError(f"item 0x{item_type:02X} is not allowed in an {name}", UNEXPECTED)
-        # Anything else is an unrecognized item: PS3.8 9.3.1 says skip it.
-    if application_context is None:
-        raise PDUError(f"{name} has no application context item 0x10")
-    if not contexts:
-        raise PDUError(f"{name} has no presentation context item 0x{context_type:02X}")
-    if user_information is None:
-        raise PDUError(f"{name} has no user information item 0x50")
-    return _AssociateParts(
-        U16.unpack_from(body, 0)[0],
-        body[4:20],
-        body[20:36],
-        application_context,
-        contexts,
-        user_information,
-    )
+_Context = TypeVar("_Context", PresentationContextRQ, PresentationContextAC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AssociateRQ:
-    """A-ASSOCIATE-RQ (PS3.8 9.3.2): the requestor's offer."""
+class _Associate(Generic[_Context]):
+    """What A-ASSOCIATE-RQ and -AC share: their fields, in one layout (PS3.8 Tables 9-11, 9-17).
+
+    They differ in their presentation context item (0x20 or 0x21), in their user identity
+    sub-item (0x58 or 0x59), and in the AE titles, which the AC only echoes.
+    """
 
     called_ae: str
     calling_ae: str
-    presentation_contexts: tuple[PresentationContextRQ, ...]
+    presentation_contexts: tuple[_Context, ...]
     user_information: UserInformation
     application_context: str = DICOM_APPLICATION_CONTEXT
     protocol_version: int = 1
 
-    pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_RQ
+    # What each of the two sets for itself:
+    pdu_type: ClassVar[PDUType]
+    _context_type: ClassVar[ItemType]
+    _identity_type: ClassVar[ItemType]
+
+    @staticmethod
+    def _encode_ae(title: str, what: str) -> bytes:
+        raise NotImplementedError
+
+    @staticmethod
+    def _decode_ae(raw: memoryview, what: str) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def _decode_context(view: memoryview) -> _Context:
+        raise NotImplementedError
 
     def encode(self) -> bytes:
-        _check_unique_ids([pc.id for pc in self.presentation_contexts], "A-ASSOCIATE-RQ", True)
-        return _encode_associate(
-            self.pdu_type,
-            self.protocol_version,
-            encode_ae(self.called_ae, "called AE title"),
-            encode_ae(self.calling_ae, "calling AE title"),
-            self.application_context,
-            [pc.encode() for pc in self.presentation_contexts],
-            self.user_information,
+        name = self.pdu_type.title
+        _check_unique_ids([pc.id for pc in self.presentation_contexts], name, True)
+        called = self._encode_ae(self.called_ae, "called AE title")
+        calling = self._encode_ae(self.calling_ae, "calling AE title")
+        contexts: list[bytes] = [pc.encode() for pc in self.presentation_contexts]
+        version = self.protocol_version
+        if not isinstance(version, int) or not 0 <= version <= 0xFFFF:
+            raise LocalProtocolError(f"protocol version {version!r} is not 0..65535")
+        if not contexts:
+            raise LocalProtocolError(f"an {name} needs at least one presentation context")
+        body = b"".join(
+            [
+                U16.pack(version),
+                b"\x00\x00",
+                called,
+                calling,
+                bytes(32),
+                item(0x10, encode_uid(self.application_context, "application context name")),
+                *contexts,
+                self.user_information.encode(),
+            ]
         )
+        return _header(self.pdu_type, len(body)) + body
 
     @classmethod
-    def decode(cls, body: memoryview) -> AssociateRQ:
-        parts = _decode_associate(body, cls.pdu_type)
-        contexts = tuple(PresentationContextRQ.decode(v) for v in parts.contexts)
-        _check_unique_ids([pc.id for pc in contexts], "A-ASSOCIATE-RQ", False)
+    def decode(cls, body: memoryview) -> Self:
+        name = cls.pdu_type.title
+        if len(body) < ASSOCIATE_FIXED:
+            raise PDUError(
+                f"{name} has {len(body)} bytes after its header, fewer than 68 fixed ones"
+            )
+        found = decode_items(
+            body[ASSOCIATE_FIXED:],
+            name,
+            {
+                ItemType.APPLICATION_CONTEXT: partial(
+                    decode_uid, what=f"application context name in the {name}"
+                ),
+                cls._context_type: memoryview,  # decoded once the PDU is whole
+                ItemType.USER_INFORMATION: partial(
+                    UserInformation.decode, identity_type=cls._identity_type
+                ),
+            },
+            once={
+                ItemType.APPLICATION_CONTEXT: "application context item",
+                ItemType.USER_INFORMATION: "user information item",
+            },
+        )
+        if ItemType.APPLICATION_CONTEXT not in found:
+            raise PDUError(f"{name} has no application context item 0x10")
+        if cls._context_type not in found:
+            raise PDUError(f"{name} has no presentation context item 0x{cls._context_type:02X}")
+        if ItemType.USER_INFORMATION not in found:
+            raise PDUError(f"{name} has no user information item 0x50")
+        contexts = tuple(cls._decode_context(v) for v in found[cls._context_type])
+        _check_unique_ids([pc.id for pc in contexts], name, False)
         return cls(
-            called_ae=decode_ae(parts.called, "called AE title"),
-            calling_ae=decode_ae(parts.calling, "calling AE title"),
+            called_ae=cls._decode_ae(body[4:20], "called AE title"),
+            calling_ae=cls._decode_ae(body[20:36], "calling AE title"),
             presentation_contexts=contexts,
-            user_information=parts.user_information,
-            application_context=parts.application_context,
-            protocol_version=parts.protocol_version,
+            user_information=found[ItemType.USER_INFORMATION][0],
+            application_context=found[ItemType.APPLICATION_CONTEXT][0],
+            protocol_version=U16.unpack_from(body, 0)[0],
         )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AssociateAC:
+class AssociateRQ(_Associate[PresentationContextRQ]):
+    """A-ASSOCIATE-RQ (PS3.8 9.3.2): the requestor's offer."""
+
+    pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_RQ
+    _context_type: ClassVar[ItemType] = ItemType.PRESENTATION_CONTEXT_RQ
+    _identity_type: ClassVar[ItemType] = ItemType.USER_IDENTITY_RQ
+    _encode_ae = staticmethod(encode_ae)
+    _decode_ae = staticmethod(decode_ae)
+    _decode_context = staticmethod(PresentationContextRQ.decode)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssociateAC(_Associate[PresentationContextAC]):
     """A-ASSOCIATE-AC (PS3.8 9.3.3): the acceptor's answer, one result per offered context.
 
     The AE title fields only echo the request and PS3.8 says not to test them, so they
     decode without validation (Latin-1, spaces stripped).
     """
 
-    called_ae: str
-    calling_ae: str
-    presentation_contexts: tuple[PresentationContextAC, ...]
-    user_information: UserInformation
-    application_context: str = DICOM_APPLICATION_CONTEXT
-    protocol_version: int = 1
-
     pdu_type: ClassVar[PDUType] = PDUType.ASSOCIATE_AC
-
-    def encode(self) -> bytes:
-        _check_unique_ids([pc.id for pc in self.presentation_contexts], "A-ASSOCIATE-AC", True)
-        return _encode_associate(
-            self.pdu_type,
-            self.protocol_version,
-            encode_echoed_ae(self.called_ae, "called AE title"),
-            encode_echoed_ae(self.calling_ae, "calling AE title"),
-            self.application_context,
-            [pc.encode() for pc in self.presentation_contexts],
-            self.user_information,
-        )
-
-    @classmethod
-    def decode(cls, body: memoryview) -> AssociateAC:
-        parts = _decode_associate(body, cls.pdu_type)
-        contexts = tuple(PresentationContextAC.decode(v) for v in parts.contexts)
-        _check_unique_ids([pc.id for pc in contexts], "A-ASSOCIATE-AC", False)
-        return cls(
-            called_ae=decode_echoed_ae(parts.called),
-            calling_ae=decode_echoed_ae(parts.calling),
-            presentation_contexts=contexts,
-            user_information=parts.user_information,
-            application_context=parts.application_context,
-            protocol_version=parts.protocol_version,
-        )
+    _context_type: ClassVar[ItemType] = ItemType.PRESENTATION_CONTEXT_AC
+    _identity_type: ClassVar[ItemType] = ItemType.USER_IDENTITY_AC
+    _encode_ae = staticmethod(encode_echoed_ae)
+    _decode_ae = staticmethod(decode_echoed_ae)
+    _decode_context = staticmethod(PresentationContextAC.decode)
 
 
 # --- A-ASSOCIATE-RJ (PS3.8 9.3.4) ---------------------------------------------------
@@ -482,31 +447,31 @@ class PDataTF:
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseRQ:
-    """A-RELEASE-RQ (PS3.8 9.3.6)."""
+class _Release:
+    """A-RELEASE-RQ and -RP carry nothing but their type, in a body of 4 reserved bytes."""
 
-    pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RQ
+    pdu_type: ClassVar[PDUType]
 
     def encode(self) -> bytes:
-        return b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00"
+        return bytes((self.pdu_type, 0, 0, 0, 0, 4, 0, 0, 0, 0))
 
     @classmethod
-    def decode(cls, body: memoryview) -> ReleaseRQ:
+    def decode(cls, body: memoryview) -> Self:
         return cls()
 
 
 @dataclass(frozen=True, slots=True)
-class ReleaseRP:
+class ReleaseRQ(_Release):
+    """A-RELEASE-RQ (PS3.8 9.3.6)."""
+
+    pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RQ
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRP(_Release):
     """A-RELEASE-RP (PS3.8 9.3.7)."""
 
     pdu_type: ClassVar[PDUType] = PDUType.RELEASE_RP
-
-    def encode(self) -> bytes:
-        return b"\x06\x00\x00\x00\x00\x04\x00\x00\x00\x00"
-
-    @classmethod
-    def decode(cls, body: memoryview) -> ReleaseRP:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
