@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import Literal, TypedDict, Unpack
 
 import pytest
 
@@ -34,7 +34,7 @@ class TLSOptions(TypedDict, total=False):
     """The TLSSettings options a test may add to MatrixPKI.settings; absent ones keep their default."""
 
     ciphers: Iterable[str] | None
-    crl_scope: CRLScope
+    crl_scope: CRLScope | Literal["leaf", "chain"]
     handshake_timeout: float
 
 

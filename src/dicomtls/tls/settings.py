@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dicomtls.logs import get_logger
 from dicomtls.tls.certinfo import CertificateInfo
@@ -65,7 +65,8 @@ class TLSSettings:
     """PEM bundles or DER files of CA certificates we trust for the peer."""
     ca_directory: PathLike | None = None
     crl_files: PathLike | Iterable[PathLike] | None = None
-    crl_scope: CRLScope = CRLScope.LEAF
+    crl_scope: CRLScope | Literal["leaf", "chain"] = CRLScope.LEAF
+    """Which certificates the CRLs must cover: the peer's own, or every one in its chain."""
     verify: VerifyFlags = DEFAULT_VERIFY
     verify_depth: int = 9
     """Maximum number of intermediate CA certificates between the peer and a trusted CA."""
