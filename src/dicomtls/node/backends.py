@@ -119,19 +119,8 @@ def is_postgresql(spec: str | None) -> bool:
     return bool(spec) and str(spec).startswith(("postgresql://", "postgres://"))
 
 
-def open_backends(
-    store: Path,
-    *,
-    index: str | None = None,
-    objects: str | None = None,
-    fsync: bool = True,
-    file_mode: int = PRIVATE_FILE_MODE,
-) -> Backends:
-    """The index and object store a node's settings name (see the module's docstring).
-
-    Raises ValueError for a setting that names neither kind, or S3 without PostgreSQL, and
-    :class:`~dicomtls.node.index_pg.IndexUnavailable` if the index cannot be reached.
-    """
+def _check_settings(index: str | None, objects: str | None) -> None:
+    """ValueError for a setting that names neither kind, or for S3 without PostgreSQL."""
     if index and not is_postgresql(index) and index != "sqlite":
         raise ValueError(
             f"index {index!r}: leave it empty (SQLite in the store folder) or give "
@@ -146,6 +135,22 @@ def open_backends(
             'objects in S3 need index = "postgresql://...": the upload intents that make a '
             "crash safe, and every node's view of every object, live in the shared index"
         )
+
+
+def open_backends(
+    store: Path,
+    *,
+    index: str | None = None,
+    objects: str | None = None,
+    fsync: bool = True,
+    file_mode: int = PRIVATE_FILE_MODE,
+) -> Backends:
+    """The index and object store a node's settings name (see the module's docstring).
+
+    Raises ValueError for a setting that names neither kind, or S3 without PostgreSQL, and
+    :class:`~dicomtls.node.index_pg.IndexUnavailable` if the index cannot be reached.
+    """
+    _check_settings(index, objects)
     if not is_postgresql(index):
         folder = DurableStore(store, fsync=fsync, file_mode=file_mode)
         return Backends(Index(store / "index.sqlite", mode=file_mode), folder)
