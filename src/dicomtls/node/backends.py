@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.index import Index, InstanceFacts
-from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore, StoredObject
+from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore, FileMeta, StoredObject
 
 __all__ = ["Backends", "IncomingObject", "IndexBackend", "ObjectStore", "open_backends"]
 
@@ -82,16 +82,7 @@ class ObjectStore(Protocol):
     def describe_backend(self) -> str: ...
     def check(self) -> None: ...
     def close(self) -> None: ...
-    def begin(
-        self,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        transfer_syntax_uid: str,
-        *,
-        implementation_class_uid: str,
-        implementation_version_name: str | None = None,
-        source_ae_title: str | None = None,
-    ) -> IncomingObject: ...
+    def begin(self, meta: FileMeta) -> IncomingObject: ...
     def prepare_spare(self) -> None: ...
     def recover(self) -> int: ...
     def unindexed(self) -> dict[Path, list[Path]]: ...
