@@ -229,74 +229,53 @@ def _client_cert_summary(options: DoctorOptions) -> str:
     return "we sent no certificate and the node did not require one"
 
 
+#: Alerts that refuse what we offered (versions, suites), not who we are.
+_REFUSED_OFFER = ("protocol_version", "handshake_failure", "insufficient_security")
+
+
 def _handshake_failure(report: Report, options: DoctorOptions, error: TLSHandshakeError) -> bool:
-    evidence = error.to_dict()
-    if error.stage is HandshakeStage.NOT_TLS:
-        report.add(
-            Step(
-                "protocol",
-                Verdict.FAIL,
-                error.reason,
-                evidence,
-                code="NOT_TLS",
-                side="ours",
-                fix="this port speaks plain DICOM: use the node's TLS port (often 2762), "
-                "or --no-tls if plain is really intended",
-            )
-        )
-        return True
-    if error.stage is HandshakeStage.TIMEOUT:
-        report.add(
-            Step(
-                "protocol",
-                Verdict.FAIL,
-                "no TLS answer to our ClientHello",
-                evidence,
-                code="TLS_TIMEOUT",
-                side="peer",
-                fix="the node may wait for plain DICOM, or be overloaded",
-            )
-        )
-        return False
-    if error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED) and error.alert not in (
-        "protocol_version",
-        "handshake_failure",
-        "insufficient_security",
-    ):
+    """Step 2 after a failed handshake; True when the port speaks plain DICOM."""
+    refused = error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED)
+    if refused and error.alert not in _REFUSED_OFFER:
         report.add(Step("protocol", Verdict.PASS, "the port speaks TLS"))
-        has_cert = options.tls is not None and options.tls.identity is not None
-        meaning = alert_meaning(error.alert) if error.alert else error.reason
-        code = (error.alert or "closed").upper()
-        fix = error.hint or "read the node's log for why it refused us"
-        if not has_cert:
-            code, fix = (
-                "CLIENT_CERTIFICATE_REQUIRED",
-                "give --tls-cert and --tls-key issued by a CA the node trusts",
-            )
-        report.add(
-            Step(
-                "client-certificate",
-                Verdict.FAIL,
-                f"the node refused us: {meaning}",
-                evidence,
-                code=code,
-                side="ours",
-                fix=fix,
-            )
-        )
+        report.add(_refused_us(options, error))
         return False
-    report.add(
-        Step(
-            "protocol",
-            Verdict.FAIL,
-            error.reason,
-            evidence,
-            code=str(error.stage).upper(),
-            side="peer",
-            fix=error.hint,
+    report.add(_protocol_failure(error))
+    return error.stage is HandshakeStage.NOT_TLS
+
+
+def _protocol_failure(error: TLSHandshakeError) -> Step:
+    """No TLS on the port, no answer to our hello, or a handshake that broke off."""
+    reason, code, side, fix = error.reason, str(error.stage).upper(), "peer", error.hint
+    if error.stage is HandshakeStage.NOT_TLS:
+        code, side = "NOT_TLS", "ours"
+        fix = (
+            "this port speaks plain DICOM: use the node's TLS port (often 2762), "
+            "or --no-tls if plain is really intended"
         )
+    elif error.stage is HandshakeStage.TIMEOUT:
+        reason, code = "no TLS answer to our ClientHello", "TLS_TIMEOUT"
+        fix = "the node may wait for plain DICOM, or be overloaded"
+    return Step("protocol", Verdict.FAIL, reason, error.to_dict(), code=code, side=side, fix=fix)
+
+
+def _refused_us(options: DoctorOptions, error: TLSHandshakeError) -> Step:
+    """The node speaks TLS and refused us: without a certificate of ours, for want of one."""
+    meaning = alert_meaning(error.alert) if error.alert else error.reason
+    code = (error.alert or "closed").upper()
+    fix = error.hint or "read the node's log for why it refused us"
+    if options.tls is None or options.tls.identity is None:
+        code = "CLIENT_CERTIFICATE_REQUIRED"
+        fix = "give --tls-cert and --tls-key issued by a CA the node trusts"
+    return Step(
+        "client-certificate",
+        Verdict.FAIL,
+        f"the node refused us: {meaning}",
+        error.to_dict(),
+        code=code,
+        side="ours",
+        fix=fix,
     )
-    return False
 
 
 # -- 3. versions and suites ------------------------------------------------------------------
