@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dicomtls.dimse.part10 import iter_blocks, read_header
-from dicomtls.node.storage import DurableStore, IncomingObject
+from dicomtls.node.storage import DurableStore, FileMeta, IncomingObject
 
 from .helpers import (
     SUCCESS,
@@ -32,11 +32,13 @@ from .helpers import (
 def _receive(store: DurableStore, sent: SentObject) -> IncomingObject:
     header = read_header(sent.path)
     incoming = store.begin(
-        header.sop_class_uid,
-        header.sop_instance_uid,
-        header.transfer_syntax_uid,
-        implementation_class_uid="1.2.3.4",
-        source_ae_title="CRASH",
+        FileMeta(
+            header.sop_class_uid,
+            header.sop_instance_uid,
+            header.transfer_syntax_uid,
+            implementation_class_uid="1.2.3.4",
+            source_ae_title="CRASH",
+        )
     )
     for block in iter_blocks(header, block_size=65536):
         incoming.write(block)

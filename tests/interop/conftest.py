@@ -98,6 +98,9 @@ async def run_tool(*args: str) -> tuple[int, str]:
 @contextlib.asynccontextmanager
 async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
     port = _free_port()
+    # Its debug output goes to a file beside the received objects' folder, for whoever reads
+    # a failure; a pipe nobody reads would stall storescp once it filled.
+    log = tmp.with_name(f"{tmp.name}-storescp-{port}.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         "storescp",
         "-d",
@@ -106,7 +109,7 @@ async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[
         "-od",
         str(tmp),
         str(port),
-        stdout=asyncio.subprocess.PIPE,
+        stdout=log,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
@@ -115,6 +118,7 @@ async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[
     finally:
         proc.terminate()
         await proc.wait()
+        log.close()
 
 
 async def _wait_listening(port: int) -> None:

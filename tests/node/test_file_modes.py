@@ -20,6 +20,7 @@ from dicomtls.audit import AuditMessage, FileSink, Node, application_activity
 from dicomtls.node.index import Index
 from dicomtls.node.storage import (
     DurableStore,
+    FileMeta,
     check_file_mode,
     folder_mode,
     parse_file_mode,
@@ -60,7 +61,9 @@ def assert_modes(root: Path, file_mode: int, *, root_too: bool = True) -> dict[s
 
 
 def _store_one(store: DurableStore, uid: str) -> Path:
-    incoming = store.begin(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    incoming = store.begin(
+        FileMeta(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    )
     incoming.write(b"\0" * 1000)
     return incoming.commit().path
 
@@ -74,7 +77,7 @@ def test_store_files_and_folders_are_private(tmp_path: Path, mask: int) -> None:
         store.prepare_spare()  # the files made ahead, in .spare/
         assert len(list(store.spares.iterdir())) >= 1
         incoming = store.begin(
-            CT, "1.2.3.4", ExplicitVRLittleEndian, implementation_class_uid="1.2"
+            FileMeta(CT, "1.2.3.4", ExplicitVRLittleEndian, implementation_class_uid="1.2")
         )
         incoming.write(b"\0" * 1000)
         (temporary,) = store.incoming.iterdir()  # half-received: patient data already

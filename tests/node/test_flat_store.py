@@ -10,13 +10,15 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dicomtls.node import storage
-from dicomtls.node.storage import DurableStore
+from dicomtls.node.storage import DurableStore, FileMeta
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def _receive(store: DurableStore, uid: str, *, complete: bool = True) -> None:
-    incoming = store.begin(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    incoming = store.begin(
+        FileMeta(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    )
     incoming.write(b"\0" * 1000)
     if complete:
         incoming.commit()

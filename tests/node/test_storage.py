@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from dicomtls.dimse.part10 import Part10Error, iter_blocks, read_header
-from dicomtls.node.storage import DurableStore, StorageError
+from dicomtls.node.storage import DurableStore, FileMeta, StorageError
 
 CT = UID("1.2.840.10008.5.1.4.1.1.2")
 STUDY_UID, SERIES_UID = generate_uid(), generate_uid()  # every test object belongs to one series
@@ -48,11 +48,13 @@ def test_stream_a_file_through_the_store(tmp_path: Path) -> None:
     assert header.transfer_syntax_uid == ExplicitVRLittleEndian
     store = DurableStore(tmp_path / "store")
     incoming = store.begin(
-        header.sop_class_uid,
-        header.sop_instance_uid,
-        header.transfer_syntax_uid,
-        implementation_class_uid="1.2.826.0.1.3680043.10.1",
-        source_ae_title="SCU",
+        FileMeta(
+            header.sop_class_uid,
+            header.sop_instance_uid,
+            header.transfer_syntax_uid,
+            implementation_class_uid="1.2.826.0.1.3680043.10.1",
+            source_ae_title="SCU",
+        )
     )
     for block in iter_blocks(header, block_size=65536):
         incoming.write(block)
@@ -69,11 +71,15 @@ def test_stream_a_file_through_the_store(tmp_path: Path) -> None:
 
 def test_abort_and_crash_leftovers(tmp_path: Path) -> None:
     store = DurableStore(tmp_path)
-    incoming = store.begin(CT, "1.2.3", ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    incoming = store.begin(
+        FileMeta(CT, "1.2.3", ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    )
     incoming.write(b"partial")
     incoming.abort()
     assert list(store.incoming.iterdir()) == [] and not store.path_for("1.2.3").exists()
-    crashed = store.begin(CT, "1.2.4", ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    crashed = store.begin(
+        FileMeta(CT, "1.2.4", ExplicitVRLittleEndian, implementation_class_uid="1.2")
+    )
     crashed.write(b"half an object")  # the process dies here: no commit, no abort
     assert DurableStore(tmp_path).recover() == 1
     assert list(store.incoming.iterdir()) == [] and not store.path_for("1.2.4").exists()
@@ -99,9 +105,8 @@ def test_spares_are_made_in_batches_once_half_are_used(tmp_path: Path) -> None:
     made = sorted(store.spares.iterdir())
     asked = []
     for n in range(len(made)):
-        incoming = store.begin(
-            CT, f"1.2.3.{n}", ExplicitVRLittleEndian, implementation_class_uid="1.2"
-        )
+        meta = FileMeta(CT, f"1.2.3.{n}", ExplicitVRLittleEndian, implementation_class_uid="1.2")
+        incoming = store.begin(meta)
         incoming.abort()
         asked.append(store.spares_wanted())
         if asked[-1]:

@@ -28,7 +28,7 @@ from dicomtls.dimse.status import Status
 from dicomtls.net.association import Association
 from dicomtls.net.inbound import InboundObject
 from dicomtls.node.index import INDEXED_KEYWORDS, Index
-from dicomtls.node.storage import DurableStore, StorageError
+from dicomtls.node.storage import DurableStore, FileMeta, StorageError
 from dicomtls.node.store_scp import IDENTITY, DurableStoreHandler, Resent
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -251,5 +251,5 @@ def test_no_file_is_named_by_what_is_not_a_uid(tmp_path: Path, uid: str) -> None
     with pytest.raises(StorageError, match="refusing to store SOP instance UID"):
         store.path_for(uid)
     with pytest.raises(StorageError):
-        store.begin(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2")
+        store.begin(FileMeta(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2"))
     assert list(tmp_path.rglob("*.dcm")) == [] and list(store.incoming.iterdir()) == []

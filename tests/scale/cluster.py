@@ -81,6 +81,16 @@ class NodeProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def connections(self) -> int:
+        """Established TCP connections to its DICOM port (the kernel's table, not a guess)."""
+        count = 0
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                if state == "01" and int(local.rsplit(":", 1)[1], 16) == self.port:
+                    count += 1
+        return count
+
     def output(self) -> str:
         return "".join(
             (self.folder / f"serve-{n}.log").read_text(errors="replace")

@@ -19,6 +19,7 @@ from dicomtls.node.index_pg import JANITOR_LOCK, ObjectReaped, PostgresIndex, Sa
 from dicomtls.node.janitor import Janitor
 from dicomtls.node.objects_s3 import S3ObjectPath, S3ObjectStore, parse_s3_url
 from dicomtls.node.s3 import Credentials
+from dicomtls.node.storage import FileMeta
 
 from ..node.site import connect_as, make_site, running
 from ..node.test_storage import _make_file
@@ -51,7 +52,9 @@ def backends(
 
 def _upload(store: S3ObjectStore, uid: str, body: bytes = b"\0" * 5000) -> S3ObjectPath:
     """An object uploaded (intent, PUT) but not indexed: a node killed right after its PUT."""
-    incoming = store.begin(CT, uid, "1.2.840.10008.1.2.1", implementation_class_uid="1.2.3")
+    incoming = store.begin(
+        FileMeta(CT, uid, "1.2.840.10008.1.2.1", implementation_class_uid="1.2.3")
+    )
     incoming.write(body)
     path = incoming.commit(index_pending=True).path
     assert isinstance(path, S3ObjectPath)
@@ -120,6 +123,9 @@ def test_one_janitor_at_a_time(backends: tuple[PostgresIndex, S3ObjectStore]) ->
         assert row is not None and row[0]
         assert Janitor(index, store).run(grace=0) is None  # another node's turn
         assert len(_keys(store)) == 1
+        # Released by a query that returns when it is done: the server frees a closed
+        # session's locks only some time after close() has returned.
+        other.execute("SELECT pg_advisory_unlock(%s)", (JANITOR_LOCK,))
     finally:
         other.close()
     swept = Janitor(index, store).run(grace=0)

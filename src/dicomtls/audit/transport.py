@@ -529,56 +529,55 @@ def parse_sink(spec: str) -> AuditSink:
     TLS options: ``ca`` (required), ``cert`` and ``key`` (together), ``servername``.
     A bad spec raises ValueError with one line naming the spec and what is wrong.
     """
-
-    def bad(why: str) -> ValueError:
-        return ValueError(f"audit sink {spec!r}: {why}")
-
     scheme, sep, rest = spec.partition(":")
     scheme = scheme.lower()
     if not sep:
-        raise bad("expected file:PATH, udp://HOST:PORT or tls://HOST:PORT?ca=CA.pem")
+        raise _bad(spec, "expected file:PATH, udp://HOST:PORT or tls://HOST:PORT?ca=CA.pem")
     if scheme == "file":
-        path = rest[2:] if rest.startswith("//") else rest
+        path = rest.removeprefix("//")
         if not path:
-            raise bad("no file path")
+            raise _bad(spec, "no file path")
         return FileSink(Path(path))
-    if scheme not in ("udp", "tls"):
-        raise bad(f"unknown scheme {scheme!r} (use file, udp or tls)")
+    network = _NETWORK_SINKS.get(scheme)
+    if network is None:
+        raise _bad(spec, f"unknown scheme {scheme!r} (use file, udp or tls)")
     if not rest.startswith("//"):
-        raise bad(f"expected {scheme}://HOST:PORT")
+        raise _bad(spec, f"expected {scheme}://HOST:PORT")
     parts = urlsplit(spec)
-    host = parts.hostname
-    if not host:
-        raise bad("no host")
+    if not parts.hostname:
+        raise _bad(spec, "no host")
     try:
         port = parts.port
     except ValueError:
-        raise bad("port is not a number from 0 to 65535") from None
-    if scheme == "udp":
-        if parts.query:
-            raise bad("udp takes no options")
-        return SyslogUDPSink(host, port or 514)
-    options = parse_qs(parts.query, keep_blank_values=True)
-    unknown = sorted(set(options) - {"ca", "cert", "key", "servername"})
-    if unknown:
-        raise bad(f"unknown option(s) {', '.join(unknown)} (use ca, cert, key, servername)")
+        raise _bad(spec, "port is not a number from 0 to 65535") from None
+    return network(spec, parts.hostname, port, parts.query)
 
-    def one(name: str) -> str | None:
-        values = options.get(name)
-        if not values:
-            return None
-        if len(values) > 1 or not values[0]:
-            raise bad(f"option {name} must be given once, with a value")
-        return values[0]
 
-    ca, cert, key = one("ca"), one("cert"), one("key")
+def _bad(spec: str, why: str) -> ValueError:
+    """One line naming the sink spec and what is wrong with it."""
+    return ValueError(f"audit sink {spec!r}: {why}")
+
+
+def _udp_sink(spec: str, host: str, port: int | None, query: str) -> AuditSink:
+    if query:
+        raise _bad(spec, "udp takes no options")
+    return SyslogUDPSink(host, port or 514)
+
+
+_TLS_OPTIONS = ("ca", "cert", "key", "servername")
+
+
+def _tls_sink(spec: str, host: str, port: int | None, query: str) -> AuditSink:
+    options = _tls_options(spec, query)
+    ca, cert, key = options.get("ca"), options.get("cert"), options.get("key")
     if ca is None:
-        raise bad("tls needs ca=PATH (the collector's CA certificate)")
+        raise _bad(spec, "tls needs ca=PATH (the collector's CA certificate)")
     if (cert is None) != (key is None):
-        raise bad("give cert=PATH and key=PATH together")
-    for name, value in (("ca", ca), ("cert", cert), ("key", key)):
+        raise _bad(spec, "give cert=PATH and key=PATH together")
+    for name in ("ca", "cert", "key"):
+        value = options.get(name)
         if value is not None and not Path(value).is_file():
-            raise bad(f"{name} file {value} not found")
+            raise _bad(spec, f"{name} file {value} not found")
     try:
         return SyslogTLSSink(
             host,
@@ -586,7 +585,22 @@ def parse_sink(spec: str) -> AuditSink:
             certificate=Path(cert) if cert else None,
             private_key=Path(key) if key else None,
             ca_file=Path(ca),
-            server_hostname=one("servername"),
+            server_hostname=options.get("servername"),
         )
     except (OSError, ValueError) as exc:  # ssl.SSLError included: unreadable cert or key
-        raise bad(f"cannot load TLS files: {exc}") from None
+        raise _bad(spec, f"cannot load TLS files: {exc}") from None
+
+
+def _tls_options(spec: str, query: str) -> dict[str, str]:
+    """The query's options, each known and given once with a value."""
+    options = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(options) - set(_TLS_OPTIONS))
+    if unknown:
+        raise _bad(spec, f"unknown option(s) {', '.join(unknown)} (use {', '.join(_TLS_OPTIONS)})")
+    for name, values in options.items():
+        if len(values) > 1 or not values[0]:
+            raise _bad(spec, f"option {name} must be given once, with a value")
+    return {name: values[0] for name, values in options.items()}
+
+
+_NETWORK_SINKS = {"udp": _udp_sink, "tls": _tls_sink}

@@ -119,23 +119,41 @@ pki_issue.help = (
 
 
 def _warnings(info: CertificateInfo) -> list[str]:
-    found = []
+    """What ``inspect`` warns of: the validity left, the strength, the purposes."""
+    return [*_validity_warnings(info), *_strength_warnings(info), *_purpose_warnings(info)]
+
+
+def _validity_warnings(info: CertificateInfo) -> list[str]:
     left = info.not_after - dt.datetime.now(dt.UTC)
     if left.total_seconds() < 0:
-        found.append("expired")
-    elif left < dt.timedelta(days=30):
-        found.append(f"expires in {left.days} days")
-    if (info.key_type == "RSA" and info.key_bits < 2048) or (
-        info.key_type == "EC" and info.key_bits < 256
-    ):
+        return ["expired"]
+    if left < dt.timedelta(days=30):
+        return [f"expires in {left.days} days"]
+    return []
+
+
+#: The smallest key BCP 195 allows, by key type.
+_MIN_KEY_BITS = {"RSA": 2048, "EC": 256}
+
+
+def _strength_warnings(info: CertificateInfo) -> list[str]:
+    found = []
+    if info.key_bits < _MIN_KEY_BITS.get(info.key_type, 0):
         found.append(f"{info.key_description}: too small for the BCP 195 profiles")
     if info.signature_hash in ("sha1", "md5"):
         found.append(f"signed with {info.signature_hash}: too weak for the BCP 195 profiles")
-    if not info.is_ca:
-        if not info.has_client_auth:
-            found.append("no TLS client purpose (clientAuth): cannot act as SCU")
-        if not info.has_server_auth:
-            found.append("no TLS server purpose (serverAuth): cannot act as SCP")
+    return found
+
+
+def _purpose_warnings(info: CertificateInfo) -> list[str]:
+    """A node's certificate serves as SCU and SCP: it needs both TLS purposes (not a CA's)."""
+    if info.is_ca:
+        return []
+    found = []
+    if not info.has_client_auth:
+        found.append("no TLS client purpose (clientAuth): cannot act as SCU")
+    if not info.has_server_auth:
+        found.append("no TLS server purpose (serverAuth): cannot act as SCP")
     return found
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +40,56 @@ __all__ = ["echo", "find", "get", "move", "store"]
 console = make_console()
 
 
+@dataclass(frozen=True)
+class _Target:
+    """The node a command calls, as its arguments and options name it."""
+
+    host: str
+    port: int
+    tls: TLSOptions
+    ae_title: str
+    called_ae: str
+    verbose: bool
+    """Show each certificate as verified and the negotiated cipher."""
+
+    async def open(self, proposals: list[Proposal], max_operations: int = 1) -> Association:
+        """An association proposing ``proposals``; a rejection said in the command's terms."""
+        on_verify = verify_printer(console) if self.verbose else None
+        settings = self.tls.settings("client", on_verify=on_verify)
+        try:
+            assoc = await associate(
+                self.host,
+                self.port,
+                settings,
+                calling_ae=self.ae_title,
+                called_ae=self.called_ae,
+                proposals=proposals,
+                max_operations=max_operations,
+            )
+        except AssociationError as exc:
+            raise _rejected(exc, f"{self.host}:{self.port}", self.ae_title, self.called_ae) from exc
+        if self.verbose and assoc.link.session is not None:
+            print_session(console, assoc.link.session)
+        return assoc
+
+
 def _common(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The arguments and options every client command takes; the command receives the node
+    to call as one ``target`` and ``as_json``."""
+
+    def collect(
+        host: str,
+        port: int,
+        tls: TLSOptions,
+        ae_title: str,
+        called_ae: str,
+        verbose: bool,
+        **rest: Any,
+    ) -> Any:
+        return function(target=_Target(host, port, tls, ae_title, called_ae, verbose), **rest)
+
+    functools.update_wrapper(collect, function)  # keeps the options already attached
+    command: Callable[..., Any] = collect
     for option in reversed(
         [
             click.argument("host"),
@@ -66,37 +117,8 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
             ),
         ]
     ):
-        function = option(function)
-    return tls_options(function)
-
-
-async def _open(
-    host: str,
-    port: int,
-    tls: TLSOptions,
-    ae_title: str,
-    called_ae: str,
-    proposals: list[Proposal],
-    verbose: bool,
-    max_operations: int = 1,
-) -> Association:
-    on_verify = verify_printer(console) if verbose else None
-    settings = tls.settings("client", on_verify=on_verify)
-    try:
-        assoc = await associate(
-            host,
-            port,
-            settings,
-            calling_ae=ae_title,
-            called_ae=called_ae,
-            proposals=proposals,
-            max_operations=max_operations,
-        )
-    except AssociationError as exc:
-        raise _rejected(exc, f"{host}:{port}", ae_title, called_ae) from exc
-    if verbose and assoc.link.session is not None:
-        print_session(console, assoc.link.session)
-    return assoc
+        command = option(command)
+    return tls_options(command)
 
 
 def _rejected(exc: AssociationError, peer: str, ae_title: str, called_ae: str) -> Exception:
@@ -121,35 +143,14 @@ def _run(coroutine: Coroutine[Any, Any, int]) -> None:
 
 
 def _session_json(assoc: Association) -> dict[str, Any] | None:
-    """The negotiated link for ``--json``, its ``peer_chain`` as the peer sent it.
-
-    The leaf appears once: ``SessionInfo`` puts it in front of the chain a TLS server
-    sends when ``get_peer_cert_chain`` lacks it, but compares pyOpenSSL objects, which
-    are never equal, so a client's chain came out with its leaf twice (issue 17; the
-    fix belongs in ``tls/session.py``).
-    """
+    """The negotiated link for ``--json``, its ``peer_chain`` as the peer sent it."""
     session = assoc.link.session
-    if session is None:
-        return None
-    shown = session.to_dict()
-    chain = shown["peer_chain"]
-    if len(chain) > 1 and chain[0]["sha256_fingerprint"] == chain[1]["sha256_fingerprint"]:
-        chain = [chain[0], *({**c, "depth": depth} for depth, c in enumerate(chain[2:], 1))]
-        shown["peer_chain"] = chain
-    return shown
+    return None if session is None else session.to_dict()
 
 
 @click.command()
 @_common
-def echo(
-    host: str,
-    port: int,
-    tls: TLSOptions,
-    ae_title: str,
-    called_ae: str,
-    as_json: bool,
-    verbose: bool,
-) -> None:
+def echo(target: _Target, as_json: bool) -> None:
     """Verify a DICOM node (C-ECHO) over TLS.
 
     \b
@@ -159,9 +160,7 @@ def echo(
 
     async def run() -> int:
         started = time.perf_counter()
-        async with await _open(
-            host, port, tls, ae_title, called_ae, default_proposals(), verbose
-        ) as assoc:
+        async with await target.open(default_proposals()) as assoc:
             status = await assoc.echo()
             elapsed = time.perf_counter() - started
             if as_json:
@@ -177,7 +176,8 @@ def echo(
                 )
             else:
                 console.print(
-                    f"C-ECHO {shown(host)}:{port} ({shown(called_ae)}): {status_text(status)} "
+                    f"C-ECHO {shown(target.host)}:{target.port} ({shown(target.called_ae)}): "
+                    f"{status_text(status)} "
                     f"in {elapsed * 1000:.0f} ms"
                 )
         return 0 if status == 0 else 1
@@ -212,17 +212,7 @@ def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
     "operations window; 0 = as many as it allows); 1 for a device that "
     "mishandles the negotiation.",
 )
-def store(
-    host: str,
-    port: int,
-    tls: TLSOptions,
-    ae_title: str,
-    called_ae: str,
-    as_json: bool,
-    verbose: bool,
-    paths: tuple[Path, ...],
-    window: int,
-) -> None:
+def store(target: _Target, as_json: bool, paths: tuple[Path, ...], window: int) -> None:
     """Send DICOM files and folders (recursively) to a node (C-STORE).
 
     Non-DICOM files are skipped and counted; one bad file never stops the batch.
@@ -247,9 +237,7 @@ def store(
         results: list[tuple[Path, int | str]] = []
         total = sum(f.stat().st_size for f in files)
         started = time.perf_counter()
-        async with await _open(
-            host, port, tls, ae_title, called_ae, proposals_for(files), verbose, window
-        ) as assoc:
+        async with await target.open(proposals_for(files), window) as assoc:
             with Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -336,7 +324,24 @@ def _identifier(keys: tuple[str, ...], level: str) -> Dataset:
     return ds
 
 
+@dataclass(frozen=True)
+class _Query:
+    """What a C-FIND, C-MOVE or C-GET asks for, from ``-k``, ``--level`` and ``--model``."""
+
+    identifier: Dataset
+    level: str
+    model: QueryModel
+
+
 def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The query options; the command receives them as one ``query``."""
+
+    def collect(keys: tuple[str, ...], level: str, model: str, **rest: Any) -> Any:
+        query = _Query(_identifier(keys, level), level, _model(model))
+        return function(query=query, **rest)
+
+    functools.update_wrapper(collect, function)  # keeps the options already attached
+    command: Callable[..., Any] = collect
     for option in reversed(
         [
             click.option(
@@ -361,8 +366,8 @@ def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
             ),
         ]
     ):
-        function = option(function)
-    return function
+        command = option(command)
+    return command
 
 
 def _model(name: str) -> QueryModel:
@@ -372,35 +377,23 @@ def _model(name: str) -> QueryModel:
 @click.command()
 @_common
 @_qr
-def find(
-    host: str,
-    port: int,
-    tls: TLSOptions,
-    ae_title: str,
-    called_ae: str,
-    as_json: bool,
-    verbose: bool,
-    keys: tuple[str, ...],
-    level: str,
-    model: str,
-) -> None:
+def find(target: _Target, query: _Query, as_json: bool) -> None:
     """Query a node (C-FIND).
 
     \b
     Example:
       dicomtls find localhost 2762 --level study -k PatientName='Doe*' -k StudyDate -k StudyInstanceUID
     """
-    identifier = _identifier(keys, level)
-    qr = _model(model)
+    identifier, qr = query.identifier, query.model
 
     async def run() -> int:
         proposals = [Proposal(qr.find_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))]
-        async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
+        async with await target.open(proposals) as assoc:
             matches = [m async for m in assoc.find(identifier, qr)]
         if as_json:
             print(json.dumps([{e.keyword: str(e.value) for e in m} for m in matches]))
             return 0
-        table = Table(title=f"{len(matches)} match(es) at {level} level")
+        table = Table(title=f"{len(matches)} match(es) at {query.level} level")
         columns = [e.keyword for e in identifier if e.keyword != "QueryRetrieveLevel"] or [
             "QueryRetrieveLevel"
         ]
@@ -418,32 +411,19 @@ def find(
 @_common
 @_qr
 @click.option("--dest", required=True, help="AE title the node should send the matches to.")
-def move(
-    host: str,
-    port: int,
-    tls: TLSOptions,
-    ae_title: str,
-    called_ae: str,
-    as_json: bool,
-    verbose: bool,
-    keys: tuple[str, ...],
-    level: str,
-    model: str,
-    dest: str,
-) -> None:
+def move(target: _Target, query: _Query, as_json: bool, dest: str) -> None:
     """Ask a node to send matching objects to another AE (C-MOVE).
 
     \b
     Example:
       dicomtls move localhost 2762 --dest VIEWER --level study -k StudyInstanceUID=1.2.3
     """
-    identifier = _identifier(keys, level)
-    qr = _model(model)
+    qr = query.model
 
     async def run() -> int:
         proposals = [Proposal(qr.move_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))]
-        async with await _open(host, port, tls, ae_title, called_ae, proposals, verbose) as assoc:
-            result = await assoc.move(identifier, dest, qr)
+        async with await target.open(proposals) as assoc:
+            result = await assoc.move(query.identifier, dest, qr)
         _retrieve_report("C-MOVE", result, as_json)
         return 0 if result.ok else 1
 
@@ -483,18 +463,7 @@ def _transfer_syntax(value: str) -> str:
     "[default: every syntax a storage node takes].",
 )
 def get(
-    host: str,
-    port: int,
-    tls: TLSOptions,
-    ae_title: str,
-    called_ae: str,
-    as_json: bool,
-    verbose: bool,
-    keys: tuple[str, ...],
-    level: str,
-    model: str,
-    out: Path,
-    syntaxes: tuple[str, ...],
+    target: _Target, query: _Query, as_json: bool, out: Path, syntaxes: tuple[str, ...]
 ) -> None:
     """Retrieve matching objects onto this association (C-GET) into a directory.
 
@@ -508,12 +477,17 @@ def get(
       dicomtls get localhost 2762 --out ./retrieved --level study -k StudyInstanceUID=1.2.3 \\
           --ts ExplicitVRLittleEndian --ts JPEG2000Lossless
     """
-    identifier = _identifier(keys, level)
-    qr = _model(model)
+    identifier, qr = query.identifier, query.model
     wanted = tuple(_transfer_syntax(s) for s in syntaxes) or STORAGE_TRANSFER_SYNTAXES
 
     async def run() -> int:
-        peer = Peer(host, port, tls.settings("client"), ae_title, called_ae)
+        peer = Peer(
+            target.host,
+            target.port,
+            target.tls.settings("client"),
+            target.ae_title,
+            target.called_ae,
+        )
         classes = await peer.classes_in_study(identifier, qr)
         proposals = retrieve_proposals(qr, classes or None, wanted)  # None: the common classes
         from dicomtls.node.storage import DurableStore
@@ -521,9 +495,7 @@ def get(
 
         received = DurableStore(out, flat=True)
         try:
-            async with await _open(
-                host, port, tls, ae_title, called_ae, proposals, verbose
-            ) as assoc:
+            async with await target.open(proposals) as assoc:
                 result = await assoc.get(identifier, DurableStoreHandler(received), qr)
         finally:
             received.close()  # the user's folder keeps the objects, nothing of ours

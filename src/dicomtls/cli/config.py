@@ -544,21 +544,7 @@ class Resolved:
         """The effective configuration as a TOML file ``--config`` reads back as it is."""
         origin = "the command line, then " + (str(self.file) if self.file else "no --config file")
         lines = [f"# dicomtls serve: the effective configuration ({origin}, then the defaults)"]
-        rows = []
-        for setting in self.settings:
-            value, source = self.values[setting.key], self.sources[setting.key]
-            if setting.secret:
-                note = "set" if value is not None else "not set"
-                rows.append((f"# {setting.key} = ...", f"{note} ({source}); never shown"))
-            elif value is None or value == ():
-                said = f"default: {setting.default_text}" if setting.default_text else "not set"
-                rows.append(
-                    (f"# {setting.key} =", said if source == "default" else f"not set ({source})")
-                )
-            else:
-                rows.append(
-                    (f"{setting.key} = {toml_value(value)}", source + _missing(setting, value))
-                )
+        rows = [_toml_row(s, self.values[s.key], self.sources[s.key]) for s in self.settings]
         width = min(60, max(len(text) for text, _ in rows))
         lines += [f"{text:<{width}}  # {note}" for text, note in rows]
         if self.access is None:
@@ -573,6 +559,17 @@ class Resolved:
         shown = {s.key: _jsonable(self.values[s.key]) for s in self.settings if not s.secret}
         shown[ACCESS] = self.access
         return json.dumps({"config": shown, "sources": self.sources, "file": _jsonable(self.file)})
+
+
+def _toml_row(setting: Setting, value: object, source: str) -> tuple[str, str]:
+    """One setting's line of ``--print-config`` and its comment: where the value came from."""
+    if setting.secret:
+        note = "set" if value is not None else "not set"
+        return f"# {setting.key} = ...", f"{note} ({source}); never shown"
+    if value is None or value == ():
+        said = f"default: {setting.default_text}" if setting.default_text else "not set"
+        return f"# {setting.key} =", said if source == "default" else f"not set ({source})"
+    return f"{setting.key} = {toml_value(value)}", source + _missing(setting, value)
 
 
 def _missing(setting: Setting, value: object) -> str:
@@ -606,16 +603,7 @@ def resolve(
     which notes the missing ones instead).
     """
     table = read_file(file)
-    known = {s.key for s in settings}
-    for key in table:
-        if key not in known and key != ACCESS:
-            near = difflib.get_close_matches(key, [*known, ACCESS], n=1, cutoff=0.6)
-            hint = (
-                f"did you mean {near[0]!r}?"
-                if near
-                else "dicomtls serve --help lists every key (--max-per-peer: max_per_peer)"
-            )
-            raise ConfigError(f"{file}: unknown key {key!r}", hint)
+    _check_keys(table, {s.key for s in settings}, file)
     access = table.get(ACCESS)
     if access is not None and not isinstance(access, dict):
         raise ConfigError(f"{file}: access must be a table ([access])")
@@ -624,14 +612,33 @@ def resolve(
     for setting in settings:
         value, source = _one(ctx, setting, given.get(setting.key), table, file)
         if check_files and setting.kind is FILE and source == str(file):
-            for path in value if setting.many else (value,):
-                if not path.is_file():
-                    raise ConfigError(
-                        f"{file}: {setting.key} = {str(path)!r}: file not found",
-                        "give the path from the folder serve runs in, or an absolute one",
-                    )
+            _check_files_exist(setting, value, file)
         values[setting.key], sources[setting.key] = value, source
     return Resolved(values, sources, access, file, settings)
+
+
+def _check_keys(table: Mapping[str, Any], known: set[str], file: Path | None) -> None:
+    """Refuse a key the table does not know, with the nearest one it does."""
+    for key in table:
+        if key in known or key == ACCESS:
+            continue
+        near = difflib.get_close_matches(key, [*known, ACCESS], n=1, cutoff=0.6)
+        hint = (
+            f"did you mean {near[0]!r}?"
+            if near
+            else "dicomtls serve --help lists every key (--max-per-peer: max_per_peer)"
+        )
+        raise ConfigError(f"{file}: unknown key {key!r}", hint)
+
+
+def _check_files_exist(setting: Setting, value: Any, file: Path | None) -> None:
+    """The files a configuration file names, read from the folder ``serve`` runs in."""
+    for path in value if setting.many else (value,):
+        if not path.is_file():
+            raise ConfigError(
+                f"{file}: {setting.key} = {str(path)!r}: file not found",
+                "give the path from the folder serve runs in, or an absolute one",
+            )
 
 
 def _one(
@@ -641,30 +648,38 @@ def _one(
     table: Mapping[str, Any],
     file: Path | None,
 ) -> tuple[Any, str]:
+    """One setting's value and its source: the command line, else the file, else the default."""
     source = ctx.get_parameter_source(setting.key)
     typed = source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     if typed and given is not None and given != ():
-        values = given if isinstance(given, tuple) else (given,)
-        checked = []
-        for value in values:
-            try:
-                checked.append(setting.kind.check(value))
-            except ValueError as exc:
-                raise ConfigError(f"{setting.name} {value}: {exc}") from None
-        return (tuple(checked) if setting.many else checked[0]), setting.name
+        return _from_command_line(setting, given), setting.name
     if setting.key in table:
-        raw = table[setting.key]
-        quoted = (setting.kind.shown or toml_value)(raw)
-        try:
-            if setting.many:
-                items = [raw] if isinstance(raw, str) else raw
-                if not isinstance(items, list):
-                    raise ValueError('give an array of strings, e.g. ["a", "b"]')
-                return tuple(setting.kind.check(v) for v in items), str(file)
-            return setting.kind.check(raw), str(file)
-        except ValueError as exc:
-            raise ConfigError(f"{file}: {setting.key} = {quoted}: {exc}") from None
+        return _from_file(setting, table[setting.key], file), str(file)
     return setting.default, "default"
+
+
+def _from_command_line(setting: Setting, given: object) -> Any:
+    values = given if isinstance(given, tuple) else (given,)
+    checked = []
+    for value in values:
+        try:
+            checked.append(setting.kind.check(value))
+        except ValueError as exc:
+            raise ConfigError(f"{setting.name} {value}: {exc}") from None
+    return tuple(checked) if setting.many else checked[0]
+
+
+def _from_file(setting: Setting, raw: object, file: Path | None) -> Any:
+    try:
+        if not setting.many:
+            return setting.kind.check(raw)
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list):
+            raise ValueError('give an array of strings, e.g. ["a", "b"]')
+        return tuple(setting.kind.check(v) for v in items)
+    except ValueError as exc:
+        quoted = (setting.kind.shown or toml_value)(raw)
+        raise ConfigError(f"{file}: {setting.key} = {quoted}: {exc}") from None
 
 
 # -- writing TOML ------------------------------------------------------------------------------

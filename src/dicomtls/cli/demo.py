@@ -72,6 +72,24 @@ def _settings(
     )
 
 
+class _ServerSide:
+    """What the node's verify callback and handshake events saw, for the story's second part."""
+
+    def __init__(self) -> None:
+        self.callback_lines: list[str] = []
+        self.failures: list[TLSHandshakeError] = []
+
+    def on_verify(self, ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
+        self.callback_lines.append(f"Received client certificate (depth {cert.depth}):\n{cert}")
+        if not error.ok:
+            self.callback_lines.append(f"Error {error.name}: {error.message}\nHint: {error.hint}")
+        return ok
+
+    def on_ready(self, peer: str, error: TLSHandshakeError | None) -> None:
+        if error is not None:
+            self.failures.append(error)
+
+
 async def _demo(console: Console, directory: Path) -> bool:
     # The CA key away from the CA file the node trusts, as a node's should be.
     pki = init_pki(
@@ -81,94 +99,85 @@ async def _demo(console: Console, directory: Path) -> bool:
         pki.directory, "bad-client"
     )
     study = generate_uid()
-    files = []
-    for number in range(1, 4):
-        files.append(directory / f"ct{number}.dcm")
-        make_ct(files[-1], "Doe^Jane", study, number)
-
-    callback_lines: list[str] = []
-    failures: list[TLSHandshakeError] = []
-
-    def on_verify(ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
-        callback_lines.append(f"Received client certificate (depth {cert.depth}):\n{cert}")
-        if not error.ok:
-            callback_lines.append(f"Error {error.name}: {error.message}\nHint: {error.hint}")
-        return ok
-
-    def on_ready(peer: str, error: TLSHandshakeError | None) -> None:
-        if error is not None:
-            failures.append(error)
-
+    files = [directory / f"ct{number}.dcm" for number in range(1, 4)]
+    for number, path in enumerate(files, 1):
+        make_ct(path, "Doe^Jane", study, number)
+    server = _ServerSide()
     config = NodeConfig(
         store=directory / "store",
         host="127.0.0.1",
         port=0,
-        tls=_settings(pki, "server", on_verify=on_verify),
+        tls=_settings(pki, "server", on_verify=server.on_verify),
     )
-    node = await start_node(config, events=LinkEvents(on_secure_link_ready=on_ready))
-    expected = True
+    node = await start_node(config, events=LinkEvents(on_secure_link_ready=server.on_ready))
     try:
         console.rule("[bold]1. A node with a fresh PKI; echo, store and query over mutual TLS")
-        proposals = [
-            *proposals_for(files),
-            Proposal(QueryModel.STUDY_ROOT.find_uid, (ExplicitVRLittleEndian,)),
-        ]
-        async with await associate(
-            "127.0.0.1",
-            node.port,
-            _settings(pki, "client"),
-            called_ae="DICOMTLS",
-            calling_ae="DEMO-SCU",
-            proposals=proposals,
-        ) as assoc:
-            assert assoc.link.session is not None
-            echo = await assoc.echo()
-            stored = [await assoc.store(f) for f in files]
-            query = Dataset()
-            query.QueryRetrieveLevel, query.StudyInstanceUID = "IMAGE", study
-            query.SeriesInstanceUID = _series_of(study)  # an image query names its series
-            query.SOPInstanceUID = query.InstanceNumber = ""
-            found = [m async for m in assoc.find(query)]
-            console.print(
-                f"C-ECHO: 0x{echo:04X}; C-STORE of {len(files)} objects: "
-                f"{', '.join(f'0x{s:04X}' for s in stored)}"
-            )
-            table = Table(title=f"C-FIND found {len(found)} image(s) in study {study}")
-            table.add_column("InstanceNumber")
-            table.add_column("SOPInstanceUID")
-            for match in sorted(found, key=lambda m: int(m.InstanceNumber or 0)):
-                table.add_row(str(match.InstanceNumber), str(match.SOPInstanceUID))
-            console.print(table)
-            console.print(session_table(assoc.link.session))
-            expected &= echo == 0 and stored == [0, 0, 0] and len(found) == 3
-        callback_lines.clear()
-
+        expected = await _mutual_tls(console, node.port, pki, files, study)
+        server.callback_lines.clear()
         console.rule("[bold]2. A client certificate without the TLS client purpose")
-        try:
-            async with await associate(
-                "127.0.0.1", node.port, _settings(pki, "bad-client"), called_ae="DICOMTLS"
-            ) as assoc:
-                await assoc.echo()
-        except (TLSHandshakeError, AssociationError) as error:
-            console.print(f"[red]client side:[/red] {shown(error)}", soft_wrap=True)
-        console.print("[bold]The server's verify callback saw:[/bold]")
-        # Whole lines (the terminal folds them): a fingerprint or a log line stays one line.
-        console.print("\n".join(callback_lines), markup=False, highlight=False, soft_wrap=True)
-        server_failure = failures[0] if failures else None
-        if server_failure is not None:
-            console.print(
-                f"[red]server log line:[/red] {shown(server_failure)}",
-                highlight=False,
-                soft_wrap=True,
-            )
-        expected &= (
-            server_failure is not None
-            and server_failure.verify_error is not None
-            and server_failure.verify_error.name == "INVALID_PURPOSE"
-        )
+        expected &= await _client_without_purpose(console, node.port, pki, server)
     finally:
         await node.close()
     return expected
+
+
+async def _mutual_tls(
+    console: Console, port: int, pki: PKIFiles, files: list[Path], study: str
+) -> bool:
+    """Echo, store ``files`` and find them again; True if every answer was as expected."""
+    proposals = [
+        *proposals_for(files),
+        Proposal(QueryModel.STUDY_ROOT.find_uid, (ExplicitVRLittleEndian,)),
+    ]
+    async with await associate(
+        "127.0.0.1",
+        port,
+        _settings(pki, "client"),
+        called_ae="DICOMTLS",
+        calling_ae="DEMO-SCU",
+        proposals=proposals,
+    ) as assoc:
+        assert assoc.link.session is not None
+        echo = await assoc.echo()
+        stored = [await assoc.store(f) for f in files]
+        query = Dataset()
+        query.QueryRetrieveLevel, query.StudyInstanceUID = "IMAGE", study
+        query.SeriesInstanceUID = _series_of(study)  # an image query names its series
+        query.SOPInstanceUID = query.InstanceNumber = ""
+        found = [m async for m in assoc.find(query)]
+        console.print(
+            f"C-ECHO: 0x{echo:04X}; C-STORE of {len(files)} objects: "
+            f"{', '.join(f'0x{s:04X}' for s in stored)}"
+        )
+        table = Table(title=f"C-FIND found {len(found)} image(s) in study {study}")
+        table.add_column("InstanceNumber")
+        table.add_column("SOPInstanceUID")
+        for match in sorted(found, key=lambda m: int(m.InstanceNumber or 0)):
+            table.add_row(str(match.InstanceNumber), str(match.SOPInstanceUID))
+        console.print(table)
+        console.print(session_table(assoc.link.session))
+    return echo == 0 and stored == [0, 0, 0] and len(found) == 3
+
+
+async def _client_without_purpose(
+    console: Console, port: int, pki: PKIFiles, server: _ServerSide
+) -> bool:
+    """The refused handshake from both sides; True if the node refused it for its purpose."""
+    try:
+        async with await associate(
+            "127.0.0.1", port, _settings(pki, "bad-client"), called_ae="DICOMTLS"
+        ) as assoc:
+            await assoc.echo()
+    except (TLSHandshakeError, AssociationError) as error:
+        console.print(f"[red]client side:[/red] {shown(error)}", soft_wrap=True)
+    console.print("[bold]The server's verify callback saw:[/bold]")
+    # Whole lines (the terminal folds them): a fingerprint or a log line stays one line.
+    console.print("\n".join(server.callback_lines), markup=False, highlight=False, soft_wrap=True)
+    failure = server.failures[0] if server.failures else None
+    if failure is None:
+        return False
+    console.print(f"[red]server log line:[/red] {shown(failure)}", highlight=False, soft_wrap=True)
+    return failure.verify_error is not None and failure.verify_error.name == "INVALID_PURPOSE"
 
 
 def run_demo(console: Console | None = None, *, as_json: bool = False) -> int:

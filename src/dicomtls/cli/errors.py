@@ -71,17 +71,35 @@ def _split(text: str) -> tuple[str, str | None]:
 
 def problem_of(exc: BaseException, command: str | None = None) -> Problem:
     """What to tell the user about ``exc`` (the one table of codes)."""
-    from dicomtls.errors import AssociationError, ConnectError, DicomTLSError
-    from dicomtls.tls.errors import SettingsError, TLSHandshakeError
+    from dicomtls.errors import DicomTLSError
 
+    if isinstance(exc, click.ClickException):
+        return _click_problem(exc, command)
+    message, hint = _split(str(exc))
+    if isinstance(exc, DicomTLSError):
+        return _library_problem(exc, message, hint)
+    if isinstance(exc, OSError):
+        return _os_problem(exc)
+    if isinstance(exc, ValueError):
+        return Problem(message, "INVALID_VALUE", hint)
+    return Problem(f"internal error: {exc!r}", "INTERNAL", "run with --debug for the traceback", 70)
+
+
+def _click_problem(exc: click.ClickException, command: str | None) -> Problem:
+    """Ours (:class:`UserError`) as raised; click's own as a mistake in how it was called."""
     if isinstance(exc, UserError):
         return Problem(exc.message, exc.code, exc.hint, exc.exit_code)
     if isinstance(exc, click.UsageError):
         where = f"dicomtls {command} --help" if command else "dicomtls --help"
         return Problem(exc.format_message(), "USAGE", f"see {where}", exc.exit_code)
-    if isinstance(exc, click.ClickException):
-        return Problem(exc.format_message(), "USAGE", None, exc.exit_code)
-    message, hint = _split(str(exc))
+    return Problem(exc.format_message(), "USAGE", None, exc.exit_code)
+
+
+def _library_problem(exc: BaseException, message: str, hint: str | None) -> Problem:
+    """A library error, its advice said in the command's options where they differ."""
+    from dicomtls.errors import AssociationError, ConnectError
+    from dicomtls.tls.errors import SettingsError, TLSHandshakeError
+
     if isinstance(exc, TLSHandshakeError):
         code = handshake_code(exc)
         return Problem(message, code, _HANDSHAKE_HINTS.get(code, exc.hint))
@@ -93,13 +111,7 @@ def problem_of(exc: BaseException, command: str | None = None) -> Problem:
         return Problem(message, rejection(message) or "ASSOCIATION_FAILED", hint)
     if isinstance(exc, SettingsError):
         return _settings_problem(message)
-    if isinstance(exc, DicomTLSError):
-        return Problem(message, _library_code(exc), hint)
-    if isinstance(exc, OSError):
-        return _os_problem(exc)
-    if isinstance(exc, ValueError):
-        return Problem(message, "INVALID_VALUE", hint)
-    return Problem(f"internal error: {exc!r}", "INTERNAL", "run with --debug for the traceback", 70)
+    return Problem(message, _library_code(exc), hint)
 
 
 _NOT_ACCEPTED = (

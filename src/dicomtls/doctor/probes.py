@@ -20,7 +20,12 @@ from typing import Any
 
 from dicomtls.doctor.report import REJECTION_FIXES, Report, Step, Verdict
 from dicomtls.errors import ConnectError
-from dicomtls.net.association import AssociationError, associate, default_proposals
+from dicomtls.net.association import (
+    Association,
+    AssociationError,
+    associate,
+    default_proposals,
+)
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import CIPHER_SUITES
 from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError, alert_meaning
@@ -155,17 +160,22 @@ def _probe_settings(
     )
 
 
+async def _associate(options: DoctorOptions, tls: TLSSettings | None) -> Association:
+    """An association with the node over ``tls`` (None: plain), proposing the usual contexts."""
+    return await associate(
+        options.host,
+        options.port,
+        tls,
+        calling_ae=options.ae_title,
+        called_ae=options.called_ae,
+        proposals=default_proposals(),
+    )
+
+
 async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) -> bool:
     """Step 2 (and the handshake the chain step reads); True when the port speaks plain DICOM."""
     try:
-        assoc = await associate(
-            options.host,
-            options.port,
-            _probe_settings(options, calls),
-            calling_ae=options.ae_title,
-            called_ae=options.called_ae,
-            proposals=default_proposals(),
-        )
+        assoc = await _associate(options, _probe_settings(options, calls))
     except TLSHandshakeError as error:
         if (
             error.stage is HandshakeStage.CLOSED
@@ -204,14 +214,7 @@ async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) ->
 async def _speaks_plain_dicom(options: DoctorOptions) -> bool:
     """Many plain DICOM nodes (DCMTK among them) just close on a TLS hello: ask them in DICOM."""
     try:
-        assoc = await associate(
-            options.host,
-            options.port,
-            None,
-            calling_ae=options.ae_title,
-            called_ae=options.called_ae,
-            proposals=default_proposals(),
-        )
+        assoc = await _associate(options, None)
     except AssociationError as exc:
         return "rejected the association" in str(exc)
     except (TLSHandshakeError, OSError):
@@ -226,74 +229,53 @@ def _client_cert_summary(options: DoctorOptions) -> str:
     return "we sent no certificate and the node did not require one"
 
 
+#: Alerts that refuse what we offered (versions, suites), not who we are.
+_REFUSED_OFFER = ("protocol_version", "handshake_failure", "insufficient_security")
+
+
 def _handshake_failure(report: Report, options: DoctorOptions, error: TLSHandshakeError) -> bool:
-    evidence = error.to_dict()
-    if error.stage is HandshakeStage.NOT_TLS:
-        report.add(
-            Step(
-                "protocol",
-                Verdict.FAIL,
-                error.reason,
-                evidence,
-                code="NOT_TLS",
-                side="ours",
-                fix="this port speaks plain DICOM: use the node's TLS port (often 2762), "
-                "or --no-tls if plain is really intended",
-            )
-        )
-        return True
-    if error.stage is HandshakeStage.TIMEOUT:
-        report.add(
-            Step(
-                "protocol",
-                Verdict.FAIL,
-                "no TLS answer to our ClientHello",
-                evidence,
-                code="TLS_TIMEOUT",
-                side="peer",
-                fix="the node may wait for plain DICOM, or be overloaded",
-            )
-        )
-        return False
-    if error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED) and error.alert not in (
-        "protocol_version",
-        "handshake_failure",
-        "insufficient_security",
-    ):
+    """Step 2 after a failed handshake; True when the port speaks plain DICOM."""
+    refused = error.stage in (HandshakeStage.PEER_REJECTED, HandshakeStage.CLOSED)
+    if refused and error.alert not in _REFUSED_OFFER:
         report.add(Step("protocol", Verdict.PASS, "the port speaks TLS"))
-        has_cert = options.tls is not None and options.tls.identity is not None
-        meaning = alert_meaning(error.alert) if error.alert else error.reason
-        code = (error.alert or "closed").upper()
-        fix = error.hint or "read the node's log for why it refused us"
-        if not has_cert:
-            code, fix = (
-                "CLIENT_CERTIFICATE_REQUIRED",
-                "give --tls-cert and --tls-key issued by a CA the node trusts",
-            )
-        report.add(
-            Step(
-                "client-certificate",
-                Verdict.FAIL,
-                f"the node refused us: {meaning}",
-                evidence,
-                code=code,
-                side="ours",
-                fix=fix,
-            )
-        )
+        report.add(_refused_us(options, error))
         return False
-    report.add(
-        Step(
-            "protocol",
-            Verdict.FAIL,
-            error.reason,
-            evidence,
-            code=str(error.stage).upper(),
-            side="peer",
-            fix=error.hint,
+    report.add(_protocol_failure(error))
+    return error.stage is HandshakeStage.NOT_TLS
+
+
+def _protocol_failure(error: TLSHandshakeError) -> Step:
+    """No TLS on the port, no answer to our hello, or a handshake that broke off."""
+    reason, code, side, fix = error.reason, str(error.stage).upper(), "peer", error.hint
+    if error.stage is HandshakeStage.NOT_TLS:
+        code, side = "NOT_TLS", "ours"
+        fix = (
+            "this port speaks plain DICOM: use the node's TLS port (often 2762), "
+            "or --no-tls if plain is really intended"
         )
+    elif error.stage is HandshakeStage.TIMEOUT:
+        reason, code = "no TLS answer to our ClientHello", "TLS_TIMEOUT"
+        fix = "the node may wait for plain DICOM, or be overloaded"
+    return Step("protocol", Verdict.FAIL, reason, error.to_dict(), code=code, side=side, fix=fix)
+
+
+def _refused_us(options: DoctorOptions, error: TLSHandshakeError) -> Step:
+    """The node speaks TLS and refused us: without a certificate of ours, for want of one."""
+    meaning = alert_meaning(error.alert) if error.alert else error.reason
+    code = (error.alert or "closed").upper()
+    fix = error.hint or "read the node's log for why it refused us"
+    if options.tls is None or options.tls.identity is None:
+        code = "CLIENT_CERTIFICATE_REQUIRED"
+        fix = "give --tls-cert and --tls-key issued by a CA the node trusts"
+    return Step(
+        "client-certificate",
+        Verdict.FAIL,
+        f"the node refused us: {meaning}",
+        error.to_dict(),
+        code=code,
+        side="ours",
+        fix=fix,
     )
-    return False
 
 
 # -- 3. versions and suites ------------------------------------------------------------------
@@ -338,45 +320,10 @@ async def _try(options: DoctorOptions, ctx: ssl.SSLContext) -> tuple[bool | None
 
 
 async def _versions_and_ciphers(report: Report, options: DoctorOptions) -> None:
-    versions: dict[str, Any] = {}
-    for version in TLSVersion:
-        try:
-            ctx = _ssl_context(options, version, None)
-        except ssl.SSLError as exc:
-            versions[version.display_name] = {"accepted": None, "detail": str(exc)}
-            continue
-        accepted, detail = await _try(options, ctx)
-        versions[version.display_name] = {"accepted": accepted, "detail": detail}
-    accepted_versions = [v for v in TLSVersion if versions[v.display_name]["accepted"]]
-    old = [v.display_name for v in accepted_versions if v.rank < TLSVersion.TLSv1_2.rank]
-    if old:
-        report.add(
-            Step(
-                "tls-versions",
-                Verdict.FAIL,
-                f"the node accepts {', '.join(old)} (forbidden by RFC 8996)",
-                {"versions": versions},
-                code="OLD_TLS_ACCEPTED",
-                side="peer",
-                fix="disable TLS 1.0/1.1 on the node (use the BCP 195 RFC 8996 profile)",
-            )
-        )
-    elif not accepted_versions:
-        report.add(
-            Step(
-                "tls-versions",
-                Verdict.FAIL,
-                "no TLS version was accepted",
-                {"versions": versions},
-                code="NO_TLS_VERSION",
-                side="peer",
-                fix="check the node's TLS configuration",
-            )
-        )
-    else:
-        names = ", ".join(v.display_name for v in accepted_versions)
-        report.add(Step("tls-versions", Verdict.PASS, f"accepts {names}", {"versions": versions}))
-    if TLSVersion.TLSv1_2 not in accepted_versions:
+    versions = {version: await _offer_version(options, version) for version in TLSVersion}
+    accepted = [v for v in TLSVersion if versions[v]["accepted"]]
+    report.add(_versions_step({v.display_name: found for v, found in versions.items()}, accepted))
+    if TLSVersion.TLSv1_2 not in accepted:
         report.add(
             Step(
                 "cipher-suites",
@@ -385,7 +332,48 @@ async def _versions_and_ciphers(report: Report, options: DoctorOptions) -> None:
             )
         )
         return
-    accepted_suites = []
+    _judge_suites(report, accepted, await _accepted_tls12_suites(options))
+
+
+async def _offer_version(options: DoctorOptions, version: TLSVersion) -> dict[str, Any]:
+    """Whether the node accepts ``version`` alone (None: this machine cannot offer it)."""
+    try:
+        ctx = _ssl_context(options, version, None)
+    except ssl.SSLError as exc:
+        return {"accepted": None, "detail": str(exc)}
+    accepted, detail = await _try(options, ctx)
+    return {"accepted": accepted, "detail": detail}
+
+
+def _versions_step(versions: dict[str, Any], accepted: list[TLSVersion]) -> Step:
+    old = [v.display_name for v in accepted if v.rank < TLSVersion.TLSv1_2.rank]
+    if old:
+        return Step(
+            "tls-versions",
+            Verdict.FAIL,
+            f"the node accepts {', '.join(old)} (forbidden by RFC 8996)",
+            {"versions": versions},
+            code="OLD_TLS_ACCEPTED",
+            side="peer",
+            fix="disable TLS 1.0/1.1 on the node (use the BCP 195 RFC 8996 profile)",
+        )
+    if not accepted:
+        return Step(
+            "tls-versions",
+            Verdict.FAIL,
+            "no TLS version was accepted",
+            {"versions": versions},
+            code="NO_TLS_VERSION",
+            side="peer",
+            fix="check the node's TLS configuration",
+        )
+    names = ", ".join(v.display_name for v in accepted)
+    return Step("tls-versions", Verdict.PASS, f"accepts {names}", {"versions": versions})
+
+
+async def _accepted_tls12_suites(options: DoctorOptions) -> list[Any]:
+    """The TLS 1.2 suites the node accepts, each offered alone (those this OpenSSL has)."""
+    accepted = []
     for suite in CIPHER_SUITES:
         if suite.tls13:
             continue
@@ -393,21 +381,26 @@ async def _versions_and_ciphers(report: Report, options: DoctorOptions) -> None:
             ctx = _ssl_context(options, TLSVersion.TLSv1_2, suite.openssl_name)
         except ssl.SSLError:
             continue  # this OpenSSL does not have the suite
-        accepted, _ = await _try(options, ctx)
-        if accepted:
-            accepted_suites.append(suite)
-    _judge_suites(report, accepted_versions, accepted_suites)
+        if (await _try(options, ctx))[0]:
+            accepted.append(suite)
+    return accepted
+
+
+def _profiles_satisfied(versions: list[TLSVersion], suites: list[Any]) -> list[str]:
+    """The current profiles that allow every accepted version and suite."""
+    if not suites:
+        return []
+    return [
+        f"{profile.name} ({profile.annex})"
+        for profile in PROFILES.values()
+        if not profile.retired
+        and all(v in profile.versions for v in versions)
+        and all(s.iana_name in profile.tls12_suites for s in suites)
+    ]
 
 
 def _judge_suites(report: Report, versions: list[TLSVersion], suites: list[Any]) -> None:
-    satisfied = []
-    for profile in PROFILES.values():
-        if profile.retired:
-            continue
-        version_ok = all(v in profile.versions for v in versions)
-        suites_ok = all(s.iana_name in profile.tls12_suites for s in suites)
-        if version_ok and suites_ok and suites:
-            satisfied.append(f"{profile.name} ({profile.annex})")
+    satisfied = _profiles_satisfied(versions, suites)
     forbidden = [s.iana_name for s in suites if not s.forward_secret or not s.aead]
     evidence = {"accepted_tls12": [s.iana_name for s in suites], "profiles_satisfied": satisfied}
     if forbidden:
@@ -454,6 +447,10 @@ def _matches_host(info: CertificateInfo, host: str) -> bool:
         )
 
 
+#: One finding about the chain: level ("FAIL" or "WARN"), code, what it says.
+_Problem = tuple[str, str, str]
+
+
 def _chain(
     report: Report, options: DoctorOptions, calls: list[tuple[bool, CertificateInfo, VerifyError]]
 ) -> None:
@@ -462,69 +459,86 @@ def _chain(
             Step("certificate-chain", Verdict.SKIP, "the handshake ended before the certificate")
         )
         return
-    certs = {c[1].depth: c for c in calls}
-    problems: list[tuple[str, str, str]] = []
+    problems: list[_Problem] = []
     evidence = []
-    for depth in sorted(certs):
-        _ok, info, error = certs[depth]
-        first_error = next((e for o, c, e in calls if c.depth == depth and not e.ok), error)
+    for info, error in _verified(calls):
         evidence.append(
-            {
-                "certificate": str(info),
-                "code": first_error.name,
-                "hint": first_error.hint if not first_error.ok else None,
-            }
+            {"certificate": str(info), "code": error.name, "hint": None if error.ok else error.hint}
         )
-        if not first_error.ok:
-            problems.append(
-                (
-                    "FAIL",
-                    first_error.name,
-                    f"{info.readable_subject}: {first_error.message}. {first_error.hint}",
-                )
-            )
-        left = info.not_after - dt.datetime.now(dt.UTC)
-        if dt.timedelta(0) < left < dt.timedelta(days=30):
-            problems.append(
-                ("WARN", "EXPIRES_SOON", f"{info.readable_subject} expires in {left.days} days")
-            )
-        if depth == 0:
-            if not (info.has_server_auth and info.has_client_auth):
-                problems.append(
-                    (
-                        "WARN",
-                        "MISSING_PURPOSE",
-                        f"{info.readable_subject} lacks serverAuth+clientAuth: "
-                        "DICOM nodes act as SCU and SCP",
-                    )
-                )
-            if not _matches_host(info, options.host):
-                level = "FAIL" if options.check_hostname else "WARN"
-                finding = f"{info.readable_subject} does not name {options.host!r}"
-                problems.append((level, "HOSTNAME_MISMATCH", finding))
+        problems += _certificate_problems(info, error)
+        if info.depth == 0:
+            problems += _leaf_problems(info, options)
+    report.add(_chain_step(problems, evidence))
+
+
+def _verified(
+    calls: list[tuple[bool, CertificateInfo, VerifyError]],
+) -> list[tuple[CertificateInfo, VerifyError]]:
+    """Each certificate once, leaf first, with the first error any call reported for it
+    (else the last call's verdict): the callback may see a certificate more than once."""
+    last = {info.depth: (info, error) for _ok, info, error in calls}
+    verified = []
+    for depth in sorted(last):
+        info, error = last[depth]
+        first_error = next((e for _, c, e in calls if c.depth == depth and not e.ok), error)
+        verified.append((info, first_error))
+    return verified
+
+
+def _chain_step(problems: list[_Problem], evidence: list[dict[str, Any]]) -> Step:
+    """The chain's step: a pass, else the first of its worst problems, with all of them."""
     if not problems:
-        report.add(
-            Step(
-                "certificate-chain",
-                Verdict.PASS,
-                f"{len(certs)} certificate(s) verify",
-                {"chain": evidence},
+        return Step(
+            "certificate-chain",
+            Verdict.PASS,
+            f"{len(evidence)} certificate(s) verify",
+            {"chain": evidence},
+        )
+    worst = "FAIL" if any(p[0] == "FAIL" for p in problems) else "WARN"
+    _, code, text = next(p for p in problems if p[0] == worst)
+    return Step(
+        "certificate-chain",
+        Verdict(worst),
+        text,
+        {"chain": evidence, "problems": problems},
+        code=code,
+        side="peer" if code != "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" else "ours",
+        fix=text.split(". ", 1)[-1],
+    )
+
+
+def _certificate_problems(info: CertificateInfo, error: VerifyError) -> list[_Problem]:
+    """What is wrong with any certificate of the chain: its verification, its validity left."""
+    problems = []
+    if not error.ok:
+        problems.append(
+            ("FAIL", error.name, f"{info.readable_subject}: {error.message}. {error.hint}")
+        )
+    left = info.not_after - dt.datetime.now(dt.UTC)
+    if dt.timedelta(0) < left < dt.timedelta(days=30):
+        problems.append(
+            ("WARN", "EXPIRES_SOON", f"{info.readable_subject} expires in {left.days} days")
+        )
+    return problems
+
+
+def _leaf_problems(info: CertificateInfo, options: DoctorOptions) -> list[_Problem]:
+    """What is wrong with the node's own certificate: its purposes, the name it holds."""
+    problems = []
+    if not (info.has_server_auth and info.has_client_auth):
+        problems.append(
+            (
+                "WARN",
+                "MISSING_PURPOSE",
+                f"{info.readable_subject} lacks serverAuth+clientAuth: "
+                "DICOM nodes act as SCU and SCP",
             )
         )
-        return
-    worst = "FAIL" if any(p[0] == "FAIL" for p in problems) else "WARN"
-    level, code, text = next(p for p in problems if p[0] == worst)
-    report.add(
-        Step(
-            "certificate-chain",
-            Verdict(worst),
-            text,
-            {"chain": evidence, "problems": problems},
-            code=code,
-            side="peer" if code != "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" else "ours",
-            fix=text.split(". ", 1)[-1],
-        )
-    )
+    if not _matches_host(info, options.host):
+        level = "FAIL" if options.check_hostname else "WARN"
+        finding = f"{info.readable_subject} does not name {options.host!r}"
+        problems.append((level, "HOSTNAME_MISMATCH", finding))
+    return problems
 
 
 # -- 6. DICOM ------------------------------------------------------------------------------
@@ -532,14 +546,7 @@ def _chain(
 
 async def _dicom(report: Report, options: DoctorOptions, tls: TLSSettings | None) -> None:
     try:
-        assoc = await associate(
-            options.host,
-            options.port,
-            tls,
-            calling_ae=options.ae_title,
-            called_ae=options.called_ae,
-            proposals=default_proposals(),
-        )
+        assoc = await _associate(options, tls)
     except AssociationError as exc:
         code = next(
             (

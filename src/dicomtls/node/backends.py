@@ -26,7 +26,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.index import Index, InstanceFacts
-from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore, StoredObject
+from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore, FileMeta, StoredObject
 
 __all__ = ["Backends", "IncomingObject", "IndexBackend", "ObjectStore", "open_backends"]
 
@@ -82,16 +82,7 @@ class ObjectStore(Protocol):
     def describe_backend(self) -> str: ...
     def check(self) -> None: ...
     def close(self) -> None: ...
-    def begin(
-        self,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        transfer_syntax_uid: str,
-        *,
-        implementation_class_uid: str,
-        implementation_version_name: str | None = None,
-        source_ae_title: str | None = None,
-    ) -> IncomingObject: ...
+    def begin(self, meta: FileMeta) -> IncomingObject: ...
     def spares_wanted(self) -> bool: ...
     def prepare_spare(self) -> None: ...
     def recover(self) -> int: ...
@@ -120,19 +111,8 @@ def is_postgresql(spec: str | None) -> bool:
     return bool(spec) and str(spec).startswith(("postgresql://", "postgres://"))
 
 
-def open_backends(
-    store: Path,
-    *,
-    index: str | None = None,
-    objects: str | None = None,
-    fsync: bool = True,
-    file_mode: int = PRIVATE_FILE_MODE,
-) -> Backends:
-    """The index and object store a node's settings name (see the module's docstring).
-
-    Raises ValueError for a setting that names neither kind, or S3 without PostgreSQL, and
-    :class:`~dicomtls.node.index_pg.IndexUnavailable` if the index cannot be reached.
-    """
+def _check_settings(index: str | None, objects: str | None) -> None:
+    """ValueError for a setting that names neither kind, or for S3 without PostgreSQL."""
     if index and not is_postgresql(index) and index != "sqlite":
         raise ValueError(
             f"index {index!r}: leave it empty (SQLite in the store folder) or give "
@@ -147,6 +127,22 @@ def open_backends(
             'objects in S3 need index = "postgresql://...": the upload intents that make a '
             "crash safe, and every node's view of every object, live in the shared index"
         )
+
+
+def open_backends(
+    store: Path,
+    *,
+    index: str | None = None,
+    objects: str | None = None,
+    fsync: bool = True,
+    file_mode: int = PRIVATE_FILE_MODE,
+) -> Backends:
+    """The index and object store a node's settings name (see the module's docstring).
+
+    Raises ValueError for a setting that names neither kind, or S3 without PostgreSQL, and
+    :class:`~dicomtls.node.index_pg.IndexUnavailable` if the index cannot be reached.
+    """
+    _check_settings(index, objects)
     if not is_postgresql(index):
         folder = DurableStore(store, fsync=fsync, file_mode=file_mode)
         return Backends(Index(store / "index.sqlite", mode=file_mode), folder)

@@ -46,6 +46,7 @@ __all__ = [
     "InstanceFacts",
     "QueryError",
     "find_query",
+    "index_files",
     "retrieve_query",
 ]
 
@@ -275,20 +276,26 @@ def _condition(
         return f"{name} = {p}", list(values)
     (value,) = values
     if column.kind in ("date", "time") and "-" in value:
-        low, _, high = value.partition("-")
-        parts, args = [], []
-        if low:
-            parts.append(f"{name} >= {p}")
-            args.append(low)
-        if high:
-            parts.append(f"{name} <= {p}")
-            args.append(high)
-        return " AND ".join(parts) or dialect.true, list(args)
+        return _range(name, value, dialect)
     if column.kind == "name" and _is_pattern(value):  # PN: case-insensitive (C.2.2.2.1.1)
         return dialect.like_names.format(name), [_wildcard_to_like(value)]
     if column.kind == "text" and _is_pattern(value):  # case-sensitive (C.2.2.2.4)
         return dialect.like_text.format(name), [dialect.text_pattern(value)]
     return f"{name} = {p}", [value]
+
+
+def _range(name: str, value: str, dialect: Dialect) -> tuple[str, list[object]]:
+    """Range Matching (C.2.2.2.5) of a date or time: ``low-high``, either end left open."""
+    low, _, high = value.partition("-")
+    parts: list[str] = []
+    args: list[object] = []
+    if low:
+        parts.append(f"{name} >= {dialect.param}")
+        args.append(low)
+    if high:
+        parts.append(f"{name} <= {dialect.param}")
+        args.append(high)
+    return " AND ".join(parts) or dialect.true, args
 
 
 @dataclass(frozen=True)
@@ -330,6 +337,14 @@ class _Identifier:
         """The level a key belongs to in this model (Study Root: patients' at the study's)."""
         level = _LEVEL_OF[keyword]
         return level if level in self.levels else self.levels[0]
+
+    def returned_keys(self) -> list[str]:
+        """The keys asked for at the level of the query and those above it (C.4.1.3.1.1)."""
+        return [k for k in self.keys if self.levels.index(self.level_of(k)) <= self.depth]
+
+    def group_columns(self) -> list[str]:
+        """The columns of the unique keys down to the query's level: one match per group."""
+        return [_BY_KEYWORD[_UNIQUE[level]].column for level in self.levels[: self.depth + 1]]
 
     def _unique_keys_above(self, clause: str) -> list[str]:
         """A single value in the unique key of each level above, else QueryError: a baseline
@@ -444,21 +459,20 @@ def find_query(identifier: Dataset, model: QueryModel, dialect: Dialect) -> Find
     """
     query = _Identifier.read(identifier, model)
     where, args = _where(query.keys, query.find_keys(), dialect)
-    visible = {k for k in _BY_KEYWORD if query.levels.index(query.level_of(k)) <= query.depth}
-    returned = [k for k in query.keys if k in visible]
-    computed = _COMPUTED.get(query.level, {})
-    counted = [k for k in computed if k in identifier]  # asked for; values carry no match
-    if query.level == "STUDY" and (modalities := _values_of(identifier, "ModalitiesInStudy")):
-        # any series of those modalities (C.6.2.1.2)
+    modalities = _values_of(identifier, "ModalitiesInStudy") if query.level == "STUDY" else []
+    if modalities:  # any series of those modalities (C.6.2.1.2)
         where += f" AND study_uid IN (SELECT study_uid FROM {dialect.relation} WHERE "
         where += dialect.uid_list.format("modality") + ")"
         args.append(dialect.uid_values(modalities))
-    path = [_BY_KEYWORD[_UNIQUE[level]].column for level in query.levels[: query.depth + 1]]
+    returned = query.returned_keys()
+    computed = _COMPUTED.get(query.level, {})
+    counted = [k for k in computed if k in identifier]  # asked for; values carry no match
+    groups = query.group_columns()
     columns = [dialect.pick.format(_BY_KEYWORD[k].column) for k in returned]
     columns += [_computed(computed[k], dialect) for k in counted]
     sql = (
-        f"SELECT {', '.join(columns) or dialect.pick.format(path[-1])} FROM {dialect.relation} WHERE {where} "
-        f"GROUP BY {', '.join(path)} ORDER BY MIN({dialect.order})"
+        f"SELECT {', '.join(columns) or dialect.pick.format(groups[-1])} FROM {dialect.relation} "
+        f"WHERE {where} GROUP BY {', '.join(groups)} ORDER BY MIN({dialect.order})"
     )
     charset = "SpecificCharacterSet" in identifier
     return FindQuery(sql, args, query.level, [*returned, *counted], charset)
@@ -472,6 +486,25 @@ def retrieve_query(
     query = _Identifier.read(identifier, model)
     where, args = _where(query.keys, query.retrieve_keys(), dialect)
     return f"SELECT path FROM {dialect.relation} WHERE {where} ORDER BY {dialect.order}", args
+
+
+def index_files(
+    files: Iterable[Path], add: Callable[[Path, Mapping[str, str], str], object]
+) -> tuple[int, int]:
+    """Read each of ``files`` and ``add`` it to an index (a rebuild: the files are the
+    truth); returns (indexed, unreadable)."""
+    indexed = bad = 0
+    for path in files:
+        try:
+            with path.open("rb") as handle:  # an object in S3 opens as a file does
+                dataset = pydicom.dcmread(handle, stop_before_pixels=True)
+        except Exception:
+            bad += 1
+            continue
+        syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
+        add(path, keyword_texts(dataset, INDEXED_KEYWORDS), syntax)
+        indexed += 1
+    return indexed, bad
 
 
 class Index:
@@ -544,21 +577,11 @@ class Index:
     def rebuild(self, files: Iterable[Path]) -> tuple[int, int]:
         """Recreate the index from the files; returns (indexed, unreadable)."""
         self._db.execute("DELETE FROM instances")
-        indexed = bad = 0
         self._db.execute("BEGIN")
         try:
-            for path in files:
-                try:
-                    dataset = pydicom.dcmread(path, stop_before_pixels=True)
-                except Exception:
-                    bad += 1
-                    continue
-                syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
-                self.add(path, keyword_texts(dataset, INDEXED_KEYWORDS), syntax)
-                indexed += 1
+            return index_files(files, self.add)
         finally:
             self._db.execute("COMMIT")
-        return indexed, bad
 
     def find(self, identifier: Dataset, model: QueryModel) -> Iterator[Dataset]:
         """C-FIND (see :func:`find_query`); :class:`QueryError` at once (not on the first

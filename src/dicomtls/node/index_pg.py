@@ -33,20 +33,21 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.errors import DicomTLSError
 from dicomtls.logs import get_logger
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.index import (
+    _BY_KEYWORD,
     _COLUMNS,
     INDEXED_KEYWORDS,
+    LEVEL_KEYS,
     Dialect,
     InstanceFacts,
     _wildcard_to_like,
     find_query,
+    index_files,
     retrieve_query,
 )
 
@@ -73,19 +74,15 @@ POSTGRESQL = Dialect(
     pick="MIN({0})",
 )
 
+#: Each level's table and its columns, unique key first (the index's keys of that level).
 _LEVEL_COLUMNS = {
-    "patients": ("patient_id", "patient_name", "patient_birth_date", "patient_sex"),
-    "studies": (
-        "study_uid",
-        "study_date",
-        "study_time",
-        "accession_number",
-        "study_id",
-        "study_description",
-        "referring_physician",
-    ),
-    "series": ("series_uid", "series_number", "modality", "series_description"),
-    "instances": ("sop_instance_uid", "sop_class_uid", "instance_number"),
+    table: tuple(_BY_KEYWORD[keyword].column for keyword in LEVEL_KEYS[level])
+    for table, level in (
+        ("patients", "PATIENT"),
+        ("studies", "STUDY"),
+        ("series", "SERIES"),
+        ("instances", "IMAGE"),
+    )
 }
 _ORDER = [c.column for c in _COLUMNS]
 _CLAIMED = {
@@ -364,18 +361,7 @@ class PostgresIndex:
 
     def rebuild(self, files: Iterable[Path]) -> tuple[int, int]:
         """Index every object of ``files`` again (the objects are the truth); (indexed, unreadable)."""
-        indexed = bad = 0
-        for path in files:
-            try:
-                with path.open("rb") as handle:
-                    dataset = pydicom.dcmread(handle, stop_before_pixels=True)
-            except Exception:
-                bad += 1
-                continue
-            syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
-            self.add(path, keyword_texts(dataset, INDEXED_KEYWORDS), syntax)
-            indexed += 1
-        return indexed, bad
+        return index_files(files, self.add)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -389,8 +375,6 @@ class PostgresIndex:
         Its patient, study and series as that object named them (``claimed``), which may
         differ from its study's row when objects disagree: a re-send is judged against itself.
         """
-        from dicomtls.node.index import _BY_KEYWORD
-
         columns = ", ".join(
             _CLAIMED.get(keyword, _BY_KEYWORD[keyword].column) for keyword in keywords
         )

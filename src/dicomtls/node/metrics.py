@@ -10,6 +10,7 @@ number of series. Peer-supplied values (calling AE titles) are never labels.
 from __future__ import annotations
 
 import datetime
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -106,57 +107,48 @@ class NodeMetrics:
 
     def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self._associations = Counter(
+        counter = functools.partial(Counter, registry=self.registry)
+        histogram = functools.partial(Histogram, registry=self.registry)
+        self._associations = counter(
             "dicomtls_associations_total",
             "Association requests by outcome; reason is empty for accepted ones.",
             ["result", "reason"],
-            registry=r,
         )
-        self._handshake_failures = Counter(
+        self._handshake_failures = counter(
             "dicomtls_tls_handshake_failures_total",
             "TLS handshakes that failed, by verification code or stage.",
             ["code"],
-            registry=r,
         )
-        self._connections_refused = Counter(
+        self._connections_refused = counter(
             "dicomtls_connections_refused_total",
             "Connections closed at once, before any TLS work, because too many TLS handshakes "
             "were pending (in total, or from the peer's address).",
             ["reason"],
-            registry=r,
         )
-        self._handshake_seconds = Histogram(
+        self._handshake_seconds = histogram(
             "dicomtls_tls_handshake_seconds",
             "Duration of successful TLS handshakes.",
             buckets=HANDSHAKE_BUCKETS,
-            registry=r,
         )
-        self._objects_stored = Counter(
-            "dicomtls_objects_stored_total",
-            "C-STORE requests handled, by result.",
-            ["result"],
-            registry=r,
+        self._objects_stored = counter(
+            "dicomtls_objects_stored_total", "C-STORE requests handled, by result.", ["result"]
         )
-        self._bytes_stored = Counter(
+        self._bytes_stored = counter(
             "dicomtls_bytes_stored_total",
             "Bytes of objects stored durably (successful stores only).",
-            registry=r,
         )
-        self._store_seconds = Histogram(
+        self._store_seconds = histogram(
             "dicomtls_store_seconds",
             "Duration of C-STORE handling, from first fragment to response.",
             buckets=STORE_BUCKETS,
-            registry=r,
         )
-        self._certificate_reloads = Counter(
+        self._certificate_reloads = counter(
             "dicomtls_certificate_reloads_total",
             "Reloads of the node's certificate and key, by result.",
             ["result"],
-            registry=r,
         )
         self._expiry = _CertificateExpiryCollector()
-        r.register(self._expiry)
+        self.registry.register(self._expiry)
         # Pre-create the fixed-vocabulary series so they read 0, not absent, before the first
         # event: rate() and "no failures yet" alerts then work from the first scrape.
         self._associations.labels(result="accepted", reason="")

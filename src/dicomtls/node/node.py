@@ -40,6 +40,7 @@ from dicomtls.pki.exposure import readable_ca_keys
 from dicomtls.tls.flags import Side
 from dicomtls.tls.reloader import EXPIRY_WARNING_DAYS, ReloadingSettings, expiry_warning
 from dicomtls.tls.settings import TLSSettings, as_paths
+from dicomtls.ul.acse import AcceptorPolicy
 
 __all__ = ["CertificateWatch", "NodeConfig", "RunningNode", "start_node"]
 
@@ -248,6 +249,48 @@ def _model(sop_class: str) -> QueryModel:
 
 async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) -> RunningNode:
     """Open (or create) the store and its index, then listen."""
+    backends = _open_backends(config)
+    _warn_of_readable_ca_keys(config)
+    metrics = config.metrics
+    if metrics is None and config.metrics_port is not None:
+        metrics = NodeMetrics()
+    reporter = Reporter(
+        config.ae_title,
+        _host_name(config.host),
+        backends.index,
+        audit=config.audit,
+        metrics=metrics,
+    )
+    certificates = CertificateWatch(config.tls, config.move_tls, metrics)
+    access = config.access or AccessPolicy(destinations=frozenset(config.move_destinations))
+    services = _services(config, backends, reporter, certificates, access)
+    policy = _association_policy(config)
+    _enough_files(
+        config.limits.max_associations, policy.max_operations, config.limits.handshakes().total
+    )
+    server = await serve_dicom(
+        config.host,
+        config.port,
+        certificates.tls,
+        policy,
+        services,
+        limits=config.limits,
+        events=reporter.link_events(events),
+        proxy=config.proxy,
+    )
+    node = RunningNode(config, server, backends.store, backends.index, reporter, certificates)
+    if config.proxy is not None:
+        log.info("PROXY protocol v2 required, from %s", config.proxy.describe())
+    node.janitor = _start_janitor(config, backends)
+    if metrics is not None and config.metrics_port is not None:
+        await _serve_metrics(node, metrics, config.metrics_port, backends)
+    log.info("access policy: %s", access.describe())
+    reporter.started()
+    return node
+
+
+def _open_backends(config: NodeConfig) -> Backends:
+    """The index and the store, with what an earlier crash left behind cleaned up."""
     backends = open_backends(
         config.store,
         index=config.index,
@@ -261,18 +304,20 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         log.warning("removed %d partial object(s) left by an earlier crash", leftovers)
     if config.index or config.objects:
         log.info("index: %s; objects: %s", index.describe_backend(), store.describe_backend())
-    _warn_of_readable_ca_keys(config)
-    qr = _QueryRetrieve(index, store)
-    metrics = config.metrics
-    if metrics is None and config.metrics_port is not None:
-        metrics = NodeMetrics()
-    reporter = Reporter(
-        config.ae_title, _host_name(config.host), index, audit=config.audit, metrics=metrics
-    )
-    certificates = CertificateWatch(config.tls, config.move_tls, metrics)
+    return backends
 
-    access = config.access or AccessPolicy(destinations=frozenset(config.move_destinations))
-    services = Services(
+
+def _services(
+    config: NodeConfig,
+    backends: Backends,
+    reporter: Reporter,
+    certificates: CertificateWatch,
+    access: AccessPolicy,
+) -> Services:
+    """What the node answers: C-STORE into the store, Q/R from the index, all reported."""
+    store, index = backends.store, backends.index
+    qr = _QueryRetrieve(index, store)
+    return Services(
         store=DurableStoreHandler(
             store,
             _recorder(index),
@@ -288,43 +333,31 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         gatekeeper=access,
         events=chained(reporter.service_events(), ActivityLog().service_events()),
     )
-    query_retrieve = [uid for model in QueryModel for uid in model.value]
-    policy = storage_policy(
+
+
+def _association_policy(config: NodeConfig) -> AcceptorPolicy:
+    """Every storage SOP class and both Q/R models, for our AE title (or any)."""
+    return storage_policy(
         config.ae_title,
-        also=query_retrieve,
+        also=[uid for model in QueryModel for uid in model.value],
         transfer_syntaxes=config.transfer_syntaxes,
         accept_any_called_ae=config.accept_any_called_ae,
         called_ae_hint="set accept_any_called_ae = true (serve --accept-any-called-ae) to answer to any",
     )
-    _enough_files(
-        config.limits.max_associations, policy.max_operations, config.limits.handshakes().total
-    )
-    server = await serve_dicom(
-        config.host,
-        config.port,
-        certificates.tls,
-        policy,
-        services,
-        limits=config.limits,
-        events=reporter.link_events(events),
-        proxy=config.proxy,
-    )
-    node = RunningNode(config, server, store, index, reporter, certificates)
-    if config.proxy is not None:
-        log.info("PROXY protocol v2 required, from %s", config.proxy.describe())
-    node.janitor = _start_janitor(config, backends)
-    if metrics is not None and config.metrics_port is not None:
-        try:
-            node.metrics_server = start_metrics_server(
-                metrics, config.metrics_port, config.metrics_host, health=node.health
-            )
-        except OSError:
-            await server.close()
-            backends.close()
-            raise
-    log.info("access policy: %s", access.describe())
-    reporter.started()
-    return node
+
+
+async def _serve_metrics(
+    node: RunningNode, metrics: NodeMetrics, port: int, backends: Backends
+) -> None:
+    """The Prometheus endpoint and /healthz; if the port is taken, the node closes again."""
+    try:
+        node.metrics_server = start_metrics_server(
+            metrics, port, node.config.metrics_host, health=node.health
+        )
+    except OSError:
+        await node.server.close()
+        backends.close()
+        raise
 
 
 def _start_janitor(config: NodeConfig, backends: Backends) -> asyncio.Task[None] | None:

@@ -37,11 +37,10 @@ from collections.abc import Iterable
 from pathlib import Path, PosixPath
 from typing import IO, Any
 
-from dicomtls.dimse.part10 import encode_file_header
 from dicomtls.dimse.uids import uid_problem
 from dicomtls.logs import get_logger
 from dicomtls.node.s3 import Credentials, S3Client, S3Error, find_credentials
-from dicomtls.node.storage import StorageError, StoredObject
+from dicomtls.node.storage import FileMeta, StorageError, StoredObject
 
 __all__ = ["S3Incoming", "S3Location", "S3ObjectPath", "S3ObjectStore", "parse_s3_url"]
 
@@ -343,30 +342,12 @@ class S3ObjectStore:
         attempt = f"{time.time_ns():x}-{self._node}-{next(_attempts)}"
         return f"{self.location.prefix}objects/{bucket}/{sop_instance_uid}/{attempt}.dcm"
 
-    def begin(
-        self,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        transfer_syntax_uid: str,
-        *,
-        implementation_class_uid: str,
-        implementation_version_name: str | None = None,
-        source_ae_title: str | None = None,
-    ) -> S3Incoming:
-        problem = uid_problem(sop_instance_uid)
+    def begin(self, meta: FileMeta) -> S3Incoming:
+        uid = meta.sop_instance_uid
+        problem = uid_problem(uid)
         if problem is not None:
-            raise StorageError(
-                f"refusing to store SOP instance UID {sop_instance_uid!r}: {problem}"
-            )
-        header = encode_file_header(
-            sop_class_uid,
-            sop_instance_uid,
-            transfer_syntax_uid,
-            implementation_class_uid,
-            implementation_version_name,
-            source_ae_title,
-        )
-        return S3Incoming(self, sop_instance_uid, header)
+            raise StorageError(f"refusing to store SOP instance UID {uid!r}: {problem}")
+        return S3Incoming(self, uid, meta.header())
 
     def locate(self, path: Path) -> Path:
         """The readable object at an indexed location."""

@@ -183,6 +183,23 @@ class AccessRule:
         )
 
 
+def _rules(rules: Any) -> tuple[AccessRule, ...]:
+    """The ``[[access.rule]]`` tables, each read, their names unique."""
+    if not isinstance(rules, list):
+        raise PolicyError("access.rule must be an array of tables ([[access.rule]])")
+    parsed = tuple(AccessRule.parse(rule, i) for i, rule in enumerate(rules))
+    names = [r.name for r in parsed]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PolicyError(f"access: rule name(s) used twice: {', '.join(duplicates)}")
+    return parsed
+
+
+def _holder(certificate: CertificateInfo | None) -> str:
+    """The peer's certificate as a reason names it."""
+    return "no certificate" if certificate is None else f"'{certificate.readable_subject}'"
+
+
 @dataclass(frozen=True)
 class AccessPolicy:
     """Who may associate and what they may do; see the module docstring for the order."""
@@ -202,20 +219,13 @@ class AccessPolicy:
         unknown = set(table) - {"rule", "unknown_ae", "default_services"}
         if unknown:
             raise PolicyError(f"access: unknown key(s) {', '.join(sorted(unknown))}")
-        rules = table.get("rule", [])
-        if not isinstance(rules, list):
-            raise PolicyError("access.rule must be an array of tables ([[access.rule]])")
-        parsed = tuple(AccessRule.parse(rule, i) for i, rule in enumerate(rules))
-        names = [r.name for r in parsed]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise PolicyError(f"access: rule name(s) used twice: {', '.join(duplicates)}")
+        rules = _rules(table.get("rule", []))
         unknown_ae = table.get("unknown_ae", "allow")
         if unknown_ae not in ("allow", "reject"):
             raise PolicyError(f"access.unknown_ae must be 'allow' or 'reject', not {unknown_ae!r}")
         default = table.get("default_services")
         return cls(
-            rules=parsed,
+            rules=rules,
             unknown_ae=unknown_ae,
             default_services=ALL_SERVICES
             if default is None
@@ -230,27 +240,17 @@ class AccessPolicy:
     def admit(self, calling_ae: str, certificate: CertificateInfo | None) -> Admission:
         """The decision for a peer claiming ``calling_ae`` and holding ``certificate``."""
         claimed = [r for r in self.rules if r.ae_title == calling_ae]
-        holder = "no certificate" if certificate is None else f"'{certificate.readable_subject}'"
         if claimed:
-            for rule in claimed:
-                if certificate is not None and rule.certificate.matches(certificate):
-                    return self._grant(rule)
-            failed = "; ".join(f"{r.label} requires {r.certificate}" for r in claimed)
+            return self._by_title(claimed, calling_ae, certificate)
+        bound = [] if certificate is None else self._bound(certificate)
+        if bound:  # decision 2: a bound certificate says who the peer is
+            titles = ", ".join(sorted({repr(r.ae_title) for r in bound}))
             return Admission.reject(
-                f"{calling_ae!r} is bound to a certificate and the peer presented {holder}: "
-                f"{failed}",
-                rule=claimed[0].label,
+                f"certificate {_holder(certificate)} is bound to {titles} by {bound[0].label}, "
+                f"but claims {calling_ae!r}",
+                rule=bound[0].label,
             )
-        if certificate is not None:
-            bound = [r for r in self.rules if r.certificate.matches(certificate)]
-            if bound:
-                titles = ", ".join(sorted({repr(r.ae_title) for r in bound}))
-                return Admission.reject(
-                    f"certificate {holder} is bound to {titles} by {bound[0].label}, "
-                    f"but claims {calling_ae!r}",
-                    rule=bound[0].label,
-                )
-        if self.unknown_ae == "reject":
+        if self.unknown_ae == "reject":  # decision 3: no rule concerns the peer
             return Admission.reject(
                 f"no access rule names {calling_ae!r} (access.unknown_ae = 'reject')",
                 rule="access.unknown_ae",
@@ -258,6 +258,24 @@ class AccessPolicy:
         return Admission(
             services=self.default_services, move_destinations=None, rule="the default access policy"
         )
+
+    def _by_title(
+        self, claimed: list[AccessRule], calling_ae: str, certificate: CertificateInfo | None
+    ) -> Admission:
+        """Decision 1: the rules for the title claimed; the first the certificate matches."""
+        for rule in claimed:
+            if certificate is not None and rule.certificate.matches(certificate):
+                return self._grant(rule)
+        failed = "; ".join(f"{r.label} requires {r.certificate}" for r in claimed)
+        return Admission.reject(
+            f"{calling_ae!r} is bound to a certificate and the peer presented "
+            f"{_holder(certificate)}: {failed}",
+            rule=claimed[0].label,
+        )
+
+    def _bound(self, certificate: CertificateInfo) -> list[AccessRule]:
+        """The rules that bind ``certificate`` (to whatever title)."""
+        return [r for r in self.rules if r.certificate.matches(certificate)]
 
     def _grant(self, rule: AccessRule) -> Admission:
         # A destination must also be configured on the node: the SCP checks that itself.

@@ -19,9 +19,9 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from dicomtls.audit.messages import (
     AuditMessage,
@@ -317,10 +317,21 @@ class Reporter:
         groups = _studies(facts)
         if not groups:  # every object failed: still a (failed) transfer attempt on record
             groups, outcome = {None: []}, Outcome.MINOR_FAILURE
+        self._record_received("C", peer, groups, outcome)
+
+    def _record_received(
+        self,
+        action: Literal["C", "U"],
+        peer: Node,
+        groups: Mapping[PatientRef | None, list[StudyRef]],
+        outcome: Outcome = Outcome.SUCCESS,
+    ) -> None:
+        """DICOM Instances Transferred from ``peer`` to us, one message per patient: ``C``,
+        objects we did not hold; ``U``, copies we held, replaced."""
         for patient, studies in groups.items():
             self._record(
                 instances_transferred(
-                    action="C",
+                    action=action,
                     source=peer,
                     destination=self.local,
                     requestor_is_source=True,
@@ -398,15 +409,5 @@ class Reporter:
         got = resent.received
         study = StudyRef(got.get("StudyInstanceUID", ""), {got.get("SOPClassUID", ""): 1})
         patient = PatientRef(got.get("PatientID", ""), got.get("PatientName") or None)
-        self._record(
-            instances_transferred(
-                action="U",
-                source=peer,
-                destination=self.local,
-                requestor_is_source=True,
-                studies=[study],
-                patient=patient,
-                source_id=self.source_id,
-            )
-        )
+        self._record_received("U", peer, {patient: [study]})
         self._received_on(association).updated.add(uid)

@@ -68,15 +68,7 @@ def find_credentials(environ: Mapping[str, str] | None = None) -> Credentials:
     """The credentials and region AWS tools would use here (see the module's docstring)."""
     env = os.environ if environ is None else environ
     profile = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
-    config = configparser.ConfigParser()
-    config.read([_aws_file(env, "AWS_CONFIG_FILE", "config")])
-    section = "default" if profile == "default" else f"profile {profile}"
-    region = (
-        env.get("AWS_REGION")
-        or env.get("AWS_DEFAULT_REGION")
-        or config.get(section, "region", fallback="")
-        or "us-east-1"
-    )
+    region = _region(env, profile)
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         return Credentials(
             env["AWS_ACCESS_KEY_ID"],
@@ -100,8 +92,26 @@ def find_credentials(environ: Mapping[str, str] | None = None) -> Credentials:
     )
 
 
+def _region(env: Mapping[str, str], profile: str) -> str:
+    """The environment's region, else the profile's in ``~/.aws/config``, else us-east-1."""
+    config = configparser.ConfigParser()
+    config.read([_aws_file(env, "AWS_CONFIG_FILE", "config")])
+    section = "default" if profile == "default" else f"profile {profile}"
+    return (
+        env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+        or config.get(section, "region", fallback="")
+        or "us-east-1"
+    )
+
+
 def _quote(text: str, safe: str = "") -> str:
     return urllib.parse.quote(text, safe=_UNRESERVED + safe)
+
+
+def _canonical_query(query: Mapping[str, str]) -> str:
+    """SigV4's query string: each name and value quoted, sorted by name."""
+    return "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -131,7 +141,7 @@ def sign(
         [
             method,
             _quote(path, "/"),
-            "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items())),
+            _canonical_query(query),
             "".join(f"{name}:{signed[name]}\n" for name in names),
             ";".join(names),
             payload_sha256,
@@ -163,6 +173,19 @@ def _error(what: str, response: Any) -> S3Error:
     except ElementTree.ParseError:
         message = body[:200].decode("utf-8", "replace")
     return S3Error(what, response.status, code, message)
+
+
+def _target(path: str, query: Mapping[str, str]) -> str:
+    """The request's path and query string, quoted as they were signed."""
+    return _quote(path, "/") + ("?" + _canonical_query(query) if query else "")
+
+
+def _refused(what: str, response: Any, streamed: bool) -> S3Error:
+    """The error of an answer not expected, its connection back in the pool."""
+    if streamed:
+        response.read()
+        response.release_conn()
+    return _error(what, response)
 
 
 class S3Client:
@@ -220,6 +243,7 @@ class S3Client:
         path = f"/{bucket}/{key}" if key else f"/{bucket}"
         query = dict(query or {})
         what = f"{method} {path}"
+        url = self.endpoint + _target(path, query)
         last: Exception | None = None
         for attempt in range(self.retries):
             if hasattr(body, "seek"):
@@ -233,9 +257,6 @@ class S3Client:
                 dict(headers or {}),
                 payload_sha256,
             )
-            url = self.endpoint + _quote(path, "/")
-            if query:
-                url += "?" + "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
             try:
                 response = self._http.request(
                     method,
@@ -250,13 +271,9 @@ class S3Client:
                 continue
             if response.status in expect:
                 return response
-            if stream:
-                response.read()
-                response.release_conn()
-            if response.status >= 500 and attempt + 1 < self.retries:
-                last = _error(what, response)
-                continue
-            raise _error(what, response)
+            last = _refused(what, response, stream)
+            if response.status < 500 or attempt + 1 == self.retries:
+                raise last  # only a server's own trouble (5xx) is worth another try
         raise S3Error(what, message=f"no answer after {self.retries} tries: {last}")
 
     # -- the calls ----------------------------------------------------------------------

@@ -37,7 +37,7 @@ import itertools
 import os
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 from dicomtls.dimse.part10 import encode_file_header
@@ -49,6 +49,7 @@ __all__ = [
     "GROUP_FILE_MODE",
     "PRIVATE_FILE_MODE",
     "DurableStore",
+    "FileMeta",
     "IncomingObject",
     "StorageError",
     "check_file_mode",
@@ -77,6 +78,31 @@ _names = itertools.count()  # temporary names are unique in this process; the pi
 #: made in batches, once half are used: each request wakes a thread, which costs the event
 #: loop more than the file it makes.
 _SPARES = 8
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """The file meta information (PS3.10 7.1) a store writes in front of a received data
+    set: what the C-STORE request names, and who we are and who sent it."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    _: KW_ONLY
+    implementation_class_uid: str
+    implementation_version_name: str | None = None
+    source_ae_title: str | None = None
+
+    def header(self) -> bytes:
+        """The preamble, ``DICM`` and the file meta group, as the file starts."""
+        return encode_file_header(
+            self.sop_class_uid,
+            self.sop_instance_uid,
+            self.transfer_syntax_uid,
+            self.implementation_class_uid,
+            self.implementation_version_name,
+            self.source_ae_title,
+        )
 
 
 @dataclass(frozen=True)
@@ -501,25 +527,10 @@ class DurableStore:
         bucket = hashlib.sha1(sop_instance_uid.encode(), usedforsecurity=False).hexdigest()[:2]
         return self.objects / bucket / f"{sop_instance_uid}.dcm"
 
-    def begin(
-        self,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        transfer_syntax_uid: str,
-        *,
-        implementation_class_uid: str,
-        implementation_version_name: str | None = None,
-        source_ae_title: str | None = None,
-    ) -> IncomingObject:
-        header = encode_file_header(
-            sop_class_uid,
-            sop_instance_uid,
-            transfer_syntax_uid,
-            implementation_class_uid,
-            implementation_version_name,
-            source_ae_title,
-        )
-        return IncomingObject(self, self.path_for(sop_instance_uid), header)
+    def begin(self, meta: FileMeta) -> IncomingObject:
+        """Start receiving the object ``meta`` describes (StorageError for a UID that
+        cannot name a file)."""
+        return IncomingObject(self, self.path_for(meta.sop_instance_uid), meta.header())
 
     def stored_files(self) -> list[Path]:
         """Every committed object (what ``index --rebuild`` reads)."""

@@ -51,7 +51,7 @@ from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status, status_name
 from dicomtls.logs import get_logger
 from dicomtls.node.backends import IncomingObject, ObjectStore
-from dicomtls.node.storage import DurableStore, StorageError, StoredObject
+from dicomtls.node.storage import DurableStore, FileMeta, StorageError, StoredObject
 from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 if TYPE_CHECKING:
@@ -420,12 +420,14 @@ class DurableStoreHandler:
         failure: StorageError | None = None
         try:
             incoming = self.store.begin(
-                str(command[Tag.AffectedSOPClassUID]),
-                sop_instance,
-                transfer_syntax,
-                implementation_class_uid=IMPLEMENTATION_CLASS_UID,
-                implementation_version_name=IMPLEMENTATION_VERSION_NAME,
-                source_ae_title=association.calling_ae,
+                FileMeta(
+                    str(command[Tag.AffectedSOPClassUID]),
+                    sop_instance,
+                    transfer_syntax,
+                    implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+                    implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+                    source_ae_title=association.calling_ae,
+                )
             )
         except StorageError as exc:
             failure = exc
