@@ -2,29 +2,29 @@
 
 Each association, server or call runs its own event loop on a background thread, and
 every method hands a coroutine to it and waits for the result, so blocking code gets
-exactly the asyncio implementation's behaviour (timeouts, streaming, errors). A test
-holds the two APIs to the same signatures (tests/test_front_door.py).
+exactly the asyncio implementation's behaviour (timeouts, streaming, errors).
+``associate`` and ``serve_dicom`` are made from their asyncio twins, parameters and all;
+a test holds the classes to the same methods (tests/test_front_door.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net import association as _async
 from dicomtls.net import client as _client
 from dicomtls.net import scp as _scp
-from dicomtls.net.hooks import Services, StoreTarget
-from dicomtls.net.link import LinkEvents, ProxyProtocol, TLSSource
+from dicomtls.net.hooks import StoreTarget
 from dicomtls.net.qr_scu import QueryModel, RetrieveResult
 from dicomtls.tls.session import SessionInfo
-from dicomtls.tls.settings import TLSSettings
-from dicomtls.ul.acse import AcceptorPolicy, Negotiated, Proposal
+from dicomtls.ul.acse import Negotiated, Proposal
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["Association", "DicomServer", "Peer", "associate", "serve_dicom"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
+Inner = TypeVar("Inner")  # what the asyncio API opened
+H = TypeVar("H")  # the blocking handle on it
 
 
 class _LoopThread:
@@ -58,6 +61,32 @@ def _once(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
         return runner.run(coroutine)
     finally:
         runner.stop()
+
+
+def _opened(
+    name: str, coroutine: Coroutine[Any, Any, Inner], handle: Callable[[_LoopThread, Inner], H]
+) -> H:
+    """Run ``coroutine`` (it opens an association or a server) on a loop of its own, which
+    stays for the blocking ``handle`` on what it opened; if it fails, the loop goes too."""
+    runner = _LoopThread(name)
+    try:
+        return handle(runner, runner.run(coroutine))
+    except BaseException:
+        runner.stop()
+        raise
+
+
+def _blocking(
+    start: Callable[P, Coroutine[Any, Any, Inner]], handle: Callable[[_LoopThread, Inner], H]
+) -> Callable[P, H]:
+    """The blocking twin of the asyncio function ``start``: its parameters and docstring,
+    returning a ``handle`` whose methods run on the loop ``start`` ran on."""
+
+    @functools.wraps(start, assigned=("__name__", "__qualname__", "__doc__"))
+    def blocking(*args: P.args, **kwargs: P.kwargs) -> H:
+        return _opened(f"dicomtls {start.__name__}", start(*args, **kwargs), handle)
+
+    return blocking
 
 
 class Association:
@@ -170,40 +199,8 @@ class Association:
             self.abort()
 
 
-def associate(
-    host: str,
-    port: int,
-    tls: TLSSettings | None,
-    *,
-    calling_ae: str = "DICOMTLS-SCU",
-    called_ae: str = "ANY-SCP",
-    proposals: Sequence[Proposal] | None = None,
-    max_pdu_length: int = 4 << 20,
-    dimse_timeout: float | None = _async.DIMSE_TIMEOUT,
-    max_operations: int = 1,
-    events: LinkEvents | None = None,
-) -> Association:
-    """Blocking :func:`dicomtls.aio.associate`."""
-    runner = _LoopThread(f"dicomtls association to {host}:{port}")
-    try:
-        inner = runner.run(
-            _async.associate(
-                host,
-                port,
-                tls,
-                calling_ae=calling_ae,
-                called_ae=called_ae,
-                proposals=proposals,
-                max_pdu_length=max_pdu_length,
-                dimse_timeout=dimse_timeout,
-                max_operations=max_operations,
-                events=events,
-            )
-        )
-    except BaseException:
-        runner.stop()
-        raise
-    return Association(runner, inner)
+associate = _blocking(_async.associate, Association)
+"""Blocking :func:`dicomtls.aio.associate`."""
 
 
 class DicomServer:
@@ -239,29 +236,8 @@ class DicomServer:
         self.close()
 
 
-def serve_dicom(
-    host: str,
-    port: int,
-    tls: TLSSource | None,
-    policy: AcceptorPolicy | str,
-    services: Services | None = None,
-    *,
-    limits: _scp.Limits | None = None,
-    events: LinkEvents | None = None,
-    proxy: ProxyProtocol | None = None,
-) -> DicomServer:
-    """Blocking :func:`dicomtls.aio.serve_dicom`: returns once the server listens."""
-    runner = _LoopThread(f"dicomtls server on {host}:{port}")
-    try:
-        inner = runner.run(
-            _scp.serve_dicom(
-                host, port, tls, policy, services, limits=limits, events=events, proxy=proxy
-            )
-        )
-    except BaseException:
-        runner.stop()
-        raise
-    return DicomServer(runner, inner)
+serve_dicom = _blocking(_scp.serve_dicom, DicomServer)
+"""Blocking :func:`dicomtls.aio.serve_dicom`: returns once the server listens."""
 
 
 @dataclass(frozen=True)
@@ -277,17 +253,8 @@ class Peer(_client.PeerAddress):
 
     def associate(self, proposals: Sequence[Proposal], *, max_operations: int = 1) -> Association:
         """An association of your own, with ``proposals`` (release it when done)."""
-        return associate(
-            self.host,
-            self.port,
-            self.tls,
-            calling_ae=self.calling_ae,
-            called_ae=self.called_ae,
-            proposals=proposals,
-            dimse_timeout=self.dimse_timeout,
-            max_operations=max_operations,
-            events=self.events,
-        )
+        opening = self._aio().associate(proposals, max_operations=max_operations)
+        return _opened(f"dicomtls association to {self.host}:{self.port}", opening, Association)
 
     def echo(self) -> int:
         return self._call("C-ECHO", self._aio().echo())

@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.dimse.command import CommandSet
 from dicomtls.net.association import Association, associate, default_proposals
+from dicomtls.net.client import Peer
 from dicomtls.net.qr_scu import QueryModel, RetrieveResult
 from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
@@ -24,6 +25,7 @@ from ..node.test_storage import CT, _make_file
 PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 QR = QueryModel.STUDY_ROOT
+MR, SC = "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.7"
 SYNTAXES = [EXPLICIT, IMPLICIT]
 ARCHIVE_POLICY = AcceptorPolicy(
     "ARCHIVE", {QR.find_uid: SYNTAXES, QR.move_uid: SYNTAXES, QR.get_uid: SYNTAXES, CT: SYNTAXES}
@@ -195,3 +197,54 @@ def test_cancel_stops_a_find(matrix_pki: MatrixPKI) -> None:
     assert 5 <= received < 10_000
     assert produced < 10_000  # the SCP stopped producing matches
     assert cancels_on == [3]  # the find's own context, not the first one (Verification)
+
+
+def _identifier(**keys: object) -> Dataset:
+    dataset = Dataset()
+    for keyword, value in keys.items():
+        setattr(dataset, keyword, value)
+    return dataset
+
+
+async def _classes_asked_series_by_series() -> tuple[list[str], list[Dataset]]:
+    """A peer that leaves SOP Classes in Study out of its study-level answers."""
+    studies: dict[str, dict[str, list[str]]] = {
+        "1.2.3.1": {"1.2.3.1.1": [CT, MR], "1.2.3.1.2": [CT]},
+        "1.2.3.2": {"1.2.3.2.1": [SC]},
+    }
+    series = {uid: classes for study in studies.values() for uid, classes in study.items()}
+    asked: list[Dataset] = []
+
+    def find(association: Association, sop_class: str, identifier: Dataset) -> list[Dataset]:
+        asked.append(identifier)
+        level = identifier.QueryRetrieveLevel
+        if level == "STUDY":
+            return [_identifier(StudyInstanceUID=uid) for uid in studies]
+        if level == "SERIES":
+            return [_identifier(SeriesInstanceUID=u) for u in studies[identifier.StudyInstanceUID]]
+        return [_identifier(SOPClassUID=c) for c in series[identifier.SeriesInstanceUID]]
+
+    policy = AcceptorPolicy("ARCHIVE", {QR.find_uid: SYNTAXES})
+    async with await serve_dicom("127.0.0.1", 0, None, policy, Services(find=find)) as server:
+        peer = Peer("127.0.0.1", server.port, None, called_ae="ARCHIVE")
+        classes = await peer.classes_in_study({"PatientID": "P1"}, QR)
+    return classes, asked
+
+
+def test_classes_in_study_are_asked_series_by_series_when_the_peer_does_not_list_them() -> None:
+    classes, asked = asyncio.run(_classes_asked_series_by_series())
+    assert classes == sorted({CT, MR, SC})
+    study, *rest = asked
+    levels = [(q.QueryRetrieveLevel, q.PatientID, q.StudyInstanceUID) for q in (study, *rest)]
+    assert "SOPClassesInStudy" in study
+    assert levels == [
+        ("STUDY", "P1", ""),
+        ("SERIES", "P1", "1.2.3.1"),
+        ("IMAGE", "P1", "1.2.3.1"),
+        ("IMAGE", "P1", "1.2.3.1"),
+        ("SERIES", "P1", "1.2.3.2"),
+        ("IMAGE", "P1", "1.2.3.2"),
+    ]
+    images = [q for q in rest if q.QueryRetrieveLevel == "IMAGE"]
+    assert [q.SeriesInstanceUID for q in images] == ["1.2.3.1.1", "1.2.3.1.2", "1.2.3.2.1"]
+    assert all(q.SOPClassUID == "" and q.SOPInstanceUID == "" for q in images)

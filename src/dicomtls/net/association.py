@@ -31,6 +31,7 @@ from dicomtls.dimse.messages import c_echo_rq, c_store_rq
 from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import (
     CommandReceived,
+    DatasetFragment,
     MessageAssembler,
     MessageError,
     message_pdvs,
@@ -61,6 +62,7 @@ from dicomtls.ul.connection import (
     ReleaseConfirmed,
     ReleaseRequested,
     Role,
+    ULEvent,
     UpperLayer,
 )
 from dicomtls.ul.errors import AbortReason, LocalProtocolError
@@ -119,6 +121,58 @@ class Message:
     field: CommandField
     dataset: bytes | None = None
     refused: Refusal | None = None
+
+
+class _TooLarge(MessageError):
+    """A data set bound for memory that is larger than the association takes."""
+
+
+class _Arriving:
+    """The message being received: its data set goes to a sink, into memory, or nowhere."""
+
+    def __init__(
+        self, sink_for: Callable[[CommandReceived], DatasetSink | None] | None, limit: int
+    ) -> None:
+        self.sink_for = sink_for
+        self.limit = limit
+        self.message: Message | None = None
+        self.sink: DatasetSink | None = None
+        self.collected = bytearray()
+
+    def begin(self, message: Message, command: CommandReceived) -> None:
+        """The gate has judged ``message``; its data set follows (a sink asked for only if
+        it is to be served)."""
+        self.message = message
+        if message.refused is None and self.sink_for is not None:
+            self.sink = self.sink_for(command)
+
+    async def take(self, fragment: DatasetFragment) -> bool:
+        """One fragment of the data set; True once it was the last."""
+        message = self.message
+        assert message is not None  # the assembler sends the command first
+        if message.refused is not None:
+            pass  # dropped as it comes: a refused request costs no memory
+        elif self.sink is not None:
+            if (waiting := self.sink.write(fragment.data)) is not None:
+                await waiting
+        elif len(self.collected) + len(fragment.data) > self.limit:
+            raise _TooLarge(f"{message.field.name} data set larger than {self.limit} bytes")
+        else:
+            self.collected += fragment.data
+        if fragment.last and message.refused is None and self.sink is None:
+            message.dataset = bytes(self.collected)
+        return fragment.last
+
+
+def _end_reason(event: ULEvent) -> str | None:
+    """How an association ends with ``event`` (None: it does not end it)."""
+    if isinstance(event, ReleaseConfirmed):
+        return "released"
+    if isinstance(event, Aborted):
+        return f"aborted: {event.message}"
+    if isinstance(event, Closed):
+        return "connection lost"
+    return None
 
 
 class Association:
@@ -239,66 +293,65 @@ class Association:
         bytes (more aborts the association). A message the gate refuses comes back with
         ``refused`` set: no sink was asked for and its data set was dropped as it came.
         """
-        message: Message | None = None
-        sink: DatasetSink | None = None
-        collected = bytearray()
+        arriving = _Arriving(sink_for, self.max_dataset_in_memory)
         while True:
             event = await self._channel.next_event()
             if isinstance(event, DataReceived):
-                try:
-                    for item in self._assembler.feed(event.pdata.pdvs):
-                        if isinstance(item, CommandReceived):
-                            message = self._admitted(item)
-                            if message is None:
-                                return None
-                            if not item.expects_dataset:
-                                return message
-                            if message.refused is None and sink_for is not None:
-                                sink = sink_for(item)
-                            continue
-                        assert message is not None  # the assembler sends the command first
-                        if message.refused is not None:
-                            pass  # dropped as it comes: a refused request costs no memory
-                        elif sink is not None:
-                            if (waiting := sink.write(item.data)) is not None:
-                                await waiting
-                        elif len(collected) + len(item.data) > self.max_dataset_in_memory:
-                            self.protocol_failure(
-                                f"{message.field.name} data set larger than "
-                                f"{self.max_dataset_in_memory} bytes"
-                            )
-                            return None
-                        else:
-                            collected += item.data
-                        if item.last:
-                            if message.refused is None and sink is None:
-                                message.dataset = bytes(collected)
-                            return message
-                except (MessageError, ValueError) as exc:
-                    self.protocol_failure(f"bad DIMSE message: {exc}")
-                    return None
-                continue
-            if isinstance(event, ReleaseRequested):
-                self._channel.ul.release_response()
-                self._channel.flush()
-                self.end_reason = self.end_reason or "released"
-                continue
-            if isinstance(event, ReleaseConfirmed):
-                self.end_reason = self.end_reason or "released"
-            if isinstance(event, Aborted):
-                midway = not self._assembler.idle  # a message half-received is lost with it
-                level = logging.WARNING if not event.by_peer or midway else logging.INFO
-                lost = "; the partial message was discarded" if midway else ""
-                log.log(level, "association with %s aborted: %s%s", self.peer, event.message, lost)
-                self.end_reason = self.end_reason or f"aborted: {event.message}"
-            if isinstance(event, Closed):
-                self.end_reason = self.end_reason or "connection lost"
-            if isinstance(event, Aborted) and not event.by_peer:
-                self._we_aborted = True
-            if isinstance(event, Closed | ReleaseConfirmed | Aborted):
-                self._ended = True
-                await self.close_link()
+                if await self._feed(event, arriving):
+                    return arriving.message
+            elif await self._ended_by(event):
                 return None
+
+    async def _feed(self, event: DataReceived, arriving: _Arriving) -> bool:
+        """Take one P-DATA-TF's PDVs; True once the message is whole, or the association
+        was aborted for it (``arriving.message`` is then None)."""
+        try:
+            for item in self._assembler.feed(event.pdata.pdvs):
+                if isinstance(item, CommandReceived):
+                    message = self._admitted(item)
+                    if message is None or not item.expects_dataset:
+                        arriving.message = message
+                        return True
+                    arriving.begin(message, item)
+                elif await arriving.take(item):
+                    return True
+        except _TooLarge as exc:
+            failure = str(exc)
+        except (MessageError, ValueError) as exc:
+            failure = f"bad DIMSE message: {exc}"
+        else:
+            return False
+        arriving.message = None
+        self.protocol_failure(failure)
+        return True
+
+    async def _ended_by(self, event: ULEvent) -> bool:
+        """Act on an event that carries no data; True when the association ended with it."""
+        if isinstance(event, ReleaseRequested):
+            self._answer_release()
+            self.end_reason = self.end_reason or "released"
+            return False
+        reason = _end_reason(event)
+        if reason is None:
+            return False
+        if isinstance(event, Aborted):
+            self._log_abort(event)
+            if not event.by_peer:
+                self._we_aborted = True  # close_link lets our A-ABORT reach the peer
+        self.end_reason = self.end_reason or reason
+        self._ended = True
+        await self.close_link()
+        return True
+
+    def _log_abort(self, event: Aborted) -> None:
+        midway = not self._assembler.idle  # a message half-received is lost with it
+        level = logging.WARNING if not event.by_peer or midway else logging.INFO
+        lost = "; the partial message was discarded" if midway else ""
+        log.log(level, "association with %s aborted: %s%s", self.peer, event.message, lost)
+
+    def _answer_release(self) -> None:
+        self._channel.ul.release_response()
+        self._channel.flush()
 
     def _admitted(self, received: CommandReceived) -> Message | None:
         """The message for a command set that passed the gate or is to be refused with a
@@ -478,21 +531,15 @@ class Association:
         """A-RELEASE and wait for the answer (or the end)."""
         if self._ended:
             return
-        ul = self._channel.ul
-        ul.release()
+        self._channel.ul.release()
         self._channel.flush()
         while True:
             event = await self._channel.next_event()
             if isinstance(event, ReleaseRequested):  # collision
-                ul.release_response()
-                self._channel.flush()
-            elif isinstance(event, ReleaseConfirmed):
-                self.end_reason = self.end_reason or "released"
-            elif isinstance(event, Aborted):
-                self.end_reason = self.end_reason or f"aborted: {event.message}"
-                break
-            elif isinstance(event, Closed):
-                self.end_reason = self.end_reason or "connection lost"
+                self._answer_release()
+            if (reason := _end_reason(event)) is not None:
+                self.end_reason = self.end_reason or reason
+            if isinstance(event, Aborted | Closed):
                 break
         self._ended = True
         await self.link.close()

@@ -59,18 +59,11 @@ class Channel:
         started = asyncio.get_running_loop().time()
         while not self._pending:
             artim = self.ul.artim_running
-            limit = self._artim if artim else self._idle
             try:
-                async with asyncio.timeout_at(None if limit is None else started + limit):
-                    if self._first_bytes:
-                        data = await self.link.read()
-                    else:  # straight into the PDU being received (TLS: decrypted there)
-                        count = await self.link.read_into(self.ul.receive_buffer())
+                async with asyncio.timeout_at(self._deadline(started, artim)):
+                    await self._read()
             except TimeoutError:
-                if artim:
-                    self._pending.extend(self.ul.artim_expired())
-                else:
-                    self._idle_expired()
+                self._timer_expired(artim)
             except (ConnectionError, OSError) as exc:
                 log.debug("link to %s failed: %s", self.link.peer, exc)
                 self._pending.extend(self.ul.connection_closed())
@@ -80,15 +73,29 @@ class Channel:
                 # e.g. a fatal alert or a bad record after the handshake: the link is gone
                 log.warning("%s; connection closed", exc)
                 self._pending.extend(self.ul.connection_closed())
-            else:
-                if self._first_bytes:
-                    self._receive(data)
-                else:
-                    self._received(count)
             self.flush()
             if self.ul.should_close and not self._pending:
                 self._pending.append(Closed())
         return self._pending.popleft()
+
+    def _deadline(self, started: float, artim: bool) -> float | None:
+        """When the wait begun at ``started`` ends: ARTIM while it runs, else the idle
+        timeout (None: no idle timeout)."""
+        limit = self._artim if artim else self._idle
+        return None if limit is None else started + limit
+
+    async def _read(self) -> None:
+        """One read of the link into the upper layer."""
+        if self._first_bytes:
+            self._receive(await self.link.read())
+        else:  # straight into the PDU being received (TLS: decrypted there)
+            self._received(await self.link.read_into(self.ul.receive_buffer()))
+
+    def _timer_expired(self, artim: bool) -> None:
+        if artim:
+            self._pending.extend(self.ul.artim_expired())
+        else:
+            self._idle_expired()
 
     def _idle_expired(self) -> None:
         """No PDU completed within the idle timeout: abort rather than hold the slot forever."""

@@ -160,38 +160,46 @@ class Peer(PeerAddress):
 
 
 async def _classes_in_study(assoc: Association, named: Dataset, model: QueryModel) -> list[str]:
-    from pydicom.dataset import Dataset
-
-    study = Dataset()
-    study.QueryRetrieveLevel = "STUDY"
-    for keyword in ("PatientID", "StudyInstanceUID"):
-        if keyword in named:
-            setattr(study, keyword, named[keyword].value)
-    if "StudyInstanceUID" not in study:
-        study.StudyInstanceUID = ""
-    study.SOPClassesInStudy = ""
+    study = _study_query(named)
     studies = [match async for match in assoc.find(study, model)]
     classes = {str(uid) for match in studies for uid in _listed(match.get("SOPClassesInStudy"))}
     if classes:
         return sorted(classes)
+    patient = {"PatientID": study.PatientID} if "PatientID" in study else {}
     for match in studies[:_MAX_STUDIES_ASKED]:
-        series_query = Dataset()
-        series_query.QueryRetrieveLevel = "SERIES"
-        series_query.StudyInstanceUID = match.get("StudyInstanceUID", "")
-        series_query.SeriesInstanceUID = ""
-        if "PatientID" in study:
-            series_query.PatientID = study.PatientID
-        for series in [found async for found in assoc.find(series_query, model)]:
-            images = Dataset()
-            images.QueryRetrieveLevel = "IMAGE"
-            for keyword in ("PatientID", "StudyInstanceUID"):
-                if keyword in series_query:
-                    setattr(images, keyword, series_query[keyword].value)
-            images.SeriesInstanceUID = series.get("SeriesInstanceUID", "")
-            images.SOPInstanceUID = ""
-            images.SOPClassUID = ""
-            classes.update([str(m.get("SOPClassUID")) async for m in assoc.find(images, model)])
+        one_study = {**patient, "StudyInstanceUID": match.get("StudyInstanceUID", "")}
+        classes |= await _classes_of_instances(assoc, one_study, model)
     return sorted(c for c in classes if c and c != "None")
+
+
+def _study_query(named: Dataset) -> Dataset:
+    """A study-level C-FIND for SOP Classes in Study, of the patient and study ``named``
+    names (every study, if it names none)."""
+    keys = {k: named[k].value for k in ("PatientID", "StudyInstanceUID") if k in named}
+    return query(
+        {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": "", **keys, "SOPClassesInStudy": ""}
+    )
+
+
+async def _classes_of_instances(
+    assoc: Association, study_keys: dict[str, Any], model: QueryModel
+) -> set[str]:
+    """The SOP Class UID of each instance of one study, series by series: for a peer that
+    does not return SOP Classes in Study."""
+    series = query({"QueryRetrieveLevel": "SERIES", **study_keys, "SeriesInstanceUID": ""})
+    classes: set[str] = set()
+    for found in [match async for match in assoc.find(series, model)]:
+        images = query(
+            {
+                "QueryRetrieveLevel": "IMAGE",
+                **study_keys,
+                "SeriesInstanceUID": found.get("SeriesInstanceUID", ""),
+                "SOPInstanceUID": "",
+                "SOPClassUID": "",
+            }
+        )
+        classes.update([str(m.get("SOPClassUID")) async for m in assoc.find(images, model)])
+    return classes
 
 
 def _listed(value: Any) -> list[Any]:

@@ -461,6 +461,25 @@ class Dispatcher:
 
     async def _move(self, message: Message) -> None:
         destination = self._destination(message, Service.MOVE)
+        host, port = self._move_address(destination)
+        files = await self._files(message)
+        outcome = _Outcome.of(len(files))
+        headers = self._headers(files, outcome)
+        sub = await self._sub_association(host, port, destination, headers, outcome)
+        if sub is not None:
+            async with sub:
+                for header in headers:
+                    if sub.ended:
+                        outcome.fail(header.path, header.sop_instance_uid, "sub-association ended")
+                    else:
+                        await self._sub_store(outcome, header, sub.store_header)
+                    if not await self._pending(message, Service.MOVE, outcome):
+                        return
+        await self._finish_retrieve(message, Service.MOVE, destination, outcome)
+
+    def _move_address(self, destination: str) -> tuple[str, int]:
+        """Where C-MOVE destination ``destination`` listens; StatusError if it is not one we
+        know, or not one the access policy lets this peer send to."""
         address = self.services.move_destinations.get(destination)
         granted = self.admission.move_destinations
         if address is None:
@@ -472,15 +491,17 @@ class Dispatcher:
             why = f"{self.admission.rule or 'the access policy'} allows C-MOVE to {allowed} only"
             notify(self.services.events.on_refused, self.association, Service.MOVE, why)
             raise StatusError(Status.MOVE_DESTINATION_UNKNOWN, f"to {destination!r}: {why}")
-        files = await self._files(message)
-        outcome = _Outcome.of(len(files))
-        headers = self._headers(files, outcome)
+        return address
+
+    async def _sub_association(
+        self, host: str, port: int, destination: str, headers: list[Part10Header], outcome: _Outcome
+    ) -> Association | None:
+        """The C-MOVE's association to its destination, proposing what ``headers`` need; None
+        when there is nothing to send, or it cannot be opened (each object then failed)."""
         if not headers:
-            await self._finish_retrieve(message, Service.MOVE, destination, outcome)
-            return
-        host, port = address
+            return None
         try:
-            sub = await associate(
+            return await associate(
                 host,
                 port,
                 current_settings(self.services.move_tls),
@@ -491,17 +512,7 @@ class Dispatcher:
         except (AssociationError, OSError, TLSError) as exc:
             for header in headers:
                 outcome.fail(header.path, header.sop_instance_uid, f"cannot associate: {exc}")
-            await self._finish_retrieve(message, Service.MOVE, destination, outcome)
-            return
-        async with sub:
-            for header in headers:
-                if sub.ended:
-                    outcome.fail(header.path, header.sop_instance_uid, "sub-association ended")
-                else:
-                    await self._sub_store(outcome, header, sub.store_header)
-                if not await self._pending(message, Service.MOVE, outcome):
-                    return
-        await self._finish_retrieve(message, Service.MOVE, destination, outcome)
+            return None
 
     async def _sub_store(
         self,

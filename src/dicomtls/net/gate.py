@@ -107,23 +107,23 @@ class Gate:
     def _request(
         self, command: CommandSet, field: CommandField, service: Service, context: AcceptedContext
     ) -> Refusal | None:
+        """A request on an accepted context: it must fit the context, the peer must be
+        allowed to ask it there, and a C-STORE's UIDs must be UIDs."""
         sop_class = str(command[Tag.AffectedSOPClassUID])
+        if (misfit := _misfit(field, service, context, sop_class)) is not None:
+            return misfit
+        if (forbidden := self._forbidden(field, service, context)) is not None:
+            return forbidden
+        if field is CommandField.C_STORE_RQ:
+            return _store_uids(command, sop_class)
+        return None
+
+    def _forbidden(
+        self, field: CommandField, service: Service, context: AcceptedContext
+    ) -> Refusal | None:
+        """Whether the peer may invoke ``service`` on ``context``: role selection, then the
+        access policy's grant (we accepted), or C-STORE sub-operations only (we requested)."""
         where = f"presentation context {context.id}"
-        if sop_class != context.abstract_syntax:
-            return Refusal(
-                f"{_named(field)} for SOP class {sop_class!r} on {where}, which was negotiated "
-                f"for {context.abstract_syntax}",
-                Status.SOP_CLASS_NOT_SUPPORTED,
-                service,
-            )
-        negotiated_for = service_of(context.abstract_syntax)
-        if negotiated_for is not None and negotiated_for is not service:
-            return Refusal(
-                f"{_named(field)} on {where}, negotiated for the {negotiated_for.value} service "
-                f"({context.abstract_syntax})",
-                Status.UNRECOGNIZED_OPERATION,
-                service,
-            )
         may_invoke = context.scu_role if self.acceptor else context.scp_role
         if not may_invoke:
             side = "SCU" if self.acceptor else "SCP"
@@ -146,9 +146,31 @@ class Gate:
                 Status.UNRECOGNIZED_OPERATION,
                 service,
             )
-        if field is CommandField.C_STORE_RQ:
-            return _store_uids(command, sop_class)
         return None
+
+
+def _misfit(
+    field: CommandField, service: Service, context: AcceptedContext, sop_class: str
+) -> Refusal | None:
+    """Whether the request does not fit its context: another SOP class (PS3.7 9.1.1), or an
+    operation of another service than the context's SOP class belongs to."""
+    where = f"presentation context {context.id}"
+    if sop_class != context.abstract_syntax:
+        return Refusal(
+            f"{_named(field)} for SOP class {sop_class!r} on {where}, which was negotiated "
+            f"for {context.abstract_syntax}",
+            Status.SOP_CLASS_NOT_SUPPORTED,
+            service,
+        )
+    negotiated_for = service_of(context.abstract_syntax)
+    if negotiated_for is not None and negotiated_for is not service:
+        return Refusal(
+            f"{_named(field)} on {where}, negotiated for the {negotiated_for.value} service "
+            f"({context.abstract_syntax})",
+            Status.UNRECOGNIZED_OPERATION,
+            service,
+        )
+    return None
 
 
 def _store_uids(command: CommandSet, sop_class: str) -> Refusal | None:

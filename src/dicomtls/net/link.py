@@ -273,12 +273,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         if self._tls is not None and self._pending is not None and not self._admit(transport, host):
             return
         self.local = _peer_name(transport, "sockname")
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if hasattr(socket, "TCP_QUICKACK"):
-                self._quickack = sock
-        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self._tune(transport)
         callback = (
             self._events.on_accepted if self._side is Side.SERVER else self._events.on_connected
         )
@@ -295,6 +290,16 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self._advance_handshake()
         except TLSHandshakeError as exc:
             self._fail_handshake(exc)
+
+    def _tune(self, transport: asyncio.Transport) -> None:
+        """No Nagle delay on our small messages, quick ACKs where the kernel has them, and
+        the write buffer bound that paces :meth:`send`."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if hasattr(socket, "TCP_QUICKACK"):
+                self._quickack = sock
+        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
 
     # -- PROXY protocol v2 (net/proxy.py): the client's address, from a trusted balancer ------
 
@@ -448,36 +453,42 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self._timer.cancel()
         self._proxy_header = None
         self._release_proxy_slot()
-        engine = self.engine
-        explained = None
-        if engine is not None and not self._handshake_failed:
-            explained = engine.close_error()
-        if not self.ready.done():
-            if explained is not None:
-                self._report_failure(explained)
-                self.ready.set_exception(explained)
-            else:
-                self.ready.set_exception(ConnectionError(f"connection to {self.peer} lost"))
-        elif self._error is None and not self._eof:
-            if explained is not None:
-                # e.g. a TLS 1.3 server that judged our certificate and reset the connection
-                self._report_failure(explained)
-                self._error = explained
-            elif exc is not None:
-                self._error = ConnectionResetError(f"connection to {self.peer} lost: {exc}")
+        self._record_loss(exc)
         self._eof = True
         self._wake_reader()
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_writers()
         if not self._closed.done():
             self._closed.set_result(None)
+
+    def _record_loss(self, exc: Exception | None) -> None:
+        """Why the connection ended, for whoever awaits ``ready`` or reads next: the TLS
+        engine's explanation if it has one (reported once), else the socket's."""
+        if self.ready.done() and (self._error is not None or self._eof):
+            return  # the reader knows already how it ends
+        explained = self._explained_close()
+        if explained is not None:
+            self._report_failure(explained)
+        lost = f"connection to {self.peer} lost"
+        if not self.ready.done():
+            self.ready.set_exception(explained or ConnectionError(lost))
+        elif explained is not None or exc is not None:
+            self._error = explained or ConnectionResetError(f"{lost}: {exc}")
+
+    def _explained_close(self) -> TLSHandshakeError | None:
+        """The TLS engine's explanation of a dropped connection: during the handshake, or
+        after it e.g. a TLS 1.3 server that judged our certificate and reset."""
+        if self.engine is None or self._handshake_failed:
+            return None  # plain TCP, or reported already
+        return self.engine.close_error()
 
     def pause_writing(self) -> None:
         self._write_paused = True
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_result(None)

@@ -59,20 +59,26 @@ def outgoing(
     ]
     if not usable:
         raise NoWayToSend(f"no accepted presentation context for SOP class {header.sop_class_uid}")
-    syntax = header.transfer_syntax_uid
     for context in usable:
-        if context.transfer_syntax == syntax:
+        if context.transfer_syntax == header.transfer_syntax_uid:
             return Outgoing(context, iter_blocks(header, block_size), converted=False)
+    return _converted(header, usable)
+
+
+def _converted(header: Part10Header, usable: list[AcceptedContext]) -> Outgoing:
+    """The object converted to a syntax one of the ``usable`` contexts accepted, the first
+    of :data:`~dicomtls.dimse.transcode.TARGETS` that one did."""
+    syntax = syntax_name(header.transfer_syntax_uid)
     targets = [c for target in TARGETS for c in usable if c.transfer_syntax == target]
     accepted = ", ".join(sorted({syntax_name(c.transfer_syntax) for c in usable}))
     if not targets:
         raise NoWayToSend(
-            f"{syntax_name(syntax)} not accepted, nor a syntax we convert to (accepted: {accepted})"
+            f"{syntax} not accepted, nor a syntax we convert to (accepted: {accepted})"
         )
     try:
         data = transcode(header, targets[0].transfer_syntax)
     except TranscodeError as exc:
-        raise NoWayToSend(f"{syntax_name(syntax)} not accepted ({accepted}): {exc}") from None
+        raise NoWayToSend(f"{syntax} not accepted ({accepted}): {exc}") from None
     return Outgoing(targets[0], (data,), converted=True)
 
 
@@ -93,26 +99,36 @@ def proposals_for_headers(headers: Iterable[Part10Header]) -> list[Proposal]:
     needed: dict[str, Counter[str]] = {}
     for header in headers:
         needed.setdefault(header.sop_class_uid, Counter())[header.transfer_syntax_uid] += 1
-    exact = {
-        sop: [Proposal(sop, (syntax,)) for syntax, _ in counts.most_common()]
-        for sop, counts in sorted(needed.items())
-    }
-    missing = {
-        sop: tuple(s for s in UNCOMPRESSED if s not in counts) for sop, counts in needed.items()
-    }
-    apart = {sop: [Proposal(sop, (s,)) for s in rest] for sop, rest in missing.items()}
-    shared = {sop: [Proposal(sop, rest)] if rest else [] for sop, rest in missing.items()}
+    classes = sorted(needed.items())
     verification = [Proposal(VERIFICATION, (IMPLICIT_VR_LE,))]
-    for fallback in (apart, shared, None):
-        proposals = verification + [
-            p for sop in exact for p in (*exact[sop], *(fallback[sop] if fallback else ()))
-        ]
+    for layout in (_natives_apart, _natives_shared, _exact):
+        proposals = verification + [p for sop, counts in classes for p in layout(sop, counts)]
         if len(proposals) <= MAX_CONTEXTS:
             return proposals
-    return verification + [_shared(sop, needed[sop]) for sop in exact][: MAX_CONTEXTS - 1]
+    return verification + [_one_context(sop, counts) for sop, counts in classes][: MAX_CONTEXTS - 1]
 
 
-def _shared(sop: str, counts: Counter[str]) -> Proposal:
+def _exact(sop: str, counts: Counter[str]) -> list[Proposal]:
+    """A context per syntax the class's files are in, the most common first."""
+    return [Proposal(sop, (syntax,)) for syntax, _ in counts.most_common()]
+
+
+def _natives_missing(counts: Counter[str]) -> tuple[str, ...]:
+    return tuple(s for s in UNCOMPRESSED if s not in counts)
+
+
+def _natives_apart(sop: str, counts: Counter[str]) -> list[Proposal]:
+    """The exact contexts, then one per native syntax the files are not in."""
+    return _exact(sop, counts) + [Proposal(sop, (s,)) for s in _natives_missing(counts)]
+
+
+def _natives_shared(sop: str, counts: Counter[str]) -> list[Proposal]:
+    """The exact contexts, then one for all the native syntaxes the files are not in."""
+    missing = _natives_missing(counts)
+    return _exact(sop, counts) + ([Proposal(sop, missing)] if missing else [])
+
+
+def _one_context(sop: str, counts: Counter[str]) -> Proposal:
     """Every syntax of a class in one context, the most common first, natives after."""
     syntaxes = [s for s, _ in counts.most_common()]
     return Proposal(sop, (*syntaxes, *(s for s in UNCOMPRESSED if s not in syntaxes)))

@@ -75,17 +75,33 @@ def parse_header(
 ) -> ProxyHeader | None:
     """The header at the start of ``data``; None while more bytes are needed."""
     view = bytes(data[: max(16, max_length)])
-    start = view[: len(SIGNATURE)]
-    if start != SIGNATURE[: len(start)]:
-        if b"PROXY "[: len(view[:6])] == view[:6]:
-            raise ProxyHeaderError(
-                "a PROXY protocol version 1 (text) header: configure the proxy with send-proxy-v2"
-            )
-        raise ProxyHeaderError(
-            f"no PROXY protocol v2 signature (the connection starts with {view[:8]!r})"
-        )
+    _check_signature(view)
     if len(view) < _FIXED.size:
         return None
+    command, family_transport, total = _fixed_part(view, max_length)
+    if len(view) < total:
+        return None
+    if command == _LOCAL:
+        return ProxyHeader(True, None, None, total)
+    return _proxied(view, family_transport, total)
+
+
+def _check_signature(view: bytes) -> None:
+    """What has arrived must begin the v2 signature (a v1 header is named as such)."""
+    start = view[: len(SIGNATURE)]
+    if start == SIGNATURE[: len(start)]:
+        return
+    if b"PROXY "[: len(view[:6])] == view[:6]:
+        raise ProxyHeaderError(
+            "a PROXY protocol version 1 (text) header: configure the proxy with send-proxy-v2"
+        )
+    raise ProxyHeaderError(
+        f"no PROXY protocol v2 signature (the connection starts with {view[:8]!r})"
+    )
+
+
+def _fixed_part(view: bytes, max_length: int) -> tuple[int, int, int]:
+    """The command, the family and transport byte, and the header's whole length."""
     _, version_command, family_transport, length = _FIXED.unpack_from(view)
     version, command = version_command >> 4, version_command & 0xF
     if version != 2:
@@ -97,10 +113,11 @@ def parse_header(
         raise ProxyHeaderError(
             f"a PROXY v2 header of {total} bytes, over the limit of {max_length}"
         )
-    if len(view) < total:
-        return None
-    if command == _LOCAL:
-        return ProxyHeader(True, None, None, total)
+    return command, family_transport, total
+
+
+def _proxied(view: bytes, family_transport: int, total: int) -> ProxyHeader:
+    """A PROXY command's header: the client's TCP address over IPv4 or IPv6, and ours."""
     family, transport = family_transport >> 4, family_transport & 0xF
     layout = _ADDRESSES.get(family)
     if layout is None or transport != _STREAM:
@@ -108,6 +125,7 @@ def parse_header(
             f"a PROXY v2 header without a TCP client address (family {family}, transport "
             f"{transport}): the node has no client to judge"
         )
+    length = total - _FIXED.size
     if length < layout.size:
         raise ProxyHeaderError(f"a PROXY v2 header whose {length}-byte address block is too short")
     source, destination, source_port, destination_port = layout.unpack_from(view, _FIXED.size)

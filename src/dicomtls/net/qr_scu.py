@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Iterator, Sequence
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -101,26 +102,49 @@ def retrieve_proposals(
     compressed ones another, before classes are dropped (so learn the classes first:
     :meth:`dicomtls.net.client.Peer.classes_in_study`).
     """
-    if sop_classes is None:
-        sop_classes = sop_classes_module.COMMON_STORAGE_SOP_CLASSES
-    native = tuple(s for s in transfer_syntaxes if is_native(s)) or UNCOMPRESSED
-    encapsulated = tuple(s for s in transfer_syntaxes if not is_native(s))
-
-    def receive(sop_class: str, syntaxes: Sequence[str]) -> Proposal:
-        return Proposal(sop_class, tuple(syntaxes), scu_role=False, scp_role=True)
-
-    each = [[receive(c, (s,)) for s in (*native, *encapsulated)] for c in sop_classes]
+    classes = sop_classes_module.COMMON_STORAGE_SOP_CLASSES if sop_classes is None else sop_classes
+    native, encapsulated = _split_native(transfer_syntaxes)
+    each = [_context_per_syntax(c, (*native, *encapsulated)) for c in classes]
     if 1 + sum(len(contexts) for contexts in each) > MAX_CONTEXTS:
-        each = [
-            [receive(c, native), *([receive(c, encapsulated)] if encapsulated else [])]
-            for c in sop_classes
-        ]
-    proposals = [Proposal(model.get_uid, UNCOMPRESSED)]
+        each = [_two_contexts(c, native, encapsulated) for c in classes]
+    return _while_they_fit([Proposal(model.get_uid, UNCOMPRESSED)], each)
+
+
+def _split_native(
+    transfer_syntaxes: Sequence[str],
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The native syntaxes of ``transfer_syntaxes`` (none: the uncompressed ones), and the
+    encapsulated ones."""
+    native = tuple(s for s in transfer_syntaxes if is_native(s)) or UNCOMPRESSED
+    return native, tuple(s for s in transfer_syntaxes if not is_native(s))
+
+
+def _while_they_fit(proposals: list[Proposal], each: list[list[Proposal]]) -> list[Proposal]:
+    """``proposals``, then each class's contexts in turn while an association has room."""
     for contexts in each:
         if len(proposals) + len(contexts) > MAX_CONTEXTS:
             break
-        proposals += contexts
+        proposals = proposals + contexts
     return proposals
+
+
+def _receiving(sop_class: str, syntaxes: Sequence[str]) -> Proposal:
+    """A storage context where we take the SCP role: the peer's C-STOREs come to us."""
+    return Proposal(sop_class, tuple(syntaxes), scu_role=False, scp_role=True)
+
+
+def _context_per_syntax(sop_class: str, syntaxes: Sequence[str]) -> list[Proposal]:
+    return [_receiving(sop_class, (syntax,)) for syntax in syntaxes]
+
+
+def _two_contexts(
+    sop_class: str, native: Sequence[str], encapsulated: Sequence[str]
+) -> list[Proposal]:
+    """Two contexts: the native syntaxes, and the compressed ones if any."""
+    return [
+        _receiving(sop_class, native),
+        *([_receiving(sop_class, encapsulated)] if encapsulated else []),
+    ]
 
 
 def _context(association: Association, sop_class: str) -> tuple[int, str]:
@@ -140,11 +164,7 @@ async def find(
     association: Association, identifier: Dataset, model: QueryModel = QueryModel.STUDY_ROOT
 ) -> AsyncIterator[Dataset]:
     """C-FIND: yield each matching identifier; a failure status raises at the end."""
-    context_id, syntax = _context(association, model.find_uid)
-    message_id = association.next_message_id()
-    command = c_find_rq(message_id, model.find_uid)
-    with _outstanding(association, message_id, context_id):
-        await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+    async with _request(association, c_find_rq, model.find_uid, identifier) as (message_id, syntax):
         while True:
             response = await association.response(CommandField.C_FIND_RSP, message_id)
             status = number(response.command, Tag.Status)
@@ -158,12 +178,23 @@ async def find(
             raise AssociationError(f"C-FIND failed at {association.peer}: status 0x{status:04X}")
 
 
-@contextlib.contextmanager
-def _outstanding(association: Association, message_id: int, context_id: int) -> Iterator[None]:
-    """While a request of ours runs, the context it went out on (for its C-CANCEL)."""
+@contextlib.asynccontextmanager
+async def _request(
+    association: Association,
+    build: Callable[[int, str], CommandSet],
+    sop_class: str,
+    identifier: Dataset,
+) -> AsyncIterator[tuple[int, str]]:
+    """Send a request of ours (``build``: C-FIND, C-MOVE or C-GET) with its identifier, on
+    its SOP class's context; its message ID and that context's syntax. While it runs, the
+    context is kept for its C-CANCEL."""
+    context_id, syntax = _context(association, sop_class)
+    message_id = association.next_message_id()
     association.request_contexts[message_id] = context_id
     try:
-        yield
+        command = build(message_id, sop_class)
+        await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+        yield message_id, syntax
     finally:
         association.request_contexts.pop(message_id, None)
 
@@ -177,7 +208,9 @@ async def cancel(association: Association, message_id: int) -> None:
     await association.send_message(context_id, c_cancel_rq(message_id), None)
 
 
-def _counts(command: CommandSet, result: RetrieveResult) -> None:
+def _note_response(command: CommandSet, result: RetrieveResult) -> None:
+    """A C-MOVE/C-GET response's status and sub-operation counts, into ``result``."""
+    result.status = number(command, Tag.Status)
     result.completed = number(command, Tag.NumberOfCompletedSuboperations, result.completed)
     result.failed = number(command, Tag.NumberOfFailedSuboperations, result.failed)
     result.warning = number(command, Tag.NumberOfWarningSuboperations, result.warning)
@@ -190,16 +223,12 @@ async def move(
     model: QueryModel = QueryModel.STUDY_ROOT,
 ) -> RetrieveResult:
     """C-MOVE: ask the peer to send the matches to AE ``destination``; returns the counts."""
-    context_id, syntax = _context(association, model.move_uid)
-    message_id = association.next_message_id()
-    command = c_move_rq(message_id, model.move_uid, destination)
+    move_to = functools.partial(c_move_rq, destination=destination)
     result = RetrieveResult(Status.PENDING)
-    with _outstanding(association, message_id, context_id):
-        await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+    async with _request(association, move_to, model.move_uid, identifier) as (message_id, _):
         while status_category(result.status) is Category.PENDING:
             response = await association.response(CommandField.C_MOVE_RSP, message_id)
-            result.status = number(response.command, Tag.Status)
-            _counts(response.command, result)
+            _note_response(response.command, result)
     return result
 
 
@@ -210,11 +239,7 @@ async def get(
     model: QueryModel = QueryModel.STUDY_ROOT,
 ) -> RetrieveResult:
     """C-GET: the peer sends the matches back on this association, into ``target``."""
-    context_id, syntax = _context(association, model.get_uid)
-    message_id = association.next_message_id()
-    command = c_get_rq(message_id, model.get_uid)
-    with _outstanding(association, message_id, context_id):
-        await association.send_message(context_id, command, [encode_dataset(identifier, syntax)])
+    async with _request(association, c_get_rq, model.get_uid, identifier) as (message_id, syntax):
         return await _get_answers(association, target, message_id, syntax)
 
 
@@ -262,6 +287,5 @@ async def _get_answers(
             continue
         if message.field is not CommandField.C_GET_RSP:
             raise AssociationError(f"{association.peer} sent {message.field.name} during C-GET")
-        result.status = number(message.command, Tag.Status)
-        _counts(message.command, result)
+        _note_response(message.command, result)
     return result

@@ -43,7 +43,7 @@ from dicomtls.net.hooks import (
 from dicomtls.net.link import LinkEvents, ProxyProtocol, SecureLink, TLSSource, serve
 from dicomtls.net.pending import HandshakeLimits
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request, rejection
-from dicomtls.ul.connection import Aborted, AssociationRequested, Role, UpperLayer
+from dicomtls.ul.connection import Aborted, AssociationRequested, Role, ULEvent, UpperLayer
 from dicomtls.ul.pdu import (
     AssociateAC,
     AssociateRJ,
@@ -209,26 +209,16 @@ async def _serve_association(
     channel = Channel(link, ul, limits.artim_timeout, limits.idle_timeout)
     event = await channel.next_event()
     if not isinstance(event, AssociationRequested):
-        if isinstance(event, Aborted):
-            log.warning("association from %s: %s", link.peer, event.message)
-            if not event.by_peer:
-                await link.linger_close()  # let our A-ABORT reach the peer
+        await _no_request(link, event)
         return
     request = event.request
     info = RequestInfo(
         link.peer, request.calling_ae.strip(), request.called_ae.strip(), link.session
     )
-    admission = Admission()
-    if refusal is None:
-        admission = _admit(services.gatekeeper, info)
+    admission = Admission() if refusal is not None else _admit(services.gatekeeper, info)
     answer = _answer(request, policy_for(admission.services), refusal, admission)
     if isinstance(answer, AssociateRJ):
-        why = refusal or answer.reason.name
-        explained = why
-        if admission.refusal is not None:
-            why = explained = f"calling AE title not recognized: {admission.refusal}"
-        elif (negotiation := rejection(request, policy)) is not None:
-            explained = f"{why}: {negotiation[1]}"
+        why, explained = _why_rejected(answer, refusal, admission, request, policy)
         log.warning(
             "association from %s (calling %r, called %r) rejected: %s",
             link.peer,
@@ -254,6 +244,32 @@ async def _serve_association(
         association.end_reason = association.end_reason or "connection lost"
         notify(services.events.on_ended, association)
         await association.close_link()
+
+
+async def _no_request(link: SecureLink, event: ULEvent) -> None:
+    """The connection ended before an A-ASSOCIATE-RQ; an abort (the peer's, or ours for a
+    wrong protocol or ARTIM) is said in one log line."""
+    if isinstance(event, Aborted):
+        log.warning("association from %s: %s", link.peer, event.message)
+        if not event.by_peer:
+            await link.linger_close()  # let our A-ABORT reach the peer
+
+
+def _why_rejected(
+    answer: AssociateRJ,
+    refusal: str | None,
+    admission: Admission,
+    request: AssociateRQ,
+    policy: AcceptorPolicy,
+) -> tuple[str, str]:
+    """Why the association was rejected: in brief for the events, and explained for the log."""
+    if admission.refusal is not None:
+        why = f"calling AE title not recognized: {admission.refusal}"
+        return why, why
+    why = refusal or answer.reason.name
+    if (negotiation := rejection(request, policy)) is not None:
+        return why, f"{why}: {negotiation[1]}"
+    return why, why
 
 
 def _admit(gatekeeper: Gatekeeper | None, info: RequestInfo) -> Admission:
