@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net import association as _async
@@ -89,52 +89,46 @@ def _blocking(
     return blocking
 
 
+class _Forwarded(Generic[T]):
+    """A read-only attribute of a blocking handle: the one of that name on the asyncio
+    object it wraps (``_inner``), read when asked, so it never goes stale."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, handle: None, owner: type) -> _Forwarded[T]: ...
+    @overload
+    def __get__(self, handle: object, owner: type) -> T: ...
+    def __get__(self, handle: Any, owner: type) -> Any:
+        if handle is None:  # looked up on the class (help, inspect)
+            return self
+        return getattr(handle._inner, self._name)
+
+    def __set__(self, handle: object, value: NoReturn) -> NoReturn:
+        raise AttributeError(f"{self._name!r} is read-only: the asyncio object's own")
+
+
 class Association:
     """A blocking association: what :class:`dicomtls.aio.Association` offers, without ``await``.
 
     ``cancel`` may be called from another thread while ``find``, ``move`` or ``get`` runs.
     """
 
+    negotiated = _Forwarded[Negotiated]()
+    session = _Forwarded[SessionInfo | None]()
+    """The negotiated TLS parameters, None on plain TCP."""
+    peer = _Forwarded[str]()
+    calling_ae = _Forwarded[str]()
+    called_ae = _Forwarded[str]()
+    peer_max_pdu_length = _Forwarded[int]()
+    last_message_id = _Forwarded[int]()
+    ended = _Forwarded[bool]()
+    end_reason = _Forwarded[str | None]()
+
     def __init__(self, runner: _LoopThread, inner: _async.Association) -> None:
         self._runner = runner
         self._inner = inner
-
-    @property
-    def negotiated(self) -> Negotiated:
-        return self._inner.negotiated
-
-    @property
-    def session(self) -> SessionInfo | None:
-        """The negotiated TLS parameters, None on plain TCP."""
-        return self._inner.session
-
-    @property
-    def peer(self) -> str:
-        return self._inner.peer
-
-    @property
-    def calling_ae(self) -> str:
-        return self._inner.calling_ae
-
-    @property
-    def called_ae(self) -> str:
-        return self._inner.called_ae
-
-    @property
-    def peer_max_pdu_length(self) -> int:
-        return self._inner.peer_max_pdu_length
-
-    @property
-    def last_message_id(self) -> int:
-        return self._inner.last_message_id
-
-    @property
-    def ended(self) -> bool:
-        return self._inner.ended
-
-    @property
-    def end_reason(self) -> str | None:
-        return self._inner.end_reason
 
     @property
     def dimse_timeout(self) -> float | None:
@@ -206,17 +200,12 @@ associate = _blocking(_async.associate, Association)
 class DicomServer:
     """A blocking handle on a running SCP; ``close`` lets running transfers finish."""
 
+    port = _Forwarded[int]()
+    limits = _Forwarded[_scp.Limits]()
+
     def __init__(self, runner: _LoopThread, inner: _scp.DicomServer) -> None:
         self._runner = runner
         self._inner = inner
-
-    @property
-    def port(self) -> int:
-        return self._inner.port
-
-    @property
-    def limits(self) -> _scp.Limits:
-        return self._inner.limits
 
     @property
     def active(self) -> dict[str, int]:
