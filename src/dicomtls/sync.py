@@ -53,14 +53,17 @@ class _LoopThread:
         self._thread.join()
         self.loop.close()
 
+    def run_last(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run the last coroutine this loop will see, then stop it, whatever happened."""
+        try:
+            return self.run(coroutine)
+        finally:
+            self.stop()
+
 
 def _once(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one coroutine on a loop of its own (safe from inside someone else's loop)."""
-    runner = _LoopThread(name)
-    try:
-        return runner.run(coroutine)
-    finally:
-        runner.stop()
+    return _LoopThread(name).run_last(coroutine)
 
 
 def _opened(
@@ -89,9 +92,17 @@ def _blocking(
     return blocking
 
 
+class _Handle(Generic[Inner]):
+    """A blocking handle on what the asyncio API opened, whose loop runs on ``runner``."""
+
+    def __init__(self, runner: _LoopThread, inner: Inner) -> None:
+        self._runner = runner
+        self._inner = inner
+
+
 class _Forwarded(Generic[T]):
-    """A read-only attribute of a blocking handle: the one of that name on the asyncio
-    object it wraps (``_inner``), read when asked, so it never goes stale."""
+    """A read-only attribute of a :class:`_Handle`: the one of that name on the asyncio
+    object it wraps, read when asked, so it never goes stale."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = name
@@ -99,8 +110,8 @@ class _Forwarded(Generic[T]):
     @overload
     def __get__(self, handle: None, owner: type) -> _Forwarded[T]: ...
     @overload
-    def __get__(self, handle: object, owner: type) -> T: ...
-    def __get__(self, handle: Any, owner: type) -> Any:
+    def __get__(self, handle: _Handle[Any], owner: type) -> T: ...
+    def __get__(self, handle: _Handle[Any] | None, owner: type) -> Any:
         if handle is None:  # looked up on the class (help, inspect)
             return self
         return getattr(handle._inner, self._name)
@@ -109,7 +120,7 @@ class _Forwarded(Generic[T]):
         raise AttributeError(f"{self._name!r} is read-only: the asyncio object's own")
 
 
-class Association:
+class Association(_Handle[_async.Association]):
     """A blocking association: what :class:`dicomtls.aio.Association` offers, without ``await``.
 
     ``cancel`` may be called from another thread while ``find``, ``move`` or ``get`` runs.
@@ -125,10 +136,6 @@ class Association:
     last_message_id = _Forwarded[int]()
     ended = _Forwarded[bool]()
     end_reason = _Forwarded[str | None]()
-
-    def __init__(self, runner: _LoopThread, inner: _async.Association) -> None:
-        self._runner = runner
-        self._inner = inner
 
     @property
     def dimse_timeout(self) -> float | None:
@@ -172,16 +179,10 @@ class Association:
         self._runner.run(self._inner.cancel(message_id))
 
     def release(self) -> None:
-        try:
-            self._runner.run(self._inner.release())
-        finally:
-            self._runner.stop()
+        self._runner.run_last(self._inner.release())
 
     def abort(self) -> None:
-        try:
-            self._runner.run(self._inner.abort())
-        finally:
-            self._runner.stop()
+        self._runner.run_last(self._inner.abort())
 
     def __enter__(self) -> Association:
         return self
@@ -197,15 +198,11 @@ associate = _blocking(_async.associate, Association)
 """Blocking :func:`dicomtls.aio.associate`."""
 
 
-class DicomServer:
+class DicomServer(_Handle[_scp.DicomServer]):
     """A blocking handle on a running SCP; ``close`` lets running transfers finish."""
 
     port = _Forwarded[int]()
     limits = _Forwarded[_scp.Limits]()
-
-    def __init__(self, runner: _LoopThread, inner: _scp.DicomServer) -> None:
-        self._runner = runner
-        self._inner = inner
 
     @property
     def active(self) -> dict[str, int]:
@@ -213,10 +210,7 @@ class DicomServer:
         return dict(self._inner.active)
 
     def close(self) -> None:
-        try:
-            self._runner.run(self._inner.close())
-        finally:
-            self._runner.stop()
+        self._runner.run_last(self._inner.close())
 
     def __enter__(self) -> DicomServer:
         return self
