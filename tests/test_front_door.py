@@ -122,6 +122,9 @@ def test_a_mutual_tls_echo_with_a_verify_callback_in_four_lines(matrix_pki: Matr
             status = assoc.echo()
         # --
         assert assoc.end_reason == "released"
+        assert assoc.ended and assoc.called_ae.strip() == "PACS" and assoc.session is not None
+        with pytest.raises(AttributeError):  # the asyncio association's, read-only as it was
+            assoc.peer = "elsewhere"  # type: ignore[assignment]
     assert status == dicomtls.Status.SUCCESS
     assert any("server" in subject for subject in seen) and len(seen) >= 2  # root ... leaf
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, ParamSpec, TypeVar, overload
 
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 from dicomtls.net import association as _async
@@ -53,14 +53,17 @@ class _LoopThread:
         self._thread.join()
         self.loop.close()
 
+    def run_last(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run the last coroutine this loop will see, then stop it, whatever happened."""
+        try:
+            return self.run(coroutine)
+        finally:
+            self.stop()
+
 
 def _once(name: str, coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one coroutine on a loop of its own (safe from inside someone else's loop)."""
-    runner = _LoopThread(name)
-    try:
-        return runner.run(coroutine)
-    finally:
-        runner.stop()
+    return _LoopThread(name).run_last(coroutine)
 
 
 def _opened(
@@ -89,52 +92,50 @@ def _blocking(
     return blocking
 
 
-class Association:
+class _Handle(Generic[Inner]):
+    """A blocking handle on what the asyncio API opened, whose loop runs on ``runner``."""
+
+    def __init__(self, runner: _LoopThread, inner: Inner) -> None:
+        self._runner = runner
+        self._inner = inner
+
+
+class _Forwarded(Generic[T]):
+    """A read-only attribute of a :class:`_Handle`: the one of that name on the asyncio
+    object it wraps, read when asked, so it never goes stale."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, handle: None, owner: type) -> _Forwarded[T]: ...
+    @overload
+    def __get__(self, handle: _Handle[Any], owner: type) -> T: ...
+    def __get__(self, handle: _Handle[Any] | None, owner: type) -> Any:
+        if handle is None:  # looked up on the class (help, inspect)
+            return self
+        return getattr(handle._inner, self._name)
+
+    def __set__(self, handle: object, value: NoReturn) -> NoReturn:
+        raise AttributeError(f"{self._name!r} is read-only: the asyncio object's own")
+
+
+class Association(_Handle[_async.Association]):
     """A blocking association: what :class:`dicomtls.aio.Association` offers, without ``await``.
 
     ``cancel`` may be called from another thread while ``find``, ``move`` or ``get`` runs.
     """
 
-    def __init__(self, runner: _LoopThread, inner: _async.Association) -> None:
-        self._runner = runner
-        self._inner = inner
-
-    @property
-    def negotiated(self) -> Negotiated:
-        return self._inner.negotiated
-
-    @property
-    def session(self) -> SessionInfo | None:
-        """The negotiated TLS parameters, None on plain TCP."""
-        return self._inner.session
-
-    @property
-    def peer(self) -> str:
-        return self._inner.peer
-
-    @property
-    def calling_ae(self) -> str:
-        return self._inner.calling_ae
-
-    @property
-    def called_ae(self) -> str:
-        return self._inner.called_ae
-
-    @property
-    def peer_max_pdu_length(self) -> int:
-        return self._inner.peer_max_pdu_length
-
-    @property
-    def last_message_id(self) -> int:
-        return self._inner.last_message_id
-
-    @property
-    def ended(self) -> bool:
-        return self._inner.ended
-
-    @property
-    def end_reason(self) -> str | None:
-        return self._inner.end_reason
+    negotiated = _Forwarded[Negotiated]()
+    session = _Forwarded[SessionInfo | None]()
+    """The negotiated TLS parameters, None on plain TCP."""
+    peer = _Forwarded[str]()
+    calling_ae = _Forwarded[str]()
+    called_ae = _Forwarded[str]()
+    peer_max_pdu_length = _Forwarded[int]()
+    last_message_id = _Forwarded[int]()
+    ended = _Forwarded[bool]()
+    end_reason = _Forwarded[str | None]()
 
     @property
     def dimse_timeout(self) -> float | None:
@@ -178,16 +179,10 @@ class Association:
         self._runner.run(self._inner.cancel(message_id))
 
     def release(self) -> None:
-        try:
-            self._runner.run(self._inner.release())
-        finally:
-            self._runner.stop()
+        self._runner.run_last(self._inner.release())
 
     def abort(self) -> None:
-        try:
-            self._runner.run(self._inner.abort())
-        finally:
-            self._runner.stop()
+        self._runner.run_last(self._inner.abort())
 
     def __enter__(self) -> Association:
         return self
@@ -203,20 +198,11 @@ associate = _blocking(_async.associate, Association)
 """Blocking :func:`dicomtls.aio.associate`."""
 
 
-class DicomServer:
+class DicomServer(_Handle[_scp.DicomServer]):
     """A blocking handle on a running SCP; ``close`` lets running transfers finish."""
 
-    def __init__(self, runner: _LoopThread, inner: _scp.DicomServer) -> None:
-        self._runner = runner
-        self._inner = inner
-
-    @property
-    def port(self) -> int:
-        return self._inner.port
-
-    @property
-    def limits(self) -> _scp.Limits:
-        return self._inner.limits
+    port = _Forwarded[int]()
+    limits = _Forwarded[_scp.Limits]()
 
     @property
     def active(self) -> dict[str, int]:
@@ -224,10 +210,7 @@ class DicomServer:
         return dict(self._inner.active)
 
     def close(self) -> None:
-        try:
-            self._runner.run(self._inner.close())
-        finally:
-            self._runner.stop()
+        self._runner.run_last(self._inner.close())
 
     def __enter__(self) -> DicomServer:
         return self

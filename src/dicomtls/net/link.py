@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import socket
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from dicomtls.errors import ConnectError
 from dicomtls.logs import get_logger
@@ -34,6 +35,7 @@ from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 
 __all__ = [
+    "ClosedOnExit",
     "HandshakeLimits",
     "LinkEvents",
     "ProxyProtocol",
@@ -128,7 +130,20 @@ def _forget_frames(error: BaseException) -> None:
         link = link.__cause__ or link.__context__
 
 
-class SecureLink:
+class ClosedOnExit(ABC):
+    """Something with an ``async close()`` that ``async with`` closes on the way out."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class SecureLink(ClosedOnExit):
     """An established connection: TLS when configured, plain TCP otherwise.
 
     ``read`` returns decrypted bytes as they arrive (``b""`` once the peer has
@@ -209,12 +224,6 @@ class SecureLink:
     def close_soon(self) -> None:
         """Close after what is queued has been sent (close_notify for TLS), without waiting."""
         self._protocol.close_soon()
-
-    async def __aenter__(self) -> SecureLink:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 class _LinkProtocol(asyncio.BufferedProtocol):
@@ -779,7 +788,7 @@ def current_settings(tls: TLSSource | None) -> TLSSettings | None:
     return tls()
 
 
-class Server:
+class Server(ClosedOnExit):
     """A listening secure-link server; each accepted link runs ``handler`` in its own task."""
 
     def __init__(
@@ -819,12 +828,6 @@ class Server:
                 grace,
             )
             await asyncio.gather(*unfinished, return_exceptions=True)
-
-    async def __aenter__(self) -> Server:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 async def serve(

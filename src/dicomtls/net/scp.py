@@ -40,7 +40,7 @@ from dicomtls.net.hooks import (
     RetrieveHandler,
     Services,
 )
-from dicomtls.net.link import LinkEvents, ProxyProtocol, SecureLink, TLSSource, serve
+from dicomtls.net.link import ClosedOnExit, LinkEvents, ProxyProtocol, SecureLink, TLSSource, serve
 from dicomtls.net.pending import HandshakeLimits
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request, rejection
 from dicomtls.ul.connection import Aborted, AssociationRequested, Role, ULEvent, UpperLayer
@@ -95,7 +95,7 @@ class Limits:
 
 
 @dataclass
-class DicomServer:
+class DicomServer(ClosedOnExit):
     """A running SCP; ``close`` stops accepting and lets running associations finish."""
 
     _server: Any
@@ -106,12 +106,6 @@ class DicomServer:
 
     async def close(self) -> None:
         await self._server.close(grace=self.limits.shutdown_grace)
-
-    async def __aenter__(self) -> DicomServer:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 async def serve_dicom(

@@ -9,7 +9,8 @@ search can take apart::
     0 sent (0 bytes), 1 query
 
 Fed by the SCP's service events (:class:`~dicomtls.net.hooks.ServiceEvents`), as the
-audit and metrics reporter is; :func:`chained` lets both listen.
+audit and metrics reporter is: both are a :class:`ServiceObserver`, and :func:`chained`
+lets both listen.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from dicomtls.dimse.status import Status
 from dicomtls.logs import get_logger
-from dicomtls.net.hooks import Admission, QueryRecord, RetrieveRecord, ServiceEvents, StoreRecord
+from dicomtls.net.hooks import ServiceEvents
 
 if TYPE_CHECKING:
+    from dicomtls.dimse.sop_classes import Service
     from dicomtls.net.association import Association
+    from dicomtls.net.hooks import Admission, QueryRecord, RequestInfo, RetrieveRecord, StoreRecord
 
-__all__ = ["ActivityLog", "chained"]
+__all__ = ["ActivityLog", "ServiceObserver", "chained"]
 
 log = get_logger("dicomtls.node")
 
@@ -46,20 +49,47 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-class ActivityLog:
+class ServiceObserver:
+    """Told of the SCP's service events: a subclass overrides the ones it cares about.
+
+    Each method answers the :class:`ServiceEvents` field of its name with ``on_`` before it,
+    so mypy holds an override to the event's signature, and :meth:`service_events` needs
+    no list of its own.
+    """
+
+    def rejected(self, info: RequestInfo, why: str) -> None:
+        """An association was rejected: the request and the reason in words."""
+
+    def accepted(self, association: Association, admission: Admission) -> None:
+        """An association was accepted, with what the admission grants."""
+
+    def ended(self, association: Association) -> None:
+        """Released or aborted: ``association.end_reason`` says which."""
+
+    def stored(self, association: Association, record: StoreRecord) -> None:
+        """A C-STORE was answered."""
+
+    def queried(self, association: Association, record: QueryRecord) -> None:
+        """A C-FIND was answered."""
+
+    def retrieved(self, association: Association, record: RetrieveRecord) -> None:
+        """A C-MOVE or C-GET finished."""
+
+    def refused(self, association: Association, service: Service, why: str) -> None:
+        """A request refused by the admission's limits."""
+
+    def service_events(self) -> ServiceEvents:
+        """These methods, for the SCP to call."""
+        return ServiceEvents(
+            **{f.name: getattr(self, f.name.removeprefix("on_")) for f in fields(ServiceEvents)}
+        )
+
+
+class ActivityLog(ServiceObserver):
     """Counts what each association does and logs it, in one INFO line, when it ends."""
 
     def __init__(self) -> None:
         self._tallies: dict[int, _Tally] = {}
-
-    def service_events(self) -> ServiceEvents:
-        return ServiceEvents(
-            on_accepted=self.accepted,
-            on_ended=self.ended,
-            on_stored=self.stored,
-            on_queried=self.queried,
-            on_retrieved=self.retrieved,
-        )
 
     def _tally(self, association: Association) -> _Tally:
         tally = self._tallies.get(id(association))

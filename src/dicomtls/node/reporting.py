@@ -23,18 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from dicomtls.audit.messages import (
-    AuditMessage,
-    Node,
-    Outcome,
-    PatientRef,
-    StudyRef,
-    application_activity,
-    association_rejected,
-    instances_transferred,
-    node_authentication_failure,
-    query,
-)
+from dicomtls.audit import messages
+from dicomtls.audit.messages import AuditMessage, Node, Outcome, PatientRef, StudyRef
 from dicomtls.dimse.sop_classes import Service
 from dicomtls.dimse.status import Status
 from dicomtls.net.hooks import (
@@ -42,11 +32,11 @@ from dicomtls.net.hooks import (
     QueryRecord,
     RequestInfo,
     RetrieveRecord,
-    ServiceEvents,
     StoreRecord,
     peer_address,
 )
 from dicomtls.net.link import LinkEvents
+from dicomtls.node.activity import ServiceObserver
 from dicomtls.node.index import InstanceFacts
 from dicomtls.node.store_scp import Resent
 from dicomtls.tls.errors import TLSHandshakeError
@@ -125,7 +115,7 @@ class _Received:
     """Due to report what is here; None while nothing waits."""
 
 
-class Reporter:
+class Reporter(ServiceObserver):
     """Audit and metrics for one node."""
 
     def __init__(
@@ -198,22 +188,13 @@ class Reporter:
             on_refused=refused,
         )
 
-    def service_events(self) -> ServiceEvents:
-        return ServiceEvents(
-            on_rejected=self._rejected,
-            on_accepted=self._accepted,
-            on_ended=self._ended,
-            on_stored=self._stored,
-            on_queried=self._queried,
-            on_retrieved=self._retrieved,
-            on_refused=self._refused,
-        )
-
     # -- application ---------------------------------------------------------------
 
     def started(self) -> None:
         self._record(
-            application_activity(started=True, application=self.local, source_id=self.source_id)
+            messages.application_activity(
+                started=True, application=self.local, source_id=self.source_id
+            )
         )
 
     def stopped(self) -> None:
@@ -221,7 +202,9 @@ class Reporter:
             self._report_transfer(received)
         self._received.clear()
         self._record(
-            application_activity(started=False, application=self.local, source_id=self.source_id)
+            messages.application_activity(
+                started=False, application=self.local, source_id=self.source_id
+            )
         )
 
     # -- events --------------------------------------------------------------------
@@ -231,7 +214,7 @@ class Reporter:
             self.metrics.handshake_failed(_handshake_code(error))
         subject = None if error.certificate is None else error.certificate.subject
         self._record(
-            node_authentication_failure(
+            messages.node_authentication_failure(
                 local=self.local,
                 peer=Node(None, peer_address(peer), subject),
                 reason=str(error),
@@ -239,7 +222,7 @@ class Reporter:
             )
         )
 
-    def _rejected(self, info: RequestInfo, why: str) -> None:
+    def rejected(self, info: RequestInfo, why: str) -> None:
         category = _reject_category(why)
         if self.metrics is not None:
             self.metrics.association_rejected(category)
@@ -247,17 +230,17 @@ class Reporter:
             cert = info.certificate
             peer = Node(info.calling_ae, info.address, None if cert is None else cert.subject)
             self._record(
-                association_rejected(
+                messages.association_rejected(
                     local=self.local, peer=peer, reason=why, source_id=self.source_id
                 )
             )
 
-    def _accepted(self, association: Association, admission: Admission) -> None:
+    def accepted(self, association: Association, admission: Admission) -> None:
         if self.metrics is not None:
             self.metrics.association_accepted(association.calling_ae)
         self._received[id(association)] = _Received(association)
 
-    def _stored(self, association: Association, record: StoreRecord) -> None:
+    def stored(self, association: Association, record: StoreRecord) -> None:
         ok = record.status == Status.SUCCESS
         if self.metrics is not None:
             self.metrics.object_stored(record.size, record.seconds, ok)
@@ -285,7 +268,7 @@ class Reporter:
             received = self._received[id(association)] = _Received(association)
         return received
 
-    def _ended(self, association: Association) -> None:
+    def ended(self, association: Association) -> None:
         reason = association.end_reason or "connection lost"
         category = _abort_category(reason)
         if category is not None and self.metrics is not None:
@@ -330,7 +313,7 @@ class Reporter:
         objects we did not hold; ``U``, copies we held, replaced."""
         for patient, studies in groups.items():
             self._record(
-                instances_transferred(
+                messages.instances_transferred(
                     action=action,
                     source=peer,
                     destination=self.local,
@@ -342,10 +325,10 @@ class Reporter:
                 )
             )
 
-    def _queried(self, association: Association, record: QueryRecord) -> None:
+    def queried(self, association: Association, record: QueryRecord) -> None:
         outcome = Outcome.SUCCESS if record.status == Status.SUCCESS else Outcome.MINOR_FAILURE
         self._record(
-            query(
+            messages.query(
                 requestor=self._peer(association),
                 responder=self.local,
                 sop_class_uid=record.sop_class_uid,
@@ -356,7 +339,7 @@ class Reporter:
             )
         )
 
-    def _retrieved(self, association: Association, record: RetrieveRecord) -> None:
+    def retrieved(self, association: Association, record: RetrieveRecord) -> None:
         if record.service is Service.GET:
             destination = self._peer(association)
         else:
@@ -365,7 +348,7 @@ class Reporter:
         facts = self.index.describe(paths=record.sent)
         for patient, studies in _studies(facts).items():
             self._record(
-                instances_transferred(
+                messages.instances_transferred(
                     action="R",
                     source=self.local,
                     destination=destination,
@@ -377,9 +360,9 @@ class Reporter:
                 )
             )
 
-    def _refused(self, association: Association, service: Service, why: str) -> None:
+    def refused(self, association: Association, service: Service, why: str) -> None:
         self._record(
-            association_rejected(
+            messages.association_rejected(
                 local=self.local,
                 peer=self._peer(association),
                 reason=f"{service.value} refused: {why}",
@@ -401,7 +384,7 @@ class Reporter:
                 f"C-STORE of SOP instance {uid} refused: the store holds it as another object "
                 f"({resent.describe()}); the object held is kept"
             )
-            alert = association_rejected(
+            alert = messages.association_rejected(
                 local=self.local, peer=peer, reason=why, source_id=self.source_id
             )
             self._record(alert)
