@@ -43,8 +43,6 @@ __all__ = [
     "UserIdentityRQ",
     "UserIdentityType",
     "UserInformation",
-    "check_context_id",
-    "decode_items",
 ]
 
 
