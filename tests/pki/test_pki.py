@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -114,3 +115,23 @@ def test_rsa_and_unknown_kinds(cas: CAs) -> None:
     assert isinstance(key, RSAPublicKey) and key.key_size == 2048
     with pytest.raises(ValueError, match="choose one of: expired"):
         inter.issue_broken("melted", "x")
+
+
+def _usage(cert: x509.Certificate) -> tuple[bool | None, set[str]]:
+    """A certificate's basicConstraints CA flag and the keyUsage bits it sets."""
+    ca = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ca.critical and usage.critical
+    bits = ("digital_signature", "key_encipherment", "key_cert_sign", "crl_sign")
+    return ca.value.ca, {b for b in bits if getattr(usage.value, b)}
+
+
+def test_cas_sign_certificates_and_leaves_sign_handshakes(cas: CAs) -> None:
+    root, inter = cas
+    sign = {"digital_signature"}
+    assert _usage(root.certificate) == (True, sign | {"key_cert_sign", "crl_sign"})
+    assert _usage(inter.certificate) == (True, sign | {"key_cert_sign", "crl_sign"})
+    assert _usage(inter.issue("ec").certificate) == (False, sign)
+    # An RSA leaf may also carry TLS 1.2 RSA key exchange.
+    rsa_leaf = inter.issue("rsa", key=KeySpec.rsa(2048)).certificate
+    assert _usage(rsa_leaf) == (False, sign | {"key_encipherment"})

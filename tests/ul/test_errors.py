@@ -113,6 +113,25 @@ REMOTE_CASES = [
         id="even-context-id",
     ),
     pytest.param(
+        rq(APP_CONTEXT, b"\x20\x00\x00\x03\x01\x00\x00", USER_INFO),
+        INVALID,
+        "presentation context item 0x20 has 3 bytes, fewer than 4",
+        id="short-context-rq",
+    ),
+    pytest.param(
+        b"\x02" + rq(APP_CONTEXT, b"\x21\x00\x00\x02\x01\x00", USER_INFO)[1:],
+        INVALID,
+        "presentation context item 0x21 has 2 bytes, fewer than 4",
+        id="short-context-ac",
+    ),
+    pytest.param(
+        b"\x02"
+        + rq(APP_CONTEXT, b"\x21\x00\x00\x08\x04\x00\x00\x00\x40\x00\x00\x00", USER_INFO)[1:],
+        INVALID,
+        "presentation context item 0x21 (ID 4) has presentation context ID 4, which is not odd",
+        id="even-context-id-ac",
+    ),
+    pytest.param(
         rq(APP_CONTEXT, CONTEXT, CONTEXT, USER_INFO),
         INVALID,
         "repeats presentation context ID(s) [1]",

@@ -380,28 +380,36 @@ def _key_ids(
     )
 
 
+def _constraints(
+    builder: x509.CertificateBuilder, *, ca: bool, path_length: int | None, rsa_key: bool
+) -> x509.CertificateBuilder:
+    """basicConstraints and keyUsage, both critical: every certificate signs (TLS handshakes,
+    or certificates and CRLs for a CA); an RSA leaf may also encipher TLS 1.2 session keys."""
+    return builder.add_extension(
+        x509.BasicConstraints(ca=ca, path_length=path_length), critical=True
+    ).add_extension(
+        x509.KeyUsage(
+            digital_signature=True,
+            content_commitment=False,
+            key_encipherment=rsa_key,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
+        ),
+        critical=True,
+    )
+
+
 def _ca_extensions(
     builder: x509.CertificateBuilder,
     key: PrivateKey,
     issuer_key: PrivateKey | None,
     path_length: int | None,
 ) -> x509.CertificateBuilder:
-    builder = builder.add_extension(
-        x509.BasicConstraints(ca=True, path_length=path_length), critical=True
-    ).add_extension(
-        x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        ),
-        critical=True,
-    )
+    builder = _constraints(builder, ca=True, path_length=path_length, rsa_key=False)
     return _key_ids(builder, key, issuer_key)
 
 
@@ -413,23 +421,8 @@ def _leaf_extensions(
     client: bool,
     eku: Sequence[x509.ObjectIdentifier] | None,
 ) -> x509.CertificateBuilder:
-    builder = builder.add_extension(
-        x509.BasicConstraints(ca=False, path_length=None), critical=True
-    )
-    builder = builder.add_extension(
-        x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=isinstance(key, rsa.RSAPrivateKey),
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
-        ),
-        critical=True,
-    )
+    rsa_key = isinstance(key, rsa.RSAPrivateKey)
+    builder = _constraints(builder, ca=False, path_length=None, rsa_key=rsa_key)
     if eku is None:
         eku = [
             *([ExtendedKeyUsageOID.SERVER_AUTH] if server else []),

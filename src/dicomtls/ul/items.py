@@ -43,8 +43,6 @@ __all__ = [
     "UserIdentityRQ",
     "UserIdentityType",
     "UserInformation",
-    "check_context_id",
-    "decode_items",
 ]
 
 
@@ -108,10 +106,16 @@ def check_context_id(context_id: int, what: str = "presentation context ID") -> 
         raise LocalProtocolError(f"{what} {context_id!r} is not an odd integer from 1 to 255")
 
 
-def _decoded_context_id(context_id: int, where: str) -> int:
+def _context_head(view: memoryview, item_type: int) -> tuple[int, str]:
+    """The checked ID of a received presentation context item, and how messages name the item."""
+    name = f"presentation context item 0x{item_type:02X}"
+    if len(view) < 4:
+        raise PDUError(f"{name} has {len(view)} bytes, fewer than 4")
+    context_id = view[0]
+    where = f"{name} (ID {context_id})"
     if context_id % 2 == 0:
         raise PDUError(f"{where} has presentation context ID {context_id}, which is not odd")
-    return context_id
+    return context_id, where
 
 
 class PresentationResult(enum.IntEnum):
@@ -147,10 +151,7 @@ class PresentationContextRQ:
 
     @classmethod
     def decode(cls, view: memoryview) -> PresentationContextRQ:
-        if len(view) < 4:
-            raise PDUError(f"presentation context item 0x20 has {len(view)} bytes, fewer than 4")
-        where = f"presentation context item 0x20 (ID {view[0]})"
-        context_id = _decoded_context_id(view[0], where)
+        context_id, where = _context_head(view, cls.item_type)
         found = decode_items(
             view[4:],
             where,
@@ -199,10 +200,7 @@ class PresentationContextAC:
 
     @classmethod
     def decode(cls, view: memoryview) -> PresentationContextAC:
-        if len(view) < 4:
-            raise PDUError(f"presentation context item 0x21 has {len(view)} bytes, fewer than 4")
-        where = f"presentation context item 0x21 (ID {view[0]})"
-        context_id = _decoded_context_id(view[0], where)
+        context_id, where = _context_head(view, cls.item_type)
         try:
             result = PresentationResult(view[2])
         except ValueError:

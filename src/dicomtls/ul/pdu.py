@@ -107,6 +107,17 @@ def _header(pdu_type: int, length: int) -> bytes:
     return PDU_HEADER.pack(pdu_type, length)
 
 
+_Code = TypeVar("_Code", bound=enum.IntEnum)
+
+
+def _code(kind: type[_Code], value: int, complaint: str) -> _Code:
+    """A received one-byte field as one of ``kind``'s codes; any other value is the peer's error."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise PDUError(complaint) from None
+
+
 # --- A-ASSOCIATE-RQ / AC (PS3.8 9.3.2, 9.3.3) ---------------------------------------
 
 
@@ -325,20 +336,13 @@ class AssociateRJ:
 
     @classmethod
     def decode(cls, body: memoryview) -> AssociateRJ:
-        try:
-            result = RejectResult(body[1])
-        except ValueError:
-            raise PDUError(f"A-ASSOCIATE-RJ result {body[1]} is not 1 or 2") from None
-        try:
-            source = RejectSource(body[2])
-        except ValueError:
-            raise PDUError(f"A-ASSOCIATE-RJ source {body[2]} is not 1, 2 or 3") from None
-        try:
-            reason = _REASONS[source](body[3])
-        except ValueError:
-            raise PDUError(
-                f"A-ASSOCIATE-RJ reason {body[3]} is not defined for source {source.name}"
-            ) from None
+        result = _code(RejectResult, body[1], f"A-ASSOCIATE-RJ result {body[1]} is not 1 or 2")
+        source = _code(RejectSource, body[2], f"A-ASSOCIATE-RJ source {body[2]} is not 1, 2 or 3")
+        reason = _code(
+            _REASONS[source],
+            body[3],
+            f"A-ASSOCIATE-RJ reason {body[3]} is not defined for source {source.name}",
+        )
         return cls(result, source, reason)
 
 
@@ -494,10 +498,7 @@ class Abort:
 
     @classmethod
     def decode(cls, body: memoryview) -> Abort:
-        try:
-            source = AbortSource(body[2])
-        except ValueError:
-            raise PDUError(f"A-ABORT source {body[2]} is not 0 or 2") from None
+        source = _code(AbortSource, body[2], f"A-ABORT source {body[2]} is not 0 or 2")
         try:
             reason = AbortReason(body[3])
         except ValueError:
