@@ -1231,25 +1231,32 @@ def write_report(results: dict, out: Path) -> None:
     lines += commands_report(
         {k: v for k, v in commands.items() if k.startswith("process")}, commands.get("startup")
     )
-    lines += ["![chart](results.png)", ""]
+    # only scenarios with at least one row get a panel: a run of the command or load
+    # scenarios alone (or one where every leg failed) has nothing for results.png to show
+    drawn = {name: sc for name, sc in results["scenarios"].items() if sc["rows"]}
+    if drawn:
+        lines += ["![chart](results.png)", ""]
     if results.get("load"):
         lines += ["![load scenarios](results-load.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     try:
-        chart(results, out / "results.png")
+        if drawn:
+            chart(drawn, out / "results.png")
+        else:
+            log("chart skipped: no in-process scenario (large-*, small-*) has results to draw")
         if results.get("load"):
             load_chart(results["load"], out / "results-load.png")
     except Exception as exc:  # the table is the result; the chart is a view of it
         log(f"chart failed: {exc}")
 
 
-def chart(results: dict, path: Path) -> None:
+def chart(scenarios: dict, path: Path) -> None:
+    """One panel per in-process scenario (at least one, each with at least one row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = results["scenarios"]
     fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 3.2 * len(scenarios)))
     axes = [axes] if len(scenarios) == 1 else axes
     for ax, (name, sc) in zip(axes, scenarios.items(), strict=True):
