@@ -28,6 +28,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any, TypeAlias, TypedDict
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -42,27 +43,43 @@ TLS12_RSA = "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
 DCMTK_PDU = "131072"  # the largest DCMTK 3.6.7 accepts (-pdu 4096..131072)
 
 
+# A JSON object as a peer prints it and results.json stores it. --replot reads results.json
+# back from disk, so these are checked where they are used, not by a declared shape.
+JsonObject: TypeAlias = dict[str, Any]
+# median / min / max of a list of measurements; empty when nothing was measured
+Stats: TypeAlias = dict[str, float]
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+class ObjectEntry(TypedDict):
+    """One generated object, as the data set's manifest.json records it."""
+
+    file: str
+    bytes: int
+    pixel_bytes: int
+    pixel_sha256: str
+
+
 # ----------------------------------------------------------------------------- data
-def _write_object(path: Path, size: int, seed: int) -> dict:
+def _write_object(path: Path, size: int, seed: int) -> ObjectEntry:
     """A valid Part 10 CT object whose pixel data (``size`` bytes, distinct per object) is
     streamed to disk in 1 MiB blocks, never held in memory. Returns its manifest entry."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     rows = 256
     while size // rows > 65535:
         rows *= 2
     ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = UID(CT), generate_uid()
     ds.PatientName, ds.PatientID = "Bench^Object", f"BENCH{seed}"
     ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = rows, size // rows, 8, 1
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPClassUID = UID(CT)
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.save_as(path, enforce_file_format=True)
     base = bytearray(bytes(range(256)) * 4096)  # 1 MiB
@@ -89,7 +106,7 @@ def _write_object(path: Path, size: int, seed: int) -> dict:
 class DataSet:
     name: str
     directory: Path
-    objects: list[dict]
+    objects: list[ObjectEntry]
 
     @property
     def total_bytes(self) -> int:
@@ -104,7 +121,7 @@ def make_dataset(work: Path, name: str, count: int, size: int) -> DataSet:
     directory = work / "data" / f"{name}-{count}x{size}"
     manifest = directory / "manifest.json"
     if manifest.exists():
-        objects = json.loads(manifest.read_text())
+        objects: list[ObjectEntry] = json.loads(manifest.read_text())
         if len(objects) == count:
             return DataSet(name, directory, objects)
     shutil.rmtree(directory, ignore_errors=True)
@@ -169,7 +186,7 @@ def make_pki(work: Path) -> dict[str, Path]:
     from dicomtls.pki import CertificateAuthority
     from dicomtls.pki.authority import KeySpec
 
-    out = {}
+    out: dict[str, Path] = {}
     for kind, spec in (("ec", KeySpec.ec()), ("rsa", KeySpec.rsa(2048))):
         d = work / f"pki-{kind}"
         out[kind] = d
@@ -201,7 +218,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
     """Bounded retry until the port accepts a TCP connection (or the process died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -215,20 +232,21 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
     raise RuntimeError(f"port {port} not accepting after {timeout}s")
 
 
-def wait_line(proc: subprocess.Popen, expect: str, timeout: float = 60.0) -> None:
+def wait_line(proc: subprocess.Popen[str], expect: str, timeout: float = 60.0) -> None:
     assert proc.stdout is not None
     import selectors
 
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     if not sel.select(timeout):
-        raise RuntimeError(f"no {expect!r} from {proc.args[:3]} after {timeout}s")
+        head = proc.args[:3] if isinstance(proc.args, list) else proc.args
+        raise RuntimeError(f"no {expect!r} from {head!r} after {timeout}s")
     line = proc.stdout.readline()
     if expect not in line:
         raise RuntimeError(f"expected {expect!r}, got {line!r} (exit {proc.poll()})")
 
 
-def stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         if proc.stdin is not None:
             with contextlib.suppress(OSError):
@@ -241,12 +259,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run_json(cmd: list[str], timeout: float, env: dict | None = None) -> dict:
+def run_json(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> JsonObject:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{cmd[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    result: JsonObject = json.loads(lines[-1])
+    return result
 
 
 # ----------------------------------------------------------------------------- legs
@@ -294,7 +313,7 @@ class Bench:
     def _timeout(self, ds: DataSet) -> float:
         return 120 + ds.total_bytes / (2 * MB) + ds.count * 0.2
 
-    def env(self, leg: Leg, tls: str) -> dict:
+    def env(self, leg: Leg, tls: str) -> dict[str, str]:
         """The environment of the DCMTK processes: OPENSSL_CONF pins the TLS version/suite.
         DCMTK (dcmnet) leaves Nagle's algorithm on unless the environment variable
         TCP_NODELAY is set to 1; the `dcmtk` leg runs DCMTK as installed (variable unset),
@@ -311,7 +330,7 @@ class Bench:
         # TLS-1.3-only cipher override raises in src/dicomtls/tls/context.py (see README).
         return f"{TLS13_CIPHER},{tls12}" if tls == "tls13" else tls12
 
-    def run(self, leg: Leg, ds: DataSet, tls: str) -> dict:
+    def run(self, leg: Leg, ds: DataSet, tls: str) -> JsonObject:
         recv = self.recv_root / leg.key
         shutil.rmtree(recv, ignore_errors=True)
         recv.mkdir(parents=True)
@@ -383,8 +402,18 @@ class Bench:
         return f"{proto} {suite}" if proto and suite else None
 
     def _start_scp(
-        self, leg: Leg, tls: str, pki: Path, port: int, recv: Path, ds: DataSet, env: dict, logf
-    ) -> subprocess.Popen:
+        self,
+        leg: Leg,
+        tls: str,
+        pki: Path,
+        port: int,
+        recv: Path,
+        ds: DataSet | None,
+        env: dict[str, str],
+        logf: IO[str],
+    ) -> subprocess.Popen[str]:
+        """Start this leg's SCP and wait until it listens. ``ds`` is only read by the raw
+        receiver (it counts the bytes to expect); the DICOM SCPs take whatever arrives."""
         if leg.scp.startswith("ours"):
             fsync = "always" if leg.scp == "ours-durable" else "never"
             cmd = [
@@ -405,7 +434,7 @@ class Bench:
                 "--ca",
                 str(pki / "ca.pem"),
             ]
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO, text=True)
             wait_port(port, proc)
             return proc
         if leg.scp in ("dcmtk", "dcmtk-fork"):
@@ -427,7 +456,7 @@ class Bench:
                 "STORESCP",
                 str(port),
             ]
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, text=True)
             wait_port(port, proc)
             return proc
         if leg.scp == "pynetdicom":
@@ -443,6 +472,8 @@ class Bench:
                 str(pki),
             ] + (["--tls12"] if tls == "tls12" else [])
         else:  # raw-tls / raw-tcp
+            if ds is None:
+                raise ValueError(f"{leg.key}: the raw receiver needs the data set it will count")
             cmd = [
                 PY,
                 str(HERE / "peer_raw.py"),
@@ -460,7 +491,9 @@ class Bench:
         wait_line(proc, "ready")
         return proc
 
-    def _run_scu(self, leg: Leg, tls: str, pki: Path, port: int, ds: DataSet, env: dict) -> dict:
+    def _run_scu(
+        self, leg: Leg, tls: str, pki: Path, port: int, ds: DataSet, env: dict[str, str]
+    ) -> JsonObject:
         timeout = self._timeout(ds)
         if leg.scu == "ours":
             called = "STORESCP" if leg.scp == "dcmtk" else "DICOMTLS"
@@ -540,7 +573,7 @@ class Bench:
             raise RuntimeError(f"storescu failed ({done.returncode}): {done.stderr[-2000:]}")
         return {"elapsed": elapsed, "n": len(files), "failed": 0, "cipher": None}
 
-    def _disk(self, ds: DataSet, recv: Path, *, fsync: bool) -> dict:
+    def _disk(self, ds: DataSet, recv: Path, *, fsync: bool) -> JsonObject:
         """The same objects written like our durable store does: stream to a temporary file,
         fsync, rename, fsync the directory (fsync=False: the same without any fsync)."""
         buf = bytearray(4 << 20)
@@ -591,7 +624,8 @@ class HWMPoller:
     def __init__(self, pid: int) -> None:
         import threading
 
-        self.pid, self.peak = pid, None
+        self.pid = pid
+        self.peak: int | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -616,7 +650,7 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def med(xs: list[float]) -> dict:
+def med(xs: list[float]) -> Stats:
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)} if xs else {}
 
 
@@ -632,7 +666,7 @@ class Load:
         tls: str = "tls13",
         extra: list[str] | None = None,
         nodelay: bool = False,
-    ) -> tuple[subprocess.Popen, int, object]:
+    ) -> tuple[subprocess.Popen[str], int, IO[str]]:
         leg = Leg("load_nodelay" if nodelay else "load", "load", kind, "ours", pki)
         port = free_port()
         logf = (self.b.logs / f"load-{kind}-{pki}.log").open("w")
@@ -658,7 +692,7 @@ class Load:
                 str(p / "ca.pem"),
                 *extra,
             ]
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO)
+            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO, text=True)
             wait_port(port, proc)
         else:
             proc = self.b._start_scp(
@@ -668,7 +702,7 @@ class Load:
 
     def _clients(
         self, base: list[str], procs: int, per_proc: list[list[str]], timeout: float
-    ) -> tuple[list[dict], list[int | None]]:
+    ) -> tuple[list[JsonObject], list[int | None]]:
         """Start `procs` client processes, wait for each one's "ready", release them together
         with one line on stdin, collect their JSON lines and their peak RSS."""
         ps = [
@@ -705,7 +739,7 @@ class Load:
                     proc.wait()
 
     @staticmethod
-    def _combine(outs: list[dict]) -> dict:
+    def _combine(outs: list[JsonObject]) -> JsonObject:
         errors: dict[str, int] = {}
         for o in outs:
             for k, v in o["errors"].items():
@@ -719,14 +753,14 @@ class Load:
         }
 
     # -- item 3
-    def assoc_rate(self) -> dict:
+    def assoc_rate(self) -> JsonObject:
         a = self.args
         procs = a.load_procs
         per = [
             a.assoc_clients // procs + (1 if i < a.assoc_clients % procs else 0)
             for i in range(procs)
         ]
-        rows = {}
+        rows: dict[str, JsonObject] = {}
         for scp, label, called, nodelay in (
             ("ours-relaxed", "ours: dicomtls serve", "DICOMTLS", False),
             ("pynetdicom", "pynetdicom SCP (stdlib ssl)", "PYSCP", False),
@@ -737,7 +771,8 @@ class Load:
             for pki in ("ec", "rsa"):
                 name = scp.removesuffix("-relaxed").replace("-", "_")
                 key = f"{name}{'_nodelay' if nodelay else ''}_{pki}"
-                rates, samples = [], []
+                rates: list[float] = []
+                samples: list[JsonObject] = []
                 for rep in range(a.reps):
                     recv = self.b.recv_root / f"load-{key}"
                     shutil.rmtree(recv, ignore_errors=True)
@@ -802,12 +837,12 @@ class Load:
         }
 
     # -- item 4
-    def concurrency(self) -> dict:
+    def concurrency(self) -> JsonObject:
         a = self.args
         n, k = a.conc_assocs, a.conc_per
         ds = make_dataset(self.b.work, "conc", n * k, a.conc_kb << 10)
         procs = a.load_procs
-        samples = []
+        samples: list[JsonObject] = []
         for rep in range(a.reps):
             recv = self.b.recv_root / "load-concurrency"
             shutil.rmtree(recv, ignore_errors=True)
@@ -817,7 +852,7 @@ class Load:
             proc, port, logf = self._start(
                 "ours-durable", "ec", recv, extra=["--max-associations", cap, "--max-per-peer", cap]
             )
-            r: dict = {}
+            r: JsonObject = {}
             try:
                 base = [
                     PY,
@@ -874,11 +909,11 @@ class Load:
         }
 
     # -- item 6
-    def memory(self) -> dict:
+    def memory(self) -> JsonObject:
         a = self.args
         ds = make_dataset(self.b.work, "mem", 1, a.mem_mb << 20)
         path = ds.directory / ds.objects[0]["file"]
-        rows = {}
+        rows: dict[str, JsonObject] = {}
         pairs = [
             Leg("ours", "ours -> ours (durable)", "ours-durable", "ours", "ec"),
             Leg("dcmtk", "DCMTK storescu -> storescp", "dcmtk", "dcmtk", "rsa"),
@@ -888,7 +923,7 @@ class Load:
         for leg in pairs:
             if only and leg.key not in only:
                 continue
-            samples = []
+            samples: list[JsonObject] = []
             for rep in range(a.reps):
                 recv = self.b.recv_root / f"load-mem-{leg.key}"
                 shutil.rmtree(recv, ignore_errors=True)
@@ -938,7 +973,7 @@ class Load:
                         str(port),
                         str(path),
                     ]
-                r: dict = {}
+                r: JsonObject = {}
                 try:
                     t0 = time.perf_counter()
                     scu = subprocess.Popen(
@@ -994,7 +1029,7 @@ class Load:
         }
 
 
-def load_report(load: dict) -> list[str]:
+def load_report(load: JsonObject) -> list[str]:
     """Markdown for the assoc-rate / concurrency / memory-1g scenarios, targets marked."""
 
     def yn(ok: bool | None) -> str:
@@ -1020,18 +1055,19 @@ def load_report(load: dict) -> list[str]:
                 f"{k} (x{v})" for s in row["samples"] for k, v in s.get("errors", {}).items()
             )
             errs += "; ".join(s["error"] for s in row["samples"] if "error" in s)
-            rate = f"**{r['median']:.1f}** ({r['min']:.1f}-{r['max']:.1f})" if r else "FAILED"
+            shown = f"**{r['median']:.1f}** ({r['min']:.1f}-{r['max']:.1f})" if r else "FAILED"
             cpu = [
                 s["scp_cpu_ms_per_assoc"] for s in row["samples"] if s.get("scp_cpu_ms_per_assoc")
             ]
             lines.append(
-                f"| {row['label']} | {rate} | {row['failed']} / {att} | "
+                f"| {row['label']} | {shown} | {row['failed']} / {att} | "
                 f"{fmt(statistics.median(cpu) if cpu else None, 1)} | "
                 f"{fmt(max(hwm) if hwm else None, 0)} | {errs[:300]} |"
             )
 
         def rate(key: str) -> float | None:
-            return rows[key]["rate"].get("median") if key in rows and rows[key]["rate"] else None
+            stats: Stats = rows[key]["rate"] if key in rows else {}
+            return stats.get("median")
 
         lines += ["", "| target | value | met |", "|---|---|---|"]
         for pki, name in (("ec", "ECDSA P-256"), ("rsa", "RSA-2048")):
@@ -1105,7 +1141,7 @@ def load_report(load: dict) -> list[str]:
             u, p, m = row["scu_hwm_mb"], row["scp_hwm_mb"], row["mbps"]
             errs = "; ".join(s["error"] for s in row["samples"] if "error" in s)
 
-            def rng(x: dict) -> str:
+            def rng(x: Stats) -> str:
                 return f"**{x['median']:.1f}** ({x['min']:.1f}-{x['max']:.1f})" if x else "-"
 
             met = None if not u or not p else (u["max"] < 100 and p["max"] < 100)
@@ -1119,7 +1155,7 @@ def load_report(load: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- report
-def summarise(samples: list[dict], ds: DataSet) -> dict:
+def summarise(samples: list[JsonObject], ds: DataSet) -> JsonObject:
     mbps = [ds.total_bytes / MB / s["elapsed"] for s in samples]
     objs = [ds.count / s["elapsed"] for s in samples]
     return {
@@ -1131,9 +1167,9 @@ def summarise(samples: list[dict], ds: DataSet) -> dict:
     }
 
 
-def ratios(rows: dict[str, dict]) -> dict[str, float | None]:
+def ratios(rows: dict[str, JsonObject]) -> dict[str, float | None]:
     def m(key: str) -> float | None:
-        return rows[key]["mbps"]["median"] if key in rows else None
+        return float(rows[key]["mbps"]["median"]) if key in rows else None
 
     def r(a: str, b: str) -> float | None:
         x, y = m(a), m(b)
@@ -1170,7 +1206,7 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def write_report(results: dict, out: Path) -> None:
+def write_report(results: JsonObject, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     meta = results["meta"]
@@ -1231,25 +1267,32 @@ def write_report(results: dict, out: Path) -> None:
     lines += commands_report(
         {k: v for k, v in commands.items() if k.startswith("process")}, commands.get("startup")
     )
-    lines += ["![chart](results.png)", ""]
+    # only scenarios with at least one row get a panel: a run of the command or load
+    # scenarios alone (or one where every leg failed) has nothing for results.png to show
+    drawn = {name: sc for name, sc in results["scenarios"].items() if sc["rows"]}
+    if drawn:
+        lines += ["![chart](results.png)", ""]
     if results.get("load"):
         lines += ["![load scenarios](results-load.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     try:
-        chart(results, out / "results.png")
+        if drawn:
+            chart(drawn, out / "results.png")
+        else:
+            log("chart skipped: no in-process scenario (large-*, small-*) has results to draw")
         if results.get("load"):
             load_chart(results["load"], out / "results-load.png")
     except Exception as exc:  # the table is the result; the chart is a view of it
         log(f"chart failed: {exc}")
 
 
-def chart(results: dict, path: Path) -> None:
+def chart(scenarios: dict[str, JsonObject], path: Path) -> None:
+    """One panel per in-process scenario (at least one, each with at least one row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = results["scenarios"]
     fig, axes = plt.subplots(len(scenarios), 1, figsize=(10, 3.2 * len(scenarios)))
     axes = [axes] if len(scenarios) == 1 else axes
     for ax, (name, sc) in zip(axes, scenarios.items(), strict=True):
@@ -1286,7 +1329,7 @@ def chart(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def load_chart(load: dict, path: Path) -> None:
+def load_chart(load: JsonObject, path: Path) -> None:
     """Items 3, 4, 6: association rate per SCP, and peak memory (1 GiB object, 500 associations)."""
     import matplotlib
 
@@ -1339,11 +1382,13 @@ def load_chart(load: dict, path: Path) -> None:
 COMMAND_SCENARIOS = ("process-512k", "process-large", "startup")
 
 
-def run_commands(bench: Bench, args: argparse.Namespace, chosen: list[str]) -> dict[str, dict]:
+def run_commands(
+    bench: Bench, args: argparse.Namespace, chosen: list[str]
+) -> dict[str, JsonObject]:
     """The whole-process and start-up scenarios (bench/commands.py)."""
     from commands import Commands, startup
 
-    out: dict[str, dict] = {}
+    out: dict[str, JsonObject] = {}
     for name in chosen:
         t0 = time.time()
         if name == "startup":
@@ -1367,13 +1412,47 @@ def run_commands(bench: Bench, args: argparse.Namespace, chosen: list[str]) -> d
     return out
 
 
-def commands_report(process: dict[str, dict], start: dict | None) -> list[str]:
+def commands_report(process: dict[str, JsonObject], start: JsonObject | None) -> list[str]:
     from commands import report
 
     return report(process, start)
 
 
 # ----------------------------------------------------------------------------- main
+def in_process_scenarios(
+    work: Path, args: argparse.Namespace, chosen: list[str]
+) -> dict[str, tuple[DataSet, str, str]]:
+    """Each chosen in-process scenario: its data set (made once; both large scenarios send
+    the same one), its TLS version and its description."""
+    large = f"{args.large_count} x {args.large_mb} MiB, mutual TLS"
+    specs = {  # scenario: (data set, count, size, TLS version, description)
+        "large-tls13": ("large", args.large_count, args.large_mb << 20, "tls13", f"{large} 1.3"),
+        "large-tls12": ("large", args.large_count, args.large_mb << 20, "tls12", f"{large} 1.2"),
+        "small-64k": (
+            "small64k",
+            args.small64_count,
+            64 << 10,
+            "tls13",
+            f"{args.small64_count} x 64 KiB on one association, TLS 1.3",
+        ),
+        "small-512k": (
+            "small512k",
+            args.small512_count,
+            512 << 10,
+            "tls13",
+            f"{args.small512_count} x 512 KiB on one association, TLS 1.3",
+        ),
+    }
+    datasets: dict[str, DataSet] = {}
+    scenarios: dict[str, tuple[DataSet, str, str]] = {}
+    for name in chosen:
+        data, count, size, tls, description = specs[name]
+        if data not in datasets:
+            datasets[data] = make_dataset(work, data, count, size)
+        scenarios[name] = (datasets[data], tls, description)
+    return scenarios
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
@@ -1452,7 +1531,7 @@ def main() -> None:
         s for s in chosen_all if s not in LOAD_SCENARIOS and s not in COMMAND_SCENARIOS
     )
     command_results = run_commands(bench, args, command_chosen)
-    load_results: dict[str, dict] = {}
+    load_results: dict[str, JsonObject] = {}
     for sname in load_chosen:
         t0 = time.time()
         load_results[sname] = {
@@ -1467,36 +1546,13 @@ def main() -> None:
             wall_seconds=round(time.time() - t0, 1),
             src=src_fingerprint(),
         )
-    wanted = {s for s in args.scenarios.split(",") if s}
-    large = s64 = s512 = None
-    if wanted & {"large-tls13", "large-tls12"}:
-        large = make_dataset(work, "large", args.large_count, args.large_mb << 20)
-    if "small-64k" in wanted:
-        s64 = make_dataset(work, "small64k", args.small64_count, 64 << 10)
-    if "small-512k" in wanted:
-        s512 = make_dataset(work, "small512k", args.small512_count, 512 << 10)
-    all_scenarios = {
-        "large-tls13": (
-            large,
-            "tls13",
-            f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.3",
-        ),
-        "large-tls12": (
-            large,
-            "tls12",
-            f"{args.large_count} x {args.large_mb} MiB, mutual TLS 1.2",
-        ),
-        "small-64k": (s64, "tls13", f"{args.small64_count} x 64 KiB on one association, TLS 1.3"),
-        "small-512k": (
-            s512,
-            "tls13",
-            f"{args.small512_count} x 512 KiB on one association, TLS 1.3",
-        ),
-    }
     chosen = [s for s in args.scenarios.split(",") if s]
+    all_scenarios = in_process_scenarios(work, args, chosen)
     only = {k for k in args.only.split(",") if k}
     legs = [leg for leg in LEGS if not only or leg.key in only]
-    samples: dict[str, dict[str, list[dict]]] = {s: {leg.key: [] for leg in legs} for s in chosen}
+    samples: dict[str, dict[str, list[JsonObject]]] = {
+        s: {leg.key: [] for leg in legs} for s in chosen
+    }
     errors: dict[str, dict[str, str]] = {s: {} for s in chosen}
     started = time.time()
     for rep in range(args.reps):
@@ -1529,7 +1585,7 @@ def main() -> None:
                     f"{ds.count / res['elapsed']:8.1f} obj/s  {res.get('cipher') or ''}"
                 )
 
-    results = {
+    results: JsonObject = {
         "meta": {
             "git": git_state(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -1546,7 +1602,7 @@ def main() -> None:
     }
     for sname in chosen:
         ds, tls, desc = all_scenarios[sname]
-        rows = {}
+        rows: dict[str, JsonObject] = {}
         for leg in legs:
             if samples[sname][leg.key]:
                 rows[leg.key] = {"label": leg.label, **summarise(samples[sname][leg.key], ds)}

@@ -26,7 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench import DCMTK_PDU, DICOMTLS, MB, PY, Leg, free_port, log, med, stop, verify
+from bench import (
+    DCMTK_PDU,
+    DICOMTLS,
+    MB,
+    PY,
+    JsonObject,
+    Leg,
+    free_port,
+    log,
+    med,
+    stop,
+    verify,
+)
 
 if TYPE_CHECKING:
     from bench import Bench, DataSet
@@ -131,13 +143,13 @@ class Commands:
         shutil.rmtree(recv, ignore_errors=True)
         return elapsed
 
-    def scenario(self, ds: DataSet, description: str) -> dict:
+    def scenario(self, ds: DataSet, description: str) -> JsonObject:
         """Every leg, ``reps`` times, after one untimed warm-up run each (bytecode, page cache)."""
         one = ds.directory.parent / f"{ds.directory.name}-first"
         if not one.exists():  # the warm-up sends a single object
             one.mkdir()
             os.link(ds.directory / ds.objects[0]["file"], one / ds.objects[0]["file"])
-        rows: dict[str, dict] = {}
+        rows: dict[str, JsonObject] = {}
         for cleg in COMMAND_LEGS:
             self.once(cleg, ds, one, check=False)
             seconds = []
@@ -170,10 +182,10 @@ STARTUP = [
 ]
 
 
-def startup(reps: int) -> dict:
+def startup(reps: int) -> JsonObject:
     """Wall clock of each command, ``reps`` times after one untimed run that writes the cache."""
     env = user_env()
-    rows = {}
+    rows: dict[str, JsonObject] = {}
     for label, command in STARTUP:
         subprocess.run(command, capture_output=True, env=env, check=True)
         seconds = []
@@ -186,7 +198,7 @@ def startup(reps: int) -> dict:
     return {"description": f"wall clock of each command, median of {reps}", "rows": rows}
 
 
-def report(process: dict[str, dict], start: dict | None) -> list[str]:
+def report(process: dict[str, JsonObject], start: JsonObject | None) -> list[str]:
     """Markdown for the whole-process and start-up scenarios, issue 15's targets marked."""
     lines: list[str] = []
     for name, sc in process.items():

@@ -21,7 +21,9 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import TypedDict
 
 from dicomtls.net.association import associate, default_proposals, proposals_for
 from dicomtls.tls.settings import TLSSettings
@@ -33,7 +35,18 @@ def _raise_nofile(need: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
 
 
-async def run(args: argparse.Namespace) -> dict:
+class LoadResult(TypedDict):
+    """The JSON line this process prints: the driver combines several processes' lines."""
+
+    start: float  # time.monotonic() when released
+    end: float
+    elapsed: float
+    ok: int
+    failed: int
+    errors: dict[str, int]  # the five most frequent, with their counts
+
+
+async def run(args: argparse.Namespace) -> LoadResult:
     pki = Path(args.pki)
     tls = TLSSettings(
         certificate=pki / "client-chain.pem",
@@ -42,10 +55,11 @@ async def run(args: argparse.Namespace) -> dict:
     )
     errors: collections.Counter[str] = collections.Counter()
     ok = failed = 0
+    jobs: list[Coroutine[None, None, None]]
     if args.mode == "echo":
         proposals = default_proposals()
 
-        async def client() -> None:
+        async def echo_client() -> None:
             nonlocal ok, failed
             for _ in range(args.each):
                 try:
@@ -62,7 +76,7 @@ async def run(args: argparse.Namespace) -> dict:
                     failed += 1
                     errors[f"{type(exc).__name__}: {exc}"[:300]] += 1
 
-        jobs = [client() for _ in range(args.clients)]
+        jobs = [echo_client() for _ in range(args.clients)]
     else:
         files = sorted(Path(args.dir).glob("*.dcm"))
         groups = [files[i : i + args.per] for i in range(0, len(files), args.per)]
@@ -70,7 +84,7 @@ async def run(args: argparse.Namespace) -> dict:
         groups = groups[part::parts][: args.clients]
         proposals = proposals_for(files[:1])
 
-        async def client(group: list[Path]) -> None:
+        async def store_client(group: list[Path]) -> None:
             nonlocal ok, failed
             answered = 0
             try:
@@ -89,7 +103,7 @@ async def run(args: argparse.Namespace) -> dict:
                 failed += len(group) - answered  # objects of this association not confirmed
                 errors[f"{type(exc).__name__}: {exc}"[:300]] += 1
 
-        jobs = [client(g) for g in groups]
+        jobs = [store_client(g) for g in groups]
     _raise_nofile(4 * len(jobs) + 256)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

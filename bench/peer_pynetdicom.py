@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -51,7 +53,9 @@ def scp(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     def on_store(event: evt.Event) -> int:
-        uid = event.request.AffectedSOPInstanceUID
+        request = event.request
+        assert isinstance(request, C_STORE)  # pynetdicom calls this for EVT_C_STORE only
+        uid = request.AffectedSOPInstanceUID
         shutil.move(event.dataset_path, out / f"{uid}.dcm")
         return 0x0000
 
@@ -67,9 +71,19 @@ def scp(args: argparse.Namespace) -> None:
         evt_handlers=[(evt.EVT_C_STORE, on_store)],
         ssl_context=ctx,
     )
+    assert server is not None  # block=False returns the running server
     print("ready", flush=True)
     sys.stdin.read()
     server.shutdown()
+
+
+def _negotiated(assoc: Association) -> str | None:
+    """The TLS version and cipher suite of the association's socket ("TLSv1.3 TLS_AES_...")."""
+    channel = assoc.dul.socket
+    sock = None if channel is None else channel.socket
+    if not isinstance(sock, ssl.SSLSocket) or (suite := sock.cipher()) is None:
+        return None
+    return f"{sock.version()} {suite[0]}"
 
 
 def scu(args: argparse.Namespace) -> None:
@@ -80,7 +94,10 @@ def scu(args: argparse.Namespace) -> None:
     ae.add_requested_context(CT, EXPLICIT)
     ctx = _context(ssl.Purpose.SERVER_AUTH, Path(args.pki), "client", args.tls12)
     t0 = time.perf_counter()
-    assoc = ae.associate("127.0.0.1", args.port, ae_title="PYSCP", tls_args=(ctx, None))
+    # pynetdicom annotates the hostname as str, but hands it to SSLContext.wrap_socket, where
+    # None (what we mean: no SNI, no hostname check, the CA is checked) is valid and "" raises
+    tls_args = (ctx, None)
+    assoc = ae.associate("127.0.0.1", args.port, ae_title="PYSCP", tls_args=tls_args)  # type: ignore[arg-type]
     if not assoc.is_established:
         print(json.dumps({"error": "association failed"}), flush=True)
         sys.exit(1)
@@ -91,8 +108,7 @@ def scu(args: argparse.Namespace) -> None:
         if not status or status.Status != 0:
             failed += 1
     t2 = time.perf_counter()
-    sock = assoc.dul.socket.socket
-    cipher = f"{sock.version()} {sock.cipher()[0]}" if hasattr(sock, "cipher") else None
+    cipher = _negotiated(assoc)
     assoc.release()
     print(
         json.dumps(

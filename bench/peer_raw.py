@@ -57,8 +57,11 @@ def send(a: argparse.Namespace) -> None:
     sock = socket.create_connection(("127.0.0.1", a.port))
     cipher = None
     if a.pki:
-        sock = _ctx(ssl.Purpose.SERVER_AUTH, Path(a.pki), "client", a.tls12).wrap_socket(sock)
-        cipher = f"{sock.version()} {sock.cipher()[0]}"
+        tls = _ctx(ssl.Purpose.SERVER_AUTH, Path(a.pki), "client", a.tls12).wrap_socket(sock)
+        suite = tls.cipher()
+        assert suite is not None  # wrap_socket completed the handshake: a suite was agreed
+        cipher = f"{tls.version()} {suite[0]}"
+        sock = tls
     buf = bytearray(BLOCK)
     view = memoryview(buf)
     total = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -29,7 +30,9 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -125,6 +128,38 @@ async def send(site: Site, port: int, files: list[Path], senders: int) -> int:
     return sum(results)
 
 
+class LegResult(TypedDict):
+    """One run of one leg, as scale_out.json records it."""
+
+    leg: str
+    nodes: int
+    objects: int
+    seconds: float
+    objects_per_s: float
+    mb_per_s: float
+    cpu_busy: float  # share of all CPUs busy during the run
+    cpu_ms_per_object: dict[str, float]  # by program: nodes, postgresql, seaweedfs...
+
+
+class LegSummary(TypedDict):
+    """The medians of a leg's runs, and the runs."""
+
+    objects_per_s_median: float
+    cpu_busy_median: float
+    cpu_ms_per_object_median: dict[str, float]
+    runs: list[LegResult]
+
+
+def sqlite_rows(folder: Path) -> int:
+    """Instances in the one embedded node's SQLite index (read after its run)."""
+    return Index(folder / "node-a" / "store" / "index.sqlite").count()
+
+
+def postgres_rows(dsn: str) -> int:
+    """Instances in the nodes' shared PostgreSQL index (read after their run)."""
+    return PostgresIndex(dsn).count()
+
+
 def leg(
     name: str,
     site: Site,
@@ -134,8 +169,8 @@ def leg(
     nodes: int,
     extra: list[str],
     env: dict[str, str],
-    count_rows: object,
-) -> dict[str, object]:
+    count_rows: Callable[[], int],
+) -> LegResult:
     cluster = start_cluster(site, folder, nodes, *extra, env=env)
     try:
         busy0, total0 = cpu_ticks()
@@ -147,7 +182,7 @@ def leg(
         after = cpu_by_program()
     finally:
         cluster.stop()
-    rows = count_rows()  # type: ignore[operator]
+    rows = count_rows()
     size = sum(f.stat().st_size for f in files)
     assert ok == len(files) == rows, (name, ok, rows)
     return {
@@ -174,7 +209,7 @@ def main() -> None:
     site = make_site(work / "pki")
     files = make_objects(work / "objects", args.objects, args.kib)
     postgres, seaweed = start_postgres(), start_seaweedfs()
-    results: list[dict[str, object]] = []
+    results: list[LegResult] = []
     try:
         for rep in range(args.reps):
             folder = work / f"embedded-{rep}"
@@ -188,9 +223,7 @@ def main() -> None:
                     1,
                     [],
                     {},
-                    lambda folder=folder: Index(
-                        folder / "node-a" / "store" / "index.sqlite"
-                    ).count(),
+                    functools.partial(sqlite_rows, folder),
                 )
             )
             for nodes in (1, 3):
@@ -205,23 +238,22 @@ def main() -> None:
                         nodes,
                         ["--index", dsn, "--objects", seaweed.url(bucket)],
                         seaweed.environment(),
-                        lambda dsn=dsn: PostgresIndex(dsn).count(),
+                        functools.partial(postgres_rows, dsn),
                     )
                 )
             print(json.dumps(results[-3:], indent=1), flush=True)
     finally:
         seaweed.stop()
         postgres.stop()
-    summary = {}
-    for name in dict.fromkeys(str(r["leg"]) for r in results):
+    summary: dict[str, LegSummary] = {}
+    for name in dict.fromkeys(r["leg"] for r in results):
         runs = [r for r in results if r["leg"] == name]
         per_object = [r["cpu_ms_per_object"] for r in runs]
         summary[name] = {
-            "objects_per_s_median": statistics.median(float(r["objects_per_s"]) for r in runs),  # type: ignore[arg-type]
-            "cpu_busy_median": statistics.median(float(r["cpu_busy"]) for r in runs),  # type: ignore[arg-type]
+            "objects_per_s_median": statistics.median(r["objects_per_s"] for r in runs),
+            "cpu_busy_median": statistics.median(r["cpu_busy"] for r in runs),
             "cpu_ms_per_object_median": {
-                k: statistics.median(p[k] for p in per_object)
-                for k in per_object[0]  # type: ignore[index]
+                k: statistics.median(p[k] for p in per_object) for k in per_object[0]
             },
             "runs": runs,
         }
@@ -244,7 +276,7 @@ def main() -> None:
         ms = leg_summary["cpu_ms_per_object_median"]
         split = " / ".join(
             f"{ms[k]:.1f}" for k in ("nodes", "postgresql", "seaweedfs", "haproxy", "senders")
-        )  # type: ignore[index]
+        )
         lines.append(
             f"| {name} | {leg_summary['objects_per_s_median']:.0f} | {leg_summary['cpu_busy_median']:.0%} | {split} |"
         )

@@ -144,7 +144,7 @@ class Study:
 def make_studies(folder: Path, studies: int, per_study: int, seed: int) -> list[Study]:
     """``studies`` studies of ``per_study`` CT objects each, 64-512 KB of pixel data apiece."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,7 +164,7 @@ def make_studies(folder: Path, studies: int, per_study: int, seed: int) -> list[
             ds.PixelData = rng.randbytes(size)
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds.file_meta.MediaStorageSOPClassUID = CT
+            ds.file_meta.MediaStorageSOPClassUID = UID(CT)
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
             path = folder / f"s{s:03d}-{i}.dcm"
             ds.save_as(path, enforce_file_format=True)
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             ctx.Process(
                 target=client_process,
                 args=(i, ClientPlan(clients=n, **plan), counters, stop, errors),
-            )  # type: ignore[arg-type]
+            )
             for i, n in enumerate(per_process)
         ]
         rows: list[dict[str, Any]] = []
