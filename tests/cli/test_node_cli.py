@@ -24,10 +24,28 @@ EXE = str(Path(sys.executable).with_name("dicomtls"))
 ENV = {**os.environ, "COLUMNS": "200"}  # wide tables whatever terminal the tests run in
 
 
+# A client's TLS options for a PKI in ``pki/`` under the command's working folder.
+CLIENT_TLS = (
+    "--ca",
+    "pki/ca.pem",
+    "--tls-cert",
+    "pki/client-chain.pem",
+    "--tls-key",
+    "pki/client.key",
+)
+# The options naming the test study (node/test_storage's files) at the study level.
+STUDY = ("--level", "study", "-k", f"StudyInstanceUID={STUDY_UID}")
+
+
 def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV
     )
+
+
+def get_study(port: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``dicomtls get`` of the test study from the node on ``port`` into ``cwd/retrieved``."""
+    return run("get", "127.0.0.1", str(port), "--out", "retrieved", *STUDY, *args, cwd=cwd)
 
 
 def _free_port() -> int:
@@ -134,18 +152,7 @@ def test_get_is_refused_where_default_services_leave_it_out(tmp_path: Path) -> N
     config.write_text('[access]\ndefault_services = ["echo", "store", "find"]\n')
     node = Node(tmp_path, "--config", str(config))
     try:
-        got = run(
-            "get",
-            "127.0.0.1",
-            str(node.port),
-            "--out",
-            "retrieved",
-            "--level",
-            "study",
-            "-k",
-            f"StudyInstanceUID={STUDY_UID}",
-            cwd=tmp_path,
-        )
+        got = get_study(node.port, cwd=tmp_path)
     finally:
         log = node.stop()
     assert got.returncode == 1
@@ -182,19 +189,7 @@ def test_store_find_get_move_index(node: Node, tmp_path: Path) -> None:
     series = json.loads(found.stdout)
     assert len(series) == 1 and series[0]["Modality"] == "CT"
 
-    got = run(
-        "get",
-        "127.0.0.1",
-        str(node.port),
-        "--out",
-        "retrieved",
-        "--level",
-        "study",
-        "-k",
-        f"StudyInstanceUID={STUDY_UID}",
-        "--json",
-        cwd=tmp_path,
-    )
+    got = get_study(node.port, "--json", cwd=tmp_path)
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["completed"] == 3
     sent = {pydicom.dcmread(p).SOPInstanceUID for p in folder.rglob("*.dcm")}
@@ -292,10 +287,7 @@ def test_move_to_a_second_node(tmp_path: Path) -> None:
             str(archive.port),
             "--dest",
             "VIEWER",
-            "--level",
-            "study",
-            "-k",
-            f"StudyInstanceUID={STUDY_UID}",
+            *STUDY,
             "--json",
             *client,
             cwd=tmp_path,
@@ -427,12 +419,7 @@ def test_config_file_with_tls_keys(tmp_path: Path) -> None:
             str(port),
             "--called-ae",
             "FROMTOML",
-            "--ca",
-            "pki/ca.pem",
-            "--tls-cert",
-            "pki/client-chain.pem",
-            "--tls-key",
-            "pki/client.key",
+            *CLIENT_TLS,
             cwd=tmp_path,
         )
         assert echo.returncode == 0, echo.stderr
