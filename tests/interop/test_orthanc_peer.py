@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ..servers import free_port
 from .compat import Outcome, record
 from .corpus import Scenario
 from .matrix import (
@@ -32,7 +33,7 @@ from .matrix import (
     interop_pki,  # noqa: F401  (fixture)
     start_node,
 )
-from .orthanc import ORTHANC_AE, Modality, Orthanc, free_port
+from .orthanc import ORTHANC_AE, Modality, Orthanc
 
 JPEG_2000 = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
 

@@ -25,6 +25,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from ..servers import free_port
 from .compat import Outcome, record
 from .corpus import SAMPLES
 from .matrix import (
@@ -41,7 +42,6 @@ from .matrix import (
     start_node,
     study_identifier,
 )
-from .orthanc import free_port
 from .pynetdicom_peer import (
     EVERY_SYNTAX,
     LITTLE_ENDIAN,
