@@ -33,8 +33,15 @@ CLIENT_TLS = (
     "--tls-key",
     "pki/client.key",
 )
-# The options naming the test study (node/test_storage's files) at the study level.
-STUDY = ("--level", "study", "-k", f"StudyInstanceUID={STUDY_UID}")
+
+
+def study_keys(study_uid: str) -> tuple[str, ...]:
+    """The options naming one study at the study level."""
+    return ("--level", "study", "-k", f"StudyInstanceUID={study_uid}")
+
+
+# The test study (node/test_storage's files).
+STUDY = study_keys(STUDY_UID)
 
 
 def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -43,9 +50,13 @@ def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProce
     )
 
 
-def get_study(port: int, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``dicomtls get`` of the test study from the node on ``port`` into ``cwd/retrieved``."""
-    return run("get", "127.0.0.1", str(port), "--out", "retrieved", *STUDY, *args, cwd=cwd)
+def get_study(
+    port: int, *args: str, cwd: Path, study_uid: str = STUDY_UID, out: str = "retrieved"
+) -> subprocess.CompletedProcess[str]:
+    """``dicomtls get`` of a study (the test study unless told) from the node on ``port``
+    into ``cwd/out``."""
+    keys = study_keys(study_uid)
+    return run("get", "127.0.0.1", str(port), "--out", out, *keys, *args, cwd=cwd)
 
 
 def _free_port() -> int:
@@ -509,19 +520,7 @@ def test_get_brings_compressed_objects_back_as_stored(node: Node, tmp_path: Path
     assert stored.returncode == 0, stored.stderr
     assert json.loads(stored.stdout)["stored"] == len(sent)
     study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
-    got = run(
-        "get",
-        "127.0.0.1",
-        str(node.port),
-        "--out",
-        "back",
-        "--level",
-        "study",
-        "-k",
-        f"StudyInstanceUID={study}",
-        "--json",
-        cwd=tmp_path,
-    )
+    got = get_study(node.port, "--json", cwd=tmp_path, study_uid=study, out="back")
     assert got.returncode == 0, got.stderr + got.stdout
     assert json.loads(got.stdout)["completed"] == len(sent)
     back = {p.stem: _data_set(p) for p in (tmp_path / "back").glob("*.dcm")}
@@ -537,20 +536,14 @@ def test_get_in_one_syntax_converts_what_the_node_can(node: Node, tmp_path: Path
         == 0
     )
     study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
-    got = run(
-        "get",
-        "127.0.0.1",
-        str(node.port),
-        "--out",
-        "back",
-        "--level",
-        "study",
-        "-k",
-        f"StudyInstanceUID={study}",
+    got = get_study(
+        node.port,
         "--ts",
         "ExplicitVRLittleEndian",
         "--json",
         cwd=tmp_path,
+        study_uid=study,
+        out="back",
     )
     report = json.loads(got.stdout)
     back = list((tmp_path / "back").glob("*.dcm"))
