@@ -344,29 +344,11 @@ def test_bad_key_password_and_port_in_use(node: Node, tmp_path: Path) -> None:
     ident = ca.issue("locked")
     (tmp_path / "locked.pem").write_bytes(ident.cert_chain_pem())
     (tmp_path / "locked.key").write_bytes(ident.private_key_pem(password=b"right"))
-    done = run(
-        "echo",
-        "127.0.0.1",
-        str(node.port),
-        "--tls-cert",
-        "locked.pem",
-        "--tls-key",
-        "locked.key",
-        "--key-password",
-        "wrong",
-        cwd=tmp_path,
-    )
+    echo_locked = ("echo", "127.0.0.1", str(node.port), "--tls-cert", "locked.pem")
+    done = run(*echo_locked, "--tls-key", "locked.key", "--key-password", "wrong", cwd=tmp_path)
     assert done.returncode == 1 and "wrong password for private key locked.key" in done.stderr
-    mismatched = run(
-        "echo",
-        "127.0.0.1",
-        str(node.port),
-        "--tls-cert",
-        "locked.pem",
-        "--tls-key",
-        str(tmp_path / "dicom-store/pki/client.key"),
-        cwd=tmp_path,
-    )
+    other_key = str(tmp_path / "dicom-store/pki/client.key")
+    mismatched = run(*echo_locked, "--tls-key", other_key, cwd=tmp_path)
     assert mismatched.returncode == 1 and "does not match the certificate" in mismatched.stderr
     busy = run(
         "serve", "--host", "127.0.0.1", "--port", str(node.port), "--store", "other", cwd=tmp_path
