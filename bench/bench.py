@@ -259,6 +259,53 @@ def stop(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
+def serve_cmd(kind: str, recv: Path, port: int, pki: Path, *extra: str) -> list[str]:
+    """``dicomtls serve`` as the benchmark runs our SCP: ``ours-durable`` fsyncs every object."""
+    return [
+        DICOMTLS,
+        "serve",
+        "--store",
+        str(recv),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--fsync",
+        "always" if kind == "ours-durable" else "never",
+        "--tls-cert",
+        str(pki / "server-chain.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+        "--ca",
+        str(pki / "ca.pem"),
+        *extra,
+    ]
+
+
+def storescu_cmd(pki: Path, called_ae: str) -> list[str]:
+    """DCMTK's storescu over mutual TLS with our client certificate and the tuned PDU size;
+    the caller adds its options, the address and the files."""
+    return [
+        "storescu",
+        "+tls",
+        str(pki / "client.key"),
+        str(pki / "client-chain.pem"),
+        "+cf",
+        str(pki / "ca.pem"),
+        "-pdu",
+        DCMTK_PDU,
+        "-aec",
+        called_ae,
+    ]
+
+
+def peer_cmd(script: str, *command: str, port: int, directory: Path, pki: Path | None) -> list[str]:
+    """One of the bench's peer scripts sending ``directory`` to ``port`` (over TLS with the
+    client certificate under ``pki``, if given)."""
+    cmd = [PY, str(HERE / script), *command, "--port", str(port), "--dir", str(directory)]
+    return cmd if pki is None else [*cmd, "--pki", str(pki)]
+
+
 def run_json(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> JsonObject:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -415,25 +462,7 @@ class Bench:
         """Start this leg's SCP and wait until it listens. ``ds`` is only read by the raw
         receiver (it counts the bytes to expect); the DICOM SCPs take whatever arrives."""
         if leg.scp.startswith("ours"):
-            fsync = "always" if leg.scp == "ours-durable" else "never"
-            cmd = [
-                DICOMTLS,
-                "serve",
-                "--store",
-                str(recv),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--fsync",
-                fsync,
-                "--tls-cert",
-                str(pki / "server-chain.pem"),
-                "--tls-key",
-                str(pki / "server.key"),
-                "--ca",
-                str(pki / "ca.pem"),
-            ]
+            cmd = serve_cmd(leg.scp, recv, port, pki)
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO, text=True)
             wait_port(port, proc)
             return proc
@@ -502,14 +531,7 @@ class Bench:
             window = "1" if leg.key == "ours_sync" else "16"
             return run_json(
                 [
-                    PY,
-                    str(HERE / "peer_ours_scu.py"),
-                    "--port",
-                    str(port),
-                    "--dir",
-                    str(ds.directory),
-                    "--pki",
-                    str(pki),
+                    *peer_cmd("peer_ours_scu.py", port=port, directory=ds.directory, pki=pki),
                     "--cipher",
                     self.cipher(leg, tls),
                     "--called-ae",
@@ -521,51 +543,19 @@ class Bench:
             )
         if leg.scu == "pynetdicom":
             return run_json(
-                [
-                    PY,
-                    str(HERE / "peer_pynetdicom.py"),
-                    "scu",
-                    "--port",
-                    str(port),
-                    "--dir",
-                    str(ds.directory),
-                    "--pki",
-                    str(pki),
-                ]
+                peer_cmd("peer_pynetdicom.py", "scu", port=port, directory=ds.directory, pki=pki)
                 + (["--tls12"] if tls == "tls12" else []),
                 timeout,
             )
         if leg.scu == "raw":
-            cmd = [
-                PY,
-                str(HERE / "peer_raw.py"),
-                "send",
-                "--port",
-                str(port),
-                "--dir",
-                str(ds.directory),
-            ]
+            cmd = peer_cmd("peer_raw.py", "send", port=port, directory=ds.directory, pki=None)
             if leg.scp == "raw-tls":
                 cmd += ["--pki", str(pki)] + (["--tls12"] if tls == "tls12" else [])
             return run_json(cmd, timeout)
         # DCMTK storescu: wall clock of the process (includes its start, ~tens of ms)
         called = "STORESCP" if leg.scp == "dcmtk" else "DICOMTLS"
         files = sorted(str(p) for p in ds.directory.glob("*.dcm"))
-        cmd = [
-            "storescu",
-            "+tls",
-            str(pki / "client.key"),
-            str(pki / "client-chain.pem"),
-            "+cf",
-            str(pki / "ca.pem"),
-            "-pdu",
-            DCMTK_PDU,
-            "-aec",
-            called,
-            "127.0.0.1",
-            str(port),
-            *files,
-        ]
+        cmd = [*storescu_cmd(pki, called), "127.0.0.1", str(port), *files]
         t0 = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         elapsed = time.perf_counter() - t0
@@ -671,27 +661,7 @@ class Load:
         port = free_port()
         logf = (self.b.logs / f"load-{kind}-{pki}.log").open("w")
         if kind.startswith("ours") and extra:
-            fsync = "always" if kind == "ours-durable" else "never"
-            p = self.b.pki[pki]
-            cmd = [
-                DICOMTLS,
-                "serve",
-                "--store",
-                str(recv),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--fsync",
-                fsync,
-                "--tls-cert",
-                str(p / "server-chain.pem"),
-                "--tls-key",
-                str(p / "server.key"),
-                "--ca",
-                str(p / "ca.pem"),
-                *extra,
-            ]
+            cmd = serve_cmd(kind, recv, port, self.b.pki[pki], *extra)
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO, text=True)
             wait_port(port, proc)
         else:
@@ -935,44 +905,13 @@ class Load:
                 logf = (self.b.logs / f"mem-{leg.key}.log").open("w")
                 scp = self.b._start_scp(leg, "tls13", pki, port, recv, ds, env, logf)
                 if leg.scu == "ours":
-                    cmd = [
-                        PY,
-                        str(HERE / "peer_ours_scu.py"),
-                        "--port",
-                        str(port),
-                        "--dir",
-                        str(ds.directory),
-                        "--pki",
-                        str(pki),
-                    ]
+                    cmd = peer_cmd("peer_ours_scu.py", port=port, directory=ds.directory, pki=pki)
                 elif leg.scu == "pynetdicom":
-                    cmd = [
-                        PY,
-                        str(HERE / "peer_pynetdicom.py"),
-                        "scu",
-                        "--port",
-                        str(port),
-                        "--dir",
-                        str(ds.directory),
-                        "--pki",
-                        str(pki),
-                    ]
+                    cmd = peer_cmd(
+                        "peer_pynetdicom.py", "scu", port=port, directory=ds.directory, pki=pki
+                    )
                 else:
-                    cmd = [
-                        "storescu",
-                        "+tls",
-                        str(pki / "client.key"),
-                        str(pki / "client-chain.pem"),
-                        "+cf",
-                        str(pki / "ca.pem"),
-                        "-pdu",
-                        DCMTK_PDU,
-                        "-aec",
-                        "STORESCP",
-                        "127.0.0.1",
-                        str(port),
-                        str(path),
-                    ]
+                    cmd = [*storescu_cmd(pki, "STORESCP"), "127.0.0.1", str(port), str(path)]
                 r: JsonObject = {}
                 try:
                     t0 = time.perf_counter()

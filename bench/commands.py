@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import (
-    DCMTK_PDU,
     DICOMTLS,
     MB,
     PY,
@@ -37,6 +36,7 @@ from bench import (
     log,
     med,
     stop,
+    storescu_cmd,
     verify,
 )
 
@@ -100,16 +100,7 @@ class Commands:
                 str(pki / "ca.pem"),
             ]
         return [
-            "storescu",
-            "+tls",
-            str(pki / "client.key"),
-            str(pki / "client-chain.pem"),
-            "+cf",
-            str(pki / "ca.pem"),
-            "-pdu",
-            DCMTK_PDU,
-            "-aec",
-            "STORESCP",
+            *storescu_cmd(pki, "STORESCP"),
             "+sd",
             "+sp",
             "*.dcm",

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from pathlib import Path
+
+from peer_result import print_result
 
 from dicomtls.net.association import associate, proposals_for
 from dicomtls.tls.settings import TLSSettings
@@ -48,21 +49,15 @@ async def main(args: argparse.Namespace) -> None:
     t2 = time.perf_counter()
     session = assoc.link.session
     await assoc.release()
-    print(
-        json.dumps(
-            {
-                "elapsed": t2 - t0,
-                "transfer": t2 - t1,
-                "setup": t1 - t0,
-                "n": len(files),
-                "failed": sum(1 for s in statuses if s != 0),
-                "window": assoc.negotiated.max_operations,
-                "cipher": None
-                if session is None
-                else f"{session.protocol} {session.cipher_openssl}",
-            }
-        ),
-        flush=True,
+    cipher = None if session is None else f"{session.protocol} {session.cipher_openssl}"
+    print_result(
+        t0,
+        t1,
+        t2,
+        len(files),
+        sum(1 for s in statuses if s != 0),
+        cipher,
+        window=assoc.negotiated.max_operations,
     )
 
 

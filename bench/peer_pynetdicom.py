@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from peer_result import print_result
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
@@ -110,19 +111,7 @@ def scu(args: argparse.Namespace) -> None:
     t2 = time.perf_counter()
     cipher = _negotiated(assoc)
     assoc.release()
-    print(
-        json.dumps(
-            {
-                "elapsed": t2 - t0,
-                "transfer": t2 - t1,
-                "setup": t1 - t0,
-                "n": len(files),
-                "failed": failed,
-                "cipher": cipher,
-            }
-        ),
-        flush=True,
-    )
+    print_result(t0, t1, t2, len(files), failed, cipher)
     os._exit(0)
 
 

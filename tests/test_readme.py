@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ import pydicom
 import pytest
 
 from dicomtls.cli.demo import make_ct
+
+from .live_lines import LiveLines
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -149,19 +150,9 @@ class Process:
             text=True,
             start_new_session=True,
         )
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
+        self._live = LiveLines(self.proc.stdout)
+        self.lines, self._changed = self._live.lines, self._live.changed
 
     def wait_for(self, text: str, timeout: float = 300) -> str:
         with self._changed:
@@ -182,7 +173,7 @@ class Process:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signum)
         code = self.proc.wait(timeout=60)
-        self._reader.join(timeout=10)
+        self._live.join(timeout=10)
         return code
 
 

@@ -248,19 +248,7 @@ def test_against_dcmtk_storescp_requiring_a_certificate(tmp_path: Path, rsa_pki:
                 None, lambda: doctor(tmp_path, port, *extra)
             )
 
-    cert, key = rsa_pki.files["scu"]
-    _, ok = asyncio.run(
-        probe(
-            "--ca",
-            str(rsa_pki.ca),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            "--called-ae",
-            "STORESCP",
-        )
-    )
+    _, ok = asyncio.run(probe(*rsa_pki.client_args("scu"), "--called-ae", "STORESCP"))
     assert ok["client-certificate"]["verdict"] == "PASS", ok
     assert ok["c-echo"]["verdict"] == "PASS", ok["dicom-association"]
     _, refused = asyncio.run(probe("--ca", str(rsa_pki.ca), "--called-ae", "STORESCP"))
@@ -272,20 +260,9 @@ def test_against_dcmtk_storescp_with_a_retired_profile(tmp_path: Path, rsa_pki: 
     """storescp +px (the retired BCP 195 profile) accepts suites BCP 195 RFC 8996 forbids."""
     from ..interop.conftest import storescp
 
-    cert, key = rsa_pki.files["scu"]
-
     async def probe() -> tuple[int, dict[str, dict[str, object]]]:
         async with storescp(rsa_pki, tmp_path, "+px") as port:
-            args = (
-                "--ca",
-                str(rsa_pki.ca),
-                "--tls-cert",
-                str(cert),
-                "--tls-key",
-                str(key),
-                "--called-ae",
-                "STORESCP",
-            )
+            args = (*rsa_pki.client_args("scu"), "--called-ae", "STORESCP")
             return await asyncio.get_running_loop().run_in_executor(
                 None, lambda: doctor(tmp_path, port, *args)
             )

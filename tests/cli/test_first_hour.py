@@ -17,7 +17,7 @@ import pytest
 from dicomtls.pki import BrokenKind
 
 from ..interop.conftest import RsaPKI, storescp
-from .test_node_cli import ENV, EXE, Node, _folder, run
+from .test_node_cli import CLIENT_TLS, ENV, EXE, Node, _folder, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,12 +151,7 @@ def test_doctor_exits_0_against_a_tls_1_3_only_storescp(tmp_path: Path) -> None:
                 "--called-ae",
                 "STORESCP",
                 "--json",
-                "--ca",
-                "pki/ca.pem",
-                "--tls-cert",
-                "pki/client-chain.pem",
-                "--tls-key",
-                "pki/client.key",
+                *CLIENT_TLS,
                 cwd=tmp_path,
             )
 

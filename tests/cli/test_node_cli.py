@@ -24,10 +24,39 @@ EXE = str(Path(sys.executable).with_name("dicomtls"))
 ENV = {**os.environ, "COLUMNS": "200"}  # wide tables whatever terminal the tests run in
 
 
+# A client's TLS options for a PKI in ``pki/`` under the command's working folder.
+CLIENT_TLS = (
+    "--ca",
+    "pki/ca.pem",
+    "--tls-cert",
+    "pki/client-chain.pem",
+    "--tls-key",
+    "pki/client.key",
+)
+
+
+def study_keys(study_uid: str) -> tuple[str, ...]:
+    """The options naming one study at the study level."""
+    return ("--level", "study", "-k", f"StudyInstanceUID={study_uid}")
+
+
+# The test study (node/test_storage's files).
+STUDY = study_keys(STUDY_UID)
+
+
 def run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV
     )
+
+
+def get_study(
+    port: int, *args: str, cwd: Path, study_uid: str = STUDY_UID, out: str = "retrieved"
+) -> subprocess.CompletedProcess[str]:
+    """``dicomtls get`` of a study (the test study unless told) from the node on ``port``
+    into ``cwd/out``."""
+    keys = study_keys(study_uid)
+    return run("get", "127.0.0.1", str(port), "--out", out, *keys, *args, cwd=cwd)
 
 
 def _free_port() -> int:
@@ -134,18 +163,7 @@ def test_get_is_refused_where_default_services_leave_it_out(tmp_path: Path) -> N
     config.write_text('[access]\ndefault_services = ["echo", "store", "find"]\n')
     node = Node(tmp_path, "--config", str(config))
     try:
-        got = run(
-            "get",
-            "127.0.0.1",
-            str(node.port),
-            "--out",
-            "retrieved",
-            "--level",
-            "study",
-            "-k",
-            f"StudyInstanceUID={STUDY_UID}",
-            cwd=tmp_path,
-        )
+        got = get_study(node.port, cwd=tmp_path)
     finally:
         log = node.stop()
     assert got.returncode == 1
@@ -182,19 +200,7 @@ def test_store_find_get_move_index(node: Node, tmp_path: Path) -> None:
     series = json.loads(found.stdout)
     assert len(series) == 1 and series[0]["Modality"] == "CT"
 
-    got = run(
-        "get",
-        "127.0.0.1",
-        str(node.port),
-        "--out",
-        "retrieved",
-        "--level",
-        "study",
-        "-k",
-        f"StudyInstanceUID={STUDY_UID}",
-        "--json",
-        cwd=tmp_path,
-    )
+    got = get_study(node.port, "--json", cwd=tmp_path)
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["completed"] == 3
     sent = {pydicom.dcmread(p).SOPInstanceUID for p in folder.rglob("*.dcm")}
@@ -292,10 +298,7 @@ def test_move_to_a_second_node(tmp_path: Path) -> None:
             str(archive.port),
             "--dest",
             "VIEWER",
-            "--level",
-            "study",
-            "-k",
-            f"StudyInstanceUID={STUDY_UID}",
+            *STUDY,
             "--json",
             *client,
             cwd=tmp_path,
@@ -341,29 +344,11 @@ def test_bad_key_password_and_port_in_use(node: Node, tmp_path: Path) -> None:
     ident = ca.issue("locked")
     (tmp_path / "locked.pem").write_bytes(ident.cert_chain_pem())
     (tmp_path / "locked.key").write_bytes(ident.private_key_pem(password=b"right"))
-    done = run(
-        "echo",
-        "127.0.0.1",
-        str(node.port),
-        "--tls-cert",
-        "locked.pem",
-        "--tls-key",
-        "locked.key",
-        "--key-password",
-        "wrong",
-        cwd=tmp_path,
-    )
+    echo_locked = ("echo", "127.0.0.1", str(node.port), "--tls-cert", "locked.pem")
+    done = run(*echo_locked, "--tls-key", "locked.key", "--key-password", "wrong", cwd=tmp_path)
     assert done.returncode == 1 and "wrong password for private key locked.key" in done.stderr
-    mismatched = run(
-        "echo",
-        "127.0.0.1",
-        str(node.port),
-        "--tls-cert",
-        "locked.pem",
-        "--tls-key",
-        str(tmp_path / "dicom-store/pki/client.key"),
-        cwd=tmp_path,
-    )
+    other_key = str(tmp_path / "dicom-store/pki/client.key")
+    mismatched = run(*echo_locked, "--tls-key", other_key, cwd=tmp_path)
     assert mismatched.returncode == 1 and "does not match the certificate" in mismatched.stderr
     busy = run(
         "serve", "--host", "127.0.0.1", "--port", str(node.port), "--store", "other", cwd=tmp_path
@@ -427,12 +412,7 @@ def test_config_file_with_tls_keys(tmp_path: Path) -> None:
             str(port),
             "--called-ae",
             "FROMTOML",
-            "--ca",
-            "pki/ca.pem",
-            "--tls-cert",
-            "pki/client-chain.pem",
-            "--tls-key",
-            "pki/client.key",
+            *CLIENT_TLS,
             cwd=tmp_path,
         )
         assert echo.returncode == 0, echo.stderr
@@ -522,19 +502,7 @@ def test_get_brings_compressed_objects_back_as_stored(node: Node, tmp_path: Path
     assert stored.returncode == 0, stored.stderr
     assert json.loads(stored.stdout)["stored"] == len(sent)
     study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
-    got = run(
-        "get",
-        "127.0.0.1",
-        str(node.port),
-        "--out",
-        "back",
-        "--level",
-        "study",
-        "-k",
-        f"StudyInstanceUID={study}",
-        "--json",
-        cwd=tmp_path,
-    )
+    got = get_study(node.port, "--json", cwd=tmp_path, study_uid=study, out="back")
     assert got.returncode == 0, got.stderr + got.stdout
     assert json.loads(got.stdout)["completed"] == len(sent)
     back = {p.stem: _data_set(p) for p in (tmp_path / "back").glob("*.dcm")}
@@ -550,20 +518,14 @@ def test_get_in_one_syntax_converts_what_the_node_can(node: Node, tmp_path: Path
         == 0
     )
     study = pydicom.dcmread(next((tmp_path / "compressed").glob("*.dcm"))).StudyInstanceUID
-    got = run(
-        "get",
-        "127.0.0.1",
-        str(node.port),
-        "--out",
-        "back",
-        "--level",
-        "study",
-        "-k",
-        f"StudyInstanceUID={study}",
+    got = get_study(
+        node.port,
         "--ts",
         "ExplicitVRLittleEndian",
         "--json",
         cwd=tmp_path,
+        study_uid=study,
+        out="back",
     )
     report = json.loads(got.stdout)
     back = list((tmp_path / "back").glob("*.dcm"))

@@ -24,19 +24,7 @@ def site(tmp_path: Path) -> Site:
 
 
 def _client(site: Site, name: str, ae: str) -> list[str]:
-    chain, key = site.files(name)
-    return [
-        "--ae-title",
-        ae,
-        "--called-ae",
-        "PACS",
-        "--tls-cert",
-        str(chain),
-        "--tls-key",
-        str(key),
-        "--ca",
-        str(site.ca_file),
-    ]
+    return ["--ae-title", ae, "--called-ae", "PACS", *site.tls_args(name)]
 
 
 def _config(site: Site, tmp: Path, port: int, extra: str = "") -> Path:

@@ -12,7 +12,6 @@ import asyncio
 import re
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from dicomtls.tls.settings import TLSSettings
 
 from ..cli.test_node_cli import Node
 from ..conftest import MatrixPKI
+from ..live_lines import LiveLines
 
 AE = "HOSTILE"
 MUTUAL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
@@ -51,19 +51,11 @@ class LiveNode:
         self.port = self._node.port
         self.proc = self._node.proc
         self.store = Path(args[args.index("--store") + 1]) if "--store" in args else None
-        self.lines: list[str] = list(self._node.output)
+        assert self.proc.stdout is not None
+        self._live = LiveLines(self.proc.stdout, self._node.output)
+        self.lines, self._changed = self._live.lines, self._live.changed
         self.hostile: dict[str, int] = {}
         """Peers whose connection must have produced this many log lines (one, mostly)."""
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
 
     def naming(self, peer: str) -> list[str]:
         """The log lines (WARNING and worse) that name ``peer``."""
@@ -111,7 +103,7 @@ class LiveNode:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._reader.join(timeout=10)
+        self._live.join(timeout=10)
         return self.output()
 
     def check_one_line_each(self) -> None:

@@ -19,9 +19,8 @@ from cryptography import x509
 from dicomtls.pki import init_pki
 from dicomtls.pki.exposure import readable_ca_keys
 
-from ..cli.test_node_cli import _folder, run
+from ..cli.test_node_cli import _folder, get_study, run
 from ..node.test_file_modes import modes_under, umask
-from ..node.test_storage import STUDY_UID
 from .conftest import LiveNode
 
 STORE = "dicom-store"
@@ -72,19 +71,7 @@ def test_a_node_under_umask_000_keeps_patient_data_private(tmp_path: Path) -> No
             stored = run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=tmp_path)
             assert stored.returncode == 0, stored.stderr
             assert json.loads(stored.stdout)["stored"] == 3
-            got = run(
-                "get",
-                "127.0.0.1",
-                str(node.port),
-                "--out",
-                "retrieved",
-                "--level",
-                "study",
-                "-k",
-                f"StudyInstanceUID={STUDY_UID}",
-                "--json",
-                cwd=tmp_path,
-            )
+            got = get_study(node.port, "--json", cwd=tmp_path)
             assert got.returncode == 0, got.stderr + got.stdout
             assert json.loads(got.stdout)["completed"] == 3
             _wait_for_bytes(audit, b'csd-code="110104"')  # DICOM Instances Transferred

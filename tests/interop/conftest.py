@@ -45,6 +45,11 @@ class RsaPKI:
             **extra,
         )
 
+    def client_args(self, name: str) -> list[str]:
+        """The ``dicomtls`` client options presenting ``name``'s certificate, trusting the CA."""
+        cert, key = self.files[name]
+        return ["--ca", str(self.ca), "--tls-cert", str(cert), "--tls-key", str(key)]
+
     def dcmtk_args(self, name: str | None) -> list[str]:
         trust = ["+cf", str(self.ca)]
         if name is None:

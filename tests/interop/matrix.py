@@ -9,6 +9,7 @@ hide the state of the others.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import subprocess
@@ -18,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.dataset import Dataset
 
 from dicomtls.dimse.part10 import read_header
+from dicomtls.net.association import associate
 from dicomtls.net.outbound import proposals_for_headers
 from dicomtls.net.qr_scu import QueryModel
+from dicomtls.node.storage import DurableStore
+from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.tls.settings import TLSSettings
@@ -29,7 +34,7 @@ from dicomtls.ul.acse import Proposal
 
 from ..cli.test_node_cli import Node, run
 from .compat import Outcome, record
-from .corpus import PATIENT_NAME, Scenario, compare
+from .corpus import PATIENT_NAME, Scenario, compare, prepare
 
 OUR_AE = "DICOMTLS"
 OUR_SCU_AE = "DICOMTLS-SCU"
@@ -108,6 +113,34 @@ def start_node(folder: Path, pki: InteropPKI, port: int, destinations: dict[str,
     )
 
 
+@dataclass
+class NodeSite:
+    """What every peer matrix has: our node, the PKI, and a folder for scenarios and the
+    client's work; a test module's site adds its peers."""
+
+    node: Node
+    pki: InteropPKI
+    folder: Path
+
+    def scenario(self, name: str) -> Scenario:
+        return prepare(self.folder / name.lower(), name)
+
+    def client(self, command: str, port: int, called_ae: str, *args: str) -> Any:
+        """Our ``dicomtls`` client against ``port``; its JSON answer."""
+        done = dicomtls(
+            self.pki, command, port, *args, "--json", cwd=self.folder, called_ae=called_ae
+        )
+        return json_out(done)
+
+    def store_in_node(self, scenario: Scenario) -> None:
+        """Our client stores the scenario in our node (bit for bit: the pynetdicom tests)."""
+        stored = self.client("store", self.node.port, OUR_AE, str(scenario.folder))
+        assert stored["stored"] == len(scenario.items), stored
+
+    def in_node(self, sop_instance_uid: str) -> Path | None:
+        return node_file(self.node, sop_instance_uid)
+
+
 def node_file(node: Node, sop_instance_uid: str) -> Path | None:
     """Where the node stored this instance, if it did."""
     return file_in(node.cwd / "dicom-store" / "objects")(sop_instance_uid)
@@ -155,6 +188,64 @@ def retrieve_proposals(scenario: Scenario, model: QueryModel) -> list[Proposal]:
     return [Proposal(model.get_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))] + [
         Proposal(p.abstract_syntax, p.transfer_syntaxes, scu_role=False, scp_role=True)
         for p in storage
+    ]
+
+
+def study_identifier(scenario: Scenario) -> Dataset:
+    """The C-GET/C-MOVE identifier that names the scenario's study."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", scenario.study_uid
+    return identifier
+
+
+def get_study(pki: InteropPKI, port: int, called_ae: str, scenario: Scenario, out: Path) -> Any:
+    """Our C-GET SCU retrieves the scenario's study from a peer into ``out``, proposing each
+    object's own syntax; the retrieve's result."""
+    model = QueryModel.STUDY_ROOT
+
+    async def get() -> Any:
+        assoc = await associate(
+            "127.0.0.1",
+            port,
+            pki.settings("client"),
+            calling_ae=OUR_SCU_AE,
+            called_ae=called_ae,
+            proposals=retrieve_proposals(scenario, model),
+        )
+        async with assoc:
+            return await assoc.get(
+                study_identifier(scenario), DurableStoreHandler(DurableStore(out, flat=True)), model
+            )
+
+    return asyncio.run(get())
+
+
+def find_study_args(scenario: Scenario) -> list[str]:
+    """``dicomtls find`` options asking for the scenario's study by its non-ASCII name."""
+    return [
+        "--level",
+        "study",
+        "-k",
+        "PatientName=Müller*",
+        "-k",
+        f"PatientID={scenario.patient_id}",
+        "-k",
+        "StudyInstanceUID",
+    ]
+
+
+def image_level_args(scenario: Scenario, instances: str | None = None) -> list[str]:
+    """``dicomtls find``/``get`` options naming instances of the scenario's series: every
+    one, or those whose UIDs ``instances`` lists (backslash-separated)."""
+    return [
+        "--level",
+        "image",
+        "-k",
+        f"StudyInstanceUID={scenario.study_uid}",
+        "-k",
+        f"SeriesInstanceUID={scenario.series_uid}",
+        "-k",
+        "SOPInstanceUID" if instances is None else f"SOPInstanceUID={instances}",
     ]
 
 

@@ -9,8 +9,6 @@ same EC P-256 certificates as ours (TLS 1.3).
 from __future__ import annotations
 
 import json
-import random
-import socket
 import subprocess
 import threading
 import urllib.error
@@ -19,22 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Below the ephemeral range: Orthanc's own outgoing connections take ephemeral ports, and a
+# listening port there could collide with one of them.
+from ..servers import free_port
+
 #: The title Orthanc answers to and calls with.
 ORTHANC_AE = "ORTHANC"
-
-
-def free_port() -> int:
-    """A free port in 20000-32000: Orthanc's own outgoing connections take ephemeral ports,
-    and a listening port there can collide with one of them."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from ..cli.test_node_cli import Node, _folder, run
+from ..cli.test_node_cli import STUDY, Node, _folder, run
 from ..node.test_storage import STUDY_UID
 from .conftest import RsaPKI, storescp
 
@@ -139,7 +139,6 @@ def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki: RsaPKI) -> No
     received = tmp_path / "received"
     received.mkdir()
     folder = _folder(tmp_path)
-    cert, key = rsa_pki.files["scu"]
 
     async def run_against_storescp() -> tuple[
         subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]
@@ -150,12 +149,7 @@ def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki: RsaPKI) -> No
                 str(port),
                 "--called-ae",
                 "STORESCP",
-                "--ca",
-                str(rsa_pki.ca),
-                "--tls-cert",
-                str(cert),
-                "--tls-key",
-                str(key),
+                *rsa_pki.client_args("scu"),
             ]
             loop = asyncio.get_running_loop()
             echo = await loop.run_in_executor(
@@ -196,10 +190,7 @@ def test_dicomtls_client_against_dcmqrscp(tmp_path: Path) -> None:
         found = run(
             "find",
             *common,
-            "--level",
-            "study",
-            "-k",
-            f"StudyInstanceUID={STUDY_UID}",
+            *STUDY,
             "-k",
             "PatientName",
             "--json",
@@ -211,10 +202,7 @@ def test_dicomtls_client_against_dcmqrscp(tmp_path: Path) -> None:
             *common,
             "--out",
             "got",
-            "--level",
-            "study",
-            "-k",
-            f"StudyInstanceUID={STUDY_UID}",
+            *STUDY,
             "--json",
             cwd=tmp_path,
         )

@@ -9,38 +9,31 @@ bytes (``re_encoding_peer``); the pynetdicom tests show our node keeps the bytes
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydicom.dataset import Dataset
 
-from dicomtls.net.association import associate
-from dicomtls.net.qr_scu import QueryModel
-from dicomtls.node.storage import DurableStore
-from dicomtls.node.store_scp import DurableStoreHandler
-
-from ..cli.test_node_cli import Node
+from ..servers import free_port
 from .compat import Outcome, record
-from .corpus import Scenario, prepare
+from .corpus import Scenario
 from .matrix import (
     OUR_AE,
     OUR_SCU_AE,
     InteropPKI,
+    NodeSite,
     check_objects,
-    dicomtls,
     file_in,
     find_outcome,
+    find_study_args,
+    get_study,
+    image_level_args,
     interop_pki,  # noqa: F401  (fixture)
-    json_out,
-    node_file,
-    retrieve_proposals,
     start_node,
 )
-from .orthanc import ORTHANC_AE, Modality, Orthanc, free_port
+from .orthanc import ORTHANC_AE, Modality, Orthanc
 
 JPEG_2000 = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
 
@@ -48,45 +41,29 @@ pytestmark = pytest.mark.interop
 
 
 @dataclass
-class Site:
+class Site(NodeSite):
     """Orthanc and our node, each configured to reach the other over TLS."""
 
     orthanc: Orthanc
-    node: Node
-    pki: InteropPKI
-    folder: Path
     peer: str
-
-    def scenario(self, name: str) -> Scenario:
-        return prepare(self.folder / name.lower(), name)
 
     def upload(self, scenario: Scenario) -> list[str]:
         return [self.orthanc.upload(item.path) for item in scenario.items]
 
     def dicomtls(self, command: str, *args: str) -> Any:
-        done = dicomtls(
-            self.pki,
-            command,
-            self.orthanc.dicom_port,
-            *args,
-            "--json",
-            cwd=self.folder,
-            called_ae=ORTHANC_AE,
-        )
-        return json_out(done)
+        return self.client(command, self.orthanc.dicom_port, ORTHANC_AE, *args)
 
-    def store_in_node(self, scenario: Scenario) -> None:
-        """Our client stores the scenario in our node (bit for bit: the pynetdicom tests)."""
-        done = dicomtls(
-            self.pki,
-            "store",
-            self.node.port,
-            str(scenario.folder),
-            "--json",
-            cwd=self.folder,
-            called_ae=OUR_AE,
+    def check(
+        self,
+        service: str,
+        direction: str,
+        scenario: Scenario,
+        received: Callable[[str], bytes | Path | None],
+    ) -> list[str]:
+        """:func:`check_objects` for Orthanc, which re-encodes what it stores and sends."""
+        return check_objects(
+            self.peer, service, direction, scenario, received, re_encoding_peer=True
         )
-        assert json_out(done)["stored"] == len(scenario.items), done.stdout
 
     def query(self, level: str, keys: dict[str, str]) -> list[dict[str, Any]]:
         """Orthanc's C-FIND SCU against our node; the answers, simplified."""
@@ -114,7 +91,7 @@ def site(interop_pki: InteropPKI, tmp_path_factory: pytest.TempPathFactory) -> I
         node = start_node(folder / "node", interop_pki, node_port, {ORTHANC_AE: orthanc.dicom_port})
         try:
             version = orthanc.call("GET", "/system")["Version"]
-            yield Site(orthanc, node, interop_pki, folder, f"Orthanc {version}")
+            yield Site(node, interop_pki, folder, orthanc=orthanc, peer=f"Orthanc {version}")
         finally:
             node.stop()
     finally:
@@ -136,9 +113,7 @@ def test_echo_both_ways(site: Site) -> None:
 def test_store_to_orthanc(site: Site) -> None:
     scenario = site.scenario("STORE-TO-ORTHANC")
     stored = site.dicomtls("store", str(scenario.folder))
-    failures = check_objects(
-        site.peer, "store", "to-peer", scenario, site.orthanc.file, re_encoding_peer=True
-    )
+    failures = site.check("store", "to-peer", scenario, site.orthanc.file)
     assert not failures, failures
     assert isinstance(stored, dict) and stored["stored"] == len(scenario.items), stored
 
@@ -149,14 +124,7 @@ def test_store_from_orthanc(site: Site) -> None:
     answer = site.orthanc.call(
         "POST", "/modalities/ours/store", {"Resources": ids, "Synchronous": True}
     )
-    failures = check_objects(
-        site.peer,
-        "store",
-        "to-us",
-        scenario,
-        lambda uid: node_file(site.node, uid),
-        re_encoding_peer=True,
-    )
+    failures = site.check("store", "to-us", scenario, site.in_node)
     assert not failures, failures
     assert answer["FailedInstancesCount"] == 0 and answer["InstancesCount"] == len(ids), answer
 
@@ -190,28 +158,8 @@ def test_find_both_ways(site: Site) -> None:
     )
 
     # `dicomtls find` declares UTF-8 itself for a non-ASCII value (Orthanc reads UTF-8).
-    studies = site.dicomtls(
-        "find",
-        "--level",
-        "study",
-        "-k",
-        "PatientName=Müller*",
-        "-k",
-        f"PatientID={scenario.patient_id}",
-        "-k",
-        "StudyInstanceUID",
-    )
-    images = site.dicomtls(
-        "find",
-        "--level",
-        "image",
-        "-k",
-        f"StudyInstanceUID={scenario.study_uid}",
-        "-k",
-        f"SeriesInstanceUID={scenario.series_uid}",
-        "-k",
-        "SOPInstanceUID",
-    )
+    studies = site.dicomtls("find", *find_study_args(scenario))
+    images = site.dicomtls("find", *image_level_args(scenario))
     ours = find_outcome(
         site.peer,
         "to-peer",
@@ -229,14 +177,7 @@ def test_move_from_orthanc_to_our_node(site: Site) -> None:
     moved = site.dicomtls(
         "move", "--dest", OUR_AE, "--level", "study", "-k", f"StudyInstanceUID={scenario.study_uid}"
     )
-    failures = check_objects(
-        site.peer,
-        "move",
-        "to-us",
-        scenario,
-        lambda uid: node_file(site.node, uid),
-        re_encoding_peer=True,
-    )
+    failures = site.check("move", "to-us", scenario, site.in_node)
     assert not failures, failures
     assert isinstance(moved, dict) and moved["completed"] == len(scenario.items), moved
 
@@ -255,9 +196,7 @@ def test_move_from_our_node_to_orthanc(site: Site) -> None:
             "Synchronous": True,
         },
     )
-    failures = check_objects(
-        site.peer, "move", "to-peer", scenario, site.orthanc.file, re_encoding_peer=True
-    )
+    failures = site.check("move", "to-peer", scenario, site.orthanc.file)
     assert not failures, (failures, answer)
 
 
@@ -265,29 +204,9 @@ def test_get_from_orthanc(site: Site, tmp_path: Path) -> None:
     """Our C-GET SCU retrieves a study from Orthanc, proposing each object's own syntax."""
     scenario = site.scenario("GET-FROM-ORTHANC")
     site.upload(scenario)
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", scenario.study_uid
-    model = QueryModel.STUDY_ROOT
+    result = get_study(site.pki, site.orthanc.dicom_port, ORTHANC_AE, scenario, tmp_path)
 
-    async def get() -> object:
-        assoc = await associate(
-            "127.0.0.1",
-            site.orthanc.dicom_port,
-            site.pki.settings("client"),
-            calling_ae=OUR_SCU_AE,
-            called_ae=ORTHANC_AE,
-            proposals=retrieve_proposals(scenario, model),
-        )
-        async with assoc:
-            return await assoc.get(
-                identifier, DurableStoreHandler(DurableStore(tmp_path, flat=True)), model
-            )
-
-    result = asyncio.run(get())
-
-    failures = check_objects(
-        site.peer, "get", "to-us", scenario, file_in(tmp_path), re_encoding_peer=True
-    )
+    failures = site.check("get", "to-us", scenario, file_in(tmp_path))
     assert not failures, (failures, result)
 
 
@@ -308,18 +227,9 @@ def test_get_command_from_orthanc(site: Site, tmp_path: Path) -> None:
         "get",
         "--out",
         str(tmp_path),
-        "--level",
-        "image",
-        "-k",
-        f"StudyInstanceUID={scenario.study_uid}",
-        "-k",
-        f"SeriesInstanceUID={scenario.series_uid}",
-        "-k",
-        "SOPInstanceUID=" + "\\".join(i.sop_instance_uid for i in tested.items),
+        *image_level_args(scenario, "\\".join(i.sop_instance_uid for i in tested.items)),
     )
 
-    failures = check_objects(
-        site.peer, "get-command", "to-us", tested, file_in(tmp_path), re_encoding_peer=True
-    )
+    failures = site.check("get-command", "to-us", tested, file_in(tmp_path))
     assert not failures, (failures, got)
     assert got["completed"] == len(tested.items), got

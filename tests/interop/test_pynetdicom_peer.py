@@ -9,7 +9,6 @@ endian, we convert, and it must decode to the same pixels.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,29 +25,23 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from dicomtls.net.association import associate
-from dicomtls.net.qr_scu import QueryModel
-from dicomtls.node.storage import DurableStore
-from dicomtls.node.store_scp import DurableStoreHandler
-
-from ..cli.test_node_cli import Node
+from ..servers import free_port
 from .compat import Outcome, record
-from .corpus import SAMPLES, Scenario, prepare
+from .corpus import SAMPLES
 from .matrix import (
     OUR_AE,
-    OUR_SCU_AE,
     InteropPKI,
+    NodeSite,
     check_objects,
-    dicomtls,
     file_in,
     find_outcome,
+    find_study_args,
+    get_study,
+    image_level_args,
     interop_pki,  # noqa: F401  (fixture)
-    json_out,
-    node_file,
-    retrieve_proposals,
     start_node,
+    study_identifier,
 )
-from .orthanc import free_port
 from .pynetdicom_peer import (
     EVERY_SYNTAX,
     LITTLE_ENDIAN,
@@ -70,29 +63,13 @@ NATIVE_AE = "PYNETLE"
 
 
 @dataclass
-class Site:
+class Site(NodeSite):
     """Our node, a pynetdicom archive taking every syntax, and one taking little endian only."""
 
-    node: Node
     peer: PynetPeer
     native: PynetPeer
-    pki: InteropPKI
-    folder: Path
     name: str
     native_name: str
-
-    def scenario(self, name: str) -> Scenario:
-        return prepare(self.folder / name.lower(), name)
-
-    def dicomtls(self, command: str, port: int, called_ae: str, *args: str) -> Any:
-        done = dicomtls(
-            self.pki, command, port, *args, "--json", cwd=self.folder, called_ae=called_ae
-        )
-        return json_out(done)
-
-    def store_in_node(self, scenario: Scenario) -> None:
-        stored = self.dicomtls("store", self.node.port, OUR_AE, str(scenario.folder))
-        assert stored["stored"] == len(scenario.items), stored
 
     def scu(self, contexts: list[Any], **kwargs: Any) -> Any:
         tls = self.pki.ssl_context("pynetdicom", server=False)
@@ -135,12 +112,12 @@ def site(interop_pki: InteropPKI, tmp_path_factory: pytest.TempPathFactory) -> I
             name = f"pynetdicom {pynetdicom.__version__}"
             yield Site(
                 node,
-                peers[0],
-                peers[1],
                 interop_pki,
                 folder,
-                name,
-                f"{name}, uncompressed little endian only",
+                peer=peers[0],
+                native=peers[1],
+                name=name,
+                native_name=f"{name}, uncompressed little endian only",
             )
         finally:
             node.stop()
@@ -172,12 +149,6 @@ def _final(responses: Any) -> tuple[int, list[Dataset]]:
     return status, pending
 
 
-def _identifier(scenario: Scenario) -> Dataset:
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", scenario.study_uid
-    return identifier
-
-
 def test_echo_both_ways(site: Site) -> None:
     assoc = site.scu([qr_context(Verification)])
     try:
@@ -185,7 +156,7 @@ def test_echo_both_ways(site: Site) -> None:
     finally:
         assoc.release()
     record(Outcome(site.name, "echo", "to-us", "", f"status 0x{status:04X}", status == 0))
-    echoed = site.dicomtls("echo", site.peer.port, PYNET_SCP_AE)
+    echoed = site.client("echo", site.peer.port, PYNET_SCP_AE)
     protocol = echoed["tls"]["protocol"]
     ok = echoed["ok"] and protocol.startswith("TLSv1.")
     record(Outcome(site.name, "echo", "to-peer", "", f"success ({protocol})", ok))
@@ -199,16 +170,14 @@ def test_store_from_pynetdicom(site: Site) -> None:
         statuses = [int(assoc.send_c_store(item.path).Status) for item in scenario.items]
     finally:
         assoc.release()
-    failures = check_objects(
-        site.name, "store", "to-us", scenario, lambda uid: node_file(site.node, uid)
-    )
+    failures = check_objects(site.name, "store", "to-us", scenario, site.in_node)
     assert not failures, failures
     assert statuses == [0] * len(scenario.items)
 
 
 def test_store_to_pynetdicom(site: Site) -> None:
     scenario = site.scenario("STORE-TO-PYNETDICOM")
-    stored = site.dicomtls("store", site.peer.port, PYNET_SCP_AE, str(scenario.folder))
+    stored = site.client("store", site.peer.port, PYNET_SCP_AE, str(scenario.folder))
     failures = check_objects(site.name, "store", "to-peer", scenario, site.peer.archive.file)
     assert not failures, failures
     assert stored["stored"] == len(scenario.items), stored
@@ -218,7 +187,7 @@ def test_store_to_pynetdicom_taking_native_syntaxes_only(site: Site) -> None:
     """The peer refuses every syntax but uncompressed little endian: we convert the other
     objects, it decodes the same pixels."""
     scenario = site.scenario("STORE-TO-NATIVE")
-    stored = site.dicomtls("store", site.native.port, NATIVE_AE, str(scenario.folder))
+    stored = site.client("store", site.native.port, NATIVE_AE, str(scenario.folder))
     failures = check_objects(
         site.native_name, "store", "to-peer", scenario, site.native.archive.file
     )
@@ -261,32 +230,8 @@ def test_find_both_ways(site: Site) -> None:
         uids,
     )
 
-    listed_studies = site.dicomtls(
-        "find",
-        site.peer.port,
-        PYNET_SCP_AE,
-        "--level",
-        "study",
-        "-k",
-        "PatientName=Müller*",
-        "-k",
-        f"PatientID={scenario.patient_id}",
-        "-k",
-        "StudyInstanceUID",
-    )
-    listed = site.dicomtls(
-        "find",
-        site.peer.port,
-        PYNET_SCP_AE,
-        "--level",
-        "image",
-        "-k",
-        f"StudyInstanceUID={scenario.study_uid}",
-        "-k",
-        f"SeriesInstanceUID={scenario.series_uid}",
-        "-k",
-        "SOPInstanceUID",
-    )
+    listed_studies = site.client("find", site.peer.port, PYNET_SCP_AE, *find_study_args(scenario))
+    listed = site.client("find", site.peer.port, PYNET_SCP_AE, *image_level_args(scenario))
     ours = find_outcome(
         site.name,
         "to-peer",
@@ -323,7 +268,7 @@ def test_get_from_our_node(site: Site, native: bool) -> None:
     )
     try:
         status, _ = _final(
-            assoc.send_c_get(_identifier(scenario), StudyRootQueryRetrieveInformationModelGet)
+            assoc.send_c_get(study_identifier(scenario), StudyRootQueryRetrieveInformationModelGet)
         )
     finally:
         assoc.release()
@@ -337,23 +282,7 @@ def test_get_from_pynetdicom(site: Site, tmp_path: Path) -> None:
     """Our C-GET SCU retrieves a study from pynetdicom, proposing each object's own syntax."""
     scenario = site.scenario("GET-FROM-PYNETDICOM")
     site.peer.archive.preload(scenario)
-    model = QueryModel.STUDY_ROOT
-
-    async def get() -> Any:
-        assoc = await associate(
-            "127.0.0.1",
-            site.peer.port,
-            site.pki.settings("client"),
-            calling_ae=OUR_SCU_AE,
-            called_ae=PYNET_SCP_AE,
-            proposals=retrieve_proposals(scenario, model),
-        )
-        async with assoc:
-            return await assoc.get(
-                _identifier(scenario), DurableStoreHandler(DurableStore(tmp_path, flat=True)), model
-            )
-
-    result = asyncio.run(get())
+    result = get_study(site.pki, site.peer.port, PYNET_SCP_AE, scenario, tmp_path)
 
     failures = check_objects(site.name, "get", "to-us", scenario, file_in(tmp_path))
     assert not failures, (failures, result)
@@ -366,7 +295,7 @@ def test_get_command_from_pynetdicom(site: Site, tmp_path: Path) -> None:
     proposes each in every syntax, so every object arrives as it is stored."""
     scenario = site.scenario("GET-COMMAND-FROM-PYNETDICOM")
     site.peer.archive.preload(scenario)
-    got = site.dicomtls(
+    got = site.client(
         "get",
         site.peer.port,
         PYNET_SCP_AE,
@@ -388,7 +317,7 @@ def test_move_from_pynetdicom_to_our_node(site: Site) -> None:
     scenario = site.scenario("MOVE-FROM-PYNETDICOM")
     site.peer.archive.preload(scenario)
     site.peer.move_contexts = storage_contexts(scenario)
-    moved = site.dicomtls(
+    moved = site.client(
         "move",
         site.peer.port,
         PYNET_SCP_AE,
@@ -399,9 +328,7 @@ def test_move_from_pynetdicom_to_our_node(site: Site) -> None:
         "-k",
         f"StudyInstanceUID={scenario.study_uid}",
     )
-    failures = check_objects(
-        site.name, "move", "to-us", scenario, lambda uid: node_file(site.node, uid)
-    )
+    failures = check_objects(site.name, "move", "to-us", scenario, site.in_node)
     assert not failures, failures
     assert moved["ok"] and moved["completed"] == len(scenario.items), moved
 
@@ -418,7 +345,7 @@ def test_move_from_our_node_to_pynetdicom(site: Site, native: bool) -> None:
     try:
         status, _ = _final(
             assoc.send_c_move(
-                _identifier(scenario), destination, StudyRootQueryRetrieveInformationModelMove
+                study_identifier(scenario), destination, StudyRootQueryRetrieveInformationModelMove
             )
         )
     finally:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pydicom
 import pytest
 
 from dicomtls.dimse.part10 import read_header
-from dicomtls.net.association import AssociationError, associate, default_proposals
+from dicomtls.net.association import Association, AssociationError, associate, default_proposals
 from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -26,6 +27,26 @@ POLICY = AcceptorPolicy(
 )
 
 
+class LinkOptions(TypedDict, total=False):
+    """The association options a test may set on :func:`associate_ct`."""
+
+    max_pdu_length: int
+    max_operations: int
+
+
+async def associate_ct(pki: MatrixPKI, port: int, **options: Unpack[LinkOptions]) -> Association:
+    """Our client, with the matrix PKI's client certificate, proposing CT Image Storage to
+    the SCP on ``port``."""
+    return await associate(
+        "127.0.0.1",
+        port,
+        pki.settings("client", PEER_FAIL),
+        called_ae="STORESCP",
+        proposals=default_proposals([CT]),
+        **options,
+    )
+
+
 async def _echo_and_store(pki: MatrixPKI, tmp: Path, files: list[Path]) -> tuple[int, list[int]]:
     store = DurableStore(tmp / "store")
     server = await serve_dicom(
@@ -37,14 +58,7 @@ async def _echo_and_store(pki: MatrixPKI, tmp: Path, files: list[Path]) -> tuple
     )
     async with (
         server,
-        await associate(
-            "127.0.0.1",
-            server.port,
-            pki.settings("client", PEER_FAIL),
-            called_ae="STORESCP",
-            proposals=default_proposals([CT]),
-            max_pdu_length=32768,
-        ) as assoc,
+        await associate_ct(pki, server.port, max_pdu_length=32768) as assoc,
     ):
         assert assoc.link.session is not None and assoc.link.session.protocol == "TLSv1.3"
         echo = await assoc.echo()

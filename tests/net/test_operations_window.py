@@ -29,6 +29,7 @@ from dicomtls.ul.acse import AcceptorPolicy
 
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
+from .test_association_loopback import associate_ct
 
 PEER_FAIL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
 EXPLICIT, IMPLICIT = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
@@ -121,14 +122,7 @@ async def _store_many(
         target.hold(*gate)
     async with (
         server,
-        await associate(
-            "127.0.0.1",
-            server.port,
-            pki.settings("client", PEER_FAIL),
-            called_ae="STORESCP",
-            proposals=default_proposals([CT]),
-            max_operations=window,
-        ) as assoc,
+        await associate_ct(pki, server.port, max_operations=window) as assoc,
     ):
         try:
             async with asyncio.timeout(30):  # a held commit that never opens: no overlap

@@ -43,6 +43,11 @@ class Site:
         chain, key = self.files(name)
         return TLSSettings(certificate=chain, private_key=key, ca_files=self.ca_file, **extra)
 
+    def tls_args(self, name: str) -> list[str]:
+        """The ``dicomtls`` options presenting ``name``'s certificate, trusting the site CA."""
+        chain, key = self.files(name)
+        return ["--tls-cert", str(chain), "--tls-key", str(key), "--ca", str(self.ca_file)]
+
     def add(
         self, name: str, common_name: str, dns: list[str], ips: list[str], **kw: Any
     ) -> Credentials:

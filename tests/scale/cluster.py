@@ -156,7 +156,6 @@ def node_args(
     proxy: bool = True,
     ae_title: str = "PACS",
 ) -> list[str]:
-    chain, key = site.files("pacs")
     args = [
         "--host",
         "127.0.0.1",
@@ -166,12 +165,7 @@ def node_args(
         str(folder / "store"),
         "--ae-title",
         ae_title,
-        "--tls-cert",
-        str(chain),
-        "--tls-key",
-        str(key),
-        "--ca",
-        str(site.ca_file),
+        *site.tls_args("pacs"),
         "--metrics-port",
         str(metrics_port),
         "--audit",
