@@ -104,7 +104,10 @@ class Sender:
                         called_ae="PACS",
                         proposals=qr_proposals(),
                     ) as assoc:
-                        async for path, status in assoc.store_many(todo):
+                        # a copy: todo shrinks as answers come, and a list that changes
+                        # under its iterator skips every other object, ending associations
+                        # early (in step with the halfway mark, where the kill then cut none)
+                        async for path, status in assoc.store_many(list(todo)):
                             if status == 0:
                                 uid = read_header(path).sop_instance_uid
                                 journal.write(uid + "\n")
