@@ -36,11 +36,10 @@ from typing import TypedDict
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from tests.node.site import Site, make_site, qr_proposals
+from tests.node.site import Site, connect_to, make_site
 from tests.scale.cluster import start_cluster
 from tests.servers import start_postgres, start_seaweedfs
 
-from dicomtls.net.association import associate
 from dicomtls.node.index import Index
 from dicomtls.node.index_pg import PostgresIndex
 
@@ -112,14 +111,7 @@ def cpu_by_program() -> dict[str, float]:
 async def send(site: Site, port: int, files: list[Path], senders: int) -> int:
     async def one(share: list[Path]) -> int:
         ok = 0
-        async with await associate(
-            "127.0.0.1",
-            port,
-            site.settings("ct1"),
-            calling_ae="BENCH",
-            called_ae="PACS",
-            proposals=qr_proposals(),
-        ) as assoc:
+        async with await connect_to(site, port, "ct1", "BENCH", "PACS") as assoc:
             async for _, status in assoc.store_many(share):
                 ok += status == 0
         return ok

@@ -100,15 +100,23 @@ async def running(
         await node.close()
 
 
-async def connect_as(
-    site: Site, node: RunningNode, identity: str, calling_ae: str, **kw: Any
+async def connect_to(
+    site: Site, port: int, identity: str, calling_ae: str, called_ae: str, **kw: Any
 ) -> Association:
+    """An association on loopback as ``identity``, proposing query/retrieve and CT storage
+    unless ``proposals`` says otherwise."""
     return await associate(
         "127.0.0.1",
-        node.port,
+        port,
         site.settings(identity),
         calling_ae=calling_ae,
-        called_ae=node.config.ae_title,
+        called_ae=called_ae,
         proposals=kw.pop("proposals", None) or qr_proposals(),
         **kw,
     )
+
+
+async def connect_as(
+    site: Site, node: RunningNode, identity: str, calling_ae: str, **kw: Any
+) -> Association:
+    return await connect_to(site, node.port, identity, calling_ae, node.config.ae_title, **kw)

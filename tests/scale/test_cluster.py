@@ -35,14 +35,13 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dicomtls.dimse.part10 import read_header
 from dicomtls.errors import DicomTLSError
-from dicomtls.net.association import associate
 from dicomtls.net.qr_scu import QueryModel, RetrieveResult
 from dicomtls.node.index import Index
 from dicomtls.node.index_pg import PostgresIndex
 from dicomtls.node.objects_s3 import S3ObjectStore, parse_s3_url
 from dicomtls.node.s3 import Credentials
 
-from ..node.site import Site, make_site, qr_proposals
+from ..node.site import Site, connect_to, make_site
 from ..servers import S3_ACCESS_KEY, S3_SECRET_KEY, PostgresServer, SeaweedServer
 from .cluster import EXE, PROXY_SOURCE, Cluster, NodeProcess, start_cluster, start_viewer
 from .test_backends import data_set_digest
@@ -96,14 +95,7 @@ class Sender:
                 if not todo:
                     return
                 try:
-                    async with await associate(
-                        "127.0.0.1",
-                        port,
-                        site.settings("ct1"),
-                        calling_ae=self.name,
-                        called_ae="PACS",
-                        proposals=qr_proposals(),
-                    ) as assoc:
+                    async with await connect_to(site, port, "ct1", self.name, "PACS") as assoc:
                         # a copy: todo shrinks as answers come, and a list that changes
                         # under its iterator skips every other object, ending associations
                         # early (in step with the halfway mark, where the kill then cut none)
@@ -319,12 +311,5 @@ async def _move_via(site: Site, port: int, study: str) -> RetrieveResult:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = study
-    async with await associate(
-        "127.0.0.1",
-        port,
-        site.settings("ct1"),
-        calling_ae="WORKSTATION",
-        called_ae="PACS",
-        proposals=qr_proposals(),
-    ) as assoc:
+    async with await connect_to(site, port, "ct1", "WORKSTATION", "PACS") as assoc:
         return await assoc.move(identifier, "VIEWER", QueryModel.STUDY_ROOT)
