@@ -72,6 +72,13 @@ def test_broken_kinds_fail_as_described(
     assert BrokenKind(kind).description
 
 
+def test_every_broken_kind_says_which_verify_error_it_causes() -> None:
+    """``dicomtls certs --broken`` lists each kind with the OpenSSL code it provokes."""
+    for kind in BrokenKind:
+        assert kind.description.endswith(")"), kind
+        assert "(" in kind.description, kind
+
+
 def test_revoked_certificate_on_the_crl(cas: CAs, tmp_path: Path) -> None:
     root, inter = cas
     revoked = inter.issue_broken("revoked", "revoked")

@@ -6,6 +6,8 @@ than produced by the codec, so a codec bug cannot hide behind its own output.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
 from dicomtls.ul import (
@@ -21,6 +23,7 @@ from dicomtls.ul import (
     CommonExtendedNegotiation,
     ExtendedNegotiation,
     PDataTF,
+    PDUType,
     PresentationContextAC,
     PresentationContextRQ,
     PresentationResult,
@@ -136,6 +139,13 @@ def test_encode_matches_the_standard_layout(wire: bytes, pdu: PDU) -> None:
 @pytest.mark.parametrize(("wire", "pdu"), CASES)
 def test_decode_of_the_standard_layout(wire: bytes, pdu: object) -> None:
     assert decode_pdu(wire) == pdu
+
+
+def test_each_pdu_type_is_titled_as_the_standard_spells_it() -> None:
+    """Messages name PDUs the way PS3.8 9.3 does; the cases above carry those names as IDs."""
+    titles = {cast(PDU, case.values[1]).pdu_type.title: case.id for case in CASES}
+    assert list(titles) == list(titles.values())
+    assert len(titles) == len(PDUType) == 7
 
 
 def test_p_data_parts_reference_the_payload_without_copying() -> None:

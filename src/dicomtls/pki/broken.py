@@ -10,6 +10,7 @@ import datetime as dt
 import enum
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -41,23 +42,8 @@ class BrokenKind(enum.StrEnum):
 
     @property
     def description(self) -> str:
-        return _DESCRIPTIONS[self]
-
-
-_DESCRIPTIONS = {
-    BrokenKind.EXPIRED: "validity ended 30 days ago (CERT_HAS_EXPIRED)",
-    BrokenKind.NOT_YET_VALID: "validity starts in 30 days (CERT_NOT_YET_VALID)",
-    BrokenKind.NO_PURPOSE: "extendedKeyUsage emailProtection only: neither TLS client nor server (INVALID_PURPOSE)",
-    BrokenKind.SERVER_ONLY: "extendedKeyUsage serverAuth only: fails as a client (INVALID_PURPOSE)",
-    BrokenKind.CLIENT_ONLY: "extendedKeyUsage clientAuth only: fails as a server (INVALID_PURPOSE)",
-    BrokenKind.SELF_SIGNED: "a self-signed leaf, not issued by the CA (DEPTH_ZERO_SELF_SIGNED_CERT)",
-    BrokenKind.UNTRUSTED: "issued by another root CA the peer does not trust (UNABLE_TO_GET_ISSUER_CERT_LOCALLY)",
-    BrokenKind.WEAK_KEY: "an RSA-1024 key, below BCP 195's 2048 bits (EE_KEY_TOO_SMALL)",
-    BrokenKind.SHA1: "signed with SHA-1 (CA_MD_TOO_WEAK)",
-    BrokenKind.WRONG_HOSTNAME: "subjectAltName names only wrong.example.invalid (HOSTNAME/IP_ADDRESS_MISMATCH)",
-    BrokenKind.REVOKED: "a good certificate, for the caller to list on the CA's CRL (CERT_REVOKED)",
-    BrokenKind.LONG_CHAIN: "issued under 3 more intermediate CAs (CERT_CHAIN_TOO_LONG at a small verify depth)",
-}
+        """What is wrong with it, and the OpenSSL verify error that says so."""
+        return _RECIPES[self].description
 
 
 def _now() -> dt.datetime:
@@ -86,7 +72,7 @@ def issue_broken(
         raise ValueError(
             f"unknown broken kind {kind!r}; choose one of: {', '.join(k.value for k in BrokenKind)}"
         ) from None
-    return _ISSUE[broken](ca, common_name, key)
+    return _RECIPES[broken].issue(ca, common_name, key)
 
 
 def _local(
@@ -167,17 +153,54 @@ def _long_chain(ca: CertificateAuthority, common_name: str, key: KeySpec | None)
 
 _Issue = Callable[[CertificateAuthority, str, KeySpec | None], Credentials]
 
-_ISSUE: dict[BrokenKind, _Issue] = {
-    BrokenKind.EXPIRED: partial(_dated, starts=-395, ends=-30),
-    BrokenKind.NOT_YET_VALID: partial(_dated, starts=30, ends=395),
-    BrokenKind.NO_PURPOSE: partial(_local, eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION]),
-    BrokenKind.SERVER_ONLY: partial(_local, server=True, client=False),
-    BrokenKind.CLIENT_ONLY: partial(_local, server=False, client=True),
-    BrokenKind.SELF_SIGNED: _self_signed,
-    BrokenKind.UNTRUSTED: _untrusted,
-    BrokenKind.WEAK_KEY: _weak_key,
-    BrokenKind.SHA1: _sha1,
-    BrokenKind.WRONG_HOSTNAME: _wrong_hostname,
-    BrokenKind.REVOKED: _local,  # a good certificate: the caller lists it on the CRL
-    BrokenKind.LONG_CHAIN: _long_chain,
+
+@dataclass(frozen=True)
+class _Recipe:
+    description: str
+    issue: _Issue
+
+
+_RECIPES: dict[BrokenKind, _Recipe] = {
+    BrokenKind.EXPIRED: _Recipe(
+        "validity ended 30 days ago (CERT_HAS_EXPIRED)",
+        partial(_dated, starts=-395, ends=-30),
+    ),
+    BrokenKind.NOT_YET_VALID: _Recipe(
+        "validity starts in 30 days (CERT_NOT_YET_VALID)",
+        partial(_dated, starts=30, ends=395),
+    ),
+    BrokenKind.NO_PURPOSE: _Recipe(
+        "extendedKeyUsage emailProtection only: neither TLS client nor server (INVALID_PURPOSE)",
+        partial(_local, eku=[ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+    ),
+    BrokenKind.SERVER_ONLY: _Recipe(
+        "extendedKeyUsage serverAuth only: fails as a client (INVALID_PURPOSE)",
+        partial(_local, server=True, client=False),
+    ),
+    BrokenKind.CLIENT_ONLY: _Recipe(
+        "extendedKeyUsage clientAuth only: fails as a server (INVALID_PURPOSE)",
+        partial(_local, server=False, client=True),
+    ),
+    BrokenKind.SELF_SIGNED: _Recipe(
+        "a self-signed leaf, not issued by the CA (DEPTH_ZERO_SELF_SIGNED_CERT)", _self_signed
+    ),
+    BrokenKind.UNTRUSTED: _Recipe(
+        "issued by another root CA the peer does not trust (UNABLE_TO_GET_ISSUER_CERT_LOCALLY)",
+        _untrusted,
+    ),
+    BrokenKind.WEAK_KEY: _Recipe(
+        "an RSA-1024 key, below BCP 195's 2048 bits (EE_KEY_TOO_SMALL)", _weak_key
+    ),
+    BrokenKind.SHA1: _Recipe("signed with SHA-1 (CA_MD_TOO_WEAK)", _sha1),
+    BrokenKind.WRONG_HOSTNAME: _Recipe(
+        "subjectAltName names only wrong.example.invalid (HOSTNAME/IP_ADDRESS_MISMATCH)",
+        _wrong_hostname,
+    ),
+    BrokenKind.REVOKED: _Recipe(
+        "a good certificate, for the caller to list on the CA's CRL (CERT_REVOKED)", _local
+    ),
+    BrokenKind.LONG_CHAIN: _Recipe(
+        "issued under 3 more intermediate CAs (CERT_CHAIN_TOO_LONG at a small verify depth)",
+        _long_chain,
+    ),
 }

@@ -87,18 +87,8 @@ class PDUType(enum.IntEnum):
     @property
     def title(self) -> str:
         """The standard's spelling, for messages: A-ASSOCIATE-RQ, P-DATA-TF..."""
-        return _TITLES[self]
-
-
-_TITLES = {
-    PDUType.ASSOCIATE_RQ: "A-ASSOCIATE-RQ",
-    PDUType.ASSOCIATE_AC: "A-ASSOCIATE-AC",
-    PDUType.ASSOCIATE_RJ: "A-ASSOCIATE-RJ",
-    PDUType.P_DATA_TF: "P-DATA-TF",
-    PDUType.RELEASE_RQ: "A-RELEASE-RQ",
-    PDUType.RELEASE_RP: "A-RELEASE-RP",
-    PDUType.ABORT: "A-ABORT",
-}
+        spelled = self.name.replace("_", "-")
+        return spelled if spelled.startswith("P-") else f"A-{spelled}"
 
 
 def _header(pdu_type: int, length: int) -> bytes:
