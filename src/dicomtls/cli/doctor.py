@@ -83,7 +83,7 @@ def doctor(
         host,
         port,
         settings,
-        ae_title=ae_title,
+        calling_ae=ae_title,
         called_ae=called_ae,
         check_hostname=tls.check_hostname,
         timeout=timeout,

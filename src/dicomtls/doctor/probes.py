@@ -20,12 +20,8 @@ from typing import Any
 
 from dicomtls.doctor.report import REJECTION_FIXES, Report, Step, Verdict
 from dicomtls.errors import ConnectError
-from dicomtls.net.association import (
-    Association,
-    AssociationError,
-    associate,
-    default_proposals,
-)
+from dicomtls.net.association import Association, AssociationError, default_proposals
+from dicomtls.net.client import Peer
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import CIPHER_SUITES
 from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError, alert_meaning
@@ -58,15 +54,15 @@ _REFUSED_CIPHER = (
 )
 
 
-@dataclass
-class DoctorOptions:
-    host: str
-    port: int
-    tls: TLSSettings | None
-    ae_title: str = "DICOMTLS-DOCTOR"
-    called_ae: str = "ANY-SCP"
+@dataclass(frozen=True)
+class DoctorOptions(Peer):
+    """The node to examine, as a :class:`~dicomtls.net.client.Peer`, and how patiently."""
+
+    calling_ae: str = "DICOMTLS-DOCTOR"
     check_hostname: bool = False
+    """Also hold the server's certificate to ``host`` (a finding either way)."""
     timeout: float = 5.0
+    """Seconds each connection and handshake may take."""
 
 
 async def diagnose(options: DoctorOptions) -> Report:
@@ -162,14 +158,7 @@ def _probe_settings(
 
 async def _associate(options: DoctorOptions, tls: TLSSettings | None) -> Association:
     """An association with the node over ``tls`` (None: plain), proposing the usual contexts."""
-    return await associate(
-        options.host,
-        options.port,
-        tls,
-        calling_ae=options.ae_title,
-        called_ae=options.called_ae,
-        proposals=default_proposals(),
-    )
+    return await dataclasses.replace(options, tls=tls).associate(default_proposals())
 
 
 async def _protocol(report: Report, options: DoctorOptions, calls: list[Any]) -> bool:
