@@ -26,7 +26,7 @@ from dicomtls.net.association import associate, default_proposals
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import Proposal, build_request
-from dicomtls.ul.items import PresentationResult
+from dicomtls.ul.codes import PresentationResult
 from dicomtls.ul.pdu import AssociateAC
 
 from ..conftest import Files, MatrixPKI

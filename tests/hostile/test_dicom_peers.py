@@ -23,7 +23,7 @@ from dicomtls.dimse.messages import c_echo_rq, c_echo_rsp, c_store_rq
 from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import Proposal, build_request
-from dicomtls.ul.errors import AbortReason
+from dicomtls.ul.codes import AbortReason
 from dicomtls.ul.items import PresentationContextRQ
 from dicomtls.ul.pdu import PDV, Abort, AssociateAC, PDataTF
 

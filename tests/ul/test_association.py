@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, Proposal, answer_request, build_request
+from dicomtls.ul.codes import AbortReason, AbortSource, PresentationResult, RejectReasonServiceUser
 from dicomtls.ul.connection import (
     Aborted,
     AssociationAccepted,
@@ -19,9 +20,8 @@ from dicomtls.ul.connection import (
     Role,
     UpperLayer,
 )
-from dicomtls.ul.errors import AbortReason, AbortSource, LocalProtocolError
-from dicomtls.ul.items import PresentationResult
-from dicomtls.ul.pdu import PDV, AssociateRJ, PDataTF, RejectReasonServiceUser, ReleaseRQ
+from dicomtls.ul.errors import LocalProtocolError
+from dicomtls.ul.pdu import PDV, AssociateRJ, PDataTF, ReleaseRQ
 from dicomtls.ul.states import NEXT_STATE, TRANSITIONS, Action, Event, State
 
 VERIFICATION = "1.2.840.10008.1.1"

@@ -40,7 +40,7 @@ from dicomtls.ul import (
     UserInformation,
     decode_pdu,
 )
-from dicomtls.ul.items import ItemType
+from dicomtls.ul.codes import ItemType
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"

@@ -53,6 +53,7 @@ from dicomtls.ul.acse import (
     Proposal,
     build_request,
 )
+from dicomtls.ul.codes import AbortReason
 from dicomtls.ul.connection import (
     Aborted,
     AssociationAccepted,
@@ -65,7 +66,7 @@ from dicomtls.ul.connection import (
     ULEvent,
     UpperLayer,
 )
-from dicomtls.ul.errors import AbortReason, LocalProtocolError
+from dicomtls.ul.errors import LocalProtocolError
 from dicomtls.ul.pdu import PDataTF
 
 if TYPE_CHECKING:

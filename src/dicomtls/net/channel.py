@@ -17,8 +17,8 @@ from dicomtls.net.link import SecureLink
 from dicomtls.tls.errors import TLSError
 from dicomtls.tls.flags import Side
 from dicomtls.tls.sniff import SNIFF_MAX, describe_non_tls, looks_like_tls_client_hello, undecided
+from dicomtls.ul.codes import AbortReason, AbortSource
 from dicomtls.ul.connection import Aborted, Closed, Role, ULEvent, UpperLayer
-from dicomtls.ul.errors import AbortReason, AbortSource
 
 __all__ = ["ARTIM_TIMEOUT", "Channel"]
 

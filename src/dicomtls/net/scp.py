@@ -43,16 +43,14 @@ from dicomtls.net.hooks import (
 from dicomtls.net.link import ClosedOnExit, LinkEvents, ProxyProtocol, SecureLink, TLSSource, serve
 from dicomtls.net.pending import HandshakeLimits
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request, rejection
-from dicomtls.ul.connection import Aborted, AssociationRequested, Role, ULEvent, UpperLayer
-from dicomtls.ul.pdu import (
-    AssociateAC,
-    AssociateRJ,
-    AssociateRQ,
+from dicomtls.ul.codes import (
     RejectReasonPresentation,
     RejectReasonServiceUser,
     RejectResult,
     RejectSource,
 )
+from dicomtls.ul.connection import Aborted, AssociationRequested, Role, ULEvent, UpperLayer
+from dicomtls.ul.pdu import AssociateAC, AssociateRJ, AssociateRQ
 
 __all__ = [
     "Admission",

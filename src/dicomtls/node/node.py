@@ -317,15 +317,16 @@ def _services(
     """What the node answers: C-STORE into the store, Q/R from the index, all reported."""
     store, index = backends.store, backends.index
     qr = _QueryRetrieve(index, store)
+    keeper = DurableStoreHandler(
+        store,
+        _recorder(index),
+        keep=INDEXED_KEYWORDS,
+        identity_of=index.identity,  # a SOP instance held is replaced only by itself
+        on_resent=reporter.resent,
+        index_blocks=index.remote,
+    )
     return Services(
-        store=DurableStoreHandler(
-            store,
-            _recorder(index),
-            keep=INDEXED_KEYWORDS,
-            identity_of=index.identity,  # a SOP instance held is replaced only by itself
-            on_resent=reporter.resent,
-            index_blocks=index.remote,
-        ),
+        store=keeper,
         find=qr.find,
         retrieve=qr.retrieve,
         move_destinations=config.move_destinations,

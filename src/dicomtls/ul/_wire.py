@@ -12,7 +12,8 @@ import re
 import struct
 from collections.abc import Iterator
 
-from dicomtls.ul.errors import AbortReason, LocalProtocolError, PDUError
+from dicomtls.ul.codes import AbortReason
+from dicomtls.ul.errors import LocalProtocolError, PDUError
 
 U16 = struct.Struct(">H")
 U32 = struct.Struct(">I")

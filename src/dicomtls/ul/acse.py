@@ -13,24 +13,21 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from dicomtls.ul.codes import (
+    PresentationResult,
+    RejectReasonServiceUser,
+    RejectResult,
+    RejectSource,
+)
 from dicomtls.ul.errors import LocalProtocolError
 from dicomtls.ul.items import (
     AsyncOpsWindow,
     PresentationContextAC,
     PresentationContextRQ,
-    PresentationResult,
     RoleSelection,
     UserInformation,
 )
-from dicomtls.ul.pdu import (
-    DICOM_APPLICATION_CONTEXT,
-    AssociateAC,
-    AssociateRJ,
-    AssociateRQ,
-    RejectReasonServiceUser,
-    RejectResult,
-    RejectSource,
-)
+from dicomtls.ul.pdu import DICOM_APPLICATION_CONTEXT, AssociateAC, AssociateRJ, AssociateRQ
 
 __all__ = [
     "IMPLEMENTATION_CLASS_UID",

@@ -20,7 +20,8 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dicomtls.ul.errors import AbortReason, AbortSource, LocalProtocolError, PDUError
+from dicomtls.ul.codes import AbortReason, AbortSource, RejectReasonACSE, RejectResult, RejectSource
+from dicomtls.ul.errors import LocalProtocolError, PDUError
 from dicomtls.ul.pdu import (
     PDU,
     Abort,
@@ -28,9 +29,6 @@ from dicomtls.ul.pdu import (
     AssociateRJ,
     AssociateRQ,
     PDataTF,
-    RejectReasonACSE,
-    RejectResult,
-    RejectSource,
     ReleaseRP,
     ReleaseRQ,
 )

@@ -9,36 +9,15 @@ with, so the state machine (AA-8) never has to guess.
 
 from __future__ import annotations
 
-import enum
-
 from dicomtls.errors import DicomTLSError
+from dicomtls.ul.codes import AbortReason
 
 __all__ = [
-    "AbortReason",
-    "AbortSource",
     "LocalProtocolError",
     "PDUError",
     "ProtocolError",
     "RemoteProtocolError",
 ]
-
-
-class AbortSource(enum.IntEnum):
-    """A-ABORT source field (PS3.8 Table 9-26); 1 is reserved."""
-
-    SERVICE_USER = 0
-    SERVICE_PROVIDER = 2
-
-
-class AbortReason(enum.IntEnum):
-    """A-ABORT reason/diag. field (PS3.8 Table 9-26), significant when the provider aborts."""
-
-    REASON_NOT_SPECIFIED = 0
-    UNRECOGNIZED_PDU = 1
-    UNEXPECTED_PDU = 2
-    UNRECOGNIZED_PDU_PARAMETER = 4
-    UNEXPECTED_PDU_PARAMETER = 5
-    INVALID_PDU_PARAMETER_VALUE = 6
 
 
 class ProtocolError(DicomTLSError):

@@ -10,7 +10,6 @@ sub-items are kept as :class:`RawSubItem` so that nothing a peer sent is lost.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -27,43 +26,21 @@ from dicomtls.ul._wire import (
     read_u16_prefixed,
     u16_prefixed,
 )
+from dicomtls.ul.codes import ItemType, PresentationResult, UserIdentityType
 from dicomtls.ul.errors import LocalProtocolError, PDUError
 
 __all__ = [
     "AsyncOpsWindow",
     "CommonExtendedNegotiation",
     "ExtendedNegotiation",
-    "ItemType",
     "PresentationContextAC",
     "PresentationContextRQ",
-    "PresentationResult",
     "RawSubItem",
     "RoleSelection",
     "UserIdentityAC",
     "UserIdentityRQ",
-    "UserIdentityType",
     "UserInformation",
 ]
-
-
-class ItemType(enum.IntEnum):
-    """Item and sub-item type codes (PS3.8 9.3.2-9.3.3, Annex D; PS3.7 D.3.3)."""
-
-    APPLICATION_CONTEXT = 0x10
-    PRESENTATION_CONTEXT_RQ = 0x20
-    PRESENTATION_CONTEXT_AC = 0x21
-    ABSTRACT_SYNTAX = 0x30
-    TRANSFER_SYNTAX = 0x40
-    USER_INFORMATION = 0x50
-    MAXIMUM_LENGTH = 0x51
-    IMPLEMENTATION_CLASS_UID = 0x52
-    ASYNC_OPS_WINDOW = 0x53
-    ROLE_SELECTION = 0x54
-    IMPLEMENTATION_VERSION_NAME = 0x55
-    EXTENDED_NEGOTIATION = 0x56
-    COMMON_EXTENDED_NEGOTIATION = 0x57
-    USER_IDENTITY_RQ = 0x58
-    USER_IDENTITY_AC = 0x59
 
 
 #: Item types that live at PDU or presentation-context level; anywhere else they are
@@ -116,16 +93,6 @@ def _context_head(view: memoryview, item_type: int) -> tuple[int, str]:
     if context_id % 2 == 0:
         raise PDUError(f"{where} has presentation context ID {context_id}, which is not odd")
     return context_id, where
-
-
-class PresentationResult(enum.IntEnum):
-    """Result/reason of a presentation context in the A-ASSOCIATE-AC (PS3.8 Table 9-18)."""
-
-    ACCEPTANCE = 0
-    USER_REJECTION = 1
-    NO_REASON = 2
-    ABSTRACT_SYNTAX_NOT_SUPPORTED = 3
-    TRANSFER_SYNTAXES_NOT_SUPPORTED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,16 +302,6 @@ class CommonExtendedNegotiation:
             decode_uid(service, f"service class UID of {where}"),
             tuple(related),
         )
-
-
-class UserIdentityType(enum.IntEnum):
-    """User-identity-type of sub-item 0x58 (PS3.7 Table D.3-14)."""
-
-    USERNAME = 1
-    USERNAME_AND_PASSCODE = 2
-    KERBEROS = 3
-    SAML = 4
-    JWT = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,18 @@ from dicomtls.ul._wire import (
     encode_uid,
     item,
 )
-from dicomtls.ul.errors import AbortReason, AbortSource, LocalProtocolError, PDUError
-from dicomtls.ul.items import (
+from dicomtls.ul.codes import (
+    REASONS_BY_SOURCE,
+    AbortReason,
+    AbortSource,
     ItemType,
+    PDUType,
+    RejectReason,
+    RejectResult,
+    RejectSource,
+)
+from dicomtls.ul.errors import LocalProtocolError, PDUError
+from dicomtls.ul.items import (
     PresentationContextAC,
     PresentationContextRQ,
     UserInformation,
@@ -48,14 +57,7 @@ __all__ = [
     "AssociateAC",
     "AssociateRJ",
     "AssociateRQ",
-    "PDUType",
     "PDataTF",
-    "RejectReason",
-    "RejectReasonACSE",
-    "RejectReasonPresentation",
-    "RejectReasonServiceUser",
-    "RejectResult",
-    "RejectSource",
     "ReleaseRP",
     "ReleaseRQ",
     "decode_pdu",
@@ -71,24 +73,6 @@ MCH_LAST = 0x02
 #: Fixed part of A-ASSOCIATE-RQ/AC after the 6-byte header: version, reserved,
 #: called AE, calling AE, 32 reserved bytes (PS3.8 Table 9-11).
 ASSOCIATE_FIXED = 68
-
-
-class PDUType(enum.IntEnum):
-    """PDU-type codes (PS3.8 9.3.1)."""
-
-    ASSOCIATE_RQ = 0x01
-    ASSOCIATE_AC = 0x02
-    ASSOCIATE_RJ = 0x03
-    P_DATA_TF = 0x04
-    RELEASE_RQ = 0x05
-    RELEASE_RP = 0x06
-    ABORT = 0x07
-
-    @property
-    def title(self) -> str:
-        """The standard's spelling, for messages: A-ASSOCIATE-RQ, P-DATA-TF..."""
-        spelled = self.name.replace("_", "-")
-        return spelled if spelled.startswith("P-") else f"A-{spelled}"
 
 
 def _header(pdu_type: int, length: int) -> bytes:
@@ -258,53 +242,6 @@ class AssociateAC(_Associate[PresentationContextAC]):
 # --- A-ASSOCIATE-RJ (PS3.8 9.3.4) ---------------------------------------------------
 
 
-class RejectResult(enum.IntEnum):
-    """A-ASSOCIATE-RJ result (PS3.8 Table 9-21)."""
-
-    PERMANENT = 1
-    TRANSIENT = 2
-
-
-class RejectSource(enum.IntEnum):
-    """A-ASSOCIATE-RJ source (PS3.8 Table 9-21)."""
-
-    SERVICE_USER = 1
-    SERVICE_PROVIDER_ACSE = 2
-    SERVICE_PROVIDER_PRESENTATION = 3
-
-
-class RejectReasonServiceUser(enum.IntEnum):
-    """Reasons when the source is the service user; 4-6 and 8-10 are reserved."""
-
-    NO_REASON_GIVEN = 1
-    APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
-    CALLING_AE_NOT_RECOGNIZED = 3
-    CALLED_AE_NOT_RECOGNIZED = 7
-
-
-class RejectReasonACSE(enum.IntEnum):
-    """Reasons when the source is the service provider's ACSE function."""
-
-    NO_REASON_GIVEN = 1
-    PROTOCOL_VERSION_NOT_SUPPORTED = 2
-
-
-class RejectReasonPresentation(enum.IntEnum):
-    """Reasons when the source is the service provider's presentation function."""
-
-    TEMPORARY_CONGESTION = 1
-    LOCAL_LIMIT_EXCEEDED = 2
-
-
-RejectReason = RejectReasonServiceUser | RejectReasonACSE | RejectReasonPresentation
-
-_REASONS: dict[RejectSource, type[RejectReason]] = {
-    RejectSource.SERVICE_USER: RejectReasonServiceUser,
-    RejectSource.SERVICE_PROVIDER_ACSE: RejectReasonACSE,
-    RejectSource.SERVICE_PROVIDER_PRESENTATION: RejectReasonPresentation,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class AssociateRJ:
     """A-ASSOCIATE-RJ (PS3.8 9.3.4); ``reason`` must belong to ``source``'s enum."""
@@ -319,7 +256,7 @@ class AssociateRJ:
         try:
             result = RejectResult(self.result)
             source = RejectSource(self.source)
-            reason = _REASONS[source](self.reason)
+            reason = REASONS_BY_SOURCE[source](self.reason)
         except ValueError as exc:
             raise LocalProtocolError(f"invalid A-ASSOCIATE-RJ: {exc}") from None
         return bytes((3, 0, 0, 0, 0, 4, 0, result, source, reason))
@@ -329,7 +266,7 @@ class AssociateRJ:
         result = _code(RejectResult, body[1], f"A-ASSOCIATE-RJ result {body[1]} is not 1 or 2")
         source = _code(RejectSource, body[2], f"A-ASSOCIATE-RJ source {body[2]} is not 1, 2 or 3")
         reason = _code(
-            _REASONS[source],
+            REASONS_BY_SOURCE[source],
             body[3],
             f"A-ASSOCIATE-RJ reason {body[3]} is not defined for source {source.name}",
         )

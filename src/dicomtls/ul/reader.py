@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Iterator
 
 from dicomtls.ul._wire import PDU_HEADER, as_byte_view
+from dicomtls.ul.codes import PDUType
 from dicomtls.ul.errors import LocalProtocolError, PDUError
-from dicomtls.ul.pdu import PDU, PDUType, check_header, decode_pdu
+from dicomtls.ul.pdu import PDU, check_header, decode_pdu
 
 __all__ = ["DEFAULT_MAX_ASSOCIATE_LENGTH", "PDUReader"]
 
