@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import json
 import signal
@@ -255,16 +256,11 @@ def _start(
     _move_ca_key_out(store)
     if tls.cert is None and not tls.no_tls:
         pki = _first_run_pki(store, port, ae_title)
-        tls = TLSOptions(
-            pki.chain("server"),
-            pki.key("server"),
-            tls.ca or (pki.ca,),
-            tls.crl,
-            tls.verify,
-            tls.profile,
-            False,
-            tls.key_password,
-            False,
+        tls = dataclasses.replace(
+            tls,
+            cert=pki.chain("server"),
+            key=pki.key("server"),
+            ca=tls.ca or (pki.ca,),
         )
     on_verify = verify_printer(console) if config["explain"] else None
     settings = tls.settings(
