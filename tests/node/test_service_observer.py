@@ -6,6 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from dicomtls.net.hooks import RequestInfo, ServiceEvents
+from dicomtls.net.link import LinkEvents
 from dicomtls.node.activity import ServiceObserver, chained
 
 
@@ -38,3 +39,22 @@ def test_overridden_events_reach_the_subclass_and_the_rest_do_nothing() -> None:
     events.on_ended(association)
     events.on_queried(association, association)
     assert first.told == second.told == [("ended", (association,))]
+
+
+def test_link_events_chain_too_and_keep_what_only_one_side_observes() -> None:
+    told: list[tuple[str, str]] = []
+    ours = LinkEvents(on_accepted=lambda peer: told.append(("ours", peer)))
+    theirs = LinkEvents(
+        on_connected=lambda peer: told.append(("connected", peer)),
+        on_accepted=lambda peer: told.append(("theirs", peer)),
+    )
+    events = chained(ours, theirs)
+    assert events.on_accepted is not None and events.on_connected is not None
+    assert events.on_refused is None  # nobody listens: the link skips the call
+    events.on_accepted("10.0.0.7:4100")
+    events.on_connected("10.0.0.8:104")
+    assert told == [
+        ("ours", "10.0.0.7:4100"),
+        ("theirs", "10.0.0.7:4100"),
+        ("connected", "10.0.0.8:104"),
+    ]

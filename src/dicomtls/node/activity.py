@@ -10,7 +10,7 @@ search can take apart::
 
 Fed by the SCP's service events (:class:`~dicomtls.net.hooks.ServiceEvents`), as the
 audit and metrics reporter is: both are a :class:`ServiceObserver`, and :func:`chained`
-lets both listen.
+lets both listen (and the reporter listen to handshakes before the caller does).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dicomtls.dimse.status import Status
 from dicomtls.logs import get_logger
 from dicomtls.net.hooks import ServiceEvents
+from dicomtls.net.link import LinkEvents
 
 if TYPE_CHECKING:
     from dicomtls.dimse.sop_classes import Service
@@ -146,8 +147,12 @@ class ActivityLog(ServiceObserver):
         )
 
 
-def chained(*observers: ServiceEvents) -> ServiceEvents:
-    """One ServiceEvents telling each of ``observers`` in turn."""
+_Events = TypeVar("_Events", ServiceEvents, LinkEvents)
+
+
+def chained(first: _Events, *more: _Events) -> _Events:
+    """One set of callbacks (service or link events) telling each observer in turn."""
+    observers = (first, *more)
 
     def each(name: str) -> Callable[..., None] | None:
         calls = [c for c in (getattr(o, name) for o in observers) if c is not None]
@@ -160,4 +165,4 @@ def chained(*observers: ServiceEvents) -> ServiceEvents:
 
         return tell
 
-    return ServiceEvents(**{f.name: each(f.name) for f in fields(ServiceEvents)})
+    return type(first)(**{f.name: each(f.name) for f in fields(first)})

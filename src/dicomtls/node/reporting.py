@@ -36,7 +36,7 @@ from dicomtls.net.hooks import (
     peer_address,
 )
 from dicomtls.net.link import LinkEvents
-from dicomtls.node.activity import ServiceObserver
+from dicomtls.node.activity import ServiceObserver, chained
 from dicomtls.node.index import InstanceFacts
 from dicomtls.node.store_scp import Resent
 from dicomtls.tls.errors import TLSHandshakeError
@@ -155,38 +155,29 @@ class Reporter(ServiceObserver):
 
     def link_events(self, user: LinkEvents | None = None) -> LinkEvents:
         """Our handshake observers, chained in front of the caller's own."""
-        user = user or LinkEvents()
-
-        def accepted(peer: str) -> None:
-            if len(self._handshakes) >= _MAX_HANDSHAKES_TRACKED:
-                # Plain TCP links and links lost unexplained never report "ready": forget the oldest.
-                del self._handshakes[next(iter(self._handshakes))]
-            self._handshakes[peer] = time.perf_counter()
-            if user.on_accepted is not None:
-                user.on_accepted(peer)
-
-        def ready(peer: str, error: TLSHandshakeError | None) -> None:
-            started = self._handshakes.pop(peer, None)
-            if error is None:
-                if self.metrics is not None and started is not None:
-                    self.metrics.handshake_succeeded(time.perf_counter() - started)
-            else:
-                self._handshake_failed(peer, error)
-            if user.on_secure_link_ready is not None:
-                user.on_secure_link_ready(peer, error)
-
-        def refused(peer: str, reason: str) -> None:
-            if self.metrics is not None:
-                self.metrics.connection_refused(reason)
-            if user.on_refused is not None:
-                user.on_refused(peer, reason)
-
-        return LinkEvents(
-            on_connected=user.on_connected,
-            on_accepted=accepted,
-            on_secure_link_ready=ready,
-            on_refused=refused,
+        ours = LinkEvents(
+            on_accepted=self._link_accepted,
+            on_secure_link_ready=self._link_ready,
+            on_refused=self._link_refused,
         )
+        return ours if user is None else chained(ours, user)
+
+    def _link_accepted(self, peer: str) -> None:
+        if len(self._handshakes) >= _MAX_HANDSHAKES_TRACKED:
+            # Plain TCP links and links lost unexplained never report "ready": forget the oldest.
+            del self._handshakes[next(iter(self._handshakes))]
+        self._handshakes[peer] = time.perf_counter()
+
+    def _link_ready(self, peer: str, error: TLSHandshakeError | None) -> None:
+        started = self._handshakes.pop(peer, None)
+        if error is not None:
+            self._handshake_failed(peer, error)
+        elif self.metrics is not None and started is not None:
+            self.metrics.handshake_succeeded(time.perf_counter() - started)
+
+    def _link_refused(self, peer: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connection_refused(reason)
 
     # -- application ---------------------------------------------------------------
 
