@@ -63,7 +63,12 @@ class SCPLink:
 
     def release(self) -> None:
         """Answer our A-RELEASE-RQ, if that is what comes next."""
-        if isinstance(self.next_pdu(), ReleaseRQ):
+        self.next_pdu()
+        self.answer_release()
+
+    def answer_release(self) -> None:
+        """Answer our A-RELEASE-RQ if that is the last PDU we sent."""
+        if self.received and isinstance(self.received[-1], ReleaseRQ):
             self.send(ReleaseRP().encode())
 
     def until_closed(self) -> None:

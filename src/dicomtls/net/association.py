@@ -51,6 +51,7 @@ from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import (
     Negotiated,
     Proposal,
+    acceptance_problem,
     build_request,
 )
 from dicomtls.ul.codes import AbortReason
@@ -637,6 +638,10 @@ async def associate(
         negotiated = Negotiated.from_exchange(rq, event.accept, we_requested=True)
         association = Association(channel, negotiated, calling_ae, called_ae)
         association.dimse_timeout = dimse_timeout
+        if (problem := acceptance_problem(rq, event.accept)) is not None:
+            association.protocol_failure(f"A-ASSOCIATE-AC unusable: {problem}")
+            await association.close_link()
+            raise AssociationError(f"{link.peer} accepted the association, but {problem}")
         return association
     await link.close()
     if isinstance(event, AssociationRejected):

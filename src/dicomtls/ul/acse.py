@@ -36,6 +36,7 @@ __all__ = [
     "AcceptorPolicy",
     "Negotiated",
     "Proposal",
+    "acceptance_problem",
     "answer_request",
     "build_request",
     "rejection",
@@ -195,6 +196,33 @@ def _agreed_roles(rq: AssociateRQ, ac: AssociateAC, sop_class: str) -> tuple[boo
     if asked is None or granted is None:
         return True, False
     return asked.scu_role and granted.scu_role, asked.scp_role and granted.scp_role
+
+
+def acceptance_problem(rq: AssociateRQ, ac: AssociateAC) -> str | None:
+    """What makes an acceptor's answer to our ``rq`` one we cannot work with (None: nothing).
+
+    A Maximum Length below :data:`MIN_PEER_PDU_LENGTH` (0 is no limit) would have us cut every
+    object into PDUs of a few bytes, as a requestor asking it of our SCP would; a context
+    accepted in a transfer syntax we did not propose for it breaks PS3.8 9.3.3.2 (the
+    acceptor picks one of those proposed), and would have us encode in a syntax nobody chose.
+    """
+    max_length = ac.user_information.max_length
+    if 0 < max_length < MIN_PEER_PDU_LENGTH:
+        return (
+            f"its maximum PDU length {max_length} is below the {MIN_PEER_PDU_LENGTH} bytes "
+            "we send in (0: no limit)"
+        )
+    offered = {c.id: c for c in rq.presentation_contexts}
+    for answer in ac.presentation_contexts:
+        proposal = offered.get(answer.id)
+        if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
+            continue  # never proposed: not accepted, whatever it says
+        if answer.transfer_syntax not in proposal.transfer_syntaxes:
+            return (
+                f"it accepted presentation context {answer.id} ({proposal.abstract_syntax}) in "
+                f"transfer syntax {answer.transfer_syntax!r}, which we did not propose for it"
+            )
+    return None
 
 
 @dataclass(frozen=True)
