@@ -1,6 +1,6 @@
 """A hostile SCP for our SCU side, hand-made over Python's ``ssl`` (mutual TLS, a real handshake).
 
-It accepts one association, answering with an A-ASSOCIATE-AC it may doctor (``lie``), then
+It accepts one association, answering with an A-ASSOCIATE-AC it may doctor or hold back (``lie``), then
 runs a ``script``: what it does with our requests, byte by byte. What it saw of us is kept
 for the test (``seen``): the PDUs and statuses we sent, and how we ended.
 """
@@ -97,7 +97,8 @@ class HostileSCP:
 
     context: ssl.SSLContext
     script: Callable[[SCPLink], None]
-    lie: Callable[[AssociateAC], AssociateAC] = lambda ac: ac
+    lie: Callable[[AssociateAC], AssociateAC | None] = lambda ac: ac
+    """None: no answer at all to our A-ASSOCIATE-RQ."""
     seen: SCPLink | None = None
     server: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
     _thread: threading.Thread | None = None
@@ -125,5 +126,6 @@ class HostileSCP:
             self.seen = link = SCPLink(sock)
             rq = link.next_pdu()
             assert isinstance(rq, AssociateRQ)
-            link.send(self.lie(accept_everything(rq)).encode())
+            if (answer := self.lie(accept_everything(rq))) is not None:
+                link.send(answer.encode())
             self.script(link)

@@ -208,9 +208,22 @@ class Association:
         self.request_contexts: dict[int, int] = {}
         """Message ID -> the context each C-FIND/C-MOVE/C-GET of ours went out on (a
         C-CANCEL goes on the same one)."""
-        self.dimse_timeout: float | None = DIMSE_TIMEOUT
+        self._dimse_timeout: float | None = DIMSE_TIMEOUT
         self.end_reason: str | None = None
         """How it ended: ``"released"``, or why it was aborted or lost (None while it runs)."""
+
+    @property
+    def dimse_timeout(self) -> float | None:
+        """Seconds we wait for a response (None: for ever). As requestor, also how long any
+        wait of ours for the peer may go without a PDU completing (a C-GET's sub-operations,
+        the A-RELEASE-RP), after which the association is aborted."""
+        return self._dimse_timeout
+
+    @dimse_timeout.setter
+    def dimse_timeout(self, seconds: float | None) -> None:
+        self._dimse_timeout = seconds
+        if self._channel.ul.role is Role.REQUESTOR:
+            self._channel.idle_timeout = seconds
 
     @property
     def ended(self) -> bool:
@@ -541,6 +554,8 @@ class Association:
                 self._answer_release()
             if (reason := _end_reason(event)) is not None:
                 self.end_reason = self.end_reason or reason
+            if isinstance(event, Aborted) and not event.by_peer:  # it never answered
+                log.warning("association with %s: A-RELEASE not answered, %s", self.peer, reason)
             if isinstance(event, Aborted | Closed):
                 break
         self._ended = True
@@ -623,7 +638,9 @@ async def associate(
     """
     link = await connect(host, port, tls, events=events)
     ul = UpperLayer(Role.REQUESTOR)
-    channel = Channel(link, ul)
+    # Waiting for the A-ASSOCIATE-AC, as every later wait (Association.dimse_timeout), ends
+    # in an A-ABORT once no PDU has completed for the DIMSE timeout.
+    channel = Channel(link, ul, idle_timeout=dimse_timeout)
     rq = build_request(
         calling_ae,
         called_ae,
@@ -652,6 +669,10 @@ async def associate(
             f"{rj.reason.name}){why}"
         )
     hint = "" if link.is_tls else " (if that is a TLS port, connect with TLS)"
+    if isinstance(event, Aborted) and not event.by_peer:
+        raise AssociationError(
+            f"{link.peer} did not answer the association request: {event.message}"
+        )
     if isinstance(event, Aborted):
         raise AssociationError(
             f"{link.peer} aborted the association request: {event.message}{hint}"

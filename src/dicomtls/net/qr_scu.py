@@ -268,7 +268,9 @@ async def _get_answers(
         if message is None:
             for inbound in incoming.values():
                 inbound.abort()
-            raise AssociationError(f"association with {association.peer} ended during C-GET")
+            raise AssociationError(
+                f"association with {association.peer} ended during C-GET: {association.end_reason}"
+            )
         if message.field is CommandField.C_STORE_RQ:
             instance = str(message.command[Tag.AffectedSOPInstanceUID])
             if message.refused is not None and message.refused.status is not None:
