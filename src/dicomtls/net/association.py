@@ -89,6 +89,9 @@ DIMSE_TIMEOUT = 120.0
 #: The largest data set received into memory (an identifier, a C-FIND match): real ones are
 #: a few kilobytes. Object data sets stream to a sink and are not bounded by this.
 MAX_DATASET_IN_MEMORY = 1 << 20
+#: What the matches of one C-FIND may hold in memory (each counted as its identifier's bytes
+#: plus a decoded data set's overhead): beyond it the C-FIND is cancelled (qr_scu.find).
+MAX_FIND_MEMORY = 256 << 20
 _SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, one syscall
 
 
@@ -198,6 +201,7 @@ class Association:
         self.on_refused: Callable[[Refusal], None] | None = None
         """Told of every message the gate refuses, before it is answered or aborted."""
         self.max_dataset_in_memory = MAX_DATASET_IN_MEMORY
+        self.max_find_memory = MAX_FIND_MEMORY
         self.calling_ae = calling_ae
         self.called_ae = called_ae
         self._assembler = MessageAssembler()
