@@ -70,7 +70,14 @@ def test_blocking_and_asyncio_classes_offer_the_same_methods(name: str) -> None:
     offered = _public(blocking)
     expected = {k: v for k, v in _public(asynchronous).items() if k not in PLUMBING}
     # attributes set in __init__ (negotiated, calling_ae, ...) are properties on the blocking side
-    instance_attributes = {"negotiated", "calling_ae", "called_ae", "end_reason", "dimse_timeout"}
+    instance_attributes = {
+        "negotiated",
+        "calling_ae",
+        "called_ae",
+        "end_reason",
+        "dimse_timeout",
+        "max_find_memory",
+    }
     if name == "Association":
         expected.update(dict.fromkeys(instance_attributes))
     if name == "DicomServer":

@@ -145,6 +145,14 @@ class Association(_Handle[_async.Association]):
     def dimse_timeout(self, seconds: float | None) -> None:
         self._inner.dimse_timeout = seconds
 
+    @property
+    def max_find_memory(self) -> int:
+        return self._inner.max_find_memory
+
+    @max_find_memory.setter
+    def max_find_memory(self, limit: int) -> None:
+        self._inner.max_find_memory = limit
+
     def echo(self) -> int:
         return self._runner.run(self._inner.echo())
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -195,3 +196,15 @@ async def good_echo(port: int, tls: TLSSettings | None) -> int:
 
 def echo_now(port: int, tls: TLSSettings | None) -> int:
     return asyncio.run(good_echo(port, tls))
+
+
+@pytest.fixture(scope="session")
+def scp_context(matrix_pki: MatrixPKI) -> ssl.SSLContext:
+    """The TLS server side of a hostile SCP (tests/hostile/scp.py): the matrix server
+    certificate, our client's certificate required."""
+    server = matrix_pki.files["server"]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(server.cert, server.key)
+    context.load_verify_locations(matrix_pki.ca_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context

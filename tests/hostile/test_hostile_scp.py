@@ -1,24 +1,21 @@
 """The gate on our SCU side: a hostile SCP cannot push objects into a C-GET on contexts we
-did not open for it.
+did not open for it, not even by granting itself a role we did not propose.
 
-The SCP is hand-made over Python's ``ssl`` (mutual TLS, a real handshake): it accepts the
-association, and answers our C-GET with C-STORE sub-operations where it should not send
-them. Our client answers each with a failure status, stores nothing, and its C-GET ends
-with the SCP's final response.
+The SCP (tests/hostile/scp.py) accepts the association, and answers our C-GET with C-STORE
+sub-operations where it should not send them. Our client answers each with a failure
+status, stores nothing, and its C-GET ends with the SCP's final response.
 """
 
 from __future__ import annotations
 
-import socket
+import dataclasses
 import ssl
-import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
 
-from dicomtls.dimse.command import Tag, decode_command, number
 from dicomtls.dimse.messages import c_get_rsp, c_store_rq
 from dicomtls.dimse.status import Status
 from dicomtls.net.qr_scu import QueryModel
@@ -26,78 +23,39 @@ from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.sync import associate
 from dicomtls.tls.flags import VerifyFlags
-from dicomtls.ul import PDUReader
-from dicomtls.ul.acse import AcceptorPolicy, Proposal, answer_request
-from dicomtls.ul.pdu import AssociateRQ, PDataTF, ReleaseRP, ReleaseRQ
+from dicomtls.ul.acse import Proposal
+from dicomtls.ul.items import RoleSelection
+from dicomtls.ul.pdu import AssociateAC
 
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
 from .dimse import EXPLICIT, message_pdus
 from .peers import IMPLICIT, VERIFICATION
+from .scp import HostileSCP, SCPLink, status_of
 
 GET = QueryModel.STUDY_ROOT.get_uid
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
-@dataclass
-class HostileSCP:
-    """Pushes ``pushes`` (context ID, SOP class) as C-STOREs in answer to any C-GET."""
+def pushing(
+    pushes: list[tuple[int, str]], dataset: bytes, uid: str, answers: list[int]
+) -> Callable[[SCPLink], None]:
+    """A script: answer a C-GET with ``pushes`` (context ID, SOP class) as C-STOREs of
+    ``dataset``, keep our status for each in ``answers``, then end the C-GET with Success."""
 
-    context: ssl.SSLContext
-    dataset: bytes
-    uid: str
-    pushes: list[tuple[int, str]]
-    answers: list[int] = field(default_factory=list)
-    server: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    def script(link: SCPLink) -> None:
+        get = link.next_command()
+        assert get is not None
+        for index, (context_id, sop_class) in enumerate(pushes, start=1):
+            link.send(message_pdus(context_id, c_store_rq(index, sop_class, uid), dataset))
+            answer = link.next_command()
+            assert answer is not None
+            answers.append(status_of(answer))
+        final = c_get_rsp(1, GET, Status.SUCCESS, (0, 0, 0, 0))
+        link.send(message_pdus(get.pdvs[0].context_id, final))
+        link.release()
 
-    @property
-    def port(self) -> int:
-        return int(self.server.getsockname()[1])
-
-    def serve_one(self) -> None:
-        raw, _ = self.server.accept()
-        with self.context.wrap_socket(raw, server_side=True) as sock:
-            reader = PDUReader()
-
-            def next_pdu() -> object:
-                while (pdu := reader.next_pdu()) is None:
-                    reader.feed(sock.recv(65536))
-                return pdu
-
-            rq = next_pdu()
-            assert isinstance(rq, AssociateRQ)
-            everything = {c.abstract_syntax: (EXPLICIT, IMPLICIT) for c in rq.presentation_contexts}
-            sock.sendall(answer_request(rq, AcceptorPolicy("HOSTILE", everything)).encode())
-            get = next_pdu()
-            assert isinstance(get, PDataTF)
-            get_context = get.pdvs[0].context_id
-            for index, (context_id, sop_class) in enumerate(self.pushes, start=1):
-                push = c_store_rq(index, sop_class, self.uid)
-                sock.sendall(message_pdus(context_id, push, self.dataset))
-                while True:
-                    answer = next_pdu()
-                    assert isinstance(answer, PDataTF)
-                    if answer.pdvs[-1].is_last and answer.pdvs[-1].is_command:
-                        break
-                self.answers.append(_status(bytes(answer.pdvs[-1].data)))
-            final = c_get_rsp(1, GET, Status.SUCCESS, (0, 0, 0, 0))
-            sock.sendall(message_pdus(get_context, final))
-            if isinstance(next_pdu(), ReleaseRQ):
-                sock.sendall(ReleaseRP().encode())
-
-
-def _status(command: bytes) -> int:
-    return number(decode_command(command), Tag.Status)
-
-
-@pytest.fixture
-def scp_context(matrix_pki: MatrixPKI) -> ssl.SSLContext:
-    server = matrix_pki.files["server"]
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(server.cert, server.key)
-    context.load_verify_locations(matrix_pki.ca_file)
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return script
 
 
 @pytest.fixture
@@ -110,8 +68,7 @@ def sample(tmp_path: Path) -> tuple[bytes, str]:
 
 
 def _get(pki: MatrixPKI, scp: HostileSCP, store: Path) -> tuple[int, list[str]]:
-    thread = threading.Thread(target=scp.serve_one, daemon=True)
-    thread.start()
+    scp.start()
     tls = pki.settings("client", VerifyFlags.PEER)
     proposals = [
         Proposal(VERIFICATION, (IMPLICIT,)),  # 1
@@ -124,27 +81,36 @@ def _get(pki: MatrixPKI, scp: HostileSCP, store: Path) -> tuple[int, list[str]]:
     query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", "1.2.3"
     with associate("127.0.0.1", scp.port, tls, called_ae="HOSTILE", proposals=proposals) as assoc:
         result = assoc.get(query, target)
-    thread.join(30)
+    scp.join()
     return result.status, result.stored
+
+
+def _granting_itself(*roles: RoleSelection) -> Callable[[AssociateAC], AssociateAC]:
+    """An A-ASSOCIATE-AC that answers role selections we never proposed."""
+
+    def lie(ac: AssociateAC) -> AssociateAC:
+        user = ac.user_information
+        user = dataclasses.replace(user, role_selections=(*user.role_selections, *roles))
+        return dataclasses.replace(ac, user_information=user)
+
+    return lie
 
 
 def test_pushes_on_contexts_we_did_not_open_for_receiving_are_refused(
     matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, sample: tuple[bytes, str], tmp_path: Path
 ) -> None:
-    scp = HostileSCP(
-        scp_context,
-        *sample,
-        [
-            (3, GET),  # a C-STORE on the C-GET context itself
-            (3, CT),  # CT, but on the C-GET context
-            (7, MR),  # MR: a context where we took no SCP role
-            (1, CT),  # on the Verification context
-        ],
-    )
+    pushes = [
+        (3, GET),  # a C-STORE on the C-GET context itself
+        (3, CT),  # CT, but on the C-GET context
+        (7, MR),  # MR: a context where we took no SCP role
+        (1, CT),  # on the Verification context
+    ]
+    answers: list[int] = []
+    scp = HostileSCP(scp_context, pushing(pushes, *sample, answers))
     status, stored = _get(matrix_pki, scp, tmp_path / "got")
     assert status == Status.SUCCESS  # the SCP's own final word; nothing of it was kept
     assert stored == []
-    assert scp.answers == [
+    assert answers == [
         Status.UNRECOGNIZED_OPERATION,
         Status.SOP_CLASS_NOT_SUPPORTED,
         Status.NOT_AUTHORIZED,
@@ -153,12 +119,32 @@ def test_pushes_on_contexts_we_did_not_open_for_receiving_are_refused(
     assert list((tmp_path / "got").glob("*.dcm")) == []
 
 
+def test_a_role_the_scp_grants_itself_unasked_admits_no_push(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, sample: tuple[bytes, str], tmp_path: Path
+) -> None:
+    """We proposed MR with no role selection (we would only send MR): an AC that answers
+    "SCP role for MR: yes" anyway gives the SCP no right to push MR at us (PS3.7 D.3.3.4:
+    an acceptor answers the roles proposed; unproposed, the defaults hold)."""
+    answers: list[int] = []
+    data, uid = sample
+    scp = HostileSCP(
+        scp_context,
+        pushing([(7, MR)], data.replace(CT.encode(), MR.encode()), uid, answers),
+        lie=_granting_itself(RoleSelection(MR, True, True)),
+    )
+    _, stored = _get(matrix_pki, scp, tmp_path / "got")
+    assert answers == [Status.NOT_AUTHORIZED]
+    assert stored == []
+    assert list((tmp_path / "got").glob("*.dcm")) == []
+
+
 def test_a_push_on_the_context_we_opened_is_received(
     matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, sample: tuple[bytes, str], tmp_path: Path
 ) -> None:
     """The control: the same SCP, pushing where we asked it to, is served."""
-    scp = HostileSCP(scp_context, *sample, [(5, CT)])
+    answers: list[int] = []
+    scp = HostileSCP(scp_context, pushing([(5, CT)], *sample, answers))
     status, stored = _get(matrix_pki, scp, tmp_path / "got")
-    assert scp.answers == [Status.SUCCESS]
+    assert answers == [Status.SUCCESS]
     assert stored == [sample[1]] and status == Status.SUCCESS
     assert [p.stem for p in (tmp_path / "got").glob("*.dcm")] == [sample[1]]

@@ -51,6 +51,7 @@ from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import (
     Negotiated,
     Proposal,
+    acceptance_problem,
     build_request,
 )
 from dicomtls.ul.codes import AbortReason
@@ -88,6 +89,9 @@ DIMSE_TIMEOUT = 120.0
 #: The largest data set received into memory (an identifier, a C-FIND match): real ones are
 #: a few kilobytes. Object data sets stream to a sink and are not bounded by this.
 MAX_DATASET_IN_MEMORY = 1 << 20
+#: What the matches of one C-FIND may hold in memory (each counted as its identifier's bytes
+#: plus a decoded data set's overhead): beyond it the C-FIND is cancelled (qr_scu.find).
+MAX_FIND_MEMORY = 256 << 20
 _SMALL_PAYLOAD = 1 << 16  # join header and payload below this: one TLS record, one syscall
 
 
@@ -197,6 +201,7 @@ class Association:
         self.on_refused: Callable[[Refusal], None] | None = None
         """Told of every message the gate refuses, before it is answered or aborted."""
         self.max_dataset_in_memory = MAX_DATASET_IN_MEMORY
+        self.max_find_memory = MAX_FIND_MEMORY
         self.calling_ae = calling_ae
         self.called_ae = called_ae
         self._assembler = MessageAssembler()
@@ -207,9 +212,22 @@ class Association:
         self.request_contexts: dict[int, int] = {}
         """Message ID -> the context each C-FIND/C-MOVE/C-GET of ours went out on (a
         C-CANCEL goes on the same one)."""
-        self.dimse_timeout: float | None = DIMSE_TIMEOUT
+        self._dimse_timeout: float | None = DIMSE_TIMEOUT
         self.end_reason: str | None = None
         """How it ended: ``"released"``, or why it was aborted or lost (None while it runs)."""
+
+    @property
+    def dimse_timeout(self) -> float | None:
+        """Seconds we wait for a response (None: for ever). As requestor, also how long any
+        wait of ours for the peer may go without a PDU completing (a C-GET's sub-operations,
+        the A-RELEASE-RP), after which the association is aborted."""
+        return self._dimse_timeout
+
+    @dimse_timeout.setter
+    def dimse_timeout(self, seconds: float | None) -> None:
+        self._dimse_timeout = seconds
+        if self._channel.ul.role is Role.REQUESTOR:
+            self._channel.idle_timeout = seconds
 
     @property
     def ended(self) -> bool:
@@ -540,6 +558,8 @@ class Association:
                 self._answer_release()
             if (reason := _end_reason(event)) is not None:
                 self.end_reason = self.end_reason or reason
+            if isinstance(event, Aborted) and not event.by_peer:  # it never answered
+                log.warning("association with %s: A-RELEASE not answered, %s", self.peer, reason)
             if isinstance(event, Aborted | Closed):
                 break
         self._ended = True
@@ -622,7 +642,9 @@ async def associate(
     """
     link = await connect(host, port, tls, events=events)
     ul = UpperLayer(Role.REQUESTOR)
-    channel = Channel(link, ul)
+    # Waiting for the A-ASSOCIATE-AC, as every later wait (Association.dimse_timeout), ends
+    # in an A-ABORT once no PDU has completed for the DIMSE timeout.
+    channel = Channel(link, ul, idle_timeout=dimse_timeout)
     rq = build_request(
         calling_ae,
         called_ae,
@@ -637,6 +659,10 @@ async def associate(
         negotiated = Negotiated.from_exchange(rq, event.accept, we_requested=True)
         association = Association(channel, negotiated, calling_ae, called_ae)
         association.dimse_timeout = dimse_timeout
+        if (problem := acceptance_problem(rq, event.accept)) is not None:
+            association.protocol_failure(f"A-ASSOCIATE-AC unusable: {problem}")
+            await association.close_link()
+            raise AssociationError(f"{link.peer} accepted the association, but {problem}")
         return association
     await link.close()
     if isinstance(event, AssociationRejected):
@@ -647,6 +673,10 @@ async def associate(
             f"{rj.reason.name}){why}"
         )
     hint = "" if link.is_tls else " (if that is a TLS port, connect with TLS)"
+    if isinstance(event, Aborted) and not event.by_peer:
+        raise AssociationError(
+            f"{link.peer} did not answer the association request: {event.message}"
+        )
     if isinstance(event, Aborted):
         raise AssociationError(
             f"{link.peer} aborted the association request: {event.message}{hint}"

@@ -41,7 +41,8 @@ class Channel:
         self.ul = ul
         self._pending: deque[ULEvent] = deque()
         self._artim = artim_timeout
-        self._idle = idle_timeout
+        self.idle_timeout = idle_timeout
+        """Seconds a wait may pass without a PDU completing (None: no limit)."""
         self._first_bytes = not link.is_tls  # only a plain link can meet a TLS peer by mistake
         self._head = b""
 
@@ -82,7 +83,7 @@ class Channel:
     def _deadline(self, started: float, artim: bool) -> float | None:
         """When the wait begun at ``started`` ends: ARTIM while it runs, else the idle
         timeout (None: no idle timeout)."""
-        limit = self._artim if artim else self._idle
+        limit = self._artim if artim else self.idle_timeout
         return None if limit is None else started + limit
 
     def _read_ready(self) -> bool:
@@ -111,9 +112,7 @@ class Channel:
     def _idle_expired(self) -> None:
         """No PDU completed within the idle timeout: abort rather than hold the slot forever."""
         self.ul.abort()
-        message = (
-            f"no data for {self._idle:g} s (idle timeout: no PDU completed in that time): aborted"
-        )
+        message = f"no data for {self.idle_timeout:g} s (idle timeout: no PDU completed in that time): aborted"
         self._pending.append(
             Aborted(AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, False, message)
         )

@@ -23,6 +23,7 @@ from dicomtls.dimse.sop_classes import service_of
 from dicomtls.dimse.status import Category, Status, status_category
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED, is_native
 from dicomtls.errors import AssociationError
+from dicomtls.logs import get_logger
 from dicomtls.net.hooks import StoreJob, StoreTarget
 from dicomtls.net.inbound import InboundObject
 from dicomtls.net.outbound import MAX_CONTEXTS
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from dicomtls.net.association import Association, DatasetSink
+
+log = get_logger("dicomtls.net")
 
 __all__ = [
     "QueryModel",
@@ -160,22 +163,58 @@ def _context(association: Association, sop_class: str) -> tuple[int, str]:
     return context.id, context.transfer_syntax
 
 
+#: What one match costs in memory beyond its identifier's bytes: a decoded data set of one
+#: short element takes about 1.4 KiB (measured with tracemalloc).
+MATCH_OVERHEAD = 2 << 10
+#: Pending responses we read after our C-CANCEL before giving up on the SCP ending the C-FIND.
+_AFTER_CANCEL = 1000
+
+
 async def find(
     association: Association, identifier: Dataset, model: QueryModel = QueryModel.STUDY_ROOT
 ) -> AsyncIterator[Dataset]:
-    """C-FIND: yield each matching identifier; a failure status raises at the end."""
+    """C-FIND: yield each matching identifier; a failure status raises at the end.
+
+    Matches beyond ``association.max_find_memory`` (each counted as its bytes plus
+    :data:`MATCH_OVERHEAD`) are not yielded: the C-FIND is cancelled and raises at its end,
+    so an SCP answering with millions of matches fills no list of ours without bound.
+    """
     async with _request(association, c_find_rq, model.find_uid, identifier) as (message_id, syntax):
+        budget = association.max_find_memory
         while True:
             response = await association.response(CommandField.C_FIND_RSP, message_id)
             status = number(response.command, Tag.Status)
             category = status_category(status)
+            if category is Category.PENDING and response.dataset is not None:
+                budget -= len(response.dataset) + MATCH_OVERHEAD
+                if budget < 0:
+                    await _cancel_find(association, message_id)  # raises
+                yield decode_dataset(response.dataset, syntax)
             if category is Category.PENDING:
-                if response.dataset is not None:
-                    yield decode_dataset(response.dataset, syntax)
                 continue
             if category in (Category.SUCCESS, Category.CANCEL):
                 return
             raise AssociationError(f"C-FIND failed at {association.peer}: status 0x{status:04X}")
+
+
+async def _cancel_find(association: Association, message_id: int) -> None:
+    """Too many matches: C-CANCEL, discard the responses the SCP still sends (at most
+    :data:`_AFTER_CANCEL`, then A-ABORT), and raise."""
+    limit = association.max_find_memory
+    log.warning("C-FIND at %s: matches beyond %d bytes; sending C-CANCEL", association.peer, limit)
+    await cancel(association, message_id)
+    for _ in range(_AFTER_CANCEL):
+        response = await association.response(CommandField.C_FIND_RSP, message_id)
+        if status_category(number(response.command, Tag.Status)) is not Category.PENDING:
+            break
+    else:
+        association.protocol_failure(
+            f"C-FIND still pending {_AFTER_CANCEL} responses after C-CANCEL"
+        )
+    raise AssociationError(
+        f"C-FIND at {association.peer}: more matches than fit in {limit} bytes "
+        "(Association.max_find_memory); cancelled. Narrow the query"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -268,7 +307,9 @@ async def _get_answers(
         if message is None:
             for inbound in incoming.values():
                 inbound.abort()
-            raise AssociationError(f"association with {association.peer} ended during C-GET")
+            raise AssociationError(
+                f"association with {association.peer} ended during C-GET: {association.end_reason}"
+            )
         if message.field is CommandField.C_STORE_RQ:
             instance = str(message.command[Tag.AffectedSOPInstanceUID])
             if message.refused is not None and message.refused.status is not None:

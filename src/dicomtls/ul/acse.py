@@ -36,6 +36,7 @@ __all__ = [
     "AcceptorPolicy",
     "Negotiated",
     "Proposal",
+    "acceptance_problem",
     "answer_request",
     "build_request",
     "rejection",
@@ -168,26 +169,60 @@ class Negotiated:
 
 
 def _accepted_contexts(rq: AssociateRQ, ac: AssociateAC) -> tuple[AcceptedContext, ...]:
-    """The contexts the AC accepted, each with the roles it answered for its SOP class
-    (none answered: the requestor is SCU only, PS3.7 D.3.3.4)."""
+    """The contexts the AC accepted, each with the roles agreed for its SOP class."""
     offered = {c.id: c for c in rq.presentation_contexts}
-    roles = {r.sop_class_uid: r for r in ac.user_information.role_selections}
     accepted = []
     for answer in ac.presentation_contexts:
         proposal = offered.get(answer.id)
         if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
             continue
-        role = roles.get(proposal.abstract_syntax)
+        scu_role, scp_role = _agreed_roles(rq, ac, proposal.abstract_syntax)
         accepted.append(
             AcceptedContext(
-                answer.id,
-                proposal.abstract_syntax,
-                answer.transfer_syntax,
-                scu_role=True if role is None else role.scu_role,
-                scp_role=role is not None and role.scp_role,
+                answer.id, proposal.abstract_syntax, answer.transfer_syntax, scu_role, scp_role
             )
         )
     return tuple(accepted)
+
+
+def _agreed_roles(rq: AssociateRQ, ac: AssociateAC, sop_class: str) -> tuple[bool, bool]:
+    """The requestor's (SCU, SCP) roles for ``sop_class``: what it proposed and the acceptor
+    granted (PS3.7 D.3.3.4). Either item missing: the defaults, requestor SCU only; an
+    acceptor cannot grant what was not proposed (a hostile SCP answering "SCP role: yes"
+    unasked would otherwise push C-STOREs at a requestor that only sends that class)."""
+    proposed = {r.sop_class_uid: r for r in rq.user_information.role_selections}
+    answered = {r.sop_class_uid: r for r in ac.user_information.role_selections}
+    asked, granted = proposed.get(sop_class), answered.get(sop_class)
+    if asked is None or granted is None:
+        return True, False
+    return asked.scu_role and granted.scu_role, asked.scp_role and granted.scp_role
+
+
+def acceptance_problem(rq: AssociateRQ, ac: AssociateAC) -> str | None:
+    """What makes an acceptor's answer to our ``rq`` one we cannot work with (None: nothing).
+
+    A Maximum Length below :data:`MIN_PEER_PDU_LENGTH` (0 is no limit) would have us cut every
+    object into PDUs of a few bytes, as a requestor asking it of our SCP would; a context
+    accepted in a transfer syntax we did not propose for it breaks PS3.8 9.3.3.2 (the
+    acceptor picks one of those proposed), and would have us encode in a syntax nobody chose.
+    """
+    max_length = ac.user_information.max_length
+    if 0 < max_length < MIN_PEER_PDU_LENGTH:
+        return (
+            f"its maximum PDU length {max_length} is below the {MIN_PEER_PDU_LENGTH} bytes "
+            "we send in (0: no limit)"
+        )
+    offered = {c.id: c for c in rq.presentation_contexts}
+    for answer in ac.presentation_contexts:
+        proposal = offered.get(answer.id)
+        if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
+            continue  # never proposed: not accepted, whatever it says
+        if answer.transfer_syntax not in proposal.transfer_syntaxes:
+            return (
+                f"it accepted presentation context {answer.id} ({proposal.abstract_syntax}) in "
+                f"transfer syntax {answer.transfer_syntax!r}, which we did not propose for it"
+            )
+    return None
 
 
 @dataclass(frozen=True)
