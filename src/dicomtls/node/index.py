@@ -165,7 +165,9 @@ def _values_of(identifier: Dataset, keyword: str) -> list[str]:
     """The values given for a key the index does not match as a column ([] when absent)."""
     if keyword not in identifier:
         return []
-    return [v for v in _values(identifier[keyword]) if v != "*"]
+    values = _values(identifier[keyword])
+    _check_characters(keyword, values)
+    return [v for v in values if v != "*"]
 
 
 def _shown(values: Sequence[str]) -> str:
@@ -189,10 +191,22 @@ def _values(element: DataElement) -> list[str]:
     return [] if texts == [""] else texts
 
 
+def _check_characters(keyword: str, values: Sequence[str]) -> None:
+    """No NUL inside a value (padding at its end was stripped): PS3.5 6.2 allows no control
+    character in these VRs, nothing stored holds one, and PostgreSQL cannot even be asked
+    (its text has no NUL), so the two backends would answer differently."""
+    if any("\x00" in value for value in values):
+        raise QueryError(
+            f"{keyword} {_shown(values)} holds a NUL character inside a value, which no "
+            "value of its VR may (PS3.5 6.2)"
+        )
+
+
 def _check_values(keyword: str, values: Sequence[str]) -> None:
     """What PS3.4 C.2.2.2 allows a key: more values than its VM (1 for every key here) only
     as a List of UID Matching (C.2.2.2.2), each item one UID. Anything else is refused: a
     multi-valued PatientName is not a list to match against, and no other type defines it."""
+    _check_characters(keyword, values)
     if _BY_KEYWORD[keyword].kind == "uid":
         if len(values) > 1 and "" in values:
             raise QueryError(f"{keyword}: an empty item in a list of UIDs (PS3.4 C.2.2.2.2)")
