@@ -1,0 +1,128 @@
+"""A C-FIND that makes the embedded SQLite index work hard, against a real ``dicomtls serve``.
+
+A kept value may be 64 KiB long (longer is refused, issue 13), and a wildcard pattern 1,024
+characters; matching one against the other costs SQLite about 60 ms a row. A peer allowed to
+store and to query stores a hundred such objects, then asks for ``*AAAA...B``: seconds of
+SQLite work. That work ran on the one connection the node also writes with, and the node
+indexes a C-STORE on its event loop, so the next C-STORE from anyone froze the whole node
+(no handshake, no C-ECHO) until the query ended. Queries now run on a connection of their
+own: the node goes on serving while one runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+from dicomtls.dimse.command import CommandField, Tag, number
+from dicomtls.dimse.datasets import encode_dataset
+from dicomtls.dimse.messages import c_find_rq
+from dicomtls.dimse.status import Status
+from dicomtls.net.association import Association, associate, default_proposals
+from dicomtls.net.qr_scu import QueryModel
+from dicomtls.tls.settings import TLSSettings
+
+from ..conftest import MatrixPKI
+from .conftest import AE, PATIENT, LiveNode, _timeouts, _tls_args, good_echo, start
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.valuerep")
+CT = UID("1.2.840.10008.5.1.4.1.1.2")
+STUDY_ROOT = QueryModel.STUDY_ROOT
+#: Objects whose PatientName is as long as a kept value may be, and the pattern that scans it.
+HOSTILE_OBJECTS = 100
+LONG_NAME = "A" * 65_000
+PATTERN = "*" + "A" * 1022 + "B"
+
+
+def _make(path: Path, name: str) -> Path:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
+    ds.PatientName, ds.PatientID = name, "LONG"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CT"
+    ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, 8, 8, 1
+    ds.PixelData = bytes(64)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CT
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _until_busy(node: LiveNode, seconds: float, timeout: float = 30) -> None:
+    """Wait until the node has spent ``seconds`` of CPU from now: the query is running (it
+    has nothing else to do)."""
+    start, deadline = _cpu_seconds(node.proc.pid), time.monotonic() + timeout
+    while _cpu_seconds(node.proc.pid) - start < seconds:
+        assert time.monotonic() < deadline, "the node never got busy with the query"
+        await asyncio.sleep(0.05)  # polling the node's CPU time, the event waited for
+
+
+async def _connect(port: int, tls: TLSSettings, calling: str, *classes: str) -> Association:
+    return await associate(
+        "127.0.0.1",
+        port,
+        tls,
+        called_ae=AE,
+        calling_ae=calling,
+        proposals=default_proposals([CT, *classes]),
+        dimse_timeout=60,
+    )
+
+
+async def _find_status(assoc: Association, identifier: Dataset) -> int:
+    context = assoc.negotiated.context_for(STUDY_ROOT.find_uid)
+    assert context is not None
+    message_id = assoc.next_message_id()
+    data = encode_dataset(identifier, context.transfer_syntax)
+    await assoc.send_message(context.id, c_find_rq(message_id, STUDY_ROOT.find_uid), [data])
+    while True:
+        response = await assoc.response(CommandField.C_FIND_RSP, message_id)
+        status = number(response.command, Tag.Status)
+        if status != Status.PENDING:
+            return status
+
+
+async def _scenario(node: LiveNode, tls: TLSSettings, folder: Path) -> tuple[bool, int]:
+    """Whether a C-STORE and a new C-ECHO were served while the hostile C-FIND ran; its status."""
+    folder.mkdir()
+    long = [_make(folder / f"long{n}.dcm", LONG_NAME) for n in range(HOSTILE_OBJECTS)]
+    async with await _connect(node.port, tls, "LOADER") as loader:
+        assert [await loader.store(path) for path in long] == [Status.SUCCESS] * len(long)
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID, query.PatientName = "STUDY", "", PATTERN
+    async with (
+        await _connect(node.port, tls, "FINDER", STUDY_ROOT.find_uid) as finder,
+        await _connect(node.port, tls, "STORER") as storer,
+    ):
+        found = asyncio.create_task(_find_status(finder, query))
+        await _until_busy(node, 0.5)
+        stored = await storer.store(_make(folder / "next.dcm", "Next^Patient"))
+        assert stored == Status.SUCCESS
+        assert await good_echo(node.port, tls) == Status.SUCCESS
+        served_meanwhile = not found.done()
+        return served_meanwhile, await found
+
+
+def test_a_c_find_that_makes_sqlite_work_does_not_freeze_the_node(
+    matrix_pki: MatrixPKI, client_tls: TLSSettings, tmp_path: Path
+) -> None:
+    node = start(tmp_path, *_tls_args(matrix_pki), *_timeouts(PATIENT, PATIENT, PATIENT))
+    try:
+        served_meanwhile, status = asyncio.run(_scenario(node, client_tls, tmp_path / "sent"))
+    finally:
+        node.stop()
+    node.check_one_line_each()
+    assert served_meanwhile, "the C-STORE and the C-ECHO waited for the C-FIND to end"
+    assert status == Status.SUCCESS  # no match, and an answer
