@@ -7,6 +7,10 @@ SQLite work. That work ran on the one connection the node also writes with, and 
 indexes a C-STORE on its event loop, so the next C-STORE from anyone froze the whole node
 (no handshake, no C-ECHO) until the query ended. Queries now run on a connection of their
 own: the node goes on serving while one runs.
+
+A few such queries at once (one per worker thread of the event loop's default executor)
+also held up every C-STORE of a durable node: its commits (the fsyncs) waited for a thread
+of the same pool. The folder store now commits on threads of its own.
 """
 
 from __future__ import annotations
@@ -94,35 +98,49 @@ async def _find_status(assoc: Association, identifier: Dataset) -> int:
             return status
 
 
-async def _scenario(node: LiveNode, tls: TLSSettings, folder: Path) -> tuple[bool, int]:
-    """Whether a C-STORE and a new C-ECHO were served while the hostile C-FIND ran; its status."""
+async def _scenario(
+    node: LiveNode, tls: TLSSettings, folder: Path, finders: int
+) -> tuple[bool, list[int]]:
+    """Whether a C-STORE and a new C-ECHO were served while ``finders`` hostile C-FINDs ran
+    (none of them answered yet); their statuses."""
     folder.mkdir()
     long = [_make(folder / f"long{n}.dcm", LONG_NAME) for n in range(HOSTILE_OBJECTS)]
     async with await _connect(node.port, tls, "LOADER") as loader:
         assert [await loader.store(path) for path in long] == [Status.SUCCESS] * len(long)
     query = Dataset()
     query.QueryRetrieveLevel, query.StudyInstanceUID, query.PatientName = "STUDY", "", PATTERN
-    async with (
-        await _connect(node.port, tls, "FINDER", STUDY_ROOT.find_uid) as finder,
-        await _connect(node.port, tls, "STORER") as storer,
-    ):
-        found = asyncio.create_task(_find_status(finder, query))
-        await _until_busy(node, 0.5)
-        stored = await storer.store(_make(folder / "next.dcm", "Next^Patient"))
-        assert stored == Status.SUCCESS
-        assert await good_echo(node.port, tls) == Status.SUCCESS
-        served_meanwhile = not found.done()
-        return served_meanwhile, await found
+    associations = [
+        await _connect(node.port, tls, f"FINDER{n}", STUDY_ROOT.find_uid) for n in range(finders)
+    ]
+    try:
+        async with await _connect(node.port, tls, "STORER") as storer:
+            found = [asyncio.create_task(_find_status(a, query)) for a in associations]
+            await _until_busy(node, 0.5)
+            stored = await storer.store(_make(folder / "next.dcm", "Next^Patient"))
+            assert stored == Status.SUCCESS
+            assert await good_echo(node.port, tls) == Status.SUCCESS
+            served_meanwhile = not any(task.done() for task in found)
+            return served_meanwhile, list(await asyncio.gather(*found))
+    finally:
+        for association in associations:
+            await association.release()
 
 
-def test_a_c_find_that_makes_sqlite_work_does_not_freeze_the_node(
-    matrix_pki: MatrixPKI, client_tls: TLSSettings, tmp_path: Path
+@pytest.mark.parametrize(
+    "finders",
+    [1, min(32, (os.cpu_count() or 1) + 4)],  # one; as many as the default executor's threads
+    ids=["one-query", "a-query-per-worker-thread"],
+)
+def test_c_finds_that_make_sqlite_work_do_not_hold_up_the_node(
+    matrix_pki: MatrixPKI, client_tls: TLSSettings, tmp_path: Path, finders: int
 ) -> None:
     node = start(tmp_path, *_tls_args(matrix_pki), *_timeouts(PATIENT, PATIENT, PATIENT))
     try:
-        served_meanwhile, status = asyncio.run(_scenario(node, client_tls, tmp_path / "sent"))
+        served_meanwhile, statuses = asyncio.run(
+            _scenario(node, client_tls, tmp_path / "sent", finders)
+        )
     finally:
         node.stop()
     node.check_one_line_each()
-    assert served_meanwhile, "the C-STORE and the C-ECHO waited for the C-FIND to end"
-    assert status == Status.SUCCESS  # no match, and an answer
+    assert served_meanwhile, "the C-STORE and the C-ECHO waited for the C-FINDs to end"
+    assert statuses == [Status.SUCCESS] * finders  # no match, and an answer each
