@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,12 @@ from dicomtls.dimse.messages import c_find_rq
 from dicomtls.dimse.status import Status
 from dicomtls.net.association import Association, associate, default_proposals
 from dicomtls.net.qr_scu import QueryModel
+from dicomtls.node.index import Index, QueryError
+from dicomtls.node.index_pg import PostgresIndex
 from dicomtls.tls.settings import TLSSettings
 
 from ..conftest import MatrixPKI
+from ..servers import PostgresServer, postgres  # noqa: F401  (session fixture)
 from .conftest import AE, PATIENT, LiveNode, _timeouts, _tls_args, good_echo, start
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.valuerep")
@@ -143,4 +147,57 @@ def test_c_finds_that_make_sqlite_work_do_not_hold_up_the_node(
         node.stop()
     node.check_one_line_each()
     assert served_meanwhile, "the C-STORE and the C-ECHO waited for the C-FINDs to end"
-    assert statuses == [Status.SUCCESS] * finders  # no match, and an answer each
+    # each answered: no match, or (on a loaded machine) refused past the 10 s time limit
+    assert set(statuses) <= {Status.SUCCESS, Status.OUT_OF_RESOURCES}, statuses
+
+
+# -- the work one query may cost, on both backends --------------------------------------------
+
+
+def _hostile_rows(index: Index | PostgresIndex, count: int) -> None:
+    for n in range(count):
+        study = f"1.2.826.0.1.3680043.10.9.{n}"
+        attributes = {
+            "PatientID": f"LONG{n}",  # a patient each: PostgreSQL holds a name per patient
+            "PatientName": LONG_NAME,
+            "StudyInstanceUID": study,
+            "SeriesInstanceUID": f"{study}.1",
+            "SOPInstanceUID": f"{study}.1.1",
+            "SOPClassUID": CT,
+        }
+        index.add(Path(f"/nowhere/{n}.dcm"), attributes)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def slow_index(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    postgres: PostgresServer,  # noqa: F811
+) -> Iterator[Index | PostgresIndex]:
+    """An index that allows a query half a second, holding rows that cost ~60 ms each."""
+    index: Index | PostgresIndex
+    if request.param == "sqlite":
+        index = Index(tmp_path / "index.sqlite", query_timeout=0.5)
+    else:
+        index = PostgresIndex(postgres.new_database(), timeout=0.5)
+    try:
+        _hostile_rows(index, 80)  # about 5 s of work
+        yield index
+    finally:
+        index.close()
+
+
+def test_a_query_past_the_index_time_limit_is_refused_out_of_resources(
+    slow_index: Index | PostgresIndex,
+) -> None:
+    query = Dataset()
+    query.QueryRetrieveLevel, query.StudyInstanceUID, query.PatientName = "STUDY", "", PATTERN
+    started = time.monotonic()
+    with pytest.raises(QueryError, match="time limit") as refused:
+        list(slow_index.find(query, STUDY_ROOT))
+    assert refused.value.status == Status.OUT_OF_RESOURCES
+    assert time.monotonic() - started < 2.5  # cut off near its limit, not run to the end
+    query.PatientName = "*"
+    assert [str(m.StudyInstanceUID) for m in slow_index.find(query, STUDY_ROOT)][:1] == [
+        "1.2.826.0.1.3680043.10.9.0"
+    ]  # the index still answers
