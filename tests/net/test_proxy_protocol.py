@@ -336,3 +336,25 @@ def test_max_per_peer_counts_an_ipv6_host_by_its_64_as_the_handshake_bounds_do(
     messages = [r.getMessage() for r in caplog.records]
     assert any("1 associations already active from 2001:db8::/64" in m for m in messages), messages
     assert any("1 associations already active from 10.9.8.7" in m for m in messages), messages
+
+
+def test_a_client_behind_the_proxy_cannot_name_itself_with_a_header_of_its_own(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the first header counts, the balancer's: a second one, the client's, is the
+    start of its TLS bytes, so the handshake fails, and the line names the real client."""
+    caplog.set_level(logging.INFO)
+    forged = encode_header(("6.6.6.6", 1)) + b"\x16\x03\x01\x00\xa0\x01" + bytes(64)
+
+    async def run() -> bytes:
+        async with (
+            running(site, tmp_path / "store", proxy=LOOPBACK) as node,
+            relay(node.port, encode_header(("10.9.8.7", 40001))) as via,
+        ):
+            return await _raw(via, forged)
+
+    answer = asyncio.run(run())
+    assert not answer.startswith(b"\x16")  # no ServerHello: at most an alert
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("10.9.8.7:40001" in m and "handshake" in m.lower() for m in messages), messages
+    assert not any("6.6.6.6" in m for m in messages), messages
