@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import UID, generate_uid
 
 from dicomtls.dimse.command import CommandField, Tag, number
 from dicomtls.dimse.datasets import encode_dataset
@@ -36,6 +36,7 @@ from dicomtls.node.index_pg import PostgresIndex
 from dicomtls.tls.settings import TLSSettings
 
 from ..conftest import MatrixPKI
+from ..node.test_storage import _make_file
 from ..servers import PostgresServer, postgres  # noqa: F401  (session fixture)
 from .conftest import AE, PATIENT, LiveNode, _timeouts, _tls_args, good_echo, start
 
@@ -49,16 +50,10 @@ PATTERN = "*" + "A" * 1022 + "B"
 
 
 def _make(path: Path, name: str) -> Path:
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = CT, generate_uid()
+    """A CT object of its own study, whose patient is called ``name``."""
+    ds = _make_file(path, pixels=1000)
     ds.PatientName, ds.PatientID = name, "LONG"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CT"
-    ds.BitsAllocated, ds.Rows, ds.Columns, ds.SamplesPerPixel = 8, 8, 8, 1
-    ds.PixelData = bytes(64)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CT
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.save_as(path, enforce_file_format=True)
     return path
 
