@@ -290,3 +290,71 @@ def test_a_header_and_client_hello_in_one_segment(site: Site, tmp_path: Path) ->
             await _echo_via(site, node, via)
 
     asyncio.run(run())
+
+
+def test_max_per_peer_counts_an_ipv6_host_by_its_64_as_the_handshake_bounds_do(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client picks any address of its IPv6 /64 (privacy addresses), and the proxy names
+    whichever it used: counted per address, one host took max_per_peer slots per address,
+    every slot of the node in the end. Counted by /64, as the pending-handshake bounds are;
+    an IPv4-mapped address counts as its IPv4 address."""
+    caplog.set_level(logging.WARNING)
+
+    async def attempt(site: Site, node: RunningNode, port: int) -> str:
+        try:
+            await _echo_via(site, node, port)
+        except AssociationError as exc:
+            return str(exc)
+        return "served"
+
+    async def run() -> dict[str, str]:
+        async with (
+            running(
+                site, tmp_path / "store", proxy=LOOPBACK, limits=Limits(max_per_peer=1)
+            ) as node,
+            relay(node.port, encode_header(("2001:db8::7", 40001))) as six,
+            relay(node.port, encode_header(("2001:db8::8", 40002))) as same_64,
+            relay(node.port, encode_header(("2001:db8:0:1::9", 40003))) as other_64,
+            relay(node.port, encode_header(("10.9.8.7", 40004))) as four,
+            relay(node.port, encode_header(("::ffff:10.9.8.7", 40005))) as mapped,
+        ):
+            real, node.server.port = node.server.port, six
+            async with await connect_as(site, node, "ct1", "CT1"):  # holds the /64's slot
+                node.server.port = four
+                async with await connect_as(site, node, "ct1", "CT1"):  # 10.9.8.7's
+                    node.server.port = real
+                    return {
+                        "same /64": await attempt(site, node, same_64),
+                        "another /64": await attempt(site, node, other_64),
+                        "mapped": await attempt(site, node, mapped),
+                    }
+
+    out = asyncio.run(run())
+    assert "rejected" in out["same /64"] and "rejected" in out["mapped"], out
+    assert out["another /64"] == "served"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("1 associations already active from 2001:db8::/64" in m for m in messages), messages
+    assert any("1 associations already active from 10.9.8.7" in m for m in messages), messages
+
+
+def test_a_client_behind_the_proxy_cannot_name_itself_with_a_header_of_its_own(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only the first header counts, the balancer's: a second one, the client's, is the
+    start of its TLS bytes, so the handshake fails, and the line names the real client."""
+    caplog.set_level(logging.INFO)
+    forged = encode_header(("6.6.6.6", 1)) + b"\x16\x03\x01\x00\xa0\x01" + bytes(64)
+
+    async def run() -> bytes:
+        async with (
+            running(site, tmp_path / "store", proxy=LOOPBACK) as node,
+            relay(node.port, encode_header(("10.9.8.7", 40001))) as via,
+        ):
+            return await _raw(via, forged)
+
+    answer = asyncio.run(run())
+    assert not answer.startswith(b"\x16")  # no ServerHello: at most an alert
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("10.9.8.7:40001" in m and "handshake" in m.lower() for m in messages), messages
+    assert not any("6.6.6.6" in m for m in messages), messages

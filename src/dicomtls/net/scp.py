@@ -41,7 +41,7 @@ from dicomtls.net.hooks import (
     Services,
 )
 from dicomtls.net.link import ClosedOnExit, LinkEvents, ProxyProtocol, SecureLink, TLSSource, serve
-from dicomtls.net.pending import HandshakeLimits
+from dicomtls.net.pending import HandshakeLimits, address_key
 from dicomtls.ul.acse import AcceptorPolicy, Negotiated, answer_request, rejection
 from dicomtls.ul.codes import (
     RejectReasonPresentation,
@@ -72,7 +72,8 @@ class Limits:
 
     max_associations: int = 100
     max_per_peer: int = 20
-    """Per peer IP address: one misbehaving host cannot take every slot."""
+    """Per peer IP address (per /64 for IPv6, as the handshake bounds count): one
+    misbehaving host cannot take every slot."""
     idle_timeout: float | None = 300.0
     """Abort an association that sends nothing for this long."""
     artim_timeout: float = 30.0
@@ -137,7 +138,7 @@ async def serve_dicom(
         return dataclasses.replace(policy, supported=supported)
 
     async def handler(link: SecureLink) -> None:
-        address = link.peer.rsplit(":", 1)[0]
+        address = _quota_key(link.peer)
         active[address] = active.get(address, 0) + 1
         try:
             refusal = _over_limit(active, address, limits)
@@ -179,6 +180,14 @@ def storage_policy(
         require_called_ae=not accept_any_called_ae,
         called_ae_hint=called_ae_hint,
     )
+
+
+def _quota_key(peer: str) -> str:
+    """Whose ``max_per_peer`` a link (``host:port``, ``[v6]:port``) counts against: the key
+    the pending-handshake bounds use. An IPv6 host picks any address of its /64 (and through
+    a proxy, whichever it used is named), so per address one host could take every slot."""
+    host = peer.rsplit(":", 1)[0]
+    return address_key(host.removeprefix("[").removesuffix("]"))
 
 
 def _over_limit(active: dict[str, int], address: str, limits: Limits) -> str | None:

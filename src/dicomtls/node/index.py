@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ __all__ = [
     "INDEXED_KEYWORDS",
     "LEVEL_KEYS",
     "MAX_MATCH_LENGTH",
+    "QUERY_TIMEOUT",
     "SQLITE",
     "Dialect",
     "FindQuery",
@@ -47,6 +49,7 @@ __all__ = [
     "QueryError",
     "find_query",
     "index_files",
+    "over_time_limit",
     "retrieve_query",
 ]
 
@@ -62,6 +65,32 @@ class QueryError(StatusError):
 
     def __init__(self, reason: str, status: int = Status.DATASET_DOES_NOT_MATCH_SOP_CLASS) -> None:
         super().__init__(status, reason)
+
+
+def over_time_limit(limit: float, status: int) -> QueryError:
+    """The refusal of a query that worked longer than ``limit``: out of resources (PS3.4
+    C.4.1.1.4: A700H for C-FIND; C.4.2.1.5, C.4.3.1.4: A701H for C-MOVE and C-GET)."""
+    return QueryError(f"the query ran past the index's time limit of {limit:g} s", status)
+
+
+#: SQLite virtual machine instructions between two looks at a query's clock: a few rows of
+#: a scan (a look costs a Python call: about 5% of a plain scan at this rate).
+_CHECK_EVERY = 100
+
+
+class _Deadline:
+    """SQLite's progress handler: stops a query once it has worked ``limit`` seconds since
+    :meth:`restart` (truthy stops it; SQLite then raises "interrupted")."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.restart()
+
+    def restart(self) -> None:
+        self.at = time.monotonic() + self.limit
+
+    def __call__(self) -> bool:
+        return time.monotonic() > self.at
 
 
 @dataclass(frozen=True)
@@ -148,6 +177,10 @@ _LEVEL_OF = {keyword: level for level, keys in LEVEL_KEYS.items() for keyword in
 #: A longer matching value is refused (our limit; PS3.4 C.2.2.2 lets a key exceed its VR's
 #: length, but no stored value comes near this, and a wildcard pattern costs per character).
 MAX_MATCH_LENGTH = 1024
+#: How long a query may work (seconds) before it is refused: PostgreSQL's statement timeout,
+#: and on SQLite the time spent finding one row (for a grouped query, the first is all of
+#: it). A 1,024-character pattern costs about 60 ms against each 64 KiB value.
+QUERY_TIMEOUT = 10.0
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
@@ -165,7 +198,9 @@ def _values_of(identifier: Dataset, keyword: str) -> list[str]:
     """The values given for a key the index does not match as a column ([] when absent)."""
     if keyword not in identifier:
         return []
-    return [v for v in _values(identifier[keyword]) if v != "*"]
+    values = _values(identifier[keyword])
+    _check_characters(keyword, values)
+    return [v for v in values if v != "*"]
 
 
 def _shown(values: Sequence[str]) -> str:
@@ -189,10 +224,22 @@ def _values(element: DataElement) -> list[str]:
     return [] if texts == [""] else texts
 
 
+def _check_characters(keyword: str, values: Sequence[str]) -> None:
+    """No NUL inside a value (padding at its end was stripped): PS3.5 6.2 allows no control
+    character in these VRs, nothing stored holds one, and PostgreSQL cannot even be asked
+    (its text has no NUL), so the two backends would answer differently."""
+    if any("\x00" in value for value in values):
+        raise QueryError(
+            f"{keyword} {_shown(values)} holds a NUL character inside a value, which no "
+            "value of its VR may (PS3.5 6.2)"
+        )
+
+
 def _check_values(keyword: str, values: Sequence[str]) -> None:
     """What PS3.4 C.2.2.2 allows a key: more values than its VM (1 for every key here) only
     as a List of UID Matching (C.2.2.2.2), each item one UID. Anything else is refused: a
     multi-valued PatientName is not a list to match against, and no other type defines it."""
+    _check_characters(keyword, values)
     if _BY_KEYWORD[keyword].kind == "uid":
         if len(values) > 1 and "" in values:
             raise QueryError(f"{keyword}: an empty item in a list of UIDs (PS3.4 C.2.2.2.2)")
@@ -519,8 +566,11 @@ class Index:
     #: Calls may block on a server (PostgreSQL): the node makes them off its event loop.
     remote = False
 
-    def __init__(self, path: Path, *, mode: int = PRIVATE_FILE_MODE) -> None:
+    def __init__(
+        self, path: Path, *, mode: int = PRIVATE_FILE_MODE, query_timeout: float = QUERY_TIMEOUT
+    ) -> None:
         self.path = path
+        self.query_timeout = query_timeout
         mode = check_file_mode(mode)
         journals = (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
         if not path.exists():  # a deleted index must not be revived from a stale journal
@@ -583,11 +633,37 @@ class Index:
         finally:
             self._db.execute("COMMIT")
 
+    def _rows(self, sql: str, args: Sequence[object], status: int) -> Iterator[Sequence[object]]:
+        """A query's rows, read on a connection of its own, closed when they are; past
+        :attr:`query_timeout` for one row, :func:`over_time_limit` with ``status``.
+
+        The node writes on ``_db`` from its event loop (C-STORE); a query runs on a worker
+        thread and may work for seconds (a 1,024-character pattern against 64 KiB values).
+        On one connection the next C-STORE waited for it, and the whole node with it; on two,
+        WAL lets the query read while the node writes. The clock restarts for each row, so
+        a peer that reads its matches slowly is not cut off.
+        """
+        reader = sqlite3.connect(self.path, check_same_thread=False)
+        deadline = _Deadline(self.query_timeout)
+        reader.set_progress_handler(deadline, _CHECK_EVERY)
+        try:
+            reader.execute("PRAGMA query_only = ON")
+            cursor = reader.execute(sql, args)
+            while (row := cursor.fetchone()) is not None:
+                yield row
+                deadline.restart()
+        except sqlite3.OperationalError:
+            if not deadline():
+                raise
+            raise over_time_limit(self.query_timeout, status) from None
+        finally:
+            reader.close()
+
     def find(self, identifier: Dataset, model: QueryModel) -> Iterator[Dataset]:
         """C-FIND (see :func:`find_query`); :class:`QueryError` at once (not on the first
         match) for an identifier a baseline C-FIND does not allow."""
         query = find_query(identifier, model, SQLITE)
-        return query.matches(self._db.execute(query.sql, query.args))
+        return query.matches(self._rows(query.sql, query.args, Status.OUT_OF_RESOURCES))
 
     def describe(
         self, *, paths: Iterable[Path] = (), sop_instance_uids: Iterable[str] = ()
@@ -609,4 +685,5 @@ class Index:
         """C-MOVE/C-GET: the files of every instance the identifier's unique keys select
         (PS3.4 C.4.2.3.1); :class:`QueryError` for one a baseline retrieval does not allow."""
         sql, args = retrieve_query(identifier, model, SQLITE)
-        return [Path(r[0]) for r in self._db.execute(sql, args)]
+        rows = self._rows(sql, args, Status.OUT_OF_RESOURCES_NUMBER_OF_MATCHES)
+        return [Path(str(r[0])) for r in rows]

@@ -35,6 +35,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from dicomtls.dimse.status import Status
 from dicomtls.errors import DicomTLSError
 from dicomtls.logs import get_logger
 from dicomtls.net.qr_scu import QueryModel
@@ -43,11 +44,13 @@ from dicomtls.node.index import (
     _COLUMNS,
     INDEXED_KEYWORDS,
     LEVEL_KEYS,
+    QUERY_TIMEOUT,
     Dialect,
     InstanceFacts,
     _wildcard_to_like,
     find_query,
     index_files,
+    over_time_limit,
     retrieve_query,
 )
 
@@ -207,6 +210,9 @@ END $$;
 """,
 )
 
+#: SQLSTATE query_canceled: what the statement timeout raises.
+_QUERY_CANCELED = "57014"
+
 #: Advisory lock keys (one 64-bit space per database): migrations, and the janitor's turn.
 MIGRATION_LOCK = 0x6469636F6D01
 JANITOR_LOCK = 0x6469636F6D02
@@ -252,10 +258,11 @@ class PostgresIndex:
     remote = True
 
     def __init__(
-        self, dsn: str, *, pool_size: int = 16, timeout: float = 10.0, node: str = ""
+        self, dsn: str, *, pool_size: int = 16, timeout: float = QUERY_TIMEOUT, node: str = ""
     ) -> None:
         self.dsn = dsn
         self.node = node
+        self.timeout = timeout
         self._pool = _pool(dsn, pool_size, timeout)
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -393,17 +400,28 @@ class PostgresIndex:
             ).fetchone()
         return None if row is None else (str(row[0]), int(row[1]), row[2])
 
+    @contextlib.contextmanager
+    def _limited(self, status: int) -> Iterator[None]:
+        """A query the statement timeout cut off is refused as out of resources (``status``),
+        in one line, as SQLite's is (:func:`~dicomtls.node.index.over_time_limit`)."""
+        try:
+            yield
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) != _QUERY_CANCELED:
+                raise
+            raise over_time_limit(self.timeout, status) from None
+
     def find(self, identifier: Dataset, model: QueryModel) -> Iterator[Dataset]:
         """C-FIND, as :meth:`dicomtls.node.index.Index.find` answers it."""
         query = find_query(identifier, model, POSTGRESQL)
-        with self._connection() as db:
+        with self._limited(Status.OUT_OF_RESOURCES), self._connection() as db:
             rows = db.execute(query.sql, query.args).fetchall()
         return query.matches(rows)
 
     def files(self, identifier: Dataset, model: QueryModel) -> list[Path]:
         """C-MOVE/C-GET: where every selected instance is stored (its store reads it)."""
         sql, args = retrieve_query(identifier, model, POSTGRESQL)
-        with self._connection() as db:
+        with self._limited(Status.OUT_OF_RESOURCES_NUMBER_OF_MATCHES), self._connection() as db:
             return [Path(row[0]) for row in db.execute(sql, args)]
 
     def describe(

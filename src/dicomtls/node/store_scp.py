@@ -28,6 +28,8 @@ wins, the second is judged against it. One store folder serves one node process.
 PatientID where LO allows 64 characters) could only be indexed as empty. The object is
 refused with A900H "Data Set does not match SOP Class" (PS3.4 B.2.3): it was read, and
 breaks its IOD; C000H "Cannot understand" would send whoever debugs it after an encoding error.
+So is **a NUL inside a kept value** (PS3.5 6.2 allows no control character there): SQLite
+would index it, PostgreSQL cannot, and the two backends must keep the same objects.
 """
 
 from __future__ import annotations
@@ -142,6 +144,19 @@ def _too_long(scanned: ScannedDataset) -> str | None:
     return "; ".join(reasons) + ": it cannot be indexed, and an index entry without it is wrong"
 
 
+def _nul_inside(attributes: Mapping[str, str]) -> str | None:
+    """Why a kept value cannot be indexed alike by every backend, or None: a NUL inside it
+    (at its end it is padding, already stripped). PS3.5 6.2 allows no control character in
+    these VRs; SQLite would keep it, PostgreSQL's text cannot hold it."""
+    holding = [keyword for keyword, text in attributes.items() if "\x00" in text]
+    if not holding:
+        return None
+    return (
+        f"{', '.join(holding)} holds a NUL character inside its value, which its VR does "
+        "not allow (PS3.5 6.2): it cannot be indexed"
+    )
+
+
 class _Job:
     """One incoming object: written (behind, for large fragments), then committed. After a
     write error it swallows the rest and reports it at commit. The SCP has checked the data
@@ -199,11 +214,11 @@ class _Job:
         await self._catch_up(0)
         if self.failure is not None:
             return _refused(self._peer, self._sop_instance_uid, self.failure)
-        too_long = _too_long(dataset)
-        if too_long is not None:
-            incoming.abort()
-            return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, too_long)
         attributes = dataset.texts(self._handler.keep)
+        unindexable = _too_long(dataset) or _nul_inside(attributes)
+        if unindexable is not None:
+            incoming.abort()
+            return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, unindexable)
         async with self._handler.claim(self._sop_instance_uid):
             resent = await self._handler.held(self._sop_instance_uid, attributes)
             if resent is not None and not resent.replaced:
