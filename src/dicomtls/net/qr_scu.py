@@ -7,6 +7,7 @@ never holds an object in memory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import functools
@@ -166,8 +167,9 @@ def _context(association: Association, sop_class: str) -> tuple[int, str]:
 #: What one match costs in memory beyond its identifier's bytes: a decoded data set of one
 #: short element takes about 1.4 KiB (measured with tracemalloc).
 MATCH_OVERHEAD = 2 << 10
-#: Pending responses we read after our C-CANCEL before giving up on the SCP ending the C-FIND.
-_AFTER_CANCEL = 1000
+#: Seconds an SCP has to end a C-FIND after our C-CANCEL when the association has no DIMSE
+#: timeout: the responses it had in flight (thousands, on a fast link) are read and dropped.
+CANCEL_GRACE = 120.0
 
 
 async def find(
@@ -198,19 +200,20 @@ async def find(
 
 
 async def _cancel_find(association: Association, message_id: int) -> None:
-    """Too many matches: C-CANCEL, discard the responses the SCP still sends (at most
-    :data:`_AFTER_CANCEL`, then A-ABORT), and raise."""
+    """Too many matches: C-CANCEL, drop the responses the SCP had in flight until it ends
+    the C-FIND (within the DIMSE timeout, else A-ABORT), and raise."""
     limit = association.max_find_memory
     log.warning("C-FIND at %s: matches beyond %d bytes; sending C-CANCEL", association.peer, limit)
     await cancel(association, message_id)
-    for _ in range(_AFTER_CANCEL):
-        response = await association.response(CommandField.C_FIND_RSP, message_id)
-        if status_category(number(response.command, Tag.Status)) is not Category.PENDING:
-            break
-    else:
-        association.protocol_failure(
-            f"C-FIND still pending {_AFTER_CANCEL} responses after C-CANCEL"
-        )
+    grace = association.dimse_timeout or CANCEL_GRACE
+    try:
+        async with asyncio.timeout(grace):
+            while True:
+                response = await association.response(CommandField.C_FIND_RSP, message_id)
+                if status_category(number(response.command, Tag.Status)) is not Category.PENDING:
+                    break
+    except TimeoutError:
+        association.protocol_failure(f"C-FIND still pending {grace:g} s after our C-CANCEL")
     raise AssociationError(
         f"C-FIND at {association.peer}: more matches than fit in {limit} bytes "
         "(Association.max_find_memory); cancelled. Narrow the query"
