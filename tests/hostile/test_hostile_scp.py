@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.dimse.messages import c_get_rsp, c_store_rq
 from dicomtls.dimse.status import Status
+from dicomtls.errors import AssociationError
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
@@ -25,7 +26,7 @@ from dicomtls.sync import associate
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.ul.acse import Proposal
 from dicomtls.ul.items import RoleSelection
-from dicomtls.ul.pdu import AssociateAC
+from dicomtls.ul.pdu import Abort, AssociateAC
 
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
@@ -38,10 +39,15 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
 def pushing(
-    pushes: list[tuple[int, str]], dataset: bytes, uid: str, answers: list[int]
+    pushes: list[tuple[int, str]],
+    dataset: bytes,
+    uid: str,
+    answers: list[int],
+    answering: int = 1,
 ) -> Callable[[SCPLink], None]:
     """A script: answer a C-GET with ``pushes`` (context ID, SOP class) as C-STOREs of
-    ``dataset``, keep our status for each in ``answers``, then end the C-GET with Success."""
+    ``dataset``, keep our status for each in ``answers``, then end the C-GET with Success,
+    as the response to message ``answering`` (ours is 1)."""
 
     def script(link: SCPLink) -> None:
         get = link.next_command()
@@ -51,7 +57,7 @@ def pushing(
             answer = link.next_command()
             assert answer is not None
             answers.append(status_of(answer))
-        final = c_get_rsp(1, GET, Status.SUCCESS, (0, 0, 0, 0))
+        final = c_get_rsp(answering, GET, Status.SUCCESS, (0, 0, 0, 0))
         link.send(message_pdus(get.pdvs[0].context_id, final))
         link.release()
 
@@ -148,3 +154,16 @@ def test_a_push_on_the_context_we_opened_is_received(
     assert answers == [Status.SUCCESS]
     assert stored == [sample[1]] and status == Status.SUCCESS
     assert [p.stem for p in (tmp_path / "got").glob("*.dcm")] == [sample[1]]
+
+
+def test_a_final_response_to_another_message_ends_the_get_with_an_abort(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, sample: tuple[bytes, str], tmp_path: Path
+) -> None:
+    """A C-GET-RSP must answer our C-GET (Message ID Being Responded To, PS3.7 9.3.3.2): one
+    answering a message we never sent ends nothing of ours, so the association is aborted."""
+    answers: list[int] = []
+    scp = HostileSCP(scp_context, pushing([(5, CT)], *sample, answers, answering=2))
+    with pytest.raises(AssociationError, match="answered our C-GET out of order"):
+        _get(matrix_pki, scp, tmp_path / "got")
+    assert answers == [Status.SUCCESS]  # what came before it was received as usual
+    assert isinstance(scp.join().received[-1], Abort)

@@ -329,7 +329,11 @@ async def _get_answers(
             )
             await association.send_message(message.context_id, response, None)
             continue
-        if message.field is not CommandField.C_GET_RSP:
-            raise AssociationError(f"{association.peer} sent {message.field.name} during C-GET")
+        if (
+            message.field is not CommandField.C_GET_RSP
+            or message.command.get(Tag.MessageIDBeingRespondedTo) != message_id
+        ):
+            association.protocol_failure(f"expected C-GET-RSP for message {message_id}")
+            raise AssociationError(f"{association.peer} answered our C-GET out of order")
         _note_response(message.command, result)
     return result
