@@ -435,11 +435,12 @@ class PostgresIndex:
 
         A ``*`` C-FIND of a large archive matches millions of rows: read at once they took
         gigabytes of the node's memory. The cursor lives in a transaction on a pooled
-        connection held until the rows end, fail or are abandoned (closed, or collected),
-        which rolls the transaction back and gives the connection back. Nothing is taken
-        before the first row is asked for, so an unstarted generator holds nothing. Each
-        FETCH is a statement under the statement timeout (``status`` if cut off). A C-FIND
-        over :attr:`find_slots` is refused ``status`` at once rather than wait for one.
+        connection held until the rows end, fail or are abandoned (closed, or collected):
+        then the transaction ends (rolled back unless finished) and the connection goes
+        back. Nothing is taken before the first row is asked for, so an unstarted generator
+        holds nothing. Each FETCH is a statement under the statement timeout (``status`` if
+        cut off). A C-FIND over :attr:`find_slots` is refused ``status`` at once: waiting for
+        a slot would hold one of the node's few worker threads for as long as a peer stalls.
         """
         if not self._finding.acquire(blocking=False):
             raise QueryError(
