@@ -29,6 +29,7 @@ Every call blocks on the server: the node makes them on worker threads (``remote
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from dicomtls.node.index import (
     QUERY_TIMEOUT,
     Dialect,
     InstanceFacts,
+    QueryError,
     _wildcard_to_like,
     find_query,
     index_files,
@@ -210,6 +212,10 @@ END $$;
 """,
 )
 
+#: Rows a C-FIND reads from its server-side cursor per FETCH: the most it holds in memory,
+#: whatever the number of matches.
+FIND_BATCH = 1000
+
 #: SQLSTATE query_canceled: what the statement timeout raises.
 _QUERY_CANCELED = "57014"
 
@@ -253,6 +259,8 @@ class PostgresIndex:
 
     ``pool_size`` connections at most (the node's worker threads share them); every statement
     is cut off after ``timeout`` seconds, so a stuck server fails requests, not the node.
+    A C-FIND holds a connection while its peer reads the matches, so C-FINDs take at most
+    half of them (:attr:`find_slots`): the rest stay free for storing and retrieving.
     """
 
     remote = True
@@ -264,6 +272,8 @@ class PostgresIndex:
         self.node = node
         self.timeout = timeout
         self._pool = _pool(dsn, pool_size, timeout)
+        self.find_slots = max(1, pool_size // 2)
+        self._finding = threading.BoundedSemaphore(self.find_slots)
         try:
             self._pool.open(wait=True, timeout=timeout)
             self.migrate()
@@ -412,11 +422,44 @@ class PostgresIndex:
             raise over_time_limit(self.timeout, status) from None
 
     def find(self, identifier: Dataset, model: QueryModel) -> Iterator[Dataset]:
-        """C-FIND, as :meth:`dicomtls.node.index.Index.find` answers it."""
+        """C-FIND, as :meth:`dicomtls.node.index.Index.find` answers it: :class:`QueryError`
+        at once for an identifier a baseline C-FIND does not allow, then the matches as the
+        peer reads them (:meth:`_streamed`)."""
         query = find_query(identifier, model, POSTGRESQL)
-        with self._limited(Status.OUT_OF_RESOURCES), self._connection() as db:
-            rows = db.execute(query.sql, query.args).fetchall()
-        return query.matches(rows)
+        return query.matches(self._streamed(query.sql, query.args, Status.OUT_OF_RESOURCES))
+
+    def _streamed(
+        self, sql: str, args: Sequence[object], status: int
+    ) -> Iterator[Sequence[object]]:
+        """A query's rows from a server-side cursor, :data:`FIND_BATCH` at a time.
+
+        A ``*`` C-FIND of a large archive matches millions of rows: read at once they took
+        gigabytes of the node's memory. The cursor lives in a transaction on a pooled
+        connection held until the rows end, fail or are abandoned (closed, or collected):
+        then the transaction ends (rolled back unless finished) and the connection goes
+        back. Nothing is taken before the first row is asked for, so an unstarted generator
+        holds nothing. Each FETCH is a statement under the statement timeout (``status`` if
+        cut off). A C-FIND over :attr:`find_slots` is refused ``status`` at once: waiting for
+        a slot would hold one of the node's few worker threads for as long as a peer stalls.
+        """
+        if not self._finding.acquire(blocking=False):
+            raise QueryError(
+                f"{self.find_slots} C-FINDs are reading the index already "
+                "(half its connections; the rest are kept for storing)",
+                status,
+            )
+        try:
+            with (
+                self._limited(status),
+                self._connection() as db,
+                db.cursor(name="dicomtls_find") as cursor,
+                db.transaction(),  # ends before the cursor's close: its end closes the cursor
+            ):
+                cursor.execute(sql, args)
+                while rows := cursor.fetchmany(FIND_BATCH):
+                    yield from rows
+        finally:
+            self._finding.release()
 
     def files(self, identifier: Dataset, model: QueryModel) -> list[Path]:
         """C-MOVE/C-GET: where every selected instance is stored (its store reads it)."""
