@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -149,16 +150,20 @@ def test_find_move_get(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
             assert pydicom.dcmread(store.path_for(sent.SOPInstanceUID)).PixelData == sent.PixelData
 
 
-async def _cancel_find(pki: MatrixPKI) -> tuple[int, int, list[int]]:
+async def _cancel_find(pki: MatrixPKI) -> tuple[int, int, list[int], list[threading.Thread]]:
     produced = 0
+    closed_on: list[threading.Thread] = []
 
     def endless(association: Association, sop_class: str, identifier: Dataset) -> Iterator[Dataset]:
         nonlocal produced
-        while produced < 10_000:
-            produced += 1
-            match = Dataset()
-            match.PatientID = f"P{produced}"
-            yield match
+        try:
+            while produced < 10_000:
+                produced += 1
+                match = Dataset()
+                match.PatientID = f"P{produced}"
+                yield match
+        finally:  # where a database cursor would be given back
+            closed_on.append(threading.current_thread())
 
     services = Services(find=endless)
     async with await serve_dicom(
@@ -189,14 +194,17 @@ async def _cancel_find(pki: MatrixPKI) -> tuple[int, int, list[int]]:
                 received += 1
                 if received == 5:
                     await assoc.cancel(assoc.last_message_id)
-    return received, produced, cancels_on
+    return received, produced, cancels_on, closed_on
 
 
 def test_cancel_stops_a_find(matrix_pki: MatrixPKI) -> None:
-    received, produced, cancels_on = asyncio.run(_cancel_find(matrix_pki))
+    received, produced, cancels_on, closed_on = asyncio.run(_cancel_find(matrix_pki))
     assert 5 <= received < 10_000
     assert produced < 10_000  # the SCP stopped producing matches
     assert cancels_on == [3]  # the find's own context, not the first one (Verification)
+    # The handler's matches were ended on a worker thread, not by the event loop (a cursor's
+    # ROLLBACK must not block every association on a stalled database).
+    assert len(closed_on) == 1 and closed_on[0] is not threading.main_thread()
 
 
 def _identifier(**keys: object) -> Dataset:

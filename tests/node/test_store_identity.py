@@ -253,3 +253,19 @@ def test_no_file_is_named_by_what_is_not_a_uid(tmp_path: Path, uid: str) -> None
     with pytest.raises(StorageError):
         store.begin(FileMeta(CT, uid, ExplicitVRLittleEndian, implementation_class_uid="1.2"))
     assert list(tmp_path.rglob("*.dcm")) == [] and list(store.incoming.iterdir()) == []
+
+
+def test_an_index_that_cannot_be_asked_refuses_the_object_out_of_resources(
+    node: _Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whether the UID is held must be known before anything is kept: an index that cannot
+    answer (its server down, every pooled connection busy; here, closed) is A700H, which a
+    sender retries, in one line, with nothing left in the store."""
+    node.index.close()
+    uid = generate_uid()
+    with caplog.at_level(logging.WARNING, "dicomtls"):
+        status = asyncio.run(node.receive(make_object(tmp_path / "a.dcm", uid)))
+    assert status == Status.OUT_OF_RESOURCES
+    assert not node.store.path_for(uid).exists() and _leftovers(node) == []
+    [line] = [r for r in caplog.records if uid in r.getMessage()]
+    assert "the index cannot say whether it holds" in line.getMessage() and line.exc_info is None

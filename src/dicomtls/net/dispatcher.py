@@ -85,6 +85,14 @@ def notify(callback: Callable[..., None] | None, *args: object) -> None:
 _BATCH = 64
 
 
+def _close(found: Iterator[Dataset]) -> None:
+    """End a find handler's matches early (a generator's ``close``): a database cursor behind
+    them is given back now, on this worker thread, not whenever it is collected."""
+    close = getattr(found, "close", None)
+    if close is not None:
+        close()
+
+
 def _next_batch(found: Iterator[Dataset]) -> list[Dataset]:
     """The next few matches (on a worker thread: a handler may block on its database)."""
     return list(itertools.islice(found, _BATCH))
@@ -355,16 +363,19 @@ class Dispatcher:
             found = await asyncio.to_thread(
                 lambda: iter(find(self.association, sop_class, identifier))
             )
-            while batch := await asyncio.to_thread(_next_batch, found):
-                for match in batch:
-                    if await self._cancelled(message_id):
-                        status = Status.CANCEL
+            try:
+                while batch := await asyncio.to_thread(_next_batch, found):
+                    for match in batch:
+                        if await self._cancelled(message_id):
+                            status = Status.CANCEL
+                            break
+                        pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
+                        await self._reply(message, pending, encode_dataset(match, syntax))
+                        matches += 1
+                    if status == Status.CANCEL:
                         break
-                    pending = c_find_rsp(message_id, sop_class, Status.PENDING, True)
-                    await self._reply(message, pending, encode_dataset(match, syntax))
-                    matches += 1
-                if status == Status.CANCEL:
-                    break
+            finally:  # a cancelled or cut-off C-FIND ends its query off the loop too
+                await asyncio.to_thread(_close, found)
         except StatusError as exc:
             status = exc.status
             log.warning(

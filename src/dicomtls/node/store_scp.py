@@ -220,7 +220,12 @@ class _Job:
             incoming.abort()
             return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, unindexable)
         async with self._handler.claim(self._sop_instance_uid):
-            resent = await self._handler.held(self._sop_instance_uid, attributes)
+            try:
+                resent = await self._handler.held(self._sop_instance_uid, attributes)
+            except Exception as exc:  # the index cannot be asked: its server down, pool busy
+                incoming.abort()
+                reason = f"the index cannot say whether it holds this SOP instance ({exc})"
+                return _refused(self._peer, self._sop_instance_uid, reason)
             if resent is not None and not resent.replaced:
                 incoming.abort()
                 return self._another_object(resent)
