@@ -215,8 +215,8 @@ async def _cancel_find(association: Association, message_id: int) -> None:
     except TimeoutError:
         association.protocol_failure(f"C-FIND still pending {grace:g} s after our C-CANCEL")
     raise AssociationError(
-        f"C-FIND at {association.peer}: more matches than fit in {limit} bytes "
-        "(Association.max_find_memory); cancelled. Narrow the query"
+        f"C-FIND at {association.peer}: more matches than fit in {limit:,} bytes of memory; "
+        "cancelled. Narrow the query (or raise Association.max_find_memory)"
     )
 
 
