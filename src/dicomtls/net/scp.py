@@ -39,6 +39,7 @@ from dicomtls.net.hooks import (
     RequestInfo,
     RetrieveHandler,
     Services,
+    peer_address,
 )
 from dicomtls.net.link import ClosedOnExit, LinkEvents, ProxyProtocol, SecureLink, TLSSource, serve
 from dicomtls.net.pending import HandshakeLimits, address_key
@@ -138,7 +139,10 @@ async def serve_dicom(
         return dataclasses.replace(policy, supported=supported)
 
     async def handler(link: SecureLink) -> None:
-        address = _quota_key(link.peer)
+        # An IPv6 host picks any address of its /64 (through a proxy, the one it used is
+        # named): counted per address, one host could take every slot. The key is the one
+        # the pending-handshake bounds count by.
+        address = address_key(peer_address(link.peer))
         active[address] = active.get(address, 0) + 1
         try:
             refusal = _over_limit(active, address, limits)
@@ -180,14 +184,6 @@ def storage_policy(
         require_called_ae=not accept_any_called_ae,
         called_ae_hint=called_ae_hint,
     )
-
-
-def _quota_key(peer: str) -> str:
-    """Whose ``max_per_peer`` a link (``host:port``, ``[v6]:port``) counts against: the key
-    the pending-handshake bounds use. An IPv6 host picks any address of its /64 (and through
-    a proxy, whichever it used is named), so per address one host could take every slot."""
-    host = peer.rsplit(":", 1)[0]
-    return address_key(host.removeprefix("[").removesuffix("]"))
 
 
 def _over_limit(active: dict[str, int], address: str, limits: Limits) -> str | None:

@@ -78,8 +78,6 @@ _names = itertools.count()  # temporary names are unique in this process; the pi
 #: made in batches, once half are used: each request wakes a thread, which costs the event
 #: loop more than the file it makes.
 _SPARES = 8
-#: Threads that commit objects: as many as the event loop's default executor has.
-_COMMIT_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
 @dataclass(frozen=True)
@@ -382,11 +380,12 @@ class DurableStore:
         self._spare_lock = threading.Lock()  # spares are made on a worker thread
         self._refill_asked = False
         self._closed = threading.Event()
-        self.executor: concurrent.futures.Executor | None = concurrent.futures.ThreadPoolExecutor(
-            _COMMIT_THREADS, thread_name_prefix="dicomtls-commit"
+        self.executor: concurrent.futures.Executor = concurrent.futures.ThreadPoolExecutor(
+            thread_name_prefix="dicomtls-commit"
         )
-        """Commits (fsyncs) run on threads of the store's own: on the event loop's default
-        executor, a few C-FINDs keeping SQLite busy there held up every C-STORE."""
+        """Commits (fsyncs) run on threads of the store's own, as many as the event loop's
+        default executor has: on that one, a few C-FINDs keeping SQLite busy there held up
+        every C-STORE."""
         # close(), or else when the store is collected or the process exits: whoever got
         # objects into a folder of theirs finds the objects there and nothing else.
         self._tidy = weakref.finalize(
@@ -514,8 +513,7 @@ class DurableStore:
 
     def close(self) -> None:
         """Remove the spare files made ahead; a flat store also its folder of temporary files."""
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
+        self.executor.shutdown(wait=True)
         self._tidy()
 
     # -- objects ----------------------------------------------------------------------------
