@@ -10,7 +10,7 @@ standard's reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dicomtls.ul.codes import (
@@ -168,34 +168,43 @@ class Negotiated:
         return None
 
 
-def _accepted_contexts(rq: AssociateRQ, ac: AssociateAC) -> tuple[AcceptedContext, ...]:
-    """The contexts the AC accepted, each with the roles agreed for its SOP class."""
+def _accepted_answers(
+    rq: AssociateRQ, ac: AssociateAC
+) -> Iterator[tuple[PresentationContextRQ, PresentationContextAC]]:
+    """Each context the AC accepted, with what we proposed for it; an answer to an ID we
+    never proposed accepts nothing, whatever it says."""
     offered = {c.id: c for c in rq.presentation_contexts}
-    accepted = []
     for answer in ac.presentation_contexts:
         proposal = offered.get(answer.id)
-        if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
-            continue
-        scu_role, scp_role = _agreed_roles(rq, ac, proposal.abstract_syntax)
-        accepted.append(
-            AcceptedContext(
-                answer.id, proposal.abstract_syntax, answer.transfer_syntax, scu_role, scp_role
+        if proposal is not None and answer.result == PresentationResult.ACCEPTANCE:
+            yield proposal, answer
+
+
+def _accepted_contexts(rq: AssociateRQ, ac: AssociateAC) -> tuple[AcceptedContext, ...]:
+    """The contexts the AC accepted, each with the roles agreed for its SOP class.
+
+    Roles are what the requestor proposed and the acceptor granted (PS3.7 D.3.3.4). Either
+    item missing: the defaults, requestor SCU only; an acceptor cannot grant what was not
+    proposed (a hostile SCP answering "SCP role: yes" unasked would otherwise push C-STOREs
+    at a requestor that only sends that class).
+    """
+    proposed = {r.sop_class_uid: r for r in rq.user_information.role_selections}
+    granted = {r.sop_class_uid: r for r in ac.user_information.role_selections}
+    accepted = []
+    for proposal, answer in _accepted_answers(rq, ac):
+        sop_class = proposal.abstract_syntax
+        asked, given = proposed.get(sop_class), granted.get(sop_class)
+        if asked is None or given is None:
+            scu_role, scp_role = True, False
+        else:
+            scu_role, scp_role = (
+                asked.scu_role and given.scu_role,
+                asked.scp_role and given.scp_role,
             )
+        accepted.append(
+            AcceptedContext(answer.id, sop_class, answer.transfer_syntax, scu_role, scp_role)
         )
     return tuple(accepted)
-
-
-def _agreed_roles(rq: AssociateRQ, ac: AssociateAC, sop_class: str) -> tuple[bool, bool]:
-    """The requestor's (SCU, SCP) roles for ``sop_class``: what it proposed and the acceptor
-    granted (PS3.7 D.3.3.4). Either item missing: the defaults, requestor SCU only; an
-    acceptor cannot grant what was not proposed (a hostile SCP answering "SCP role: yes"
-    unasked would otherwise push C-STOREs at a requestor that only sends that class)."""
-    proposed = {r.sop_class_uid: r for r in rq.user_information.role_selections}
-    answered = {r.sop_class_uid: r for r in ac.user_information.role_selections}
-    asked, granted = proposed.get(sop_class), answered.get(sop_class)
-    if asked is None or granted is None:
-        return True, False
-    return asked.scu_role and granted.scu_role, asked.scp_role and granted.scp_role
 
 
 def acceptance_problem(rq: AssociateRQ, ac: AssociateAC) -> str | None:
@@ -212,11 +221,7 @@ def acceptance_problem(rq: AssociateRQ, ac: AssociateAC) -> str | None:
             f"its maximum PDU length {max_length} is below the {MIN_PEER_PDU_LENGTH} bytes "
             "we send in (0: no limit)"
         )
-    offered = {c.id: c for c in rq.presentation_contexts}
-    for answer in ac.presentation_contexts:
-        proposal = offered.get(answer.id)
-        if proposal is None or answer.result != PresentationResult.ACCEPTANCE:
-            continue  # never proposed: not accepted, whatever it says
+    for proposal, answer in _accepted_answers(rq, ac):
         if answer.transfer_syntax not in proposal.transfer_syntaxes:
             return (
                 f"it accepted presentation context {answer.id} ({proposal.abstract_syntax}) in "
