@@ -112,7 +112,10 @@ class Channel:
     def _idle_expired(self) -> None:
         """No PDU completed within the idle timeout: abort rather than hold the slot forever."""
         self.ul.abort()
-        message = f"no data for {self.idle_timeout:g} s (idle timeout: no PDU completed in that time): aborted"
+        message = (
+            f"no data for {self.idle_timeout:g} s "
+            "(idle timeout: no PDU completed in that time): aborted"
+        )
         self._pending.append(
             Aborted(AbortSource.SERVICE_USER, AbortReason.REASON_NOT_SPECIFIED, False, message)
         )
