@@ -2,8 +2,9 @@
 
 On one machine: PostgreSQL, SeaweedFS (fsync on), HAProxy and 3 ``dicomtls serve``
 processes. 4 senders store distinct objects through HAProxy with ``store_many``, each
-keeping a journal of what got Success; when half are acknowledged one node is killed with
-SIGKILL and started again. Afterwards:
+keeping a journal of what got Success; when every sender is halfway through its objects, on
+an association still open and sending, one node is killed with SIGKILL and started again.
+Afterwards:
 
 - every acknowledged object has an index row and an S3 object with the same SHA-256, whose
   data set is the one sent (lost acknowledged objects: 0);
@@ -76,6 +77,23 @@ def _objects(folder: Path) -> list[Path]:
 
 
 @dataclass
+class Halfway:
+    """Where the kill waits for the senders: every one halfway through its objects on an open
+    association (the barrier), then every one sending again (``sending``), so SIGKILL always
+    cuts associations with objects in flight. Waiting on progress rather than on a count of
+    acknowledgements matters: the first writes to a new bucket can stall one node for
+    seconds while another finishes its senders, and a kill then found nothing to cut."""
+
+    barrier: asyncio.Barrier
+    sending: asyncio.Event
+    resumed: int = 0
+
+    async def reached(self) -> None:
+        await self.barrier.wait()
+        await self.sending.wait()
+
+
+@dataclass
 class Sender:
     """One modality: sends its objects through HAProxy until each got Success, reconnecting
     when its association dies; every Success goes to its journal at once."""
@@ -86,10 +104,9 @@ class Sender:
     acknowledged: set[str]
     failures: int = 0
 
-    async def run(
-        self, site: Site, port: int, progress: asyncio.Event, half: int, total: list[int]
-    ) -> None:
+    async def run(self, site: Site, port: int, halfway: Halfway) -> None:
         todo = list(self.files)
+        waited = False
         with self.journal.open("a") as journal:
             for _attempt in range(200):
                 if not todo:
@@ -97,8 +114,7 @@ class Sender:
                 try:
                     async with await connect_to(site, port, "ct1", self.name, "PACS") as assoc:
                         # a copy: todo shrinks as answers come, and a list that changes
-                        # under its iterator skips every other object, ending associations
-                        # early (in step with the halfway mark, where the kill then cut none)
+                        # under its iterator skips every other object
                         async for path, status in assoc.store_many(list(todo)):
                             if status == 0:
                                 uid = read_header(path).sop_instance_uid
@@ -106,9 +122,13 @@ class Sender:
                                 journal.flush()
                                 self.acknowledged.add(uid)
                                 todo.remove(path)
-                                total[0] += 1
-                                if total[0] >= half:
-                                    progress.set()
+                            if not waited and len(todo) <= len(self.files) // 2:
+                                waited = True
+                                await halfway.barrier.wait()  # the association stays open
+                            elif waited and halfway.resumed < SENDERS and status == 0:
+                                halfway.resumed += 1  # one more Success: sending again
+                                if halfway.resumed == SENDERS:
+                                    halfway.sending.set()
                 except (DicomTLSError, OSError, ConnectionError):
                     self.failures += 1  # the node died under us, or HAProxy had nowhere to go yet
                     await asyncio.sleep(0.2)
@@ -118,19 +138,20 @@ class Sender:
 async def _send_and_kill(
     site: Site, cluster: Cluster, files: list[Path], folder: Path
 ) -> tuple[list[Sender], NodeProcess]:
-    """Halfway, SIGKILL the node holding the most associations (HAProxy chose where they
-    went), so the kill surely cuts some; start it again and let the senders finish."""
+    """With every sender halfway and sending, SIGKILL the node holding the most associations
+    (HAProxy chose where they went; 4 on at most 3 nodes, so at least 2 are cut); start it
+    again and let the senders finish."""
     senders = [
         Sender(f"MOD{n}", files[n::SENDERS], folder / f"journal-{n}.txt", set())
         for n in range(SENDERS)
     ]
-    half = asyncio.Event()
-    total = [0]
-    tasks = [
-        asyncio.create_task(s.run(site, cluster.port, half, len(files) // 2, total))
-        for s in senders
-    ]
-    await half.wait()
+    halfway = Halfway(asyncio.Barrier(SENDERS + 1), asyncio.Event())
+    tasks = [asyncio.create_task(s.run(site, cluster.port, halfway)) for s in senders]
+    reached = asyncio.create_task(halfway.reached())
+    await asyncio.wait([reached, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    if not reached.done():  # a sender gave up before halfway: its error, not a hang
+        reached.cancel()
+        await asyncio.gather(*tasks)
     victim = max(cluster.nodes, key=NodeProcess.connections)
     victim.kill()  # SIGKILL halfway, associations and uploads in flight
     await asyncio.to_thread(victim.start)
