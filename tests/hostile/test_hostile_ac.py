@@ -11,17 +11,22 @@ import dataclasses
 import logging
 import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from dicomtls.dimse.messages import c_echo_rsp
+from dicomtls.dimse.command import CommandSet, Tag, decode_command, number
+from dicomtls.dimse.messages import c_echo_rsp, c_store_rsp
 from dicomtls.errors import AssociationError
 from dicomtls.sync import associate
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.ul.acse import Proposal
-from dicomtls.ul.pdu import Abort, AssociateAC
+from dicomtls.ul.items import AsyncOpsWindow
+from dicomtls.ul.pdu import Abort, AssociateAC, PDataTF, ReleaseRQ
 
 from ..conftest import MatrixPKI
+from ..node.test_storage import CT, _make_file
 from .dimse import message_pdus
 from .peers import IMPLICIT, VERIFICATION
 from .scp import HostileSCP, SCPLink
@@ -101,3 +106,66 @@ def test_a_transfer_syntax_we_did_not_propose_is_refused(
         _echo(matrix_pki, scp)
     seen = scp.join()
     assert [type(pdu) for pdu in seen.received[1:]] == [Abort]
+
+
+def _window(invoked: int) -> Callable[[AssociateAC], AssociateAC]:
+    def lie(ac: AssociateAC) -> AssociateAC:
+        window = AsyncOpsWindow(invoked, 1)
+        user = dataclasses.replace(ac.user_information, async_ops_window=window)
+        return dataclasses.replace(ac, user_information=user)
+
+    return lie
+
+
+@dataclass
+class _Outstanding:
+    """A script: answers C-STOREs only once ``held`` are unanswered (or all ``total`` came),
+    keeping the most it ever saw unanswered."""
+
+    held: int
+    total: int
+    most: int = 0
+
+    def __call__(self, link: SCPLink) -> None:
+        unanswered: list[tuple[int, CommandSet]] = []
+        received = 0
+        while received < self.total and isinstance(pdu := link.next_pdu(), PDataTF):
+            for pdv in pdu.pdvs:  # a command may share its PDU with the data set's start
+                if pdv.is_command and pdv.is_last:
+                    received += 1
+                    unanswered.append((pdv.context_id, decode_command(bytes(pdv.data))))
+            self.most = max(self.most, len(unanswered))
+            while unanswered and (len(unanswered) >= self.held or received == self.total):
+                context_id, rq = unanswered.pop(0)
+                rsp = c_store_rsp(
+                    number(rq, Tag.MessageID),
+                    str(rq[Tag.AffectedSOPClassUID]),
+                    str(rq[Tag.AffectedSOPInstanceUID]),
+                    0,
+                )
+                link.send(message_pdus(context_id, rsp))
+        while not isinstance(link.next_pdu(), ReleaseRQ | None):
+            pass  # the last data set
+        link.answer_release()
+
+
+@pytest.mark.parametrize("invoked", [0, 4, 65535])
+def test_a_window_larger_than_we_proposed_is_not_used(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, tmp_path: Path, invoked: int
+) -> None:
+    """PS3.7 D.3.3.3: the acceptor may lower the requestor's window, not raise it. An SCP
+    answering "unlimited" (0) or 65535 to our 4 would have us send every object unanswered."""
+    files = [tmp_path / f"{n}.dcm" for n in range(12)]
+    for path in files:
+        _make_file(path, pixels=64)
+    script = _Outstanding(held=4, total=len(files))
+    scp = HostileSCP(scp_context, script, lie=_window(invoked)).start()
+    tls = matrix_pki.settings("client", VerifyFlags.PEER)
+    proposals = [Proposal(CT, (IMPLICIT,))]
+    with associate(
+        "127.0.0.1", scp.port, tls, called_ae="HOSTILE", proposals=proposals, max_operations=4
+    ) as assoc:
+        assert assoc.negotiated.max_operations == 4
+        assert [status for _, status in assoc.store_many(files)] == [0] * len(files)
+    scp.join()
+    assert script.most == 4

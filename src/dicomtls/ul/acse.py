@@ -146,8 +146,7 @@ class Negotiated:
             peer_max_pdu_length=peer.max_length,
             peer_implementation_class_uid=peer.implementation_class_uid,
             peer_implementation_version_name=peer.implementation_version_name,
-            # The acceptor's "invoked" is what it allows the requestor; absent, one.
-            max_operations=1 if proposed is None or answered is None else answered.invoked,
+            max_operations=_invoked_window(proposed, answered),
         )
 
     def context_for(
@@ -166,6 +165,18 @@ class Negotiated:
             if context.id == context_id:
                 return context
         return None
+
+
+def _invoked_window(proposed: AsyncOpsWindow | None, answered: AsyncOpsWindow | None) -> int:
+    """Requests the requestor may have outstanding: the acceptor's "invoked" (PS3.7
+    D.3.3.3), but never more than the requestor proposed; either item absent, one. 0 means
+    unlimited, so an acceptor answering 0 or 65535 to a proposal of 16 gets 16, not a
+    requestor that sends everything at once."""
+    if proposed is None or answered is None:
+        return 1
+    if 0 in (proposed.invoked, answered.invoked):
+        return max(proposed.invoked, answered.invoked)
+    return min(proposed.invoked, answered.invoked)
 
 
 def _accepted_answers(
