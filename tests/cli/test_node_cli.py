@@ -236,8 +236,13 @@ def test_index_survives_restart_and_is_rebuilt_from_files(tmp_path: Path) -> Non
         again.stop()
     for leftover in (tmp_path / "dicom-store").glob("index.sqlite*"):
         leftover.unlink()
+    junk = next((tmp_path / "dicom-store" / "objects").iterdir()) / "junk.dcm"
+    junk.write_text("not DICOM\n")  # skipped and named; the rebuild goes on
     rebuilt = run("index", "--rebuild", cwd=tmp_path)
-    assert "indexed 3 object(s)" in rebuilt.stdout + rebuilt.stderr
+    said = rebuilt.stdout + rebuilt.stderr
+    assert rebuilt.returncode == 0 and "indexed 3 object(s)" in said, said
+    assert "1 skipped (each named above)" in said and "junk.dcm skipped" in said, said
+    junk.unlink()
     third = Node(tmp_path)
     try:
         found = run(

@@ -371,13 +371,12 @@ def index(store: Path, rebuild: bool, as_json: bool) -> None:
     files = DurableStore(store, file_mode=mode).stored_files()
     db = Index(store / "index.sqlite", mode=mode)
     with contextlib.closing(db):
-        indexed, bad = db.rebuild(files)
+        indexed, skipped = db.rebuild(files)
     if as_json:
-        click.echo(json.dumps({"store": str(store), "indexed": indexed, "unreadable": bad}))
+        click.echo(json.dumps({"store": str(store), "indexed": indexed, "skipped": skipped}))
         return
-    console.print(
-        f"indexed {indexed} object(s) from {shown(store)}; {bad} unreadable file(s) skipped"
-    )
+    why = " (each named above)" if skipped else ""
+    console.print(f"indexed {indexed} object(s) from {shown(store)}; {skipped} skipped{why}")
 
 
 @click.command("janitor")

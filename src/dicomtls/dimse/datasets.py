@@ -108,5 +108,5 @@ def keyword_texts(dataset: Dataset, keywords: Iterable[str]) -> dict[str, str]:
         if isinstance(value, MultiValue):
             texts[keyword] = "\\".join(str(v) for v in value)
         else:
-            texts[keyword] = str(value).strip()
+            texts[keyword] = str(value).strip("\0 ")  # padding, as on the wire
     return texts

@@ -32,6 +32,7 @@ from pydicom.multival import MultiValue
 
 from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status
+from dicomtls.logs import get_logger
 from dicomtls.net.hooks import StatusError
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.storage import PRIVATE_FILE_MODE, check_file_mode, create_file, set_mode
@@ -49,9 +50,12 @@ __all__ = [
     "QueryError",
     "find_query",
     "index_files",
+    "nul_inside",
     "over_time_limit",
     "retrieve_query",
 ]
+
+log = get_logger("dicomtls.node")
 
 
 class QueryError(StatusError):
@@ -535,23 +539,47 @@ def retrieve_query(
     return f"SELECT path FROM {dialect.relation} WHERE {where} ORDER BY {dialect.order}", args
 
 
+def nul_inside(attributes: Mapping[str, str]) -> str | None:
+    """Why an object's kept values cannot be indexed alike by every backend, or None: a
+    NUL inside one (at its end it is padding, already stripped). PS3.5 6.2 allows no
+    control character in these VRs; SQLite would keep it, PostgreSQL's text cannot hold it.
+    A C-STORE of such an object is refused, and a rebuild skips it, on both backends."""
+    holding = [keyword for keyword, text in attributes.items() if "\x00" in text]
+    if not holding:
+        return None
+    return (
+        f"{', '.join(holding)} holds a NUL character inside its value, which its VR does "
+        "not allow (PS3.5 6.2): it cannot be indexed"
+    )
+
+
 def index_files(
     files: Iterable[Path], add: Callable[[Path, Mapping[str, str], str], object]
 ) -> tuple[int, int]:
     """Read each of ``files`` and ``add`` it to an index (a rebuild: the files are the
-    truth); returns (indexed, unreadable)."""
-    indexed = bad = 0
+    truth); returns (indexed, skipped). One that cannot be read, or whose values the index
+    cannot hold (see :func:`nul_inside`; another object's SOP Instance UID), is skipped with
+    one warning naming it: the rebuild goes on with the others."""
+    indexed = skipped = 0
     for path in files:
         try:
             with path.open("rb") as handle:  # an object in S3 opens as a file does
                 dataset = pydicom.dcmread(handle, stop_before_pixels=True)
-        except Exception:
-            bad += 1
+            attributes = keyword_texts(dataset, INDEXED_KEYWORDS)
+        except Exception as exc:  # whatever pydicom raises for what is not DICOM
+            log.warning("rebuild: %s skipped: not readable as DICOM (%s)", path, exc)
+            skipped += 1
             continue
-        syntax = str(getattr(dataset.file_meta, "TransferSyntaxUID", ""))
-        add(path, keyword_texts(dataset, INDEXED_KEYWORDS), syntax)
+        try:
+            if (why := nul_inside(attributes)) is not None:
+                raise ValueError(why)
+            add(path, attributes, str(getattr(dataset.file_meta, "TransferSyntaxUID", "")))
+        except ValueError as exc:  # the values, not the index: a server down still stops it
+            log.warning("rebuild: %s skipped: %s", path, exc)
+            skipped += 1
+            continue
         indexed += 1
-    return indexed, bad
+    return indexed, skipped
 
 
 class Index:
@@ -625,7 +653,7 @@ class Index:
         return None if row is None else {k: v or "" for k, v in zip(keywords, row, strict=True)}
 
     def rebuild(self, files: Iterable[Path]) -> tuple[int, int]:
-        """Recreate the index from the files; returns (indexed, unreadable)."""
+        """Recreate the index from the files; (indexed, skipped): see :func:`index_files`."""
         self._db.execute("DELETE FROM instances")
         self._db.execute("BEGIN")
         try:

@@ -371,13 +371,14 @@ class PostgresIndex:
             raise ObjectReaped(f"{path}: the janitor removed the upload before it was indexed")
         if outcome == "another":
             raise SameUidAnotherObject(
-                f"{attributes.get('SOPInstanceUID', '?')}: another object holds this SOP "
-                "Instance UID in the index (stored through another node meanwhile)"
+                f"{attributes.get('SOPInstanceUID', '?')}: an object of another series or "
+                "SOP class holds this SOP Instance UID in the index"
             )
         return outcome
 
     def rebuild(self, files: Iterable[Path]) -> tuple[int, int]:
-        """Index every object of ``files`` again (the objects are the truth); (indexed, unreadable)."""
+        """Index every object of ``files`` again (the objects are the truth); (indexed,
+        skipped): see :func:`~dicomtls.node.index.index_files`."""
         return index_files(files, self.add)
 
     # -- reading ------------------------------------------------------------------------

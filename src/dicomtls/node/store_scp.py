@@ -53,6 +53,7 @@ from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status, status_name
 from dicomtls.logs import get_logger
 from dicomtls.node.backends import IncomingObject, ObjectStore
+from dicomtls.node.index import nul_inside
 from dicomtls.node.storage import DurableStore, FileMeta, StorageError, StoredObject
 from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
@@ -144,19 +145,6 @@ def _too_long(scanned: ScannedDataset) -> str | None:
     return "; ".join(reasons) + ": it cannot be indexed, and an index entry without it is wrong"
 
 
-def _nul_inside(attributes: Mapping[str, str]) -> str | None:
-    """Why a kept value cannot be indexed alike by every backend, or None: a NUL inside it
-    (at its end it is padding, already stripped). PS3.5 6.2 allows no control character in
-    these VRs; SQLite would keep it, PostgreSQL's text cannot hold it."""
-    holding = [keyword for keyword, text in attributes.items() if "\x00" in text]
-    if not holding:
-        return None
-    return (
-        f"{', '.join(holding)} holds a NUL character inside its value, which its VR does "
-        "not allow (PS3.5 6.2): it cannot be indexed"
-    )
-
-
 class _Job:
     """One incoming object: written (behind, for large fragments), then committed. After a
     write error it swallows the rest and reports it at commit. The SCP has checked the data
@@ -215,7 +203,7 @@ class _Job:
         if self.failure is not None:
             return _refused(self._peer, self._sop_instance_uid, self.failure)
         attributes = dataset.texts(self._handler.keep)
-        unindexable = _too_long(dataset) or _nul_inside(attributes)
+        unindexable = _too_long(dataset) or nul_inside(attributes)
         if unindexable is not None:
             incoming.abort()
             return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, unindexable)
