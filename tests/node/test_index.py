@@ -8,6 +8,7 @@ not carry are refused with the status the dispatcher sends.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from dicomtls.dimse.status import Status
 from dicomtls.net.hooks import StatusError
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.backends import IndexBackend
+from dicomtls.node.index import _COLUMNS as _INDEX_COLUMNS
 from dicomtls.node.index import MAX_MATCH_LENGTH, Index, QueryError
 from dicomtls.node.index_pg import PostgresIndex
 
@@ -279,6 +281,30 @@ def test_wild_cards_are_case_sensitive_except_in_names(index: IndexBackend) -> N
     assert _find(index, "STUDY", PatientID="[P]*") == []  # a bracket is no GLOB class here
 
 
+def test_names_match_without_regard_to_case_beyond_ascii_too(
+    index: IndexBackend, tmp_path: Path
+) -> None:
+    """PS3.4 C.2.2.2.1 lets a PN match ignore case; it does, with wildcards or without and
+    for letters beyond ASCII, the same on both backends whatever PostgreSQL's locale (the
+    tests' runs under C, where ILIKE knew only ASCII; SQLite's LIKE knows only ASCII)."""
+    attributes = {
+        "PatientID": "PC",
+        "PatientName": "MÜLLER^JÜRGEN",
+        "StudyInstanceUID": "1.2.3.4",
+        "SeriesInstanceUID": "1.2.3.4.1",
+        "SOPInstanceUID": "1.2.3.4.1.1",
+        "SOPClassUID": CT,
+    }
+    index.add(tmp_path / "c.dcm", attributes)
+    for key in ("müller^jürgen", "Müller^Jürgen", "müller*", "*JÜRGEN", "m?ller^*"):
+        assert _column(_find(index, "STUDY", PatientName=key, PatientID=""), "PatientID") == [
+            "PC"
+        ], key
+    assert _find(index, "STUDY", PatientName="muller*") == []  # accents still count
+    exact = _find(index, "STUDY", PatientName="alpha^ann", PatientID="")
+    assert _column(exact, "PatientID") == [A, A]  # without a wildcard too (two studies)
+
+
 def test_an_over_long_value_is_refused(index: IndexBackend) -> None:
     refusal = _refused(_find, index, "STUDY", PatientName="*" * (MAX_MATCH_LENGTH + 1))
     assert refusal.status == Status.UNABLE_TO_PROCESS
@@ -416,3 +442,70 @@ def test_modalities_in_study_matches_studies_holding_any_of_them(index: IndexBac
     either = _find(index, "STUDY", StudyInstanceUID="", ModalitiesInStudy=["MR", "CT"])
     assert sorted(_column(either, "StudyInstanceUID")) == [A_STUDY, A_STUDY2, B_STUDY]
     assert _find(index, "STUDY", StudyInstanceUID="", ModalitiesInStudy="US") == []
+
+
+def test_an_index_made_by_the_first_schema_is_migrated_and_keeps_its_rows(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Migration 2 (names lower-cased by ICU) over a database the first release made: the
+    rows stay, the name indexes are the new ones, and a second node applies nothing."""
+    import psycopg
+
+    from dicomtls.node.index_pg import MIGRATIONS
+
+    dsn = request.getfixturevalue("postgres").new_database()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE dicomtls_migrations "
+            "(version integer PRIMARY KEY, applied timestamptz NOT NULL DEFAULT now())"
+        )
+        db.execute(MIGRATIONS[0])
+        db.execute("INSERT INTO dicomtls_migrations (version) VALUES (1)")
+        row = ["PC", "MÜLLER^JÜRGEN", "", "", "1.2.3.4", *[""] * 6, "1.2.3.4.1", "", "", ""]
+        row += ["1.2.3.4.1.1", CT, ""]
+        db.execute("SELECT dicomtls_add(%s, '', 'c.dcm', 0, NULL, false)", (row,))
+    index = PostgresIndex(dsn)
+    try:
+        assert index.migrate() == 0  # opening applied it; a second node applies nothing
+        found = _find(index, "STUDY", PatientName="müller*", PatientID="")
+        assert _column(found, "PatientID") == ["PC"]
+        with index._connection() as db:
+            names = {r[0] for r in db.execute("SELECT indexname FROM pg_indexes")}
+            assert "patients_by_lower_name" in names and "patients_by_name" not in names
+            assert db.execute("SELECT max(version) FROM dicomtls_migrations").fetchone()[0] == 2
+    finally:
+        index.close()
+
+
+def test_an_sqlite_index_made_before_lower_case_names_is_migrated(tmp_path: Path) -> None:
+    """An index file of the earlier schema (no ``_lower`` columns) opens, keeps its rows,
+    and its names match without regard to case at once, without a rebuild."""
+    import sqlite3
+
+    path = tmp_path / "index.sqlite"
+    columns = [c.column for c in _INDEX_COLUMNS]
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            f"CREATE TABLE instances ({', '.join(f'{c} TEXT' for c in columns)}, "
+            "transfer_syntax TEXT, path TEXT NOT NULL, size INTEGER, "
+            "PRIMARY KEY (sop_instance_uid))"
+        )
+        row = {c: "" for c in columns} | {
+            "patient_id": "PC",
+            "patient_name": "MÜLLER^JÜRGEN",
+            "study_uid": "1.2.3.4",
+            "series_uid": "1.2.3.4.1",
+            "sop_instance_uid": "1.2.3.4.1.1",
+        }
+        db.execute(
+            f"INSERT INTO instances VALUES ({', '.join('?' * (len(columns) + 3))})",
+            [*row.values(), "", "c.dcm", 0],
+        )
+    index = Index(path)
+    try:
+        assert index.count() == 1
+        found = _find(index, "STUDY", PatientName="müller*", PatientID="")
+        assert _column(found, "PatientID") == ["PC"]
+    finally:
+        index.close()
+    Index(path).close()  # a second opening finds nothing to do

@@ -186,10 +186,21 @@ MAX_MATCH_LENGTH = 1024
 #: it). A 1,024-character pattern costs about 60 ms against each 64 KiB value.
 QUERY_TIMEOUT = 10.0
 
+#: The name columns (PN), each with a lower-cased copy that matching reads (``_lower``).
+_NAMES = tuple(c.column for c in _COLUMNS if c.kind == "name")
+_STORED = (
+    *(c.column for c in _COLUMNS),
+    "transfer_syntax",
+    "path",
+    "size",
+    *(f"{name}_lower" for name in _NAMES),
+)
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS instances (
     {", ".join(f"{c.column} TEXT" for c in _COLUMNS)},
     transfer_syntax TEXT, path TEXT NOT NULL, size INTEGER,
+    {", ".join(f"{name}_lower TEXT" for name in _NAMES)},
     PRIMARY KEY (sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS by_patient ON instances (patient_id);
@@ -287,8 +298,11 @@ class Dialect:
     order: str
     param: str
     true: str
-    like_names: str
-    """Case-insensitive LIKE for PN wildcards (PS3.4 C.2.2.2.1.1); ``{0}`` is the column."""
+    lower: str
+    """``{0}`` (a PN column) in lower case as Python's ``str.lower`` has it, the Unicode
+    default case mapping, whatever the server's locale: PN matching ignores case (PS3.4
+    C.2.2.2.1) alike on every backend, for ``Müller`` as for ``Smith``. SQLite keeps a
+    lower-cased copy of each name; PostgreSQL lower-cases by ICU's root locale."""
     like_text: str
     """Case-sensitive wildcard match (PS3.4 C.2.2.2.4) of ``text_pattern(value)``."""
     text_pattern: Callable[[str], str]
@@ -307,7 +321,7 @@ SQLITE = Dialect(
     order="rowid",
     param="?",
     true="1",
-    like_names="{0} LIKE ? ESCAPE '\\'",
+    lower="{0}_lower",
     like_text="{0} GLOB ?",
     text_pattern=_glob_pattern,
     uid_list="{0} IN (SELECT value FROM json_each(?))",
@@ -328,9 +342,9 @@ def _condition(
     (value,) = values
     if column.kind in ("date", "time") and "-" in value:
         return _range(name, value, dialect)
-    if column.kind == "name" and _is_pattern(value):  # PN: case-insensitive (C.2.2.2.1.1)
-        return dialect.like_names.format(name), [_wildcard_to_like(value)]
-    if column.kind == "text" and _is_pattern(value):  # case-sensitive (C.2.2.2.4)
+    if column.kind == "name":  # PN: case-insensitive, wildcards or not (C.2.2.2.1)
+        name, value = dialect.lower.format(name), value.lower()
+    if column.kind in ("name", "text") and _is_pattern(value):  # text: case-sensitive
         return dialect.like_text.format(name), [dialect.text_pattern(value)]
     return f"{name} = {p}", [value]
 
@@ -582,6 +596,24 @@ def index_files(
     return indexed, skipped
 
 
+def _add_lower_names(db: sqlite3.Connection) -> None:
+    """Give an index made before names matched in lower case its ``_lower`` columns."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(instances)")}
+    missing = [name for name in _NAMES if f"{name}_lower" not in have]
+    if not missing:
+        return
+    db.create_function("dicomtls_lower", 1, _lower, deterministic=True)
+    with db:  # one transaction: an index is migrated whole or not at all
+        db.execute("BEGIN")
+        for name in missing:
+            db.execute(f"ALTER TABLE instances ADD COLUMN {name}_lower TEXT")
+            db.execute(f"UPDATE instances SET {name}_lower = dicomtls_lower({name})")
+
+
+def _lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
+
+
 class Index:
     """The SQLite index of a store directory.
 
@@ -613,6 +645,7 @@ class Index:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        _add_lower_names(self._db)
 
     def describe_backend(self) -> str:
         return f"SQLite {self.path}"
@@ -627,13 +660,15 @@ class Index:
     def add(self, path: Path, attributes: Mapping[str, str], transfer_syntax: str = "") -> None:
         """Index (or re-index) one stored object, from its attributes (keyword -> text)."""
         values = [attributes.get(c.keyword, "").strip() for c in _COLUMNS]
+        lowered = [v.lower() for c, v in zip(_COLUMNS, values, strict=True) if c.kind == "name"]
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             size = 0
         self._db.execute(
-            f"INSERT OR REPLACE INTO instances VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})",
-            [*values, transfer_syntax, str(path), size],
+            f"INSERT OR REPLACE INTO instances ({', '.join(_STORED)}) "
+            f"VALUES ({', '.join('?' * len(_STORED))})",
+            [*values, transfer_syntax, str(path), size, *lowered],
         )
 
     def count(self) -> int:

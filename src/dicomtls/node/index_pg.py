@@ -70,7 +70,7 @@ POSTGRESQL = Dialect(
     order="seq",
     param="%s",
     true="TRUE",
-    like_names="{0} ILIKE %s",
+    lower='lower({0} COLLATE "und-x-icu")',
     like_text="{0} LIKE %s",
     text_pattern=_wildcard_to_like,
     uid_list="{0} = ANY(%s)",
@@ -209,6 +209,16 @@ BEGIN
     END IF;
     RETURN CASE WHEN old_path IS NULL THEN 'added' ELSE 'replaced' END;
 END $$;
+""",
+    # Names match in lower case by ICU's root locale, as Python's str.lower() on SQLite:
+    # ILIKE followed the database's locale (Unicode-aware under a UTF-8 one, ASCII under C).
+    """
+DROP INDEX patients_by_name;
+DROP INDEX studies_by_referring;
+CREATE INDEX patients_by_lower_name
+    ON patients USING gin (lower(patient_name COLLATE "und-x-icu") gin_trgm_ops);
+CREATE INDEX studies_by_lower_referring
+    ON studies USING gin (lower(referring_physician COLLATE "und-x-icu") gin_trgm_ops);
 """,
 )
 
