@@ -26,7 +26,7 @@ from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
 from dicomtls.logs import get_logger
-from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.certinfo import CertificateInfo, subject_alt_names
 from dicomtls.tls.errors import (
     HandshakeStage,
     TLSError,
@@ -84,10 +84,7 @@ class VerifyCall:
 
 def _hostname_error(cert: x509.Certificate, hostname: str) -> VerifyError | None:
     """RFC 6125 matching against the subjectAltName only (no Common Name fallback)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = x509.SubjectAlternativeName([])
+    san = subject_alt_names(cert)  # an unreadable one names no host
     address = _ip_address(hostname)
     if address is not None:
         matched = address in san.get_values_for_type(x509.IPAddress)

@@ -1,0 +1,203 @@
+"""Hostile certificates: what a peer writes into its certificate must not crash the handshake.
+
+cryptography refuses extensions that OpenSSL reads and verifies (an IP address of five
+bytes, a DNS name beyond ASCII, bytes after a value). Describing such a certificate used
+to raise: a node refusing an untrusted one crashed in the middle of the refusal and
+logged that the peer had closed the connection; a CA-issued one made the access check
+and the audit record fail. Now the certificate is described with its extensions marked
+unreadable, and refused or judged like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+
+from dicomtls.net.association import associate
+from dicomtls.tls.errors import TLSHandshakeError
+from dicomtls.ul.acse import Proposal, build_request
+from dicomtls.ul.codes import RejectReasonServiceUser
+from dicomtls.ul.pdu import AssociateAC, AssociateRJ
+
+from ..conftest import Files, MatrixPKI
+from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
+from .peers import IMPLICIT, VERIFICATION, DicomPeer
+
+#: A subjectAltName holding a five-byte IP address: OpenSSL reads it, cryptography cannot.
+FIVE_BYTE_IP = x509.UnrecognizedExtension(
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("300787050102030405")
+)
+
+
+def _write(
+    directory: Path, name: str, chain: list[x509.Certificate], key: ec.EllipticCurvePrivateKey
+) -> Files:
+    cert = directory / f"{name}.pem"
+    cert.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    key_file = directory / f"{name}.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Files(cert, key_file)
+
+
+def forge(directory: Path, common_name: str, *, issuer: MatrixPKI | None = None) -> Files:
+    """A certificate for ``common_name`` with :data:`FIVE_BYTE_IP`: issued by the matrix
+    intermediate CA, or self-signed when no ``issuer`` is given."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    authority = None if issuer is None else issuer.intermediate
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject if authority is None else authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(FIVE_BYTE_IP, critical=False)
+    )
+    if authority is None:
+        return _write(directory, common_name, [builder.sign(key, hashes.SHA256())], key)
+    cert = builder.sign(authority.identity.private_key, hashes.SHA256())
+    return _write(directory, common_name, [cert, authority.certificate], key)
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("certs-audit") / "audit.log"
+
+
+@pytest.fixture(scope="module")
+def node(
+    matrix_pki: MatrixPKI, tmp_path_factory: pytest.TempPathFactory, audit: Path
+) -> Iterator[LiveNode]:
+    """A mutual-TLS node whose title MODALITY is bound to the certificate CN=client."""
+    tmp = tmp_path_factory.mktemp("certs")
+    config = tmp / "node.toml"
+    config.write_text("""
+[[access.rule]]
+name = "modality"
+ae_title = "MODALITY"
+certificate = { cn = "client" }
+""")
+    server = matrix_pki.files["server"]
+    live = start(
+        tmp,
+        "--tls-cert",
+        str(server.cert),
+        "--tls-key",
+        str(server.key),
+        "--ca",
+        str(matrix_pki.ca_file),
+        "--config",
+        str(config),
+        "--audit",
+        f"file:{audit}",
+        *_timeouts(PATIENT, PATIENT, PATIENT),
+    )
+    try:
+        yield live
+    finally:
+        live.stop()
+    live.check_one_line_each()
+
+
+def _handshake_refused(port: int, files: Files) -> str:
+    """Our end of a handshake the node must refuse; returns our peer name."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(files.cert, files.key)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=PATIENT)
+    name = "{}:{}".format(*sock.getsockname()[:2])
+    with context.wrap_socket(sock) as tls, pytest.raises((ssl.SSLError, ConnectionError)):
+        # TLS 1.3: the client finishes first and learns of the refusal on its first read.
+        assert tls.recv(1) == b"", "the node closed without refusing"
+        raise ConnectionError("closed")
+    return name
+
+
+def test_untrusted_certificate_with_an_unreadable_extension_is_refused_as_untrusted(
+    node: LiveNode, tmp_path: Path
+) -> None:
+    peer = _handshake_refused(node.port, forge(tmp_path, "evil"))
+    line = node.wait_for(peer)
+    assert "stage verify" in line and "SELF_SIGNED" in line and "CN = evil" in line, line
+
+
+def test_ca_issued_certificate_with_an_unreadable_extension_claiming_a_bound_title(
+    node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path, audit: Path
+) -> None:
+    files = forge(tmp_path, "odd", issuer=matrix_pki)
+    peer = DicomPeer.tls(node.port, files.cert, files.key, matrix_pki.ca_file)
+    peer.send(build_request("MODALITY", AE, [Proposal(VERIFICATION, (IMPLICIT,))]).encode())
+    answer = peer.next_pdu()
+    assert isinstance(answer, AssociateRJ), answer
+    assert answer.reason == RejectReasonServiceUser.CALLING_AE_NOT_RECOGNIZED
+    line = node.wait_for(peer.name)
+    peer.close()
+    assert "rule 'modality' requires CN 'client'" in line and "'CN = odd'" in line, line
+    assert any(
+        "CN = odd" in record and "MODALITY" in record for record in audit.read_text().splitlines()
+    )
+
+
+def test_ca_issued_certificate_with_an_unreadable_extension_is_served_by_the_default_policy(
+    node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    files = forge(tmp_path, "odd", issuer=matrix_pki)
+    peer = DicomPeer.tls(node.port, files.cert, files.key, matrix_pki.ca_file)
+    peer.send(build_request("ODD", AE, [Proposal(VERIFICATION, (IMPLICIT,))]).encode())
+    assert isinstance(peer.next_pdu(), AssociateAC)
+    peer.close()
+
+
+def test_our_client_refuses_a_server_certificate_with_an_unreadable_extension(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    hostile = forge(tmp_path, "evil")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(hostile.cert, hostile.key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(ssl.SSLError, ConnectionError):
+            context.wrap_socket(conn, server_side=True).recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = matrix_pki.settings("client", MUTUAL)
+
+    async def dial() -> None:
+        await associate("127.0.0.1", listener.getsockname()[1], client, called_ae=AE)
+
+    with pytest.raises(TLSHandshakeError) as refused:
+        asyncio.run(dial())
+    thread.join(PATIENT)
+    listener.close()
+    assert "CN = evil" in str(refused.value) and "SELF_SIGNED" in str(refused.value)
