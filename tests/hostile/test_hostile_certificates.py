@@ -18,6 +18,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from cryptography import x509
@@ -27,13 +28,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from dicomtls.net.association import associate
 from dicomtls.tls.errors import TLSHandshakeError
+from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.settings import TLSSettings
 from dicomtls.ul.acse import Proposal, build_request
 from dicomtls.ul.codes import RejectReasonServiceUser
 from dicomtls.ul.pdu import AssociateAC, AssociateRJ
 
 from ..conftest import Files, MatrixPKI
+from ..forged import with_version
 from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
 from .peers import IMPLICIT, VERIFICATION, DicomPeer
+
+Oddity = Literal["san", "version"]
 
 #: A subjectAltName holding a five-byte IP address: OpenSSL reads it, cryptography cannot.
 FIVE_BYTE_IP = x509.UnrecognizedExtension(
@@ -42,10 +48,10 @@ FIVE_BYTE_IP = x509.UnrecognizedExtension(
 
 
 def _write(
-    directory: Path, name: str, chain: list[x509.Certificate], key: ec.EllipticCurvePrivateKey
+    directory: Path, name: str, chain: list[bytes], key: ec.EllipticCurvePrivateKey
 ) -> Files:
     cert = directory / f"{name}.pem"
-    cert.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    cert.write_text("".join(ssl.DER_cert_to_PEM_cert(der) for der in chain))
     key_file = directory / f"{name}.key"
     key_file.write_bytes(
         key.private_bytes(
@@ -57,9 +63,12 @@ def _write(
     return Files(cert, key_file)
 
 
-def forge(directory: Path, common_name: str, *, issuer: MatrixPKI | None = None) -> Files:
-    """A certificate for ``common_name`` with :data:`FIVE_BYTE_IP`: issued by the matrix
-    intermediate CA, or self-signed when no ``issuer`` is given."""
+def forge(
+    directory: Path, common_name: str, *, issuer: MatrixPKI | None = None, oddity: Oddity = "san"
+) -> Files:
+    """A certificate for ``common_name`` that OpenSSL reads and cryptography cannot, issued
+    by the matrix intermediate CA, or self-signed when no ``issuer`` is given: its
+    subjectAltName is :data:`FIVE_BYTE_IP`, or its version is 4."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -78,12 +87,24 @@ def forge(directory: Path, common_name: str, *, issuer: MatrixPKI | None = None)
             ),
             critical=False,
         )
-        .add_extension(FIVE_BYTE_IP, critical=False)
     )
-    if authority is None:
-        return _write(directory, common_name, [builder.sign(key, hashes.SHA256())], key)
-    cert = builder.sign(authority.identity.private_key, hashes.SHA256())
-    return _write(directory, common_name, [cert, authority.certificate], key)
+    if oddity == "san":
+        builder = builder.add_extension(FIVE_BYTE_IP, critical=False)
+    signer = key if authority is None else authority.identity.private_key
+    assert isinstance(signer, ec.EllipticCurvePrivateKey)
+    cert = builder.sign(signer, hashes.SHA256())
+    leaf = (
+        with_version(cert, 3, signer)
+        if oddity == "version"
+        else cert.public_bytes(serialization.Encoding.DER)
+    )
+    above = [] if authority is None else [authority.certificate]
+    return _write(
+        directory,
+        common_name,
+        [leaf, *(c.public_bytes(serialization.Encoding.DER) for c in above)],
+        key,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +197,8 @@ def test_ca_issued_certificate_with_an_unreadable_extension_is_served_by_the_def
     peer.close()
 
 
-def test_our_client_refuses_a_server_certificate_with_an_unreadable_extension(
-    matrix_pki: MatrixPKI, tmp_path: Path
-) -> None:
-    hostile = forge(tmp_path, "evil")
+def _dial_hostile_server(hostile: Files, client: TLSSettings) -> TLSHandshakeError:
+    """Our handshake with a TLS server presenting ``hostile``; the error it must end in."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(hostile.cert, hostile.key)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -191,13 +210,48 @@ def test_our_client_refuses_a_server_certificate_with_an_unreadable_extension(
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    client = matrix_pki.settings("client", MUTUAL)
 
     async def dial() -> None:
         await associate("127.0.0.1", listener.getsockname()[1], client, called_ae=AE)
 
-    with pytest.raises(TLSHandshakeError) as refused:
-        asyncio.run(dial())
-    thread.join(PATIENT)
-    listener.close()
-    assert "CN = evil" in str(refused.value) and "SELF_SIGNED" in str(refused.value)
+    try:
+        with pytest.raises(TLSHandshakeError) as refused:
+            asyncio.run(dial())
+    finally:
+        thread.join(PATIENT)
+        listener.close()
+    return refused.value
+
+
+def test_our_client_refuses_a_server_certificate_with_an_unreadable_extension(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    refused = _dial_hostile_server(forge(tmp_path, "evil"), matrix_pki.settings("client", MUTUAL))
+    assert "CN = evil" in str(refused) and "SELF_SIGNED" in str(refused), refused
+
+
+def test_untrusted_version_4_certificate_is_refused_as_untrusted(
+    node: LiveNode, tmp_path: Path
+) -> None:
+    peer = _handshake_refused(node.port, forge(tmp_path, "evil4", oddity="version"))
+    line = node.wait_for(peer)
+    assert "stage verify" in line and "'CN = evil4' at depth 0 cannot be read" in line, line
+    assert "DEPTH_ZERO_SELF_SIGNED_CERT" in line, line  # OpenSSL's own reason kept
+
+
+def test_ca_issued_version_4_certificate_is_refused_at_the_handshake(
+    node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    files = forge(tmp_path, "odd4", issuer=matrix_pki, oddity="version")
+    peer = _handshake_refused(node.port, files)
+    line = node.wait_for(peer)
+    assert "'CN = odd4' at depth 0 cannot be read" in line and "CERT_REJECTED" in line, line
+
+
+def test_our_client_refuses_a_version_4_server_certificate_even_verifying_nothing(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    refused = _dial_hostile_server(
+        forge(tmp_path, "evil4", oddity="version"), matrix_pki.settings("client", VerifyFlags.NONE)
+    )
+    assert "'CN = evil4' at depth 0 cannot be read" in str(refused), refused

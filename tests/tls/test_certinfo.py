@@ -17,6 +17,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.tls.certinfo import PURPOSE_NAMES, CertificateInfo
 
+from ..forged import with_serial
+
 
 def _openssl_purposes(pem: bytes, tmp_path: Path) -> dict[str, bool]:
     path = tmp_path / "cert.pem"
@@ -162,24 +164,6 @@ def test_extensions_cryptography_cannot_read_are_marked_not_raised(
     assert "Extensions:" not in str(CertificateInfo.from_certificate(root.certificate))
 
 
-def _with_serial(cert: x509.Certificate, serial: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
-    """``cert`` with its serial's content replaced by ``serial`` and signed again by ``key``."""
-    tbs = cert.tbs_certificate_bytes
-    old = cert.serial_number.to_bytes(1, "big")
-    at = tbs.index(b"\x02\x01" + old)  # after the version: the first INTEGER of one byte
-    body = tbs[3:at] + bytes([0x02, len(serial)]) + serial + tbs[at + 3 :]
-    tbs = bytes([0x30, 0x81, len(body)]) + body
-    signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
-    algorithm = bytes.fromhex("300a06082a8648ce3d040302")  # ecdsa-with-SHA256
-    bits = b"\x03" + bytes([len(signature) + 1, 0]) + signature
-    content = tbs + algorithm + bits
-    return (
-        bytes([0x30, 0x81 if len(content) < 256 else 0x82])
-        + (len(content).to_bytes(1 if len(content) < 256 else 2, "big"))
-        + content
-    )
-
-
 def test_a_negative_serial_is_shown_as_openssl_shows_it(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "n")])
@@ -195,7 +179,7 @@ def test_a_negative_serial_is_shown_as_openssl_shows_it(tmp_path: Path) -> None:
         .sign(key, hashes.SHA256())
     )
     # OpenSSL writes a serial beyond a long in hex, a negative one after "(Negative)".
-    der = _with_serial(cert, b"\xfe" + b"\x01" * 12, key)
+    der = with_serial(cert, b"\xfe" + b"\x01" * 12, key)
     path = tmp_path / "negative.der"
     path.write_bytes(der)
     text = subprocess.run(

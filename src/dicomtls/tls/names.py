@@ -44,7 +44,13 @@ from OpenSSL._util import lib as _openssl_lib
 
 from dicomtls.text import printable
 
-__all__ = ["PrintedName", "certificate_names", "print_name", "subject_values"]
+__all__ = [
+    "PrintedName",
+    "certificate_der_names",
+    "certificate_names",
+    "print_name",
+    "subject_values",
+]
 
 _UTF8_STRING, _BMP_STRING, _UNIVERSAL_STRING = 12, 30, 28
 # Universal tags OpenSSL prints as text, and how many bytes make one character (a_strex.c).
@@ -92,6 +98,14 @@ class _Attribute(NamedTuple):
 def certificate_names(cert: x509.Certificate) -> tuple[PrintedName, PrintedName]:
     """The certificate's (subject, issuer), as OpenSSL prints them and readable."""
     issuer, subject = _tbs_names(cert.tbs_certificate_bytes)
+    return print_name(subject), print_name(issuer)
+
+
+def certificate_der_names(der: bytes) -> tuple[PrintedName, PrintedName]:
+    """(subject, issuer) of a DER certificate, even one cryptography refuses to load."""
+    certificate = _element(der, 0)
+    tbs = _children(der, certificate)[0]
+    issuer, subject = _tbs_names(der[tbs.start : tbs.end])
     return print_name(subject), print_name(issuer)
 
 
