@@ -39,7 +39,7 @@ from ..forged import with_version
 from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
 from .peers import IMPLICIT, VERIFICATION, DicomPeer
 
-Oddity = Literal["san", "version"]
+Oddity = Literal["san", "version", "none"]
 
 #: A subjectAltName holding a five-byte IP address: OpenSSL reads it, cryptography cannot.
 FIVE_BYTE_IP = x509.UnrecognizedExtension(
@@ -68,7 +68,7 @@ def forge(
 ) -> Files:
     """A certificate for ``common_name`` that OpenSSL reads and cryptography cannot, issued
     by the matrix intermediate CA, or self-signed when no ``issuer`` is given: its
-    subjectAltName is :data:`FIVE_BYTE_IP`, or its version is 4."""
+    subjectAltName is :data:`FIVE_BYTE_IP`, or its version is 4 (or it has neither)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -116,7 +116,8 @@ def audit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def node(
     matrix_pki: MatrixPKI, tmp_path_factory: pytest.TempPathFactory, audit: Path
 ) -> Iterator[LiveNode]:
-    """A mutual-TLS node whose title MODALITY is bound to the certificate CN=client."""
+    """A mutual-TLS node whose title MODALITY is bound to the certificate CN=client,
+    and KIOSK to CN=kiosk."""
     tmp = tmp_path_factory.mktemp("certs")
     config = tmp / "node.toml"
     config.write_text("""
@@ -124,6 +125,11 @@ def node(
 name = "modality"
 ae_title = "MODALITY"
 certificate = { cn = "client" }
+
+[[access.rule]]
+name = "kiosk"
+ae_title = "KIOSK"
+certificate = { cn = "kiosk" }
 """)
     server = matrix_pki.files["server"]
     live = start(
@@ -255,3 +261,37 @@ def test_our_client_refuses_a_version_4_server_certificate_even_verifying_nothin
         forge(tmp_path, "evil4", oddity="version"), matrix_pki.settings("client", VerifyFlags.NONE)
     )
     assert "'CN = evil4' at depth 0 cannot be read" in str(refused), refused
+
+
+def _answer(node: LiveNode, pki: MatrixPKI, files: Files, calling: str) -> object:
+    peer = DicomPeer.tls(node.port, files.cert, files.key, pki.ca_file)
+    peer.send(build_request(calling, AE, [Proposal(VERIFICATION, (IMPLICIT,))]).encode())
+    answer = peer.next_pdu()
+    if isinstance(answer, AssociateRJ):
+        line = node.wait_for(peer.name)
+        assert "rule 'kiosk'" in line, line
+    peer.close()
+    return answer
+
+
+@pytest.mark.parametrize(
+    "look_alike",
+    [
+        "\u212aiosk",  # KELVIN SIGN, which casefold() makes a "k"
+        "kio\u017fk",  # LATIN SMALL LETTER LONG S: "s"
+        "kio\u017fk\u0307",  # and a dot above it (NFC would not join them): still not "kiosk"
+    ],
+)
+def test_a_unicode_look_alike_cn_is_not_the_bound_certificate(
+    node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path, look_alike: str
+) -> None:
+    """Our CA issued a certificate for another name; it must not pass for CN=kiosk."""
+    files = forge(tmp_path, look_alike, issuer=matrix_pki, oddity="none")
+    assert isinstance(_answer(node, matrix_pki, files, "KIOSK"), AssociateRJ)
+
+
+def test_the_bound_cn_in_other_ascii_case_is_the_bound_certificate(
+    node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    files = forge(tmp_path, "KIOSK", issuer=matrix_pki, oddity="none")
+    assert isinstance(_answer(node, matrix_pki, files, "KIOSK"), AssociateAC)

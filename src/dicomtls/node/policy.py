@@ -42,6 +42,17 @@ __all__ = ["AccessPolicy", "AccessRule", "CertificateMatch", "PolicyError"]
 ALL_SERVICES = frozenset(Service)
 _SAN_KINDS = ("DNS", "IP", "URI", "email")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _folded(name: str) -> str:
+    """``name`` with its ASCII letters in lower case, and nothing else changed.
+
+    Names differ in ASCII case only as spellings of one name (DNS names, RFC 4343).
+    ``str.casefold`` goes further: the Kelvin sign becomes ``k``, a long s ``s``, ``ß``
+    ``ss``, so a certificate our CA issued for another name would pass for the bound one.
+    """
+    return name.translate(_ASCII_LOWER)
 
 
 class PolicyError(DicomTLSError, ValueError):
@@ -60,7 +71,7 @@ class CertificateMatch:
             return _fingerprint(cert.sha256_fingerprint) == self.value
         if self.kind == "cn":
             names = subject_values(cert.certificate, NameOID.COMMON_NAME.dotted_string)
-            return any(name.casefold() == self.value.casefold() for name in names)
+            return any(_folded(name) == _folded(self.value) for name in names)
         return self.value in _san_entries(cert)
 
     def __str__(self) -> str:
@@ -113,12 +124,12 @@ def _san_value(text: str, where: str) -> str:
         except ValueError:
             raise PolicyError(f"{where}: san = {text!r}: {value!r} is not an IP address") from None
     if canonical == "DNS":
-        value = value.casefold()
+        value = _folded(value)
     return f"{canonical}:{value}"
 
 
 def _san_entries(cert: CertificateInfo) -> set[str]:
-    entries = {f"DNS:{name.casefold()}" for name in cert.dns_names}
+    entries = {f"DNS:{_folded(name)}" for name in cert.dns_names}
     entries.update(f"IP:{ipaddress.ip_address(a)}" for a in cert.ip_addresses)
     entries.update(f"URI:{u}" for u in cert.uris)
     entries.update(f"email:{e}" for e in cert.emails)
