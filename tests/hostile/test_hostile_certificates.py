@@ -64,14 +64,22 @@ def _write(
 
 
 def forge(
-    directory: Path, common_name: str, *, issuer: MatrixPKI | None = None, oddity: Oddity = "san"
+    directory: Path,
+    common_name: str,
+    *,
+    issuer: MatrixPKI | None = None,
+    oddity: Oddity = "san",
+    more_names: tuple[str, ...] = (),
 ) -> Files:
     """A certificate for ``common_name`` that OpenSSL reads and cryptography cannot, issued
     by the matrix intermediate CA, or self-signed when no ``issuer`` is given: its
-    subjectAltName is :data:`FIVE_BYTE_IP`, or its version is 4 (or it has neither)."""
+    subjectAltName is :data:`FIVE_BYTE_IP`, or its version is 4 (or it has neither).
+    ``more_names`` are further CNs of its subject, each an RDN of its own."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in (common_name, *more_names)]
+    )
     authority = None if issuer is None else issuer.intermediate
     builder = (
         x509.CertificateBuilder()
@@ -101,7 +109,7 @@ def forge(
     above = [] if authority is None else [authority.certificate]
     return _write(
         directory,
-        common_name,
+        common_name.encode().hex(),  # a file name whatever the name holds
         [leaf, *(c.public_bytes(serialization.Encoding.DER) for c in above)],
         key,
     )
@@ -295,3 +303,22 @@ def test_the_bound_cn_in_other_ascii_case_is_the_bound_certificate(
 ) -> None:
     files = forge(tmp_path, "KIOSK", issuer=matrix_pki, oddity="none")
     assert isinstance(_answer(node, matrix_pki, files, "KIOSK"), AssociateAC)
+
+
+@pytest.mark.parametrize(
+    ("common_name", "more_names"),
+    [
+        ("intruder", ("kiosk",)),  # the bound name second: RFC 6125 would even take this one
+        ("kiosk", ("client",)),  # two bound names: it would be both KIOSK and MODALITY
+        ("kiosk\x00.intruder.example", ()),  # a NUL: not the bound name followed by junk
+    ],
+)
+def test_a_subject_with_more_than_the_bound_cn_is_not_the_bound_certificate(
+    node: LiveNode,
+    matrix_pki: MatrixPKI,
+    tmp_path: Path,
+    common_name: str,
+    more_names: tuple[str, ...],
+) -> None:
+    files = forge(tmp_path, common_name, issuer=matrix_pki, oddity="none", more_names=more_names)
+    assert isinstance(_answer(node, matrix_pki, files, "KIOSK"), AssociateRJ)

@@ -3,7 +3,8 @@
 TLS proves which certificate a peer holds; DICOM believes whatever calling AE
 title the peer writes into its A-ASSOCIATE-RQ. An :class:`AccessPolicy` closes
 that gap. Each :class:`AccessRule` binds one calling AE title to a certificate
-(its subject CN, a subjectAltName entry, or its SHA-256 fingerprint) and says
+(its subject CN, when the subject has just one, compared like a host name; a
+subjectAltName entry; or its SHA-256 fingerprint) and says
 which services that peer may use and where its C-MOVEs may go.
 
 Decisions, in order:
@@ -70,8 +71,10 @@ class CertificateMatch:
         if self.kind == "fingerprint":
             return _fingerprint(cert.sha256_fingerprint) == self.value
         if self.kind == "cn":
+            # One CN names the holder; a subject with several names several holders, and
+            # binding it to one title by any of them would let one certificate be two peers.
             names = subject_values(cert.certificate, NameOID.COMMON_NAME.dotted_string)
-            return any(_folded(name) == _folded(self.value) for name in names)
+            return len(names) == 1 and _folded(names[0]) == _folded(self.value)
         return self.value in _san_entries(cert)
 
     def __str__(self) -> str:
