@@ -19,6 +19,9 @@ Decisions, in order:
    C-MOVE only to configured destinations. C-GET, like C-FIND, returns data only to
    the authenticated caller on its own association, so it needs no destination.
 
+A certificate that failed verification, let through by a verify callback, proves
+nothing: it matches no rule and binds no title, like no certificate at all.
+
 The policy is read from the ``[access]`` table of the node's TOML configuration.
 """
 
@@ -249,13 +252,24 @@ class AccessPolicy:
 
     def __call__(self, request: RequestInfo) -> Admission:
         # Without rules the certificate decides nothing: do not describe it for nothing.
-        return self.admit(request.calling_ae, request.certificate if self.rules else None)
+        if not self.rules:
+            return self.admit(request.calling_ae, None)
+        failed = None if request.session is None else request.session.verify_result
+        if failed is not None and not failed.ok:
+            # A verify callback let a certificate through that failed verification: it
+            # proves nothing, so it is held to no rule and bound to no title.
+            holder = f"a certificate that failed verification ({failed})"
+            return self.admit(request.calling_ae, None, holder=holder)
+        return self.admit(request.calling_ae, request.certificate)
 
-    def admit(self, calling_ae: str, certificate: CertificateInfo | None) -> Admission:
-        """The decision for a peer claiming ``calling_ae`` and holding ``certificate``."""
+    def admit(
+        self, calling_ae: str, certificate: CertificateInfo | None, *, holder: str | None = None
+    ) -> Admission:
+        """The decision for a peer claiming ``calling_ae`` and holding ``certificate``
+        (``holder`` says what it presented instead, when it is None)."""
         claimed = [r for r in self.rules if r.ae_title == calling_ae]
         if claimed:
-            return self._by_title(claimed, calling_ae, certificate)
+            return self._by_title(claimed, calling_ae, certificate, holder or _holder(certificate))
         bound = [] if certificate is None else self._bound(certificate)
         if bound:  # decision 2: a bound certificate says who the peer is
             titles = ", ".join(sorted({repr(r.ae_title) for r in bound}))
@@ -274,7 +288,11 @@ class AccessPolicy:
         )
 
     def _by_title(
-        self, claimed: list[AccessRule], calling_ae: str, certificate: CertificateInfo | None
+        self,
+        claimed: list[AccessRule],
+        calling_ae: str,
+        certificate: CertificateInfo | None,
+        holder: str,
     ) -> Admission:
         """Decision 1: the rules for the title claimed; the first the certificate matches."""
         for rule in claimed:
@@ -282,8 +300,7 @@ class AccessPolicy:
                 return self._grant(rule)
         failed = "; ".join(f"{r.label} requires {r.certificate}" for r in claimed)
         return Admission.reject(
-            f"{calling_ae!r} is bound to a certificate and the peer presented "
-            f"{_holder(certificate)}: {failed}",
+            f"{calling_ae!r} is bound to a certificate and the peer presented {holder}: {failed}",
             rule=claimed[0].label,
         )
 
