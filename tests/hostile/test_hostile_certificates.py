@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import socket
 import ssl
 import threading
@@ -38,6 +39,7 @@ from ..conftest import Files, MatrixPKI
 from ..forged import with_version
 from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
 from .peers import IMPLICIT, VERIFICATION, DicomPeer
+from .scp import HostileSCP, SCPLink
 
 Oddity = Literal["san", "version", "none"]
 
@@ -322,3 +324,43 @@ def test_a_subject_with_more_than_the_bound_cn_is_not_the_bound_certificate(
 ) -> None:
     files = forge(tmp_path, common_name, issuer=matrix_pki, oddity="none", more_names=more_names)
     assert isinstance(_answer(node, matrix_pki, files, "KIOSK"), AssociateRJ)
+
+
+def test_a_certificate_no_one_can_read_sent_beside_a_good_chain(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    """A server may send certificates its chain does not need; OpenSSL never verifies them,
+    and our view of the chain as sent (``--json``) must not choke on one."""
+    server = matrix_pki.files["server"]
+    junk = forge(tmp_path, "junk", oddity="version")
+    chain = tmp_path / "server-and-junk.pem"
+    chain.write_text(server.cert.read_text() + junk.cert.read_text())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain, server.key)
+    context.load_verify_locations(matrix_pki.ca_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    scp = HostileSCP(context, script=SCPLink.answer_release).start()
+
+    async def chain_as_sent() -> list[dict[str, object]]:
+        client = matrix_pki.settings("client", MUTUAL)
+        async with await associate("127.0.0.1", scp.port, client, called_ae=AE) as assoc:
+            assert assoc.link.session is not None
+            chain: list[dict[str, object]] = assoc.link.session.to_dict()["peer_chain"]
+            return chain
+
+    sent = asyncio.run(chain_as_sent())
+    scp.join()
+    assert [c["subject"] for c in sent] == [
+        "CN = server, O = dicomtls test PKI",
+        "CN = dicomtls Matrix Intermediate CA, O = dicomtls test PKI",
+        "CN = junk",
+    ], sent
+    assert str(sent[-1]["unreadable"]).startswith("cannot be read: "), sent[-1]
+    assert sent[-1]["sha256_fingerprint"] == ":".join(
+        f"{b:02X}" for b in hashlib.sha256(junk_der(junk)).digest()
+    )
+
+
+def junk_der(files: Files) -> bytes:
+    """The DER of the (single) certificate in ``files``."""
+    return ssl.PEM_cert_to_DER_cert(files.cert.read_text())
