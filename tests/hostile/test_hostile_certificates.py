@@ -35,6 +35,7 @@ from dicomtls.ul.acse import Proposal, build_request
 from dicomtls.ul.codes import RejectReasonServiceUser
 from dicomtls.ul.pdu import AssociateAC, AssociateRJ
 
+from ..cli.test_node_cli import run
 from ..conftest import Files, MatrixPKI
 from ..forged import with_version
 from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
@@ -364,3 +365,43 @@ def test_a_certificate_no_one_can_read_sent_beside_a_good_chain(
 def junk_der(files: Files) -> bytes:
     """The DER of the (single) certificate in ``files``."""
     return ssl.PEM_cert_to_DER_cert(files.cert.read_text())
+
+
+def test_a_huge_subject_costs_one_short_log_line(node: LiveNode, tmp_path: Path) -> None:
+    """A self-signed certificate whose subject is 15,000 control characters (each shown as
+    three): the refusal's line quotes the first thousand or so, not 45 kB of escapes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "huge"),
+            x509.NameAttribute(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), "\x01" * 15_000),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    files = _write(tmp_path, "huge", [cert.public_bytes(serialization.Encoding.DER)], key)
+    line = node.wait_for(_handshake_refused(node.port, files))
+    assert "stage verify" in line and "CN = huge" in line, line[:300]
+    assert len(line) < 4096 and "more characters)" in line, len(line)
+
+
+def test_inspect_shows_a_hostile_certificate_file_or_says_why_it_cannot(tmp_path: Path) -> None:
+    """``dicomtls inspect`` of a certificate a peer handed over: one with extensions
+    cryptography refuses is shown with them marked unreadable; a version 4 one is one
+    error line (it was a traceback)."""
+    odd = forge(tmp_path, "odd")
+    shown = run("inspect", str(odd.cert), cwd=tmp_path)
+    assert shown.returncode == 0 and "Extensions: unreadable (" in shown.stdout, shown
+    v4 = forge(tmp_path, "odd4", oddity="version")
+    refused = run("inspect", str(v4.cert), cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "holds no readable certificate: 3 is not a valid X509 version" in refused.stderr

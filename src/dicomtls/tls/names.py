@@ -27,7 +27,9 @@ UTF-8 (cryptography writes and reads T61String as UTF-8, OpenSSL reads it as Lat
 The readable form is the same string with each character above 0x7F shown as itself when
 :func:`dicomtls.text.printable` would leave it alone (``CN = Zürich``); C1 controls, bidi
 overrides and line separators stay escaped the way OpenSSL escapes them, so the readable
-form is as safe to log or print as the exact one.
+form is as safe to log or print as the exact one. It is also short: past 1,024 characters
+it stops with how many more there were, so that a peer's name of 100 kB (a certificate may
+be that long) does not make every log line that names it as long.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ _OID_TEXT_MAX = 79  # OpenSSL writes the dotted OID into an 80-byte buffer
 _PLAIN = re.compile(r"[\x20\x21\x23-\x2a\x2d-\x3a\x3d\x3f-\x5b\x5d-\x7e]*")
 _QUOTED_AT_THE_ENDS = re.compile(r"\A[ #].|\A \Z| \Z", re.S)
 _UNWRITABLE = "\ud800"  # a UTF8String's stray bytes decode to U+DC80-U+DCFF, never to this
+_READABLE_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,13 @@ def print_name(name_der: bytes) -> PrintedName:
         exact.append(field + value)
         readable.append(field + shown)
         previous = attribute
-    return PrintedName(openssl="".join(exact), readable="".join(readable))
+    return PrintedName(openssl="".join(exact), readable=_shortened("".join(readable)))
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= _READABLE_MAX:
+        return text
+    return f"{text[:_READABLE_MAX]}... ({len(text) - _READABLE_MAX:,} more characters)"
 
 
 # -- DER: just enough to walk a TBSCertificate down to its names ------------------------------
