@@ -367,9 +367,9 @@ def junk_der(files: Files) -> bytes:
     return ssl.PEM_cert_to_DER_cert(files.cert.read_text())
 
 
-def test_a_huge_subject_costs_one_short_log_line(node: LiveNode, tmp_path: Path) -> None:
-    """A self-signed certificate whose subject is 15,000 control characters (each shown as
-    three): the refusal's line quotes the first thousand or so, not 45 kB of escapes."""
+def huge_subject(directory: Path) -> Files:
+    """A self-signed certificate whose subject is CN=huge and 15,000 control characters
+    (each shown as three); the node's TLS refuses much larger certificate messages."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     name = x509.Name(
@@ -388,10 +388,46 @@ def test_a_huge_subject_costs_one_short_log_line(node: LiveNode, tmp_path: Path)
         .not_valid_after(now + dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    files = _write(tmp_path, "huge", [cert.public_bytes(serialization.Encoding.DER)], key)
-    line = node.wait_for(_handshake_refused(node.port, files))
+    return _write(directory, "huge", [cert.public_bytes(serialization.Encoding.DER)], key)
+
+
+def test_a_huge_subject_costs_one_short_log_line(node: LiveNode, tmp_path: Path) -> None:
+    """The refusal's line quotes the first thousand characters or so, not 45 kB of escapes."""
+    line = node.wait_for(_handshake_refused(node.port, huge_subject(tmp_path)))
     assert "stage verify" in line and "CN = huge" in line, line[:300]
     assert len(line) < 4096 and "more characters)" in line, len(line)
+
+
+def test_a_huge_subject_does_not_lose_its_audit_record_over_udp(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    """RFC 5426 puts each audit message in one UDP datagram (65,507 bytes at most): the
+    Security Alert for a peer with a huge subject must still fit, and reach the collector."""
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(PATIENT)
+    server = matrix_pki.files["server"]
+    live = start(
+        tmp_path,
+        "--tls-cert",
+        str(server.cert),
+        "--tls-key",
+        str(server.key),
+        "--ca",
+        str(matrix_pki.ca_file),
+        "--audit",
+        f"udp://127.0.0.1:{collector.getsockname()[1]}",
+        *_timeouts(PATIENT, PATIENT, PATIENT),
+    )
+    try:
+        live.wait_for(_handshake_refused(live.port, huge_subject(tmp_path)))
+        while b'csd-code="110126"' not in (datagram := collector.recv(65_536)):
+            pass  # the node's start (Application Activity) comes first
+    finally:
+        live.stop()
+        collector.close()
+    assert len(datagram) < 8192 and b"CN = huge" in datagram, len(datagram)
+    live.check_one_line_each()
 
 
 def test_inspect_shows_a_hostile_certificate_file_or_says_why_it_cannot(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from cryptography import x509
 from OpenSSL._util import ffi as _openssl_ffi
 from OpenSSL._util import lib as _openssl_lib
 
-from dicomtls.text import printable
+from dicomtls.text import clipped, printable
 
 __all__ = [
     "PrintedName",
@@ -76,7 +76,6 @@ _OID_TEXT_MAX = 79  # OpenSSL writes the dotted OID into an 80-byte buffer
 _PLAIN = re.compile(r"[\x20\x21\x23-\x2a\x2d-\x3a\x3d\x3f-\x5b\x5d-\x7e]*")
 _QUOTED_AT_THE_ENDS = re.compile(r"\A[ #].|\A \Z| \Z", re.S)
 _UNWRITABLE = "\ud800"  # a UTF8String's stray bytes decode to U+DC80-U+DCFF, never to this
-_READABLE_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -139,13 +138,7 @@ def print_name(name_der: bytes) -> PrintedName:
         exact.append(field + value)
         readable.append(field + shown)
         previous = attribute
-    return PrintedName(openssl="".join(exact), readable=_shortened("".join(readable)))
-
-
-def _shortened(text: str) -> str:
-    if len(text) <= _READABLE_MAX:
-        return text
-    return f"{text[:_READABLE_MAX]}... ({len(text) - _READABLE_MAX:,} more characters)"
+    return PrintedName(openssl="".join(exact), readable=clipped("".join(readable)))
 
 
 # -- DER: just enough to walk a TBSCertificate down to its names ------------------------------
