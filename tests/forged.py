@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["resigned", "tlv", "with_serial", "with_version"]
+__all__ = ["resigned", "tlv", "with_replaced", "with_serial", "with_version"]
 
 _ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
 
@@ -54,3 +54,13 @@ def with_serial(cert: x509.Certificate, serial: bytes, key: ec.EllipticCurvePriv
     assert body[at] == 0x02 and body[at + 1] < 0x80, "a short serial follows the version"
     end = at + 2 + body[at + 1]
     return resigned(body[:at] + tlv(0x02, serial) + body[end:], key)
+
+
+def with_replaced(
+    cert: x509.Certificate, old: bytes, new: bytes, key: ec.EllipticCurvePrivateKey
+) -> bytes:
+    """``cert`` with the one run of ``old`` in its TBSCertificate replaced by ``new`` of
+    the same length (an OID, a tag: lengths around it stay right)."""
+    body, _ = _body(cert)
+    assert len(old) == len(new) and body.count(old) == 1, "one run, the same length"
+    return resigned(body.replace(old, new), key)

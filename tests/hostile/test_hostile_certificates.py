@@ -37,7 +37,7 @@ from dicomtls.ul.pdu import AssociateAC, AssociateRJ
 
 from ..cli.test_node_cli import run
 from ..conftest import Files, MatrixPKI
-from ..forged import with_version
+from ..forged import with_replaced, with_version
 from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
 from .peers import IMPLICIT, VERIFICATION, DicomPeer
 from .scp import HostileSCP, SCPLink
@@ -441,3 +441,42 @@ def test_inspect_shows_a_hostile_certificate_file_or_says_why_it_cannot(tmp_path
     refused = run("inspect", str(v4.cert), cwd=tmp_path)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert "holds no readable certificate: 3 is not a valid X509 version" in refused.stderr
+
+
+def test_a_second_cn_that_is_not_a_string_still_makes_two(
+    node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    """``CN=kiosk, CN=<BIT STRING>``: OpenSSL shows both CNs (the second as ``#0305...``),
+    so the subject names two holders even though only one of its CNs is text."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    authority = matrix_pki.intermediate
+    placeholder = x509.ObjectIdentifier("1.2.3.4")  # 06 03 2A 03 04, as long as CN's 55 04 03
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COMMON_NAME, "kiosk"),
+                    x509.NameAttribute(placeholder, "other"),
+                ]
+            )
+        )
+        .issuer_name(authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(authority.identity.private_key, hashes.SHA256())
+    )
+    signer = authority.identity.private_key
+    assert isinstance(signer, ec.EllipticCurvePrivateKey)
+    der = with_replaced(
+        cert,
+        bytes.fromhex("06032a0304") + b"\x0c\x05other",
+        bytes.fromhex("0603550403") + b"\x03\x05\x00ther",
+        signer,
+    )
+    chain = [der, authority.certificate.public_bytes(serialization.Encoding.DER)]
+    files = _write(tmp_path, "two-cns", chain, key)
+    assert isinstance(_answer(node, matrix_pki, files, "KIOSK"), AssociateRJ)

@@ -313,7 +313,9 @@ def key_facts(cert: x509.Certificate) -> tuple[str, int, str | None]:
 def _is_self_signed(cert: x509.Certificate, subject: PrintedName, issuer: PrintedName) -> bool:
     try:
         same_name = cert.subject == cert.issuer
-    except ValueError:  # a name cryptography cannot decode (T61String in Latin-1): OpenSSL can
+    except (ValueError, TypeError):
+        # A name cryptography cannot decode (a T61String in Latin-1, a CN that is a BIT
+        # STRING): OpenSSL can, and so can we.
         same_name = subject == issuer
     if not same_name:
         return False

@@ -113,14 +113,15 @@ def certificate_der_names(der: bytes) -> tuple[PrintedName, PrintedName]:
 
 def subject_values(cert: x509.Certificate, oid: str) -> list[str]:
     """The subject's values of attribute ``oid`` (dotted), read the way OpenSSL reads them:
-    a T61String as Latin-1, which cryptography's parsed subject refuses to read at all."""
+    a T61String as Latin-1, which cryptography's parsed subject refuses to read at all; a
+    value that is no string as OpenSSL shows it, ``#`` and its DER in hex, so that every
+    value counts."""
     _, subject = _tbs_names(cert.tbs_certificate_bytes)
-    values = []
-    for attribute in _attributes(subject):
-        width = _CHARACTER_WIDTH.get(attribute.tag)
-        if attribute.oid == oid and width is not None and not len(attribute.content) % width:
-            values.append(_characters(attribute.content, attribute.tag, width))
-    return values
+    return [
+        _dump(attribute) if (characters := _read(attribute)) is None else characters
+        for attribute in _attributes(subject)
+        if attribute.oid == oid
+    ]
 
 
 def print_name(name_der: bytes) -> PrintedName:
@@ -254,15 +255,27 @@ def _field_name(oid: str) -> str:
     return oid[:_OID_TEXT_MAX]
 
 
+def _read(attribute: _Attribute) -> str | None:
+    """The value's characters; None for a value that is no string, or cannot be read: an
+    odd-length BMPString (OpenSSL refuses to load such a name; here it shows as its DER
+    rather than as half a character)."""
+    width = _CHARACTER_WIDTH.get(attribute.tag)
+    if width is None or len(attribute.content) % width:
+        return None
+    return _characters(attribute.content, attribute.tag, width)
+
+
+def _dump(attribute: _Attribute) -> str:
+    """A value as OpenSSL shows one it does not read as text: ``#`` and its DER in hex."""
+    return "#" + attribute.encoding.hex().upper()
+
+
 def _values(attribute: _Attribute) -> tuple[str, str]:
     """The value as OpenSSL prints it, and readable."""
-    width = _CHARACTER_WIDTH.get(attribute.tag)
-    # An odd-length BMPString cannot be read: OpenSSL refuses to load such a name, and
-    # here it shows as its DER rather than as half a character.
-    if width is None or len(attribute.content) % width:
-        dump = "#" + attribute.encoding.hex().upper()
+    characters = _read(attribute)
+    if characters is None:
+        dump = _dump(attribute)
         return dump, dump
-    characters = _characters(attribute.content, attribute.tag, width)
     if _PLAIN.fullmatch(characters) and not _QUOTED_AT_THE_ENDS.search(characters):
         return characters, characters  # nothing to escape or quote: most names
     exact = _escaped(characters, readable=False)
