@@ -42,11 +42,16 @@ from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
 from .peers import IMPLICIT, VERIFICATION, DicomPeer
 from .scp import HostileSCP, SCPLink
 
-Oddity = Literal["san", "version", "none"]
+Oddity = Literal["san", "dirname", "version", "none"]
 
 #: A subjectAltName holding a five-byte IP address: OpenSSL reads it, cryptography cannot.
 FIVE_BYTE_IP = x509.UnrecognizedExtension(
     ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("300787050102030405")
+)
+#: A subjectAltName directoryName whose CN is a BIT STRING: cryptography raises TypeError.
+BIT_STRING_DIRECTORY_NAME = x509.UnrecognizedExtension(
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    bytes.fromhex("3011a40f300d310b3009060355040303020041"),
 )
 
 
@@ -99,8 +104,9 @@ def forge(
             critical=False,
         )
     )
-    if oddity == "san":
-        builder = builder.add_extension(FIVE_BYTE_IP, critical=False)
+    if oddity in ("san", "dirname"):
+        san = FIVE_BYTE_IP if oddity == "san" else BIT_STRING_DIRECTORY_NAME
+        builder = builder.add_extension(san, critical=False)
     signer = key if authority is None else authority.identity.private_key
     assert isinstance(signer, ec.EllipticCurvePrivateKey)
     cert = builder.sign(signer, hashes.SHA256())
@@ -179,10 +185,11 @@ def _handshake_refused(port: int, files: Files) -> str:
     return name
 
 
+@pytest.mark.parametrize("oddity", ["san", "dirname"])
 def test_untrusted_certificate_with_an_unreadable_extension_is_refused_as_untrusted(
-    node: LiveNode, tmp_path: Path
+    node: LiveNode, tmp_path: Path, oddity: Oddity
 ) -> None:
-    peer = _handshake_refused(node.port, forge(tmp_path, "evil"))
+    peer = _handshake_refused(node.port, forge(tmp_path, "evil", oddity=oddity))
     line = node.wait_for(peer)
     assert "stage verify" in line and "SELF_SIGNED" in line and "CN = evil" in line, line
 

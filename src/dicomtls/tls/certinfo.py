@@ -111,7 +111,8 @@ def _extensions(cert: x509.Certificate) -> tuple[x509.Extensions, str | None]:
     """
     try:
         return cert.extensions, None
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        # TypeError: a directoryName whose CN is a BIT STRING, which cryptography's Name refuses.
         return x509.Extensions([]), printable(str(exc))
 
 
