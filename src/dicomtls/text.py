@@ -32,7 +32,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["printable", "printable_lines"]
+__all__ = ["NAME_MAX", "clipped", "printable", "printable_lines"]
+
+NAME_MAX = 1024
+"""Characters of a name a peer chose (a certificate subject) that a log line or an audit
+record quotes: real ones are far shorter, and a certificate may hold 100 kB of name."""
 
 # Everything escaped besides the C0 controls: DEL, C1, line/paragraph separators, bidi
 # embeddings/overrides/isolates, surrogates, and the two characters XML cannot carry.
@@ -60,6 +64,13 @@ def printable(text: str) -> str:
     if _UNSAFE_CHARACTER.search(text) is None:
         return text
     return _UNSAFE_CHARACTER.sub(_escape, text)
+
+
+def clipped(text: str, limit: int = NAME_MAX) -> str:
+    """``text`` up to ``limit`` characters, then how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def printable_lines(text: str) -> str:

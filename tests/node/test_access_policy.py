@@ -21,7 +21,10 @@ from dicomtls.net.qr_scu import RetrieveResult
 from dicomtls.node.policy import AccessPolicy, PolicyError
 from dicomtls.node.storage import DurableStore
 from dicomtls.node.store_scp import DurableStoreHandler
+from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.verify_error import VerifyError
 
 from .site import QR, Site, connect_as, make_site, running
 from .test_storage import STUDY_UID, _make_file
@@ -301,3 +304,45 @@ def test_rules_over_mutual_tls(
     assert "did not accept C-GET" in str(out["viewer_get"])
     viewer_has = out["viewer_has"]
     assert isinstance(viewer_has, list) and len(viewer_has) == 1
+
+
+def test_a_certificate_that_failed_verification_matches_no_rule(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A verify callback may let a failed certificate through (to log it, say); a rule
+    must still not take that certificate's word for who the peer is. A self-signed
+    certificate naming ct1 is refused as CT1, and gets the default policy under its own title."""
+    forger = CertificateAuthority.create("Forger CA", key=KeySpec.ec())
+    forged = forger.issue("ct1.radiology.example", dns=["ct1.radiology.example"], ips=["10.1.2.3"])
+    forged.write(site.directory, "forged-ct1")
+    lenient = site.settings(
+        "pacs", verify=VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT, on_verify=_let_through
+    )
+
+    async def attempt() -> tuple[object, int]:
+        async with running(
+            site, tmp_path / "store", tls=lenient, access=_site_policy(site, ())
+        ) as pacs:
+            claimed: object = "accepted"
+            try:
+                async with await connect_as(site, pacs, "forged-ct1", "CT1") as ct1:
+                    await ct1.echo()
+            except AssociationError as exc:
+                claimed = exc
+            async with await connect_as(site, pacs, "forged-ct1", "FORGER") as own:
+                return claimed, await own.echo()
+
+    with caplog.at_level(logging.WARNING, logger="dicomtls"):
+        claimed, echoed = asyncio.run(attempt())
+    assert "CALLING_AE_NOT_RECOGNIZED" in str(claimed), claimed
+    assert echoed == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        "'CT1' is bound to a certificate and the peer presented a certificate that failed "
+        "verification" in line
+        for line in lines
+    ), lines
+
+
+def _let_through(ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
+    return True

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dicomtls.pki import CertificateAuthority, KeySpec
 from dicomtls.tls.certinfo import PURPOSE_NAMES, CertificateInfo
+
+from ..forged import with_serial
 
 
 def _openssl_purposes(pem: bytes, tmp_path: Path) -> dict[str, bool]:
@@ -129,3 +134,62 @@ def test_ca_and_names_with_commas() -> None:
     assert info.basic_constraints == "CA (Certificate Authority), unlimited path length"
     data = info.to_dict()
     assert data["depth"] == 1 and data["purposes"]["SSL client CA"] is True
+
+
+def test_extensions_cryptography_cannot_read_are_marked_not_raised(
+    root: CertificateAuthority,
+) -> None:
+    # OpenSSL verifies a subjectAltName with a five-byte IP address; cryptography refuses it.
+    odd = x509.UnrecognizedExtension(
+        x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("300787050102030405")
+    )
+    key = KeySpec.ec().generate()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "odd")]))
+        .issuer_name(root.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(root.certificate.not_valid_before_utc)
+        .not_valid_after(root.certificate.not_valid_after_utc)
+        .add_extension(odd, critical=False)
+        .sign(root.identity.private_key, hashes.SHA256())
+    )
+    info = CertificateInfo.from_certificate(cert)
+    assert info.extensions_error is not None and "IPv4 or IPv6" in info.extensions_error
+    assert f"Extensions: unreadable ({info.extensions_error})" in str(info).splitlines()
+    assert not any(p.ok for p in info.purposes)  # we cannot tell what OpenSSL would say
+    assert info.dns_names == info.ip_addresses == ()
+    assert info.to_dict()["extensions_error"] == info.extensions_error
+    assert "Extensions:" not in str(CertificateInfo.from_certificate(root.certificate))
+
+
+def test_a_negative_serial_is_shown_as_openssl_shows_it(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "n")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x12)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    # OpenSSL writes a serial beyond a long in hex, a negative one after "(Negative)".
+    der = with_serial(cert, b"\xfe" + b"\x01" * 12, key)
+    path = tmp_path / "negative.der"
+    path.write_bytes(der)
+    text = subprocess.run(
+        ["openssl", "x509", "-inform", "DER", "-noout", "-text", "-in", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    with pytest.warns(CryptographyDeprecationWarning):
+        info = CertificateInfo.from_certificate(x509.load_der_x509_certificate(der))
+    assert info.serial_number < 0
+    assert info.serial_hex == "(Negative)01:fe:fe:fe:fe:fe:fe:fe:fe:fe:fe:fe:ff"
+    assert info.serial_hex in text, text

@@ -8,7 +8,6 @@ from inspect import cleandoc
 from pathlib import Path
 
 import click
-from cryptography import x509
 from rich.table import Table
 
 from dicomtls.cli.render import make_console
@@ -16,6 +15,8 @@ from dicomtls.pki import BrokenKind, init_pki, load_ca
 from dicomtls.pki.bundle import PKIFiles
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import lookup_cipher
+from dicomtls.tls.errors import SettingsError
+from dicomtls.tls.files import parse_certificates
 from dicomtls.tls.profiles import PROFILES, SecurityProfile
 
 __all__ = ["ciphers", "inspect", "pki"]
@@ -167,15 +168,10 @@ def inspect(file: Path, as_json: bool) -> None:
     Example:
       dicomtls inspect dicom-store/pki/server-chain.pem
     """
-    data = file.read_bytes()
     try:
-        certs = (
-            x509.load_pem_x509_certificates(data)
-            if b"-----BEGIN" in data
-            else [x509.load_der_x509_certificate(data)]
-        )
-    except ValueError:
-        raise click.BadParameter(f"{file} holds no readable certificate (PEM or DER)") from None
+        certs = parse_certificates(file.read_bytes(), file, "certificate")
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc)) from None
     infos = [CertificateInfo.from_certificate(c, depth) for depth, c in enumerate(certs)]
     if as_json:
         print(json.dumps([{**i.to_dict(), "warnings": _warnings(i)} for i in infos]))

@@ -3,7 +3,8 @@
 TLS proves which certificate a peer holds; DICOM believes whatever calling AE
 title the peer writes into its A-ASSOCIATE-RQ. An :class:`AccessPolicy` closes
 that gap. Each :class:`AccessRule` binds one calling AE title to a certificate
-(its subject CN, a subjectAltName entry, or its SHA-256 fingerprint) and says
+(its subject CN, when the subject has just one, compared like a host name; a
+subjectAltName entry; or its SHA-256 fingerprint) and says
 which services that peer may use and where its C-MOVEs may go.
 
 Decisions, in order:
@@ -17,6 +18,9 @@ Decisions, in order:
    (``"allow"``) grants ``default_services`` (echo, store, find, move, get), with
    C-MOVE only to configured destinations. C-GET, like C-FIND, returns data only to
    the authenticated caller on its own association, so it needs no destination.
+
+A certificate that failed verification, let through by a verify callback, proves
+nothing: it matches no rule and binds no title, like no certificate at all.
 
 The policy is read from the ``[access]`` table of the node's TOML configuration.
 """
@@ -42,6 +46,17 @@ __all__ = ["AccessPolicy", "AccessRule", "CertificateMatch", "PolicyError"]
 ALL_SERVICES = frozenset(Service)
 _SAN_KINDS = ("DNS", "IP", "URI", "email")
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _folded(name: str) -> str:
+    """``name`` with its ASCII letters in lower case, and nothing else changed.
+
+    Names differ in ASCII case only as spellings of one name (DNS names, RFC 4343).
+    ``str.casefold`` goes further: the Kelvin sign becomes ``k``, a long s ``s``, ``ß``
+    ``ss``, so a certificate our CA issued for another name would pass for the bound one.
+    """
+    return name.translate(_ASCII_LOWER)
 
 
 class PolicyError(DicomTLSError, ValueError):
@@ -59,8 +74,10 @@ class CertificateMatch:
         if self.kind == "fingerprint":
             return _fingerprint(cert.sha256_fingerprint) == self.value
         if self.kind == "cn":
+            # One CN names the holder; a subject with several names several holders, and
+            # binding it to one title by any of them would let one certificate be two peers.
             names = subject_values(cert.certificate, NameOID.COMMON_NAME.dotted_string)
-            return any(name.casefold() == self.value.casefold() for name in names)
+            return len(names) == 1 and _folded(names[0]) == _folded(self.value)
         return self.value in _san_entries(cert)
 
     def __str__(self) -> str:
@@ -113,12 +130,12 @@ def _san_value(text: str, where: str) -> str:
         except ValueError:
             raise PolicyError(f"{where}: san = {text!r}: {value!r} is not an IP address") from None
     if canonical == "DNS":
-        value = value.casefold()
+        value = _folded(value)
     return f"{canonical}:{value}"
 
 
 def _san_entries(cert: CertificateInfo) -> set[str]:
-    entries = {f"DNS:{name.casefold()}" for name in cert.dns_names}
+    entries = {f"DNS:{_folded(name)}" for name in cert.dns_names}
     entries.update(f"IP:{ipaddress.ip_address(a)}" for a in cert.ip_addresses)
     entries.update(f"URI:{u}" for u in cert.uris)
     entries.update(f"email:{e}" for e in cert.emails)
@@ -235,13 +252,24 @@ class AccessPolicy:
 
     def __call__(self, request: RequestInfo) -> Admission:
         # Without rules the certificate decides nothing: do not describe it for nothing.
-        return self.admit(request.calling_ae, request.certificate if self.rules else None)
+        if not self.rules:
+            return self.admit(request.calling_ae, None)
+        failed = None if request.session is None else request.session.verify_result
+        if failed is not None and not failed.ok:
+            # A verify callback let a certificate through that failed verification: it
+            # proves nothing, so it is held to no rule and bound to no title.
+            holder = f"a certificate that failed verification ({failed})"
+            return self.admit(request.calling_ae, None, holder=holder)
+        return self.admit(request.calling_ae, request.certificate)
 
-    def admit(self, calling_ae: str, certificate: CertificateInfo | None) -> Admission:
-        """The decision for a peer claiming ``calling_ae`` and holding ``certificate``."""
+    def admit(
+        self, calling_ae: str, certificate: CertificateInfo | None, *, holder: str | None = None
+    ) -> Admission:
+        """The decision for a peer claiming ``calling_ae`` and holding ``certificate``
+        (``holder`` says what it presented instead, when it is None)."""
         claimed = [r for r in self.rules if r.ae_title == calling_ae]
         if claimed:
-            return self._by_title(claimed, calling_ae, certificate)
+            return self._by_title(claimed, calling_ae, certificate, holder or _holder(certificate))
         bound = [] if certificate is None else self._bound(certificate)
         if bound:  # decision 2: a bound certificate says who the peer is
             titles = ", ".join(sorted({repr(r.ae_title) for r in bound}))
@@ -260,7 +288,11 @@ class AccessPolicy:
         )
 
     def _by_title(
-        self, claimed: list[AccessRule], calling_ae: str, certificate: CertificateInfo | None
+        self,
+        claimed: list[AccessRule],
+        calling_ae: str,
+        certificate: CertificateInfo | None,
+        holder: str,
     ) -> Admission:
         """Decision 1: the rules for the title claimed; the first the certificate matches."""
         for rule in claimed:
@@ -268,8 +300,7 @@ class AccessPolicy:
                 return self._grant(rule)
         failed = "; ".join(f"{r.label} requires {r.certificate}" for r in claimed)
         return Admission.reject(
-            f"{calling_ae!r} is bound to a certificate and the peer presented "
-            f"{_holder(certificate)}: {failed}",
+            f"{calling_ae!r} is bound to a certificate and the peer presented {holder}: {failed}",
             rule=claimed[0].label,
         )
 

@@ -39,6 +39,8 @@ from dicomtls.net.link import LinkEvents
 from dicomtls.node.activity import ServiceObserver, chained
 from dicomtls.node.index import InstanceFacts
 from dicomtls.node.store_scp import Resent
+from dicomtls.text import clipped
+from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.errors import TLSHandshakeError
 
 if TYPE_CHECKING:
@@ -57,6 +59,12 @@ _MAX_HANDSHAKES_TRACKED = 4096
 #: bound; issue 13 asks for about a second): long enough that a study sent in one go is
 #: a few messages, not one per object.
 REPORT_AFTER = 1.0
+
+
+def _subject(certificate: CertificateInfo | None) -> str | None:
+    """The peer's certificate subject as an audit record names it: clipped, so that one
+    message still fits a UDP datagram (RFC 5426) however long a subject the peer chose."""
+    return None if certificate is None else clipped(certificate.subject)
 
 
 def _reject_category(why: str) -> str:
@@ -150,7 +158,7 @@ class Reporter(ServiceObserver):
         return Node(
             association.calling_ae.strip(),
             peer_address(association.peer),
-            None if cert is None else cert.subject,
+            _subject(cert),
         )
 
     def link_events(self, user: LinkEvents | None = None) -> LinkEvents:
@@ -203,7 +211,7 @@ class Reporter(ServiceObserver):
     def _handshake_failed(self, peer: str, error: TLSHandshakeError) -> None:
         if self.metrics is not None:
             self.metrics.handshake_failed(_handshake_code(error))
-        subject = None if error.certificate is None else error.certificate.subject
+        subject = _subject(error.certificate)
         self._record(
             messages.node_authentication_failure(
                 local=self.local,
@@ -219,7 +227,7 @@ class Reporter(ServiceObserver):
             self.metrics.association_rejected(category)
         if category == "access-policy":
             cert = info.certificate
-            peer = Node(info.calling_ae, info.address, None if cert is None else cert.subject)
+            peer = Node(info.calling_ae, info.address, _subject(cert))
             self._record(
                 messages.association_rejected(
                     local=self.local, peer=peer, reason=why, source_id=self.source_id

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -35,7 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from dicomtls.text import printable
 from dicomtls.tls.names import PrintedName, certificate_names
 
-__all__ = ["PURPOSE_NAMES", "CertificateInfo", "Purpose", "key_facts"]
+__all__ = ["PURPOSE_NAMES", "CertificateInfo", "Purpose", "key_facts", "subject_alt_names"]
 
 PURPOSE_NAMES = (
     "SSL client",
@@ -100,11 +101,32 @@ def _openssl_date(when: dt.datetime) -> str:
     return f"{when:%b} {when.day:2d} {when:%H:%M:%S %Y} GMT"
 
 
-def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> Any:
+def _extensions(cert: x509.Certificate) -> tuple[x509.Extensions, str | None]:
+    """The certificate's extensions, or none and why not.
+
+    cryptography refuses extensions OpenSSL reads and verifies (an IP address of five
+    bytes, a DNS name beyond ASCII, bytes after a value), and the peer chooses its
+    certificate: describing one must never raise, or the refusal of a hostile
+    certificate becomes a crash that names the wrong cause.
+    """
     try:
-        return cert.extensions.get_extension_for_class(kind)
+        return cert.extensions, None
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        # TypeError: a directoryName whose CN is a BIT STRING, which cryptography's Name refuses.
+        return x509.Extensions([]), printable(str(exc))
+
+
+def _ext(extensions: x509.Extensions, kind: type[x509.ExtensionType]) -> Any:
+    try:
+        return extensions.get_extension_for_class(kind)
     except x509.ExtensionNotFound:
         return None
+
+
+def subject_alt_names(cert: x509.Certificate) -> x509.SubjectAlternativeName:
+    """The certificate's subjectAltName; empty when it has none or it cannot be read."""
+    san = _ext(_extensions(cert)[0], x509.SubjectAlternativeName)
+    return x509.SubjectAlternativeName([]) if san is None else san.value
 
 
 @dataclass(frozen=True)
@@ -120,9 +142,9 @@ class _Facts:
     v1_root: bool
 
 
-def _ns_cert_type(cert: x509.Certificate) -> int | None:
+def _ns_cert_type(extensions: x509.Extensions) -> int | None:
     try:
-        ext = cert.extensions.get_extension_for_oid(_NS_CERT_TYPE)
+        ext = extensions.get_extension_for_oid(_NS_CERT_TYPE)
     except x509.ExtensionNotFound:
         return None
     value = getattr(ext.value, "value", b"")
@@ -130,13 +152,13 @@ def _ns_cert_type(cert: x509.Certificate) -> int | None:
     return value[3] if len(value) >= 4 else 0
 
 
-def _facts(cert: x509.Certificate, self_signed: bool) -> _Facts:
-    bc = _ext(cert, x509.BasicConstraints)
-    ku_ext = _ext(cert, x509.KeyUsage)
+def _facts(cert: x509.Certificate, extensions: x509.Extensions, self_signed: bool) -> _Facts:
+    bc = _ext(extensions, x509.BasicConstraints)
+    ku_ext = _ext(extensions, x509.KeyUsage)
     ku = None
     if ku_ext is not None:
         ku = frozenset(name for attr, name in _KU_FIELDS if getattr(ku_ext.value, attr))
-    eku_ext = _ext(cert, x509.ExtendedKeyUsage)
+    eku_ext = _ext(extensions, x509.ExtendedKeyUsage)
     xku = None
     if eku_ext is not None:
         xku = frozenset(
@@ -149,7 +171,7 @@ def _facts(cert: x509.Certificate, self_signed: bool) -> _Facts:
         ku=ku,
         xku=xku,
         xku_critical=eku_ext is not None and eku_ext.critical,
-        nscert=_ns_cert_type(cert),
+        nscert=_ns_cert_type(extensions),
         v1_root=cert.version is x509.Version.v1 and self_signed,
     )
 
@@ -246,7 +268,9 @@ def _timestamp_sign(f: _Facts) -> bool:
     return f.xku == frozenset({"timeStamping"}) and f.xku_critical
 
 
-def _purposes(f: _Facts) -> tuple[Purpose, ...]:
+def _purposes(f: _Facts, *, readable: bool) -> tuple[Purpose, ...]:
+    if not readable:  # what OpenSSL would answer depends on extensions we could not read
+        return tuple(Purpose(name, False) for name in PURPOSE_NAMES)
     checks = (
         _ssl_client(f, False),
         _ssl_client(f, True),
@@ -270,7 +294,10 @@ def _purposes(f: _Facts) -> tuple[Purpose, ...]:
 
 
 def key_facts(cert: x509.Certificate) -> tuple[str, int, str | None]:
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):  # a peer's key type cryptography cannot load
+        return "unreadable", 0, None
     if isinstance(key, rsa.RSAPublicKey):
         return "RSA", key.key_size, None
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -287,7 +314,9 @@ def key_facts(cert: x509.Certificate) -> tuple[str, int, str | None]:
 def _is_self_signed(cert: x509.Certificate, subject: PrintedName, issuer: PrintedName) -> bool:
     try:
         same_name = cert.subject == cert.issuer
-    except ValueError:  # a name cryptography cannot decode (T61String in Latin-1): OpenSSL can
+    except (ValueError, TypeError):
+        # A name cryptography cannot decode (a T61String in Latin-1, a CN that is a BIT
+        # STRING): OpenSSL can, and so can we.
         same_name = subject == issuer
     if not same_name:
         return False
@@ -336,17 +365,21 @@ class CertificateInfo:
     sha256_fingerprint: str
     self_signed: bool
     purposes: tuple[Purpose, ...]
+    extensions_error: str | None
+    """Why the extensions could not be read (None: they could). Then the certificate shows
+    no subjectAltName, usages or constraints, and no purpose says Yes."""
     certificate: x509.Certificate = field(repr=False, compare=False, hash=False)
 
     @classmethod
     def from_certificate(cls, cert: x509.Certificate, depth: int = 0) -> CertificateInfo:
         subject, issuer = certificate_names(cert)
         self_signed = _is_self_signed(cert, subject, issuer)
-        facts = _facts(cert, self_signed)
-        bc = _ext(cert, x509.BasicConstraints)
-        san = _ext(cert, x509.SubjectAlternativeName)
+        extensions, extensions_error = _extensions(cert)
+        facts = _facts(cert, extensions, self_signed)
+        bc = _ext(extensions, x509.BasicConstraints)
+        san = _ext(extensions, x509.SubjectAlternativeName)
         san_value = san.value if san is not None else x509.SubjectAlternativeName([])
-        eku = _ext(cert, x509.ExtendedKeyUsage)
+        eku = _ext(extensions, x509.ExtendedKeyUsage)
         key_type, key_bits, curve = key_facts(cert)
         digest = cert.fingerprint(hashes.SHA256())
         return cls(
@@ -377,16 +410,19 @@ class CertificateInfo:
             else tuple(_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku.value),
             sha256_fingerprint=":".join(f"{b:02X}" for b in digest),
             self_signed=self_signed,
-            purposes=_purposes(facts),
+            purposes=_purposes(facts, readable=extensions_error is None),
+            extensions_error=extensions_error,
             certificate=cert,
         )
 
     @property
     def serial_hex(self) -> str:
-        """The serial as OpenSSL and the seed show it: ``ae:8a:75:37:56:03:c4:45``."""
-        raw = f"{self.serial_number:x}"
+        """The serial as OpenSSL and the seed show it: ``ae:8a:75:37:56:03:c4:45``, and a
+        negative one (which RFC 5280 forbids, and OpenSSL reads) as ``(Negative)01:00``."""
+        raw = f"{abs(self.serial_number):x}"
         raw = raw if len(raw) % 2 == 0 else "0" + raw
-        return ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
+        sign = "(Negative)" if self.serial_number < 0 else ""
+        return sign + ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
 
     @property
     def basic_constraints(self) -> str:
@@ -437,6 +473,11 @@ class CertificateInfo:
             f"Valid To: {_openssl_date(self.not_after)}",
             f"Serial Number: {self.serial_hex}",
             f"Basic Constraints: {self.basic_constraints}",
+            *(
+                [f"Extensions: unreadable ({self.extensions_error})"]
+                if self.extensions_error
+                else []
+            ),
             "Certificate purposes:",
             *(str(p) for p in self.purposes),
             f"Key: {self.key_description}",
@@ -487,6 +528,7 @@ class CertificateInfo:
             "sha256_fingerprint": self.sha256_fingerprint,
             "self_signed": self.self_signed,
             "purposes": {p.name: p.ok for p in self.purposes},
+            "extensions_error": self.extensions_error,
         }
 
 

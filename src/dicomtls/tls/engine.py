@@ -26,7 +26,8 @@ from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
 from dicomtls.logs import get_logger
-from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.text import printable
+from dicomtls.tls.certinfo import CertificateInfo, subject_alt_names
 from dicomtls.tls.errors import (
     HandshakeStage,
     TLSError,
@@ -35,6 +36,7 @@ from dicomtls.tls.errors import (
     alert_meaning,
 )
 from dicomtls.tls.flags import Side
+from dicomtls.tls.names import certificate_der_names
 from dicomtls.tls.session import SessionInfo, session_info
 from dicomtls.tls.sniff import SNIFF_MAX, describe_non_tls, undecided
 from dicomtls.tls.verify_error import VerifyCode, VerifyError
@@ -81,13 +83,43 @@ class VerifyCall:
     def certificate(self) -> CertificateInfo:
         return CertificateInfo.from_certificate(self.raw, self.depth)
 
+    @cached_property
+    def unreadable(self) -> str | None:
+        """Why cryptography cannot load this certificate OpenSSL read (version 4, say);
+        None when it can. Such a certificate cannot be described, so it is refused."""
+        try:
+            _ = self.raw
+        except (ValueError, x509.InvalidVersion) as exc:
+            return printable(str(exc))
+        return None
+
+    @property
+    def described(self) -> CertificateInfo | None:
+        """:attr:`certificate`, or None for an unreadable one."""
+        return None if self.unreadable is not None else self.certificate
+
+    @property
+    def subject(self) -> str:
+        """The subject as a person reads it, even when the rest cannot be read."""
+        if self.unreadable is None:
+            return self.certificate.readable_subject
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, self.openssl_certificate)
+        return certificate_der_names(der)[0].readable
+
+
+def _verdict(call: VerifyCall) -> str:
+    """Who refused the certificate of ``call``, and, when nobody can describe it, which."""
+    if call.unreadable is not None:
+        return (
+            f"certificate '{call.subject}' at depth {call.depth} cannot be read: "
+            f"{call.unreadable}; {call.error.name} ({call.error.message})"
+        )
+    return "OpenSSL's checks" if not call.ok else "our verify callback"
+
 
 def _hostname_error(cert: x509.Certificate, hostname: str) -> VerifyError | None:
     """RFC 6125 matching against the subjectAltName only (no Common Name fallback)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        san = x509.SubjectAlternativeName([])
+    san = subject_alt_names(cert)  # an unreadable one names no host
     address = _ip_address(hostname)
     if address is not None:
         matched = address in san.get_values_for_type(x509.IPAddress)
@@ -201,6 +233,9 @@ class TLSEngine:
             # Client NONE mode does not end the handshake on a False verdict, but a
             # crashing callback must never be mistaken for consent.
             raise self._callback_error() from self._callback_exception
+        unreadable = next((c for c in self.verify_calls if c.unreadable is not None), None)
+        if unreadable is not None:  # nor a certificate nobody can describe, in any mode
+            raise self._rejected_chain(unreadable, None)
         self.handshake_complete = True
         self._log_unverified_peer()
         return True
@@ -212,7 +247,7 @@ class TLSEngine:
                 "TLS %s link to %s continues although its certificate '%s' failed: %s",
                 self.side,
                 self.peer,
-                failed.certificate.readable_subject,
+                failed.subject,
                 failed.error,
             )
 
@@ -306,6 +341,8 @@ class TLSEngine:
             accepted=ok,
             openssl_certificate=certificate,
         )
+        if call.unreadable is not None:
+            return self._refuse_unreadable(call)
         if ok and depth == 0 and self._wants_hostname_check():
             self._check_hostname(call)
         if call.ok and any(c.depth == depth and not c.ok for c in self.verify_calls):
@@ -319,6 +356,16 @@ class TLSEngine:
             call.error = VerifyError.callback_rejection(depth)
         self.verify_calls.append(call)
         return call.accepted
+
+    def _refuse_unreadable(self, call: VerifyCall) -> bool:
+        """A certificate we cannot read can be neither matched against an access rule nor
+        shown to ``on_verify``: refused in every verify mode, OpenSSL's own error kept."""
+        call.accepted = False
+        if call.ok:
+            call.ok = False
+            call.error = VerifyError(VerifyCode.CERT_REJECTED, call.depth)
+        self.verify_calls.append(call)
+        return False
 
     def _check_hostname(self, call: VerifyCall) -> None:
         """Turn the leaf's call into a failure when it does not name the host we dialled."""
@@ -384,7 +431,7 @@ class TLSEngine:
         error = self._error(
             HandshakeStage.CALLBACK,
             f"our verify callback raised {exc!r}",
-            certificate=None if failing is None else failing.certificate,
+            certificate=None if failing is None else failing.described,
             verify_error=None if failing is None else failing.error,
             hint="fix the exception in on_verify; a crashing callback always rejects the peer",
         )
@@ -444,21 +491,23 @@ class TLSEngine:
             hint="the peer may be plain TCP waiting for us to speak first, or too slow/blocked",
         )
 
+    def _rejected_chain(self, failed: VerifyCall, reason: str | None) -> TLSHandshakeError:
+        return self._error(
+            HandshakeStage.VERIFY,
+            f"we rejected the peer's certificate chain ({_verdict(failed)})",
+            certificate=failed.described,
+            verify_error=failed.error,
+            openssl_error=reason,
+            hint=failed.error.hint,
+        )
+
     def _classify(self, exc: SSL.Error) -> TLSHandshakeError:
         reason = _reason(exc)
         if self._callback_exception is not None:
             return self._callback_error()
         failed = next((c for c in self.verify_calls if not c.accepted), None)
         if failed is not None and not self.handshake_complete:
-            verdict = "OpenSSL's checks" if not failed.ok else "our verify callback"
-            return self._error(
-                HandshakeStage.VERIFY,
-                f"we rejected the peer's certificate chain ({verdict})",
-                certificate=failed.certificate,
-                verify_error=failed.error,
-                openssl_error=reason,
-                hint=failed.error.hint,
-            )
+            return self._rejected_chain(failed, reason)
         lowered = reason.lower()
         alert = _alert(exc)
         if alert is not None:

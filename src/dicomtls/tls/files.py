@@ -29,5 +29,5 @@ def parse_certificates(data: bytes, path: Path, what: str) -> list[x509.Certific
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion: OpenSSL reads a v4
         raise SettingsError(f"{what} file {path} holds no readable certificate: {exc}") from None

@@ -27,7 +27,9 @@ UTF-8 (cryptography writes and reads T61String as UTF-8, OpenSSL reads it as Lat
 The readable form is the same string with each character above 0x7F shown as itself when
 :func:`dicomtls.text.printable` would leave it alone (``CN = Zürich``); C1 controls, bidi
 overrides and line separators stay escaped the way OpenSSL escapes them, so the readable
-form is as safe to log or print as the exact one.
+form is as safe to log or print as the exact one. It is also short: past 1,024 characters
+it stops with how many more there were, so that a peer's name of 100 kB (a certificate may
+be that long) does not make every log line that names it as long.
 """
 
 from __future__ import annotations
@@ -42,9 +44,15 @@ from cryptography import x509
 from OpenSSL._util import ffi as _openssl_ffi
 from OpenSSL._util import lib as _openssl_lib
 
-from dicomtls.text import printable
+from dicomtls.text import clipped, printable
 
-__all__ = ["PrintedName", "certificate_names", "print_name", "subject_values"]
+__all__ = [
+    "PrintedName",
+    "certificate_der_names",
+    "certificate_names",
+    "print_name",
+    "subject_values",
+]
 
 _UTF8_STRING, _BMP_STRING, _UNIVERSAL_STRING = 12, 30, 28
 # Universal tags OpenSSL prints as text, and how many bytes make one character (a_strex.c).
@@ -95,16 +103,25 @@ def certificate_names(cert: x509.Certificate) -> tuple[PrintedName, PrintedName]
     return print_name(subject), print_name(issuer)
 
 
+def certificate_der_names(der: bytes) -> tuple[PrintedName, PrintedName]:
+    """(subject, issuer) of a DER certificate, even one cryptography refuses to load."""
+    certificate = _element(der, 0)
+    tbs = _children(der, certificate)[0]
+    issuer, subject = _tbs_names(der[tbs.start : tbs.end])
+    return print_name(subject), print_name(issuer)
+
+
 def subject_values(cert: x509.Certificate, oid: str) -> list[str]:
     """The subject's values of attribute ``oid`` (dotted), read the way OpenSSL reads them:
-    a T61String as Latin-1, which cryptography's parsed subject refuses to read at all."""
+    a T61String as Latin-1, which cryptography's parsed subject refuses to read at all; a
+    value that is no string as OpenSSL shows it, ``#`` and its DER in hex, so that every
+    value counts."""
     _, subject = _tbs_names(cert.tbs_certificate_bytes)
-    values = []
-    for attribute in _attributes(subject):
-        width = _CHARACTER_WIDTH.get(attribute.tag)
-        if attribute.oid == oid and width is not None and not len(attribute.content) % width:
-            values.append(_characters(attribute.content, attribute.tag, width))
-    return values
+    return [
+        _dump(attribute) if (characters := _read(attribute)) is None else characters
+        for attribute in _attributes(subject)
+        if attribute.oid == oid
+    ]
 
 
 def print_name(name_der: bytes) -> PrintedName:
@@ -122,7 +139,7 @@ def print_name(name_der: bytes) -> PrintedName:
         exact.append(field + value)
         readable.append(field + shown)
         previous = attribute
-    return PrintedName(openssl="".join(exact), readable="".join(readable))
+    return PrintedName(openssl="".join(exact), readable=clipped("".join(readable)))
 
 
 # -- DER: just enough to walk a TBSCertificate down to its names ------------------------------
@@ -238,15 +255,27 @@ def _field_name(oid: str) -> str:
     return oid[:_OID_TEXT_MAX]
 
 
+def _read(attribute: _Attribute) -> str | None:
+    """The value's characters; None for a value that is no string, or cannot be read: an
+    odd-length BMPString (OpenSSL refuses to load such a name; here it shows as its DER
+    rather than as half a character)."""
+    width = _CHARACTER_WIDTH.get(attribute.tag)
+    if width is None or len(attribute.content) % width:
+        return None
+    return _characters(attribute.content, attribute.tag, width)
+
+
+def _dump(attribute: _Attribute) -> str:
+    """A value as OpenSSL shows one it does not read as text: ``#`` and its DER in hex."""
+    return "#" + attribute.encoding.hex().upper()
+
+
 def _values(attribute: _Attribute) -> tuple[str, str]:
     """The value as OpenSSL prints it, and readable."""
-    width = _CHARACTER_WIDTH.get(attribute.tag)
-    # An odd-length BMPString cannot be read: OpenSSL refuses to load such a name, and
-    # here it shows as its DER rather than as half a character.
-    if width is None or len(attribute.content) % width:
-        dump = "#" + attribute.encoding.hex().upper()
+    characters = _read(attribute)
+    if characters is None:
+        dump = _dump(attribute)
         return dump, dump
-    characters = _characters(attribute.content, attribute.tag, width)
     if _PLAIN.fullmatch(characters) and not _QUOTED_AT_THE_ENDS.search(characters):
         return characters, characters  # nothing to escape or quote: most names
     exact = _escaped(characters, readable=False)

@@ -10,6 +10,7 @@ from the connection and the certificates.
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,15 +18,58 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _openssl_lib
 
+from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import CipherSuite, cipher_from_openssl
 from dicomtls.tls.flags import Side
+from dicomtls.tls.names import certificate_der_names
 from dicomtls.tls.verify_error import VerifyError
 
 if TYPE_CHECKING:
     from dicomtls.tls.engine import TLSEngine
 
-__all__ = ["SessionInfo", "session_info"]
+__all__ = ["SessionInfo", "UnreadableCertificate", "session_info"]
+
+
+@dataclass(frozen=True)
+class UnreadableCertificate:
+    """A certificate the peer sent that cryptography cannot load (version 4, say).
+
+    The engine refuses such a certificate in the chain it verifies, so this is one the
+    chain did not need, sent along anyway: shown by its names and why it is unreadable.
+    """
+
+    depth: int
+    subject: str
+    """OpenSSL's one-line form, as :attr:`CertificateInfo.subject`."""
+    issuer: str
+    sha256_fingerprint: str
+    reason: str
+
+    @classmethod
+    def of(cls, certificate: crypto.X509, depth: int, error: Exception) -> UnreadableCertificate:
+        der = _der(certificate)
+        subject, issuer = certificate_der_names(der)
+        fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+        reason = printable(f"cannot be read: {error}")
+        return cls(depth, subject.openssl, issuer.openssl, fingerprint, reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "depth": self.depth,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "sha256_fingerprint": self.sha256_fingerprint,
+            "unreadable": self.reason,
+        }
+
+
+def _described(certificate: crypto.X509, depth: int) -> CertificateInfo | UnreadableCertificate:
+    try:
+        loaded = certificate.to_cryptography()
+    except (ValueError, x509.InvalidVersion) as exc:
+        return UnreadableCertificate.of(certificate, depth, exc)
+    return CertificateInfo.from_certificate(loaded, depth)
 
 
 @dataclass(frozen=True)
@@ -58,28 +102,26 @@ class SessionInfo:
 
     @functools.cached_property
     def peer_certificates(self) -> tuple[x509.Certificate, ...]:
-        """The chain the peer sent, leaf first; :attr:`peer_chain` describes it."""
-        return tuple(c.to_cryptography() for c in self.peer_x509)
+        """The chain the peer sent, leaf first, but for any certificate cryptography cannot
+        load; :attr:`peer_chain` describes each, those too."""
+        return tuple(c.certificate for c in self.peer_chain if isinstance(c, CertificateInfo))
 
     @functools.cached_property
-    def peer_chain(self) -> tuple[CertificateInfo, ...]:
+    def peer_chain(self) -> tuple[CertificateInfo | UnreadableCertificate, ...]:
         """Each certificate of the peer's chain as the verify callback shows it, made
         when first asked for: a busy server that never looks pays nothing for it."""
-        if not self.peer_certificates:
+        if self.peer_certificate is None:
             return ()
-        rest = self.peer_certificates[1:]
-        assert self.peer_certificate is not None
-        return (
-            self.peer_certificate,
-            *(CertificateInfo.from_certificate(c, depth) for depth, c in enumerate(rest, 1)),
-        )
+        rest = self.peer_x509[1:]
+        return (self.peer_certificate, *(_described(c, depth) for depth, c in enumerate(rest, 1)))
 
     @functools.cached_property
     def peer_certificate(self) -> CertificateInfo | None:
-        """The peer's own certificate (what an access rule looks at), made when first asked for."""
-        if not self.peer_certificates:
+        """The peer's own certificate (what an access rule looks at), made when first asked
+        for. The engine refuses one cryptography cannot load, so this one loads."""
+        if not self.peer_x509:
             return None
-        return CertificateInfo.from_certificate(self.peer_certificates[0], 0)
+        return CertificateInfo.from_certificate(self.peer_x509[0].to_cryptography(), 0)
 
     def summary(self) -> str:
         """One line, as a log or ``--verbose`` shows it."""
