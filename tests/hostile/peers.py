@@ -4,6 +4,8 @@ client driven flight by flight over memory BIOs (so a test can stop it mid-hands
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
 import os
 import select
 import socket
@@ -27,10 +29,26 @@ EXPLICIT = "1.2.840.10008.1.2.1"
 READ_TIMEOUT = 20.0
 
 
-def tcp(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=READ_TIMEOUT)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+#: Source ports for test connections, below the kernel's ephemeral range and never one
+#: twice in a run: a node names a peer by address and port, and a port the kernel handed
+#: out again made a late line about an earlier connection look like this one's.
+_SOURCE_PORTS = itertools.cycle(range(10_000, 32_768))
+
+
+def tcp(port: int, timeout: float = READ_TIMEOUT) -> socket.socket:
+    """A connection to the node on loopback, from a source port no earlier one used."""
+    for source in _SOURCE_PORTS:
+        try:
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=timeout, source_address=("127.0.0.1", source)
+            )
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            continue  # some other program holds it: the next one
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise AssertionError("unreachable: the cycle never ends")
 
 
 def read_to_eof(sock: socket.socket | ssl.SSLSocket, timeout: float = READ_TIMEOUT) -> bytes:

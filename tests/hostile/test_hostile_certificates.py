@@ -38,8 +38,8 @@ from dicomtls.ul.pdu import AssociateAC, AssociateRJ
 from ..cli.test_node_cli import run
 from ..conftest import Files, MatrixPKI
 from ..forged import with_replaced, with_version
-from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
-from .peers import IMPLICIT, VERIFICATION, DicomPeer
+from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, peer_name, start
+from .peers import IMPLICIT, VERIFICATION, DicomPeer, tcp
 from .scp import HostileSCP, SCPLink
 
 Oddity = Literal["san", "dirname", "version", "none"]
@@ -176,8 +176,8 @@ def _handshake_refused(port: int, files: Files) -> str:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.load_cert_chain(files.cert, files.key)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=PATIENT)
-    name = "{}:{}".format(*sock.getsockname()[:2])
+    sock = tcp(port, timeout=PATIENT)
+    name = peer_name(sock)
     with context.wrap_socket(sock) as tls, pytest.raises((ssl.SSLError, ConnectionError)):
         # TLS 1.3: the client finishes first and learns of the refusal on its first read.
         assert tls.recv(1) == b"", "the node closed without refusing"
