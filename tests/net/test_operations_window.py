@@ -169,7 +169,8 @@ def test_the_scp_bounds_the_window_and_window_one_is_synchronous(
 ) -> None:
     files = _files(tmp_path, 6)
     narrow = _Gated(DurableStore(tmp_path / "narrow"))
-    window, results = asyncio.run(_store_many(matrix_pki, narrow, _policy(2), files, 0))
+    gate = (_uid(files[0]), "begun", _uid(files[1]))  # two in flight at once, whatever the load
+    window, results = asyncio.run(_store_many(matrix_pki, narrow, _policy(2), files, 0, gate))
     assert window == 2  # we offered unlimited (0); the SCP allows two
     assert all(s == 0 for _, s in results)
     assert max(narrow.in_flight) == 2
