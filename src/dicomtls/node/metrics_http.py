@@ -108,6 +108,8 @@ class _Endpoint:
         self._open[writer] = True
         try:
             await self._serve(reader, writer, peer)
+        except asyncio.CancelledError:
+            pass  # the server closing: end as a finished task (3.11's streams log a cancelled one)
         finally:
             self._open.pop(writer, None)
             self._evicted.discard(writer)
@@ -296,6 +298,10 @@ class MetricsServer:
                 endpoint.close()
             if server is not None:
                 await server.wait_closed()
+            connections = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in connections:  # ended here, not destroyed pending with the loop
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=5.0)
         self._stop_loop()
