@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import LiveNode, _running, start
+from .conftest import LiveNode, _running, peer_name, start
 
 #: What the node allows a request head (request line and headers), and for how long.
 MAX_HEAD = 8192
@@ -41,9 +41,19 @@ def metrics_address(node: LiveNode) -> tuple[str, int]:
     return found[1], int(found[2])
 
 
+#: Where the connections come from whose log lines no test counts (the node logs one per
+#: misbehaving connection): their ports, reused later, must not be taken for another
+#: test's peer on 127.0.0.1, whose lines are counted at teardown.
+IDLE_FROM, FLOOD_FROM, ODD_FROM, BIG_FROM = "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"
+
+
+def connect(node: LiveNode, source: str = "127.0.0.1", timeout: float = 30) -> socket.socket:
+    return socket.create_connection(metrics_address(node), timeout, source_address=(source, 0))
+
+
 def exchange(node: LiveNode, request: bytes, timeout: float = 10.0) -> bytes:
     """Send ``request`` and read until the node closes the connection."""
-    with socket.create_connection(metrics_address(node), timeout=timeout) as sock:
+    with connect(node, ODD_FROM, timeout) as sock:
         sock.sendall(request)
         return read_to_end(sock)
 
@@ -81,10 +91,9 @@ def test_idle_and_slow_clients_cost_no_thread_are_cut_off_and_healthz_still_answ
     node: LiveNode,
 ) -> None:
     before = threads(node)
-    address = metrics_address(node)
-    attackers = [socket.create_connection(address, timeout=30) for _ in range(300)]
+    attackers = [connect(node, IDLE_FROM) for _ in range(300)]
     stop = threading.Event()
-    trickler = socket.create_connection(address, timeout=30)
+    trickler = connect(node)
 
     def trickle() -> None:  # one byte every 0.2 s, never ending the head: slowloris
         request = b"GET /healthz HTTP/1.1\r\n" + b"X-Slow: " + b"a" * 10_000
@@ -106,7 +115,7 @@ def test_idle_and_slow_clients_cost_no_thread_are_cut_off_and_healthz_still_answ
             answer = read_to_end(sock)  # the node closes each one (timeout 30 s: the test fails)
             assert answer == b"" or status_of(answer) == b"408", answer
         assert time.monotonic() - started < HEAD_SECONDS * 3
-        line = node.wait_for(f"127.0.0.1:{trickler.getsockname()[1]}")
+        line = node.wait_for(peer_name(trickler))
         assert "request head not complete within 5 s" in line, line
     finally:
         stop.set()
@@ -119,9 +128,8 @@ def test_a_request_head_of_megabytes_is_refused_at_8_kib_and_costs_no_memory(
     node: LiveNode,
 ) -> None:
     before = node.rss_kib()
-    address = metrics_address(node)
     header = b"X-Big: " + b"b" * 60_000 + b"\r\n"
-    socks = [socket.create_connection(address, timeout=30) for _ in range(20)]
+    socks = [connect(node, BIG_FROM) for _ in range(20)]
     try:
         peak = before
         for sock in socks:
@@ -132,10 +140,10 @@ def test_a_request_head_of_megabytes_is_refused_at_8_kib_and_costs_no_memory(
             answer = read_to_end(sock)
             assert status_of(answer) == b"431", answer[:200]
         assert peak - before < 32 * MIB, (before, peak)
-        line = node.wait_for(f"127.0.0.1:{socks[0].getsockname()[1]}")
+        line = node.wait_for(peer_name(socks[0]))
         assert f"request head past {MAX_HEAD:,} bytes" in line, line
         for sock in socks[1:]:
-            node.wait_for(f"127.0.0.1:{sock.getsockname()[1]}")
+            node.wait_for(peer_name(sock))
     finally:
         for sock in socks:
             sock.close()
@@ -180,13 +188,12 @@ def test_metrics_and_healthz_still_answer(node: LiveNode) -> None:
 def test_past_512_connections_the_oldest_idle_one_makes_room_for_the_balancer(
     node: LiveNode,
 ) -> None:
-    address = metrics_address(node)
-    flood = [socket.create_connection(address, timeout=30) for _ in range(MAX_CONNECTIONS + 40)]
+    flood = [connect(node, FLOOD_FROM) for _ in range(MAX_CONNECTIONS + 40)]
     try:
         assert status_of(healthz(node)) == b"200"
         oldest = flood[0]
         assert read_to_end(oldest) == b""  # closed at once, not after its 5 s
-        line = node.wait_for(f"127.0.0.1:{oldest.getsockname()[1]}")
+        line = node.wait_for(peer_name(oldest))
         assert f"to make room: {MAX_CONNECTIONS} connections open" in line, line
     finally:
         for sock in flood:
