@@ -255,3 +255,40 @@ def test_port_held_by_another_program(metrics: NodeMetrics) -> None:
         port = holder.getsockname()[1]
         with pytest.raises(OSError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             start_metrics_server(metrics, port)
+
+
+def test_a_health_check_that_hangs_is_asked_once_and_healthz_says_503_in_time(
+    metrics: NodeMetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index or bucket that never answers: HAProxy checks every 2 s, and each check used
+    to start another health check in a thread of its own, all of them hanging."""
+    import concurrent.futures
+    import threading
+    import urllib.error
+
+    import dicomtls.node.metrics_http as endpoint
+
+    monkeypatch.setattr(endpoint, "HEALTH_SECONDS", 0.5)
+    release = threading.Event()
+    calls: list[int] = []
+
+    def hanging() -> str | None:
+        calls.append(1)
+        release.wait(30)
+        return None
+
+    def check(_: int) -> tuple[int, str]:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/healthz", timeout=10)
+        except urllib.error.HTTPError as answer:
+            return answer.code, answer.read().decode()
+        raise AssertionError("200 from a check that has not answered")
+
+    with start_metrics_server(metrics, 0, health=hanging) as srv:
+        try:
+            with concurrent.futures.ThreadPoolExecutor(5) as pool:
+                answers = list(pool.map(check, range(5)))
+        finally:
+            release.set()
+    assert answers == [(503, "unavailable: health check took longer than 0.5 s\n")] * 5
+    assert len(calls) == 1

@@ -195,9 +195,9 @@ async def _run(site: Site, tmp: Path, files: list[Path], **backend: str) -> dict
                 if isinstance(pacs.store, S3ObjectStore):
                     out["in_s3"] = {
                         path: hashlib.sha256(
-                            pacs.store.client.get(pacs.store.location.bucket, path)[0]
+                            pacs.store.client.get(pacs.store.location.bucket, path, 0, size)[0]
                         ).hexdigest()
-                        for path, _, _ in out["rows"].values()
+                        for path, size, _ in out["rows"].values()
                     }
     return out
 

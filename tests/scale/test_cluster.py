@@ -237,7 +237,7 @@ def test_three_nodes_one_killed_nothing_acknowledged_is_lost(
                     lost.append(uid)
                     continue
                 key, size, sha256 = row
-                body = store.client.get(bucket, key)[0]
+                body = store.client.get(bucket, key, 0, size)[0]
                 assert hashlib.sha256(body).hexdigest() == sha256 and len(body) == size, uid
                 assert data_set_digest(store.locate(Path(key))) == data_set_digest(sent[uid]), uid
                 by_node[key.rsplit("/", 1)[1].split("-")[-2]] += 1  # the storing node's PID

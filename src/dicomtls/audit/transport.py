@@ -235,9 +235,15 @@ class FileSink(_Counters):
 
 _STOP = object()
 
+MAX_QUEUE_BYTES = 64 << 20
+"""What a network sink holds for a collector that is down or slow: 10,000 ordinary messages
+(a few KiB each) fit, but not 10,000 Query messages carrying 1 MiB identifiers (14 GB)."""
+
 
 class _BackgroundSink(_Counters):
-    """A bounded queue and one worker thread that delivers frames in order."""
+    """A queue bounded in messages and in bytes, and one worker thread that delivers frames
+    in order. Loss is said in one warning when the queue fills, and again each time it
+    fills after having drained to half (so a queue at its edge does not warn per message)."""
 
     retry = False
     """Keep a frame and retry (reconnecting) after a failure, instead of dropping it."""
@@ -249,6 +255,7 @@ class _BackgroundSink(_Counters):
         hostname: str | None,
         app_name: str,
         max_queue: int,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
         backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         super().__init__()
@@ -256,6 +263,8 @@ class _BackgroundSink(_Counters):
         self.hostname = hostname or socket.gethostname()
         self.app_name = app_name
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.queued_bytes = 0
         self._backoff = backoff
         self._queue: queue.Queue[object] = queue.Queue()
         self._abort = threading.Event()
@@ -269,23 +278,44 @@ class _BackgroundSink(_Counters):
 
     def send(self, message: AuditMessage) -> None:
         try:
-            if self._closed or self._queue.qsize() >= self.max_queue:
-                self._count("dropped")
-                if not self._warned_full and not self._closed:
-                    self._warned_full = True
-                    log.warning(
-                        "audit sink %s: queue full (%d), dropping messages (counted in .dropped)",
-                        self.name,
-                        self.max_queue,
-                    )
-                return
             frame = syslog_frame(
                 message, hostname=self.hostname, app_name=self.app_name, procid=str(os.getpid())
             )
-            self._queue.put_nowait(frame)
+            with self._lock:
+                full = (
+                    self._closed
+                    or self._queue.qsize() >= self.max_queue
+                    or self.queued_bytes + len(frame) > self.max_queue_bytes
+                )
+                if not full:
+                    self.queued_bytes += len(frame)
+                    self._queue.put_nowait(frame)
         except Exception:  # a sink must never break the caller
             self._count("dropped")
             log.exception("audit sink %s: could not queue a message", self.name)
+            return
+        if full:
+            self._dropped_as_full()
+        elif self._warned_full and self._half_empty():
+            self._warned_full = False  # drained: the next time it fills is said again
+
+    def _half_empty(self) -> bool:
+        return (
+            self._queue.qsize() <= self.max_queue // 2
+            and self.queued_bytes <= self.max_queue_bytes // 2
+        )
+
+    def _dropped_as_full(self) -> None:
+        self._count("dropped")
+        if not self._warned_full and not self._closed:
+            self._warned_full = True
+            log.warning(
+                "audit sink %s: queue full (%d messages, %d MiB), dropping messages "
+                "(counted in .dropped)",
+                self.name,
+                self.max_queue,
+                self.max_queue_bytes >> 20,
+            )
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued for up to ``timeout`` seconds, then give up and stop."""
@@ -322,6 +352,7 @@ class _BackgroundSink(_Counters):
                 if item is _STOP:
                     break
                 assert isinstance(item, bytes)
+                self._count("queued_bytes", -len(item))
                 self._deliver_with_retry(item)
         finally:
             self._disconnect()

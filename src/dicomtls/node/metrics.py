@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import datetime
 import functools
-import threading
-from collections.abc import Callable, Iterable
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer
+
+from dicomtls.node.metrics_http import Health, MetricsServer, serve
 
 __all__ = ["Health", "MetricsServer", "NodeMetrics", "start_metrics_server"]
 
@@ -193,91 +192,14 @@ class NodeMetrics:
         self._certificate_reloads.labels(result="success" if ok else "failure").inc()
 
 
-class MetricsServer:
-    """A running /metrics endpoint; :meth:`close` stops it and frees the port."""
-
-    port: int
-    host: str
-
-    def __init__(self, httpd: WSGIServer, thread: threading.Thread, host: str) -> None:
-        self._httpd = httpd
-        self._thread = thread
-        self._closed = False
-        self.host = host
-        self.port = int(httpd.server_address[1])
-
-    def close(self) -> None:
-        """Stop serving, close the listening socket and join the thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5.0)
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-Health = Callable[[], "str | None"]
-"""Why the node should get no new connections now (draining, index or store unreachable),
-or None when it is healthy."""
-
-
-def _health_app(
-    health: Health | None, metrics: Callable[..., Iterable[bytes]]
-) -> Callable[..., Iterable[bytes]]:
-    """``/healthz`` beside ``/metrics``: 200 ``ok``, or 503 with the reason, for a balancer's
-    HTTP check (HAProxy ``option httpchk GET /healthz``)."""
-
-    def app(environ: dict[str, object], start_response: Callable[..., object]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != "/healthz":
-            return metrics(environ, start_response)
-        try:
-            problem = health() if health is not None else None
-        except Exception as exc:  # a check that fails is a reason in itself
-            problem = f"health check failed: {exc}"
-        status = "200 OK" if problem is None else "503 Service Unavailable"
-        body = ("ok\n" if problem is None else f"unavailable: {problem}\n").encode()
-        start_response(
-            status,
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [body]
-
-    return app
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # a check every 2 s: no log line
-        pass
-
-
 def start_metrics_server(
     metrics: NodeMetrics, port: int, host: str = "127.0.0.1", *, health: Health | None = None
 ) -> MetricsServer:
     """Serve ``metrics.registry`` at ``http://host:port/metrics`` and ``health`` at
-    ``/healthz`` from a daemon thread.
+    ``/healthz`` from a thread and event loop of their own (:mod:`~dicomtls.node.metrics_http`).
 
     Port 0 picks a free port; the real one is ``MetricsServer.port``. The default host is
     loopback because metrics reveal traffic patterns; bind wider deliberately (a balancer
     on another machine checks ``/healthz`` here).
     """
-    app = _health_app(health, make_wsgi_app(metrics.registry))
-    try:
-        httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
-    except OSError as exc:
-        raise OSError(
-            exc.errno,
-            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
-        ) from exc
-    thread = threading.Thread(target=httpd.serve_forever, name="dicomtls-metrics", daemon=True)
-    thread.start()
-    return MetricsServer(httpd, thread, host)
+    return serve(metrics.registry, port, host, health)

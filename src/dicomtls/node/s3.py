@@ -24,20 +24,25 @@ import datetime as dt
 import hashlib
 import hmac
 import os
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from xml.etree import ElementTree
 
 from dicomtls.errors import DicomTLSError
+from dicomtls.node.s3_xml import S3XmlError, S3XmlReader
 
 __all__ = ["Credentials", "S3Client", "S3Error", "find_credentials"]
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _UNRESERVED = "-_.~"
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+MAX_PAGE = 8 << 20
+"""A listing page: 1,000 keys of up to 1,024 bytes, XML-escaped, and their details."""
+MAX_ERROR = 64 << 10
+"""An error answer (S3's are a few hundred bytes), or the body of a PUT, HEAD or DELETE."""
+_CHUNK = 64 << 10
 
 
 class S3Error(DicomTLSError, OSError):
@@ -163,29 +168,19 @@ def sign(
     return signed
 
 
-def _error(what: str, response: Any) -> S3Error:
-    body = response.data if response.data is not None else b""
-    code = message = ""
+def _error(what: str, status: int, body: bytes) -> S3Error:
+    """The error an answer ``status`` with ``body`` (S3's ``<Error>``, or anything) stands for."""
+    reader = S3XmlReader(("Code", "Message"))
     try:
-        root = ElementTree.fromstring(body)
-        code = root.findtext("Code") or ""
-        message = root.findtext("Message") or ""
-    except ElementTree.ParseError:
-        message = body[:200].decode("utf-8", "replace")
-    return S3Error(what, response.status, code, message)
+        reader.feed(body, final=True)
+    except S3XmlError:
+        return S3Error(what, status, message=body[:200].decode("utf-8", "replace"))
+    return S3Error(what, status, reader.fields.get("Code", ""), reader.fields.get("Message", ""))
 
 
 def _target(path: str, query: Mapping[str, str]) -> str:
     """The request's path and query string, quoted as they were signed."""
     return _quote(path, "/") + ("?" + _canonical_query(query) if query else "")
-
-
-def _refused(what: str, response: Any, streamed: bool) -> S3Error:
-    """The error of an answer not expected, its connection back in the pool."""
-    if streamed:
-        response.read()
-        response.release_conn()
-    return _error(what, response)
 
 
 class S3Client:
@@ -216,6 +211,7 @@ class S3Client:
         self.host = parsed.netloc
         self.credentials = credentials
         self.retries = retries
+        self.timeout = timeout
         self._http = urllib3.PoolManager(
             num_pools=4,
             maxsize=connections,
@@ -237,9 +233,9 @@ class S3Client:
         headers: dict[str, str] | None = None,
         body: IO[bytes] | bytes | None = None,
         payload_sha256: str = _EMPTY_SHA256,
-        stream: bool = False,
         expect: tuple[int, ...] = (200,),
     ) -> Any:
+        """The answer, its body still to be read with :meth:`_body` (bounded)."""
         path = f"/{bucket}/{key}" if key else f"/{bucket}"
         query = dict(query or {})
         what = f"{method} {path}"
@@ -263,7 +259,7 @@ class S3Client:
                     url,
                     headers=signed,
                     body=body,
-                    preload_content=not stream,
+                    preload_content=False,  # read by _body, bounded
                     redirect=False,
                 )
             except Exception as exc:  # urllib3's errors: connection refused, reset, timeout
@@ -271,10 +267,43 @@ class S3Client:
                 continue
             if response.status in expect:
                 return response
-            last = _refused(what, response, stream)
+            last = _error(what, response.status, self._body(what, response, MAX_ERROR))
             if response.status < 500 or attempt + 1 == self.retries:
                 raise last  # only a server's own trouble (5xx) is worth another try
         raise S3Error(what, message=f"no answer after {self.retries} tries: {last}")
+
+    def _body(self, what: str, response: Any, limit: int) -> bytes:
+        """The answer's body: at most ``limit`` bytes, all read within the client's timeout
+        (a server trickling a byte at a time never times out a single read), exactly as
+        sent (never decompressed: we ask for no encoding). Past a bound the connection is
+        dropped and the call fails."""
+        deadline = time.monotonic() + self.timeout
+        parts: list[bytes] = []
+        size = 0
+        try:
+            while chunk := response.read1(_CHUNK, decode_content=False):
+                size += len(chunk)
+                if size > limit:
+                    raise S3Error(
+                        what, response.status, "AnswerTooLong", f"more than {limit:,} bytes"
+                    )
+                if time.monotonic() > deadline:
+                    raise S3Error(
+                        what,
+                        response.status,
+                        "AnswerTooSlow",
+                        f"not sent within {self.timeout:g} s",
+                    )
+                parts.append(chunk)
+        except S3Error:
+            response.close()  # the rest unread: the connection cannot be used again
+            raise
+        except Exception as exc:  # urllib3's: cut off, a read timed out, a wrong length
+            response.close()
+            raise S3Error(what, response.status, message=f"answer cut off: {exc}") from exc
+        finally:
+            response.release_conn()
+        return b"".join(parts)
 
     # -- the calls ----------------------------------------------------------------------
 
@@ -291,6 +320,7 @@ class S3Client:
         response = self._request(
             "PUT", bucket, key, headers=headers, body=body, payload_sha256=sha256.hex()
         )
+        self._body(f"PUT /{bucket}/{key}", response, MAX_ERROR)
         echoed = response.headers.get("x-amz-checksum-sha256")
         if echoed != checksum:
             raise S3Error(
@@ -300,19 +330,25 @@ class S3Client:
                 f"the server did not confirm the SHA-256 checksum (sent {checksum}, got {echoed})",
             )
 
-    def get(
-        self, bucket: str, key: str, start: int = 0, end: int | None = None
-    ) -> tuple[bytes, int]:
-        """Bytes ``start`` to ``end`` (exclusive; None: to the end) and the object's size."""
-        last = "" if end is None else str(end - 1)
+    def get(self, bucket: str, key: str, start: int, end: int) -> tuple[bytes, int]:
+        """Bytes ``start`` to ``end`` (exclusive) and the object's size. A server sending
+        more than that (a Range ignored, a body without end) is cut off: S3Error."""
         response = self._request(
-            "GET", bucket, key, headers={"range": f"bytes={start}-{last}"}, expect=(200, 206)
+            "GET", bucket, key, headers={"range": f"bytes={start}-{end - 1}"}, expect=(200, 206)
         )
-        total = len(response.data)
+        data = self._body(f"GET /{bucket}/{key}", response, end - start)
+        total = len(data)
         content_range = response.headers.get("content-range", "")
         if "/" in content_range:
-            total = int(content_range.rsplit("/", 1)[1])
-        return bytes(response.data), total
+            try:
+                total = int(content_range.rsplit("/", 1)[1])
+            except ValueError:
+                raise S3Error(
+                    f"GET /{bucket}/{key}",
+                    response.status,
+                    message=f"Content-Range {content_range!r}",
+                ) from None
+        return data, total
 
     def head(self, bucket: str, key: str) -> dict[str, str] | None:
         """The object's headers (content-length, checksums), or None if there is none."""
@@ -324,11 +360,13 @@ class S3Client:
             if exc.status == 404:
                 return None
             raise
+        self._body(f"HEAD /{bucket}/{key}", response, MAX_ERROR)
         return {k.lower(): v for k, v in response.headers.items()}
 
     def delete(self, bucket: str, key: str) -> None:
         """Remove the object; one that is not there is not an error (S3 answers 204 either way)."""
-        self._request("DELETE", bucket, key, expect=(200, 204, 404))
+        response = self._request("DELETE", bucket, key, expect=(200, 204, 404))
+        self._body(f"DELETE /{bucket}/{key}", response, MAX_ERROR)
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[tuple[str, int]]:
         """Every (key, size) under ``prefix``, a page of up to 1,000 at a time."""
@@ -337,16 +375,38 @@ class S3Client:
             query = {"list-type": "2", "prefix": prefix}
             if token:
                 query["continuation-token"] = token
-            root = ElementTree.fromstring(self._request("GET", bucket, query=query).data)
-            for item in root.iter(f"{_NS}Contents"):
-                yield item.findtext(f"{_NS}Key") or "", int(item.findtext(f"{_NS}Size") or 0)
-            token = root.findtext(f"{_NS}NextContinuationToken") or ""
-            if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
+            page = self._page(bucket, query)
+            yield from _listed(f"GET /{bucket}", page)
+            following = page.fields.get("NextContinuationToken", "")
+            if page.fields.get("IsTruncated") != "true" or not following:
                 return
+            if following == token:  # a server sending one page for ever
+                raise S3Error(f"GET /{bucket}", 200, message="the same continuation token again")
+            token = following
+
+    def _page(self, bucket: str, query: Mapping[str, str]) -> S3XmlReader:
+        """One ListObjectsV2 page, read and parsed within its bounds."""
+        what = f"GET /{bucket}"
+        page = S3XmlReader(("NextContinuationToken", "IsTruncated"), "Contents", ("Key", "Size"))
+        try:
+            page.feed(self._body(what, self._request("GET", bucket, query=query), MAX_PAGE), True)
+        except S3XmlError as exc:
+            raise S3Error(what, 200, "MalformedAnswer", str(exc)) from None
+        return page
 
     def check(self, bucket: str) -> None:
         """Raise unless the bucket answers (HEAD bucket): the node's health check."""
-        self._request("HEAD", bucket, expect=(200,))
+        self._body(f"HEAD /{bucket}", self._request("HEAD", bucket, expect=(200,)), MAX_ERROR)
 
     def create_bucket(self, bucket: str) -> None:
-        self._request("PUT", bucket, expect=(200, 409))
+        response = self._request("PUT", bucket, expect=(200, 409))
+        self._body(f"PUT /{bucket}", response, MAX_ERROR)
+
+
+def _listed(what: str, page: S3XmlReader) -> Iterator[tuple[str, int]]:
+    """The (key, size) entries of a listing page."""
+    for entry in page.entries:
+        try:
+            yield entry.get("Key", ""), int(entry.get("Size") or 0)
+        except ValueError:
+            raise S3Error(what, 200, "MalformedAnswer", "a size that is not a number") from None
