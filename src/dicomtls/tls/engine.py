@@ -223,22 +223,24 @@ class TLSEngine:
             self._conn.do_handshake()
         except SSL.WantReadError:
             return False
-        except SSL.ZeroReturnError:
-            raise self.closed_error() from None
-        except SSL.SysCallError:
+        except (SSL.ZeroReturnError, SSL.SysCallError):
             raise self.closed_error() from None
         except SSL.Error as exc:
             raise self._classify(exc) from (self._callback_exception or exc)
-        if self._callback_exception is not None:
-            # Client NONE mode does not end the handshake on a False verdict, but a
-            # crashing callback must never be mistaken for consent.
-            raise self._callback_error() from self._callback_exception
-        unreadable = next((c for c in self.verify_calls if c.unreadable is not None), None)
-        if unreadable is not None:  # nor a certificate nobody can describe, in any mode
-            raise self._rejected_chain(unreadable, None)
+        self._refuse_what_openssl_let_through()
         self.handshake_complete = True
         self._log_unverified_peer()
         return True
+
+    def _refuse_what_openssl_let_through(self) -> None:
+        """A handshake OpenSSL finished that we still end: client NONE mode does not stop at a
+        False verdict, but a crashing callback must never be mistaken for consent; nor is a
+        certificate nobody can describe accepted, in any mode."""
+        if self._callback_exception is not None:
+            raise self._callback_error() from self._callback_exception
+        unreadable = next((c for c in self.verify_calls if c.unreadable is not None), None)
+        if unreadable is not None:
+            raise self._rejected_chain(unreadable, None)
 
     def _log_unverified_peer(self) -> None:
         failed = self.first_rejected_call
@@ -343,11 +345,8 @@ class TLSEngine:
         )
         if call.unreadable is not None:
             return self._refuse_unreadable(call)
-        if ok and depth == 0 and self._wants_hostname_check():
-            self._check_hostname(call)
-        if call.ok and any(c.depth == depth and not c.ok for c in self.verify_calls):
-            # OpenSSL reports each error of a certificate, then confirms it once more;
-            # the callback has already ruled on that certificate, so it is not asked twice.
+        self._check_hostname(call)
+        if call.ok and self._ruled_on(depth):
             return True
         call.accepted = self._ask_callback(call)
         if call.ok and not call.accepted:
@@ -367,8 +366,16 @@ class TLSEngine:
         self.verify_calls.append(call)
         return False
 
+    def _ruled_on(self, depth: int) -> bool:
+        """OpenSSL reports each error of a certificate, then confirms it once more; the
+        callback has already ruled on that certificate, so it is not asked twice."""
+        return any(c.depth == depth and not c.ok for c in self.verify_calls)
+
     def _check_hostname(self, call: VerifyCall) -> None:
-        """Turn the leaf's call into a failure when it does not name the host we dialled."""
+        """Turn the leaf's call into a failure when it does not name the host we dialled
+        (if we check host names, and OpenSSL found the leaf good otherwise)."""
+        if not (call.ok and call.depth == 0 and self._wants_hostname_check()):
+            return
         assert self.server_hostname is not None
         mismatch = _hostname_error(call.raw, self.server_hostname)
         if mismatch is not None:
