@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -44,7 +44,8 @@ class UnreadableCertificate:
     """OpenSSL's one-line form, as :attr:`CertificateInfo.subject`."""
     issuer: str
     sha256_fingerprint: str
-    reason: str
+    unreadable: str
+    """Why it cannot be read."""
 
     @classmethod
     def of(cls, certificate: crypto.X509, depth: int, error: Exception) -> UnreadableCertificate:
@@ -55,13 +56,7 @@ class UnreadableCertificate:
         return cls(depth, subject.openssl, issuer.openssl, fingerprint, reason)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "depth": self.depth,
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "sha256_fingerprint": self.sha256_fingerprint,
-            "unreadable": self.reason,
-        }
+        return asdict(self)
 
 
 def _described(certificate: crypto.X509, depth: int) -> CertificateInfo | UnreadableCertificate:
