@@ -211,12 +211,17 @@ def leftovers(store: Path) -> list[str]:
 
 
 def partial_objects(store: Path) -> list[str]:
-    """Objects being received: started, not yet committed."""
-    return sorted(
-        p.name
-        for p in (store / ".incoming").glob("*.dcm.*.part")
-        if p.stat().st_nlink == 1 and p.stat().st_size > 0
-    )
+    """Objects being received: started, not yet committed (a running node may commit or
+    drop one between the listing and its stat: then it is not partial any more)."""
+    found = []
+    for path in (store / ".incoming").glob("*.dcm.*.part"):
+        try:
+            facts = path.stat()
+        except FileNotFoundError:
+            continue
+        if facts.st_nlink == 1 and facts.st_size > 0:
+            found.append(path.name)
+    return sorted(found)
 
 
 def assert_intact(store: Path, sent: SentObject) -> None:
