@@ -26,6 +26,7 @@ from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.ciphers import CIPHER_SUITES
 from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError, alert_meaning
 from dicomtls.tls.flags import VerifyFlags
+from dicomtls.tls.hostnames import dns_name_matches
 from dicomtls.tls.profiles import PROFILES, TLSVersion
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.tls.verify_error import VerifyError
@@ -429,11 +430,7 @@ def _matches_host(info: CertificateInfo, host: str) -> bool:
     try:
         return str(ipaddress.ip_address(host)) in info.ip_addresses
     except ValueError:
-        return any(
-            n.lower() == host.lower()
-            or (n.startswith("*.") and host.lower().endswith(n[1:].lower()))
-            for n in info.dns_names
-        )
+        return any(dns_name_matches(name, host) for name in info.dns_names)
 
 
 #: One finding about the chain: level ("FAIL" or "WARN"), code, what it says.

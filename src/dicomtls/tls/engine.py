@@ -36,6 +36,7 @@ from dicomtls.tls.errors import (
     alert_meaning,
 )
 from dicomtls.tls.flags import Side
+from dicomtls.tls.hostnames import dns_name_matches
 from dicomtls.tls.names import certificate_der_names
 from dicomtls.tls.session import SessionInfo, session_info
 from dicomtls.tls.sniff import SNIFF_MAX, describe_non_tls, undecided
@@ -125,22 +126,10 @@ def _hostname_error(cert: x509.Certificate, hostname: str) -> VerifyError | None
         matched = address in san.get_values_for_type(x509.IPAddress)
         code = VerifyCode.IP_ADDRESS_MISMATCH
     else:
-        wanted = hostname.rstrip(".").lower()
-        matched = any(_dns_name_matches(p, wanted) for p in san.get_values_for_type(x509.DNSName))
+        names = san.get_values_for_type(x509.DNSName)
+        matched = any(dns_name_matches(name, hostname) for name in names)
         code = VerifyCode.HOSTNAME_MISMATCH
     return None if matched else VerifyError(code, 0)
-
-
-def _dns_name_matches(pattern: str, wanted: str) -> bool:
-    """``pattern`` names ``wanted`` (lower case, no trailing dot): the same name, or a
-    wildcard standing for exactly its first label (``*.example.org``)."""
-    pattern = pattern.rstrip(".").lower()
-    if pattern == wanted:
-        return True
-    if not pattern.startswith("*.") or "." not in wanted:
-        return False
-    head, rest = wanted.split(".", 1)
-    return bool(head) and rest == pattern[2:]
 
 
 class TLSEngine:
