@@ -37,7 +37,7 @@ from dicomtls.dimse.messages import (
 from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import CommandReceived, read_size
 from dicomtls.dimse.sop_classes import Service
-from dicomtls.dimse.status import Status, status_name
+from dicomtls.dimse.status import Category, Status, status_category, status_name
 from dicomtls.dimse.transfer_syntax import IMPLICIT_VR_LE
 from dicomtls.logs import get_logger
 from dicomtls.net.association import (
@@ -128,36 +128,58 @@ def _failure(message: Message, status: int) -> CommandSet:
 
 @dataclass
 class _Outcome:
-    """What became of a C-MOVE's or C-GET's sub-operations."""
+    """What became of a C-MOVE's or C-GET's sub-operations.
+
+    PS3.4 C.4.2.3.1 counts three kinds: completed (Success), warning (the C-STORE was
+    answered with a warning status, e.g. B000 coercion: the receiver kept the object) and
+    failed. Only the failed are listed in Failed SOP Instance UID List."""
 
     total: int
     sent: list[Path]
     failed: list[tuple[Path, str]]  # (file, why)
     failed_uids: list[str]
+    warned: list[Path]
 
     @classmethod
     def of(cls, total: int) -> _Outcome:
-        return cls(total, [], [], [])
+        return cls(total, [], [], [], [])
 
     def fail(self, path: Path, uid: str | None, why: str) -> None:
         self.failed.append((path, why))
         if uid:
             self.failed_uids.append(uid)
 
+    def answered(self, header: Part10Header, status: int) -> None:
+        """A C-STORE sub-operation's status: Success, a warning, or (anything else) a
+        failure, by its category (PS3.7 C.1): a pending or unknown code kept nothing."""
+        category = status_category(status)
+        if category is Category.SUCCESS:
+            self.sent.append(header.path)
+        elif category is Category.WARNING:
+            self.warned.append(header.path)
+        else:
+            self.fail(header.path, header.sop_instance_uid, f"answered {status_name(status)}")
+
+    @property
+    def transferred(self) -> list[Path]:
+        """The files the receiver kept: completed and warning sub-operations."""
+        return self.sent + self.warned
+
     @property
     def remaining(self) -> int:
-        return self.total - len(self.sent) - len(self.failed)
+        return self.total - len(self.transferred) - len(self.failed)
 
     def counts(self) -> tuple[int, int, int, int]:
         """(remaining, completed, failed, warning), as the responses carry them."""
-        return (self.remaining, len(self.sent), len(self.failed), 0)
+        return (self.remaining, len(self.sent), len(self.failed), len(self.warned))
 
     def final_status(self) -> int:
-        """PS3.4 C.4.2.1.6: all sent, Success; some failed, Warning; none sent, Failure."""
-        if not self.failed:
+        """PS3.4 C.4.2.1.6: all completed, Success; some failed or had a warning, B000
+        (sub-operations complete, one or more failures or warnings); none kept, Failure."""
+        if not self.failed and not self.warned:
             return Status.SUCCESS
-        if self.sent:
-            return Status.COERCION_OF_DATA_ELEMENTS  # 0xB000: complete, one or more failures
+        if self.transferred:
+            return Status.COERCION_OF_DATA_ELEMENTS  # 0xB000: complete, failures or warnings
         return Status.OUT_OF_RESOURCES_SUBOPERATIONS
 
     def why(self) -> str:
@@ -446,7 +468,11 @@ class Dispatcher:
             )
         await self._reply(message, final, dataset)
         record = RetrieveRecord(
-            service, destination, tuple(outcome.sent), tuple(p for p, _ in outcome.failed), status
+            service,
+            destination,
+            tuple(outcome.transferred),
+            tuple(p for p, _ in outcome.failed),
+            status,
         )
         notify(self.services.events.on_retrieved, self.association, record)
 
@@ -537,10 +563,7 @@ class Dispatcher:
         except (AssociationError, Part10Error) as exc:
             outcome.fail(header.path, header.sop_instance_uid, str(exc))
             return
-        if status == Status.SUCCESS:
-            outcome.sent.append(header.path)
-        else:
-            outcome.fail(header.path, header.sop_instance_uid, f"answered {status_name(status)}")
+        outcome.answered(header, status)
 
     async def _get(self, message: Message) -> None:
         files = await self._files(message)

@@ -1,0 +1,166 @@
+"""The node's C-MOVE as an SCU, to a configured destination that is hostile, or merely odd.
+
+A real ``dicomtls serve`` sends a study to a destination that is a hand-made SCP
+(tests/hostile/scp.py) answering each C-STORE as the test says. Whatever it answers, the
+C-MOVE requestor gets the counts and status PS3.4 C.4.2 defines: a C-STORE answered with a
+warning (B000 coercion, B007, B006: the destination kept the object) is a warning
+sub-operation, not a failure; the C-MOVE ends in B000 "sub-operations complete, one or more
+failures or warnings", and only failed objects are in the Failed SOP Instance UID List.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dicomtls.dimse.command import Tag, decode_command, number
+from dicomtls.dimse.messages import c_move_rq, c_store_rsp
+from dicomtls.dimse.status import Status
+from dicomtls.net.association import associate, default_proposals
+from dicomtls.tls.settings import TLSSettings
+from dicomtls.ul.pdu import PDataTF
+
+from ..conftest import MatrixPKI
+from ..node.test_storage import CT, STUDY_UID, _make_file
+from .conftest import PATIENT, LiveNode, _running, _timeouts, _tls_args, echo_now, start
+from .dimse import identifier, message_pdus
+from .scp import HostileSCP, SCPLink
+from .test_bounds import QR, STUDY, _talk
+
+#: The called AE title the hostile SCP answers to (tests/hostile/scp.py).
+DEST = "HOSTILE"
+
+
+def answering(statuses: list[int], answered: dict[str, int]) -> Callable[[SCPLink], None]:
+    """A destination script: read each C-STORE whole and answer it with the next of
+    ``statuses`` (kept in ``answered`` by SOP Instance UID); then answer the release."""
+
+    def script(link: SCPLink) -> None:
+        for status in statuses:
+            command = link.next_command()
+            assert command is not None
+            pdv = command.pdvs[-1]
+            rq = decode_command(bytes(pdv.data))
+            while not _dataset_ended(link.next_pdu()):
+                pass
+            rsp = c_store_rsp(
+                number(rq, Tag.MessageID),
+                str(rq[Tag.AffectedSOPClassUID]),
+                str(rq[Tag.AffectedSOPInstanceUID]),
+                status,
+            )
+            answered[str(rq[Tag.AffectedSOPInstanceUID])] = status
+            link.send(message_pdus(pdv.context_id, rsp))
+        link.release()
+
+    return script
+
+
+def _dataset_ended(pdu: object) -> bool:
+    assert isinstance(pdu, PDataTF), pdu
+    return pdu.pdvs[-1].is_last and not pdu.pdvs[-1].is_command
+
+
+def _node_moving_to(
+    scp: HostileSCP, pki: MatrixPKI, tmp: Path, client_tls: TLSSettings
+) -> tuple[LiveNode, list[str]]:
+    """A node whose destination ``DEST`` is ``scp``, holding three CT objects of one study
+    (their SOP Instance UIDs)."""
+    scp.start()
+    node = start(
+        tmp,
+        *_tls_args(pki),
+        *_timeouts(PATIENT, PATIENT, PATIENT),
+        "--move-destination",
+        f"{DEST}=127.0.0.1:{scp.port}",
+    )
+    samples = [tmp / f"ct{i}.dcm" for i in range(3)]
+    uids = [str(_make_file(path, pixels=1000).SOPInstanceUID) for path in samples]
+
+    async def store() -> list[int]:
+        async with await associate(
+            "127.0.0.1",
+            node.port,
+            client_tls,
+            called_ae="HOSTILE",
+            proposals=default_proposals([CT]),
+        ) as assoc:
+            return [await assoc.store(path) for path in samples]
+
+    assert asyncio.run(store()) == [Status.SUCCESS] * 3
+    return node, uids
+
+
+@pytest.mark.parametrize(
+    ("statuses", "final", "completed", "failed", "warning"),
+    [
+        pytest.param(
+            [Status.SUCCESS, Status.COERCION_OF_DATA_ELEMENTS, Status.ELEMENTS_DISCARDED],
+            Status.COERCION_OF_DATA_ELEMENTS,
+            1,
+            0,
+            2,
+            id="success-and-warnings",
+        ),
+        pytest.param(
+            [Status.DATASET_DOES_NOT_MATCH_SOP_CLASS_WARNING] * 3,
+            Status.COERCION_OF_DATA_ELEMENTS,
+            0,
+            0,
+            3,
+            id="every-one-a-warning",
+        ),
+        pytest.param(
+            [Status.COERCION_OF_DATA_ELEMENTS, Status.OUT_OF_RESOURCES, Status.PENDING],
+            Status.COERCION_OF_DATA_ELEMENTS,
+            0,
+            2,
+            1,
+            id="a-warning-a-failure-and-a-pending",
+        ),
+    ],
+)
+def test_c_store_warnings_from_the_destination_are_warning_sub_operations(
+    matrix_pki: MatrixPKI,
+    scp_context: ssl.SSLContext,
+    client_tls: TLSSettings,
+    tmp_path: Path,
+    statuses: list[int],
+    final: int,
+    completed: int,
+    failed: int,
+    warning: int,
+) -> None:
+    answered: dict[str, int] = {}
+    scp = HostileSCP(scp_context, answering(statuses, answered))
+    node, uids = _node_moving_to(scp, matrix_pki, tmp_path, client_tls)
+    with contextlib.contextmanager(_running)(node):  # one line at most, no traceback
+        talk = _talk(node, matrix_pki, QR)
+        study = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=STUDY_UID)
+        talk.send(5, c_move_rq(1, STUDY.move_uid, DEST), study)
+        answers = talk.until_final()
+        talk.peer.close()
+        scp.join()
+        if failed:
+            node.wait_for(talk.peer.name)  # the one line saying what was not sent
+        assert echo_now(node.port, client_tls) == 0
+    last = answers[-1]
+    assert last.status == final
+    assert number(last.command, Tag.NumberOfCompletedSuboperations) == completed
+    assert number(last.command, Tag.NumberOfFailedSuboperations) == failed
+    assert number(last.command, Tag.NumberOfWarningSuboperations) == warning
+    assert sorted(answered) == sorted(uids)
+    failed_uids = [
+        uid for uid, status in answered.items() if status not in (0, 0xB000, 0xB006, 0xB007)
+    ]
+    if failed:
+        assert sorted(last.decoded().FailedSOPInstanceUIDList) == sorted(failed_uids)
+    else:
+        assert last.dataset == b""  # nothing failed: no Failed SOP Instance UID List
+    remaining = [number(a.command, Tag.NumberOfRemainingSuboperations) for a in answers[:-1]]
+    assert remaining == [2, 1]
