@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,12 +24,13 @@ from dicomtls.dimse.messages import c_move_rq, c_store_rsp
 from dicomtls.dimse.status import Status
 from dicomtls.net.association import associate, default_proposals
 from dicomtls.tls.settings import TLSSettings
-from dicomtls.ul.pdu import PDataTF
+from dicomtls.ul.pdu import PDataTF, ReleaseRP, ReleaseRQ
 
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, STUDY_UID, _make_file
 from .conftest import PATIENT, LiveNode, _running, _timeouts, _tls_args, echo_now, start
-from .dimse import identifier, message_pdus
+from .dimse import Conversation, identifier, message_pdus
+from .peers import READ_TIMEOUT
 from .scp import HostileSCP, SCPLink
 from .test_bounds import QR, STUDY, _talk
 
@@ -36,9 +38,14 @@ from .test_bounds import QR, STUDY, _talk
 DEST = "HOSTILE"
 
 
-def answering(statuses: list[int], answered: dict[str, int]) -> Callable[[SCPLink], None]:
+def answering(
+    statuses: list[int],
+    answered: dict[str, int],
+    then: Callable[[SCPLink], None] = SCPLink.release,
+) -> Callable[[SCPLink], None]:
     """A destination script: read each C-STORE whole and answer it with the next of
-    ``statuses`` (kept in ``answered`` by SOP Instance UID); then answer the release."""
+    ``statuses`` (kept in ``answered`` by SOP Instance UID); ``then`` ends the association
+    (answering the release, by default)."""
 
     def script(link: SCPLink) -> None:
         for status in statuses:
@@ -56,9 +63,16 @@ def answering(statuses: list[int], answered: dict[str, int]) -> Callable[[SCPLin
             )
             answered[str(rq[Tag.AffectedSOPInstanceUID])] = status
             link.send(message_pdus(pdv.context_id, rsp))
-        link.release()
+        then(link)
 
     return script
+
+
+def _released(talk: Conversation) -> None:
+    """The requestor's A-RELEASE, answered."""
+    talk.peer.send(ReleaseRQ().encode())
+    assert isinstance(talk.peer.next_pdu(), ReleaseRP)
+    talk.peer.close()
 
 
 def _dataset_ended(pdu: object) -> bool:
@@ -144,7 +158,7 @@ def test_c_store_warnings_from_the_destination_are_warning_sub_operations(
         study = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=STUDY_UID)
         talk.send(5, c_move_rq(1, STUDY.move_uid, DEST), study)
         answers = talk.until_final()
-        talk.peer.close()
+        _released(talk)
         scp.join()
         if failed:
             node.wait_for(talk.peer.name)  # the one line saying what was not sent
@@ -164,3 +178,34 @@ def test_c_store_warnings_from_the_destination_are_warning_sub_operations(
         assert last.dataset == b""  # nothing failed: no Failed SOP Instance UID List
     remaining = [number(a.command, Tag.NumberOfRemainingSuboperations) for a in answers[:-1]]
     assert remaining == [2, 1]
+
+
+def test_a_destination_that_never_answers_the_release_does_not_hold_back_the_final_response(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, client_tls: TLSSettings, tmp_path: Path
+) -> None:
+    """Every object is answered Success, then the destination reads our A-RELEASE-RQ and
+    never answers it. The C-MOVE's counts are final once the last C-STORE is answered: the
+    requestor has them while the release is still unanswered (it used to wait for the
+    release, up to the DIMSE timeout of 120 s, longer than many requestors wait: pynetdicom's
+    is 30 s, so a C-MOVE that sent everything was reported lost)."""
+    requestor_answered = threading.Event()
+    answered_while_held: list[bool] = []
+
+    def hold_the_release(link: SCPLink) -> None:
+        assert isinstance(link.next_pdu(), ReleaseRQ)
+        answered_while_held.append(requestor_answered.wait(READ_TIMEOUT / 2))
+
+    scp = HostileSCP(scp_context, answering([Status.SUCCESS] * 3, {}, hold_the_release))
+    node, _ = _node_moving_to(scp, matrix_pki, tmp_path, client_tls)
+    with contextlib.contextmanager(_running)(node):
+        talk = _talk(node, matrix_pki, QR)
+        study = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=STUDY_UID)
+        talk.send(5, c_move_rq(1, STUDY.move_uid, DEST), study)
+        final = talk.until_final()[-1]
+        requestor_answered.set()
+        _released(talk)
+        scp.join()
+        assert echo_now(node.port, client_tls) == 0
+    assert final.status == Status.SUCCESS
+    assert number(final.command, Tag.NumberOfCompletedSuboperations) == 3
+    assert answered_while_held == [True]

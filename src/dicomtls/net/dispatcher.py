@@ -503,16 +503,18 @@ class Dispatcher:
         outcome = _Outcome.of(len(files))
         headers = self._headers(files, outcome)
         sub = await self._sub_association(host, port, destination, headers, outcome)
-        if sub is not None:
-            async with sub:
-                for header in headers:
-                    if sub.ended:
-                        outcome.fail(header.path, header.sop_instance_uid, "sub-association ended")
-                    else:
-                        await self._sub_store(outcome, header, sub.store_header)
-                    if not await self._pending(message, Service.MOVE, outcome):
-                        return
-        await self._finish_retrieve(message, Service.MOVE, destination, outcome)
+        if sub is None:
+            await self._finish_retrieve(message, Service.MOVE, destination, outcome)
+            return
+        async with sub:  # released after the final response: the counts are final before
+            for header in headers:  # a destination that is slow to release can hold them back
+                if sub.ended:
+                    outcome.fail(header.path, header.sop_instance_uid, "sub-association ended")
+                else:
+                    await self._sub_store(outcome, header, sub.store_header)
+                if not await self._pending(message, Service.MOVE, outcome):
+                    return
+            await self._finish_retrieve(message, Service.MOVE, destination, outcome)
 
     def _move_address(self, destination: str) -> tuple[str, int]:
         """Where C-MOVE destination ``destination`` listens; StatusError if it is not one we
