@@ -15,6 +15,7 @@ Against a real ``dicomtls serve`` over mutual TLS:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import struct
@@ -204,6 +205,41 @@ def test_nesting_past_32_levels_is_refused_and_costs_no_memory(
     assert node.store is not None
     assert list(node.store.joinpath("objects").rglob(f"{ds.SOPInstanceUID}.dcm")) == []
     assert echo_now(node.port, client_tls) == 0
+
+
+def _empty_pdvs(context_id: int, size: int) -> bytes:
+    """A P-DATA-TF of ``size`` bytes of empty data set fragments (6 bytes each, none last):
+    within the node's Maximum Length of 4 MiB, some 700,000 of them."""
+    pdv = struct.pack(">IBB", 2, context_id, 0x00)
+    count = (size - 6) // len(pdv)
+    return struct.pack(">BBI", 0x04, 0, count * len(pdv)) + pdv * count
+
+
+def test_a_pdu_of_700000_empty_fragments_is_refused_and_holds_up_no_one(
+    tls_node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path, client_tls: TLSSettings
+) -> None:
+    """A C-STORE's data set arrives as P-DATA-TFs of 4 MiB, each some 700,000 empty PDVs.
+    Decoding one took seconds on the event loop (a PDV object and a fragment each), during
+    which no other association moved; past 1,024 PDVs in one P-DATA-TF the node aborts."""
+    node = tls_node
+    sample = tmp_path / "ct.dcm"
+    ds = _make_file(sample, pixels=1000)
+    talk = _talk(node, matrix_pki, [Proposal(CT, (EXPLICIT,))])
+    talk.send(1, c_store_rq(1, CT, ds.SOPInstanceUID))  # its data set follows, in fragments
+    hostile = _empty_pdvs(1, 4 << 20)
+    with contextlib.suppress(OSError):  # the node aborts at the first: later sends may fail
+        for _ in range(3):
+            talk.peer.send(hostile)
+    started = time.perf_counter()
+    assert echo_now(node.port, client_tls) == 0
+    echoed = time.perf_counter() - started
+    line = node.wait_for(talk.peer.name)
+    assert talk.next_message() is None and talk.aborted is not None
+    talk.peer.close()
+    assert echoed < 1.0, (echoed, line)
+    assert "P-DATA-TF of more than 1,024 PDV items" in line
+    assert node.store is not None
+    assert list(node.store.joinpath("objects").rglob(f"{ds.SOPInstanceUID}.dcm")) == []
 
 
 def test_a_data_set_of_another_sop_class_than_the_command_named(
