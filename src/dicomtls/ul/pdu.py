@@ -110,6 +110,10 @@ def _check_unique_ids(ids: list[int], where: str, local: bool) -> None:
     raise LocalProtocolError(message) if local else PDUError(message)
 
 
+#: The most items an A-ASSOCIATE-RQ or -AC may hold: 128 presentation contexts, the
+#: application context and user information items, and room for unrecognized ones.
+MAX_ASSOCIATE_ITEMS = 256
+
 _Context = TypeVar("_Context", PresentationContextRQ, PresentationContextAC)
 
 
@@ -193,6 +197,7 @@ class _Associate(Generic[_Context]):
                 ItemType.APPLICATION_CONTEXT: "application context item",
                 ItemType.USER_INFORMATION: "user information item",
             },
+            most=MAX_ASSOCIATE_ITEMS,
         )
         if ItemType.APPLICATION_CONTEXT not in found:
             raise PDUError(f"{name} has no application context item 0x10")
