@@ -24,7 +24,7 @@ from dicomtls.dimse.messages import c_move_rq, c_store_rsp
 from dicomtls.dimse.status import Status
 from dicomtls.net.association import associate, default_proposals
 from dicomtls.tls.settings import TLSSettings
-from dicomtls.ul.pdu import PDataTF, ReleaseRP, ReleaseRQ
+from dicomtls.ul.pdu import Abort, PDataTF, ReleaseRP, ReleaseRQ
 
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, STUDY_UID, _make_file
@@ -209,3 +209,43 @@ def test_a_destination_that_never_answers_the_release_does_not_hold_back_the_fin
     assert final.status == Status.SUCCESS
     assert number(final.command, Tag.NumberOfCompletedSuboperations) == 3
     assert answered_while_held == [True]
+
+
+def test_a_destination_answering_a_message_we_never_sent_is_aborted_and_every_object_counted(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, client_tls: TLSSettings, tmp_path: Path
+) -> None:
+    """The destination answers our first C-STORE with a C-STORE-RSP to message 99: the node
+    aborts the sub-association (one line naming the destination); that object and the two
+    never sent are failed sub-operations in the final response, with their UIDs. (Before,
+    leaving the sub-association tried to release it after our A-ABORT: LocalProtocolError
+    and a traceback, and the requestor got 0110H with no counts.)"""
+
+    def out_of_order(link: SCPLink) -> None:
+        command = link.next_command()
+        assert command is not None
+        while not _dataset_ended(link.next_pdu()):
+            pass
+        stray = c_store_rsp(99, CT, "1.2.3", Status.SUCCESS)
+        link.send(message_pdus(command.pdvs[-1].context_id, stray))
+        link.until_closed()
+
+    scp = HostileSCP(scp_context, out_of_order)
+    node, uids = _node_moving_to(scp, matrix_pki, tmp_path, client_tls)
+    with contextlib.contextmanager(_running)(node):
+        talk = _talk(node, matrix_pki, QR)
+        study = identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=STUDY_UID)
+        talk.send(5, c_move_rq(1, STUDY.move_uid, DEST), study)
+        answers = talk.until_final()
+        _released(talk)
+        assert isinstance(scp.join().received[-1], Abort)
+        # The abort's line names the destination, and so does the C-MOVE's, quoting why.
+        destination, moved = node.wait_for_lines(f"127.0.0.1:{scp.port}", 2)
+        assert node.wait_for(talk.peer.name) == moved
+        assert echo_now(node.port, client_tls) == 0
+    final = answers[-1]
+    assert final.status == Status.OUT_OF_RESOURCES_SUBOPERATIONS
+    assert number(final.command, Tag.NumberOfFailedSuboperations) == 3
+    assert number(final.command, Tag.NumberOfCompletedSuboperations) == 0
+    assert sorted(final.decoded().FailedSOPInstanceUIDList) == sorted(uids)
+    assert "expected C_STORE_RSP for message 1; aborting" in destination
+    assert "3 of 3 object(s) not sent" in moved
