@@ -15,8 +15,11 @@ Against a real ``dicomtls serve`` over mutual TLS:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,6 +102,66 @@ def test_an_identifier_that_never_ends_is_cut_off_at_one_mebibyte(
     assert echo_now(node.port, client_tls) == 0
 
 
+def _dense_identifier() -> bytes:
+    """A study-level identifier of 1 MiB, 131,070 empty LO elements after its level: within
+    the size bound, and some two seconds of pydicom's time on the event loop to read."""
+    level = struct.pack("<HH2sH", 0x0008, 0x0052, b"CS", 6) + b"STUDY "
+    tags = itertools.product(range(0x0011, 0x0100, 2), range(0x1000, 0x10000))
+    empty = (struct.pack("<HH2sH", group, element, b"LO", 0) for group, element in tags)
+    return level + b"".join(itertools.islice(empty, (MIB - len(level)) // 8))
+
+
+DENSE = _dense_identifier()
+
+
+#: Where each request goes: a C-MOVE to a destination the node knows (dead_end_node's),
+#: else it is refused for its destination before its identifier is read.
+DENSE_REQUESTS = {
+    "C-FIND": ("tls_node", 3, c_find_rq(1, STUDY.find_uid)),
+    "C-MOVE": ("dead_end_node", 5, c_move_rq(1, STUDY.move_uid, "NOWHERE")),
+    "C-GET": ("tls_node", 7, c_get_rq(1, STUDY.get_uid)),
+}
+
+
+@pytest.mark.parametrize("request_kind", list(DENSE_REQUESTS))
+def test_an_identifier_of_a_hundred_thousand_elements_is_refused_before_it_is_read(
+    request: pytest.FixtureRequest,
+    matrix_pki: MatrixPKI,
+    client_tls: TLSSettings,
+    request_kind: str,
+) -> None:
+    """Real identifiers hold a few dozen keys; past 1,024 elements nothing reads the rest."""
+    fixture, context, command = DENSE_REQUESTS[request_kind]
+    node: LiveNode = request.getfixturevalue(fixture)
+    talk = _talk(node, matrix_pki, QR)
+    talk.send(context, command, DENSE)
+    answers = talk.until_final()
+    line = node.wait_for(talk.peer.name)
+    talk.peer.close()
+    assert [a.status for a in answers] == [Status.DATASET_DOES_NOT_MATCH_SOP_CLASS]
+    assert "more than 1,024 elements" in line
+    assert echo_now(node.port, client_tls) == 0
+
+
+def test_dense_identifiers_do_not_hold_up_the_node(
+    tls_node: LiveNode, matrix_pki: MatrixPKI, client_tls: TLSSettings
+) -> None:
+    """Three peers each send one such C-FIND; a C-ECHO from another is answered meanwhile in
+    well under a second (before: pydicom read each on the event loop, some two seconds
+    apiece, and every association on the node waited)."""
+    talks = [_talk(tls_node, matrix_pki, QR) for _ in range(3)]
+    for talk in talks:
+        talk.send(3, c_find_rq(1, STUDY.find_uid), DENSE)
+    started = time.perf_counter()
+    assert echo_now(tls_node.port, client_tls) == 0
+    echoed = time.perf_counter() - started
+    for talk in talks:
+        assert [a.status for a in talk.until_final()] == [Status.DATASET_DOES_NOT_MATCH_SOP_CLASS]
+        tls_node.wait_for(talk.peer.name)
+        talk.peer.close()
+    assert echoed < 1.0
+
+
 def test_a_c_echo_announcing_a_data_set_is_refused_at_its_command(
     tls_node: LiveNode, matrix_pki: MatrixPKI
 ) -> None:
@@ -142,6 +205,41 @@ def test_nesting_past_32_levels_is_refused_and_costs_no_memory(
     assert node.store is not None
     assert list(node.store.joinpath("objects").rglob(f"{ds.SOPInstanceUID}.dcm")) == []
     assert echo_now(node.port, client_tls) == 0
+
+
+def _empty_pdvs(context_id: int, size: int) -> bytes:
+    """A P-DATA-TF of ``size`` bytes of empty data set fragments (6 bytes each, none last):
+    within the node's Maximum Length of 4 MiB, some 700,000 of them."""
+    pdv = struct.pack(">IBB", 2, context_id, 0x00)
+    count = (size - 6) // len(pdv)
+    return struct.pack(">BBI", 0x04, 0, count * len(pdv)) + pdv * count
+
+
+def test_a_pdu_of_700000_empty_fragments_is_refused_and_holds_up_no_one(
+    tls_node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path, client_tls: TLSSettings
+) -> None:
+    """A C-STORE's data set arrives as P-DATA-TFs of 4 MiB, each some 700,000 empty PDVs.
+    Decoding one took seconds on the event loop (a PDV object and a fragment each), during
+    which no other association moved; past 1,024 PDVs in one P-DATA-TF the node aborts."""
+    node = tls_node
+    sample = tmp_path / "ct.dcm"
+    ds = _make_file(sample, pixels=1000)
+    talk = _talk(node, matrix_pki, [Proposal(CT, (EXPLICIT,))])
+    talk.send(1, c_store_rq(1, CT, ds.SOPInstanceUID))  # its data set follows, in fragments
+    hostile = _empty_pdvs(1, 4 << 20)
+    with contextlib.suppress(OSError):  # the node aborts at the first: later sends may fail
+        for _ in range(3):
+            talk.peer.send(hostile)
+    started = time.perf_counter()
+    assert echo_now(node.port, client_tls) == 0
+    echoed = time.perf_counter() - started
+    line = node.wait_for(talk.peer.name)
+    assert talk.next_message() is None and talk.aborted is not None
+    talk.peer.close()
+    assert echoed < 1.0, (echoed, line)
+    assert "P-DATA-TF of more than 1,024 PDV items" in line
+    assert node.store is not None
+    assert list(node.store.joinpath("objects").rglob(f"{ds.SOPInstanceUID}.dcm")) == []
 
 
 def test_a_data_set_of_another_sop_class_than_the_command_named(

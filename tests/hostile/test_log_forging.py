@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dicomtls.dimse.command import Tag, decode_command, encode_command, number
-from dicomtls.dimse.messages import c_store_rq
+from dicomtls.dimse.messages import c_find_rq, c_find_rsp, c_store_rq
 from dicomtls.dimse.part10 import iter_blocks, read_header
 from dicomtls.dimse.status import Status
 from dicomtls.pki import CertificateAuthority, KeySpec
@@ -31,7 +32,9 @@ from ..cli.test_node_cli import run
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
 from .conftest import AE, LiveNode, peer_name, start
+from .dimse import Conversation, message_pdus
 from .peers import EXPLICIT, VERIFICATION, DicomPeer, read_to_eof, tcp
+from .scp import HostileSCP, SCPLink
 
 FORGED_LINE = "2026-01-01 00:00:00 WARNING dicomtls.net: FORGED"
 FORGED = f"\n{FORGED_LINE}\x1b[2J"
@@ -42,6 +45,7 @@ HOSTILE_CN = f"[red]{FORGED}\u202e"
 #: as \\XX, the override as its UTF-8 bytes.
 HOSTILE_NAME = f"CN = [red]\\0A{FORGED_LINE}\\1B[2J\\E2\\80\\AE"
 HOSTILE_SUBJECT = f"{HOSTILE_NAME}, O = dicomtls test PKI"
+STUDY_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 @dataclass
@@ -311,3 +315,86 @@ def test_inspect_shows_a_hostile_certificate_escaped(
     assert f"Subject Name: {HOSTILE_SUBJECT}" in lines, done.stdout
     assert f"Issuer Name: {HOSTILE_SUBJECT}" in lines
     _assert_nothing_forged(done.stdout + done.stderr)
+
+
+def _with_character_set(raw: bytes, **values: str) -> bytes:
+    """An identifier of ``values`` whose Specific Character Set is ``raw``: pydicom reads
+    the value when it decodes the text, and warns quoting it (``Unknown encoding ...``)."""
+    from pydicom.dataset import Dataset
+
+    from dicomtls.dimse.datasets import encode_dataset
+
+    dataset = Dataset()
+    for keyword, value in values.items():
+        setattr(dataset, keyword, value)
+    body = encode_dataset(dataset, EXPLICIT)
+    padded = raw + b" " * (len(raw) % 2)
+    element = struct.pack("<HH2sH", 0x0008, 0x0005, b"CS", len(padded)) + padded
+    return element + body  # (0008,0005) sorts before the others
+
+
+def test_a_character_set_quoted_by_a_library_warning_is_escaped(
+    node: LiveNode, hostile_pki: HostilePKI
+) -> None:
+    """pydicom warns about a Specific Character Set it does not know, quoting it as the peer
+    wrote it, to stderr through ``warnings`` as well as through its logger. The node's
+    output is its log: the quote comes escaped, in pydicom's log lines only (the raw copy
+    forged a line and sent the ESC to whoever read the log)."""
+    identifier = _with_character_set(
+        FORGED.encode(), QueryRetrieveLevel="STUDY", PatientName="Doe*", StudyInstanceUID=""
+    )
+    peer = _tls(node, hostile_pki, hostile_pki.client)
+    try:
+        peer.send(build_request("RAW", AE, [Proposal(STUDY_FIND, (EXPLICIT,))]).encode())
+        assert isinstance(peer.next_pdu(), AssociateAC)
+        talk = Conversation(peer)
+        talk.send(1, c_find_rq(1, STUDY_FIND), identifier)
+        final = talk.until_final()[-1]
+        assert final.status == Status.SUCCESS  # the query ran, in the default repertoire
+    finally:
+        peer.close()
+    quoted = [line for line in node.output().splitlines() if "Unknown encoding" in line]
+    assert quoted, node.output()
+    assert all(ESCAPED in line and " WARNING pydicom: " in line for line in quoted), quoted
+    _assert_nothing_forged(node.output())
+
+
+def test_find_shows_a_match_in_a_character_set_no_one_knows_escaped(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, tmp_path: Path
+) -> None:
+    """``dicomtls find`` against an SCP whose match names that Specific Character Set: what
+    pydicom says of it reaches the user's terminal escaped, like the match itself."""
+    match = _with_character_set(FORGED.encode(), QueryRetrieveLevel="STUDY", PatientName="Doe")
+
+    def script(link: SCPLink) -> None:
+        find = link.next_command()
+        assert find is not None
+        context = find.pdvs[0].context_id
+        link.next_pdu()  # its identifier
+        link.send(message_pdus(context, c_find_rsp(1, STUDY_FIND, Status.PENDING, True), match))
+        link.send(message_pdus(context, c_find_rsp(1, STUDY_FIND, Status.SUCCESS, False)))
+        link.release()
+
+    scp = HostileSCP(scp_context, script).start()
+    client = matrix_pki.files["client"]
+    found = run(
+        "find",
+        "127.0.0.1",
+        str(scp.port),
+        "--called-ae",
+        "HOSTILE",
+        "--ca",
+        str(matrix_pki.ca_file),
+        "--tls-cert",
+        str(client.cert),
+        "--tls-key",
+        str(client.key),
+        "-k",
+        "PatientName",
+        cwd=tmp_path,
+    )
+    scp.join()
+    assert found.returncode == 0, found.stderr
+    assert "Doe" in found.stdout, found.stdout
+    assert ESCAPED in found.stderr, found.stderr
+    _assert_nothing_forged(found.stdout + found.stderr)

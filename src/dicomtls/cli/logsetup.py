@@ -1,7 +1,7 @@
 """Where the command's log lines go, at what level, and which ones it says itself instead.
 
 Every handler gets :data:`~dicomtls.logs.PRINTABLE`, so lines quoting a peer are escaped
-whoever logs them (asyncio too). A client command reports a failed TLS handshake as its
+whoever logs them (asyncio too), and so are warnings, which are logged. A client command reports a failed TLS handshake as its
 error, the one line the user needs; the secure link logs the same failure as a warning
 for servers, where no one else would, so :class:`SaidElsewhere` drops that copy.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +38,17 @@ def configure(level: int, file: Path | None = None) -> logging.Handler:
     handler.addFilter(PRINTABLE)
     handler.setFormatter(logging.Formatter(_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    _warnings_logged()
     return handler
+
+
+def _warnings_logged() -> None:
+    """Warnings go through the log handler, escaped like every line, never to stderr as
+    they are: a library's warning may quote a peer (pydicom's ``Unknown encoding '...'``
+    quotes a Specific Character Set as the peer wrote it, line breaks and ESC included).
+    pydicom logs each of its warnings already (``warn_and_log``), so its copy is dropped."""
+    logging.captureWarnings(True)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
 
 
 #: How :class:`~dicomtls.tls.errors.TLSHandshakeError` begins; matched when a record's

@@ -547,8 +547,14 @@ class Association:
     # -- ending ---------------------------------------------------------------------------
 
     async def release(self) -> None:
-        """A-RELEASE and wait for the answer (or the end)."""
+        """A-RELEASE and wait for the answer (or the end). After an A-ABORT of ours (the peer
+        broke the protocol) there is nothing to release: the link is closed once the peer
+        could read the abort."""
         if self._ended:
+            return
+        if self._we_aborted:
+            self._ended = True
+            await self.close_link()
             return
         self._channel.ul.release()
         self._channel.flush()

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED
-from dicomtls.dimse.uids import VERIFICATION
+from dicomtls.dimse.uids import VERIFICATION, uid_problem
+from dicomtls.logs import get_logger
 from dicomtls.net.association import (
     DIMSE_TIMEOUT,
     Association,
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 __all__ = ["Peer", "PeerAddress", "Query", "query"]
+
+log = get_logger("dicomtls.net")
 
 #: Studies whose series a C-GET asks about, one by one, when the peer does not return SOP
 #: Classes in Study (a retrieval names one study, or a patient's few).
@@ -162,14 +165,27 @@ class Peer(PeerAddress):
 async def _classes_in_study(assoc: Association, named: Dataset, model: QueryModel) -> list[str]:
     study = _study_query(named)
     studies = [match async for match in assoc.find(study, model)]
-    classes = {str(uid) for match in studies for uid in _listed(match.get("SOPClassesInStudy"))}
-    if classes:
-        return sorted(classes)
+    listed = {str(uid) for match in studies for uid in _listed(match.get("SOPClassesInStudy"))}
+    if classes := _uids(listed, assoc.peer):
+        return classes
     patient = {"PatientID": study.PatientID} if "PatientID" in study else {}
+    found: set[str] = set()
     for match in studies[:_MAX_STUDIES_ASKED]:
         one_study = {**patient, "StudyInstanceUID": match.get("StudyInstanceUID", "")}
-        classes |= await _classes_of_instances(assoc, one_study, model)
-    return sorted(c for c in classes if c and c != "None")
+        found |= await _classes_of_instances(assoc, one_study, model)
+    return _uids({c for c in found if c and c != "None"}, assoc.peer)
+
+
+def _uids(classes: set[str], peer: str) -> list[str]:
+    """The SOP classes a peer named that are UIDs, sorted; the others said in one warning.
+    A value that is no UID names nothing we could propose (and no A-ASSOCIATE-RQ could
+    carry it), so one sloppy or hostile value would otherwise end the retrieval."""
+    bad = sorted(c for c in classes if uid_problem(c) is not None)
+    if bad:
+        log.warning(
+            "%s named SOP classes that are not a UID, left out: %s", peer, ", ".join(map(repr, bad))
+        )
+    return sorted(classes.difference(bad))
 
 
 def _study_query(named: Dataset) -> Dataset:

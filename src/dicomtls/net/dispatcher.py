@@ -37,7 +37,7 @@ from dicomtls.dimse.messages import (
 from dicomtls.dimse.part10 import Part10Error, Part10Header, read_header
 from dicomtls.dimse.pdv import CommandReceived, read_size
 from dicomtls.dimse.sop_classes import Service
-from dicomtls.dimse.status import Status, status_name
+from dicomtls.dimse.status import Category, Status, status_category, status_name
 from dicomtls.dimse.transfer_syntax import IMPLICIT_VR_LE
 from dicomtls.logs import get_logger
 from dicomtls.net.association import (
@@ -83,6 +83,30 @@ def notify(callback: Callable[..., None] | None, *args: object) -> None:
 
 #: Matches fetched from a find handler per trip to its worker thread.
 _BATCH = 64
+#: The most elements a C-FIND, C-MOVE or C-GET identifier may hold: its keys (PS3.4
+#: C.4.1.1.3), a few dozen in real ones. pydicom reads some 80,000 elements a second on the
+#: event loop, so the 131,000 tiny elements that fit in the 1 MiB size bound held up every
+#: association on the node for about two seconds per request.
+MAX_IDENTIFIER_ELEMENTS = 1024
+#: Bytes scanned between two looks at the count: 1,024 elements of 8 bytes.
+_IDENTIFIER_SLICE = 8 << 10
+
+
+def _scan_identifier(data: bytes, syntax: str) -> None:
+    """Check an identifier's structure and nesting depth, as a C-STORE data set's, and its
+    number of elements; StatusError past :data:`MAX_IDENTIFIER_ELEMENTS` (A900H, PS3.4
+    C.4.1.1.4: the identifier does not match the SOP class), without scanning the rest."""
+    scanner = DatasetScanner(syntax)
+    view = memoryview(data)
+    for start in range(0, len(view), _IDENTIFIER_SLICE):
+        scanner.feed(view[start : start + _IDENTIFIER_SLICE])
+        if scanner.elements > MAX_IDENTIFIER_ELEMENTS:
+            raise StatusError(
+                Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                f"an identifier of more than {MAX_IDENTIFIER_ELEMENTS:,} elements "
+                f"({len(data):,} bytes); its keys are a few dozen",
+            )
+    scanner.finish()
 
 
 def _close(found: Iterator[Dataset]) -> None:
@@ -128,36 +152,58 @@ def _failure(message: Message, status: int) -> CommandSet:
 
 @dataclass
 class _Outcome:
-    """What became of a C-MOVE's or C-GET's sub-operations."""
+    """What became of a C-MOVE's or C-GET's sub-operations.
+
+    PS3.4 C.4.2.3.1 counts three kinds: completed (Success), warning (the C-STORE was
+    answered with a warning status, e.g. B000 coercion: the receiver kept the object) and
+    failed. Only the failed are listed in Failed SOP Instance UID List."""
 
     total: int
     sent: list[Path]
     failed: list[tuple[Path, str]]  # (file, why)
     failed_uids: list[str]
+    warned: list[Path]
 
     @classmethod
     def of(cls, total: int) -> _Outcome:
-        return cls(total, [], [], [])
+        return cls(total, [], [], [], [])
 
     def fail(self, path: Path, uid: str | None, why: str) -> None:
         self.failed.append((path, why))
         if uid:
             self.failed_uids.append(uid)
 
+    def answered(self, header: Part10Header, status: int) -> None:
+        """A C-STORE sub-operation's status: Success, a warning, or (anything else) a
+        failure, by its category (PS3.7 C.1): a pending or unknown code kept nothing."""
+        category = status_category(status)
+        if category is Category.SUCCESS:
+            self.sent.append(header.path)
+        elif category is Category.WARNING:
+            self.warned.append(header.path)
+        else:
+            self.fail(header.path, header.sop_instance_uid, f"answered {status_name(status)}")
+
+    @property
+    def transferred(self) -> list[Path]:
+        """The files the receiver kept: completed and warning sub-operations."""
+        return self.sent + self.warned
+
     @property
     def remaining(self) -> int:
-        return self.total - len(self.sent) - len(self.failed)
+        return self.total - len(self.transferred) - len(self.failed)
 
     def counts(self) -> tuple[int, int, int, int]:
         """(remaining, completed, failed, warning), as the responses carry them."""
-        return (self.remaining, len(self.sent), len(self.failed), 0)
+        return (self.remaining, len(self.sent), len(self.failed), len(self.warned))
 
     def final_status(self) -> int:
-        """PS3.4 C.4.2.1.6: all sent, Success; some failed, Warning; none sent, Failure."""
-        if not self.failed:
+        """PS3.4 C.4.2.1.6: all completed, Success; some failed or had a warning, B000
+        (sub-operations complete, one or more failures or warnings); none kept, Failure."""
+        if not self.failed and not self.warned:
             return Status.SUCCESS
-        if self.sent:
-            return Status.COERCION_OF_DATA_ELEMENTS  # 0xB000: complete, one or more failures
+        if self.transferred:
+            return Status.COERCION_OF_DATA_ELEMENTS  # 0xB000: complete, failures or warnings
         return Status.OUT_OF_RESOURCES_SUBOPERATIONS
 
     def why(self) -> str:
@@ -282,13 +328,12 @@ class Dispatcher:
 
     def _identifier(self, message: Message) -> Dataset:
         """The request's identifier, checked as a C-STORE data set is (structure, nesting
-        depth) before pydicom reads it; StatusError for one that is not a data set."""
+        depth) and counted before pydicom reads it; StatusError for one that is not a data
+        set, or holds far more than keys."""
         syntax = self._syntax(message.context_id)
         data = message.dataset or b""
         try:
-            scanner = DatasetScanner(syntax)
-            scanner.feed(data)
-            scanner.finish()
+            _scan_identifier(data, syntax)
             return decode_dataset(data, syntax)
         except (DatasetScanError, DatasetError) as exc:
             raise StatusError(Status.UNABLE_TO_PROCESS, f"unreadable identifier: {exc}") from None
@@ -446,7 +491,11 @@ class Dispatcher:
             )
         await self._reply(message, final, dataset)
         record = RetrieveRecord(
-            service, destination, tuple(outcome.sent), tuple(p for p, _ in outcome.failed), status
+            service,
+            destination,
+            tuple(outcome.transferred),
+            tuple(p for p, _ in outcome.failed),
+            status,
         )
         notify(self.services.events.on_retrieved, self.association, record)
 
@@ -477,16 +526,18 @@ class Dispatcher:
         outcome = _Outcome.of(len(files))
         headers = self._headers(files, outcome)
         sub = await self._sub_association(host, port, destination, headers, outcome)
-        if sub is not None:
-            async with sub:
-                for header in headers:
-                    if sub.ended:
-                        outcome.fail(header.path, header.sop_instance_uid, "sub-association ended")
-                    else:
-                        await self._sub_store(outcome, header, sub.store_header)
-                    if not await self._pending(message, Service.MOVE, outcome):
-                        return
-        await self._finish_retrieve(message, Service.MOVE, destination, outcome)
+        if sub is None:
+            await self._finish_retrieve(message, Service.MOVE, destination, outcome)
+            return
+        async with sub:  # released after the final response: the counts are final before
+            for header in headers:  # a destination that is slow to release can hold them back
+                if sub.ended:
+                    outcome.fail(header.path, header.sop_instance_uid, "sub-association ended")
+                else:
+                    await self._sub_store(outcome, header, sub.store_header)
+                if not await self._pending(message, Service.MOVE, outcome):
+                    return
+            await self._finish_retrieve(message, Service.MOVE, destination, outcome)
 
     def _move_address(self, destination: str) -> tuple[str, int]:
         """Where C-MOVE destination ``destination`` listens; StatusError if it is not one we
@@ -537,10 +588,7 @@ class Dispatcher:
         except (AssociationError, Part10Error) as exc:
             outcome.fail(header.path, header.sop_instance_uid, str(exc))
             return
-        if status == Status.SUCCESS:
-            outcome.sent.append(header.path)
-        else:
-            outcome.fail(header.path, header.sop_instance_uid, f"answered {status_name(status)}")
+        outcome.answered(header, status)
 
     async def _get(self, message: Message) -> None:
         files = await self._files(message)

@@ -31,6 +31,7 @@ from dicomtls.ul.items import UserIdentityAC as UserIdentityAC
 from dicomtls.ul.items import UserIdentityRQ as UserIdentityRQ
 from dicomtls.ul.items import UserInformation as UserInformation
 from dicomtls.ul.pdu import DICOM_APPLICATION_CONTEXT as DICOM_APPLICATION_CONTEXT
+from dicomtls.ul.pdu import MAX_PDVS as MAX_PDVS
 from dicomtls.ul.pdu import MCH_COMMAND as MCH_COMMAND
 from dicomtls.ul.pdu import MCH_LAST as MCH_LAST
 from dicomtls.ul.pdu import PDU as PDU

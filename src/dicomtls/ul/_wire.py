@@ -46,11 +46,16 @@ def item(item_type: int, value: bytes) -> bytes:
     return ITEM_HEADER.pack(item_type, len(value)) + value
 
 
-def iter_items(view: memoryview, where: str) -> Iterator[tuple[int, memoryview]]:
-    """Yield (item type, value view) for consecutive items, checking every length."""
+def iter_items(view: memoryview, where: str, most: int) -> Iterator[tuple[int, memoryview]]:
+    """Yield (item type, value view) for consecutive items, checking every length; more
+    than ``most`` items is a PDU error, raised before the rest are looked at."""
     pos = 0
     end = len(view)
+    count = 0
     while pos < end:
+        if count == most:
+            raise PDUError(f"the {where} holds more than {most:,} items", INVALID)
+        count += 1
         if end - pos < ITEM_HEADER.size:
             raise PDUError(
                 f"{end - pos} trailing byte(s) in the {where} are too few for an item header",

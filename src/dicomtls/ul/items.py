@@ -43,6 +43,11 @@ __all__ = [
 ]
 
 
+#: The most sub-items a presentation context may hold: its abstract syntax and transfer
+#: syntaxes (some 60 are defined). An A-ASSOCIATE-RQ of 1 MiB held 200,000 one-character
+#: ones, 0.2 s of the event loop's time to read for each connection that sent it.
+MAX_CONTEXT_SUB_ITEMS = 128
+
 #: Item types that live at PDU or presentation-context level; anywhere else they are
 #: "unexpected" (a recognized parameter in the wrong place), not merely unknown.
 CONTEXT_ITEM_TYPES = frozenset(
@@ -56,15 +61,17 @@ def decode_items(
     decoders: Mapping[int, Callable[[memoryview], Any]],
     *,
     once: Mapping[int, str],
+    most: int,
 ) -> dict[int, list[Any]]:
     """Decode the items of ``view`` in order, each by its type's decoder; the results by type.
 
     ``once`` names the types that may appear only once. A PDU- or context-level item
     with no decoder here is in the wrong place (an unexpected parameter); any other item
-    is unrecognized and skipped, as PS3.8 9.3.1 says.
+    is unrecognized and skipped, as PS3.8 9.3.1 says. More than ``most`` items is a PDU
+    error: each costs a Python object or more, read on the event loop.
     """
     found: dict[int, list[Any]] = {}
-    for item_type, value in iter_items(view, where):
+    for item_type, value in iter_items(view, where, most):
         decoder = decoders.get(item_type)
         if decoder is None:
             if item_type in CONTEXT_ITEM_TYPES:
@@ -127,6 +134,7 @@ class PresentationContextRQ:
                 ItemType.TRANSFER_SYNTAX: partial(decode_uid, what=f"transfer syntax of {where}"),
             },
             once={ItemType.ABSTRACT_SYNTAX: "abstract syntax"},
+            most=MAX_CONTEXT_SUB_ITEMS,
         )
         if ItemType.ABSTRACT_SYNTAX not in found:
             raise PDUError(f"{where} has no abstract syntax sub-item")
@@ -173,7 +181,13 @@ class PresentationContextAC:
         except ValueError:
             raise PDUError(f"{where} has result/reason {view[2]}, not one of 0..4") from None
         # Kept raw: a rejected context's transfer syntax "shall not be tested".
-        found = decode_items(view[4:], where, {ItemType.TRANSFER_SYNTAX: memoryview}, once={})
+        found = decode_items(
+            view[4:],
+            where,
+            {ItemType.TRANSFER_SYNTAX: memoryview},
+            once={},
+            most=MAX_CONTEXT_SUB_ITEMS,
+        )
         raw_ts: list[memoryview] = found.get(ItemType.TRANSFER_SYNTAX, [])
         if len(raw_ts) > 1:
             raise PDUError(f"{where} has {len(raw_ts)} transfer syntax sub-items, not one")
@@ -506,7 +520,8 @@ def _sub_items(
     """The sub-items decoded, by type, and the ones this codec does not know, verbatim."""
     found: dict[int, list[Any]] = {}
     unknown: list[RawSubItem] = []
-    for sub_type, value in iter_items(view, where):
+    # Its 16-bit length bounds the item to 64 KiB, 16,384 sub-items: no bound of ours needed.
+    for sub_type, value in iter_items(view, where, most=len(view)):
         decoder = _SUB_ITEM_DECODERS.get(sub_type)
         if decoder is None:
             unknown.append(RawSubItem(sub_type, bytes(value)))

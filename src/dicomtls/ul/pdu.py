@@ -49,6 +49,7 @@ from dicomtls.ul.items import (
 
 __all__ = [
     "DICOM_APPLICATION_CONTEXT",
+    "MAX_PDVS",
     "MCH_COMMAND",
     "MCH_LAST",
     "PDU",
@@ -108,6 +109,10 @@ def _check_unique_ids(ids: list[int], where: str, local: bool) -> None:
         message = f"{where} repeats presentation context ID(s) {duplicates}"
     raise LocalProtocolError(message) if local else PDUError(message)
 
+
+#: The most items an A-ASSOCIATE-RQ or -AC may hold: 128 presentation contexts, the
+#: application context and user information items, and room for unrecognized ones.
+MAX_ASSOCIATE_ITEMS = 256
 
 _Context = TypeVar("_Context", PresentationContextRQ, PresentationContextAC)
 
@@ -192,6 +197,7 @@ class _Associate(Generic[_Context]):
                 ItemType.APPLICATION_CONTEXT: "application context item",
                 ItemType.USER_INFORMATION: "user information item",
             },
+            most=MAX_ASSOCIATE_ITEMS,
         )
         if ItemType.APPLICATION_CONTEXT not in found:
             raise PDUError(f"{name} has no application context item 0x10")
@@ -307,6 +313,12 @@ class PDV:
         return self.data.nbytes if isinstance(self.data, memoryview) else len(self.data)
 
 
+#: The most PDV items one P-DATA-TF may carry. Senders put one or two in a PDU; empty ones
+#: are 6 bytes, so a PDU of 4 MiB could hold 700,000, each a PDV and a fragment to handle,
+#: seconds of the event loop's time in which no other association moves.
+MAX_PDVS = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class PDataTF:
     """P-DATA-TF (PS3.8 9.3.5): one or more PDVs.
@@ -350,6 +362,11 @@ class PDataTF:
         pos = 0
         end = len(body)
         while pos < end:
+            if len(pdvs) == MAX_PDVS:
+                raise PDUError(
+                    f"P-DATA-TF of more than {MAX_PDVS:,} PDV items (senders put one or two in "
+                    "a PDU)"
+                )
             if end - pos < 6:
                 raise PDUError(
                     f"{end - pos} trailing byte(s) in the P-DATA-TF are too few for a PDV item"
