@@ -87,3 +87,21 @@ def test_close_notify_ends_reading_the_same_way(matrix_pki: MatrixPKI, slow: boo
     assert bytes(buffer[: server.read_into(buffer)]) == b"last words"
     with pytest.raises(TLSClosed):
         server.read_into(buffer)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_ciphertext_held_back_survives_more_ciphertext(matrix_pki: MatrixPKI, fast: bool) -> None:
+    """A transport may queue the ciphertext it was given (a view of a pooled buffer) while
+    the engine produces more: what was queued must still be what OpenSSL wrote."""
+    client, server = _pair(matrix_pki)
+    if not fast:
+        client._outgoing = None  # pyOpenSSL's bio_read: the reference
+    pieces = [os.urandom(700_000) for _ in range(4)]
+    held = []
+    for piece in pieces:
+        client.send(piece)
+        held.append(client.data_to_send())  # none sent yet: all of it queued
+    for chunks in held:
+        for chunk in chunks:
+            server.receive_data(chunk)
+    assert _drain(server, 4 * 700_000, 1 << 20) == b"".join(pieces)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from dicomtls.buffers import BufferPool
 from dicomtls.errors import DicomTLSError
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 BLOCK_SIZE = 1 << 20  # 1 MiB reads: few syscalls, bounded memory
+#: Read blocks, used again once nothing views them: two per file being sent, as the
+#: PDV fragmenter holds the last PDV of one block while the next is read.
+_BLOCKS = BufferPool(smallest=64 << 10, largest=16 << 20, budget=16 << 20)
 
 _PREAMBLE = 128
 _PREFIX = b"DICM"
@@ -141,14 +145,24 @@ def _more(handle: BinaryIO, at_least: int) -> bytes:
 
 
 def iter_blocks(header: Part10Header, block_size: int = BLOCK_SIZE) -> Iterator[memoryview]:
-    """The data set's bytes in blocks, reusing no buffer a consumer may still hold."""
+    """The data set's bytes in blocks, reusing no buffer a consumer may still hold.
+
+    Read into pooled buffers rather than a new ``bytes`` per block: no allocation, and no
+    page faults when the allocator hands megabytes back to the kernel and takes them again.
+    """
     with header.path.open("rb", buffering=0) as handle:
         handle.seek(header.dataset_offset)
         while True:
-            block = handle.read(block_size)
-            if not block:
+            buffer = _BLOCKS.take(block_size)
+            count = handle.readinto(buffer)
+            if not count:
+                _BLOCKS.give_back(buffer)
                 return
-            yield memoryview(block)
+            block = memoryview(buffer)[:count]
+            # Given back while the block is out: the pool hands it out again only once the
+            # block and every PDV sliced from it are gone (sent, or dropped by the consumer).
+            _BLOCKS.give_back(buffer)
+            yield block
 
 
 def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
+from dicomtls.buffers import BufferPool
 from dicomtls.logs import get_logger
 from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo, subject_alt_names
@@ -57,6 +58,14 @@ _lib, _ffi = Binding.lib, Binding.ffi
 _FAST_READ = all(
     hasattr(_lib, name) for name in ("SSL_read", "SSL_get_error", "SSL_ERROR_WANT_READ")
 )
+_FAST_WRITE = all(hasattr(_lib, name) for name in ("BIO_read", "BIO_get_mem_data"))
+#: Ciphertext leaves the memory BIO into these, in one copy (pyOpenSSL's bio_read makes two
+#: and a fresh 256 KiB allocation each time); used again once the transport has sent or
+#: copied what it was given, as it may queue a view of it until then.
+_CIPHERTEXT = BufferPool(smallest=_READ_CHUNK, largest=_READ_CHUNK, budget=4 * _READ_CHUNK)
+#: Less ciphertext than this is read as bytes of its own: a queued handshake message or
+#: alert must not pin 256 KiB, and a small read is cheapest so.
+_SMALL_CIPHERTEXT = 16 << 10
 
 
 class TLSClosed(TLSError):
@@ -157,6 +166,8 @@ class TLSEngine:
         # The SSL* under pyOpenSSL's connection, to decrypt into the caller's buffer with the
         # same OpenSSL binding pyOpenSSL uses (None: an unforeseen pyOpenSSL, the slow path).
         self._ssl = getattr(self._conn, "_ssl", None) if _FAST_READ else None
+        # The memory BIO OpenSSL writes ciphertext to, read with the same binding.
+        self._outgoing = getattr(self._conn, "_from_ssl", None) if _FAST_WRITE else None
         # Weakly: the connection holding its engine would make a cycle that keeps OpenSSL's
         # buffers until the garbage collector runs, long after the connection is gone.
         self._conn.set_app_data(weakref.proxy(self))
@@ -189,18 +200,37 @@ class TLSEngine:
         """The peer closed its end of the TCP connection."""
         self._conn.bio_shutdown()
 
-    def data_to_send(self) -> list[bytes]:
+    def data_to_send(self) -> list[bytes | memoryview]:
         """Ciphertext waiting to go out to the peer, in order (empty when none).
 
         Chunks, not one joined ``bytes``: joining megabytes of ciphertext costs a copy
-        into fresh pages, and the socket takes the chunks one by one anyway.
+        into fresh pages, and the socket takes the chunks one by one anyway. Large chunks
+        are views of pooled buffers, reused only once nobody holds the view.
         """
-        chunks = []
-        while True:
-            try:
-                chunks.append(self._conn.bio_read(_READ_CHUNK))
-            except SSL.WantReadError:
-                return chunks
+        chunks: list[bytes | memoryview] = []
+        bio = self._outgoing
+        if bio is None:
+            with contextlib.suppress(SSL.WantReadError):
+                while True:
+                    chunks.append(self._conn.bio_read(_READ_CHUNK))
+            return chunks
+        while (waiting := _lib.BIO_get_mem_data(bio, _ffi.NULL)) > 0:
+            small = waiting < _SMALL_CIPHERTEXT
+            chunk = self._conn.bio_read(waiting) if small else self._pooled_ciphertext(bio)
+            if not chunk:
+                break  # a memory BIO holding data gives some; never loop on one that does not
+            chunks.append(chunk)
+        return chunks
+
+    @staticmethod
+    def _pooled_ciphertext(bio: Any) -> memoryview:
+        """Up to 256 KiB of the ciphertext waiting in the memory BIO, in a pooled buffer."""
+        buffer = _CIPHERTEXT.take(_READ_CHUNK)
+        count = _lib.BIO_read(bio, _ffi.from_buffer(buffer, require_writable=True), _READ_CHUNK)
+        chunk = memoryview(buffer)[: max(count, 0)]
+        # Given back while the chunk views it: handed out again only once it is gone.
+        _CIPHERTEXT.give_back(buffer)
+        return chunk
 
     # -- handshake ------------------------------------------------------------------------
 
