@@ -86,8 +86,10 @@ async def _run_tool(*args: str) -> tuple[int, str]:
 
 
 def _free_port() -> int:
+    """A port free on every address: DCMTK's listeners bind all interfaces, so a port free
+    on 127.0.0.1 alone may still be held by a connection from 127.0.0.3 (the hostile tests')."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("", 0))
         return int(probe.getsockname()[1])
 
 
@@ -102,40 +104,49 @@ async def run_tool(*args: str) -> tuple[int, str]:
 
 @contextlib.asynccontextmanager
 async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
-    port = _free_port()
-    # Its debug output goes to a file beside the received objects' folder, for whoever reads
-    # a failure; a pipe nobody reads would stall storescp once it filled.
-    log = tmp.with_name(f"{tmp.name}-storescp-{port}.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        "storescp",
-        "-d",
-        *pki.dcmtk_args("scp"),
-        *peer_options,
-        "-od",
-        str(tmp),
-        str(port),
-        stdout=log,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        await _wait_listening(port)
-        yield port
-    finally:
-        proc.terminate()
-        await proc.wait()
-        log.close()
+    for _attempt in range(5):
+        port = _free_port()
+        # Its debug output goes to a file beside the received objects' folder, for whoever
+        # reads a failure; a pipe nobody reads would stall storescp once it filled.
+        path = tmp.with_name(f"{tmp.name}-storescp-{port}.log")
+        with path.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                "storescp",
+                "-d",
+                *pki.dcmtk_args("scp"),
+                *peer_options,
+                "-od",
+                str(tmp),
+                str(port),
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                if await _wait_listening(port, proc):
+                    yield port
+                    return
+            finally:
+                if proc.returncode is None:
+                    proc.terminate()
+                await proc.wait()
+        if "Address already in use" not in path.read_text(errors="replace"):
+            raise AssertionError(f"storescp ended before listening:\n{path.read_text()}")
+    raise AssertionError("storescp found its port taken five times")
 
 
-async def _wait_listening(port: int) -> None:
-    """Wait until the port accepts a TCP connection (the tool has no readiness signal)."""
+async def _wait_listening(port: int, proc: asyncio.subprocess.Process | None = None) -> bool:
+    """Wait until the port accepts a TCP connection (the tool has no readiness signal);
+    False if ``proc`` ends first (another program took the port meanwhile, say)."""
     deadline = asyncio.get_running_loop().time() + 20
     while True:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
+            if proc is not None and proc.returncode is not None:
+                return False
             if asyncio.get_running_loop().time() > deadline:
                 raise
             await asyncio.sleep(0.05)
             continue
         writer.close()
-        return
+        return True
