@@ -9,6 +9,7 @@ from OpenSSL._util import lib as openssl_lib
 
 from dicomtls.net.link import LinkEvents, SecureLink, connect, serve
 from dicomtls.tls.certinfo import CertificateInfo
+from dicomtls.tls.engine import TLSEngine
 from dicomtls.tls.errors import TLSHandshakeError
 from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
@@ -127,3 +128,15 @@ async def _run(server_tls: TLSSettings, client_tls: TLSSettings, host: str) -> O
 def handshake(server_tls: TLSSettings, client_tls: TLSSettings, host: str = "127.0.0.1") -> Outcome:
     """Run one server/client pair on loopback to the end and report both sides."""
     return asyncio.run(_run(server_tls, client_tls, host))
+
+
+def handshake_in_memory(client: TLSEngine, server: TLSEngine) -> None:
+    """Carry two engines' handshake records to each other until both are done (raises the
+    TLSHandshakeError of the side that refuses)."""
+    while not (client.handshake_complete and server.handshake_complete):
+        client.do_handshake()
+        for chunk in client.data_to_send():
+            server.receive_data(chunk)
+        server.do_handshake()
+        for chunk in server.data_to_send():
+            client.receive_data(chunk)

@@ -13,6 +13,7 @@ from dicomtls.tls.engine import TLSClosed, TLSEngine
 from dicomtls.tls.flags import Side, VerifyFlags
 
 from ..conftest import MatrixPKI
+from .loopback import handshake_in_memory
 
 MUTUAL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
 
@@ -20,13 +21,7 @@ MUTUAL = VerifyFlags.PEER | VerifyFlags.FAIL_IF_NO_PEER_CERT
 def _pair(pki: MatrixPKI) -> tuple[TLSEngine, TLSEngine]:
     client = TLSEngine(pki.settings("client", MUTUAL), Side.CLIENT, "server")
     server = TLSEngine(pki.settings("server", MUTUAL), Side.SERVER, "client")
-    while not (client.handshake_complete and server.handshake_complete):
-        client.do_handshake()
-        for chunk in client.data_to_send():
-            server.receive_data(chunk)
-        server.do_handshake()
-        for chunk in server.data_to_send():
-            client.receive_data(chunk)
+    handshake_in_memory(client, server)
     return client, server
 
 

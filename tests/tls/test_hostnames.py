@@ -23,6 +23,7 @@ from dicomtls.tls.hostnames import dns_name_matches
 from dicomtls.tls.settings import TLSSettings
 
 from ..conftest import Files, MatrixPKI
+from .loopback import handshake_in_memory
 
 HOSTS = {  # host -> whether the certificate names it
     "pacs.example.org": True,
@@ -59,13 +60,7 @@ def _ours(pki: MatrixPKI, files: Files, host: str) -> bool:
     client = TLSEngine(_settings(pki, None), Side.CLIENT, host, server_hostname=host)
     server = TLSEngine(_settings(pki, files), Side.SERVER, "client")
     try:
-        while not (client.handshake_complete and server.handshake_complete):
-            client.do_handshake()
-            for chunk in client.data_to_send():
-                server.receive_data(chunk)
-            server.do_handshake()
-            for chunk in server.data_to_send():
-                client.receive_data(chunk)
+        handshake_in_memory(client, server)
     except TLSHandshakeError as exc:
         assert exc.verify_error is not None and exc.verify_error.name == "HOSTNAME_MISMATCH"
         return False
