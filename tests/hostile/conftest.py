@@ -122,18 +122,12 @@ def client_tls(matrix_pki: MatrixPKI) -> TLSSettings:
     return matrix_pki.settings("client", MUTUAL)
 
 
-def _tls_args(pki: MatrixPKI) -> list[str]:
+def _tls_args(pki: MatrixPKI, *, crl: bool = True) -> list[str]:
+    """The node's TLS options: the matrix server certificate, our CA, and its CRL unless
+    ``crl`` is False (a test about what a certificate itself says, not its revocation)."""
     server = pki.files["server"]
-    return [
-        "--tls-cert",
-        str(server.cert),
-        "--tls-key",
-        str(server.key),
-        "--ca",
-        str(pki.ca_file),
-        "--crl",
-        str(pki.crl_file),
-    ]
+    args = ["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--ca", str(pki.ca_file)]
+    return [*args, "--crl", str(pki.crl_file)] if crl else args
 
 
 def _timeouts(handshake: float, artim: float, idle: float) -> list[str]:

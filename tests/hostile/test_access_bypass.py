@@ -31,7 +31,7 @@ from dicomtls.ul.pdu import AssociateAC
 
 from ..conftest import Files, MatrixPKI
 from ..node.test_storage import CT, _make_file
-from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, start
+from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, _tls_args, start
 from .dimse import EXPLICIT, Conversation, identifier
 from .peers import IMPLICIT, VERIFICATION, DicomPeer
 
@@ -111,15 +111,9 @@ ae_title = "VIEWER"
 certificate = {{ cn = "viewer" }}
 services = ["echo", "find"]
 """)
-    server = matrix_pki.files["server"]
     node = start(
         tmp,
-        "--tls-cert",
-        str(server.cert),
-        "--tls-key",
-        str(server.key),
-        "--ca",
-        str(matrix_pki.ca_file),
+        *_tls_args(matrix_pki, crl=False),
         "--config",
         str(config),
         "--audit",

@@ -38,7 +38,7 @@ from dicomtls.ul.pdu import AssociateAC, AssociateRJ
 from ..cli.test_node_cli import run
 from ..conftest import Files, MatrixPKI
 from ..forged import with_replaced, with_version
-from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, peer_name, start
+from .conftest import AE, MUTUAL, PATIENT, LiveNode, _timeouts, _tls_args, peer_name, start
 from .peers import IMPLICIT, VERIFICATION, DicomPeer, tcp
 from .scp import HostileSCP, SCPLink
 
@@ -148,15 +148,9 @@ name = "kiosk"
 ae_title = "KIOSK"
 certificate = { cn = "kiosk" }
 """)
-    server = matrix_pki.files["server"]
     live = start(
         tmp,
-        "--tls-cert",
-        str(server.cert),
-        "--tls-key",
-        str(server.key),
-        "--ca",
-        str(matrix_pki.ca_file),
+        *_tls_args(matrix_pki, crl=False),
         "--config",
         str(config),
         "--audit",
@@ -413,15 +407,9 @@ def test_a_huge_subject_does_not_lose_its_audit_record_over_udp(
     collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     collector.bind(("127.0.0.1", 0))
     collector.settimeout(PATIENT)
-    server = matrix_pki.files["server"]
     live = start(
         tmp_path,
-        "--tls-cert",
-        str(server.cert),
-        "--tls-key",
-        str(server.key),
-        "--ca",
-        str(matrix_pki.ca_file),
+        *_tls_args(matrix_pki, crl=False),
         "--audit",
         f"udp://127.0.0.1:{collector.getsockname()[1]}",
         *_timeouts(PATIENT, PATIENT, PATIENT),
