@@ -35,6 +35,7 @@ from dicomtls.tls.session import SessionInfo
 from dicomtls.tls.settings import TLSSettings
 
 __all__ = [
+    "LISTEN_BACKLOG",
     "ClosedOnExit",
     "HandshakeLimits",
     "LinkEvents",
@@ -58,7 +59,7 @@ _per_thread = threading.local()
 #: the queue faster than we accept and the kernel drops SYNs (a good client then waits 1 s,
 #: 3 s, ... for its retry) before we could refuse anything cheaply: 4,000 connections in a
 #: row took 35 s to open, 2 s with 1,024. Linux caps it at net.core.somaxconn.
-_LISTEN_BACKLOG = 1024
+LISTEN_BACKLOG = 1024
 
 
 def _receive_buffer() -> memoryview:
@@ -882,6 +883,6 @@ async def serve(
         return protocol
 
     server = await loop.create_server(
-        factory, host, port, reuse_address=True, backlog=_LISTEN_BACKLOG
+        factory, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
     )
     return Server(server, tasks, pending)

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from dicomtls.logs import get_logger
+from dicomtls.net.link import LISTEN_BACKLOG
 
 __all__ = ["HEAD_SECONDS", "MAX_CONNECTIONS", "MAX_HEAD", "Health", "MetricsServer", "serve"]
 
@@ -272,7 +273,11 @@ class MetricsServer:
         self._thread.start()
         endpoint = _Endpoint(registry, health)
         started = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(endpoint.connection, self.host, port, limit=MAX_HEAD),
+            # the DICOM listener's backlog: with asyncio's 100 a flood makes the kernel drop
+            # SYNs, and the balancer's check waits 1 s, 2 s, ... for its retry
+            asyncio.start_server(
+                endpoint.connection, self.host, port, limit=MAX_HEAD, backlog=LISTEN_BACKLOG
+            ),
             self._loop,
         )
         try:
