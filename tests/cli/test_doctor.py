@@ -7,7 +7,6 @@ import contextlib
 import json
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,20 +135,12 @@ def test_wrong_called_ae(node: Node, tmp_path: Path, pki_dir: Path) -> None:
 
 
 def test_plain_storescp_is_recognised(tmp_path: Path) -> None:
-    from ..interop.conftest import _free_port
+    from ..interop.conftest import dcmtk_listener
 
-    port = _free_port()
-    proc = subprocess.Popen(
-        ["storescp", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path
-    )
-    try:
-        from ..interop.conftest import _wait_listening
-
-        asyncio.run(_wait_listening(port))
+    with dcmtk_listener(
+        lambda port: ["storescp", "-od", str(tmp_path), str(port)], tmp_path / "log"
+    ) as port:
         _, steps = doctor(tmp_path, port, "--called-ae", "STORESCP")
-    finally:
-        proc.terminate()
-        proc.wait()
     assert steps["protocol"]["code"] == "NOT_TLS"
     assert "plain A-ASSOCIATE-RQ" in str(steps["protocol"]["summary"])
     assert steps["c-echo"]["verdict"] == "PASS"  # and the DICOM layer is still diagnosed

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Unpack
@@ -102,51 +104,55 @@ async def run_tool(*args: str) -> tuple[int, str]:
     return proc.returncode or 0, out.decode(errors="replace")
 
 
-@contextlib.asynccontextmanager
-async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
+@contextlib.contextmanager
+def dcmtk_listener(argv_for: Callable[[int], list[str]], log: Path) -> Iterator[int]:
+    """Run a DCMTK listener (``argv_for(port)``) and yield its port once it accepts connections.
+
+    The port is chosen free on every address, yet another program may take it before the tool
+    binds it; the tool then ends saying "Address already in use" and is started again on another
+    port. Its output goes to ``log``, for whoever reads a failure: a pipe nobody reads would stall
+    it once full.
+    """
     for _attempt in range(5):
         port = _free_port()
-        # Its debug output goes to a file beside the received objects' folder, for whoever
-        # reads a failure; a pipe nobody reads would stall storescp once it filled.
-        path = tmp.with_name(f"{tmp.name}-storescp-{port}.log")
-        with path.open("wb") as log:
-            proc = await asyncio.create_subprocess_exec(
-                "storescp",
-                "-d",
-                *pki.dcmtk_args("scp"),
-                *peer_options,
-                "-od",
-                str(tmp),
-                str(port),
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            try:
-                if await _wait_listening(port, proc):
-                    yield port
-                    return
-            finally:
-                if proc.returncode is None:
-                    proc.terminate()
-                await proc.wait()
-        if "Address already in use" not in path.read_text(errors="replace"):
-            raise AssertionError(f"storescp ended before listening:\n{path.read_text()}")
-    raise AssertionError("storescp found its port taken five times")
-
-
-async def _wait_listening(port: int, proc: asyncio.subprocess.Process | None = None) -> bool:
-    """Wait until the port accepts a TCP connection (the tool has no readiness signal);
-    False if ``proc`` ends first (another program took the port meanwhile, say)."""
-    deadline = asyncio.get_running_loop().time() + 20
-    while True:
+        argv = argv_for(port)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if proc is not None and proc.returncode is not None:
-                return False
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return True
+            if _listening(port, proc):
+                yield port
+                return
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait()
+        if "Address already in use" not in log.read_text(errors="replace"):
+            raise AssertionError(f"{argv[0]} ended before listening:\n{log.read_text()}")
+    raise AssertionError(f"{argv[0]} found its port taken five times")
+
+
+def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
+    """Wait until ``port`` accepts a TCP connection (DCMTK's tools say nothing when ready);
+    False if ``proc`` ends first."""
+    deadline = time.monotonic() + 20
+    while proc.poll() is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on port {port} after 20 s")
+        time.sleep(0.05)
+    return False
+
+
+@contextlib.asynccontextmanager
+async def storescp(pki: RsaPKI, tmp: Path, *peer_options: str) -> AsyncIterator[int]:
+    """storescp with ``pki``'s SCP certificate, writing what it receives into ``tmp``.
+
+    Starting it blocks the event loop for the moment it takes to listen: nothing of the test
+    runs yet."""
+
+    def argv(port: int) -> list[str]:
+        return ["storescp", "-d", *pki.dcmtk_args("scp"), *peer_options, "-od", str(tmp), str(port)]
+
+    with dcmtk_listener(argv, tmp.with_name(f"{tmp.name}-storescp.log")) as port:
+        yield port

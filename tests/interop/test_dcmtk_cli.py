@@ -172,16 +172,13 @@ def test_dicomtls_client_against_storescp(tmp_path: Path, rsa_pki: RsaPKI) -> No
 
 def test_dicomtls_client_against_dcmqrscp(tmp_path: Path) -> None:
     """find/get/store from the command line against DCMTK's archive (plain: no TLS in Debian's 3.6.7)."""
-    from .conftest import _free_port
+    from .conftest import _free_port, dcmtk_listener
     from .test_dcmtk_dicom import _dcmqrscp_config
 
-    port = _free_port()
-    config = _dcmqrscp_config(tmp_path, port, _free_port())
-    proc = subprocess.Popen(
-        ["dcmqrscp", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        asyncio.run(_wait(port))
+    def argv(port: int) -> list[str]:
+        return ["dcmqrscp", "-c", str(_dcmqrscp_config(tmp_path, port, _free_port()))]
+
+    with dcmtk_listener(argv, tmp_path / "dcmqrscp.log") as port:
         common = ["127.0.0.1", str(port), "--called-ae", "ARCHIVE", "--no-tls"]
         stored = run(
             "store", *common[:2], str(_folder(tmp_path)), *common[2:], "--json", cwd=tmp_path
@@ -210,12 +207,3 @@ def test_dicomtls_client_against_dcmqrscp(tmp_path: Path) -> None:
             got.stdout + got.stderr
         )
         assert "TLS is off" in found.stderr  # the opt-out is never silent
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-async def _wait(port: int) -> None:
-    from .conftest import _wait_listening
-
-    await _wait_listening(port)

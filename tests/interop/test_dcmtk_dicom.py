@@ -206,7 +206,7 @@ def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
 
     from ..net.test_query_retrieve import VIEWER_POLICY
     from ..node.test_storage import STUDY_UID
-    from .conftest import _free_port, _wait_listening
+    from .conftest import dcmtk_listener
 
     def _query() -> Dataset:
         ds = Dataset()
@@ -222,17 +222,11 @@ def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
         async with await serve_dicom(
             "127.0.0.1", 0, None, VIEWER_POLICY, Services(store=DurableStoreHandler(viewer_store))
         ) as viewer:
-            port = _free_port()
-            config = _dcmqrscp_config(tmp_path, port, viewer.port)
-            proc = await asyncio.create_subprocess_exec(
-                "dcmqrscp",
-                "-c",
-                str(config),
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )
-            try:
-                await _wait_listening(port)
+
+            def argv(port: int) -> list[str]:
+                return ["dcmqrscp", "-c", str(_dcmqrscp_config(tmp_path, port, viewer.port))]
+
+            with dcmtk_listener(argv, tmp_path / "dcmqrscp.log") as port:
                 proposals = [
                     *default_proposals([CT]),
                     Proposal(qr.find_uid, (EXPLICIT, IMPLICIT)),
@@ -256,9 +250,6 @@ def test_our_scu_against_dcmqrscp(tmp_path: Path) -> None:
                     out["get"] = await assoc.get(
                         _query(), DurableStoreHandler(DurableStore(tmp_path / "got")), qr
                     )
-            finally:
-                proc.terminate()
-                await proc.wait()
             out["viewer"] = viewer_store
             return out
 
