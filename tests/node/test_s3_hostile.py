@@ -10,6 +10,8 @@ tenth of a second never timed out) and a listing followed the same continuation 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import socket
 import socketserver
 import threading
@@ -229,9 +231,40 @@ def test_a_redirect_is_not_followed(s3: HostileS3) -> None:
             elsewhere.accept()  # nothing came
 
 
-def test_a_server_that_never_answers_fails_each_try_at_the_timeout(s3: HostileS3) -> None:
+def test_a_server_that_never_answers_holds_a_call_for_one_timeout(s3: HostileS3) -> None:
+    """Each try used to wait out the timeout, three tries in all: a hung endpoint held each
+    C-STORE behind it for three times the timeout (three minutes in the node)."""
     started = time.monotonic()
-    with pytest.raises(S3Error, match="no answer after 3 tries"):
+    with pytest.raises(S3Error, match="no answer after 1 try"):
         client(s3, timeout=0.5).get("bucket", "key", 0, 10)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 3
+    assert len(s3.requests) == 1
+
+
+def test_a_server_failing_at_once_is_tried_three_times(s3: HostileS3) -> None:
+    s3.answer = answer("503 Slow Down", b"<Error><Code>SlowDown</Code></Error>")
+    with pytest.raises(S3Error, match="SlowDown"):
+        client(s3).get("bucket", "key", 0, 10)
     assert len(s3.requests) == 3
+
+
+def test_a_put_body_the_server_takes_slowly_fails_at_the_low_speed_limit(s3: HostileS3) -> None:
+    """The socket's timeout bounds each send, and the kernel's send buffer takes megabytes at
+    once, so with the node's 60 s a server reading some 20 KB/s held an upload as long as it
+    liked. Scaled down here: a 1 s timeout and a limit of 4 MiB/s against 1.5 MB/s."""
+
+    def read_slowly(head: bytes, sock: socket.socket) -> None:
+        for _ in range(1000):  # 20 s in all, if nothing stops it
+            if s3.done.wait(0.02) or not sock.recv(30_000):
+                return
+
+    s3.answer = read_slowly
+    body = b"x" * (12 * MIB)
+    slow = S3Client(s3.endpoint, Credentials("AK", "SK"), timeout=1.0, min_upload_rate=4 * MIB)
+    started = time.monotonic()
+    with pytest.raises(
+        S3Error,
+        match=r"^S3 PUT /bucket/key: the server took [0-9,]+ bytes of the body in [0-9.]+ s, less than 4,096 KiB/s$",
+    ):
+        slow.put("bucket", "key", io.BytesIO(body), len(body), hashlib.sha256(body).digest())
+    assert time.monotonic() - started < 6

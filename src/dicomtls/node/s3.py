@@ -29,7 +29,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from dicomtls.errors import DicomTLSError
 from dicomtls.node.s3_xml import S3XmlError, S3XmlReader
@@ -43,6 +43,9 @@ MAX_PAGE = 8 << 20
 MAX_ERROR = 64 << 10
 """An error answer (S3's are a few hundred bytes), or the body of a PUT, HEAD or DELETE."""
 _CHUNK = 64 << 10
+MIN_UPLOAD_RATE = 64 << 10
+"""Bytes a second a server must take a PUT body at, over any stretch as long as the client's
+timeout (curl's low-speed limit): 4 minutes for a 16 MiB object at worst."""
 
 
 class S3Error(DicomTLSError, OSError):
@@ -187,6 +190,10 @@ class S3Client:
     """Path-style requests to one endpoint (``http://host:port`` or ``https://...``).
 
     Thread-safe: a urllib3 pool of ``connections`` keeps connections open between calls.
+    ``timeout`` bounds each wait on the server (connecting, each send and read, a whole
+    answer's body) and the tries: a failed try is repeated only while less than ``timeout``
+    has passed since the call began, so an endpoint that hangs holds a call (and the C-STORE
+    behind it) for one timeout, not one per try.
     """
 
     def __init__(
@@ -197,6 +204,7 @@ class S3Client:
         connections: int = 32,
         timeout: float = 30.0,
         retries: int = 3,
+        min_upload_rate: int = MIN_UPLOAD_RATE,
     ) -> None:
         try:
             import urllib3
@@ -212,6 +220,7 @@ class S3Client:
         self.credentials = credentials
         self.retries = retries
         self.timeout = timeout
+        self.min_upload_rate = min_upload_rate
         self._http = urllib3.PoolManager(
             num_pools=4,
             maxsize=connections,
@@ -241,36 +250,63 @@ class S3Client:
         what = f"{method} {path}"
         url = self.endpoint + _target(path, query)
         last: Exception | None = None
-        for attempt in range(self.retries):
-            if hasattr(body, "seek"):
-                body.seek(0)  # type: ignore[union-attr]
-            signed = sign(
-                self.credentials,
-                method,
-                self.host,
-                path,
-                query,
-                dict(headers or {}),
-                payload_sha256,
-            )
-            try:
-                response = self._http.request(
-                    method,
-                    url,
-                    headers=signed,
-                    body=body,
-                    preload_content=False,  # read by _body, bounded
-                    redirect=False,
-                )
-            except Exception as exc:  # urllib3's errors: connection refused, reset, timeout
-                last = exc
+        give_up = time.monotonic() + self.timeout
+        limited = self._limited(what, body)
+        sent = body if limited is None else cast(IO[bytes], limited)  # urllib3 calls read()
+        tries = 0
+        while self._may_try(tries, give_up):
+            tries += 1
+            if limited is not None:
+                limited.rewind()
+            response = self._send(method, url, path, query, headers, sent, payload_sha256)
+            if isinstance(response, Exception):
+                last = response
                 continue
             if response.status in expect:
                 return response
             last = _error(what, response.status, self._body(what, response, MAX_ERROR))
-            if response.status < 500 or attempt + 1 == self.retries:
+            if response.status < 500:
                 raise last  # only a server's own trouble (5xx) is worth another try
-        raise S3Error(what, message=f"no answer after {self.retries} tries: {last}")
+        if isinstance(last, S3Error):
+            raise last
+        raise S3Error(what, message=f"no answer after {_tries(tries)}: {last}")
+
+    def _may_try(self, tries: int, give_up: float) -> bool:
+        """Another try: the first always, the others while the client's timeout has not
+        passed since the call began."""
+        return tries < self.retries and (tries == 0 or time.monotonic() < give_up)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str] | None,
+        body: IO[bytes] | bytes | None,
+        payload_sha256: str,
+    ) -> Any:
+        """One try: the answer, or what stopped it (refused, reset, timed out, too slow)."""
+        signed = sign(
+            self.credentials, method, self.host, path, query, dict(headers or {}), payload_sha256
+        )
+        try:
+            return self._http.request(
+                method,
+                url,
+                headers=signed,
+                body=body,
+                preload_content=False,  # read by _body, bounded
+                redirect=False,
+            )
+        except Exception as exc:  # urllib3's errors: connection refused, reset, timeout
+            return _unwrapped(exc)
+
+    def _limited(self, what: str, body: IO[bytes] | bytes | None) -> _LowSpeedLimit | None:
+        """A file body under the low-speed limit; bytes go as they are."""
+        if body is None or isinstance(body, bytes):
+            return None
+        return _LowSpeedLimit(what, body, self.min_upload_rate, self.timeout)
 
     def _body(self, what: str, response: Any, limit: int) -> bytes:
         """The answer's body: at most ``limit`` bytes, all read within the client's timeout
@@ -401,6 +437,57 @@ class S3Client:
     def create_bucket(self, bucket: str) -> None:
         response = self._request("PUT", bucket, expect=(200, 409))
         self._body(f"PUT /{bucket}", response, MAX_ERROR)
+
+
+def _tries(count: int) -> str:
+    return "1 try" if count == 1 else f"{count} tries"
+
+
+def _unwrapped(exc: Exception) -> Exception:
+    """Our own refusal of a slow server (:class:`_LowSpeedLimit`) as we raised it, rather
+    than inside urllib3's "Connection aborted"; any other error as it is."""
+    for cause in (exc.__cause__, exc.__context__, *exc.args):
+        if isinstance(cause, S3Error):
+            return cause
+    return exc
+
+
+class _LowSpeedLimit:
+    """A PUT body that fails the upload once the server has taken it slower than ``rate``
+    bytes a second for ``window`` seconds. The socket's timeout bounds each send, and the
+    kernel's send buffer takes megabytes at once: a server reading some 20 KB/s would hold a
+    call with a 60 s timeout as long as it likes."""
+
+    def __init__(self, what: str, body: IO[bytes], rate: int, window: float) -> None:
+        self._what = what
+        self._body = body
+        self._rate = rate
+        self._window = window
+        self._since: float | None = None  # from the first read: connecting is not sending
+        self._taken = 0
+
+    def rewind(self) -> None:
+        """Back to the start, for another try."""
+        self._body.seek(0)
+        self._since, self._taken = None, 0
+
+    def read(self, size: int = -1) -> bytes:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        elif now - self._since >= self._window:
+            elapsed, taken = now - self._since, self._taken
+            if taken < self._rate * elapsed:
+                raise S3Error(
+                    self._what,
+                    code="TooSlow",
+                    message=f"the server took {taken:,} bytes of the body in {elapsed:.1f} s, "
+                    f"less than {self._rate >> 10:,} KiB/s",
+                )
+            self._since, self._taken = now, 0
+        data = self._body.read(size)
+        self._taken += len(data)
+        return data
 
 
 def _listed(what: str, page: S3XmlReader) -> Iterator[tuple[str, int]]:
