@@ -85,6 +85,21 @@ def test_client_certificate_problems_are_named(
     assert step["fix"]
 
 
+def test_a_client_certificate_of_another_ca_with_the_same_name(
+    node: Node, tmp_path: Path, pki_dir: Path
+) -> None:
+    """Two sites that each ran ``dicomtls pki init``: the node names the CA it takes, which has
+    our CA's name, and the fix is on the node."""
+    init_pki(tmp_path / "other-site")
+    ours = _tls(tmp_path / "other-site", "client")
+    ours[1] = str(pki_dir / "ca.pem")  # we trust the node; the node does not trust us
+    _, steps = doctor(tmp_path, node.port, *ours)
+    step = steps["client-certificate"]
+    assert (step["verdict"], step["code"], step["side"]) == ("FAIL", "UNKNOWN_CA", "peer"), step
+    assert "it trusts another CA of that name" in step["summary"]
+    assert step["evidence"]["accepted_issuers"] == ["CN = dicomtls Local CA, O = dicomtls test PKI"]
+
+
 @pytest.mark.parametrize(
     ("kind", "code", "node_args"),
     [

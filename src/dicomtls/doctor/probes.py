@@ -260,12 +260,19 @@ def _refused_us(options: DoctorOptions, error: TLSHandshakeError) -> Step:
     return Step(
         "client-certificate",
         Verdict.FAIL,
-        f"the node refused us: {meaning}",
+        f"the node refused us: {meaning}"
+        + (f"; {error.issuers_note}" if error.issuers_note else ""),
         error.to_dict(),
         code=code,
-        side="ours",
+        side=_side_to_change(error),
         fix=fix,
     )
+
+
+def _side_to_change(error: TLSHandshakeError) -> str:
+    """Where the fix the error hints at belongs: a node that does not know our CA must be
+    given it; anything else about our certificate is ours to change."""
+    return "peer" if error.alert == "unknown_ca" else "ours"
 
 
 # -- 3. versions and suites ------------------------------------------------------------------
@@ -566,7 +573,7 @@ async def _dicom(report: Report, options: DoctorOptions, tls: TLSSettings | None
                 str(exc),
                 exc.to_dict(),
                 code=str(exc.stage).upper(),
-                side="ours",
+                side=_side_to_change(exc),
                 fix=exc.hint,
             )
         )

@@ -29,6 +29,7 @@ from dicomtls.buffers import BufferPool
 from dicomtls.logs import get_logger
 from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo, subject_alt_names
+from dicomtls.tls.client_cas import REFUSALS_OF_OUR_ISSUER, accepted_issuers, our_issuer
 from dicomtls.tls.errors import (
     HandshakeStage,
     TLSError,
@@ -507,7 +508,18 @@ class TLSEngine:
                     else "it probably requires a client certificate, and we sent none"
                 )
             ),
+            **self._issuers_if_refused(None),
         )
+
+    def _issuers_if_refused(self, alert: str | None) -> dict[str, object]:
+        """When a server refused our certificate for its issuer or for want of one (``alert``,
+        or a silent close): the CAs it said it takes, and ours."""
+        if self.side is Side.SERVER or (alert is not None and alert not in REFUSALS_OF_OUR_ISSUER):
+            return {}
+        accepted = accepted_issuers(self._conn)
+        if not accepted:
+            return {}
+        return {"accepted_issuers": accepted, "our_issuer": our_issuer(self._conn)}
 
     def timeout_error(self) -> TLSHandshakeError:
         """The error for a handshake that did not finish in time (raised by the transport)."""
@@ -543,6 +555,7 @@ class TLSEngine:
                 alert=alert,
                 openssl_error=reason,
                 hint=_alert_hint(alert),
+                **self._issuers_if_refused(alert),
             )
         if "peer did not return a certificate" in lowered or "certificate required" in lowered:
             return self._error(

@@ -143,6 +143,11 @@ class TLSHandshakeError(TLSError):
     """The TLS alert the peer sent, e.g. ``unknown_ca``."""
     openssl_error: str | None = None
     hint: str | None = None
+    accepted_issuers: tuple[str, ...] = ()
+    """The CAs a server said it takes client certificates from, when it refused ours (or
+    our lack of one) after naming them; at most 16."""
+    our_issuer: str | None = None
+    """The issuer of the certificate we presented, beside :attr:`accepted_issuers`."""
 
     def __post_init__(self) -> None:
         super().__init__(str(self))
@@ -155,9 +160,20 @@ class TLSHandshakeError(TLSError):
                 f"; certificate '{self.certificate.readable_subject}' at depth "
                 f"{self.certificate.depth}: {self.verify_error.name} ({self.verify_error.message})"
             )
+        if self.issuers_note:
+            parts.append(f"; {self.issuers_note}")
         if self.hint:
             parts.append(f". Hint: {self.hint}")
         return "".join(parts)
+
+    @property
+    def issuers_note(self) -> str | None:
+        """The CAs the server takes beside ours, in a sentence, when it named any."""
+        if not self.accepted_issuers:
+            return None
+        from dicomtls.tls.client_cas import issuers_sentence
+
+        return issuers_sentence(self.accepted_issuers, self.our_issuer, self.alert)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, for ``--json`` output and audit records."""
@@ -171,4 +187,6 @@ class TLSHandshakeError(TLSError):
             "alert": self.alert,
             "openssl_error": self.openssl_error,
             "hint": self.hint,
+            "accepted_issuers": list(self.accepted_issuers),
+            "our_issuer": self.our_issuer,
         }

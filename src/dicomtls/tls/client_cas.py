@@ -1,0 +1,56 @@
+"""Which CAs a server takes client certificates from, as it told us.
+
+A server asking for a client certificate names the CAs it accepts (the certificate_authorities
+of its CertificateRequest, RFC 8446 4.2.4 and RFC 5246 7.4.4). When it then refuses ours, those
+names beside our certificate's issuer are the whole diagnosis: "it takes CN = Hospital CA, ours
+is from CN = Vendor CA". OpenSSL keeps the names it received; this reads them, bounded and
+printed as certificate names are, since the server writes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+
+from dicomtls.tls.names import certificate_names, print_name
+
+MAX_NAMED = 16
+"""A server may name hundreds (a full trust store); the first few say enough."""
+
+#: The alerts with which a server refuses a client certificate for who issued it, or for lack
+#: of one: where the names the server takes are the answer.
+REFUSALS_OF_OUR_ISSUER = frozenset({"unknown_ca", "certificate_required", "bad_certificate"})
+
+
+def accepted_issuers(conn: Any) -> tuple[str, ...]:
+    """The CAs the server named (client side), readable; empty if it asked for no certificate
+    or named none."""
+    try:
+        names = conn.get_client_ca_list()
+    except SSL.Error:
+        return ()
+    return tuple(print_name(name.der()).readable for name in names[:MAX_NAMED])
+
+
+def our_issuer(conn: Any) -> str | None:
+    """The issuer of the certificate we present, readable; None when we present none."""
+    certificate = conn.get_certificate(as_cryptography=True)
+    if certificate is None:
+        return None
+    return certificate_names(certificate)[1].readable
+
+
+def issuers_sentence(accepted: tuple[str, ...], ours: str | None, alert: str | None) -> str:
+    """The CAs the server takes beside the one ours is from, in a sentence. A server refusing
+    our CA (``unknown_ca``) while naming a CA of our issuer's name trusts another CA of that
+    name: one created again, or another site's with the default name."""
+    if alert == "unknown_ca" and ours in accepted:
+        return (
+            f"it takes a CA named '{ours}', as ours is, yet does not know ours: it trusts "
+            "another CA of that name (one created again, or another site's)"
+        )
+    more = " (and others)" if len(accepted) == MAX_NAMED else ""
+    named = "; ".join(f"'{name}'" for name in accepted)
+    issuer = f"; ours is issued by '{ours}'" if ours is not None else ""
+    return f"it takes client certificates issued by {named}{more}{issuer}"
