@@ -29,7 +29,6 @@ from dicomtls.buffers import BufferPool
 from dicomtls.logs import get_logger
 from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo, subject_alt_names
-from dicomtls.tls.client_cas import REFUSALS_OF_OUR_ISSUER, accepted_issuers, our_issuer
 from dicomtls.tls.errors import (
     HandshakeStage,
     TLSError,
@@ -39,6 +38,13 @@ from dicomtls.tls.errors import (
 )
 from dicomtls.tls.flags import Side
 from dicomtls.tls.hostnames import dns_name_matches
+from dicomtls.tls.issuers import (
+    REFUSALS_OF_OUR_ISSUER,
+    accepted_issuers,
+    namesake_hint,
+    our_issuer,
+    trusted_namesake,
+)
 from dicomtls.tls.names import certificate_der_names
 from dicomtls.tls.session import SessionInfo, session_info
 from dicomtls.tls.sniff import SNIFF_MAX, describe_non_tls, undecided
@@ -54,6 +60,12 @@ log = get_logger("dicomtls.tls")
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
 _RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read returns
 _INT_MAX = (1 << 31) - 1  # SSL_read's length is an int
+_NO_TRUSTED_ISSUER = (
+    VerifyCode.UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+    VerifyCode.UNABLE_TO_GET_ISSUER_CERT,
+    VerifyCode.SELF_SIGNED_CERT_IN_CHAIN,  # a root sent along, its own issuer
+    VerifyCode.DEPTH_ZERO_SELF_SIGNED_CERT,
+)
 # pyOpenSSL's own OpenSSL binding is cryptography's (public: cryptography.hazmat.bindings).
 _lib, _ffi = Binding.lib, Binding.ffi
 _FAST_READ = all(
@@ -536,8 +548,16 @@ class TLSEngine:
             certificate=failed.described,
             verify_error=failed.error,
             openssl_error=reason,
-            hint=failed.error.hint,
+            hint=self._chain_hint(failed),
         )
+
+    def _chain_hint(self, failed: VerifyCall) -> str:
+        """The verify error's advice, unless a trusted CA has the missing issuer's name."""
+        if failed.error.code in _NO_TRUSTED_ISSUER and failed.unreadable is None:
+            namesake = trusted_namesake(failed.raw, self.settings.trust.ca_certificates)
+            if namesake is not None:
+                return namesake_hint(namesake)
+        return failed.error.hint
 
     def _classify(self, exc: SSL.Error) -> TLSHandshakeError:
         reason = _reason(exc)

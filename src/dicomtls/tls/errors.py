@@ -171,7 +171,7 @@ class TLSHandshakeError(TLSError):
         """The CAs the server takes beside ours, in a sentence, when it named any."""
         if not self.accepted_issuers:
             return None
-        from dicomtls.tls.client_cas import issuers_sentence
+        from dicomtls.tls.issuers import issuers_sentence
 
         return issuers_sentence(self.accepted_issuers, self.our_issuer, self.alert)
 

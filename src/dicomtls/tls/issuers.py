@@ -1,16 +1,22 @@
-"""Which CAs a server takes client certificates from, as it told us.
+"""Who issued what: the CAs a server takes client certificates from, and a trusted CA that only
+shares a name with the one that issued a certificate.
 
 A server asking for a client certificate names the CAs it accepts (the certificate_authorities
 of its CertificateRequest, RFC 8446 4.2.4 and RFC 5246 7.4.4). When it then refuses ours, those
 names beside our certificate's issuer are the whole diagnosis: "it takes CN = Hospital CA, ours
 is from CN = Vendor CA". OpenSSL keeps the names it received; this reads them, bounded and
 printed as certificate names are, since the server writes them.
+
+The other half: two sites that each created a CA with the same (default) name trust "the same"
+CA only by name. OpenSSL then says it found no issuer, and the CA file seems to hold it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from cryptography import x509
 from OpenSSL import SSL
 
 from dicomtls.tls.names import certificate_names, print_name
@@ -30,7 +36,14 @@ def accepted_issuers(conn: Any) -> tuple[str, ...]:
         names = conn.get_client_ca_list()
     except SSL.Error:
         return ()
-    return tuple(print_name(name.der()).readable for name in names[:MAX_NAMED])
+    return tuple(_readable(name.der()) for name in names[:MAX_NAMED])
+
+
+def _readable(name_der: bytes) -> str:
+    try:
+        return print_name(name_der).readable
+    except ValueError as exc:  # OpenSSL re-encoded it, so this is not expected: still, say so
+        return f"(a name that cannot be read: {exc})"
 
 
 def our_issuer(conn: Any) -> str | None:
@@ -54,3 +67,23 @@ def issuers_sentence(accepted: tuple[str, ...], ours: str | None, alert: str | N
     named = "; ".join(f"'{name}'" for name in accepted)
     issuer = f"; ours is issued by '{ours}'" if ours is not None else ""
     return f"it takes client certificates issued by {named}{more}{issuer}"
+
+
+def trusted_namesake(
+    certificate: x509.Certificate, trusted: Iterable[x509.Certificate]
+) -> str | None:
+    """The name of a trusted CA named as ``certificate``'s issuer, for a certificate OpenSSL
+    found no issuer for: that CA shares the name and not the key."""
+    issuer = certificate.issuer.public_bytes()
+    for ca in trusted:
+        if ca.subject.public_bytes() == issuer:
+            return certificate_names(ca)[0].readable
+    return None
+
+
+def namesake_hint(name: str) -> str:
+    return (
+        f"we trust a CA named '{name}', but not the one that issued this certificate: the same "
+        "name with another key (a CA created again, or another site's); add the peer's CA "
+        "certificate to the CA file if it is the right one"
+    )

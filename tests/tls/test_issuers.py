@@ -1,4 +1,5 @@
-"""A server refusing our client certificate: the CAs it said it takes, beside ours.
+"""Who issued what: a server refusing our client certificate names the CAs it takes, beside
+ours; a certificate from a CA that only shares a trusted CA's name is told apart.
 
 Real handshakes on loopback between our server (which names the CAs it trusts in its
 CertificateRequest, as Java-based archives do too) and our client. Before, the error said only
@@ -111,3 +112,29 @@ def test_our_server_names_no_cas_when_it_refuses_nothing_for_them(
     refused = handshake(server, other)
     assert refused.server_error is not None
     assert refused.server_error.accepted_issuers == ()
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_a_chain_from_a_namesake_of_a_trusted_ca_is_told_apart(tmp_path: Path, side: str) -> None:
+    """OpenSSL finds no issuer, and "add the issuing CA to the CA file" sent the operator to
+    a CA file that seems to hold it already."""
+    here, _ = _site(tmp_path / "here", "dicomtls Local CA")
+    there_server, there_client = _site(tmp_path / "there", "dicomtls Local CA")
+    if side == "server":  # our node judging a client of the other site
+        outcome = handshake(here, dataclasses.replace(there_client, ca_files=here.ca_files))
+        error = outcome.server_error
+    else:  # our client judging the other site's node
+        mine = dataclasses.replace(there_client, ca_files=here.ca_files)
+        outcome = handshake(there_server, mine)
+        error = outcome.client_error
+    assert error is not None and error.stage is HandshakeStage.VERIFY, outcome
+    assert error.verify_error is not None
+    expected = (
+        "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" if side == "server" else "SELF_SIGNED_CERT_IN_CHAIN"
+    )
+    assert error.verify_error.name == expected  # our client certificate goes without its root
+    assert error.hint is not None
+    assert error.hint.startswith(
+        "we trust a CA named 'CN = dicomtls Local CA, O = dicomtls test PKI', but not the one "
+        "that issued this certificate"
+    )
