@@ -184,3 +184,59 @@ def test_expiry_warning_fires_on_the_day_without_a_restart(site: Site, tmp_path:
     # Due 30 days and 2 s from now: nothing at start, the warning when the moment comes.
     messages = asyncio.run(_expiring(site, tmp_path, dt.timedelta(days=30, seconds=2)))
     assert len(messages) == 1 and "expires in 30.0 days" in messages[0]
+
+
+async def _crl_running_out(site: Site, tmp: Path) -> dict[str, object]:
+    """A node whose CRL reaches its next update five seconds after the node starts."""
+    crl = site.directory / "crl.pem"
+    crl.write_bytes(site.ca.crl([], next_update=dt.timedelta(seconds=5)))
+    said: list[str] = []
+    expired = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "the CRL of" in record.getMessage():
+                said.append(record.getMessage())
+                if "expired on" in record.getMessage():
+                    loop.call_soon_threadsafe(expired.set)
+
+    seen: list[str] = []
+
+    def on_verify(ok: bool, cert: CertificateInfo, error: VerifyError) -> bool:
+        seen.append(error.name)
+        return ok
+
+    handler = Catch(logging.WARNING)
+    logging.getLogger("dicomtls").addHandler(handler)
+    out: dict[str, object] = {"said": said, "seen": seen}
+    try:
+        tls = site.settings("pacs", crl_files=crl, on_verify=on_verify)
+        async with running(site, tmp / "store", tls=tls) as node:
+            out["at_start"] = list(said)
+            await asyncio.wait_for(expired.wait(), 20)
+            try:
+                async with await connect_as(site, node, "ct1", "CT1") as assoc:
+                    out["after"] = await assoc.echo()
+            except (TLSHandshakeError, AssociationError, ConnectionError) as exc:
+                out["after"] = exc
+    finally:
+        logging.getLogger("dicomtls").removeHandler(handler)
+    return out
+
+
+def test_a_crl_running_out_is_warned_ahead_and_on_the_moment(site: Site, tmp_path: Path) -> None:
+    """Past its next update a CRL refuses every peer its CA issued: the node says so before,
+    and again when it happens, without a restart."""
+    out = asyncio.run(_crl_running_out(site, tmp_path))
+    at_start, said = out["at_start"], out["said"]
+    assert isinstance(at_start, list) and isinstance(said, list)
+    assert len(at_start) == 1 and "reaches its next update in" in at_start[0]
+    assert len(said) == 2 and "expired on" in said[1] and "CRL_HAS_EXPIRED" in said[1]
+    after = out["after"]
+    assert isinstance(after, TLSHandshakeError)  # what the warning said: the peer is refused
+    assert "CRL_HAS_EXPIRED" in out["seen"]  # type: ignore[operator]
+    # OpenSSL tells the client "certificate_expired"; its own certificate is valid, so the
+    # client is told where to look instead of "renew our certificate".
+    assert after.alert == "certificate_expired"
+    assert after.hint is not None and "the CRL it checks ours against" in after.hint

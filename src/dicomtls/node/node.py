@@ -37,8 +37,9 @@ from dicomtls.node.storage import PRIVATE_FILE_MODE
 from dicomtls.node.store_scp import DurableStoreHandler, OnStored
 from dicomtls.pki.bundle import store_ca_key_folder
 from dicomtls.pki.exposure import readable_ca_keys
+from dicomtls.tls.expiry import ExpiryWatch
 from dicomtls.tls.flags import Side
-from dicomtls.tls.reloader import EXPIRY_WARNING_DAYS, ReloadingSettings, expiry_warning
+from dicomtls.tls.reloader import ReloadingSettings
 from dicomtls.tls.settings import TLSSettings, as_paths
 from dicomtls.ul.acse import AcceptorPolicy
 
@@ -104,6 +105,7 @@ class CertificateWatch:
     ) -> None:
         self.metrics = metrics
         self._timer: asyncio.TimerHandle | None = None
+        self._expiry = ExpiryWatch()
         self.tls = (
             None if tls is None else ReloadingSettings(tls, Side.SERVER, on_reload=self._reloaded)
         )
@@ -130,9 +132,9 @@ class CertificateWatch:
             self._watch_expiry(new)
 
     def _watch_expiry(self, settings: TLSSettings) -> None:
-        """Warn now if our certificate expires within 30 days, else exactly when it will.
+        """Warn of what expires (our certificate, a trusted CA, a CRL) as each becomes due.
 
-        A timer set for the moment the warning becomes due, not a periodic check: a
+        A timer set for the next moment a warning becomes due, not a periodic check: a
         node that runs for months says so on the day, without anyone restarting it.
         """
         self.close()
@@ -140,17 +142,15 @@ class CertificateWatch:
         if self.metrics is not None:
             expiry = None if identity is None else identity.certificate.not_valid_after_utc
             self.metrics.set_certificate(expiry)
-        if identity is None:
-            return
-        warning = expiry_warning(settings)
-        if warning:
+        for warning in self._expiry.check(settings):
             log.warning("%s", warning)
+        due = self._expiry.next_check(settings)
+        if due is None:
             return
-        due = identity.certificate.not_valid_after_utc - dt.timedelta(days=EXPIRY_WARNING_DAYS)
         delay = (due - dt.datetime.now(dt.UTC)).total_seconds()
         loop = asyncio.get_running_loop()
         # asyncio's timers take any delay, but keep it within what selectors handle (~24 days).
-        self._timer = loop.call_later(min(delay, 2e6), self._watch_expiry, settings)
+        self._timer = loop.call_later(min(max(delay, 0.0), 2e6), self._watch_expiry, settings)
 
 
 @dataclass

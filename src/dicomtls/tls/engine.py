@@ -36,6 +36,7 @@ from dicomtls.tls.errors import (
     alert_from_reason,
     alert_meaning,
 )
+from dicomtls.tls.expiry import expired_alert_hint
 from dicomtls.tls.flags import Side
 from dicomtls.tls.hostnames import dns_name_matches
 from dicomtls.tls.issuers import (
@@ -523,6 +524,16 @@ class TLSEngine:
             **self._issuers_if_refused(None),
         )
 
+    def _peer_alert_hint(self, alert: str) -> str:
+        """What to do about the peer's alert; for ``certificate_expired`` while ours is valid,
+        the peer's clock or CRL is at fault."""
+        if alert == "certificate_expired":
+            ours = self._conn.get_certificate(as_cryptography=True)
+            hint = expired_alert_hint(ours)
+            if hint is not None:
+                return hint
+        return _alert_hint(alert)
+
     def _issuers_if_refused(self, alert: str | None) -> dict[str, object]:
         """When a server refused our certificate for its issuer or for want of one (``alert``,
         or a silent close): the CAs it said it takes, and ours."""
@@ -574,7 +585,7 @@ class TLSEngine:
                 f"the peer sent TLS alert {alert}: {alert_meaning(alert)}",
                 alert=alert,
                 openssl_error=reason,
-                hint=_alert_hint(alert),
+                hint=self._peer_alert_hint(alert),
                 **self._issuers_if_refused(alert),
             )
         if "peer did not return a certificate" in lowered or "certificate required" in lowered:

@@ -16,7 +16,6 @@ while no one connects: no timer, no thread. ``reload()`` forces a reread (SIGHUP
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import threading
 from collections.abc import Callable
@@ -27,11 +26,9 @@ from dicomtls.tls.errors import TLSError
 from dicomtls.tls.flags import Side
 from dicomtls.tls.settings import TLSSettings, as_paths
 
-__all__ = ["ReloadingSettings", "expiry_warning"]
+__all__ = ["ReloadingSettings"]
 
 log = get_logger("dicomtls.tls")
-
-EXPIRY_WARNING_DAYS = 30
 
 _Signature = tuple[tuple[str, tuple[int, int, int] | None], ...]
 
@@ -57,27 +54,6 @@ def _signature(files: list[Path]) -> _Signature:
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     return tuple((str(path), stat(path)) for path in files)
-
-
-def expiry_warning(settings: TLSSettings, now: dt.datetime | None = None) -> str | None:
-    """A sentence when our own certificate expires within 30 days (or already has)."""
-    if settings.identity is None:
-        return None
-    cert = settings.identity.certificate
-    now = now or dt.datetime.now(dt.UTC)
-    left = cert.not_valid_after_utc - now
-    subject = cert.subject.rfc4514_string()
-    if left <= dt.timedelta(0):
-        return (
-            f"our certificate {subject!r} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
-        )
-    if left < dt.timedelta(days=EXPIRY_WARNING_DAYS):
-        return (
-            f"our certificate {subject!r} expires in {left.total_seconds() / 86400:.1f} days "
-            f"({cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC): renew it; the node picks up "
-            "the new files by itself"
-        )
-    return None
 
 
 class ReloadingSettings:
@@ -140,9 +116,6 @@ class ReloadingSettings:
             self.generation += 1
         if not self._quiet:
             log.warning("TLS files %s: reloaded (%s)", why, new.describe())
-            warning = expiry_warning(new)
-            if warning:
-                log.warning("%s", warning)
         self._notify(new, None)
         return True
 
