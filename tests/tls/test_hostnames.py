@@ -63,6 +63,9 @@ def _ours(pki: MatrixPKI, files: Files, host: str) -> bool:
         handshake_in_memory(client, server)
     except TLSHandshakeError as exc:
         assert exc.verify_error is not None and exc.verify_error.name == "HOSTNAME_MISMATCH"
+        assert exc.reason.endswith(  # what we dialled beside what the certificate names
+            f"; we connected to '{host}', the certificate names {', '.join(NAMES)}"
+        )
         return False
     return True
 
@@ -117,3 +120,22 @@ def test_a_wildcard_names_one_whole_label_only() -> None:
     assert dns_name_matches("*.example.org.", "pacs.example.org")
     # an absolute name as curl and browsers take it (OpenSSL's X509_check_host does not)
     assert dns_name_matches("*.example.org", "pacs.example.org.")
+
+
+def test_a_mismatch_lists_eight_names_at_most_escaped(
+    matrix_pki: MatrixPKI, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The names are the peer's to write: a certificate with 40 of them, one forging a line."""
+    names = ["forged\x1b[2Jname.example", *(f"n{i}.example" for i in range(39))]
+    issued = matrix_pki.intermediate.issue("many-names", dns=names)
+    written = issued.write(tmp_path_factory.mktemp("many"), name="many")
+    client = TLSEngine(_settings(matrix_pki, None), Side.CLIENT, "x", server_hostname="pacs.test")
+    server = TLSEngine(
+        _settings(matrix_pki, Files(cert=written.chain, key=written.key)), Side.SERVER, "c"
+    )
+    with pytest.raises(TLSHandshakeError) as refused:
+        handshake_in_memory(client, server)
+    assert refused.value.reason.endswith(
+        "the certificate names forged\\x1b[2Jname.example, n0.example, n1.example, n2.example, "
+        "n3.example, n4.example, n5.example, n6.example and 32 more"
+    )

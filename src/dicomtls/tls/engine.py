@@ -67,6 +67,7 @@ _NO_TRUSTED_ISSUER = (
     VerifyCode.SELF_SIGNED_CERT_IN_CHAIN,  # a root sent along, its own issuer
     VerifyCode.DEPTH_ZERO_SELF_SIGNED_CERT,
 )
+_NAME_MISMATCH = (VerifyCode.HOSTNAME_MISMATCH, VerifyCode.IP_ADDRESS_MISMATCH)
 # pyOpenSSL's own OpenSSL binding is cryptography's (public: cryptography.hazmat.bindings).
 _lib, _ffi = Binding.lib, Binding.ffi
 _FAST_READ = all(
@@ -555,11 +556,25 @@ class TLSEngine:
     def _rejected_chain(self, failed: VerifyCall, reason: str | None) -> TLSHandshakeError:
         return self._error(
             HandshakeStage.VERIFY,
-            f"we rejected the peer's certificate chain ({_verdict(failed)})",
+            f"we rejected the peer's certificate chain ({_verdict(failed)})"
+            + self._names_dialled(failed),
             certificate=failed.described,
             verify_error=failed.error,
             openssl_error=reason,
             hint=self._chain_hint(failed),
+        )
+
+    def _names_dialled(self, failed: VerifyCall) -> str:
+        """For a name mismatch: the name we dialled beside the names the certificate holds,
+        which is the whole diagnosis (the names are the peer's to write: escaped, 8 at most)."""
+        info = failed.described
+        if failed.error.code not in _NAME_MISMATCH or info is None:
+            return ""
+        held = [printable(name) for name in (*info.dns_names, *info.ip_addresses)]
+        listed = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
+        return (
+            f"; we connected to '{printable(self.server_hostname or '')}', the certificate names "
+            + (listed or "no DNS name or IP address")
         )
 
     def _chain_hint(self, failed: VerifyCall) -> str:
