@@ -16,6 +16,7 @@ from dicomtls.tls.errors import TLSHandshakeError
 from dicomtls.tls.verify_error import VerifyError
 
 from .site import Site, connect_as, make_site, running
+from .test_metrics import scrape, value
 from .test_storage import _make_file
 
 
@@ -212,8 +213,10 @@ async def _crl_running_out(site: Site, tmp: Path) -> dict[str, object]:
     out: dict[str, object] = {"said": said, "seen": seen}
     try:
         tls = site.settings("pacs", crl_files=crl, on_verify=on_verify)
-        async with running(site, tmp / "store", tls=tls) as node:
+        async with running(site, tmp / "store", tls=tls, metrics_port=0) as node:
             out["at_start"] = list(said)
+            assert node.metrics_server is not None
+            out["metrics"] = await asyncio.to_thread(scrape, node.metrics_server)
             await asyncio.wait_for(expired.wait(), 20)
             try:
                 async with await connect_as(site, node, "ct1", "CT1") as assoc:
@@ -240,3 +243,10 @@ def test_a_crl_running_out_is_warned_ahead_and_on_the_moment(site: Site, tmp_pat
     # client is told where to look instead of "renew our certificate".
     assert after.alert == "certificate_expired"
     assert after.hint is not None and "the CRL it checks ours against" in after.hint
+    # ... and for monitoring: days until the CRL's next update, and the CA's end, at scrape time.
+    samples = out["metrics"]
+    assert isinstance(samples, dict)
+    site_ca = "CN = Radiology Site CA, O = dicomtls test PKI"
+    crl_days = value(samples, "dicomtls_trust_expiry_days", kind="crl", subject=site_ca)
+    assert 0 < crl_days < 6 / 86400
+    assert value(samples, "dicomtls_trust_expiry_days", kind="ca", subject=site_ca) > 300

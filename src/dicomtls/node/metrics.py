@@ -99,6 +99,36 @@ class _CertificateExpiryCollector:
         return [family, warning]
 
 
+class _TrustExpiryCollector:
+    """Days until each trusted CA expires and each CRL reaches its next update, at scrape time.
+
+    Past a CRL's next update OpenSSL refuses every peer its CA issued: an alert on
+    ``dicomtls_trust_expiry_days{kind="crl"} < 2`` catches a CRL that stopped being published.
+    """
+
+    NAME = "dicomtls_trust_expiry_days"
+    HELP = (
+        "Days until a trusted CA expires (kind=ca) or a CRL reaches its next update (kind=crl), "
+        "by the CA's subject (a CRL: its issuer's); negative once past."
+    )
+
+    def __init__(self) -> None:
+        self._ends: tuple[tuple[str, str, datetime.datetime], ...] = ()
+
+    def set(self, ends: Iterable[tuple[str, str, datetime.datetime]]) -> None:
+        self._ends = tuple(ends)  # one reference assignment: safe against a concurrent scrape
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["kind", "subject"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["kind", "subject"])
+        now = _utcnow()
+        for kind, name, end in self._ends:
+            family.add_metric([kind, _label(name)], (end - now).total_seconds() / _SECONDS_PER_DAY)
+        return [family]
+
+
 class NodeMetrics:
     """A node's counters and histograms, in a registry of its own (several nodes in one process must not clash)."""
 
@@ -148,6 +178,8 @@ class NodeMetrics:
         )
         self._expiry = _CertificateExpiryCollector()
         self.registry.register(self._expiry)
+        self._trust = _TrustExpiryCollector()
+        self.registry.register(self._trust)
         # Pre-create the fixed-vocabulary series so they read 0, not absent, before the first
         # event: rate() and "no failures yet" alerts then work from the first scrape.
         self._associations.labels(result="accepted", reason="")
@@ -187,6 +219,10 @@ class NodeMetrics:
     def set_certificate(self, not_after: datetime.datetime | None) -> None:
         """Set the expiry of the node's own certificate (naive means UTC); None removes the gauge."""
         self._expiry.set(not_after)
+
+    def set_trust(self, ends: Iterable[tuple[str, str, datetime.datetime]]) -> None:
+        """Set when each trusted CA (``ca``, subject) and CRL (``crl``, issuer) runs out."""
+        self._trust.set(ends)
 
     def certificate_reload(self, ok: bool) -> None:
         self._certificate_reloads.labels(result="success" if ok else "failure").inc()

@@ -37,7 +37,7 @@ from dicomtls.node.storage import PRIVATE_FILE_MODE
 from dicomtls.node.store_scp import DurableStoreHandler, OnStored
 from dicomtls.pki.bundle import store_ca_key_folder
 from dicomtls.pki.exposure import readable_ca_keys
-from dicomtls.tls.expiry import ExpiryWatch
+from dicomtls.tls.expiry import ExpiryWatch, deadlines
 from dicomtls.tls.flags import Side
 from dicomtls.tls.reloader import ReloadingSettings
 from dicomtls.tls.settings import TLSSettings, as_paths
@@ -142,6 +142,9 @@ class CertificateWatch:
         if self.metrics is not None:
             expiry = None if identity is None else identity.certificate.not_valid_after_utc
             self.metrics.set_certificate(expiry)
+            self.metrics.set_trust(
+                (d.kind, d.name, d.expires_at) for d in deadlines(settings) if d.kind != "ours"
+            )
         for warning in self._expiry.check(settings):
             log.warning("%s", warning)
         due = self._expiry.next_check(settings)

@@ -45,6 +45,10 @@ class State(enum.Enum):
 class Deadline:
     """One thing that expires: what it is, when to warn, when it ends, and the sentences."""
 
+    kind: str
+    """``ours`` (our certificate), ``ca`` (a trusted CA) or ``crl``."""
+    name: str
+    """Its subject (a CRL: its issuer), as certificate names are shown."""
     key: str
     warn_at: dt.datetime
     expires_at: dt.datetime
@@ -71,10 +75,12 @@ def _days(left: dt.timedelta) -> str:
     return f"{left.total_seconds() / 86400:.1f} days"
 
 
-def _certificate(cert: x509.Certificate, what: str, soon: str, expired: str) -> Deadline:
+def _certificate(cert: x509.Certificate, kind: str, what: str, soon: str, expired: str) -> Deadline:
     """A certificate's deadline: ``what`` it is, and the advice ``soon`` and once ``expired``."""
     end = cert.not_valid_after_utc
     return Deadline(
+        kind=kind,
+        name=certificate_names(cert)[0].readable,
         key=cert.fingerprint(hashes.SHA256()).hex(),
         warn_at=end - dt.timedelta(days=EXPIRY_WARNING_DAYS),
         expires_at=end,
@@ -86,6 +92,7 @@ def _certificate(cert: x509.Certificate, what: str, soon: str, expired: str) -> 
 def _own_certificate(cert: x509.Certificate) -> Deadline:
     return _certificate(
         cert,
+        "ours",
         f"our certificate {cert.subject.rfc4514_string()!r}",
         "renew it; the node picks up the new files by itself",
         "",
@@ -95,6 +102,7 @@ def _own_certificate(cert: x509.Certificate) -> Deadline:
 def _trusted_ca(cert: x509.Certificate) -> Deadline:
     return _certificate(
         cert,
+        "ca",
         f"the trusted CA '{certificate_names(cert)[0].readable}'",
         "from then on every peer whose chain ends in it is refused; add its successor to the "
         "CA file",
@@ -110,6 +118,8 @@ def _crl(crl: x509.CertificateRevocationList) -> Deadline | None:
     issuer = print_name(crl.issuer.public_bytes()).readable
     lead = min(CRL_WARNING, (end - crl.last_update_utc) / 4)
     return Deadline(
+        kind="crl",
+        name=issuer,
         key=f"crl:{issuer}:{end.isoformat()}",
         warn_at=end - lead,
         expires_at=end,
