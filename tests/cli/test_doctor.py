@@ -100,6 +100,21 @@ def test_a_client_certificate_of_another_ca_with_the_same_name(
     assert step["evidence"]["accepted_issuers"] == ["CN = dicomtls Local CA, O = dicomtls test PKI"]
 
 
+def test_a_node_certificate_from_a_namesake_of_our_ca(
+    node: Node, tmp_path: Path, pki_dir: Path
+) -> None:
+    """We trust another site's CA of the same default name: the chain step says so rather
+    than "add the issuing CA to the CA file", which seems to hold it already."""
+    init_pki(tmp_path / "other-site")
+    _, steps = doctor(tmp_path, node.port, *_tls(tmp_path / "other-site", "client"))
+    chain = steps["certificate-chain"]
+    assert chain["verdict"] == "FAIL", chain
+    assert (
+        "we trust a CA named 'CN = dicomtls Local CA, O = dicomtls test PKI', but not"
+        in (chain["summary"])
+    )
+
+
 @pytest.mark.parametrize(
     ("kind", "code", "node_args"),
     [

@@ -27,6 +27,7 @@ from dicomtls.tls.ciphers import CIPHER_SUITES
 from dicomtls.tls.errors import HandshakeStage, TLSHandshakeError, alert_meaning
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.tls.hostnames import dns_name_matches
+from dicomtls.tls.issuers import issuer_hint
 from dicomtls.tls.profiles import PROFILES, TLSVersion
 from dicomtls.tls.settings import TLSSettings
 from dicomtls.tls.verify_error import VerifyError
@@ -454,11 +455,13 @@ def _chain(
         return
     problems: list[_Problem] = []
     evidence = []
+    trusted = () if options.tls is None else options.tls.trust.ca_certificates
     for info, error in _verified(calls):
+        hint = issuer_hint(info, error, trusted)
         evidence.append(
-            {"certificate": str(info), "code": error.name, "hint": None if error.ok else error.hint}
+            {"certificate": str(info), "code": error.name, "hint": None if error.ok else hint}
         )
-        problems += _certificate_problems(info, error)
+        problems += _certificate_problems(info, error, hint)
         if info.depth == 0:
             problems += _leaf_problems(info, options)
     report.add(_chain_step(problems, evidence))
@@ -500,13 +503,11 @@ def _chain_step(problems: list[_Problem], evidence: list[dict[str, Any]]) -> Ste
     )
 
 
-def _certificate_problems(info: CertificateInfo, error: VerifyError) -> list[_Problem]:
+def _certificate_problems(info: CertificateInfo, error: VerifyError, hint: str) -> list[_Problem]:
     """What is wrong with any certificate of the chain: its verification, its validity left."""
     problems = []
     if not error.ok:
-        problems.append(
-            ("FAIL", error.name, f"{info.readable_subject}: {error.message}. {error.hint}")
-        )
+        problems.append(("FAIL", error.name, f"{info.readable_subject}: {error.message}. {hint}"))
     left = info.not_after - dt.datetime.now(dt.UTC)
     if dt.timedelta(0) < left < dt.timedelta(days=30):
         problems.append(

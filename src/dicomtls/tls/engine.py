@@ -42,9 +42,8 @@ from dicomtls.tls.hostnames import dns_name_matches
 from dicomtls.tls.issuers import (
     REFUSALS_OF_OUR_ISSUER,
     accepted_issuers,
-    namesake_hint,
+    issuer_hint,
     our_issuer,
-    trusted_namesake,
 )
 from dicomtls.tls.names import certificate_der_names
 from dicomtls.tls.session import SessionInfo, session_info
@@ -61,12 +60,6 @@ log = get_logger("dicomtls.tls")
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
 _RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read returns
 _INT_MAX = (1 << 31) - 1  # SSL_read's length is an int
-_NO_TRUSTED_ISSUER = (
-    VerifyCode.UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
-    VerifyCode.UNABLE_TO_GET_ISSUER_CERT,
-    VerifyCode.SELF_SIGNED_CERT_IN_CHAIN,  # a root sent along, its own issuer
-    VerifyCode.DEPTH_ZERO_SELF_SIGNED_CERT,
-)
 _NAME_MISMATCH = (VerifyCode.HOSTNAME_MISMATCH, VerifyCode.IP_ADDRESS_MISMATCH)
 # pyOpenSSL's own OpenSSL binding is cryptography's (public: cryptography.hazmat.bindings).
 _lib, _ffi = Binding.lib, Binding.ffi
@@ -561,7 +554,7 @@ class TLSEngine:
             certificate=failed.described,
             verify_error=failed.error,
             openssl_error=reason,
-            hint=self._chain_hint(failed),
+            hint=issuer_hint(failed.described, failed.error, self.settings.trust.ca_certificates),
         )
 
     def _names_dialled(self, failed: VerifyCall) -> str:
@@ -576,14 +569,6 @@ class TLSEngine:
             f"; we connected to '{printable(self.server_hostname or '')}', the certificate names "
             + (listed or "no DNS name or IP address")
         )
-
-    def _chain_hint(self, failed: VerifyCall) -> str:
-        """The verify error's advice, unless a trusted CA has the missing issuer's name."""
-        if failed.error.code in _NO_TRUSTED_ISSUER and failed.unreadable is None:
-            namesake = trusted_namesake(failed.raw, self.settings.trust.ca_certificates)
-            if namesake is not None:
-                return namesake_hint(namesake)
-        return failed.error.hint
 
     def _classify(self, exc: SSL.Error) -> TLSHandshakeError:
         reason = _reason(exc)

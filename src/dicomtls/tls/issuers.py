@@ -19,7 +19,9 @@ from typing import Any
 from cryptography import x509
 from OpenSSL import SSL
 
+from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.names import certificate_names, print_name
+from dicomtls.tls.verify_error import VerifyCode, VerifyError
 
 MAX_NAMED = 16
 """A server may name hundreds (a full trust store); the first few say enough."""
@@ -69,21 +71,35 @@ def issuers_sentence(accepted: tuple[str, ...], ours: str | None, alert: str | N
     return f"it takes client certificates issued by {named}{more}{issuer}"
 
 
-def trusted_namesake(
-    certificate: x509.Certificate, trusted: Iterable[x509.Certificate]
-) -> str | None:
-    """The name of a trusted CA named as ``certificate``'s issuer, for a certificate OpenSSL
-    found no issuer for: that CA shares the name and not the key."""
-    issuer = certificate.issuer.public_bytes()
+NO_TRUSTED_ISSUER = (
+    VerifyCode.UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+    VerifyCode.UNABLE_TO_GET_ISSUER_CERT,
+    VerifyCode.SELF_SIGNED_CERT_IN_CHAIN,  # a root sent along, its own issuer
+    VerifyCode.DEPTH_ZERO_SELF_SIGNED_CERT,
+)
+"""The verify errors of a certificate whose issuer is not among the CAs we trust."""
+
+
+def trusted_namesake(issuer: str, trusted: Iterable[x509.Certificate]) -> str | None:
+    """A trusted CA named ``issuer`` (OpenSSL's one-line form), readable; for a certificate
+    OpenSSL found no trusted issuer for, that CA shares the name and not the key."""
     for ca in trusted:
-        if ca.subject.public_bytes() == issuer:
-            return certificate_names(ca)[0].readable
+        subject = certificate_names(ca)[0]
+        if subject.openssl == issuer:
+            return subject.readable
     return None
 
 
-def namesake_hint(name: str) -> str:
-    return (
-        f"we trust a CA named '{name}', but not the one that issued this certificate: the same "
-        "name with another key (a CA created again, or another site's); add the peer's CA "
-        "certificate to the CA file if it is the right one"
-    )
+def issuer_hint(
+    info: CertificateInfo | None, error: VerifyError, trusted: Iterable[x509.Certificate]
+) -> str:
+    """The verify error's advice, unless a trusted CA has the missing issuer's name."""
+    if error.code in NO_TRUSTED_ISSUER and info is not None:
+        namesake = trusted_namesake(info.issuer, trusted)
+        if namesake is not None:
+            return (
+                f"we trust a CA named '{namesake}', but not the one that issued this "
+                "certificate: the same name with another key (a CA created again, or another "
+                "site's); add the peer's CA certificate to the CA file if it is the right one"
+            )
+    return error.hint
