@@ -29,6 +29,7 @@ from dicomtls.buffers import BufferPool
 from dicomtls.logs import get_logger
 from dicomtls.text import printable
 from dicomtls.tls.certinfo import CertificateInfo, subject_alt_names
+from dicomtls.tls.client_hello import HELLO_MAX, ClientHello, offer_hint, read_client_hello
 from dicomtls.tls.errors import (
     HandshakeStage,
     TLSError,
@@ -60,6 +61,8 @@ log = get_logger("dicomtls.tls")
 _READ_CHUNK = 1 << 18  # 256 KiB: drain the BIO in few calls, not 4 KB at a time
 _RECORD = 16 << 10  # the most plaintext one TLS record holds: what one SSL_read returns
 _INT_MAX = (1 << 31) - 1  # SSL_read's length is an int
+#: OpenSSL's reasons for a server finding no version or suite in common with a client.
+_NOTHING_IN_COMMON = ("no shared cipher", "unsupported protocol", "version too low")
 _NAME_MISMATCH = (VerifyCode.HOSTNAME_MISMATCH, VerifyCode.IP_ADDRESS_MISMATCH)
 # pyOpenSSL's own OpenSSL binding is cryptography's (public: cryptography.hazmat.bindings).
 _lib, _ffi = Binding.lib, Binding.ffi
@@ -169,6 +172,9 @@ class TLSEngine:
         self._callback_exception: BaseException | None = None
         self._first_bytes_seen = False
         self._head = b""
+        # A server keeps the client's first bytes until the handshake is done: its ClientHello,
+        # to say what it offered if nothing was in common.
+        self._hello: bytearray | None = bytearray() if side is Side.SERVER else None
         self._received_application_data = False
         self._conn = SSL.Connection(settings.context(side), None)
         # The SSL* under pyOpenSSL's connection, to decrypt into the caller's buffer with the
@@ -192,6 +198,8 @@ class TLSEngine:
         """Feed ciphertext received from the network."""
         if not self._first_bytes_seen and data:
             self._sniff(bytes(data[:SNIFF_MAX]))
+        if self._hello is not None and len(self._hello) < HELLO_MAX:
+            self._hello += data[: HELLO_MAX - len(self._hello)]
         self._conn.bio_write(data)
 
     def _sniff(self, data: bytes) -> None:
@@ -256,6 +264,7 @@ class TLSEngine:
             raise self._classify(exc) from (self._callback_exception or exc)
         self._refuse_what_openssl_let_through()
         self.handshake_complete = True
+        self._hello = None
         self._log_unverified_peer()
         return True
 
@@ -596,7 +605,21 @@ class TLSEngine:
                 hint="configure the client with a certificate and key issued by a CA we trust",
             )
         hint = _protocol_hint(lowered)
+        offer = self._nothing_in_common(lowered)
+        if offer is not None:
+            return self._error(
+                HandshakeStage.HANDSHAKE,
+                f"{reason}; {offer.describe()}",
+                openssl_error=reason,
+                hint=offer_hint(offer),
+            )
         return self._error(HandshakeStage.HANDSHAKE, reason, openssl_error=reason, hint=hint)
+
+    def _nothing_in_common(self, reason: str) -> ClientHello | None:
+        """The client's offer, when we are the server and found no version or suite in it."""
+        if self._hello is None or not any(words in reason for words in _NOTHING_IN_COMMON):
+            return None
+        return read_client_hello(bytes(self._hello))
 
 
 def _ip_address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
