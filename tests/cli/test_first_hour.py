@@ -128,6 +128,22 @@ def test_get_out_leaves_the_objects_and_nothing_else(node: Node, tmp_path: Path)
     assert {p.name for p in mine.iterdir()} == sent | {"notes.txt"}  # no .incoming, .spare, *.part
 
 
+def test_a_file_whose_meta_names_no_sop_class_is_skipped_not_the_batch(
+    node: Node, tmp_path: Path
+) -> None:
+    """As in pydicom's own test files (meta_missing_tsyntax.dcm): the association could not
+    even be proposed, and the whole batch ended in one line naming no file."""
+    folder = _folder(tmp_path)
+    odd = next(folder.rglob("*.dcm"))
+    ds = pydicom.dcmread(odd)
+    ds.file_meta.MediaStorageSOPClassUID = ""
+    ds.save_as(folder / "no-class.dcm", enforce_file_format=False)
+    done = run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=node.cwd)
+    said = json.loads(done.stdout)
+    assert (done.returncode, said["stored"], said["failed"]) == (0, 3, []), done.stderr
+    assert sorted(Path(p).name for p in said["skipped_non_dicom"]) == ["README.txt", "no-class.dcm"]
+
+
 # -- doctor ---------------------------------------------------------------------------------------
 
 
