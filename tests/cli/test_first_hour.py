@@ -144,6 +144,25 @@ def test_a_file_whose_meta_names_no_sop_class_is_skipped_not_the_batch(
     assert sorted(Path(p).name for p in said["skipped_non_dicom"]) == ["README.txt", "no-class.dcm"]
 
 
+@pytest.mark.parametrize("content", [None, "not DICOM"], ids=["empty-folder", "no-dicom-files"])
+def test_a_folder_with_nothing_to_send_is_a_mistake(
+    node: Node, tmp_path: Path, content: str | None
+) -> None:
+    """It printed an empty summary and exit code 0: it looked as if the studies were sent."""
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    if content is not None:
+        (folder / "notes.txt").write_text(content)
+    done = run("store", "127.0.0.1", str(node.port), str(folder), cwd=node.cwd)
+    found = "no files" if content is None else "1 file(s) there, none a DICOM file (" + str(folder)
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.startswith(f"dicomtls: error: nothing to send from {folder}: {found}")
+    assert done.stderr.endswith(
+        "Hint: give the files or folders that hold the DICOM (Part 10) files\n"
+    )
+    assert done.stderr.count("\n") == 1
+
+
 # -- doctor ---------------------------------------------------------------------------------------
 
 

@@ -186,18 +186,32 @@ def echo(target: _Target, as_json: bool) -> None:
 
 
 def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
-    """Every DICOM file under ``paths`` and the ones that are not DICOM."""
+    """Every DICOM file under ``paths`` and the ones that are not DICOM; none at all is a
+    mistake said before connecting (an empty summary with exit code 0 looked like success)."""
     candidates: list[Path] = []
     for path in paths:
         candidates += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    good, bad = [], []
+    good, bad, first_reason = [], [], ""
     for path in candidates:
         try:
             read_header(path)
             good.append(path)
-        except Part10Error:
+        except Part10Error as exc:
             bad.append(path)
+            first_reason = first_reason or str(exc)
+    if not good:
+        raise _nothing_to_send(paths, len(bad), first_reason)
     return good, bad
+
+
+def _nothing_to_send(paths: tuple[Path, ...], skipped: int, first_reason: str) -> UserError:
+    named = ", ".join(str(p) for p in paths)
+    said = f"{skipped} file(s) there, none a DICOM file ({first_reason})" if skipped else "no files"
+    return UserError(
+        f"nothing to send from {named}: {said}",
+        hint="give the files or folders that hold the DICOM (Part 10) files",
+        code="NO_DICOM_FILES",
+    )
 
 
 @click.command()
