@@ -136,7 +136,7 @@ def test_a_file_whose_meta_names_no_sop_class_is_skipped_not_the_batch(
     folder = _folder(tmp_path)
     odd = next(folder.rglob("*.dcm"))
     ds = pydicom.dcmread(odd)
-    ds.file_meta.MediaStorageSOPClassUID = ""
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.UID("")
     ds.save_as(folder / "no-class.dcm", enforce_file_format=False)
     done = run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=node.cwd)
     said = json.loads(done.stdout)
