@@ -169,6 +169,53 @@ def test_a_key_s_password_and_its_certificate_in_cli_terms(node: Node, tmp_path:
         assert line.startswith("dicomtls: error: ") and line.endswith(said), line
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ("--ca", "pki/ca.pem", "--tls-key", "pki/client.key", "--tls-cert", "pki/client.key"),
+            "certificate file pki/client.key holds no readable certificate: it holds a private "
+            "key, not a certificate. Hint: --tls-cert takes our certificate chain",
+        ),
+        (
+            (
+                "--ca",
+                "pki/ca.pem",
+                "--tls-cert",
+                "pki/client-chain.pem",
+                "--tls-key",
+                "pki/client.pem",
+            ),
+            "pki/client.pem does not contain a readable private key: it holds a certificate, "
+            "not a private key. Hint: --tls-key takes the private key of --tls-cert",
+        ),
+        (
+            ("--ca", "notes.txt"),
+            "CA file notes.txt holds no readable certificate: it is not PEM, and not a "
+            "certificate in DER either. Hint: --ca takes the certificates of the CAs we trust",
+        ),
+        (
+            ("--ca", "pki/ca.pem", "--crl", "pki/ca.pem"),
+            "CRL file pki/ca.pem is not a readable CRL: it holds a certificate, not a CRL. "
+            "Hint: --crl takes certificate revocation lists",
+        ),
+    ],
+    ids=["key-as-certificate", "certificate-as-key", "text-as-ca", "ca-as-crl"],
+)
+def test_a_file_given_to_the_wrong_option_is_named_with_that_option(
+    tmp_path: Path, args: tuple[str, ...], said: str
+) -> None:
+    """Said before connecting, without the parser's ASN.1 words, and with the option's hint
+    rather than one naming all four."""
+    assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    done = run("echo", "127.0.0.1", str(_free_port()), *args, cwd=tmp_path)
+    assert done.returncode == 1
+    assert _one_error(done).startswith(f"dicomtls: error: {said}")
+    answer = _json_error(run("echo", "127.0.0.1", "1", *args, "--json", cwd=tmp_path))
+    assert answer["code"] == "TLS_FILE" and answer["hint"].split()[0] == args[-2]
+
+
 def _failures(node: Node, tmp_path: Path) -> list[tuple[str, ...]]:
     """One mistake per command (a closed port, a bad value, a missing file...)."""
     closed = str(_free_port())

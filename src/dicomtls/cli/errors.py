@@ -136,12 +136,29 @@ _SETTINGS_FIXES = (
 )
 
 
+#: The file a library message names (in its words) -> the option that gave it, and what it takes.
+_FILE_OPTIONS = (
+    (
+        "certificate file",
+        "--tls-cert takes our certificate chain (PEM, leaf first), DER or PKCS#12",
+    ),
+    ("PKCS#12 file", "--tls-cert takes our certificate chain (PEM, leaf first), DER or PKCS#12"),
+    ("readable private key", "--tls-key takes the private key of --tls-cert (PEM or DER)"),
+    ("CA file", "--ca takes the certificates of the CAs we trust (PEM or DER)"),
+    ("CA directory", "--ca takes the certificates of the CAs we trust (PEM or DER)"),
+    ("CRL file", "--crl takes certificate revocation lists (PEM or DER)"),
+)
+
+
 def _settings_problem(message: str) -> Problem:
     for phrase, code, hint in _SETTINGS_FIXES:
         if phrase in message:
             if phrase == "is encrypted":  # the library's own way out is not the command's
                 message = message.partition(": give a password")[0]
             return Problem(message, code, hint)
+    for phrase, takes in _FILE_OPTIONS:
+        if phrase in message:
+            return Problem(message, "TLS_FILE", takes)
     return Problem(message, "TLS_SETTINGS", "check --tls-cert, --tls-key, --ca and --crl")
 
 
