@@ -24,13 +24,16 @@ class ConnectError(DicomTLSError, ConnectionError):
     on the network or the peer's side (host, port, firewall, is it running).
     """
 
-    def __init__(self, peer: str, reason: str) -> None:
-        super().__init__(
-            f"cannot connect to {peer}: {reason}. Hint: check host, port and firewall, "
-            "and that the peer is running"
-        )
+    def __init__(
+        self,
+        peer: str,
+        reason: str,
+        hint: str = "check host, port and firewall, and that the peer is running",
+    ) -> None:
+        super().__init__(f"cannot connect to {peer}: {reason}. Hint: {hint}")
         self.peer = peer
         self.reason = reason
+        self.hint = hint
 
 
 class AssociationError(DicomTLSError):

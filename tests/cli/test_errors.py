@@ -12,7 +12,7 @@ import pytest
 
 from dicomtls.doctor.report import REJECTION_FIXES
 
-from .test_node_cli import Node, _free_port, run
+from .test_node_cli import CLIENT_TLS, Node, _free_port, run
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +106,21 @@ def test_a_port_in_use_is_said_before_anything_is_made(node: Node, tmp_path: Pat
     assert sorted(tmp_path.iterdir()) == []  # no PKI, no store
     answer = _json_error(run("serve", "--port", str(node.port), "--json", cwd=tmp_path))
     assert answer["code"] == "PORT_IN_USE"
+
+
+def test_a_host_name_that_does_not_resolve_is_not_a_firewall_problem(tmp_path: Path) -> None:
+    """The hint was "check host, port and firewall", after the resolver's "Name or service
+    not known"; .invalid never resolves (RFC 6761)."""
+    assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    args = ("echo", "pacs.invalid", "2762", *CLIENT_TLS)
+    done = run(*args, cwd=tmp_path)
+    line = _one_error(done)
+    assert line.startswith(
+        "dicomtls: error: cannot connect to pacs.invalid:2762: the host name does not resolve ("
+    )
+    assert line.endswith("Hint: check the host name's spelling, or give the node's IP address")
+    assert done.returncode == 1
+    assert _json_error(run(*args, "--json", cwd=tmp_path))["code"] == "CONNECT_FAILED"
 
 
 def test_a_failed_handshake_is_said_once(node: Node) -> None:
