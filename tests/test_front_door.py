@@ -155,6 +155,20 @@ def test_a_storage_scp_and_a_peer_with_one_import(matrix_pki: MatrixPKI, tmp_pat
     assert {p.stem for p in (tmp_path / "received").glob("*.dcm")} == sent
 
 
+@pytest.mark.parametrize("title", ["RADIOLOGY-ARCHIVE-1", "PACS\\1", ""])
+def test_a_server_with_a_title_no_peer_can_call_does_not_start(
+    matrix_pki: MatrixPKI, title: str
+) -> None:
+    """It started, and every association failed when the answer was encoded."""
+    server = matrix_pki.settings("server", dicomtls.VerifyFlags.PEER)
+    with pytest.raises(dicomtls.DicomTLSError) as raised:
+        dicomtls.serve_dicom("127.0.0.1", 0, server, title)
+    assert str(raised.value) == (
+        f"our AE title {title!r} is not an AE title "
+        "(1 to 16 printable ASCII characters, no backslash)"
+    )
+
+
 def test_a_peers_find_and_get_propose_their_own_contexts(
     matrix_pki: MatrixPKI, tmp_path: Path
 ) -> None:
