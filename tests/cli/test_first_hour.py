@@ -87,6 +87,7 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(tmp_path: Path, signum: int) -
     rest, _ = served.proc.communicate(timeout=60)
     assert served.proc.returncode == 0
     assert "shutting down: running transfers may finish" in rest and "Traceback" not in rest
+    assert "WARNING" not in rest  # not "draining: /healthz now answers 503": it has none
 
 
 # -- clients --------------------------------------------------------------------------------------
