@@ -123,6 +123,26 @@ def test_a_host_name_that_does_not_resolve_is_not_a_firewall_problem(tmp_path: P
     assert _json_error(run(*args, "--json", cwd=tmp_path))["code"] == "CONNECT_FAILED"
 
 
+def test_tls_to_a_plain_dicom_port_points_to_the_doctor(tmp_path: Path) -> None:
+    """The peer just closes on our ClientHello: the one-line error cannot know why, the
+    doctor can (it tries plain DICOM on the port)."""
+    plain = Node(tmp_path, "--no-tls")
+    try:
+        args = ("echo", "127.0.0.1", str(plain.port), "--ca", "dicom-store/pki/ca.pem")
+        assert run("pki", "init", "dicom-store/pki", cwd=tmp_path).returncode == 0
+        line = _one_error(run(*args, cwd=tmp_path))
+        doctor = json.loads(run("doctor", *args[1:], "--json", cwd=tmp_path).stdout)
+    finally:
+        plain.stop()
+    assert f"TLS handshake with 127.0.0.1:{plain.port} failed (client side, stage closed)" in line
+    assert line.endswith(
+        "Hint: dicomtls doctor with the same host and port tells whether the port speaks plain "
+        "DICOM (then --no-tls, if you must) or the peer dropped us (its log says why)"
+    )
+    protocol = next(s for s in doctor["steps"] if s["name"] == "protocol")
+    assert protocol["code"] == "NOT_TLS" and "speaks DICOM without TLS" in protocol["summary"]
+
+
 def test_a_failed_handshake_is_said_once(node: Node) -> None:
     made = run(
         "pki", "issue", "dicom-store/pki", "mail-only", "--broken", "no-purpose", cwd=node.cwd

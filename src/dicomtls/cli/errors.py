@@ -187,6 +187,8 @@ _HANDSHAKE_HINTS = {
     "them), or leave out --check-hostname",
     "IP_ADDRESS_MISMATCH": "connect by an address the node's certificate holds (dicomtls inspect "
     "shows them), or leave out --check-hostname",
+    "TLS_CLOSED": "dicomtls doctor with the same host and port tells whether the port speaks "
+    "plain DICOM (then --no-tls, if you must) or the peer dropped us (its log says why)",
 }
 
 _REJECTED = re.compile(r"rejected the association \(\w+, \w+, (\w+)\)")
