@@ -164,6 +164,45 @@ def test_a_folder_with_nothing_to_send_is_a_mistake(
     assert done.stderr.count("\n") == 1
 
 
+def _table_rows(text: str) -> list[list[str]]:
+    """The cells of each row of a rich table (header included)."""
+    rows = [line.strip() for line in text.splitlines() if line.startswith(("│", "┃"))]
+    return [[cell.strip() for cell in re.split("[│┃]", row.strip("│┃"))] for row in rows]
+
+
+def test_find_shows_the_keys_in_the_order_given_and_names_each_match(
+    node: Node, tmp_path: Path
+) -> None:
+    """Columns came in tag order, and a find without -k printed one 'STUDY' per match."""
+    folder = _folder(tmp_path)
+    assert run("store", "127.0.0.1", str(node.port), str(folder), cwd=node.cwd).returncode == 0
+    study = pydicom.dcmread(next(folder.rglob("*.dcm"))).StudyInstanceUID
+    keys = ("-k", "PatientName=Doe*", "-k", "StudyInstanceUID", "-k", "PatientID")
+    given = run("find", "127.0.0.1", str(node.port), *keys, cwd=node.cwd)
+    assert _table_rows(given.stdout)[0] == ["PatientName", "StudyInstanceUID", "PatientID"]
+    assert ["Doe^Jane", study, "P1"] in _table_rows(given.stdout)
+    bare = run("find", "127.0.0.1", str(node.port), "--level", "study", cwd=node.cwd)
+    assert _table_rows(bare.stdout)[0] == ["StudyInstanceUID"]
+    assert [study] in _table_rows(bare.stdout), bare.stdout
+
+
+def test_a_query_the_levels_refuse_says_what_a_level_needs(node: Node) -> None:
+    patient = run("find", "127.0.0.1", str(node.port), "--level", "patient", cwd=node.cwd)
+    assert patient.returncode == 2
+    assert patient.stderr.startswith(
+        "dicomtls: error: Invalid value for --level: --level patient needs --model patient "
+        "(Study Root has no patient level)"
+    )
+    series = run("find", "127.0.0.1", str(node.port), "--level", "series", cwd=node.cwd)
+    assert series.returncode == 1 and series.stderr.count("\n") == 1
+    assert series.stderr.startswith(
+        f"dicomtls: error: C-FIND failed at 127.0.0.1:{node.port}: 0xA900 "
+    )  # the status's name, not only its number
+    assert "Hint: below the top level, a query names one entity of each level above it: -k " in (
+        series.stderr
+    )
+
+
 # -- doctor ---------------------------------------------------------------------------------------
 
 

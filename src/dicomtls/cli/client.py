@@ -29,7 +29,7 @@ from dicomtls.net.association import (
     proposals_for,
 )
 from dicomtls.net.client import Peer
-from dicomtls.net.qr_scu import QueryModel, retrieve_proposals
+from dicomtls.net.qr_scu import UNIQUE_KEYS, QueryModel, retrieve_proposals
 from dicomtls.ul.acse import Proposal
 
 if TYPE_CHECKING:  # pydicom loads only for the commands that build data sets
@@ -345,13 +345,17 @@ class _Query:
     identifier: Dataset
     level: str
     model: QueryModel
+    columns: tuple[str, ...]
+    """The keys in the order given: a data set holds them in tag order instead."""
 
 
 def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
     """The query options; the command receives them as one ``query``."""
 
     def collect(keys: tuple[str, ...], level: str, model: str, **rest: Any) -> Any:
-        query = _Query(_identifier(keys, level), level, _model(model))
+        keys = keys or (UNIQUE_KEYS[level.upper()],)  # else each match is the level's name
+        columns = tuple(key.partition("=")[0].strip() for key in keys)
+        query = _Query(_identifier(keys, level), level, _model(model, level), columns)
         return function(query=query, **rest)
 
     functools.update_wrapper(collect, function)  # keeps the options already attached
@@ -384,8 +388,17 @@ def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _model(name: str) -> QueryModel:
-    return QueryModel.STUDY_ROOT if name == "study" else QueryModel.PATIENT_ROOT
+def _model(name: str, level: str) -> QueryModel:
+    """The information model; Study Root has no patient level, which the node would refuse
+    with a bare 0xA900."""
+    if name == "patient":
+        return QueryModel.PATIENT_ROOT
+    if level == "patient":
+        raise click.BadParameter(
+            "--level patient needs --model patient (Study Root has no patient level)",
+            param_hint="--level",
+        )
+    return QueryModel.STUDY_ROOT
 
 
 @click.command()
@@ -408,9 +421,7 @@ def find(target: _Target, query: _Query, as_json: bool) -> None:
             print(json.dumps([{e.keyword: str(e.value) for e in m} for m in matches]))
             return 0
         table = Table(title=f"{len(matches)} match(es) at {query.level} level")
-        columns = [e.keyword for e in identifier if e.keyword != "QueryRetrieveLevel"] or [
-            "QueryRetrieveLevel"
-        ]
+        columns = [c for c in query.columns if c != "QueryRetrieveLevel"] or ["QueryRetrieveLevel"]
         for column in columns:
             table.add_column(column)
         for match in matches:  # the peer's values: markup and control characters escaped

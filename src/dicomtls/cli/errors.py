@@ -108,6 +108,8 @@ def _library_problem(exc: BaseException, message: str, hint: str | None) -> Prob
     if isinstance(exc, AssociationError):
         if " did not accept " in message:  # a presentation context declined
             return Problem(message, "NOT_ACCEPTED", hint or _NOT_ACCEPTED)
+        if message.startswith("C-FIND failed") and "0xA900" in message:
+            return Problem(message, "QUERY_REFUSED", _QUERY_REFUSED)
         return Problem(message, rejection(message) or "ASSOCIATION_FAILED", hint)
     if isinstance(exc, SettingsError):
         return _settings_problem(message)
@@ -117,6 +119,13 @@ def _library_problem(exc: BaseException, message: str, hint: str | None) -> Prob
 _NOT_ACCEPTED = (
     "a dicomtls node grants services by calling AE title: see its [access] rules "
     "(default_services), or call with a title granted them (--ae-title)"
+)
+
+_QUERY_REFUSED = (
+    "below the top level, a query names one entity of each level above it: -k "
+    "StudyInstanceUID=UID at series level, -k SeriesInstanceUID=UID as well at image level, "
+    "and -k PatientID=ID below the patient level of --model patient (the node's log says "
+    "what it missed)"
 )
 
 #: A TLS setting's mistake (the library names its setting) -> what the command line gives.
