@@ -90,6 +90,21 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(tmp_path: Path, signum: int) -
     assert "WARNING" not in rest  # not "draining: /healthz now answers 503": it has none
 
 
+def test_a_retired_profile_is_warned_of_once(tmp_path: Path) -> None:
+    """It came three times: the warning as Python shows it (our source file, line and code),
+    then the log line once for the node's side and once for its C-MOVE connections."""
+    served = Node(tmp_path, "--profile", "bcp195")
+    try:
+        started = "".join(served.output)
+    finally:
+        served.stop()
+    warned = [line for line in started.splitlines() if "retired by DICOM PS3.15" in line]
+    assert (
+        len(warned) == 1 and " WARNING dicomtls.tls: TLS profile 'bcp195' (B.9) is " in (warned[0])
+    ), started
+    assert "UserWarning" not in started and "py.warnings" not in started
+
+
 # -- clients --------------------------------------------------------------------------------------
 
 
