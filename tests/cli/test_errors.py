@@ -95,6 +95,38 @@ def test_a_wrong_called_ae_title_comes_with_the_fix_doctor_gives(node: Node) -> 
     assert (step["code"], step["fix"]) == ("CALLED_AE_NOT_RECOGNIZED", fix)  # the same advice
 
 
+@pytest.mark.parametrize(
+    ("args", "option", "title"),
+    [
+        (("echo", "127.0.0.1", "PORT", "--called-ae", ""), "--called-ae", ""),
+        (
+            ("store", "127.0.0.1", "PORT", ".", "--ae-title", "RADIOLOGY-WORKSTATION"),
+            "--ae-title",
+            "RADIOLOGY-WORKSTATION",
+        ),
+        (
+            ("move", "127.0.0.1", "PORT", "-k", "PatientID=1", "--dest", "VIEW\\1"),
+            "--dest",
+            "VIEW\\1",
+        ),
+        (("doctor", "127.0.0.1", "PORT", "--called-ae", "PACS\\1"), "--called-ae", "PACS\\1"),
+    ],
+    ids=["empty-called", "long-calling", "backslash-destination", "doctor"],
+)
+def test_an_ae_title_no_peer_can_take_is_a_usage_error_before_connecting(
+    tmp_path: Path, args: tuple[str, ...], option: str, title: str
+) -> None:
+    """It was found when the association request was encoded, after the TLS handshake: exit
+    code 1, and a line naming no option."""
+    closed = str(_free_port())  # nothing listens: connecting would be another error
+    done = run(*(closed if a == "PORT" else a for a in args), cwd=tmp_path)
+    assert done.returncode == 2
+    assert _one_error(done) == (
+        f"dicomtls: error: Invalid value for '{option}': '{title}': give 1 to 16 printable "
+        f"ASCII characters, no backslash (a DICOM AE title). Hint: see dicomtls {args[0]} --help"
+    )
+
+
 def test_a_port_in_use_is_said_before_anything_is_made(node: Node, tmp_path: Path) -> None:
     done = run("serve", "--port", str(node.port), cwd=tmp_path)
     assert done.returncode == 1

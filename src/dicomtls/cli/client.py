@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from dicomtls.cli.config import ae_title_option
 from dicomtls.cli.errors import UserError, rejection
 from dicomtls.cli.logsetup import handshake_failures_said_here
 from dicomtls.cli.render import make_console, print_session, shown, status_text, verify_printer
@@ -97,12 +98,16 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--ae-title",
                 default="DICOMTLS-SCU",
+                metavar="AE",
+                callback=ae_title_option,
                 show_default=True,
                 help="Our (calling) AE title.",
             ),
             click.option(
                 "--called-ae",
                 default="DICOMTLS",
+                metavar="AE",
+                callback=ae_title_option,
                 show_default=True,
                 help="The peer's (called) AE title.",
             ),
@@ -435,7 +440,13 @@ def find(target: _Target, query: _Query, as_json: bool) -> None:
 @click.command()
 @_common
 @_qr
-@click.option("--dest", required=True, help="AE title the node should send the matches to.")
+@click.option(
+    "--dest",
+    required=True,
+    metavar="AE",
+    callback=ae_title_option,
+    help="AE title the node should send the matches to.",
+)
 def move(target: _Target, query: _Query, as_json: bool, dest: str) -> None:
     """Ask a node to send matching objects to another AE (C-MOVE).
 

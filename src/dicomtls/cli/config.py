@@ -80,6 +80,15 @@ def _ae_title(value: object) -> str:
     return text
 
 
+def ae_title_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A client's AE title option (its ``callback``), checked before connecting: the wire
+    check came after the handshake, as an error (exit 1) that named no option."""
+    try:
+        return _ae_title(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"'{value}': {exc}", ctx, param) from None
+
+
 def _whole(low: int, high: int | None = None) -> Callable[[object], object]:
     expected = "give a whole number " + (
         f"from {low} to {high}" if high is not None else f">= {low}"
