@@ -4,6 +4,7 @@ the short programs the front door promises, run for real over mutual TLS on loop
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import subprocess
 import sys
@@ -167,6 +168,22 @@ def test_a_server_with_a_title_no_peer_can_call_does_not_start(
         f"our AE title {title!r} is not an AE title "
         "(1 to 16 printable ASCII characters, no backslash)"
     )
+
+
+def test_a_port_in_use_is_a_dicomtls_error_in_words(matrix_pki: MatrixPKI) -> None:
+    """It was asyncio's OSError: '[Errno 98] error while attempting to bind on address
+    ('127.0.0.1', PORT): address already in use', outside ``except DicomTLSError``."""
+    server = matrix_pki.settings("server", dicomtls.VerifyFlags.PEER)
+    with (
+        dicomtls.serve_dicom("127.0.0.1", 0, server, "FIRST") as first,
+        pytest.raises(dicomtls.DicomTLSError) as raised,
+    ):
+        dicomtls.serve_dicom("127.0.0.1", first.port, server, "SECOND")
+    assert str(raised.value) == (
+        f"cannot listen on 127.0.0.1:{first.port}: address already in use. "
+        "Hint: stop what listens there, or choose another port"
+    )
+    assert isinstance(raised.value, OSError) and raised.value.errno == errno.EADDRINUSE
 
 
 def test_a_peers_find_and_get_propose_their_own_contexts(

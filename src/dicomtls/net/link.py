@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from dicomtls.errors import ConnectError
+from dicomtls.errors import ConnectError, ListenError
 from dicomtls.logs import get_logger
 from dicomtls.net.pending import HandshakeLimits, PendingHandshakes, address_key
 from dicomtls.net.proxy import ProxyHeaderError, ProxyProtocol, parse_header
@@ -905,7 +905,10 @@ async def serve(
         task.add_done_callback(tasks.discard)
         return protocol
 
-    server = await loop.create_server(
-        factory, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
-    )
+    try:
+        server = await loop.create_server(
+            factory, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
+    except OSError as exc:
+        raise ListenError(f"{host}:{port}", exc) from exc
     return Server(server, tasks, pending)
