@@ -8,6 +8,7 @@ import errno
 import inspect
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,6 +185,20 @@ def test_a_port_in_use_is_a_dicomtls_error_in_words(matrix_pki: MatrixPKI) -> No
         "Hint: stop what listens there, or choose another port"
     )
     assert isinstance(raised.value, OSError) and raised.value.errno == errno.EADDRINUSE
+
+
+def test_a_query_keyword_that_is_none_is_a_dicomtls_error_and_nothing_else(
+    matrix_pki: MatrixPKI,
+) -> None:
+    """A KeyError outside the root, after two pydicom warnings on stderr; said before connecting
+    (nothing listens on the port)."""
+    peer = dicomtls.Peer("127.0.0.1", 1, matrix_pki.settings("client", dicomtls.VerifyFlags.PEER))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(dicomtls.DicomTLSError) as raised:
+            peer.find({"QueryRetrieveLevel": "STUDY", "PatientNme": "Doe*"})
+    assert str(raised.value) == "'PatientNme' is not a DICOM keyword"
+    assert isinstance(raised.value, KeyError)
 
 
 def test_a_peers_find_and_get_propose_their_own_contexts(
