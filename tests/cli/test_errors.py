@@ -175,6 +175,42 @@ def test_tls_to_a_plain_dicom_port_points_to_the_doctor(tmp_path: Path) -> None:
     assert protocol["code"] == "NOT_TLS" and "speaks DICOM without TLS" in protocol["summary"]
 
 
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("expired", "has expired: renew it on the node"),
+        ("not-yet-valid", "is not valid yet: check both machines' clocks"),
+    ],
+)
+def test_a_node_certificate_out_of_date_is_the_node_s_to_renew(
+    tmp_path: Path, kind: str, said: str
+) -> None:
+    """The hint was 'renew the certificate': ours or the node's, it did not say."""
+    made = (
+        run("pki", "init", "pki", cwd=tmp_path),
+        run("pki", "issue", "pki", "old", "--broken", kind, cwd=tmp_path),
+    )
+    assert all(m.returncode == 0 for m in made)
+    dated = Node(
+        tmp_path,
+        "--tls-cert",
+        "pki/old-chain.pem",
+        "--tls-key",
+        "pki/old.key",
+        "--ca",
+        "pki/ca.pem",
+    )
+    try:
+        done = run("echo", "127.0.0.1", str(dated.port), *CLIENT_TLS, cwd=tmp_path)
+    finally:
+        dated.stop()
+    line = _one_error(done)
+    assert "(client side, stage verify)" in line and "CN = old, O = dicomtls test PKI" in line
+    assert line.split(". Hint: ")[1].startswith(
+        f"the node's certificate (or a CA of its chain) {said}"
+    )
+
+
 def test_a_failed_handshake_is_said_once(node: Node) -> None:
     made = run(
         "pki", "issue", "dicom-store/pki", "mail-only", "--broken", "no-purpose", cwd=node.cwd

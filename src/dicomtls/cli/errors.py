@@ -196,6 +196,10 @@ _HANDSHAKE_HINTS = {
     "them), or leave out --check-hostname",
     "IP_ADDRESS_MISMATCH": "connect by an address the node's certificate holds (dicomtls inspect "
     "shows them), or leave out --check-hostname",
+    "CERT_HAS_EXPIRED": "the node's certificate (or a CA of its chain) has expired: renew it on "
+    "the node (dicomtls inspect shows the dates), and check both machines' clocks",
+    "CERT_NOT_YET_VALID": "the node's certificate (or a CA of its chain) is not valid yet: "
+    "check both machines' clocks (dicomtls inspect shows the dates)",
     "TLS_CLOSED": "dicomtls doctor with the same host and port tells whether the port speaks "
     "plain DICOM (then --no-tls, if you must) or the peer dropped us (its log says why)",
 }
