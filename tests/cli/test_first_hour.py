@@ -14,6 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicomtls.cli.client import SKIPPED_NAMED
 from dicomtls.pki import BrokenKind
 
 from ..interop.conftest import RsaPKI, storescp
@@ -158,6 +159,26 @@ def test_a_file_whose_meta_names_no_sop_class_is_skipped_not_the_batch(
     said = json.loads(done.stdout)
     assert (done.returncode, said["stored"], said["failed"]) == (0, 3, []), done.stderr
     assert sorted(Path(p).name for p in said["skipped_non_dicom"]) == ["README.txt", "no-class.dcm"]
+
+
+def test_the_summary_names_the_skipped_files_and_why(node: Node, tmp_path: Path) -> None:
+    """It gave a count only ('skipped (not DICOM) 7'): which, and why, the user had to find."""
+    folder = _folder(tmp_path, count=1)
+    for number in range(SKIPPED_NAMED + 1):
+        (folder / f"note{number:02}.txt").write_text("not DICOM")
+    done = run("store", "127.0.0.1", str(node.port), str(folder), cwd=node.cwd)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stdout.splitlines() if line.startswith("skipped ")]
+    names = sorted(str(p) for p in folder.rglob("*.txt"))
+    assert said == [
+        f"skipped {name}: not a DICOM Part 10 file (no 'DICM' after the preamble)"
+        for name in names[:SKIPPED_NAMED]
+    ]
+    assert "and 2 more skipped (--json lists them all)" in done.stdout.splitlines()
+    listed = json.loads(
+        run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=node.cwd).stdout
+    )
+    assert sorted(listed["skipped_non_dicom"]) == names
 
 
 @pytest.mark.parametrize("content", [None, "not DICOM"], ids=["empty-folder", "no-dicom-files"])

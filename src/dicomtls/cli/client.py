@@ -190,23 +190,27 @@ def echo(target: _Target, as_json: bool) -> None:
     _run(run())
 
 
-def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
-    """Every DICOM file under ``paths`` and the ones that are not DICOM; none at all is a
-    mistake said before connecting (an empty summary with exit code 0 looked like success)."""
+#: Skipped files the summary names one by one, at most (``--json`` lists them all).
+SKIPPED_NAMED = 10
+
+
+def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every DICOM file under ``paths``, and the others with why each is skipped; none at
+    all is a mistake said before connecting (an empty summary, exit code 0, looked like
+    success)."""
     candidates: list[Path] = []
     for path in paths:
         candidates += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    good, bad, first_reason = [], [], ""
+    good, skipped = [], []
     for path in candidates:
         try:
             read_header(path)
             good.append(path)
         except Part10Error as exc:
-            bad.append(path)
-            first_reason = first_reason or str(exc)
+            skipped.append((path, str(exc)))
     if not good:
-        raise _nothing_to_send(paths, len(bad), first_reason)
-    return good, bad
+        raise _nothing_to_send(paths, len(skipped), skipped[0][1] if skipped else "")
+    return good, skipped
 
 
 def _nothing_to_send(paths: tuple[Path, ...], skipped: int, first_reason: str) -> UserError:
@@ -288,7 +292,7 @@ def store(target: _Target, as_json: bool, paths: tuple[Path, ...], window: int) 
                     {
                         "stored": len(results) - len(failed),
                         "failed": [{"path": str(p), "status": o} for p, o in failed],
-                        "skipped_non_dicom": [str(p) for p in skipped],
+                        "skipped_non_dicom": [str(p) for p, _ in skipped],
                         "bytes": total,
                         "seconds": round(elapsed, 3),
                     }
@@ -302,7 +306,10 @@ def store(target: _Target, as_json: bool, paths: tuple[Path, ...], window: int) 
 
 
 def _store_summary(
-    results: list[tuple[Path, int | str]], skipped: list[Path], total: int, elapsed: float
+    results: list[tuple[Path, int | str]],
+    skipped: list[tuple[Path, str]],
+    total: int,
+    elapsed: float,
 ) -> None:
     table = Table(title="C-STORE summary")
     table.add_column("result")
@@ -316,8 +323,17 @@ def _store_summary(
         if outcome != 0:
             reason = status_text(outcome) if isinstance(outcome, int) else outcome
             console.print(f"[red]failed[/red] {shown(path)}: {shown(reason)}")
+    _say_skipped(skipped)
     rate = total / elapsed / 1e6 if elapsed else 0.0
     console.print(f"{total / 1e6:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s)")
+
+
+def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """Which files were not sent and why (a count alone sent the user looking)."""
+    for _, why in skipped[:SKIPPED_NAMED]:
+        console.print(f"[yellow]skipped[/yellow] {shown(why)}")
+    if len(skipped) > SKIPPED_NAMED:
+        console.print(f"and {len(skipped) - SKIPPED_NAMED} more skipped (--json lists them all)")
 
 
 def _identifier(keys: tuple[str, ...], level: str) -> Dataset:
