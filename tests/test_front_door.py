@@ -4,9 +4,11 @@ the short programs the front door promises, run for real over mutual TLS on loop
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,6 +155,50 @@ def test_a_storage_scp_and_a_peer_with_one_import(matrix_pki: MatrixPKI, tmp_pat
     assert [status for _, status in results] == [0, 0, 0]
     sent = {pydicom.dcmread(p).SOPInstanceUID for p in files}
     assert {p.stem for p in (tmp_path / "received").glob("*.dcm")} == sent
+
+
+@pytest.mark.parametrize("title", ["RADIOLOGY-ARCHIVE-1", "PACS\\1", ""])
+def test_a_server_with_a_title_no_peer_can_call_does_not_start(
+    matrix_pki: MatrixPKI, title: str
+) -> None:
+    """It started, and every association failed when the answer was encoded."""
+    server = matrix_pki.settings("server", dicomtls.VerifyFlags.PEER)
+    with pytest.raises(dicomtls.DicomTLSError) as raised:
+        dicomtls.serve_dicom("127.0.0.1", 0, server, title)
+    assert str(raised.value) == (
+        f"our AE title {title!r} is not an AE title "
+        "(1 to 16 printable ASCII characters, no backslash)"
+    )
+
+
+def test_a_port_in_use_is_a_dicomtls_error_in_words(matrix_pki: MatrixPKI) -> None:
+    """It was asyncio's OSError: '[Errno 98] error while attempting to bind on address
+    ('127.0.0.1', PORT): address already in use', outside ``except DicomTLSError``."""
+    server = matrix_pki.settings("server", dicomtls.VerifyFlags.PEER)
+    with (
+        dicomtls.serve_dicom("127.0.0.1", 0, server, "FIRST") as first,
+        pytest.raises(dicomtls.DicomTLSError) as raised,
+    ):
+        dicomtls.serve_dicom("127.0.0.1", first.port, server, "SECOND")
+    assert str(raised.value) == (
+        f"cannot listen on 127.0.0.1:{first.port}: address already in use. "
+        "Hint: stop what listens there, or choose another port"
+    )
+    assert isinstance(raised.value, OSError) and raised.value.errno == errno.EADDRINUSE
+
+
+def test_a_query_keyword_that_is_none_is_a_dicomtls_error_and_nothing_else(
+    matrix_pki: MatrixPKI,
+) -> None:
+    """A KeyError outside the root, after two pydicom warnings on stderr; said before connecting
+    (nothing listens on the port)."""
+    peer = dicomtls.Peer("127.0.0.1", 1, matrix_pki.settings("client", dicomtls.VerifyFlags.PEER))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(dicomtls.DicomTLSError) as raised:
+            peer.find({"QueryRetrieveLevel": "STUDY", "PatientNme": "Doe*"})
+    assert str(raised.value) == "'PatientNme' is not a DICOM keyword"
+    assert isinstance(raised.value, KeyError)
 
 
 def test_a_peers_find_and_get_propose_their_own_contexts(

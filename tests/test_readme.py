@@ -421,6 +421,48 @@ def test_the_library_examples(walk: Walk) -> None:
     assert len(got) == 3 and all(p.suffix == ".dcm" for p in got)  # nothing of ours beside them
 
 
+def _resolves(dotted: str) -> bool:
+    """``dicomtls.a.B``: a module, or a name a module defines."""
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    try:
+        importlib.import_module(dotted)
+        return True
+    except ImportError:
+        return hasattr(importlib.import_module(module), name)
+
+
+def _prose_class_names() -> set[str]:
+    """CamelCase names in the prose's code spans, used as classes (alone, or called, or with
+    an attribute): ``NodeConfig(...)``, ``TLSHandshakeError``; not ``-k PatientName=...``."""
+    prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+    names = set()
+    for span in re.findall(r"`([^`]+)`", " ".join(prose.split())):
+        found = re.findall(r"(?<![\w.])([A-Z]\w*)(?=\(|\.|$)", span)
+        names |= {n for n in found if any(c.islower() for c in n) and sum(map(str.isupper, n)) > 1}
+    return names
+
+
+def test_every_name_the_readme_gives_is_where_it_says() -> None:
+    """``dicomtls.X`` is in the front door (``__all__``) or a module; a class named alone is in
+    the front door or in a module the text names (NodeConfig was neither, nor said where)."""
+    import importlib
+
+    import dicomtls
+
+    text = " ".join(README.read_text().split())
+    dotted_names = set(re.findall(r"\bdicomtls(?:\.[A-Za-z_]\w*)+", text))
+    for dotted in dotted_names:
+        assert dotted.split(".")[1] in dicomtls.__all__ or _resolves(dotted), dotted
+    modules = [n for n in dotted_names if n.split(".")[1] not in dicomtls.__all__]
+    homes = [importlib.import_module(name) for name in modules]  # where the text sends you
+    named = _prose_class_names()
+    assert {"NodeConfig", "TLSHandshakeError", "VerifyFlags"} <= named  # the pattern still reads
+    for name in named:
+        assert name in dicomtls.__all__ or any(hasattr(home, name) for home in homes), name
+
+
 def test_the_storage_example(walk: Walk) -> None:
     done = walk.python(block("A storage SCP and an SCU sending a folder to it").text)
     assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -192,6 +192,11 @@ def test_the_file_s_host_is_where_the_node_listens_and_the_command_line_s_store_
             'node.toml: accept_any_called_ae = "yes": give true or false',
         ),
         ("ca = 3\n", "node.toml: ca = 3: give an array of strings"),
+        (  # the node started with it, answering to a title no peer can send (16 at most)
+            'ae_title = "RADIOLOGY-ARCHIVE-1"\n',
+            'node.toml: ae_title = "RADIOLOGY-ARCHIVE-1": give 1 to 16 printable ASCII '
+            "characters, no backslash (a DICOM AE title)",
+        ),
         (
             'fsync = "sometimes"\n',
             "node.toml: fsync = \"sometimes\": give one of 'always', 'never'",
@@ -230,6 +235,12 @@ def test_a_mistake_on_the_command_line_names_the_option(tmp_path: Path) -> None:
     assert audit.returncode == 2
     assert audit.stderr.startswith(
         "dicomtls: error: --audit syslog://collector: unknown scheme 'syslog'"
+    )
+    title = run("serve", "--ae-title", "PACS\\1", cwd=tmp_path)
+    assert title.returncode == 2 and not (tmp_path / "dicom-store").exists()
+    assert title.stderr == (
+        "dicomtls: error: --ae-title PACS\\1: give 1 to 16 printable ASCII characters, "
+        "no backslash (a DICOM AE title)\n"
     )
     destination = run("serve", "--move-destination", "VIEWER", cwd=tmp_path)
     assert destination.returncode == 2

@@ -12,7 +12,7 @@ import pytest
 
 from dicomtls.doctor.report import REJECTION_FIXES
 
-from .test_node_cli import Node, _free_port, run
+from .test_node_cli import CLIENT_TLS, Node, _free_port, run
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,38 @@ def test_a_wrong_called_ae_title_comes_with_the_fix_doctor_gives(node: Node) -> 
     assert (step["code"], step["fix"]) == ("CALLED_AE_NOT_RECOGNIZED", fix)  # the same advice
 
 
+@pytest.mark.parametrize(
+    ("args", "option", "title"),
+    [
+        (("echo", "127.0.0.1", "PORT", "--called-ae", ""), "--called-ae", ""),
+        (
+            ("store", "127.0.0.1", "PORT", ".", "--ae-title", "RADIOLOGY-WORKSTATION"),
+            "--ae-title",
+            "RADIOLOGY-WORKSTATION",
+        ),
+        (
+            ("move", "127.0.0.1", "PORT", "-k", "PatientID=1", "--dest", "VIEW\\1"),
+            "--dest",
+            "VIEW\\1",
+        ),
+        (("doctor", "127.0.0.1", "PORT", "--called-ae", "PACS\\1"), "--called-ae", "PACS\\1"),
+    ],
+    ids=["empty-called", "long-calling", "backslash-destination", "doctor"],
+)
+def test_an_ae_title_no_peer_can_take_is_a_usage_error_before_connecting(
+    tmp_path: Path, args: tuple[str, ...], option: str, title: str
+) -> None:
+    """It was found when the association request was encoded, after the TLS handshake: exit
+    code 1, and a line naming no option."""
+    closed = str(_free_port())  # nothing listens: connecting would be another error
+    done = run(*(closed if a == "PORT" else a for a in args), cwd=tmp_path)
+    assert done.returncode == 2
+    assert _one_error(done) == (
+        f"dicomtls: error: Invalid value for '{option}': '{title}': give 1 to 16 printable "
+        f"ASCII characters, no backslash (a DICOM AE title). Hint: see dicomtls {args[0]} --help"
+    )
+
+
 def test_a_port_in_use_is_said_before_anything_is_made(node: Node, tmp_path: Path) -> None:
     done = run("serve", "--port", str(node.port), cwd=tmp_path)
     assert done.returncode == 1
@@ -106,6 +138,77 @@ def test_a_port_in_use_is_said_before_anything_is_made(node: Node, tmp_path: Pat
     assert sorted(tmp_path.iterdir()) == []  # no PKI, no store
     answer = _json_error(run("serve", "--port", str(node.port), "--json", cwd=tmp_path))
     assert answer["code"] == "PORT_IN_USE"
+
+
+def test_a_host_name_that_does_not_resolve_is_not_a_firewall_problem(tmp_path: Path) -> None:
+    """The hint was "check host, port and firewall", after the resolver's "Name or service
+    not known"; .invalid never resolves (RFC 6761)."""
+    assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    args = ("echo", "pacs.invalid", "2762", *CLIENT_TLS)
+    done = run(*args, cwd=tmp_path)
+    line = _one_error(done)
+    assert line.startswith(
+        "dicomtls: error: cannot connect to pacs.invalid:2762: the host name does not resolve ("
+    )
+    assert line.endswith("Hint: check the host name's spelling, or give the node's IP address")
+    assert done.returncode == 1
+    assert _json_error(run(*args, "--json", cwd=tmp_path))["code"] == "CONNECT_FAILED"
+
+
+def test_tls_to_a_plain_dicom_port_points_to_the_doctor(tmp_path: Path) -> None:
+    """The peer just closes on our ClientHello: the one-line error cannot know why, the
+    doctor can (it tries plain DICOM on the port)."""
+    plain = Node(tmp_path, "--no-tls")
+    try:
+        args = ("echo", "127.0.0.1", str(plain.port), "--ca", "dicom-store/pki/ca.pem")
+        assert run("pki", "init", "dicom-store/pki", cwd=tmp_path).returncode == 0
+        line = _one_error(run(*args, cwd=tmp_path))
+        doctor = json.loads(run("doctor", *args[1:], "--json", cwd=tmp_path).stdout)
+    finally:
+        plain.stop()
+    assert f"TLS handshake with 127.0.0.1:{plain.port} failed (client side, stage closed)" in line
+    assert line.endswith(
+        "Hint: dicomtls doctor with the same host and port tells whether the port speaks plain "
+        "DICOM (then --no-tls, if you must) or the peer dropped us (its log says why)"
+    )
+    protocol = next(s for s in doctor["steps"] if s["name"] == "protocol")
+    assert protocol["code"] == "NOT_TLS" and "speaks DICOM without TLS" in protocol["summary"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("expired", "has expired: renew it on the node"),
+        ("not-yet-valid", "is not valid yet: check both machines' clocks"),
+    ],
+)
+def test_a_node_certificate_out_of_date_is_the_node_s_to_renew(
+    tmp_path: Path, kind: str, said: str
+) -> None:
+    """The hint was 'renew the certificate': ours or the node's, it did not say."""
+    made = (
+        run("pki", "init", "pki", cwd=tmp_path),
+        run("pki", "issue", "pki", "old", "--broken", kind, cwd=tmp_path),
+    )
+    assert all(m.returncode == 0 for m in made)
+    dated = Node(
+        tmp_path,
+        "--tls-cert",
+        "pki/old-chain.pem",
+        "--tls-key",
+        "pki/old.key",
+        "--ca",
+        "pki/ca.pem",
+    )
+    try:
+        done = run("echo", "127.0.0.1", str(dated.port), *CLIENT_TLS, cwd=tmp_path)
+    finally:
+        dated.stop()
+    line = _one_error(done)
+    assert "(client side, stage verify)" in line and "CN = old, O = dicomtls test PKI" in line
+    assert line.split(". Hint: ")[1].startswith(
+        f"the node's certificate (or a CA of its chain) {said}"
+    )
 
 
 def test_a_failed_handshake_is_said_once(node: Node) -> None:
@@ -167,6 +270,53 @@ def test_a_key_s_password_and_its_certificate_in_cli_terms(node: Node, tmp_path:
     for args, said in cases:
         line = _one_error(run(*ours, *args, cwd=tmp_path))
         assert line.startswith("dicomtls: error: ") and line.endswith(said), line
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ("--ca", "pki/ca.pem", "--tls-key", "pki/client.key", "--tls-cert", "pki/client.key"),
+            "certificate file pki/client.key holds no readable certificate: it holds a private "
+            "key, not a certificate. Hint: --tls-cert takes our certificate chain",
+        ),
+        (
+            (
+                "--ca",
+                "pki/ca.pem",
+                "--tls-cert",
+                "pki/client-chain.pem",
+                "--tls-key",
+                "pki/client.pem",
+            ),
+            "pki/client.pem does not contain a readable private key: it holds a certificate, "
+            "not a private key. Hint: --tls-key takes the private key of --tls-cert",
+        ),
+        (
+            ("--ca", "notes.txt"),
+            "CA file notes.txt holds no readable certificate: it is not PEM, and not a "
+            "certificate in DER either. Hint: --ca takes the certificates of the CAs we trust",
+        ),
+        (
+            ("--ca", "pki/ca.pem", "--crl", "pki/ca.pem"),
+            "CRL file pki/ca.pem is not a readable CRL: it holds a certificate, not a CRL. "
+            "Hint: --crl takes certificate revocation lists",
+        ),
+    ],
+    ids=["key-as-certificate", "certificate-as-key", "text-as-ca", "ca-as-crl"],
+)
+def test_a_file_given_to_the_wrong_option_is_named_with_that_option(
+    tmp_path: Path, args: tuple[str, ...], said: str
+) -> None:
+    """Said before connecting, without the parser's ASN.1 words, and with the option's hint
+    rather than one naming all four."""
+    assert run("pki", "init", "pki", cwd=tmp_path).returncode == 0
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    done = run("echo", "127.0.0.1", str(_free_port()), *args, cwd=tmp_path)
+    assert done.returncode == 1
+    assert _one_error(done).startswith(f"dicomtls: error: {said}")
+    answer = _json_error(run("echo", "127.0.0.1", "1", *args, "--json", cwd=tmp_path))
+    assert answer["code"] == "TLS_FILE" and answer["hint"].split()[0] == args[-2]
 
 
 def _failures(node: Node, tmp_path: Path) -> list[tuple[str, ...]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicomtls.cli.client import SKIPPED_NAMED
 from dicomtls.pki import BrokenKind
 
 from ..interop.conftest import RsaPKI, storescp
@@ -87,6 +88,22 @@ def test_ctrl_c_and_sigterm_stop_the_node_cleanly(tmp_path: Path, signum: int) -
     rest, _ = served.proc.communicate(timeout=60)
     assert served.proc.returncode == 0
     assert "shutting down: running transfers may finish" in rest and "Traceback" not in rest
+    assert "WARNING" not in rest  # not "draining: /healthz now answers 503": it has none
+
+
+def test_a_retired_profile_is_warned_of_once(tmp_path: Path) -> None:
+    """It came three times: the warning as Python shows it (our source file, line and code),
+    then the log line once for the node's side and once for its C-MOVE connections."""
+    served = Node(tmp_path, "--profile", "bcp195")
+    try:
+        started = "".join(served.output)
+    finally:
+        served.stop()
+    warned = [line for line in started.splitlines() if "retired by DICOM PS3.15" in line]
+    assert (
+        len(warned) == 1 and " WARNING dicomtls.tls: TLS profile 'bcp195' (B.9) is " in (warned[0])
+    ), started
+    assert "UserWarning" not in started and "py.warnings" not in started
 
 
 # -- clients --------------------------------------------------------------------------------------
@@ -126,6 +143,100 @@ def test_get_out_leaves_the_objects_and_nothing_else(node: Node, tmp_path: Path)
     assert got.returncode == 0 and json.loads(got.stdout)["completed"] == 3, got.stderr
     sent = {f"{pydicom.dcmread(p).SOPInstanceUID}.dcm" for p in folder.rglob("*.dcm")}
     assert {p.name for p in mine.iterdir()} == sent | {"notes.txt"}  # no .incoming, .spare, *.part
+
+
+def test_a_file_whose_meta_names_no_sop_class_is_skipped_not_the_batch(
+    node: Node, tmp_path: Path
+) -> None:
+    """As in pydicom's own test files (meta_missing_tsyntax.dcm): the association could not
+    even be proposed, and the whole batch ended in one line naming no file."""
+    folder = _folder(tmp_path)
+    odd = next(folder.rglob("*.dcm"))
+    ds = pydicom.dcmread(odd)
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.UID("")
+    ds.save_as(folder / "no-class.dcm", enforce_file_format=False)
+    done = run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=node.cwd)
+    said = json.loads(done.stdout)
+    assert (done.returncode, said["stored"], said["failed"]) == (0, 3, []), done.stderr
+    assert sorted(Path(p).name for p in said["skipped_non_dicom"]) == ["README.txt", "no-class.dcm"]
+
+
+def test_the_summary_names_the_skipped_files_and_why(node: Node, tmp_path: Path) -> None:
+    """It gave a count only ('skipped (not DICOM) 7'): which, and why, the user had to find."""
+    folder = _folder(tmp_path, count=1)
+    for number in range(SKIPPED_NAMED + 1):
+        (folder / f"note{number:02}.txt").write_text("not DICOM")
+    done = run("store", "127.0.0.1", str(node.port), str(folder), cwd=node.cwd)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stdout.splitlines() if line.startswith("skipped ")]
+    names = sorted(str(p) for p in folder.rglob("*.txt"))
+    assert said == [
+        f"skipped {name}: not a DICOM Part 10 file (no 'DICM' after the preamble)"
+        for name in names[:SKIPPED_NAMED]
+    ]
+    assert "and 2 more skipped (--json lists them all)" in done.stdout.splitlines()
+    listed = json.loads(
+        run("store", "127.0.0.1", str(node.port), str(folder), "--json", cwd=node.cwd).stdout
+    )
+    assert sorted(listed["skipped_non_dicom"]) == names
+
+
+@pytest.mark.parametrize("content", [None, "not DICOM"], ids=["empty-folder", "no-dicom-files"])
+def test_a_folder_with_nothing_to_send_is_a_mistake(
+    node: Node, tmp_path: Path, content: str | None
+) -> None:
+    """It printed an empty summary and exit code 0: it looked as if the studies were sent."""
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    if content is not None:
+        (folder / "notes.txt").write_text(content)
+    done = run("store", "127.0.0.1", str(node.port), str(folder), cwd=node.cwd)
+    found = "no files" if content is None else "1 file(s) there, none a DICOM file (" + str(folder)
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.startswith(f"dicomtls: error: nothing to send from {folder}: {found}")
+    assert done.stderr.endswith(
+        "Hint: give the files or folders that hold the DICOM (Part 10) files\n"
+    )
+    assert done.stderr.count("\n") == 1
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The cells of each row of a rich table (header included)."""
+    rows = [line.strip() for line in text.splitlines() if line.startswith(("│", "┃"))]
+    return [[cell.strip() for cell in re.split("[│┃]", row.strip("│┃"))] for row in rows]
+
+
+def test_find_shows_the_keys_in_the_order_given_and_names_each_match(
+    node: Node, tmp_path: Path
+) -> None:
+    """Columns came in tag order, and a find without -k printed one 'STUDY' per match."""
+    folder = _folder(tmp_path)
+    assert run("store", "127.0.0.1", str(node.port), str(folder), cwd=node.cwd).returncode == 0
+    study = pydicom.dcmread(next(folder.rglob("*.dcm"))).StudyInstanceUID
+    keys = ("-k", "PatientName=Doe*", "-k", "StudyInstanceUID", "-k", "PatientID")
+    given = run("find", "127.0.0.1", str(node.port), *keys, cwd=node.cwd)
+    assert _table_rows(given.stdout)[0] == ["PatientName", "StudyInstanceUID", "PatientID"]
+    assert ["Doe^Jane", study, "P1"] in _table_rows(given.stdout)
+    bare = run("find", "127.0.0.1", str(node.port), "--level", "study", cwd=node.cwd)
+    assert _table_rows(bare.stdout)[0] == ["StudyInstanceUID"]
+    assert [study] in _table_rows(bare.stdout), bare.stdout
+
+
+def test_a_query_the_levels_refuse_says_what_a_level_needs(node: Node) -> None:
+    patient = run("find", "127.0.0.1", str(node.port), "--level", "patient", cwd=node.cwd)
+    assert patient.returncode == 2
+    assert patient.stderr.startswith(
+        "dicomtls: error: Invalid value for --level: --level patient needs --model patient "
+        "(Study Root has no patient level)"
+    )
+    series = run("find", "127.0.0.1", str(node.port), "--level", "series", cwd=node.cwd)
+    assert series.returncode == 1 and series.stderr.count("\n") == 1
+    assert series.stderr.startswith(
+        f"dicomtls: error: C-FIND failed at 127.0.0.1:{node.port}: 0xA900 "
+    )  # the status's name, not only its number
+    assert "Hint: below the top level, a query names one entity of each level above it: -k " in (
+        series.stderr
+    )
 
 
 # -- doctor ---------------------------------------------------------------------------------------

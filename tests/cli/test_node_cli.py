@@ -318,7 +318,7 @@ def test_move_to_a_second_node(tmp_path: Path) -> None:
 
 def test_failures_are_one_line_with_an_exit_code(node: Node, tmp_path: Path) -> None:
     cases = [
-        (["echo", "127.0.0.1", str(_free_port())], "TCP connection failed"),
+        (["echo", "127.0.0.1", str(_free_port())], "TCP connection refused"),
         (["echo", "127.0.0.1", str(node.port), "--called-ae", "WRONG"], "CALLED_AE_NOT_RECOGNIZED"),
         (["echo", "127.0.0.1", str(node.port), "--no-tls"], "connect with TLS"),
         (["echo", "127.0.0.1", str(node.port), "--verify", "bogus"], "unknown verify flag 'bogus'"),

@@ -132,8 +132,23 @@ def test_read_header_takes_what_other_writers_write(tmp_path: Path, meta: bytes)
         (_meta(UIDS, group_length=True)[:-8], "cut off in group 0002"),
         (_meta(UIDS[:1], group_length=False) + b"\x02\x00\x02\x00UI\xff\xff", "cut off"),
         (_meta(UIDS[:1], group_length=False)[: 128 + 4 + 8], "cut off"),  # in an OB header
+        # pydicom's meta_missing_tsyntax.dcm: there, but empty (it cannot be proposed)
+        (_meta([UIDS[0], (0x0002, b"UI", b""), *UIDS[2:]], group_length=True), "lacks Media"),
+        (
+            _meta([UIDS[0], (0x0002, b"UI", b"CT Image"), *UIDS[2:]], group_length=True),
+            "MediaStorageSOPClassUID 'CT Image', which is not a UID",
+        ),
     ],
-    ids=["text", "no-dicm", "no-syntax", "cut-off", "length-beyond-end", "long-header-cut"],
+    ids=[
+        "text",
+        "no-dicm",
+        "no-syntax",
+        "cut-off",
+        "length-beyond-end",
+        "long-header-cut",
+        "empty-sop-class",
+        "sop-class-not-a-uid",
+    ],
 )
 def test_non_dicom_and_damaged_headers_are_named(
     tmp_path: Path, content: bytes, message: str

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from dicomtls.node.node import RunningNode
 
@@ -38,7 +39,7 @@ def _until(node: RunningNode, status: int) -> tuple[int, str]:
     return answer
 
 
-def test_healthy_then_draining(tmp_path: Path) -> None:
+def test_healthy_then_draining(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     site = make_site(tmp_path / "pki")
 
     async def run() -> list[tuple[int, str]]:
@@ -51,6 +52,11 @@ def test_healthy_then_draining(tmp_path: Path) -> None:
     (ok, draining) = asyncio.run(run())
     assert ok == (200, "ok\n")
     assert draining == (503, "unavailable: draining\n")
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        said.count("draining: /healthz now answers 503 so the balancer sends new clients elsewhere")
+        == 1
+    ), said
 
 
 def test_an_index_or_store_out_of_reach_is_a_503(

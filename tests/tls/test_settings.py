@@ -140,6 +140,45 @@ def test_missing_and_unreadable_files_are_named(tmp_path: Path, matrix_pki: Matr
         TLSSettings(certificate=tmp_path / "nope.pem", verify=VerifyFlags.NONE)
 
 
+def test_a_file_of_another_kind_is_said_in_words(tmp_path: Path, matrix_pki: MatrixPKI) -> None:
+    """The parser's own words ("ParseError { kind: UnexpectedTag ...", "MalformedFraming")
+    tell a person nothing; what the file holds instead does."""
+    client = matrix_pki.files["client"]
+    text = tmp_path / "notes.txt"
+    text.write_text("not a certificate")
+    cut = tmp_path / "cut.pem"
+    cut.write_bytes(matrix_pki.ca_file.read_bytes()[:200])
+    mistakes = [
+        (
+            {"ca_files": client.key},
+            f"CA file {client.key} holds no readable certificate: "
+            "it holds a private key, not a certificate",
+        ),
+        (
+            {"ca_files": text},
+            f"CA file {text} holds no readable certificate: "
+            "it is not PEM, and not a certificate in DER either",
+        ),
+        (
+            {"ca_files": cut},
+            f"CA file {cut} holds no readable certificate: its PEM certificate is damaged",
+        ),
+        (
+            {"ca_files": matrix_pki.ca_file, "crl_files": matrix_pki.ca_file},
+            f"CRL file {matrix_pki.ca_file} is not a readable CRL: it holds a certificate, not a CRL",
+        ),
+        (
+            {"certificate": client.cert, "private_key": client.cert, "verify": VerifyFlags.NONE},
+            f"{client.cert} does not contain a readable private key: "
+            "it holds a certificate, not a private key",
+        ),
+    ]
+    for given, said in mistakes:
+        with pytest.raises(SettingsError) as raised:
+            TLSSettings(**given)  # type: ignore[arg-type]
+        assert str(raised.value) == said
+
+
 def test_ca_directory_of_ordinary_pem_files(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
     (tmp_path / "root.pem").write_bytes(matrix_pki.ca_file.read_bytes())
     (tmp_path / "README").write_text("not read")

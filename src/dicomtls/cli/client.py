@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from rich.table import Table
 
+from dicomtls.cli.config import ae_title_option
 from dicomtls.cli.errors import UserError, rejection
 from dicomtls.cli.logsetup import handshake_failures_said_here
 from dicomtls.cli.render import make_console, print_session, shown, status_text, verify_printer
@@ -29,7 +30,7 @@ from dicomtls.net.association import (
     proposals_for,
 )
 from dicomtls.net.client import Peer
-from dicomtls.net.qr_scu import QueryModel, retrieve_proposals
+from dicomtls.net.qr_scu import UNIQUE_KEYS, QueryModel, retrieve_proposals
 from dicomtls.ul.acse import Proposal
 
 if TYPE_CHECKING:  # pydicom loads only for the commands that build data sets
@@ -97,12 +98,16 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--ae-title",
                 default="DICOMTLS-SCU",
+                metavar="AE",
+                callback=ae_title_option,
                 show_default=True,
                 help="Our (calling) AE title.",
             ),
             click.option(
                 "--called-ae",
                 default="DICOMTLS",
+                metavar="AE",
+                callback=ae_title_option,
                 show_default=True,
                 help="The peer's (called) AE title.",
             ),
@@ -185,19 +190,37 @@ def echo(target: _Target, as_json: bool) -> None:
     _run(run())
 
 
-def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[Path]]:
-    """Every DICOM file under ``paths`` and the ones that are not DICOM."""
+#: Skipped files the summary names one by one, at most (``--json`` lists them all).
+SKIPPED_NAMED = 10
+
+
+def _collect(paths: tuple[Path, ...]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every DICOM file under ``paths``, and the others with why each is skipped; none at
+    all is a mistake said before connecting (an empty summary, exit code 0, looked like
+    success)."""
     candidates: list[Path] = []
     for path in paths:
         candidates += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    good, bad = [], []
+    good, skipped = [], []
     for path in candidates:
         try:
             read_header(path)
             good.append(path)
-        except Part10Error:
-            bad.append(path)
-    return good, bad
+        except Part10Error as exc:
+            skipped.append((path, str(exc)))
+    if not good:
+        raise _nothing_to_send(paths, len(skipped), skipped[0][1] if skipped else "")
+    return good, skipped
+
+
+def _nothing_to_send(paths: tuple[Path, ...], skipped: int, first_reason: str) -> UserError:
+    named = ", ".join(str(p) for p in paths)
+    said = f"{skipped} file(s) there, none a DICOM file ({first_reason})" if skipped else "no files"
+    return UserError(
+        f"nothing to send from {named}: {said}",
+        hint="give the files or folders that hold the DICOM (Part 10) files",
+        code="NO_DICOM_FILES",
+    )
 
 
 @click.command()
@@ -269,7 +292,7 @@ def store(target: _Target, as_json: bool, paths: tuple[Path, ...], window: int) 
                     {
                         "stored": len(results) - len(failed),
                         "failed": [{"path": str(p), "status": o} for p, o in failed],
-                        "skipped_non_dicom": [str(p) for p in skipped],
+                        "skipped_non_dicom": [str(p) for p, _ in skipped],
                         "bytes": total,
                         "seconds": round(elapsed, 3),
                     }
@@ -283,7 +306,10 @@ def store(target: _Target, as_json: bool, paths: tuple[Path, ...], window: int) 
 
 
 def _store_summary(
-    results: list[tuple[Path, int | str]], skipped: list[Path], total: int, elapsed: float
+    results: list[tuple[Path, int | str]],
+    skipped: list[tuple[Path, str]],
+    total: int,
+    elapsed: float,
 ) -> None:
     table = Table(title="C-STORE summary")
     table.add_column("result")
@@ -297,8 +323,17 @@ def _store_summary(
         if outcome != 0:
             reason = status_text(outcome) if isinstance(outcome, int) else outcome
             console.print(f"[red]failed[/red] {shown(path)}: {shown(reason)}")
+    _say_skipped(skipped)
     rate = total / elapsed / 1e6 if elapsed else 0.0
     console.print(f"{total / 1e6:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s)")
+
+
+def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """Which files were not sent and why (a count alone sent the user looking)."""
+    for _, why in skipped[:SKIPPED_NAMED]:
+        console.print(f"[yellow]skipped[/yellow] {shown(why)}")
+    if len(skipped) > SKIPPED_NAMED:
+        console.print(f"and {len(skipped) - SKIPPED_NAMED} more skipped (--json lists them all)")
 
 
 def _identifier(keys: tuple[str, ...], level: str) -> Dataset:
@@ -331,13 +366,17 @@ class _Query:
     identifier: Dataset
     level: str
     model: QueryModel
+    columns: tuple[str, ...]
+    """The keys in the order given: a data set holds them in tag order instead."""
 
 
 def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
     """The query options; the command receives them as one ``query``."""
 
     def collect(keys: tuple[str, ...], level: str, model: str, **rest: Any) -> Any:
-        query = _Query(_identifier(keys, level), level, _model(model))
+        keys = keys or (UNIQUE_KEYS[level.upper()],)  # else each match is the level's name
+        columns = tuple(key.partition("=")[0].strip() for key in keys)
+        query = _Query(_identifier(keys, level), level, _model(model, level), columns)
         return function(query=query, **rest)
 
     functools.update_wrapper(collect, function)  # keeps the options already attached
@@ -370,8 +409,17 @@ def _qr(function: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _model(name: str) -> QueryModel:
-    return QueryModel.STUDY_ROOT if name == "study" else QueryModel.PATIENT_ROOT
+def _model(name: str, level: str) -> QueryModel:
+    """The information model; Study Root has no patient level, which the node would refuse
+    with a bare 0xA900."""
+    if name == "patient":
+        return QueryModel.PATIENT_ROOT
+    if level == "patient":
+        raise click.BadParameter(
+            "--level patient needs --model patient (Study Root has no patient level)",
+            param_hint="--level",
+        )
+    return QueryModel.STUDY_ROOT
 
 
 @click.command()
@@ -394,9 +442,7 @@ def find(target: _Target, query: _Query, as_json: bool) -> None:
             print(json.dumps([{e.keyword: str(e.value) for e in m} for m in matches]))
             return 0
         table = Table(title=f"{len(matches)} match(es) at {query.level} level")
-        columns = [e.keyword for e in identifier if e.keyword != "QueryRetrieveLevel"] or [
-            "QueryRetrieveLevel"
-        ]
+        columns = [c for c in query.columns if c != "QueryRetrieveLevel"] or ["QueryRetrieveLevel"]
         for column in columns:
             table.add_column(column)
         for match in matches:  # the peer's values: markup and control characters escaped
@@ -410,7 +456,13 @@ def find(target: _Target, query: _Query, as_json: bool) -> None:
 @click.command()
 @_common
 @_qr
-@click.option("--dest", required=True, help="AE title the node should send the matches to.")
+@click.option(
+    "--dest",
+    required=True,
+    metavar="AE",
+    callback=ae_title_option,
+    help="AE title the node should send the matches to.",
+)
 def move(target: _Target, query: _Query, as_json: bool, dest: str) -> None:
     """Ask a node to send matching objects to another AE (C-MOVE).
 

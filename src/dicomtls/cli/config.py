@@ -70,6 +70,25 @@ def _text(value: object) -> str:
     return value
 
 
+def _ae_title(value: object) -> str:
+    """Checked when read: a title no peer can call must not wait for the first association."""
+    from dicomtls.ul._wire import is_ae_title
+
+    text = _text(value)
+    if not is_ae_title(text):
+        raise ValueError("give 1 to 16 printable ASCII characters, no backslash (a DICOM AE title)")
+    return text
+
+
+def ae_title_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A client's AE title option (its ``callback``), checked before connecting: the wire
+    check came after the handshake, as an error (exit 1) that named no option."""
+    try:
+        return _ae_title(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"'{value}': {exc}", ctx, param) from None
+
+
 def _whole(low: int, high: int | None = None) -> Callable[[object], object]:
     expected = "give a whole number " + (
         f"from {low} to {high}" if high is not None else f">= {low}"
@@ -184,6 +203,7 @@ def _audit(value: object) -> str:
 
 
 TEXT = Kind(click.STRING, _text)
+AE_TITLE = Kind(click.STRING, _ae_title)
 PORT = Kind(click.IntRange(0, 65535), _whole(0, 65535))
 COUNT = Kind(click.IntRange(1), _whole(1))
 SECONDS = Kind(click.FloatRange(0, min_open=True), _seconds)
@@ -305,7 +325,7 @@ SERVE: tuple[Setting, ...] = (
     Setting("store", FOLDER, Path("dicom-store"), "Where received objects and the index live."),
     Setting("host", TEXT, "0.0.0.0", "Address to listen on."),
     Setting("port", PORT, 2762, "Listening port."),
-    Setting("ae_title", TEXT, "DICOMTLS", "Our AE title."),
+    Setting("ae_title", AE_TITLE, "DICOMTLS", "Our AE title."),
     Setting(
         "accept_any_called_ae",
         FLAG,

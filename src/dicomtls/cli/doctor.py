@@ -9,6 +9,7 @@ import json
 import click
 from rich.table import Table
 
+from dicomtls.cli.config import ae_title_option
 from dicomtls.cli.logsetup import handshake_failures_said_here
 from dicomtls.cli.render import make_console, shown
 from dicomtls.cli.tlsopts import DEFAULT_PKI, TLSOptions, tls_options
@@ -47,9 +48,21 @@ def render(report: Report) -> Table:
 @click.argument("host")
 @click.argument("port", type=click.IntRange(1, 65535))
 @click.option(
-    "--ae-title", default="DICOMTLS-DOCTOR", show_default=True, help="Our (calling) AE title."
+    "--ae-title",
+    default="DICOMTLS-DOCTOR",
+    show_default=True,
+    metavar="AE",
+    callback=ae_title_option,
+    help="Our (calling) AE title.",
 )
-@click.option("--called-ae", default="DICOMTLS", show_default=True, help="The node's AE title.")
+@click.option(
+    "--called-ae",
+    default="DICOMTLS",
+    show_default=True,
+    metavar="AE",
+    callback=ae_title_option,
+    help="The node's AE title.",
+)
 @click.option(
     "--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait at each step."
 )

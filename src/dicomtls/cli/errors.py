@@ -108,6 +108,8 @@ def _library_problem(exc: BaseException, message: str, hint: str | None) -> Prob
     if isinstance(exc, AssociationError):
         if " did not accept " in message:  # a presentation context declined
             return Problem(message, "NOT_ACCEPTED", hint or _NOT_ACCEPTED)
+        if message.startswith("C-FIND failed") and "0xA900" in message:
+            return Problem(message, "QUERY_REFUSED", _QUERY_REFUSED)
         return Problem(message, rejection(message) or "ASSOCIATION_FAILED", hint)
     if isinstance(exc, SettingsError):
         return _settings_problem(message)
@@ -117,6 +119,13 @@ def _library_problem(exc: BaseException, message: str, hint: str | None) -> Prob
 _NOT_ACCEPTED = (
     "a dicomtls node grants services by calling AE title: see its [access] rules "
     "(default_services), or call with a title granted them (--ae-title)"
+)
+
+_QUERY_REFUSED = (
+    "below the top level, a query names one entity of each level above it: -k "
+    "StudyInstanceUID=UID at series level, -k SeriesInstanceUID=UID as well at image level, "
+    "and -k PatientID=ID below the patient level of --model patient (the node's log says "
+    "what it missed)"
 )
 
 #: A TLS setting's mistake (the library names its setting) -> what the command line gives.
@@ -136,12 +145,29 @@ _SETTINGS_FIXES = (
 )
 
 
+#: The file a library message names (in its words) -> the option that gave it, and what it takes.
+_FILE_OPTIONS = (
+    (
+        "certificate file",
+        "--tls-cert takes our certificate chain (PEM, leaf first), DER or PKCS#12",
+    ),
+    ("PKCS#12 file", "--tls-cert takes our certificate chain (PEM, leaf first), DER or PKCS#12"),
+    ("readable private key", "--tls-key takes the private key of --tls-cert (PEM or DER)"),
+    ("CA file", "--ca takes the certificates of the CAs we trust (PEM or DER)"),
+    ("CA directory", "--ca takes the certificates of the CAs we trust (PEM or DER)"),
+    ("CRL file", "--crl takes certificate revocation lists (PEM or DER)"),
+)
+
+
 def _settings_problem(message: str) -> Problem:
     for phrase, code, hint in _SETTINGS_FIXES:
         if phrase in message:
             if phrase == "is encrypted":  # the library's own way out is not the command's
                 message = message.partition(": give a password")[0]
             return Problem(message, code, hint)
+    for phrase, takes in _FILE_OPTIONS:
+        if phrase in message:
+            return Problem(message, "TLS_FILE", takes)
     return Problem(message, "TLS_SETTINGS", "check --tls-cert, --tls-key, --ca and --crl")
 
 
@@ -170,6 +196,12 @@ _HANDSHAKE_HINTS = {
     "them), or leave out --check-hostname",
     "IP_ADDRESS_MISMATCH": "connect by an address the node's certificate holds (dicomtls inspect "
     "shows them), or leave out --check-hostname",
+    "CERT_HAS_EXPIRED": "the node's certificate (or a CA of its chain) has expired: renew it on "
+    "the node (dicomtls inspect shows the dates), and check both machines' clocks",
+    "CERT_NOT_YET_VALID": "the node's certificate (or a CA of its chain) is not valid yet: "
+    "check both machines' clocks (dicomtls inspect shows the dates)",
+    "TLS_CLOSED": "dicomtls doctor with the same host and port tells whether the port speaks "
+    "plain DICOM (then --no-tls, if you must) or the peer dropped us (its log says why)",
 }
 
 _REJECTED = re.compile(r"rejected the association \(\w+, \w+, (\w+)\)")

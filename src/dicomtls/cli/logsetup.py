@@ -46,9 +46,12 @@ def _warnings_logged() -> None:
     """Warnings go through the log handler, escaped like every line, never to stderr as
     they are: a library's warning may quote a peer (pydicom's ``Unknown encoding '...'``
     quotes a Specific Character Set as the peer wrote it, line breaks and ESC included).
-    pydicom logs each of its warnings already (``warn_and_log``), so its copy is dropped."""
+    pydicom logs each of its warnings already (``warn_and_log``), and so does dicomtls (a
+    retired TLS profile), so their copies are dropped: the copy is the warning again, after
+    a file name and a line of our source."""
     logging.captureWarnings(True)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom(\.|$)")
+    for logged in (r"pydicom(\.|$)", r"dicomtls(\.|$)"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=logged)
 
 
 #: How :class:`~dicomtls.tls.errors.TLSHandshakeError` begins; matched when a record's

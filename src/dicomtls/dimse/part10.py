@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from dicomtls.buffers import BufferPool
 from dicomtls.errors import DicomTLSError
+from dicomtls.ul._wire import is_uid
 
 __all__ = [
     "LONG_VRS",
@@ -81,9 +82,7 @@ def read_header(path: Path) -> Part10Header:
             size = handle.seek(0, 2)
     except OSError as exc:
         raise Part10Error(f"{path}: cannot read ({exc.strerror})") from None
-    missing = [name for element, name in _WANTED.items() if element not in values]
-    if missing:
-        raise Part10Error(f"{path}: file meta information lacks {', '.join(missing)}")
+    _check_meta(values, path)
     return Part10Header(
         path=path,
         sop_class_uid=values[0x0002],
@@ -92,6 +91,19 @@ def read_header(path: Path) -> Part10Header:
         dataset_offset=length,
         dataset_length=size - length,
     )
+
+
+def _check_meta(values: dict[int, str], path: Path) -> None:
+    """The three UIDs a C-STORE sends must be there and be UIDs: a file whose meta names
+    no SOP class cannot be proposed, and is skipped like a file that is not DICOM."""
+    missing = [name for element, name in _WANTED.items() if not values.get(element)]
+    if missing:
+        raise Part10Error(f"{path}: file meta information lacks {', '.join(missing)}")
+    for element, name in _WANTED.items():
+        if not is_uid(values[element]):
+            raise Part10Error(
+                f"{path}: file meta information has {name} {values[element]!r}, which is not a UID"
+            )
 
 
 def _file_meta(head: bytes, pos: int, handle: BinaryIO, path: Path) -> tuple[dict[int, str], int]:

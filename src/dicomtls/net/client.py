@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED
 from dicomtls.dimse.uids import VERIFICATION, uid_problem
+from dicomtls.errors import DicomTLSError
 from dicomtls.logs import get_logger
 from dicomtls.net.association import (
     DIMSE_TIMEOUT,
@@ -34,7 +35,7 @@ from dicomtls.ul.acse import Proposal
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-__all__ = ["Peer", "PeerAddress", "Query", "query"]
+__all__ = ["KeywordError", "Peer", "PeerAddress", "Query", "query"]
 
 log = get_logger("dicomtls.net")
 
@@ -46,17 +47,26 @@ Query = Union["Dataset", Mapping[str, Any]]
 """An identifier: a data set, or keyword -> value (``{"QueryRetrieveLevel": "STUDY", ...}``)."""
 
 
+class KeywordError(DicomTLSError, KeyError):
+    """A query names a keyword DICOM does not have (a KeyError still, as it was)."""
+
+    def __str__(self) -> str:  # KeyError's would quote the message again
+        return str(self.args[0])
+
+
 def query(identifier: Query) -> Dataset:
-    """A data set from a mapping of keywords (KeyError for a keyword that is not one)."""
+    """A data set from a mapping of keywords (:class:`KeywordError` for one that is not one,
+    checked first: pydicom would take it as an attribute, with two warnings on stderr)."""
+    from pydicom.datadict import tag_for_keyword
     from pydicom.dataset import Dataset
 
     if isinstance(identifier, Dataset):
         return identifier
     dataset = Dataset()
     for keyword, value in identifier.items():
+        if tag_for_keyword(keyword) is None:
+            raise KeywordError(f"{keyword!r} is not a DICOM keyword")
         setattr(dataset, keyword, value)
-        if keyword not in dataset:
-            raise KeyError(f"{keyword!r} is not a DICOM keyword")
     return dataset
 
 
@@ -117,16 +127,18 @@ class Peer(PeerAddress):
     async def find(
         self, identifier: Query, model: QueryModel = QueryModel.STUDY_ROOT
     ) -> list[Dataset]:
-        """C-FIND: every match."""
+        """C-FIND: every match (the identifier checked before connecting)."""
+        wanted = query(identifier)
         async with await self.associate([Proposal(model.find_uid, UNCOMPRESSED)]) as assoc:
-            return [match async for match in assoc.find(query(identifier), model)]
+            return [match async for match in assoc.find(wanted, model)]
 
     async def move(
         self, identifier: Query, destination: str, model: QueryModel = QueryModel.STUDY_ROOT
     ) -> RetrieveResult:
-        """C-MOVE the matches to AE title ``destination``."""
+        """C-MOVE the matches to AE title ``destination`` (the identifier checked first)."""
+        wanted = query(identifier)
         async with await self.associate([Proposal(model.move_uid, UNCOMPRESSED)]) as assoc:
-            return await assoc.move(query(identifier), destination, model)
+            return await assoc.move(wanted, destination, model)
 
     async def get(
         self,

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import re
 import socket
 import threading
 from abc import ABC, abstractmethod
@@ -24,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from dicomtls.errors import ConnectError
+from dicomtls.errors import ConnectError, ListenError
 from dicomtls.logs import get_logger
 from dicomtls.net.pending import HandshakeLimits, PendingHandshakes, address_key
 from dicomtls.net.proxy import ProxyHeaderError, ProxyProtocol, parse_header
@@ -770,10 +772,31 @@ async def connect(
     try:
         async with asyncio.timeout(connect_timeout):
             _, protocol = await loop.create_connection(factory, host, port)
-    except (OSError, TimeoutError) as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise ConnectError(f"{host}:{port}", f"TCP connection failed: {reason}") from exc
+    except TimeoutError as exc:
+        raise ConnectError(f"{host}:{port}", "TCP connection failed: timed out") from exc
+    except OSError as exc:
+        raise _connect_error(f"{host}:{port}", exc) from exc
     return await protocol.ready
+
+
+def _connect_error(peer: str, exc: OSError) -> ConnectError:
+    """Why no TCP connection was made, in a person's words: asyncio says a refusal as
+    "Connect call failed ('127.0.0.1', 2763)", and a name that does not resolve only
+    with the resolver's own phrase."""
+    if isinstance(exc, socket.gaierror):
+        return ConnectError(
+            peer,
+            f"the host name does not resolve ({exc.strerror})",
+            "check the host name's spelling, or give the node's IP address",
+        )
+    codes = {int(code) for code in re.findall(r"\[Errno (\d+)\]", str(exc))} | {exc.errno}
+    if codes - {None} == {errno.ECONNREFUSED}:  # refused on every address tried
+        return ConnectError(
+            peer,
+            "TCP connection refused: nothing listens on that port",
+            "check the port, and that the node is running there",
+        )
+    return ConnectError(peer, f"TCP connection failed: {exc.strerror or exc}")
 
 
 HandlerType = Callable[[SecureLink], Awaitable[Any]]
@@ -882,7 +905,10 @@ async def serve(
         task.add_done_callback(tasks.discard)
         return protocol
 
-    server = await loop.create_server(
-        factory, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
-    )
+    try:
+        server = await loop.create_server(
+            factory, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
+    except OSError as exc:
+        raise ListenError(f"{host}:{port}", exc) from exc
     return Server(server, tasks, pending)

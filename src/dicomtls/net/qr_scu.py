@@ -21,7 +21,7 @@ from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
 from dicomtls.dimse.pdv import CommandReceived
 from dicomtls.dimse.sop_classes import service_of
-from dicomtls.dimse.status import Category, Status, status_category
+from dicomtls.dimse.status import Category, Status, status_category, status_name
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES, UNCOMPRESSED, is_native
 from dicomtls.errors import AssociationError
 from dicomtls.logs import get_logger
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = get_logger("dicomtls.net")
 
 __all__ = [
+    "UNIQUE_KEYS",
     "QueryModel",
     "RetrieveResult",
     "StoreTarget",
@@ -46,6 +47,14 @@ __all__ = [
     "move",
     "retrieve_proposals",
 ]
+
+#: Each query level's unique key (PS3.4 C.2.2.1.1): what names one match at that level.
+UNIQUE_KEYS = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
 
 
 class QueryModel(enum.Enum):
@@ -196,7 +205,7 @@ async def find(
                 continue
             if category in (Category.SUCCESS, Category.CANCEL):
                 return
-            raise AssociationError(f"C-FIND failed at {association.peer}: status 0x{status:04X}")
+            raise AssociationError(f"C-FIND failed at {association.peer}: {status_name(status)}")
 
 
 async def _cancel_find(association: Association, message_id: int) -> None:

@@ -34,7 +34,7 @@ from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status
 from dicomtls.logs import get_logger
 from dicomtls.net.hooks import StatusError
-from dicomtls.net.qr_scu import QueryModel
+from dicomtls.net.qr_scu import UNIQUE_KEYS, QueryModel
 from dicomtls.node.storage import PRIVATE_FILE_MODE, check_file_mode, create_file, set_mode
 
 __all__ = [
@@ -144,12 +144,6 @@ LEVEL_KEYS = {
     "IMAGE": ("SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
 }
 _LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-_UNIQUE = {
-    "PATIENT": "PatientID",
-    "STUDY": "StudyInstanceUID",
-    "SERIES": "SeriesInstanceUID",
-    "IMAGE": "SOPInstanceUID",
-}
 #: Each model's levels, top first. Study Root has no patient level: the attributes of
 #: patients are attributes of studies (PS3.4 C.3.2).
 _MODEL_LEVELS = {
@@ -409,13 +403,13 @@ class _Identifier:
 
     def group_columns(self) -> list[str]:
         """The columns of the unique keys down to the query's level: one match per group."""
-        return [_BY_KEYWORD[_UNIQUE[level]].column for level in self.levels[: self.depth + 1]]
+        return [_BY_KEYWORD[UNIQUE_KEYS[level]].column for level in self.levels[: self.depth + 1]]
 
     def _unique_keys_above(self, clause: str) -> list[str]:
         """A single value in the unique key of each level above, else QueryError: a baseline
         request names one entity at each of them (hierarchical, not relational)."""
         for above in self.levels[: self.depth]:
-            unique = _UNIQUE[above]
+            unique = UNIQUE_KEYS[above]
             values = self.keys.get(unique, [])
             if not values:
                 raise QueryError(
@@ -428,7 +422,7 @@ class _Identifier:
                     f"unique key of the {above} level above it takes a single value, not a "
                     f"list or a pattern ({clause})"
                 )
-        return [_UNIQUE[above] for above in self.levels[: self.depth]]
+        return [UNIQUE_KEYS[above] for above in self.levels[: self.depth]]
 
     def find_keys(self) -> list[str]:
         """What C-FIND matches on (PS3.4 C.4.1.3.1.1): the unique keys above, every key of the
@@ -452,7 +446,7 @@ class _Identifier:
         those above; other keys have no part in a retrieval (C.2.2.1.2) and are ignored."""
         clause = "PS3.4 C.4.2.2.1, C.4.3.2.1"
         above = self._unique_keys_above(clause)
-        unique = _UNIQUE[self.level]
+        unique = UNIQUE_KEYS[self.level]
         values = self.keys.get(unique, [])
         if not values or any(_is_pattern(v) for v in values):
             given = "no value" if not values else _shown(values)

@@ -177,7 +177,7 @@ class RunningNode:
     def drain(self) -> None:
         """Stop taking new clients through the balancer (SIGTERM, SIGUSR1): /healthz says 503;
         associations in progress go on, and so do new ones that still arrive."""
-        if not self.draining:
+        if not self.draining and self.metrics_server is not None:  # else no /healthz to say it
             log.warning(
                 "draining: /healthz now answers 503 so the balancer sends new clients elsewhere"
             )

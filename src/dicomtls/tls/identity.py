@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from dicomtls.tls.certinfo import key_facts
 from dicomtls.tls.errors import SettingsError
-from dicomtls.tls.files import parse_certificates, read_file
+from dicomtls.tls.files import parse_certificates, read_file, unreadable
 
 __all__ = ["Identity", "PasswordCallback", "PrivateKey", "load_identity"]
 
@@ -110,7 +110,8 @@ def _load_private_key(data: bytes, path: Path, passwords: _PasswordSource) -> Pr
     except ValueError as exc:
         if password is not None and (not is_pem or _is_encrypted_pem(data)):
             raise SettingsError(f"wrong password for private key {path}") from exc
-        raise SettingsError(f"{path} does not contain a readable private key: {exc}") from exc
+        said = unreadable(data, "a private key")
+        raise SettingsError(f"{path} does not contain a readable private key: {said}") from exc
     return _checked_key(key, path)
 
 

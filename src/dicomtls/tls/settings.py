@@ -9,6 +9,7 @@ there, not a mystery at handshake time. Defaults follow DICOM PS3.15 B.12
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,19 @@ from dicomtls.tls.verify_error import VerifyError
 __all__ = ["DEFAULT_VERIFY", "TLSSettings", "VerifyCallback"]
 
 log = get_logger("dicomtls.tls")
+
+
+@functools.cache
+def _retired(name: str, annex: str) -> str:
+    """The warning for a retired profile, logged once: a node builds settings for its own
+    side and for its C-MOVE connections, and again at each certificate reload."""
+    message = (
+        f"TLS profile {name!r} ({annex}) is retired by DICOM PS3.15; "
+        "use it only for old devices that support nothing newer"
+    )
+    log.warning(message)
+    return message
+
 
 VerifyCallback = Callable[[bool, CertificateInfo, VerifyError], bool]
 """The seed's OnVerify: ``(ok, certificate, error) -> continue?``; return ``ok`` for the default."""
@@ -161,12 +175,8 @@ class TLSSettings:
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         if profile.retired:
-            message = (
-                f"TLS profile {profile.name!r} ({profile.annex}) is retired by DICOM PS3.15; "
-                "use it only for old devices that support nothing newer"
-            )
+            message = _retired(profile.name, profile.annex)
             warnings.warn(message, stacklevel=4)
-            log.warning(message)
         return profile
 
     def _resolve_ciphers(self) -> tuple[CipherSuite, ...] | None:

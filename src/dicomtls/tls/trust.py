@@ -16,7 +16,7 @@ from pathlib import Path
 from cryptography import x509
 
 from dicomtls.tls.errors import SettingsError
-from dicomtls.tls.files import parse_certificates, read_file
+from dicomtls.tls.files import parse_certificates, read_file, unreadable
 
 __all__ = ["CRLScope", "TrustStore", "load_trust"]
 
@@ -60,14 +60,18 @@ def _load_directory(directory: Path) -> list[x509.Certificate]:
 
 
 def _parse_crls(path: Path) -> list[x509.CertificateRevocationList]:
+    """Every CRL of a PEM bundle, or the one of a DER file; a file without one is refused."""
     data = read_file(path, "CRL")
     try:
         if b"-----BEGIN" not in data:
             return [x509.load_der_x509_crl(data)]
-        blocks = data.split(b"-----END X509 CRL-----")
-        return [x509.load_pem_x509_crl(b + b"-----END X509 CRL-----\n") for b in blocks[:-1]]
-    except ValueError as exc:
-        raise SettingsError(f"CRL file {path} is not a readable CRL (PEM or DER): {exc}") from None
+        blocks = data.split(b"-----END X509 CRL-----")[:-1]
+        if blocks:
+            return [x509.load_pem_x509_crl(b + b"-----END X509 CRL-----\n") for b in blocks]
+    except ValueError:
+        pass
+    said = unreadable(data, "a CRL")
+    raise SettingsError(f"CRL file {path} is not a readable CRL: {said}")
 
 
 def load_trust(
@@ -81,8 +85,5 @@ def load_trust(
         certs.extend(_load_directory(ca_directory))
     crls: list[x509.CertificateRevocationList] = []
     for path in crl_files:
-        found = _parse_crls(path)
-        if not found:
-            raise SettingsError(f"CRL file {path} contains no CRL")
-        crls.extend(found)
+        crls.extend(_parse_crls(path))
     return TrustStore(tuple(certs), tuple(crls))

@@ -126,6 +126,11 @@ def _bad_ae(text: str) -> bool:
     return not 1 <= len(text) <= AE_LENGTH or any(c == "\\" or not " " <= c <= "~" for c in text)
 
 
+def is_ae_title(title: str) -> bool:
+    """Whether ``title`` can go on the wire as an AE title (spaces around it are not kept)."""
+    return not _bad_ae(title.strip(" "))
+
+
 def encode_ae(title: str, what: str) -> bytes:
     """AE titles are 1..16 ISO 646 characters, no backslash or control characters (PS3.5)."""
     text = title.strip(" ") if isinstance(title, str) else title

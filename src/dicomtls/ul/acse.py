@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from dicomtls.ul._wire import encode_ae
 from dicomtls.ul.codes import (
     PresentationResult,
     RejectReasonServiceUser,
@@ -260,6 +261,10 @@ class AcceptorPolicy:
     """Outstanding requests a requestor may have, if it asks for more than one (1: none)."""
     min_peer_pdu_length: int = MIN_PEER_PDU_LENGTH
     """A requestor whose Maximum Length is below this (and not 0, unlimited) is rejected."""
+
+    def __post_init__(self) -> None:
+        """A title no peer can call is refused here, not by the first association's answer."""
+        encode_ae(self.ae_title, "our AE title")
 
 
 def rejection(
