@@ -364,7 +364,8 @@ class Association:
 
     def _log_abort(self, event: Aborted) -> None:
         midway = not self._assembler.idle  # a message half-received is lost with it
-        level = logging.WARNING if not event.by_peer or midway else logging.INFO
+        said = self._channel.failure_logged  # the link's failure was the warning
+        level = logging.WARNING if (not event.by_peer or midway) and not said else logging.INFO
         lost = "; the partial message was discarded" if midway else ""
         log.log(level, "association with %s aborted: %s%s", self.peer, event.message, lost)
 
