@@ -23,7 +23,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from dicomtls.dimse.part10 import LONG_VRS
-from dicomtls.dimse.transfer_syntax import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE
+from dicomtls.dimse.transfer_syntax import (
+    DEFLATED,
+    EXPLICIT_VR_BE,
+    IMPLICIT_VR_LE,
+    is_native,
+    syntax_name,
+)
 from dicomtls.errors import DicomTLSError
 
 __all__ = [
@@ -228,6 +234,7 @@ class DatasetScanner:
         self._tag_vr_length, self._tag_length, self._length = _structs(encoding.little_endian)
         self._item_marker = b"\xfe\xff" if encoding.little_endian else b"\xff\xfe"
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if encoding.deflated else None
+        self._native = is_native(transfer_syntax)  # pixel data of a defined length only
         self._keep = frozenset(keep)
         self._kept: dict[int, tuple[str | None, bytes]] = {}
         self._too_long: dict[int, int] = {}
@@ -397,6 +404,12 @@ class DatasetScanner:
             self._keeping = (tag, text_vr, bytearray())
 
     def _open_undefined(self, tag: int, vr: bytes | None) -> None:
+        if tag == _PIXEL_DATA and self._native:
+            raise DatasetScanError(
+                f"Pixel Data {_tag_name(tag)} has an undefined length (encapsulated), which "
+                f"{syntax_name(self.transfer_syntax)} cannot have: its pixel data is native, "
+                "of a defined length (PS3.5 A.4)"
+            )
         if vr in (b"OB", b"OW") and tag == _PIXEL_DATA:
             self._push(_Frame("fragments", None, tag, self._implicit))  # encapsulated pixels
         elif vr is None or vr == b"SQ":
