@@ -227,6 +227,9 @@ class DatasetScanner:
         self.max_inflation = max_inflation
         self.elements = 0
         self.inflated = 0  # bytes a deflated data set has inflated to so far
+        self.top_level_tag = -1
+        """The tag of the last top-level element begun: top-level tags ascend (PS3.5 7.1), so
+        a reader that wants a few can stop once past them (:meth:`kept_so_far`)."""
         self._deflated = 0
         encoding = _Encoding.of(transfer_syntax)
         self._base_implicit = encoding.implicit
@@ -302,6 +305,13 @@ class DatasetScanner:
             raise self._error
         return ScannedDataset(self.transfer_syntax, self._kept, self._offset, self._too_long)
 
+    def kept_so_far(self) -> ScannedDataset:
+        """The values kept from what was fed, for a reader that stops before the end (the rest
+        of the data set goes unchecked)."""
+        if self._error is not None:
+            raise self._error
+        return ScannedDataset(self.transfer_syntax, dict(self._kept), self._offset)
+
     # -- the walk ---------------------------------------------------------------------------
 
     def _consume(self, view: memoryview) -> None:
@@ -359,6 +369,8 @@ class DatasetScanner:
             self._delimiter_or_item(tag, length)
             return
         inside = self._frames[-1] if self._frames else None
+        if inside is None:
+            self.top_level_tag = tag
         if inside is not None and inside.kind != "item":
             raise DatasetScanError(
                 f"{_tag_name(tag)} inside the {inside.kind} of {_tag_name(inside.tag)}, "
