@@ -507,7 +507,9 @@ class Association:
         """Send one C-STORE-RQ with the file's data set (converted if the peer needs it); its
         message ID."""
         try:
-            out = outgoing(header, self.negotiated, as_scp=False, block_size=self._read_size())
+            out = await outgoing(
+                header, self.negotiated, as_scp=False, block_size=self._read_size()
+            )
         except NoWayToSend as exc:
             raise _NoContextError(
                 f"{self.peer} cannot take {header.path.name} ({header.sop_instance_uid}): {exc}"
