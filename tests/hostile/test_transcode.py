@@ -4,7 +4,11 @@ The node converts a native object to the native syntax a C-GET requestor accepte
 reading it whole with pydicom and writing it again. That costs time in proportion to the
 object's elements, and an object's elements are a peer's choice: one that stored an
 object of 60,000 sequence items (1.6 MB) and asks for it in Implicit VR Little Endian made
-the node convert it on the event loop, where every other association waited for it.
+the node convert it on the event loop, where every other association waited for it. It
+now converts on a worker thread; and an object of more elements than
+:data:`~dicomtls.dimse.transcode.MAX_CONVERTED_ELEMENTS` is not converted at all: pydicom
+would hold some 450 bytes per element (200 MB for the 4 MB object), so it goes out only in
+its own syntax, and the C-GET sub-operation fails with the reason.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ GET = QueryModel.STUDY_ROOT.get_uid
 ITEMS = 60_000
 
 
-def _many_items(tmp_path: Path, study: str) -> tuple[str, bytes]:
-    """A CT object of study ``study`` carrying a sequence of :data:`ITEMS` small items."""
+def _many_items(tmp_path: Path, study: str, items: int = ITEMS) -> tuple[str, bytes]:
+    """A CT object of study ``study`` carrying a sequence of ``items`` small items."""
     path = tmp_path / "ct.dcm"
     _make_file(path, pixels=1000)
     dataset = pydicom.dcmread(path)
@@ -52,7 +56,7 @@ def _many_items(tmp_path: Path, study: str) -> tuple[str, bytes]:
     )
     sequence = (
         struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
-        + item * ITEMS
+        + item * items
         + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
     )
     body = _dataset(path)
@@ -105,3 +109,49 @@ def test_converting_a_stored_object_holds_up_no_other_association(
     # converted: SOP Class UID, the first element, with a 4-byte length and no VR
     assert pushed.dataset.startswith(struct.pack("<HHI", 0x0008, 0x0016, len(CT) + 1))
     assert waits and max(waits) < 1.0, waits
+
+
+def _peak_from_now(node: LiveNode) -> int:
+    """Start the node's peak RSS (VmHWM) afresh (Linux: ``clear_refs`` 5); its RSS now, KiB."""
+    Path(f"/proc/{node.proc.pid}/clear_refs").write_text("5")
+    return node.rss_kib()
+
+
+def _peak_kib(node: LiveNode) -> int:
+    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _stored(node: LiveNode, pki: MatrixPKI, uid: str, dataset: bytes) -> None:
+    talk = _talk(node, pki, [Proposal(CT, (EXPLICIT,))])
+    talk.send(1, c_store_rq(1, CT, uid), dataset)
+    assert [a.status for a in talk.until_final()] == [Status.SUCCESS]
+    talk.peer.close()
+
+
+def test_an_object_of_too_many_elements_is_not_converted(
+    tls_node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    node = tls_node
+    study = generate_uid()
+    uid, dataset = _many_items(tmp_path, study, 150_000)  # 450,000 elements, 4 MB
+    _stored(node, matrix_pki, uid, dataset)
+    get = _talk(
+        node,
+        matrix_pki,
+        [Proposal(GET, (EXPLICIT,)), Proposal(CT, (IMPLICIT,), scu_role=False, scp_role=True)],
+    )
+    before = _peak_from_now(node)
+    get.send(1, c_get_rq(1, GET), identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study))
+    answers = get.until_final()
+    grown = _peak_kib(node) - before
+    line = node.wait_for(get.peer.name)
+    get.peer.close()
+    assert [number(a.command, Tag.CommandField) for a in answers] == [CommandField.C_GET_RSP]
+    final = answers[-1]
+    assert final.status == Status.OUT_OF_RESOURCES_SUBOPERATIONS, hex(final.status)
+    assert number(final.command, Tag.NumberOfFailedSuboperations) == 1
+    assert "more than 200,000 elements" in line and uid in line, line
+    assert grown < 64 * 1024, grown

@@ -13,8 +13,9 @@ from __future__ import annotations
 import array
 from typing import TYPE_CHECKING
 
+from dicomtls.dimse.dataset_scan import DatasetScanError, DatasetScanner
 from dicomtls.dimse.datasets import encode_dataset
-from dicomtls.dimse.part10 import Part10Header
+from dicomtls.dimse.part10 import Part10Header, iter_blocks
 from dicomtls.dimse.transfer_syntax import (
     EXPLICIT_VR_BE,
     EXPLICIT_VR_LE,
@@ -35,6 +36,11 @@ TARGETS: tuple[str, ...] = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE)
 #: Values pydicom keeps as raw bytes although they are words: their byte order is ours to
 #: turn when the data set changes endianness (PS3.5 7.3). Type codes of ``array`` by size.
 _WORDS = {"OW": "H", "OF": "f", "OL": "I", "OD": "d", "OV": "Q"}
+#: The most elements an object may have to be converted. pydicom holds each as an object
+#: of some 450 bytes, so this many cost some 100 MB; and a peer that stores an object
+#: chooses how many it has (a 26 MB one of a million sequence items took pydicom a minute
+#: and 1.3 GB). An object past it goes out only in its own syntax.
+MAX_CONVERTED_ELEMENTS = 200_000
 #: Lossy Image Compression Method (PS3.3 C.7.6.1.1.5.1) of each lossy syntax.
 _LOSSY_METHODS = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
@@ -56,6 +62,7 @@ def transcode(header: Part10Header, target: str) -> bytes:
     if target not in TARGETS:
         raise TranscodeError(f"cannot write {syntax_name(target)}")
     source = header.transfer_syntax_uid
+    _check_elements(header)
     try:  # through the path's own open: an object store's path reads from there
         with header.path.open("rb") as stored:
             dataset = pydicom.dcmread(stored)
@@ -79,6 +86,23 @@ def transcode(header: Part10Header, target: str) -> bytes:
         return encode_dataset(dataset, target)
     except Exception as exc:
         raise TranscodeError(f"cannot encode in {syntax_name(target)}: {exc}") from None
+
+
+def _check_elements(header: Part10Header) -> None:
+    """TranscodeError if the object has more elements than :data:`MAX_CONVERTED_ELEMENTS`:
+    counted by the scanner, which holds none of them, before pydicom builds them all."""
+    scanner = DatasetScanner(header.transfer_syntax_uid)
+    try:
+        for block in iter_blocks(header):
+            scanner.feed(block)
+            if scanner.elements > MAX_CONVERTED_ELEMENTS:
+                raise TranscodeError(
+                    f"{header.path.name} has more than {MAX_CONVERTED_ELEMENTS:,} elements, "
+                    "too many to convert in memory; it goes out only in "
+                    f"{syntax_name(header.transfer_syntax_uid)}"
+                )
+    except (DatasetScanError, OSError):
+        return  # pydicom may still read it, or says why not
 
 
 def _mark_lossy(dataset: Dataset, source: str) -> None:
