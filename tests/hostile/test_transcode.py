@@ -155,3 +155,56 @@ def test_an_object_of_too_many_elements_is_not_converted(
     assert number(final.command, Tag.NumberOfFailedSuboperations) == 1
     assert "more than 200,000 elements" in line and uid in line, line
     assert grown < 64 * 1024, grown
+
+
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+
+
+def _rle_bomb(tmp_path: Path, study: str, side: int, frames: int) -> tuple[str, bytes]:
+    """An RLE Lossless CT object of ``frames`` black frames of ``side`` x ``side`` bytes:
+    each 128 bytes of a frame is two bytes of RLE (PS3.5 G.3.1: replicate 0 128 times)."""
+    path = tmp_path / "ct.dcm"
+    _make_file(path, pixels=1000)
+    dataset = pydicom.dcmread(path)
+    dataset.StudyInstanceUID = study
+    dataset.Rows = dataset.Columns = side
+    dataset.NumberOfFrames = frames
+    dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 7, 0
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    segment = b"\x81\x00" * (side * side // 128)
+    frame = struct.pack("<16I", 1, 64, *([0] * 14)) + segment
+    dataset.PixelData = pydicom.encaps.encapsulate([frame] * frames)
+    dataset["PixelData"].VR = "OB"
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.RLELossless
+    dataset.save_as(path, enforce_file_format=True)
+    return str(dataset.SOPInstanceUID), _dataset(path)
+
+
+def test_a_decompression_bomb_is_not_converted(
+    tls_node: LiveNode, matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    """4 MB of RLE that decodes to 256 MiB, asked for in Explicit VR Little Endian only:
+    converting it took the node's peak RSS up 771 MiB and 24 s; past 128 MiB of decoded
+    pixel data (:data:`~dicomtls.dimse.transcode.MAX_DECODED_BYTES`) it is not converted."""
+    node = tls_node
+    study = generate_uid()
+    uid, dataset = _rle_bomb(tmp_path, study, 8192, 4)  # 4 MB stored, 256 MiB decoded
+    talk = _talk(node, matrix_pki, [Proposal(CT, (RLE_LOSSLESS,))])
+    talk.send(1, c_store_rq(1, CT, uid), dataset)
+    assert [a.status for a in talk.until_final()] == [Status.SUCCESS]
+    talk.peer.close()
+    get = _talk(
+        node,
+        matrix_pki,
+        [Proposal(GET, (EXPLICIT,)), Proposal(CT, (EXPLICIT,), scu_role=False, scp_role=True)],
+    )
+    before = _peak_from_now(node)
+    get.send(1, c_get_rq(1, GET), identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study))
+    answers = get.until_final()
+    grown = _peak_kib(node) - before
+    line = node.wait_for(get.peer.name)
+    get.peer.close()
+    assert [number(a.command, Tag.CommandField) for a in answers] == [CommandField.C_GET_RSP]
+    assert answers[-1].status == Status.OUT_OF_RESOURCES_SUBOPERATIONS, hex(answers[-1].status)
+    assert "would decode to 268,435,456 bytes of pixel data" in line and uid in line, line
+    assert grown < 64 * 1024, grown

@@ -11,6 +11,7 @@ the whole object into memory, so it is the exception, not the path of every obje
 from __future__ import annotations
 
 import array
+import math
 from typing import TYPE_CHECKING
 
 from dicomtls.dimse.dataset_scan import DatasetScanError, DatasetScanner
@@ -41,6 +42,11 @@ _WORDS = {"OW": "H", "OF": "f", "OL": "I", "OD": "d", "OV": "Q"}
 #: chooses how many it has (a 26 MB one of a million sequence items took pydicom a minute
 #: and 1.3 GB). An object past it goes out only in its own syntax.
 MAX_CONVERTED_ELEMENTS = 200_000
+#: The most pixel data a conversion decodes. Decoding holds it about three times (the
+#: decoded frames, the data set's value, the encoded data set), and compressed pixel data a
+#: peer stored may decode to far more than it sent: black frames in RLE, 64 times (4 MB
+#: stored took the node's peak RSS up 771 MiB). A larger object goes out only compressed.
+MAX_DECODED_BYTES = 128 << 20
 #: Lossy Image Compression Method (PS3.3 C.7.6.1.1.5.1) of each lossy syntax.
 _LOSSY_METHODS = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
@@ -69,17 +75,7 @@ def transcode(header: Part10Header, target: str) -> bytes:
     except Exception as exc:
         raise TranscodeError(f"cannot read {header.path.name}: {exc}") from None
     if not is_native(source):
-        try:
-            # The same instance in another syntax: the C-STORE names its UID (pydicom
-            # would make up a new one by default).
-            dataset.decompress(generate_instance_uid=False)
-        except Exception as exc:  # no numpy, no plugin for this syntax, or broken pixel data
-            raise TranscodeError(
-                f"cannot decompress {syntax_name(source)} ({exc}); install dicomtls[codecs] "
-                "for the JPEG, JPEG-LS, JPEG 2000 and RLE decoders"
-            ) from None
-        if source in LOSSY:
-            _mark_lossy(dataset, source)
+        _decompress(dataset, header)
     try:
         if (source == EXPLICIT_VR_BE) != (target == EXPLICIT_VR_BE):
             _swap_words(dataset)
@@ -103,6 +99,49 @@ def _check_elements(header: Part10Header) -> None:
                 )
     except (DatasetScanError, OSError):
         return  # pydicom may still read it, or says why not
+
+
+def _decompress(dataset: Dataset, header: Part10Header) -> None:
+    """Decode the pixel data in place, unless it would decode to more than
+    :data:`MAX_DECODED_BYTES`."""
+    source = header.transfer_syntax_uid
+    size = _decoded_size(dataset, header)
+    if size > MAX_DECODED_BYTES:
+        raise TranscodeError(
+            f"{header.path.name} would decode to {size:,} bytes of pixel data, more than "
+            f"{MAX_DECODED_BYTES:,} to convert in memory; it goes out only in {syntax_name(source)}"
+        )
+    try:
+        # The same instance in another syntax: the C-STORE names its UID (pydicom
+        # would make up a new one by default).
+        dataset.decompress(generate_instance_uid=False)
+    except Exception as exc:  # no numpy, no plugin for this syntax, or broken pixel data
+        raise TranscodeError(
+            f"cannot decompress {syntax_name(source)} ({exc}); install dicomtls[codecs] "
+            "for the JPEG, JPEG-LS, JPEG 2000 and RLE decoders"
+        ) from None
+    if source in LOSSY:
+        _mark_lossy(dataset, source)
+
+
+def _decoded_size(dataset: Dataset, header: Part10Header) -> int:
+    """Bytes of pixel data the image attributes announce once decoded (PS3.3 C.7.6.3)."""
+    try:
+        dimensions = [
+            int(dataset.get(keyword, default))
+            for keyword, default in (
+                ("Rows", 0),
+                ("Columns", 0),
+                ("SamplesPerPixel", 1),
+                ("NumberOfFrames", 1),
+            )
+        ]
+        bits = int(dataset.get("BitsAllocated", 8))
+    except (TypeError, ValueError) as exc:
+        raise TranscodeError(
+            f"{header.path.name}: its image attributes cannot be read ({exc})"
+        ) from None
+    return math.prod(dimensions) * ((bits + 7) // 8)
 
 
 def _mark_lossy(dataset: Dataset, source: str) -> None:
