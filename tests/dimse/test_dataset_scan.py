@@ -253,6 +253,21 @@ def test_encapsulated_pixel_data_is_stepped_over_fragment_by_fragment() -> None:
         _scan(header + pixels[:-8], JPEGBaseline8Bit).finish()
 
 
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian]
+)
+def test_encapsulated_pixel_data_in_a_native_syntax_is_refused(syntax: str) -> None:
+    """Only the compressed syntaxes encapsulate (PS3.5 A.4): elsewhere Pixel Data has a
+    defined length, in implicit VR too, where an undefined length would read as a sequence."""
+    little = syntax != ExplicitVRBigEndian
+    tag = b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10"
+    vr = b"" if syntax == ImplicitVRLittleEndian else b"OB\x00\x00"
+    item = (b"\xfe\xff\x00\xe0" if little else b"\xff\xfe\xe0\x00") + bytes(4)
+    pixels = tag + vr + b"\xff\xff\xff\xff" + item
+    with pytest.raises(DatasetScanError, match=r"Pixel Data \(7FE0,0010\) .* native"):
+        _scan(pixels, syntax)
+
+
 def test_an_un_sequence_of_undefined_length_is_read_as_implicit_vr() -> None:
     # PS3.5 6.2.2: a UN value of undefined length is a sequence encoded in implicit VR LE.
     inner = b"\x08\x00\x00\x01\x04\x00\x00\x00ABCD"  # (0008,0100), implicit VR, 4 bytes

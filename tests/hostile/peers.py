@@ -35,14 +35,19 @@ READ_TIMEOUT = 20.0
 _SOURCE_PORTS = itertools.cycle(range(10_000, 32_768))
 
 
-def tcp(port: int, timeout: float = READ_TIMEOUT) -> socket.socket:
-    """A connection to the node on loopback, from a source port no earlier one used."""
+def tcp(port: int, timeout: float = READ_TIMEOUT, receive_buffer: int = 0) -> socket.socket:
+    """A connection to the node on loopback, from a source port no earlier one used;
+    ``receive_buffer`` (bytes) keeps the kernel from holding much of what the node sends."""
     for source in _SOURCE_PORTS:
+        sock = socket.socket()
         try:
-            sock = socket.create_connection(
-                ("127.0.0.1", port), timeout=timeout, source_address=("127.0.0.1", source)
-            )
+            if receive_buffer:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.settimeout(timeout)
+            sock.bind(("127.0.0.1", source))
+            sock.connect(("127.0.0.1", port))
         except OSError as exc:
+            sock.close()
             if exc.errno != errno.EADDRINUSE:
                 raise
             continue  # some other program holds it: the next one

@@ -23,7 +23,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from dicomtls.dimse.part10 import LONG_VRS
-from dicomtls.dimse.transfer_syntax import DEFLATED, EXPLICIT_VR_BE, IMPLICIT_VR_LE
+from dicomtls.dimse.transfer_syntax import (
+    DEFLATED,
+    EXPLICIT_VR_BE,
+    IMPLICIT_VR_LE,
+    is_native,
+    syntax_name,
+)
 from dicomtls.errors import DicomTLSError
 
 __all__ = [
@@ -221,6 +227,9 @@ class DatasetScanner:
         self.max_inflation = max_inflation
         self.elements = 0
         self.inflated = 0  # bytes a deflated data set has inflated to so far
+        self.top_level_tag = -1
+        """The tag of the last top-level element begun: top-level tags ascend (PS3.5 7.1), so
+        a reader that wants a few can stop once past them (:meth:`kept_so_far`)."""
         self._deflated = 0
         encoding = _Encoding.of(transfer_syntax)
         self._base_implicit = encoding.implicit
@@ -228,6 +237,7 @@ class DatasetScanner:
         self._tag_vr_length, self._tag_length, self._length = _structs(encoding.little_endian)
         self._item_marker = b"\xfe\xff" if encoding.little_endian else b"\xff\xfe"
         self._inflater = zlib.decompressobj(-zlib.MAX_WBITS) if encoding.deflated else None
+        self._native = is_native(transfer_syntax)  # pixel data of a defined length only
         self._keep = frozenset(keep)
         self._kept: dict[int, tuple[str | None, bytes]] = {}
         self._too_long: dict[int, int] = {}
@@ -295,6 +305,13 @@ class DatasetScanner:
             raise self._error
         return ScannedDataset(self.transfer_syntax, self._kept, self._offset, self._too_long)
 
+    def kept_so_far(self) -> ScannedDataset:
+        """The values kept from what was fed, for a reader that stops before the end (the rest
+        of the data set goes unchecked)."""
+        if self._error is not None:
+            raise self._error
+        return ScannedDataset(self.transfer_syntax, dict(self._kept), self._offset)
+
     # -- the walk ---------------------------------------------------------------------------
 
     def _consume(self, view: memoryview) -> None:
@@ -352,6 +369,8 @@ class DatasetScanner:
             self._delimiter_or_item(tag, length)
             return
         inside = self._frames[-1] if self._frames else None
+        if inside is None:
+            self.top_level_tag = tag
         if inside is not None and inside.kind != "item":
             raise DatasetScanError(
                 f"{_tag_name(tag)} inside the {inside.kind} of {_tag_name(inside.tag)}, "
@@ -397,6 +416,12 @@ class DatasetScanner:
             self._keeping = (tag, text_vr, bytearray())
 
     def _open_undefined(self, tag: int, vr: bytes | None) -> None:
+        if tag == _PIXEL_DATA and self._native:
+            raise DatasetScanError(
+                f"Pixel Data {_tag_name(tag)} has an undefined length (encapsulated), which "
+                f"{syntax_name(self.transfer_syntax)} cannot have: its pixel data is native, "
+                "of a defined length (PS3.5 A.4)"
+            )
         if vr in (b"OB", b"OW") and tag == _PIXEL_DATA:
             self._push(_Frame("fragments", None, tag, self._implicit))  # encapsulated pixels
         elif vr is None or vr == b"SQ":

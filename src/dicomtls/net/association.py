@@ -364,7 +364,8 @@ class Association:
 
     def _log_abort(self, event: Aborted) -> None:
         midway = not self._assembler.idle  # a message half-received is lost with it
-        level = logging.WARNING if not event.by_peer or midway else logging.INFO
+        said = self._channel.failure_logged  # the link's failure was the warning
+        level = logging.WARNING if (not event.by_peer or midway) and not said else logging.INFO
         lost = "; the partial message was discarded" if midway else ""
         log.log(level, "association with %s aborted: %s%s", self.peer, event.message, lost)
 
@@ -506,7 +507,9 @@ class Association:
         """Send one C-STORE-RQ with the file's data set (converted if the peer needs it); its
         message ID."""
         try:
-            out = outgoing(header, self.negotiated, as_scp=False, block_size=self._read_size())
+            out = await outgoing(
+                header, self.negotiated, as_scp=False, block_size=self._read_size()
+            )
         except NoWayToSend as exc:
             raise _NoContextError(
                 f"{self.peer} cannot take {header.path.name} ({header.sop_instance_uid}): {exc}"

@@ -45,6 +45,9 @@ class Channel:
         """Seconds a wait may pass without a PDU completing (None: no limit)."""
         self._first_bytes = not link.is_tls  # only a plain link can meet a TLS peer by mistake
         self._head = b""
+        self.failure_logged = False
+        """The link failed under an acceptor and its warning said why: the association's own
+        end is then no second warning."""
 
     def flush(self) -> None:
         chunks = self.ul.data_to_send()
@@ -74,6 +77,7 @@ class Channel:
                     raise  # a client reports it to its caller, as it is
                 # e.g. a fatal alert or a bad record after the handshake: the link is gone
                 log.warning("%s; connection closed", exc)
+                self.failure_logged = True
                 self._pending.extend(self.ul.connection_closed())
             self.flush()
             if self.ul.should_close and not self._pending:

@@ -607,7 +607,7 @@ class Dispatcher:
         association = self.association
         block_size = read_size(association.peer_max_pdu_length)
         try:
-            out = outgoing(header, association.negotiated, as_scp=True, block_size=block_size)
+            out = await outgoing(header, association.negotiated, as_scp=True, block_size=block_size)
         except NoWayToSend as exc:
             raise AssociationError(str(exc)) from None
         sub_id = association.next_message_id()

@@ -81,6 +81,12 @@ _ENCRYPT_SLICE = 240 << 10
 #: so what it encrypts next mostly goes straight to the socket instead of being copied into
 #: asyncio's buffer first, and memory stays bounded.
 _WRITE_HIGH_WATER = 256 << 10
+#: Ciphertext the transport may hold for a peer that is not reading, once reading from that
+#: peer made more: TLS records its own records ask us to answer (a TLS 1.3 KeyUpdate with
+#: update_requested gets one back at once). Our own sends wait at _WRITE_HIGH_WATER, so a
+#: peer that reads stays far below; one that asks hundreds of thousands of key updates and
+#: reads nothing would have us queue as many bytes as it sends, without end.
+_UNREAD_LIMIT = 4 * _WRITE_HIGH_WATER
 #: After our A-ABORT: how long, and how much, we read and drop before closing (linger_close).
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1 << 20
@@ -622,8 +628,22 @@ class _LinkProtocol(asyncio.BufferedProtocol):
                 raise
             finally:
                 self._flush()  # reading may have produced protocol records (key updates, alerts)
+            self._check_unread()
         self._consumed(count)
         return count
+
+    def _check_unread(self) -> None:
+        """End the link of a peer that reads none of the answers its records asked for."""
+        waiting = self._transport.get_write_buffer_size() if self._transport else 0
+        if waiting <= _UNREAD_LIMIT:
+            return
+        error = TLSError(
+            f"TLS link to {self.peer} ended: the peer reads nothing we send, and {waiting:,} "
+            f"bytes wait for it, more than {_UNREAD_LIMIT:,} (answers to the TLS records it "
+            "sends, a key update requested in each, say)"
+        )
+        self._fail(error)
+        raise error
 
     def _copy_from_inbox(self, buffer: memoryview) -> int:
         count = 0

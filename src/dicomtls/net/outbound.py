@@ -5,7 +5,9 @@ goes out as it is, streamed block by block from disk, on a context that accepted
 own syntax. Failing that, on a context that accepted a syntax we can convert it to
 (:mod:`dicomtls.dimse.transcode`); failing that, it is not sent, with the reason. The
 same choice serves an SCU's C-STORE, a C-MOVE's sub-association and a C-GET's
-sub-operations; only the role the sender needs on the context differs.
+sub-operations; only the role the sender needs on the context differs. Converting reads
+and writes the whole object, seconds for one of many elements (a peer's choice, if a peer
+stored it), so it runs on a worker thread: on the event loop every association waited.
 
 :func:`proposals_for_headers` is the other side of the same coin: what to propose so
 that every file finds its own syntax accepted, with native fallbacks.
@@ -13,6 +15,7 @@ that every file finds its own syntax accepted, with native fallbacks.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ class Outgoing:
     converted: bool
 
 
-def outgoing(
+async def outgoing(
     header: Part10Header, negotiated: Negotiated, *, as_scp: bool, block_size: int
 ) -> Outgoing:
     """How to send ``header``'s file: as it is, or converted; NoWayToSend if neither works.
@@ -62,7 +65,7 @@ def outgoing(
     for context in usable:
         if context.transfer_syntax == header.transfer_syntax_uid:
             return Outgoing(context, iter_blocks(header, block_size), converted=False)
-    return _converted(header, usable)
+    return await asyncio.to_thread(_converted, header, usable)
 
 
 def _converted(header: Part10Header, usable: list[AcceptedContext]) -> Outgoing:

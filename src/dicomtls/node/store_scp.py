@@ -53,6 +53,7 @@ from dicomtls.dimse.datasets import keyword_texts
 from dicomtls.dimse.status import Status, status_name
 from dicomtls.logs import get_logger
 from dicomtls.node.backends import IncomingObject, ObjectStore
+from dicomtls.node.held_files import files_held
 from dicomtls.node.index import nul_inside
 from dicomtls.node.storage import DurableStore, FileMeta, StorageError, StoredObject
 from dicomtls.ul.acse import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -315,8 +316,11 @@ class DurableStoreHandler:
     the objects an earlier crash left committed but maybe not indexed. ``keep`` names
     the top-level attributes (keywords) ``on_stored`` receives. With ``identity_of`` a
     SOP instance already held is replaced only by the same object (see the module's
-    docstring), and ``on_resent`` is told of each replacement and refusal. With
-    ``index_blocks`` (an index on a server), ``identity_of`` and ``on_stored`` block:
+    docstring), and ``on_resent`` is told of each replacement and refusal; with no index at
+    all (neither ``identity_of`` nor ``on_stored``), a :class:`DurableStore` (a C-GET's
+    folder, say) is asked the same of the file a UID names
+    (:func:`~dicomtls.node.held_files.files_held`), so no sender replaces a file there with
+    another object. With ``index_blocks`` (an index on a server), ``identity_of`` and ``on_stored`` block:
     they run on the store's worker threads, never on the event loop.
     """
 
@@ -332,6 +336,8 @@ class DurableStoreHandler:
     ) -> None:
         if isinstance(store, Path | str):
             store = DurableStore(Path(store), flat=True)
+        if identity_of is None and on_stored is None and isinstance(store, DurableStore):
+            identity_of = files_held(store)  # no index at all: the files say what is held
         self.store: ObjectStore = store
         self.index_blocks = index_blocks
         self.on_stored = on_stored
