@@ -112,12 +112,12 @@ async def _store_many(
     policy: AcceptorPolicy,
     files: list[Path],
     window: int,
-    gate: tuple[str, str, str] | None = None,
+    *gates: tuple[str, str, str],
 ) -> tuple[int, list[tuple[Path, int | Exception]]]:
     server = await serve_dicom(
         "127.0.0.1", 0, pki.settings("server", PEER_FAIL), policy, Services(store=target)
     )
-    if gate is not None:  # hold one commit until another object has begun or committed
+    for gate in gates:  # hold a commit until another object has begun or committed
         assert isinstance(target, _Gated)
         target.hold(*gate)
     async with (
@@ -158,9 +158,12 @@ def test_answers_in_another_order_reach_the_right_files(
 ) -> None:
     files = _files(tmp_path, 3)
     target = _Gated(DurableStore(tmp_path / "store"))
-    gate = (_uid(files[0]), "committed", _uid(files[2]))  # 1 and 2 are answered before 0
-    _, results = asyncio.run(_store_many(matrix_pki, target, _policy(), files, 4, gate))
-    assert [p for p, _ in results][-1] == files[0]
+    # 1, then 2, then 0: each held until the one before it committed, whatever the load
+    # (commits run on threads of their own, so without the second gate 0 could pass 1).
+    last = (_uid(files[0]), "committed", _uid(files[2]))
+    middle = (_uid(files[2]), "committed", _uid(files[1]))
+    _, results = asyncio.run(_store_many(matrix_pki, target, _policy(), files, 4, last, middle))
+    assert [p for p, _ in results] == [files[1], files[2], files[0]]
     assert dict(results) == dict.fromkeys(files, Status.SUCCESS)
 
 
