@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.x509.oid import NameOID
 
 from dicomtls.pki import init_pki, load_ca
 
@@ -85,34 +86,40 @@ def test_client_certificate_problems_are_named(
     assert step["fix"]
 
 
+def _namesake_site(pki_dir: Path, other: Path) -> str:
+    """Another site's PKI whose CA has the name of ``pki_dir``'s (one made on a host of the
+    same name the same day, or named by hand alike); that name, as OpenSSL prints it."""
+    cn = load_ca(pki_dir).certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(cn[0].value)
+    init_pki(other, common_name=name)
+    return f"CN = {name}, O = dicomtls test PKI"
+
+
 def test_a_client_certificate_of_another_ca_with_the_same_name(
     node: Node, tmp_path: Path, pki_dir: Path
 ) -> None:
-    """Two sites that each ran ``dicomtls pki init``: the node names the CA it takes, which has
-    our CA's name, and the fix is on the node."""
-    init_pki(tmp_path / "other-site")
+    """Two sites whose CAs share a name: the node names the CA it takes, which has our CA's
+    name, and the fix is on the node."""
+    shared = _namesake_site(pki_dir, tmp_path / "other-site")
     ours = _tls(tmp_path / "other-site", "client")
     ours[1] = str(pki_dir / "ca.pem")  # we trust the node; the node does not trust us
     _, steps = doctor(tmp_path, node.port, *ours)
     step = steps["client-certificate"]
     assert (step["verdict"], step["code"], step["side"]) == ("FAIL", "UNKNOWN_CA", "peer"), step
     assert "it trusts another CA of that name" in step["summary"]
-    assert step["evidence"]["accepted_issuers"] == ["CN = dicomtls Local CA, O = dicomtls test PKI"]
+    assert step["evidence"]["accepted_issuers"] == [shared]
 
 
 def test_a_node_certificate_from_a_namesake_of_our_ca(
     node: Node, tmp_path: Path, pki_dir: Path
 ) -> None:
-    """We trust another site's CA of the same default name: the chain step says so rather
-    than "add the issuing CA to the CA file", which seems to hold it already."""
-    init_pki(tmp_path / "other-site")
+    """We trust another site's CA of the same name: the chain step says so rather than "add
+    the issuing CA to the CA file", which seems to hold it already."""
+    shared = _namesake_site(pki_dir, tmp_path / "other-site")
     _, steps = doctor(tmp_path, node.port, *_tls(tmp_path / "other-site", "client"))
     chain = steps["certificate-chain"]
     assert chain["verdict"] == "FAIL", chain
-    assert (
-        "we trust a CA named 'CN = dicomtls Local CA, O = dicomtls test PKI', but not"
-        in (chain["summary"])
-    )
+    assert f"we trust a CA named '{shared}', but not" in chain["summary"]
 
 
 @pytest.mark.parametrize(

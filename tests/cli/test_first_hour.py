@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from dicomtls.cli.client import SKIPPED_NAMED
 from dicomtls.pki import BrokenKind
@@ -109,6 +111,12 @@ def test_a_retired_profile_is_warned_of_once(tmp_path: Path) -> None:
 # -- clients --------------------------------------------------------------------------------------
 
 
+def _ca_name(pki: Path) -> str:
+    """The common name the PKI in ``pki`` gave its CA (it names its host and day)."""
+    cert = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
+    return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
 def test_echo_says_success_once_and_lists_the_leaf_once(node: Node) -> None:
     said = run("echo", "127.0.0.1", str(node.port), cwd=node.cwd)
     assert re.fullmatch(
@@ -118,7 +126,7 @@ def test_echo_says_success_once_and_lists_the_leaf_once(node: Node) -> None:
     chain = shown["tls"]["peer_chain"]
     assert [(c["depth"], c["subject"]) for c in chain] == [
         (0, "CN = server, O = dicomtls test PKI"),
-        (1, "CN = dicomtls Local CA, O = dicomtls test PKI"),
+        (1, f"CN = {_ca_name(node.cwd / 'dicom-store' / 'pki')}, O = dicomtls test PKI"),
     ]
 
 

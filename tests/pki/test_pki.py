@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec
+from dicomtls.pki import BrokenKind, CertificateAuthority, KeySpec, init_pki, load_ca
 
 #: A root and the intermediate it signed.
 CAs = tuple[CertificateAuthority, CertificateAuthority]
@@ -142,3 +142,28 @@ def test_cas_sign_certificates_and_leaves_sign_handshakes(cas: CAs) -> None:
     # An RSA leaf may also carry TLS 1.2 RSA key exchange.
     rsa_leaf = inter.issue("rsa", key=KeySpec.rsa(2048)).certificate
     assert _usage(rsa_leaf) == (False, sign | {"key_encipherment"})
+
+
+def test_a_local_ca_is_named_after_its_host_and_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sites' test CAs must not share a name; host name characters only, so no form of
+    the name needs quoting."""
+    import datetime as dt
+    import socket
+
+    from dicomtls.pki.bundle import local_ca_name
+
+    day = dt.date(2026, 12, 3)
+    monkeypatch.setattr(socket, "gethostname", lambda: "ct-scanner.radiology")
+    assert local_ca_name(day) == "dicomtls Local CA (ct-scanner.radiology 2026-12-03)"
+    monkeypatch.setattr(socket, "gethostname", lambda: 'CT "1", <room#2>\n')
+    assert local_ca_name(day) == "dicomtls Local CA (CT1room2 2026-12-03)"
+    monkeypatch.setattr(socket, "gethostname", lambda: "")
+    assert local_ca_name(day) == "dicomtls Local CA (unnamed-host 2026-12-03)"
+    files = init_pki(tmp_path)
+    assert (
+        load_ca(files.directory)
+        .certificate.subject.rfc4514_string()
+        .startswith("O=dicomtls test PKI,CN=dicomtls Local CA (unnamed-host ")
+    )

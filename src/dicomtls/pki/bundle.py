@@ -14,6 +14,7 @@ copy of the store (a backup) cannot mint certificates the node trusts. Key files
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import os
 import socket
@@ -31,7 +32,14 @@ from dicomtls.pki.authority import (
     _write_private,
 )
 
-__all__ = ["PKIFiles", "init_pki", "load_ca", "move_ca_key_out", "store_ca_key_folder"]
+__all__ = [
+    "PKIFiles",
+    "init_pki",
+    "load_ca",
+    "local_ca_name",
+    "move_ca_key_out",
+    "store_ca_key_folder",
+]
 
 _CA_KEY = "ca.key"
 
@@ -85,15 +93,30 @@ def _local_names() -> tuple[list[str], list[str]]:
     return dns, ["127.0.0.1", "::1"]
 
 
+def local_ca_name(today: dt.date | None = None) -> str:
+    """``dicomtls Local CA (HOST DATE)``: a test CA says where and when it was made.
+
+    Two sites that each ran ``pki init`` (or a first ``serve``) would otherwise trust "the
+    same" CA by name only, and every error naming it would read as if it were theirs. Only
+    host name characters are kept, so that the name needs no quoting in any form.
+    """
+    host = "".join(
+        ch for ch in socket.gethostname() if ch.isascii() and (ch.isalnum() or ch in ".-")
+    )
+    when = (today or dt.datetime.now(dt.UTC).date()).isoformat()
+    return f"dicomtls Local CA ({host[:30] or 'unnamed-host'} {when})"
+
+
 def init_pki(
-    directory: Path, *, common_name: str = "dicomtls Local CA", key_directory: Path | None = None
+    directory: Path, *, common_name: str | None = None, key_directory: Path | None = None
 ) -> PKIFiles:
     """Create a CA and a server and client identity (both with serverAuth + clientAuth).
 
-    The CA key goes into ``key_directory`` when given (made 0700), else beside the CA.
+    The CA is named by :func:`local_ca_name` unless ``common_name`` says otherwise. The CA
+    key goes into ``key_directory`` when given (made 0700), else beside the CA.
     """
     files = PKIFiles(directory, key_directory)
-    ca = CertificateAuthority.create(common_name, key=KeySpec.ec())
+    ca = CertificateAuthority.create(common_name or local_ca_name(), key=KeySpec.ec())
     ca.write_cert(files.ca)
     key = ca.identity.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
