@@ -80,6 +80,9 @@ WALKED = {
     ("Who may connect, and a record of everything", 0): "test_the_complete_node_toml",
     ("Why does my TLS connection fail?", 0): "test_the_doctor_transcript",
     ("Why does my TLS connection fail?", 1): "test_the_doctor_transcript",
+    ("Why does my TLS connection fail?", 2): (
+        "tests/tls/test_client_hello.py::test_the_readme_shows_the_line_the_node_logs"
+    ),
     ("The library: `import dicomtls`", 0): "test_the_library_examples",
     ("The library: `import dicomtls`", 1): "test_the_library_examples",
     ("A storage SCP and an SCU sending a folder to it", 0): "test_the_storage_example",

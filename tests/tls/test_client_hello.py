@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import warnings
 
@@ -71,6 +72,16 @@ def test_a_client_offering_rsa_key_exchange_only(matrix_pki: MatrixPKI) -> None:
     assert error.hint is not None
     assert error.hint.startswith("the profiles bcp195 (B.9, retired), aes (B.3, retired) accept it")
     assert "--profile bcp195" in error.hint
+
+
+def test_the_readme_shows_the_line_the_node_logs(matrix_pki: MatrixPKI) -> None:
+    """README, "Why does my TLS connection fail?": the old device's line as the node logs it."""
+    from ..test_readme import block
+
+    client = _old_device("AES128-SHA:AES256-SHA", versions=TLS12)
+    logged = "WARNING dicomtls.net: " + str(asyncio.run(_refusal(matrix_pki, client)))
+    shown = block("Why does my TLS connection fail?", 2).text.strip()
+    assert re.sub(r"with 127\.0\.0\.1:\d+", "with 10.0.4.17:50826", logged) == shown
 
 
 def test_a_client_offering_dhe_only_is_pointed_at_the_non_downgrading_profile(
