@@ -240,17 +240,17 @@ class Setting:
         )
 
 
-def _defaults() -> tuple[Any, float]:
-    """The library's own defaults, so the table cannot drift from them."""
-    from dicomtls.net.scp import Limits
-    from dicomtls.tls.settings import TLSSettings
-
-    timeout = TLSSettings.__dataclass_fields__["handshake_timeout"].default
-    assert isinstance(timeout, float)
-    return Limits(), timeout
-
-
-_LIMITS, _HANDSHAKE_TIMEOUT = _defaults()
+#: The library's own defaults (``net.scp.Limits``, ``TLSSettings.handshake_timeout``), spelt
+#: out so that a command's ``--help`` does not load the network stack to learn five numbers;
+#: tests/cli/test_config.py holds them to the library's.
+DEFAULT_LIMITS = {
+    "max_associations": 100,
+    "max_per_peer": 20,
+    "artim_timeout": 30.0,
+    "idle_timeout": 300.0,
+    "shutdown_grace": 30.0,
+}
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 
 TLS: tuple[Setting, ...] = (
     Setting(
@@ -314,11 +314,13 @@ SERVE: tuple[Setting, ...] = (
         "call (as DCMTK's storescp does), not only --ae-title.",
         flag=True,
     ),
-    Setting("max_associations", COUNT, _LIMITS.max_associations, "Concurrent associations."),
+    Setting(
+        "max_associations", COUNT, DEFAULT_LIMITS["max_associations"], "Concurrent associations."
+    ),
     Setting(
         "max_per_peer",
         COUNT,
-        _LIMITS.max_per_peer,
+        DEFAULT_LIMITS["max_per_peer"],
         "Concurrent associations from one IP address (raise it for a gateway or NAT).",
     ),
     Setting(
@@ -372,14 +374,14 @@ SERVE: tuple[Setting, ...] = (
     Setting(
         "handshake_timeout",
         SECONDS,
-        _HANDSHAKE_TIMEOUT,
+        DEFAULT_HANDSHAKE_TIMEOUT,
         "Close a connection whose TLS handshake is not complete this long after it was accepted.",
         metavar="SECONDS",
     ),
     Setting(
         "artim_timeout",
         SECONDS,
-        _LIMITS.artim_timeout,
+        DEFAULT_LIMITS["artim_timeout"],
         "Close a connection whose "
         "A-ASSOCIATE-RQ is not complete this long after the link is up (and after a release "
         "or rejection).",
@@ -388,14 +390,14 @@ SERVE: tuple[Setting, ...] = (
     Setting(
         "idle_timeout",
         SECONDS,
-        _LIMITS.idle_timeout,
+        DEFAULT_LIMITS["idle_timeout"],
         "Abort an association that completes no PDU for this long.",
         metavar="SECONDS",
     ),
     Setting(
         "shutdown_grace",
         SECONDS,
-        _LIMITS.shutdown_grace,
+        DEFAULT_LIMITS["shutdown_grace"],
         "On Ctrl-C or SIGTERM, how long running transfers may take to finish.",
         metavar="SECONDS",
     ),

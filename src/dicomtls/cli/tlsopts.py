@@ -12,17 +12,18 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from dicomtls.cli.config import TLS, ConfigError, options
 from dicomtls.cli.errors import UserError
-from dicomtls.pki import PKIFiles
-from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.flags import VerifyFlags, parse_verify_flags
-from dicomtls.tls.settings import TLSSettings
-from dicomtls.tls.verify_error import VerifyError
+
+if TYPE_CHECKING:  # the options (and --help) need none of OpenSSL or X.509
+    from dicomtls.tls.certinfo import CertificateInfo
+    from dicomtls.tls.settings import TLSSettings
+    from dicomtls.tls.verify_error import VerifyError
 
 __all__ = ["DEFAULT_PKI", "TLSOptions", "tls_options"]
 
@@ -78,6 +79,9 @@ class TLSOptions:
 
         ``handshake_timeout`` (seconds) overrides the TLSSettings default when given.
         """
+        from dicomtls.pki.bundle import PKIFiles
+        from dicomtls.tls.settings import TLSSettings  # loads OpenSSL: only when connecting
+
         if self.no_tls:
             click.echo(
                 "warning: TLS is off (--no-tls): the link is neither encrypted nor authenticated",
