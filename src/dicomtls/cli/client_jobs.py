@@ -7,6 +7,7 @@ command runs, so ``dicomtls store --help`` loads no TLS, network or rich tables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Coroutine
@@ -185,7 +186,11 @@ async def _send_all(
 
 
 def _progress(as_json: bool) -> Any:
-    """The transfer's progress bar (gone when done; none with ``--json``)."""
+    """The transfer's progress bar, gone when done; none with ``--json`` or where the output
+    is not a terminal (a bar there prints nothing, yet it would load rich's live display and
+    redraw itself ten times a second on a thread)."""
+    if as_json or not console.is_terminal:
+        return _NoProgress()
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     return Progress(
@@ -194,9 +199,21 @@ def _progress(as_json: bool) -> Any:
         DownloadColumn(),
         TransferSpeedColumn(),
         console=console,
-        disable=as_json,
         transient=True,
     )
+
+
+class _NoProgress(contextlib.nullcontext["_NoProgress"]):
+    """What :func:`_progress` gives where no bar is shown: the calls a bar takes, doing nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(self)
+
+    def add_task(self, description: str, total: int) -> int:
+        return 0
+
+    def update(self, task: int, advance: int, description: str) -> None:
+        pass
 
 
 def _store_summary(

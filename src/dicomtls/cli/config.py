@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -509,6 +508,8 @@ def read_file(path: Path | None) -> dict[str, Any]:
     """The TOML file's table ({} without one); a syntax error names the file and the line."""
     if path is None:
         return {}
+    import tomllib  # only serve --config reads a file
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
