@@ -94,6 +94,7 @@ def _session_json(assoc: Association) -> dict[str, Any] | None:
 
 
 async def echo(target: Target, as_json: bool) -> int:
+    """C-ECHO: the status and the round trip, as text or JSON; 0 on Success."""
     started = time.perf_counter()
     async with await _open(target, default_proposals()) as assoc:
         status = await assoc.echo()
@@ -141,6 +142,7 @@ def _file_size(header: Part10Header) -> int:
 
 
 async def store(target: Target, as_json: bool, paths: tuple[Path, ...], window: int) -> int:
+    """C-STORE every DICOM file under ``paths`` on one association; 1 if any failed."""
     headers, skipped = collect(paths)
     total = sum(_file_size(h) for h in headers)
     started = time.perf_counter()
@@ -240,6 +242,7 @@ def _model(name: str) -> QueryModel:
 
 
 async def find(target: Target, query: Query, as_json: bool) -> int:
+    """C-FIND: the matches as a table of the asked keys, or as JSON."""
     identifier, qr = query.identifier, _model(query.model)
     proposals = [Proposal(qr.find_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))]
     async with await _open(target, proposals) as assoc:
@@ -264,6 +267,7 @@ def _print_matches(query: Query, matches: list[Dataset]) -> None:
 
 
 async def move(target: Target, query: Query, as_json: bool, dest: str) -> int:
+    """C-MOVE to ``dest``: the final counts; 0 when the node says it succeeded."""
     qr = _model(query.model)
     proposals = [Proposal(qr.move_uid, ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2"))]
     async with await _open(target, proposals) as assoc:
@@ -275,6 +279,7 @@ async def move(target: Target, query: Query, as_json: bool, dest: str) -> int:
 async def get(
     target: Target, query: Query, as_json: bool, out: Path, wanted: tuple[str, ...]
 ) -> int:
+    """C-GET into ``out``: the SOP classes asked of the node first, then every match."""
     identifier, qr = query.identifier, _model(query.model)
     peer = Peer(
         target.host,
