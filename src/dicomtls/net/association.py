@@ -475,7 +475,7 @@ class Association:
         return number(response.command, Tag.Status)
 
     async def store_many(
-        self, files: Iterable[Path | Part10Header]
+        self, paths: Iterable[Path | Part10Header]
     ) -> AsyncIterator[tuple[Path, int | Exception]]:
         """C-STORE each file, with as many requests outstanding as the peer allows.
 
@@ -488,7 +488,7 @@ class Association:
         """
         window = self.negotiated.max_operations or _UNLIMITED_WINDOW
         outstanding: dict[int, Path] = {}
-        for file in files:
+        for file in paths:
             path = file.path if isinstance(file, Part10Header) else file
             while len(outstanding) >= window:
                 yield await self._store_answered(outstanding)
