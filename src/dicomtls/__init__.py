@@ -13,8 +13,9 @@ Names load when first used, so ``import dicomtls`` costs next to nothing.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dicomtls.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -86,14 +87,4 @@ if TYPE_CHECKING:
     from dicomtls.ul.acse import Proposal
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'dicomtls' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # found once; later lookups do not come here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+__getattr__, __dir__ = lazy_names(globals(), _HOME)

@@ -266,3 +266,20 @@ def test_print_config_as_json(tmp_path: Path) -> None:
     assert shown["config"]["ae_title"] == "JSON" and shown["sources"]["ae_title"] == "--ae-title"
     assert shown["config"]["access"] == {"unknown_ae": "reject"}
     assert "key_password" not in shown["config"]
+
+
+def test_the_spelt_out_defaults_are_the_librarys() -> None:
+    """config.py writes the library's defaults as numbers (so --help loads no network stack);
+    they must stay the ones the library uses."""
+    from dataclasses import asdict
+
+    from dicomtls.cli.config import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_LIMITS
+    from dicomtls.net.scp import Limits
+    from dicomtls.tls.settings import TLSSettings
+
+    library = asdict(Limits())
+    assert {key: library[key] for key in DEFAULT_LIMITS} == DEFAULT_LIMITS
+    assert (
+        TLSSettings.__dataclass_fields__["handshake_timeout"].default == DEFAULT_HANDSHAKE_TIMEOUT
+    )
+    assert {s.key: s.default for s in SERVE if s.key in DEFAULT_LIMITS} == DEFAULT_LIMITS

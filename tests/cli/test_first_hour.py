@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from dicomtls.cli.client import SKIPPED_NAMED
+from dicomtls.cli.client_jobs import SKIPPED_NAMED
 from dicomtls.pki import BrokenKind
 
 from ..interop.conftest import RsaPKI, storescp

@@ -18,6 +18,7 @@ from pydicom.uid import UID
 
 from dicomtls.dimse.command import CommandSet, Tag
 from dicomtls.dimse.dataset_scan import ScannedDataset
+from dicomtls.dimse.part10 import Part10Header, read_header
 from dicomtls.dimse.status import Status
 from dicomtls.net.association import Association, AssociationError, associate, default_proposals
 from dicomtls.net.hooks import StoreJob, StoreTarget
@@ -110,7 +111,7 @@ async def _store_many(
     pki: MatrixPKI,
     target: StoreTarget,
     policy: AcceptorPolicy,
-    files: list[Path],
+    files: list[Path] | list[Part10Header],
     window: int,
     *gates: tuple[str, str, str],
 ) -> tuple[int, list[tuple[Path, int | Exception]]]:
@@ -277,3 +278,19 @@ def test_the_window_an_scp_answers(offered: int, ours: int, answered: int) -> No
     assert plain.user_information.async_ops_window is None  # synchronous: not even offered
     plain_ac = answer_request(plain, _policy(ours))
     assert isinstance(plain_ac, AssociateAC) and plain_ac.user_information.async_ops_window is None
+
+
+def test_files_given_as_their_headers_are_sent_from_them(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    """`dicomtls store` reads each header once, to propose contexts, and sends from it."""
+    files = _files(tmp_path, 4)
+    headers = [read_header(f) for f in files]
+    store = DurableStore(tmp_path / "store")
+    _, results = asyncio.run(
+        _store_many(matrix_pki, DurableStoreHandler(store), _policy(), headers, 4)
+    )
+    assert dict(results) == dict.fromkeys(files, Status.SUCCESS)  # answered by path
+    for source in files:
+        sent = pydicom.dcmread(source)
+        assert pydicom.dcmread(store.path_for(sent.SOPInstanceUID)).PixelData == sent.PixelData

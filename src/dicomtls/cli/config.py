@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,17 +259,17 @@ class Setting:
         )
 
 
-def _defaults() -> tuple[Any, float]:
-    """The library's own defaults, so the table cannot drift from them."""
-    from dicomtls.net.scp import Limits
-    from dicomtls.tls.settings import TLSSettings
-
-    timeout = TLSSettings.__dataclass_fields__["handshake_timeout"].default
-    assert isinstance(timeout, float)
-    return Limits(), timeout
-
-
-_LIMITS, _HANDSHAKE_TIMEOUT = _defaults()
+#: The library's own defaults (``net.scp.Limits``, ``TLSSettings.handshake_timeout``), spelt
+#: out so that a command's ``--help`` does not load the network stack to learn five numbers;
+#: tests/cli/test_config.py holds them to the library's.
+DEFAULT_LIMITS = {
+    "max_associations": 100,
+    "max_per_peer": 20,
+    "artim_timeout": 30.0,
+    "idle_timeout": 300.0,
+    "shutdown_grace": 30.0,
+}
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 
 TLS: tuple[Setting, ...] = (
     Setting(
@@ -334,11 +333,13 @@ SERVE: tuple[Setting, ...] = (
         "call (as DCMTK's storescp does), not only --ae-title.",
         flag=True,
     ),
-    Setting("max_associations", COUNT, _LIMITS.max_associations, "Concurrent associations."),
+    Setting(
+        "max_associations", COUNT, DEFAULT_LIMITS["max_associations"], "Concurrent associations."
+    ),
     Setting(
         "max_per_peer",
         COUNT,
-        _LIMITS.max_per_peer,
+        DEFAULT_LIMITS["max_per_peer"],
         "Concurrent associations from one IP address (raise it for a gateway or NAT).",
     ),
     Setting(
@@ -392,14 +393,14 @@ SERVE: tuple[Setting, ...] = (
     Setting(
         "handshake_timeout",
         SECONDS,
-        _HANDSHAKE_TIMEOUT,
+        DEFAULT_HANDSHAKE_TIMEOUT,
         "Close a connection whose TLS handshake is not complete this long after it was accepted.",
         metavar="SECONDS",
     ),
     Setting(
         "artim_timeout",
         SECONDS,
-        _LIMITS.artim_timeout,
+        DEFAULT_LIMITS["artim_timeout"],
         "Close a connection whose "
         "A-ASSOCIATE-RQ is not complete this long after the link is up (and after a release "
         "or rejection).",
@@ -408,14 +409,14 @@ SERVE: tuple[Setting, ...] = (
     Setting(
         "idle_timeout",
         SECONDS,
-        _LIMITS.idle_timeout,
+        DEFAULT_LIMITS["idle_timeout"],
         "Abort an association that completes no PDU for this long.",
         metavar="SECONDS",
     ),
     Setting(
         "shutdown_grace",
         SECONDS,
-        _LIMITS.shutdown_grace,
+        DEFAULT_LIMITS["shutdown_grace"],
         "On Ctrl-C or SIGTERM, how long running transfers may take to finish.",
         metavar="SECONDS",
     ),
@@ -527,6 +528,8 @@ def read_file(path: Path | None) -> dict[str, Any]:
     """The TOML file's table ({} without one); a syntax error names the file and the line."""
     if path is None:
         return {}
+    import tomllib  # only serve --config reads a file
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

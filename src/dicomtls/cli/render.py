@@ -11,16 +11,20 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from dicomtls.dimse.status import status_name
 from dicomtls.text import printable
-from dicomtls.tls.certinfo import CertificateInfo
-from dicomtls.tls.session import SessionInfo
-from dicomtls.tls.verify_error import VerifyError
+
+if TYPE_CHECKING:  # a command's --help loads none of OpenSSL, X.509 or rich's tables
+    from rich.table import Table
+
+    from dicomtls.tls.certinfo import CertificateInfo
+    from dicomtls.tls.session import SessionInfo
+    from dicomtls.tls.verify_error import VerifyError
 
 __all__ = [
     "make_console",
@@ -58,6 +62,8 @@ def make_console(*, stderr: bool = False) -> Console:
 
 def session_table(session: SessionInfo) -> Table:
     """The seed's cipher introspection, as a table."""
+    from rich.table import Table
+
     table = Table(title="Negotiated secure link", show_header=False)
     peer = session.peer_certificate
     rows = [

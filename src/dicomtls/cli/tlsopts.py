@@ -12,17 +12,18 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from dicomtls.cli.config import TLS, ConfigError, options
 from dicomtls.cli.errors import UserError
-from dicomtls.pki import PKIFiles
-from dicomtls.tls.certinfo import CertificateInfo
 from dicomtls.tls.flags import VerifyFlags, parse_verify_flags
-from dicomtls.tls.settings import TLSSettings
-from dicomtls.tls.verify_error import VerifyError
+
+if TYPE_CHECKING:  # the options (and --help) need none of OpenSSL or X.509
+    from dicomtls.tls.certinfo import CertificateInfo
+    from dicomtls.tls.settings import TLSSettings
+    from dicomtls.tls.verify_error import VerifyError
 
 __all__ = ["DEFAULT_PKI", "TLSOptions", "tls_options"]
 
@@ -78,6 +79,8 @@ class TLSOptions:
 
         ``handshake_timeout`` (seconds) overrides the TLSSettings default when given.
         """
+        from dicomtls.tls.settings import TLSSettings  # loads OpenSSL: only when connecting
+
         if self.no_tls:
             click.echo(
                 "warning: TLS is off (--no-tls): the link is neither encrypted nor authenticated",
@@ -85,11 +88,8 @@ class TLSOptions:
             )
             return None
         cert, key, ca = self.cert, self.key, self.ca
-        pki = PKIFiles(DEFAULT_PKI)
-        if cert is None and key is None and pki.exists():
-            cert, key = pki.chain(role), pki.key(role)
-        if not ca and pki.ca.exists():
-            ca = (pki.ca,)
+        if (cert is None and key is None) or not ca:
+            cert, key, ca = _from_default_pki(role, cert, key, ca)
         verify = self.verify_flags()
         _check_identity(cert, key)
         if VerifyFlags.PEER in verify and not ca:
@@ -109,6 +109,20 @@ class TLSOptions:
             on_verify=on_verify,
             **extra,
         )
+
+
+def _from_default_pki(
+    role: str, cert: Path | None, key: Path | None, ca: tuple[Path, ...]
+) -> tuple[Path | None, Path | None, tuple[Path, ...]]:
+    """What the options left out, from the PKI ``dicomtls serve`` made in ./dicom-store/pki."""
+    from dicomtls.pki.bundle import PKIFiles  # the PKI tooling: only when something is missing
+
+    pki = PKIFiles(DEFAULT_PKI)
+    if cert is None and key is None and pki.exists():
+        cert, key = pki.chain(role), pki.key(role)
+    if not ca and pki.ca.exists():
+        ca = (pki.ca,)
+    return cert, key, ca
 
 
 def _check_identity(cert: Path | None, key: Path | None) -> None:

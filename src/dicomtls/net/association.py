@@ -476,7 +476,7 @@ class Association:
         return number(response.command, Tag.Status)
 
     async def store_many(
-        self, paths: Iterable[Path]
+        self, paths: Iterable[Path | Part10Header]
     ) -> AsyncIterator[tuple[Path, int | Exception]]:
         """C-STORE each file, with as many requests outstanding as the peer allows.
 
@@ -484,15 +484,18 @@ class Association:
         D.3.3.3) the next object is on the wire while the peer still commits the last one;
         without, this is ``store`` in a loop. Yields each file with its status, or with the
         error that kept it from being sent (not DICOM, no accepted context), in the order
-        the answers come. An error that ends the association is raised.
+        the answers come. An error that ends the association is raised. A file given as
+        its header (read to choose the proposals) is not read again before its data.
         """
         window = self.negotiated.max_operations or _UNLIMITED_WINDOW
         outstanding: dict[int, Path] = {}
-        for path in paths:
+        for file in paths:
+            path = file.path if isinstance(file, Part10Header) else file
             while len(outstanding) >= window:
                 yield await self._store_answered(outstanding)
             try:
-                outstanding[await self._send_store(read_header(path))] = path
+                header = file if isinstance(file, Part10Header) else read_header(file)
+                outstanding[await self._send_store(header)] = path
             except (Part10Error, _NoContextError) as exc:
                 yield path, exc
         while outstanding:
