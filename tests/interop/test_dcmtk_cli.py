@@ -97,6 +97,35 @@ def test_dcmtk_tools_against_dicomtls_serve(tmp_path: Path) -> None:
         plain.stop()
 
 
+def test_storescu_of_the_retired_aes_profile_is_told_what_it_offered(
+    tmp_path: Path, rsa_pki: RsaPKI
+) -> None:
+    """DCMTK's retired AES profile (+pa) against a BCP 195 node: the node's line says what
+    storescu offered and which profile takes it; served as the line says, storescu stores."""
+    cert, key = rsa_pki.files["scp"]
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key), "--ca", str(rsa_pki.ca)]
+    sample = str(sorted(_folder(tmp_path).rglob("*.dcm"))[0])
+    storescu = ["storescu", "-v", *rsa_pki.dcmtk_args("scu"), "+pa", "-aec", "DICOMTLS"]
+    nodes = []
+    for name, extra in (("bcp195-rfc8996", []), ("bcp195", ["--profile", "bcp195"])):
+        (tmp_path / name).mkdir()
+        nodes.append(Node(tmp_path / name, *tls, *extra))
+    strict, suggested = nodes
+    try:
+        refused = _dcmtk(*storescu, "127.0.0.1", str(strict.port), sample, cwd=tmp_path)
+        line = strict.wait_for("no shared cipher")
+        stored = _dcmtk(*storescu, "127.0.0.1", str(suggested.port), sample, cwd=tmp_path)
+    finally:
+        for node in nodes:
+            node.stop()
+    assert refused.returncode != 0
+    assert "the client offered TLSv1.2 with TLS_RSA_WITH_AES_128_CBC_SHA. Hint: " in line
+    assert "serve this device with --profile bcp195 " in line
+    assert "certificate, and ours is" not in line  # our RSA certificate suits those suites
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    assert "Received Store Response (Success)" in stored.stdout + stored.stderr
+
+
 def test_movescu_against_dicomtls_serve(tmp_path: Path) -> None:
     """Plain TCP: Debian's movescu 3.6.7 has no TLS. The node moves to a second node."""
     (tmp_path / "viewer").mkdir()

@@ -72,6 +72,7 @@ def test_a_client_offering_rsa_key_exchange_only(matrix_pki: MatrixPKI) -> None:
     assert error.hint is not None
     assert error.hint.startswith("the profiles bcp195 (B.9, retired), aes (B.3, retired) accept it")
     assert "--profile bcp195" in error.hint
+    assert error.hint.endswith("those suites need an RSA certificate, and ours is EC")
 
 
 def test_the_readme_shows_the_line_the_node_logs(matrix_pki: MatrixPKI) -> None:

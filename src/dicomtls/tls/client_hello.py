@@ -87,20 +87,20 @@ class ClientHello:
 
     def profiles_that_accept(self) -> list[SecurityProfile]:
         """Our profiles that share a version and a suite with it (the default excluded)."""
-        offered = set(self.suites)
         return [
             profile
             for name, profile in PROFILES.items()
-            if name != DEFAULT_PROFILE and _accepts(profile, self.tls_versions, offered)
+            if name != DEFAULT_PROFILE and self.shared_suites(profile)
         ]
 
-
-def _accepts(profile: SecurityProfile, versions: tuple[TLSVersion, ...], offered: set[int]) -> bool:
-    for version in set(versions) & set(profile.versions):
-        names = profile.tls13_suites if version is TLSVersion.TLSv1_3 else profile.tls12_suites
-        if any(_BY_NAME[name].code in offered for name in names):
-            return True
-    return False
+    def shared_suites(self, profile: SecurityProfile) -> list[CipherSuite]:
+        """The suites it offered that ``profile`` allows under a version both take."""
+        offered = set(self.suites)
+        shared = []
+        for version in set(self.tls_versions) & set(profile.versions):
+            names = profile.tls13_suites if version is TLSVersion.TLSv1_3 else profile.tls12_suites
+            shared += [_BY_NAME[name] for name in names if _BY_NAME[name].code in offered]
+        return shared
 
 
 def _signal(code: int) -> bool:
@@ -168,8 +168,9 @@ def _supported_versions(hello: _Reader) -> tuple[int, ...]:
     return ()
 
 
-def offer_hint(hello: ClientHello) -> str:
-    """What a server's administrator can do about a client it shares nothing with."""
+def offer_hint(hello: ClientHello, our_key: str | None) -> str:
+    """What a server's administrator can do about a client it shares nothing with; ``our_key``
+    is our certificate's key type (``RSA``, ``EC``), since a suite signs with one of them."""
     profiles = hello.profiles_that_accept()
     if not profiles:
         return (
@@ -177,7 +178,12 @@ def offer_hint(hello: ClientHello) -> str:
             "(TLS 1.2 with ECDHE and AES-GCM, or TLS 1.3)"
         )
     named = ", ".join(f"{p.name} ({p.annex}{', retired' if p.retired else ''})" for p in profiles)
-    return (
+    hint = (
         f"the profiles {named} accept it: serve this device with --profile {profiles[0].name} "
         f"(a node of its own, say), or have the device updated to what {DEFAULT_PROFILE} takes"
     )
+    signers = {suite.authentication for suite in hello.shared_suites(profiles[0])}
+    if our_key is not None and our_key not in signers and "any" not in signers:
+        needed = " or ".join(sorted("EC" if s == "ECDSA" else s for s in signers))
+        hint += f"; those suites need an {needed} certificate, and ours is {our_key}"
+    return hint

@@ -611,9 +611,13 @@ class TLSEngine:
                 HandshakeStage.HANDSHAKE,
                 f"{reason}; {offer.describe()}",
                 openssl_error=reason,
-                hint=offer_hint(offer),
+                hint=offer_hint(offer, self._our_key_type()),
             )
         return self._error(HandshakeStage.HANDSHAKE, reason, openssl_error=reason, hint=hint)
+
+    def _our_key_type(self) -> str | None:
+        identity = self.settings.identity
+        return None if identity is None else identity.key_facts[0]
 
     def _nothing_in_common(self, reason: str) -> ClientHello | None:
         """The client's offer, when we are the server and found no version or suite in it."""
