@@ -607,11 +607,13 @@ class TLSEngine:
         hint = _protocol_hint(lowered)
         offer = self._nothing_in_common(lowered)
         if offer is not None:
+            advice = offer_hint(offer, self._our_key_type())
             return self._error(
                 HandshakeStage.HANDSHAKE,
                 f"{reason}; {offer.describe()}",
                 openssl_error=reason,
-                hint=offer_hint(offer, self._our_key_type()),
+                # a version refused says so first: the suites alone would not explain it
+                hint=f"{hint}; {advice}" if hint and "version" in hint else advice,
             )
         return self._error(HandshakeStage.HANDSHAKE, reason, openssl_error=reason, hint=hint)
 
