@@ -604,18 +604,23 @@ class TLSEngine:
                 openssl_error=reason,
                 hint="configure the client with a certificate and key issued by a CA we trust",
             )
+        return self._handshake_error(reason, lowered)
+
+    def _handshake_error(self, reason: str, lowered: str) -> TLSHandshakeError:
+        """A handshake that broke off on our side: for a client we share nothing with, what
+        it offered and which profile would take it."""
         hint = _protocol_hint(lowered)
         offer = self._nothing_in_common(lowered)
-        if offer is not None:
-            advice = offer_hint(offer, self._our_key_type())
-            return self._error(
-                HandshakeStage.HANDSHAKE,
-                f"{reason}; {offer.describe()}",
-                openssl_error=reason,
-                # a version refused says so first: the suites alone would not explain it
-                hint=f"{hint}; {advice}" if hint and "version" in hint else advice,
-            )
-        return self._error(HandshakeStage.HANDSHAKE, reason, openssl_error=reason, hint=hint)
+        if offer is None:
+            return self._error(HandshakeStage.HANDSHAKE, reason, openssl_error=reason, hint=hint)
+        advice = offer_hint(offer, self._our_key_type())
+        return self._error(
+            HandshakeStage.HANDSHAKE,
+            f"{reason}; {offer.describe()}",
+            openssl_error=reason,
+            # a version refused says so first: the suites alone would not explain it
+            hint=f"{hint}; {advice}" if hint and "version" in hint else advice,
+        )
 
     def _our_key_type(self) -> str | None:
         identity = self.settings.identity
