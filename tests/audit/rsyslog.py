@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -171,40 +172,71 @@ input(type="imtcp" address="127.0.0.1" port="{tls_port}" ruleset="tls")
 """
 
 
-def _wait_tcp(server: Rsyslog, deadline: float) -> None:
+def _wait_tls(server: Rsyslog, pki: AuditPKI, deadline: float) -> bool:
+    """Wait until the TLS port completes a mutual handshake with our collector certificate;
+    False if something else answers there: the port was taken between choosing it and
+    rsyslogd binding it (rsyslogd then runs on, without that listener)."""
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
     while True:
         server.check_alive()
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", server.tls_port), timeout=1),
-        ):
-            return
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", server.tls_port), timeout=5) as raw,
+                context.wrap_socket(raw, server_hostname="localhost"),
+            ):
+                return True
+        except ConnectionRefusedError:
+            pass  # not listening yet
+        except OSError:  # ssl.SSLError among them: another server, TLS or not
+            return False
         if time.monotonic() > deadline:
             pytest.fail(f"rsyslogd TLS port never accepted: {server.stderr_text()}")
         time.sleep(0.05)
 
 
-def _wait_udp(server: Rsyslog, deadline: float) -> None:
+def _wait_udp(server: Rsyslog, deadline: float) -> bool:
+    """Wait until a probe sent to the UDP port is logged; False if it never is (the port was
+    taken: another program gets the probes)."""
     marker = f"probe-{uuid.uuid4().hex}"
     probe = f"<13>1 - localhost probe - - - {marker}".encode()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        while True:
+        while time.monotonic() < deadline:
             server.check_alive()
             sock.sendto(probe, ("127.0.0.1", server.udp_port))
             if server.wait_for(server.udp_log, lambda r: marker in r.msg, 1, timeout=0.2):
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"rsyslogd UDP listener never logged a probe: {server.stderr_text()}")
+                return True
+    return False
 
 
 @contextlib.contextmanager
 def running_rsyslog(
     directory: Path, pki: AuditPKI, *, tls_port: int | None = None
 ) -> Iterator[Rsyslog]:
+    """rsyslogd on free ports (``tls_port`` if given), ready on both listeners. A port taken
+    by another program before rsyslogd binds it is found out, and rsyslogd started again on
+    others (a given ``tls_port`` is the test's to keep: then it fails)."""
+    for _attempt in range(5):
+        server = _start(directory, pki, tls_port)
+        try:
+            deadline = time.monotonic() + 30
+            if _wait_tls(server, pki, deadline) and _wait_udp(server, deadline):
+                yield server
+                return
+        finally:
+            _stop(server.process)
+        if tls_port is not None:
+            break
+    pytest.fail(f"rsyslogd found its ports taken: {server.stderr_text()}")
+
+
+def _start(directory: Path, pki: AuditPKI, tls_port: int | None) -> Rsyslog:
     binary = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
     if not os.path.exists(binary):
         pytest.fail("rsyslogd is not installed (scripts/setup.sh installs rsyslog)")
     udp_port, tls_port = free_port(socket.SOCK_DGRAM), tls_port or free_port()
+    for stale in ("udp.log", "tls.log", "rsyslog.pid"):
+        (directory / stale).unlink(missing_ok=True)
     conf = directory / "rsyslog.conf"
     conf.write_text(_config(directory, pki, udp_port, tls_port))
     stderr = directory / "rsyslogd.stderr"
@@ -216,22 +248,19 @@ def running_rsyslog(
             stderr=err,
             start_new_session=True,
         )
-    server = Rsyslog(
+    return Rsyslog(
         process, directory, udp_port, tls_port, directory / "udp.log", directory / "tls.log", stderr
     )
-    try:
-        deadline = time.monotonic() + 15
-        _wait_tcp(server, deadline)
-        _wait_udp(server, deadline)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 @pytest.fixture(scope="session")
