@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dicomtls.cli.config import ae_title_option
+from dicomtls.cli.config import ae_option
 from dicomtls.cli.tlsopts import TLSOptions, tls_options
 from dicomtls.dimse.transfer_syntax import STORAGE_TRANSFER_SYNTAXES
 
@@ -58,22 +58,8 @@ def _common(function: Callable[..., Any]) -> Callable[..., Any]:
         [
             click.argument("host"),
             click.argument("port", type=click.IntRange(1, 65535)),
-            click.option(
-                "--ae-title",
-                default="DICOMTLS-SCU",
-                metavar="AE",
-                callback=ae_title_option,
-                show_default=True,
-                help="Our (calling) AE title.",
-            ),
-            click.option(
-                "--called-ae",
-                default="DICOMTLS",
-                metavar="AE",
-                callback=ae_title_option,
-                show_default=True,
-                help="The peer's (called) AE title.",
-            ),
+            ae_option("--ae-title", "Our (calling) AE title.", default="DICOMTLS-SCU"),
+            ae_option("--called-ae", "The peer's (called) AE title.", default="DICOMTLS"),
             click.option(
                 "--json", "as_json", is_flag=True, help="Print a machine-readable result."
             ),
@@ -233,13 +219,7 @@ def find(target: Target, query: Query, as_json: bool) -> None:
 @click.command()
 @_common
 @_qr
-@click.option(
-    "--dest",
-    required=True,
-    metavar="AE",
-    callback=ae_title_option,
-    help="AE title the node should send the matches to.",
-)
+@ae_option("--dest", "AE title the node should send the matches to.", required=True)
 def move(target: Target, query: Query, as_json: bool, dest: str) -> None:
     """Ask a node to send matching objects to another AE (C-MOVE).
 

@@ -88,6 +88,14 @@ def ae_title_option(ctx: click.Context, param: click.Parameter, value: str) -> s
         raise click.BadParameter(f"'{value}': {exc}", ctx, param) from None
 
 
+def ae_option(flag: str, help: str, **settings: Any) -> Callable[[Callable[..., Any]], Any]:
+    """A command's AE title option (``--ae-title``, ``--called-ae``, ``--dest``): shown as
+    AE and checked by :func:`ae_title_option`; ``settings`` as click takes them."""
+    return click.option(
+        flag, metavar="AE", callback=ae_title_option, help=help, show_default=True, **settings
+    )
+
+
 def _whole(low: int, high: int | None = None) -> Callable[[object], object]:
     expected = "give a whole number " + (
         f"from {low} to {high}" if high is not None else f">= {low}"

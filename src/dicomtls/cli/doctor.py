@@ -9,7 +9,7 @@ import json
 import click
 from rich.table import Table
 
-from dicomtls.cli.config import ae_title_option
+from dicomtls.cli.config import ae_option
 from dicomtls.cli.logsetup import handshake_failures_said_here
 from dicomtls.cli.render import make_console, shown
 from dicomtls.cli.tlsopts import DEFAULT_PKI, TLSOptions, tls_options
@@ -47,22 +47,8 @@ def render(report: Report) -> Table:
 @click.command()
 @click.argument("host")
 @click.argument("port", type=click.IntRange(1, 65535))
-@click.option(
-    "--ae-title",
-    default="DICOMTLS-DOCTOR",
-    show_default=True,
-    metavar="AE",
-    callback=ae_title_option,
-    help="Our (calling) AE title.",
-)
-@click.option(
-    "--called-ae",
-    default="DICOMTLS",
-    show_default=True,
-    metavar="AE",
-    callback=ae_title_option,
-    help="The node's AE title.",
-)
+@ae_option("--ae-title", "Our (calling) AE title.", default="DICOMTLS-DOCTOR")
+@ae_option("--called-ae", "The node's AE title.", default="DICOMTLS")
 @click.option(
     "--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait at each step."
 )
