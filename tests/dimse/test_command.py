@@ -104,3 +104,16 @@ def test_a_failed_get_response_with_a_data_set_element_in_its_command_decodes() 
     command = decode_command(bytes(wire))
     assert command[Tag.Status] == 0xA702 and command[Tag.NumberOfFailedSuboperations] == 1
     assert command_field(command) is CommandField.C_GET_RSP
+
+
+def test_an_error_comment_beyond_ascii_keeps_its_status() -> None:
+    """A peer's Latin-1 Error Comment (an LO for people) is read escaped: refusing it would
+    have cost the response its status and the association."""
+    from dicomtls.dimse.command import answered_status
+
+    sent = encode_command(
+        {Tag.CommandField: 0x8001, Tag.Status: 0xA700, Tag.ErrorComment: "Platte voll!!"}
+    )
+    status = answered_status(decode_command(sent.replace(b"voll!!", b"voll\xfc\xfc")))
+    assert status == 0xA700
+    assert status.comment == "Platte voll\\xfc\\xfc"

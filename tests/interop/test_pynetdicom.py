@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
 from pathlib import Path
 
 import pydicom
@@ -11,6 +12,7 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
+from dicomtls.dimse.status import AnsweredStatus
 from dicomtls.net.association import associate, default_proposals
 from dicomtls.net.scp import Services, serve_dicom
 from dicomtls.node.storage import DurableStore
@@ -18,6 +20,7 @@ from dicomtls.node.store_scp import DurableStoreHandler
 from dicomtls.tls.flags import VerifyFlags
 from dicomtls.ul.acse import AcceptorPolicy
 
+from ..cli.test_node_cli import ENV, EXE
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
 
@@ -122,3 +125,66 @@ def test_our_scu_to_pynetdicom_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> Non
     assert (echo, stored) == (0, 0)
     assert protocol.startswith("TLSv1.")
     assert len(received) == 1 and received[0].PixelData == pydicom.dcmread(path).PixelData
+
+
+def test_a_pynetdicom_scp_s_error_comment_reaches_our_scu(
+    matrix_pki: MatrixPKI, tmp_path: Path
+) -> None:
+    """A failure with the SCP's reason in Error Comment (0000,0902): the status alone, 0xA700,
+    does not say the disk is full; `dicomtls store` shows the reason beside it."""
+    path = tmp_path / "ct.dcm"
+    _make_file(path, pixels=1_000)
+
+    def on_store(event: evt.Event) -> pydicom.Dataset:
+        status = pydicom.Dataset()
+        status.Status = 0xA700
+        status.ErrorComment = "disk full on /archive"
+        return status
+
+    ae = AE(ae_title="PYNETSCP")
+    ae.add_supported_context(CTImageStorage, [EXPLICIT, IMPLICIT])
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"),
+    )
+    assert server is not None
+    port = server.server_address[1]
+    try:
+
+        async def run() -> int:
+            settings = matrix_pki.settings("client", PEER_FAIL)
+            proposals = default_proposals([CT])
+            async with await associate(
+                "127.0.0.1", port, settings, called_ae="PYNETSCP", proposals=proposals
+            ) as assoc:
+                return await assoc.store(path)
+
+        stored = asyncio.run(run())
+        files = matrix_pki.files["client"]
+        tls = ["--ca", str(matrix_pki.ca_file), "--tls-cert", str(files.cert)]
+        said = subprocess.run(
+            [
+                EXE,
+                "store",
+                "127.0.0.1",
+                str(port),
+                str(path),
+                "--called-ae",
+                "PYNETSCP",
+                *tls,
+                "--tls-key",
+                str(files.key),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=ENV,
+        )
+    finally:
+        server.shutdown()
+    assert stored == 0xA700 and isinstance(stored, AnsweredStatus)
+    assert stored.comment == "disk full on /archive"
+    assert said.returncode == 1
+    assert "0xA700 out of resources (failure): the node says 'disk full on /archive'" in said.stdout

@@ -173,7 +173,10 @@ async def store(target: Target, as_json: bool, paths: tuple[Path, ...], window: 
             json.dumps(
                 {
                     "stored": len(results) - len(failed),
-                    "failed": [{"path": str(p), "status": o} for p, o in failed],
+                    "failed": [
+                        {"path": str(p), "status": o, "comment": getattr(o, "comment", None)}
+                        for p, o in failed
+                    ],
                     "skipped_non_dicom": [str(p) for p, _ in skipped],
                     "bytes": total,
                     "seconds": round(elapsed, 3),
@@ -252,11 +255,17 @@ def _store_summary(
     console.print(table)
     for path, outcome in results:
         if outcome != 0:
-            reason = status_text(outcome) if isinstance(outcome, int) else outcome
+            reason = _answered_text(outcome) if isinstance(outcome, int) else outcome
             console.print(f"[red]failed[/red] {shown(path)}: {shown(reason)}")
     _say_skipped(skipped)
     rate = total / elapsed / 1e6 if elapsed else 0.0
     console.print(f"{total / 1e6:.1f} MB in {elapsed:.2f} s ({rate:.1f} MB/s)")
+
+
+def _answered_text(status: int) -> str:
+    """The status in words, and the peer's own reason when it gave one (Error Comment)."""
+    comment = getattr(status, "comment", None)
+    return status_text(status) + (f": the node says {comment!r}" if comment else "")
 
 
 def _say_skipped(skipped: list[tuple[Path, str]]) -> None:
@@ -347,6 +356,7 @@ def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
             json.dumps(
                 {
                     "status": result.status,
+                    "comment": getattr(result.status, "comment", None),
                     "ok": result.ok,
                     "completed": result.completed,
                     "failed": result.failed,
@@ -357,6 +367,6 @@ def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
         )
         return
     console.print(
-        f"{service}: {status_text(result.status)}; completed {result.completed}, "
+        f"{service}: {shown(_answered_text(result.status))}; completed {result.completed}, "
         f"failed {result.failed}, warnings {result.warning}"
     )

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from dicomtls.dimse.status import AnsweredStatus
 from dicomtls.errors import DicomTLSError
 
 __all__ = [
@@ -180,6 +181,9 @@ def _decode_value(tag: int, raw: bytes) -> Value:
         if not raw or len(raw) % 4:
             raise _length_error(tag, raw, vr, 4)
         return tuple((g << 16) | e for g, e in struct.iter_unpack("<HH", raw))
+    if vr == "LO":  # a comment for people: a peer's Latin-1 must not cost its status
+        text = raw.decode("ascii", errors="backslashreplace")
+        return text.rstrip("\x00 ").lstrip(" ")
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -274,6 +278,14 @@ def number(command: CommandSet, tag: Tag, default: int | None = None) -> int:
     if not isinstance(value, int):
         raise CommandError(f"{_tag_name(tag)} is missing or not a number: {value!r}", tag)
     return value
+
+
+def answered_status(command: CommandSet) -> AnsweredStatus:
+    """A response's Status with its Error Comment, if the peer gave one (an LO: the first 64
+    characters, padding stripped; the peer's text, to be escaped wherever it is shown)."""
+    comment = command.get(Tag.ErrorComment)
+    said = comment[:64] if isinstance(comment, str) and comment else None
+    return AnsweredStatus(number(command, Tag.Status), said)
 
 
 def has_dataset(command: CommandSet) -> bool:

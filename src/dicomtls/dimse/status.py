@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Category", "Status", "status_category", "status_name"]
+__all__ = ["AnsweredStatus", "Category", "Status", "status_category", "status_name"]
 
 
 class Category(enum.StrEnum):
@@ -18,6 +18,19 @@ class Category(enum.StrEnum):
     CANCEL = "cancel"
     WARNING = "warning"
     FAILURE = "failure"
+
+
+class AnsweredStatus(int):
+    """A status as a peer answered it, with the Error Comment (0000,0902) it may give: the
+    reason for a failure in its own words, which a bare 0xA700 does not say. An ``int``, so
+    it compares and prints as the status always did."""
+
+    comment: str | None
+
+    def __new__(cls, status: int, comment: str | None = None) -> AnsweredStatus:
+        answered = super().__new__(cls, status)
+        answered.comment = comment
+        return answered
 
 
 class Status(enum.IntEnum):

@@ -23,6 +23,7 @@ from dicomtls.dimse.command import (
     CommandField,
     CommandSet,
     Tag,
+    answered_status,
     command_field,
     encode_command,
     number,
@@ -470,10 +471,11 @@ class Association:
         return await self.store_header(read_header(path))
 
     async def store_header(self, header: Part10Header) -> int:
-        """C-STORE the file ``header`` was read from; returns the status."""
+        """C-STORE the file ``header`` was read from; returns the status (an
+        :class:`AnsweredStatus`, with the peer's Error Comment if it gave one)."""
         message_id = await self._send_store(header)
         response = await self.response(CommandField.C_STORE_RSP, message_id)
-        return number(response.command, Tag.Status)
+        return answered_status(response.command)
 
     async def store_many(
         self, paths: Iterable[Path | Part10Header]
@@ -504,7 +506,7 @@ class Association:
     async def _store_answered(self, outstanding: dict[int, Path]) -> tuple[Path, int]:
         response = await self._response_to(CommandField.C_STORE_RSP, outstanding)
         path = outstanding.pop(number(response.command, Tag.MessageIDBeingRespondedTo))
-        return path, number(response.command, Tag.Status)
+        return path, answered_status(response.command)
 
     async def _send_store(self, header: Part10Header) -> int:
         """Send one C-STORE-RQ with the file's data set (converted if the peer needs it); its

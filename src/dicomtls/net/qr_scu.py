@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dicomtls.dimse import sop_classes as sop_classes_module
-from dicomtls.dimse.command import CommandField, CommandSet, Tag, command_field, number
+from dicomtls.dimse.command import (
+    CommandField,
+    CommandSet,
+    Tag,
+    answered_status,
+    command_field,
+    number,
+)
 from dicomtls.dimse.datasets import decode_dataset, encode_dataset
 from dicomtls.dimse.messages import c_cancel_rq, c_find_rq, c_get_rq, c_move_rq, c_store_rsp
 from dicomtls.dimse.pdv import CommandReceived
@@ -28,6 +35,7 @@ from dicomtls.logs import get_logger
 from dicomtls.net.hooks import StoreJob, StoreTarget
 from dicomtls.net.inbound import InboundObject
 from dicomtls.net.outbound import MAX_CONTEXTS
+from dicomtls.text import printable
 from dicomtls.ul.acse import Proposal
 
 if TYPE_CHECKING:
@@ -194,7 +202,7 @@ async def find(
         budget = association.max_find_memory
         while True:
             response = await association.response(CommandField.C_FIND_RSP, message_id)
-            status = number(response.command, Tag.Status)
+            status = answered_status(response.command)
             category = status_category(status)
             if category is Category.PENDING and response.dataset is not None:
                 budget -= len(response.dataset) + MATCH_OVERHEAD
@@ -205,7 +213,10 @@ async def find(
                 continue
             if category in (Category.SUCCESS, Category.CANCEL):
                 return
-            raise AssociationError(f"C-FIND failed at {association.peer}: {status_name(status)}")
+            said = f": the node says {printable(status.comment)!r}" if status.comment else ""
+            raise AssociationError(
+                f"C-FIND failed at {association.peer}: {status_name(status)}{said}"
+            )
 
 
 async def _cancel_find(association: Association, message_id: int) -> None:
@@ -261,7 +272,7 @@ async def cancel(association: Association, message_id: int) -> None:
 
 def _note_response(command: CommandSet, result: RetrieveResult) -> None:
     """A C-MOVE/C-GET response's status and sub-operation counts, into ``result``."""
-    result.status = number(command, Tag.Status)
+    result.status = answered_status(command)  # with the SCP's Error Comment, if any
     result.completed = number(command, Tag.NumberOfCompletedSuboperations, result.completed)
     result.failed = number(command, Tag.NumberOfFailedSuboperations, result.failed)
     result.warning = number(command, Tag.NumberOfWarningSuboperations, result.warning)
