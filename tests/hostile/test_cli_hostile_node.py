@@ -60,15 +60,22 @@ def answering_get(link: SCPLink) -> None:
     link.release()
 
 
-def test_get_leaves_out_a_sop_class_that_is_not_a_uid(
-    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, tmp_path: Path
-) -> None:
-    finder = HostileSCP(scp_context, answering_find(_classes_in_study(CT, NOT_A_UID))).start()
-    getter = HostileSCP(scp_context, answering_get, server=finder.server)
-    client = matrix_pki.files["client"]
+def dicomtls_get(
+    pki: MatrixPKI,
+    scp_context: ssl.SSLContext,
+    out: Path,
+    find: Callable[[SCPLink], None],
+    get: Callable[..., None],
+) -> tuple[int, str, str, SCPLink]:
+    """Run ``dicomtls get`` into ``out`` against a hostile node: ``find`` answers the
+    question for the study's SOP classes, ``get`` the C-GET's association. The command's
+    exit code, output, errors, and the C-GET's link as the node saw it."""
+    finder = HostileSCP(scp_context, find).start()
+    getter = HostileSCP(scp_context, get, server=finder.server)
+    client = pki.files["client"]
     command = [
-        EXE, "get", "127.0.0.1", str(finder.port), "--out", str(tmp_path / "got"),
-        "--called-ae", "HOSTILE", "--ca", str(matrix_pki.ca_file),
+        EXE, "get", "127.0.0.1", str(finder.port), "--out", str(out),
+        "--called-ae", "HOSTILE", "--ca", str(pki.ca_file),
         "--tls-cert", str(client.cert), "--tls-key", str(client.key),
         "-k", "StudyInstanceUID=1.2.3",
     ]  # fmt: skip
@@ -77,9 +84,18 @@ def test_get_leaves_out_a_sop_class_that_is_not_a_uid(
     ) as got:
         finder.join()
         getter.start()  # the C-GET's association waits in the listen queue until now
-        out, err = got.communicate(timeout=60)
-    link = getter.join()
-    assert got.returncode == 0, err
+        said, err = got.communicate(timeout=60)
+    return got.returncode, said, err, getter.join()
+
+
+def test_get_leaves_out_a_sop_class_that_is_not_a_uid(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, tmp_path: Path
+) -> None:
+    find = answering_find(_classes_in_study(CT, NOT_A_UID))
+    code, out, err, link = dicomtls_get(
+        matrix_pki, scp_context, tmp_path / "got", find, answering_get
+    )
+    assert code == 0, err
     assert "completed 0, failed 0" in out, out
     proposed = link.received[0]
     assert isinstance(proposed, AssociateRQ)

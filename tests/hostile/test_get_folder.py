@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,12 +22,11 @@ from dicomtls.dimse.messages import c_get_rsp, c_store_rq
 from dicomtls.dimse.status import Status
 from dicomtls.ul.pdu import AssociateRQ
 
-from ..cli.test_node_cli import ENV, EXE
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
 from .dimse import EXPLICIT, message_pdus
-from .scp import HostileSCP, SCPLink, status_of
-from .test_cli_hostile_node import STUDY, _classes_in_study, answering_find
+from .scp import SCPLink, status_of
+from .test_cli_hostile_node import STUDY, _classes_in_study, answering_find, dicomtls_get
 
 
 def _receiving_context(link: SCPLink, sop_class: str) -> int:
@@ -83,23 +81,9 @@ def _get(
     pki: MatrixPKI, scp_context: ssl.SSLContext, out: Path, script: Callable[..., None]
 ) -> str:
     """Run ``dicomtls get`` into ``out`` against a node that pushes with ``script``."""
-    finder = HostileSCP(scp_context, answering_find(_classes_in_study(CT))).start()
-    getter = HostileSCP(scp_context, script, server=finder.server)
-    client = pki.files["client"]
-    command = [
-        EXE, "get", "127.0.0.1", str(finder.port), "--out", str(out),
-        "--called-ae", "HOSTILE", "--ca", str(pki.ca_file),
-        "--tls-cert", str(client.cert), "--tls-key", str(client.key),
-        "-k", "StudyInstanceUID=1.2.3",
-    ]  # fmt: skip
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-    ) as got:
-        finder.join()
-        getter.start()  # the C-GET's association waits in the listen queue until now
-        out_text, err = got.communicate(timeout=60)
-    getter.join()
-    return out_text + err
+    find = answering_find(_classes_in_study(CT))
+    _, said, err, _ = dicomtls_get(pki, scp_context, out, find, script)
+    return said + err
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from dicomtls.ul.acse import Proposal
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, _make_file
 from .conftest import LiveNode, echo_now
-from .dimse import EXPLICIT, identifier
+from .dimse import EXPLICIT, Answer, identifier
 from .peers import IMPLICIT
 from .test_bounds import _dataset, _talk
 
@@ -138,10 +138,22 @@ def test_an_object_of_too_many_elements_is_not_converted(
     study = generate_uid()
     uid, dataset = _many_items(tmp_path, study, 150_000)  # 450,000 elements, 4 MB
     _stored(node, matrix_pki, uid, dataset)
+    final, grown, line = _get_that_fails(node, matrix_pki, study, IMPLICIT)
+    assert number(final.command, Tag.NumberOfFailedSuboperations) == 1
+    assert "more than 200,000 elements" in line and uid in line, line
+    assert grown < 64 * 1024, grown
+
+
+def _get_that_fails(
+    node: LiveNode, pki: MatrixPKI, study: str, syntax: str
+) -> tuple[Answer, int, str]:
+    """A C-GET of ``study`` by a peer that takes CT only in ``syntax``, which the node must
+    convert to and refuses to: its one final response (A702H), the node's peak RSS growth
+    meanwhile (KiB) and its line about the peer."""
     get = _talk(
         node,
-        matrix_pki,
-        [Proposal(GET, (EXPLICIT,)), Proposal(CT, (IMPLICIT,), scu_role=False, scp_role=True)],
+        pki,
+        [Proposal(GET, (EXPLICIT,)), Proposal(CT, (syntax,), scu_role=False, scp_role=True)],
     )
     before = _peak_from_now(node)
     get.send(1, c_get_rq(1, GET), identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study))
@@ -150,11 +162,8 @@ def test_an_object_of_too_many_elements_is_not_converted(
     line = node.wait_for(get.peer.name)
     get.peer.close()
     assert [number(a.command, Tag.CommandField) for a in answers] == [CommandField.C_GET_RSP]
-    final = answers[-1]
-    assert final.status == Status.OUT_OF_RESOURCES_SUBOPERATIONS, hex(final.status)
-    assert number(final.command, Tag.NumberOfFailedSuboperations) == 1
-    assert "more than 200,000 elements" in line and uid in line, line
-    assert grown < 64 * 1024, grown
+    assert answers[-1].status == Status.OUT_OF_RESOURCES_SUBOPERATIONS, hex(answers[-1].status)
+    return answers[-1], grown, line
 
 
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
@@ -193,18 +202,6 @@ def test_a_decompression_bomb_is_not_converted(
     talk.send(1, c_store_rq(1, CT, uid), dataset)
     assert [a.status for a in talk.until_final()] == [Status.SUCCESS]
     talk.peer.close()
-    get = _talk(
-        node,
-        matrix_pki,
-        [Proposal(GET, (EXPLICIT,)), Proposal(CT, (EXPLICIT,), scu_role=False, scp_role=True)],
-    )
-    before = _peak_from_now(node)
-    get.send(1, c_get_rq(1, GET), identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study))
-    answers = get.until_final()
-    grown = _peak_kib(node) - before
-    line = node.wait_for(get.peer.name)
-    get.peer.close()
-    assert [number(a.command, Tag.CommandField) for a in answers] == [CommandField.C_GET_RSP]
-    assert answers[-1].status == Status.OUT_OF_RESOURCES_SUBOPERATIONS, hex(answers[-1].status)
+    _, grown, line = _get_that_fails(node, matrix_pki, study, EXPLICIT)
     assert "would decode to 268,435,456 bytes of pixel data" in line and uid in line, line
     assert grown < 64 * 1024, grown

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -85,6 +87,21 @@ def test_pynetdicom_scu_to_our_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> Non
         assert pydicom.dcmread(store.path_for(sent.SOPInstanceUID)).PixelData == sent.PixelData
 
 
+def _storage_scp(pki: MatrixPKI, on_store: Callable[[evt.Event], object]) -> Any:
+    """A pynetdicom storage SCP (and Verification) over TLS, serving from its own thread."""
+    ae = AE(ae_title="PYNETSCP")
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(CTImageStorage, [EXPLICIT, IMPLICIT])
+    server = ae.start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        ssl_context=_context(pki, ssl.Purpose.CLIENT_AUTH, "server"),
+    )
+    assert server is not None  # block=False: it serves from its own thread
+    return server
+
+
 def test_our_scu_to_pynetdicom_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> None:
     path = tmp_path / "ct.dcm"
     _make_file(path, pixels=150_000)
@@ -94,16 +111,7 @@ def test_our_scu_to_pynetdicom_scp(matrix_pki: MatrixPKI, tmp_path: Path) -> Non
         received.append(event.dataset)
         return 0x0000
 
-    ae = AE(ae_title="PYNETSCP")
-    ae.add_supported_context(Verification)
-    ae.add_supported_context(CTImageStorage, [EXPLICIT, IMPLICIT])
-    server = ae.start_server(
-        ("127.0.0.1", 0),
-        block=False,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"),
-    )
-    assert server is not None  # block=False: it serves from its own thread
+    server = _storage_scp(matrix_pki, on_store)
     port = server.server_address[1]
     try:
 
@@ -141,15 +149,7 @@ def test_a_pynetdicom_scp_s_error_comment_reaches_our_scu(
         status.ErrorComment = "disk full on /archive"
         return status
 
-    ae = AE(ae_title="PYNETSCP")
-    ae.add_supported_context(CTImageStorage, [EXPLICIT, IMPLICIT])
-    server = ae.start_server(
-        ("127.0.0.1", 0),
-        block=False,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        ssl_context=_context(matrix_pki, ssl.Purpose.CLIENT_AUTH, "server"),
-    )
-    assert server is not None
+    server = _storage_scp(matrix_pki, on_store)
     port = server.server_address[1]
     try:
 
