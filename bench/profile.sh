@@ -33,8 +33,10 @@ for line in open(sys.argv[1]):
     stack, _, n = line.rstrip().rpartition(" ")
     n = int(n)
     frames = stack.split(";")
-    # the transfer only: not imports, start-up, or the SCU's pre-clock file scan
-    if not any(("Association.store" in f or "_serve_association" in f) for f in frames):
+    # the transfer only: not imports, start-up, or the SCU's pre-clock file scan; the SCP's
+    # C-STORE tasks (commit, index row, answer) run outside _serve_association's stack
+    transfer = ("Association.store", "_serve_association", "Dispatcher._store")
+    if not any(any(name in f for name in transfer) for f in frames):
         continue
     total += n
     self_[frames[-1]] += n

@@ -77,6 +77,9 @@ def _receive_buffer() -> memoryview:
 #: Plaintext encrypted per step: its ciphertext (16 records and their overhead) leaves the
 #: memory BIO in one read and goes to the socket as it is, never joined with the next.
 _ENCRYPT_SLICE = 240 << 10
+#: Small messages (a C-STORE-RSP, about 200 bytes) written in one turn of the loop leave in
+#: one send; above this much plaintext waiting they go at once, so memory stays bounded.
+_CORK_LIMIT = 64 << 10
 #: The transport's write buffer: :meth:`SecureLink.send` waits above this much ciphertext,
 #: so what it encrypts next mostly goes straight to the socket instead of being copied into
 #: asyncio's buffer first, and memory stays bounded.
@@ -270,6 +273,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
         self._reader: asyncio.Future[None] | None = None
         self._paused_reading = False
         self._write_paused = False
+        self._corked = 0  # plaintext of small writes encrypted, not yet handed to the socket
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._handshake_failed = False  # reported once; the close that follows says nothing new
@@ -720,7 +724,7 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             return
         if len(data) <= _ENCRYPT_SLICE:
             engine.send(bytes(data) if isinstance(data, bytearray) else data)
-            self._flush()
+            self._flush_soon(len(data))
             return
         view = memoryview(data).cast("B")
         for start in range(0, len(view), _ENCRYPT_SLICE):
@@ -733,7 +737,19 @@ class _LinkProtocol(asyncio.BufferedProtocol):
             self.write(view[start : start + _ENCRYPT_SLICE])
             await self.drain()
 
+    def _flush_soon(self, size: int) -> None:
+        """Send at the end of this turn of the loop: the answers to several C-STOREs committed
+        together leave in one send, where a send each cost the SCP about as much CPU as
+        writing the object (a loopback send runs the peer's receive path too). Nothing holds
+        the caller's buffer meanwhile: the engine has already encrypted it into its own."""
+        if self._corked == 0 and size < _CORK_LIMIT:
+            self._loop.call_soon(self._flush)
+        self._corked += size
+        if self._corked >= _CORK_LIMIT:
+            self._flush()
+
     def _flush(self) -> None:
+        self._corked = 0
         if self.engine is None or self._transport is None:
             return
         for chunk in self.engine.data_to_send():
@@ -766,6 +782,8 @@ class _LinkProtocol(asyncio.BufferedProtocol):
 
     def abort(self) -> None:
         if self._transport is not None:
+            if self._corked:  # what was written goes first, as if it had been sent at once
+                self._flush()
             self._transport.abort()
 
 

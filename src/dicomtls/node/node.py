@@ -29,7 +29,7 @@ from dicomtls.net.qr_scu import QueryModel
 from dicomtls.net.scp import DicomServer, Limits, Services, serve_dicom, storage_policy
 from dicomtls.node.activity import ActivityLog, chained
 from dicomtls.node.backends import Backends, IndexBackend, ObjectStore, open_backends
-from dicomtls.node.index import INDEXED_KEYWORDS
+from dicomtls.node.index import INDEXED_KEYWORDS, Index
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
@@ -327,6 +327,7 @@ def _services(
         identity_of=index.identity,  # a SOP instance held is replaced only by itself
         on_resent=reporter.resent,
         index_blocks=index.remote,
+        together=index.transaction if isinstance(index, Index) else None,
     )
     return Services(
         store=keeper,

@@ -74,10 +74,11 @@ _STAGED = ".new"  # a link made to replace an earlier copy atomically
 _WRITEBACK_STEP = 32 << 20
 _names = itertools.count()  # temporary names are unique in this process; the pid across them
 #: Temporary files made ahead: enough for the objects a pipelining SCU has in flight to find
-#: theirs ready, few enough that a crash leaves a handful of empty files to remove. They are
+#: theirs ready, few enough that a crash leaves a few dozen empty files to remove. They are
 #: made in batches, once half are used: each request wakes a thread, which costs the event
-#: loop more than the file it makes.
-_SPARES = 8
+#: loop more than the file it makes (batches of 4 left 64 KiB objects making their own files
+#: on the loop, and woke the thread for every 4th object).
+_SPARES = 32
 
 
 @dataclass(frozen=True)
