@@ -252,7 +252,10 @@ def test_a_data_set_of_another_sop_class_than_the_command_named(
     ds.save_as(sample, enforce_file_format=True)
     talk = _talk(node, matrix_pki, [Proposal(CT, (EXPLICIT,))])
     talk.send(1, c_store_rq(1, CT, ds.SOPInstanceUID), _dataset(sample))
-    assert [a.status for a in talk.until_final()] == [Status.DATASET_DOES_NOT_MATCH_SOP_CLASS]
+    (answer,) = talk.until_final()
+    assert answer.status == Status.DATASET_DOES_NOT_MATCH_SOP_CLASS
+    # the sender is told why, in words about its own data (Error Comment, an LO)
+    assert answer.command[Tag.ErrorComment] == "the data set's SOP class UID is not the command's"
     line = node.wait_for(talk.peer.name)
     talk.peer.close()
     assert f"the data set holds SOP class '{MR}', the command named '{CT}'" in line

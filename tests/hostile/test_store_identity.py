@@ -204,6 +204,8 @@ def test_a_resend_from_another_patient_is_refused_audited_and_the_object_kept(
     status, line = _hostile(site, lambda a: a.store(other))
 
     assert status == Status.NOT_AUTHORIZED.value == 0x0124
+    # the sender is told that much in the response, nothing of what the store holds
+    assert getattr(status, "comment", None) == "this SOP Instance UID is held as another object"
     assert "0x0124" in line and "PatientID differ" in line and "held is kept" in line
     assert "ATTACKER-2" not in line and "VICTIM-1" not in line  # patient IDs go to the audit only
     assert site.find(uid, study, series) == [(uid, "VICTIM-1")]

@@ -89,8 +89,14 @@ def c_store_rsp(
     command = _rsp(CommandField.C_STORE_RSP, sop_class, responding_to, status, dataset=False)
     command[Tag.AffectedSOPInstanceUID] = sop_instance
     if comment:
-        command[Tag.ErrorComment] = comment[:64]
+        command[Tag.ErrorComment] = _lo(comment)
     return command
+
+
+def _lo(text: str) -> str:
+    """``text`` as an LO value (PS3.5 6.2): 64 characters of printable ASCII at most, no
+    backslash; anything else, a UID or value quoted from a peer say, becomes ``?``."""
+    return "".join(ch if " " <= ch <= "~" and ch != "\\" else "?" for ch in text[:64])
 
 
 def c_find_rq(message_id: int, sop_class: str, priority: Priority = Priority.MEDIUM) -> CommandSet:

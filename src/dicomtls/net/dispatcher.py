@@ -384,7 +384,11 @@ class Dispatcher:
             return
         status = await inbound.finish()
         response = c_store_rsp(
-            _message_id(message), inbound.sop_class_uid, inbound.sop_instance_uid, status
+            _message_id(message),
+            inbound.sop_class_uid,
+            inbound.sop_instance_uid,
+            status,
+            getattr(status, "comment", None),  # a refusal's reason, for the sender
         )
         await self._reply(message, response)
         record = StoreRecord(

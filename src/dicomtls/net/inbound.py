@@ -27,7 +27,7 @@ from dicomtls.dimse.dataset_scan import (
     DatasetScanner,
     ScannedDataset,
 )
-from dicomtls.dimse.status import Status, status_name
+from dicomtls.dimse.status import AnsweredStatus, Status, status_name
 from dicomtls.logs import get_logger
 from dicomtls.net.hooks import StoreJob
 
@@ -105,7 +105,8 @@ class InboundObject:
         return time.perf_counter() - self.started
 
     async def finish(self) -> int:
-        """The whole data set is in: commit it, or refuse it; the status to answer."""
+        """The whole data set is in: commit it, or refuse it; the status to answer (with a
+        comment for the sender, :class:`AnsweredStatus`, where one is due)."""
         checked = self._checked()
         if isinstance(checked, int):
             self.job.abort()
@@ -124,7 +125,8 @@ class InboundObject:
                 raise self._unreadable
             scanned = self._scanner.finish()
         except DatasetScanError as exc:
-            return self._refuse(Status.CANNOT_UNDERSTAND, f"the data set cannot be parsed: {exc}")
+            why = f"the data set cannot be parsed: {exc}"
+            return self._refuse(Status.CANNOT_UNDERSTAND, why, why)
         for tag, announced, what in (
             (_SOP_CLASS_UID, self.sop_class_uid, "SOP class"),
             (_SOP_INSTANCE_UID, self.sop_instance_uid, "SOP instance"),
@@ -134,10 +136,13 @@ class InboundObject:
                 return self._refuse(
                     Status.DATASET_DOES_NOT_MATCH_SOP_CLASS,
                     f"the data set holds {what} {found!r}, the command named {announced!r}",
+                    f"the data set's {what} UID is not the command's",
                 )
         return scanned
 
-    def _refuse(self, status: int, why: str) -> int:
+    def _refuse(self, status: int, why: str, told: str) -> AnsweredStatus:
+        """Refuse the object: ``why`` in the node's log, ``told`` to the sender as the
+        response's Error Comment (about its own data: nothing of the node's)."""
         log.warning(
             "C-STORE from %s of %s refused (%s): %s",
             self.peer,
@@ -145,4 +150,4 @@ class InboundObject:
             status_name(status),
             why,
         )
-        return status
+        return AnsweredStatus(status, told)

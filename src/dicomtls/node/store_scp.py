@@ -51,7 +51,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from dicomtls.dimse.command import CommandSet, Tag
 from dicomtls.dimse.dataset_scan import ScannedDataset, keyword_tag
 from dicomtls.dimse.datasets import keyword_texts
-from dicomtls.dimse.status import Status, status_name
+from dicomtls.dimse.status import AnsweredStatus, Status, status_name
 from dicomtls.logs import get_logger
 from dicomtls.node.backends import IncomingObject, ObjectStore
 from dicomtls.node.held_files import files_held
@@ -262,7 +262,7 @@ class _Job:
         unindexable = _too_long(dataset) or nul_inside(attributes)
         if unindexable is not None:
             incoming.abort()
-            return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, unindexable)
+            return self._refuse(Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, unindexable, unindexable)
         async with self._handler.claim(self._sop_instance_uid):
             try:
                 resent = await self._handler.held(self._sop_instance_uid, attributes)
@@ -284,6 +284,7 @@ class _Job:
             Status.NOT_AUTHORIZED,
             f"the store holds this SOP instance as another object (its "
             f"{' and '.join(resent.differences)} differ); the object held is kept",
+            "this SOP Instance UID is held as another object",
         )
 
     def _replaced(self, resent: Resent) -> None:
@@ -295,7 +296,9 @@ class _Job:
         )
         self._handler.report(self._association, resent)
 
-    def _refuse(self, status: int, why: str) -> int:
+    def _refuse(self, status: int, why: str, told: str) -> AnsweredStatus:
+        """Refuse the object: ``why`` in the node's log, ``told`` to the sender as the
+        response's Error Comment (about its own object, never what the store holds)."""
         log.warning(
             "C-STORE from %s of %s refused (%s): %s",
             self._peer,
@@ -303,7 +306,7 @@ class _Job:
             status_name(status),
             why,
         )
-        return status
+        return AnsweredStatus(status, told)
 
     async def _committed(
         self, incoming: IncomingObject, attributes: Mapping[str, str], transfer_syntax: str
