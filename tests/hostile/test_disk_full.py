@@ -1,0 +1,170 @@
+"""A peer with a valid certificate stores until the disk is full; a node's C-GET never ends.
+
+Run on a real small file system (a tmpfs of a few MiB, mounted here as root) against a real
+``dicomtls serve`` over mutual TLS, and a real ``dicomtls get`` against a hostile SCP:
+
+- a peer that stores until the disk is full took the last bytes from the index and the
+  audit trail: the C-STOREs that followed were refused only once SQLite could not grow
+  ("database or disk is full"), and the audit records of everyone else's work were lost.
+  Now the store keeps a free-space floor (``min_free_space``, by default 1 GiB or 5% of the
+  disk, whichever is smaller): a C-STORE that would go below it is refused with A700H and one
+  line naming the peer and the free space, the index and the audit trail keep their room,
+  C-ECHO and C-FIND go on, and once space is freed the next C-STORE succeeds, no restart;
+- a node answering ``dicomtls get`` with C-STOREs that never end filled the ``--out``
+  folder's disk and ran on, forever. Now the same floor holds there, and ``--max-bytes``
+  bounds a retrieval: past either, the C-GET is cancelled (C-CANCEL), the command says why
+  and exits non-zero, and what was received stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+
+from dicomtls.dimse.status import Status
+from dicomtls.net.association import Association, associate
+from dicomtls.net.qr_scu import QueryModel
+from dicomtls.tls.settings import TLSSettings
+
+from ..conftest import MatrixPKI
+from ..node.test_storage import SERIES_UID, STUDY_UID, _make_file
+from .conftest import AE, PATIENT, LiveNode, _timeouts, _tls_args
+from .test_store_identity import PROPOSALS
+
+MIB = 1 << 20
+#: The small disk: its default floor is 5% of it (819 KiB), well above one test object.
+DISK = 16 * MIB
+BIG, SMALL = 300_000, 2_000
+QR = QueryModel.STUDY_ROOT
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of :data:`DISK` bytes, unmounted again after the test."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def _free(path: Path) -> int:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _audit_events(audit: Path) -> list[str]:
+    """The EventID of every record, each line parsed (a torn line fails here)."""
+    events = []
+    for line in audit.read_text(encoding="utf-8").splitlines():
+        found = ET.fromstring(line).find("EventIdentification/EventID")
+        assert found is not None, line
+        events.append(str(found.get("originalText")))
+    return events
+
+
+class _Filler:
+    """A peer with a valid certificate that stores until the node refuses."""
+
+    def __init__(self, node: LiveNode, tls: TLSSettings, made: Path) -> None:
+        self.node, self.tls, self.made = node, tls, made
+        self.statuses: list[int] = []
+
+    async def connect(self) -> Association:
+        return await associate(
+            "127.0.0.1",
+            self.node.port,
+            self.tls,
+            called_ae=AE,
+            calling_ae="FILLER",
+            proposals=PROPOSALS,
+            dimse_timeout=30,
+        )
+
+    def object(self, size: int) -> Path:
+        path = self.made / f"{len(list(self.made.iterdir()))}.dcm"
+        _make_file(path, pixels=size)
+        return path
+
+    async def fill(self) -> None:
+        """Large objects until one is refused, then small ones until 20 in a row are."""
+        async with await self.connect() as assoc:
+            for size, refusals in ((BIG, 1), (SMALL, 20)):
+                refused = 0
+                while refused < refusals:
+                    status = await assoc.store(self.object(size))
+                    self.statuses.append(status)
+                    refused = refused + 1 if status != Status.SUCCESS else 0
+
+    async def find_and_echo(self) -> tuple[int, int]:
+        """An IMAGE-level C-FIND of the study (how many match) and a C-ECHO."""
+        query = Dataset()
+        query.QueryRetrieveLevel = "IMAGE"
+        query.StudyInstanceUID, query.SeriesInstanceUID = STUDY_UID, SERIES_UID
+        query.SOPInstanceUID = ""
+        async with await self.connect() as assoc:
+            matches = [m async for m in assoc.find(query, QR)]
+            return len(matches), await assoc.echo()
+
+    async def store_one(self) -> int:
+        async with await self.connect() as assoc:
+            return await assoc.store(self.object(SMALL))
+
+
+def test_a_peer_storing_until_the_disk_is_full_leaves_index_and_audit_their_room(
+    matrix_pki: MatrixPKI, client_tls: TLSSettings, small_disk: Path, tmp_path: Path
+) -> None:
+    audit = small_disk / "audit.log"
+    node = LiveNode(
+        tmp_path,
+        *("--ae-title", AE, "--store", str(small_disk / "store")),
+        *_tls_args(matrix_pki),
+        *_timeouts(PATIENT, PATIENT, PATIENT),
+        *("--audit", f"file:{audit}"),
+    )
+    made = tmp_path / "made"
+    made.mkdir()
+    filler = _Filler(node, client_tls, made)
+    try:
+        ballast = small_disk / "ballast"  # what the operator frees once alerted
+        ballast.write_bytes(bytes(MIB))
+        asyncio.run(filler.fill())
+        stored = filler.statuses.count(Status.SUCCESS)
+        refused = [s for s in filler.statuses if s != Status.SUCCESS]
+        assert set(refused) == {Status.OUT_OF_RESOURCES}, filler.statuses
+        # Full, as far as peers go: everyone else is still served, and audited.
+        for _ in range(10):
+            assert asyncio.run(filler.find_and_echo()) == (stored, Status.SUCCESS)
+        ballast.unlink()
+        assert asyncio.run(filler.store_one()) == Status.SUCCESS  # no restart needed
+    finally:
+        said = node.stop()
+    refusals = [line for line in said.splitlines() if "refused" in line and "C-STORE" in line]
+    assert len(refusals) == len(refused), said
+    for line in refusals:  # each names the peer and the free space, none a failed index
+        assert re.search(r"C-STORE from 127\.0\.0\.1:\d+ of [\d.]+ refused \(0xA700", line), line
+        assert "free" in line and "floor" in line and "not indexed" not in line, line
+    assert "Traceback" not in said and " ERROR " not in said, said
+    assert "audit file" not in said, said  # no audit record was lost
+    events = _audit_events(audit)
+    assert events.count("Query") == 10, events
+    assert events.count("DICOM Instances Transferred") == 2, events
+    assert not list((small_disk / "store" / ".incoming").iterdir())
+    with_index = subprocess.run(
+        ["sqlite3", str(small_disk / "store" / "index.sqlite"), "PRAGMA integrity_check"],
+        capture_output=True,
+        text=True,
+    )
+    assert with_index.stdout.strip() == "ok", with_index
+    on_disk = list((small_disk / "store" / "objects").rglob("*.dcm"))
+    assert len(on_disk) == stored + 1
