@@ -19,24 +19,34 @@ Run on a real small file system (a tmpfs of a few MiB, mounted here as root) aga
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import ssl
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from dicomtls.dimse.command import CommandField, Tag, command_field, decode_command, number
+from dicomtls.dimse.messages import c_get_rsp, c_store_rq
 from dicomtls.dimse.status import Status
 from dicomtls.net.association import Association, associate
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.tls.settings import TLSSettings
 
+from ..cli.test_node_cli import ENV, EXE
 from ..conftest import MatrixPKI
-from ..node.test_storage import SERIES_UID, STUDY_UID, _make_file
+from ..node.test_storage import CT, SERIES_UID, STUDY_UID, _make_file
 from .conftest import AE, PATIENT, LiveNode, _timeouts, _tls_args
+from .dimse import message_pdus
+from .scp import HostileSCP, SCPLink
+from .test_cli_hostile_node import STUDY, _classes_in_study, answering_find
+from .test_get_folder import _data_set, _receiving_context
 from .test_store_identity import PROPOSALS
 
 MIB = 1 << 20
@@ -168,3 +178,116 @@ def test_a_peer_storing_until_the_disk_is_full_leaves_index_and_audit_their_room
     assert with_index.stdout.strip() == "ok", with_index
     on_disk = list((small_disk / "store" / "objects").rglob("*.dcm"))
     assert len(on_disk) == stored + 1
+
+
+# -- dicomtls get against a node whose C-GET never ends ------------------------------------------
+
+#: What the endless node sends at most before it ends the C-GET with Success after all: far
+#: more than the small disk holds.
+PUSHED_AT_MOST = 200
+
+
+#: The UIDs the endless node sends its objects under, each as long as the one in its template.
+UID_PREFIX = "1.2.826.0.1.3680043.8.498.77."
+
+
+class _Endless:
+    """A node answering the C-GET with one C-STORE after another (never the final response)
+    until we C-CANCEL; it then ends the C-GET with Cancel, as PS3.4 C.4.3.3 has it."""
+
+    def __init__(self, template: Path) -> None:
+        dataset = pydicom.dcmread(template)
+        dataset.SOPInstanceUID = self.uid(0)
+        dataset.save_as(template, enforce_file_format=True)
+        self.template = _data_set(template)
+        self.answers: list[int] = []
+        self.cancelled_after: int | None = None
+
+    def __call__(self, link: SCPLink) -> None:
+        get = link.next_command()
+        assert get is not None
+        link.next_pdu()  # its identifier
+        context = _receiving_context(link, CT)
+        status = Status.SUCCESS
+        for message_id in range(1, PUSHED_AT_MOST + 1):
+            uid = self.uid(message_id)
+            dataset = self.template.replace(self.uid(0).encode(), uid.encode())
+            if not link.send(message_pdus(context, c_store_rq(message_id, CT, uid), dataset)):
+                return
+            answer = link.next_command()
+            assert answer is not None
+            command = decode_command(bytes(answer.pdvs[-1].data))
+            if command_field(command) is CommandField.C_CANCEL_RQ:
+                self.cancelled_after = len(self.answers)
+                answer = link.next_command()  # the answer to the C-STORE in flight
+                assert answer is not None
+                command = decode_command(bytes(answer.pdvs[-1].data))
+                status = Status.CANCEL
+            self.answers.append(number(command, Tag.Status))
+            if status == Status.CANCEL:
+                break
+        final = c_get_rsp(1, STUDY.get_uid, status, (0, len(self.answers), 0, 0))
+        link.send(message_pdus(get.pdvs[0].context_id, final))
+        link.release()
+
+    @staticmethod
+    def uid(number: int) -> str:
+        return f"{UID_PREFIX}{100_000 + number}"  # no leading zero (PS3.5 9.1)
+
+
+def _get_endless(
+    pki: MatrixPKI, scp_context: ssl.SSLContext, out: Path, made: Path, *options: str
+) -> tuple[_Endless, subprocess.CompletedProcess[str]]:
+    """``dicomtls get --out out`` against a node pushing ``made`` without end."""
+    _make_file(made, pixels=BIG)
+    endless = _Endless(made)
+    finder = HostileSCP(scp_context, answering_find(_classes_in_study(CT))).start()
+    getter = HostileSCP(scp_context, endless, server=finder.server)
+    client = pki.files["client"]
+    command = [
+        EXE, "get", "127.0.0.1", str(finder.port), "--out", str(out),
+        "--called-ae", "HOSTILE", "--ca", str(pki.ca_file),
+        "--tls-cert", str(client.cert), "--tls-key", str(client.key),
+        "-k", "StudyInstanceUID=1.2.3", *options,
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+    ) as got:
+        finder.join()
+        getter.start()  # the C-GET's association waits in the listen queue until now
+        out_text, err = got.communicate(timeout=120)
+    getter.join()
+    return endless, subprocess.CompletedProcess(command, got.returncode, out_text, err)
+
+
+def test_get_from_a_node_that_never_ends_stops_at_the_out_folders_floor(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, small_disk: Path, tmp_path: Path
+) -> None:
+    out = small_disk / "got"
+    endless, done = _get_endless(matrix_pki, scp_context, out, tmp_path / "made.dcm")
+    said = done.stdout + done.stderr
+    assert done.returncode == 1, said
+    assert endless.cancelled_after is not None, (endless.answers, said)
+    kept = endless.answers.count(Status.SUCCESS)
+    # the object refused, then the one in flight when our C-CANCEL went
+    assert endless.answers == [Status.SUCCESS] * kept + [Status.OUT_OF_RESOURCES] * 2, said
+    assert "C-GET cancelled: the disk of" in said and "below its floor" in said, said
+    assert len(list(out.glob("*.dcm"))) == kept  # what was received stays, nothing else
+    assert [p.name for p in out.iterdir() if not p.name.endswith(".dcm")] == []
+    assert _free(small_disk) > DISK // 20 - BIG  # the floor, less at most one object
+
+
+def test_get_stops_at_max_bytes(
+    matrix_pki: MatrixPKI, scp_context: ssl.SSLContext, tmp_path: Path
+) -> None:
+    out = tmp_path / "got"
+    endless, done = _get_endless(
+        matrix_pki, scp_context, out, tmp_path / "made.dcm", "--max-bytes", "1MB", "--json"
+    )
+    assert done.returncode == 1, done
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is False and answer["status"] == Status.CANCEL, answer
+    assert "--max-bytes of 976.6 KiB" in answer["cancelled"], answer
+    assert endless.answers == [Status.SUCCESS] * 3 + [Status.OUT_OF_RESOURCES] * 2, endless.answers
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{u}.dcm" for u in answer["stored"])
+    assert sum(p.stat().st_size for p in out.iterdir()) <= 1_000_000

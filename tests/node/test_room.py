@@ -79,7 +79,7 @@ def test_a_store_below_its_floor_refuses_an_object_before_a_byte_is_written(
     tmp_path: Path,
 ) -> None:
     store = DurableStore(tmp_path, fsync=False, floor=Floor(1 << 62, None))
-    with pytest.raises(StorageError, match=r"free, below the floor of .* \(min_free_space\)"):
+    with pytest.raises(StorageError, match=r"free, below its floor of .* \(min_free_space\)"):
         store.begin(_meta("1.2.3.1"))
     store.close()
     assert not list((tmp_path / ".incoming").iterdir())

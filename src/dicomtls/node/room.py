@@ -127,6 +127,11 @@ class Room:
         self._taken = 0
         self._lock = threading.Lock()
 
+    def why_full(self) -> str | None:
+        """Why an object was refused for want of room, None if none was (a C-GET's
+        ``stop_when``)."""
+        return self.refused
+
     def free(self) -> int:
         stat = os.statvfs(self.folder)
         return stat.f_bavail * stat.f_frsize
@@ -137,9 +142,8 @@ class Room:
             free = self.free()
             if free < self.floor:
                 self._refuse(
-                    f"the store's disk has {size_text(free)} free, below the floor of "
-                    f"{size_text(self.floor)} kept for the index and the audit trail "
-                    "(min_free_space)",
+                    f"the disk of {self.folder} has {size_text(free)} free, below its floor "
+                    f"of {size_text(self.floor)} (min_free_space)"
                 )
         self.take(0)
 
