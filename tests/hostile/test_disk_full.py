@@ -13,13 +13,19 @@ Run on a real small file system (a tmpfs of a few MiB, mounted here as root) aga
 - a node answering ``dicomtls get`` with C-STOREs that never end filled the ``--out``
   folder's disk and ran on, forever. Now the same floor holds there, and ``--max-bytes``
   bounds a retrieval: past either, the C-GET is cancelled (C-CANCEL), the command says why
-  and exits non-zero, and what was received stays.
+  and exits non-zero, and what was received stays;
+- an audit file whose disk fills (another program's doing, or another disk) kept a torn
+  record at the end, counted as lost a record it later wrote after all, and said the loss
+  once in the node's life: a second outage lost records without a line. Now a record is
+  written whole or taken back, and each outage is said when it begins and, with the count
+  lost, when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import ssl
@@ -32,6 +38,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from dicomtls.audit.messages import AuditMessage
+from dicomtls.audit.transport import FileSink
 from dicomtls.dimse.command import CommandField, Tag, command_field, decode_command, number
 from dicomtls.dimse.messages import c_get_rsp, c_store_rq
 from dicomtls.dimse.status import Status
@@ -291,3 +299,59 @@ def test_get_stops_at_max_bytes(
     assert endless.answers == [Status.SUCCESS] * 3 + [Status.OUT_OF_RESOURCES] * 2, endless.answers
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{u}.dcm" for u in answer["stored"])
     assert sum(p.stat().st_size for p in out.iterdir()) <= 1_000_000
+
+
+# -- the audit file's disk full (by someone else: another program, or another disk) -----------
+
+
+def _record(number: int) -> AuditMessage:
+    """An audit message of ~3 KB (a Query record with its identifier is of that order)."""
+    return AuditMessage(
+        "Query", b"<AuditMessage>" + b"x" * 3000 + b"<n>%d</n></AuditMessage>" % number
+    )
+
+
+def _leave_free(disk: Path, ballast: Path, free: int) -> None:
+    ballast.write_bytes(bytes(max(0, _free(disk) - free)))
+
+
+def _whole_records(audit: Path) -> list[int]:
+    """The number in each record; fails on a torn one."""
+    data = audit.read_bytes()
+    assert data.endswith(b"\n"), data[-60:]
+    numbers = []
+    for line in data.splitlines():
+        assert line.startswith(b"<AuditMessage>") and line.count(b"<AuditMessage>") == 1
+        numbers.append(int(ET.fromstring(line).findtext("n") or "-1"))
+    return numbers
+
+
+def test_an_audit_file_whose_disk_fills_keeps_whole_records_and_says_each_loss(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    audit, ballast = small_disk / "audit.log", small_disk / "ballast"
+    sink = FileSink(audit)
+    sent = 0
+    try:
+        with caplog.at_level(logging.WARNING, logger="dicomtls.audit"):
+            for _outage in range(2):
+                _leave_free(small_disk, ballast, 10_000)
+                for _ in range(8):
+                    sink.send(_record(sent))
+                    sent += 1
+                _whole_records(audit)  # a record cut short by the full disk is not left torn
+                ballast.unlink()
+                for _ in range(2):
+                    sink.send(_record(sent))
+                    sent += 1
+    finally:
+        sink.close()  # the disk can be unmounted
+    kept = _whole_records(audit)
+    assert sink.sent == len(kept) and sink.sent + sink.dropped == sent, (kept, sink.dropped)
+    assert kept[-2:] == [sent - 2, sent - 1] and sink.dropped > 0
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("not writable, messages are lost" in line for line in said) == 2, said
+    again = [line for line in said if "writable again" in line]
+    assert len(again) == 2 and sum(int(line.split(": ")[1].split()[0]) for line in again) == (
+        sink.dropped
+    ), said
