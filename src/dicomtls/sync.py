@@ -22,7 +22,7 @@ from dicomtls.net import association as _async
 from dicomtls.net import client as _client
 from dicomtls.net import scp as _scp
 from dicomtls.net.hooks import StoreTarget
-from dicomtls.net.qr_scu import QueryModel, RetrieveResult
+from dicomtls.net.qr_scu import QueryModel, RetrieveResult, StopWhen
 from dicomtls.tls.session import SessionInfo
 from dicomtls.ul.acse import Negotiated, Proposal
 
@@ -179,9 +179,14 @@ class Association(_Handle[_async.Association]):
         return self._runner.run(self._inner.move(identifier, destination, model))
 
     def get(
-        self, identifier: Dataset, target: StoreTarget, model: QueryModel = QueryModel.STUDY_ROOT
+        self,
+        identifier: Dataset,
+        target: StoreTarget,
+        model: QueryModel = QueryModel.STUDY_ROOT,
+        *,
+        stop_when: StopWhen | None = None,
     ) -> RetrieveResult:
-        return self._runner.run(self._inner.get(identifier, target, model))
+        return self._runner.run(self._inner.get(identifier, target, model, stop_when=stop_when))
 
     def cancel(self, message_id: int) -> None:
         self._runner.run(self._inner.cancel(message_id))

@@ -36,6 +36,7 @@ SAMPLE = {
     "idle_timeout": 7.5,
     "shutdown_grace": 8.5,
     "file_mode": "0640",
+    "min_free_space": "2GiB",
     "log_level": "warning",
     "log_file": "node.log",
     "index": "postgresql://dicom@db/pacs",
@@ -210,6 +211,10 @@ def test_the_file_s_host_is_where_the_node_listens_and_the_command_line_s_store_
             'node.toml: move_destinations = ["VIEWER"]: give AE=HOST:PORT',
         ),
         ('tls_cert = "nowhere.pem"\n', "node.toml: tls_cert = 'nowhere.pem': file not found"),
+        (
+            'min_free_space = "150%"\n',
+            'node.toml: min_free_space = "150%": give a size or a share of the disk, e.g. "1GiB"',
+        ),
         ("port = = 3\n", "node.toml: not valid TOML: "),
         (
             '[access]\nunknown_ae = "maybe"\n',

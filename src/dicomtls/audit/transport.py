@@ -140,7 +140,8 @@ class FileSink(_Counters):
         self.mode = mode
         self._write_lock = threading.Lock()
         self._handle: BinaryIO | None = None
-        self._warned = False
+        self._lost = 0
+        """Messages lost since the file last took one (a full disk): said when it takes one again."""
         self._warned_sync = False
         self._closed = False
         self._written = threading.Event()
@@ -156,15 +157,17 @@ class FileSink(_Counters):
                     raise OSError("sink is closed")
                 if self._handle is None:
                     self._handle = self._open()
-                self._handle.write(message.xml + b"\n")
-                self._handle.flush()
+                _append_whole(self._handle, message.xml + b"\n")
                 self._sync_soon()
+                lost, self._lost = self._lost, 0
         except OSError as exc:
             self._count("dropped")
-            if not self._warned:
-                self._warned = True
+            self._lost += 1
+            if self._lost == 1:  # each time the file stops taking messages, not only the first
                 log.warning("audit file %s not writable, messages are lost: %s", self.path, exc)
             return
+        if lost:
+            log.warning("audit file %s writable again: %d message(s) were lost", self.path, lost)
         self._count("sent")
 
     def _open(self) -> BinaryIO:
@@ -186,7 +189,7 @@ class FileSink(_Counters):
                     )
         except OSError as exc:  # not ours to change: keep auditing, say so once
             log.warning("audit file %s: cannot set mode %04o: %s", self.path, self.mode, exc)
-        return os.fdopen(fd, "ab")
+        return os.fdopen(fd, "ab", buffering=0)
 
     def close(self) -> None:
         with self._write_lock:
@@ -231,6 +234,21 @@ class FileSink(_Counters):
                 log.warning("audit file %s cannot be synced to disk: %s", self.path, exc)
             return
         self._count("synced")
+
+
+def _append_whole(handle: BinaryIO, line: bytes) -> None:
+    """Append ``line`` whole or not at all: a write cut short (a full disk) is taken back, or
+    the file would keep a torn record, and the next one would be glued to it."""
+    fd = handle.fileno()
+    start = os.fstat(fd).st_size
+    view = memoryview(line)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise
 
 
 _STOP = object()

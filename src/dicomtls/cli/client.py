@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # pydicom loads only for the commands that build data sets
 
     from pydicom.dataset import Dataset
 
+    from dicomtls.node.room import Floor
+
 __all__ = ["echo", "find", "get", "move", "store"]
 
 # Each command parses its arguments here and runs in dicomtls.cli.client_jobs, imported
@@ -264,7 +266,30 @@ def _transfer_syntax(value: str) -> str:
     help="Receive objects only in these transfer syntaxes (UID or name, repeatable) "
     "[default: every syntax a storage node takes].",
 )
-def get(target: Target, query: Query, as_json: bool, out: Path, syntaxes: tuple[str, ...]) -> None:
+@click.option(
+    "--max-bytes",
+    callback=lambda ctx, param, value: _size(value, param),
+    metavar="SIZE",
+    help="Cancel the retrieval once it has brought this much (e.g. 20GB, 500MiB) "
+    "[default: no bound].",
+)
+@click.option(
+    "--min-free-space",
+    "floor",
+    callback=lambda ctx, param, value: _floor(value, param),
+    metavar="SIZE",
+    help="Cancel the retrieval before --out's disk has less free (a size, 0: none, or a "
+    'share such as "5%") [default: 1GiB or 5% of the disk, whichever is smaller].',
+)
+def get(
+    target: Target,
+    query: Query,
+    as_json: bool,
+    out: Path,
+    syntaxes: tuple[str, ...],
+    max_bytes: int | None,
+    floor: Floor,
+) -> None:
     """Retrieve matching objects onto this association (C-GET) into a directory.
 
     The SOP classes to receive are asked of the node first (a study-level C-FIND for
@@ -280,4 +305,22 @@ def get(target: Target, query: Query, as_json: bool, out: Path, syntaxes: tuple[
     wanted = tuple(_transfer_syntax(s) for s in syntaxes) or STORAGE_TRANSFER_SYNTAXES
     from dicomtls.cli import client_jobs as jobs
 
-    jobs.run(jobs.get(target, query, as_json, out, wanted))
+    jobs.run(jobs.get(target, query, as_json, out, wanted, (floor, max_bytes)))
+
+
+def _size(value: str | None, param: click.Parameter) -> int | None:
+    from dicomtls.node.room import parse_size
+
+    try:
+        return None if value is None else parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+def _floor(value: str | None, param: click.Parameter) -> Floor:
+    from dicomtls.node.room import DEFAULT_FLOOR, parse_floor
+
+    try:
+        return DEFAULT_FLOOR if value is None else parse_floor(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None

@@ -29,6 +29,7 @@ from dicomtls.net.association import (
 from dicomtls.net.client import Peer
 from dicomtls.net.outbound import proposals_for_headers
 from dicomtls.net.qr_scu import UNIQUE_KEYS, QueryModel, retrieve_proposals
+from dicomtls.node.room import DEFAULT_FLOOR, Floor
 from dicomtls.ul.acse import Proposal
 
 if TYPE_CHECKING:
@@ -324,9 +325,18 @@ async def move(target: Target, query: Query, as_json: bool, dest: str) -> int:
 
 
 async def get(
-    target: Target, query: Query, as_json: bool, out: Path, wanted: tuple[str, ...]
+    target: Target,
+    query: Query,
+    as_json: bool,
+    out: Path,
+    wanted: tuple[str, ...],
+    room: tuple[Floor, int | None] = (DEFAULT_FLOOR, None),
 ) -> int:
-    """C-GET into ``out``: the SOP classes asked of the node first, then every match."""
+    """C-GET into ``out``: the SOP classes asked of the node first, then every match.
+
+    ``room`` is the free space ``out``'s disk keeps and the most bytes this retrieval may
+    bring (None: no bound): past either, the C-GET is cancelled and the command says why.
+    """
     identifier, qr = _asked(query)[0], _model(query.model)
     peer = Peer(
         target.host,
@@ -340,10 +350,13 @@ async def get(
     from dicomtls.node.storage import DurableStore
     from dicomtls.node.store_scp import DurableStoreHandler
 
-    received = DurableStore(out, flat=True)
+    floor, max_bytes = room
+    received = DurableStore(out, flat=True, floor=floor, max_bytes=max_bytes)
+    stop_when = None if received.room is None else received.room.why_full
     try:
         async with await _open(target, proposals) as assoc:
-            result = await assoc.get(identifier, DurableStoreHandler(received), qr)
+            handler = DurableStoreHandler(received)
+            result = await assoc.get(identifier, handler, qr, stop_when=stop_when)
     finally:
         received.close()  # the user's folder keeps the objects, nothing of ours
     _retrieve_report("C-GET", result, as_json)
@@ -362,6 +375,7 @@ def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
                     "failed": result.failed,
                     "warning": result.warning,
                     "stored": result.stored,
+                    "cancelled": result.cancelled,
                 }
             )
         )
@@ -370,3 +384,8 @@ def _retrieve_report(service: str, result: Any, as_json: bool) -> None:
         f"{service}: {shown(_answered_text(result.status))}; completed {result.completed}, "
         f"failed {result.failed}, warnings {result.warning}"
     )
+    if result.cancelled:
+        console.print(
+            f"{service} cancelled: {shown(result.cancelled)}; "
+            f"the {len(result.stored)} object(s) received are kept"
+        )

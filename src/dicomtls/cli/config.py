@@ -159,6 +159,20 @@ def _file_mode(value: object) -> str:
     return f"{parse_file_mode(value):04o}"
 
 
+def _floor(value: object) -> str:
+    """Free space to keep: a size ("1GiB", bytes as a TOML integer, 0 for none) or "5%"."""
+    from dicomtls.node.room import parse_floor
+
+    expected = 'give a size or a share of the disk, e.g. "1GiB", "500MB", 0 (none) or "5%"'
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(expected)
+    try:
+        parse_floor(value)
+    except ValueError:
+        raise ValueError(expected) from None
+    return str(value)
+
+
 def _octal(value: object) -> str:
     """A mode as a TOML file may write it: an octal integer (0o640) or a string."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -436,6 +450,16 @@ SERVE: tuple[Setting, ...] = (
         "and audit file: 0600, or 0640 to let the node's group read (folders 0700/0750); "
         "never wider.",
         metavar="MODE",
+    ),
+    Setting(
+        "min_free_space",
+        Kind(click.STRING, _floor),
+        None,
+        "Free space the store's disk keeps for the index and audit trail: a C-STORE that "
+        'would go below it is refused (A700H). A size ("1GiB", "500MB", 0: none) or a share '
+        '("5%").',
+        metavar="SIZE",
+        default_text="1GiB or 5% of the disk, whichever is smaller",
     ),
     # -- several nodes (docs/scale-out.md) --
     Setting(

@@ -34,6 +34,7 @@ from dicomtls.node.index import Index
 from dicomtls.node.index_pg import IndexUnavailable, PostgresIndex
 from dicomtls.node.node import NodeConfig, start_node
 from dicomtls.node.policy import AccessPolicy, PolicyError
+from dicomtls.node.room import DEFAULT_FLOOR, Floor, parse_floor
 from dicomtls.node.s3 import S3Error
 from dicomtls.node.storage import (
     GROUP_FILE_MODE,
@@ -287,8 +288,14 @@ def _start(
         objects=config["objects"],
         proxy=_proxy(config),
         janitor_interval=config["janitor_interval"],
+        min_free_space=_floor(config["min_free_space"]),
     )
     asyncio.run(_serve(node_config, config["drain_seconds"] or 0.0))
+
+
+def _floor(value: object) -> Floor:
+    """The store's free-space floor: the setting (checked when read), else the default."""
+    return DEFAULT_FLOOR if value is None else parse_floor(str(value))
 
 
 def _proxy(config: Resolved) -> ProxyProtocol | None:

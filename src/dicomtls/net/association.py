@@ -544,9 +544,12 @@ class Association:
         identifier: Dataset,
         target: qr_scu.StoreTarget,
         model: qr_scu.QueryModel = qr_scu.QueryModel.STUDY_ROOT,
+        *,
+        stop_when: qr_scu.StopWhen | None = None,
     ) -> qr_scu.RetrieveResult:
-        """C-GET the matches onto this association, written into ``target``."""
-        return await qr_scu.get(self, identifier, target, model)
+        """C-GET the matches onto this association, written into ``target``; cancelled
+        (C-CANCEL) once ``stop_when`` gives a reason (see :func:`qr_scu.get`)."""
+        return await qr_scu.get(self, identifier, target, model, stop_when=stop_when)
 
     async def cancel(self, message_id: int) -> None:
         """C-CANCEL a running C-FIND/C-MOVE/C-GET."""

@@ -41,7 +41,7 @@ from dicomtls.ul.acse import Proposal
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-    from dicomtls.net.association import Association, DatasetSink
+    from dicomtls.net.association import Association, DatasetSink, Message
 
 log = get_logger("dicomtls.net")
 
@@ -102,10 +102,16 @@ class RetrieveResult:
     warning: int = 0
     stored: list[str] = field(default_factory=list)
     """SOP instance UIDs received (C-GET)."""
+    cancelled: str | None = None
+    """Why we cancelled the C-GET (C-CANCEL), if we did: what ``stop_when`` said."""
 
     @property
     def ok(self) -> bool:
-        return status_category(self.status) is Category.SUCCESS
+        return status_category(self.status) is Category.SUCCESS and self.cancelled is None
+
+
+StopWhen = Callable[[], "str | None"]
+"""Why a C-GET should stop receiving (its folder is full, say), or None to go on."""
 
 
 def retrieve_proposals(
@@ -299,18 +305,31 @@ async def get(
     identifier: Dataset,
     target: StoreTarget,
     model: QueryModel = QueryModel.STUDY_ROOT,
+    *,
+    stop_when: StopWhen | None = None,
 ) -> RetrieveResult:
-    """C-GET: the peer sends the matches back on this association, into ``target``."""
+    """C-GET: the peer sends the matches back on this association, into ``target``.
+
+    After each object, ``stop_when`` is asked whether to go on; once it gives a reason, the
+    C-GET is cancelled (C-CANCEL; :attr:`RetrieveResult.cancelled`) and what the peer still
+    sends is answered as ``target`` answers it, until the peer ends the C-GET: within the
+    DIMSE timeout (else :data:`CANCEL_GRACE`), or the association is aborted.
+    """
     async with _request(association, c_get_rq, model.get_uid, identifier) as (message_id, syntax):
-        return await _get_answers(association, target, message_id, syntax)
+        return await _get_answers(association, target, message_id, syntax, stop_when)
 
 
 async def _get_answers(
-    association: Association, target: StoreTarget, message_id: int, syntax: str
+    association: Association,
+    target: StoreTarget,
+    message_id: int,
+    syntax: str,
+    stop_when: StopWhen | None,
 ) -> RetrieveResult:
     """Receive a C-GET's sub-operations into ``target`` until its final response."""
     result = RetrieveResult(Status.PENDING)
     incoming: dict[int, InboundObject] = {}
+    deadline: float | None = None  # once cancelled: when the peer must have ended the C-GET
 
     def sink_for(received: CommandReceived) -> DatasetSink | None:
         """A C-STORE sub-operation the gate admitted (on a context we took the SCP role for)."""
@@ -326,28 +345,21 @@ async def _get_answers(
         return inbound
 
     while status_category(result.status) is Category.PENDING:
-        message = await association.receive_message(sink_for)
+        message = await _next_answer(association, sink_for, deadline, result.cancelled)
         if message is None:
             for inbound in incoming.values():
                 inbound.abort()
+            cancelled = f" (after our C-CANCEL: {result.cancelled})" if result.cancelled else ""
             raise AssociationError(
-                f"association with {association.peer} ended during C-GET: {association.end_reason}"
+                f"association with {association.peer} ended during C-GET{cancelled}: "
+                f"{association.end_reason}"
             )
         if message.field is CommandField.C_STORE_RQ:
-            instance = str(message.command[Tag.AffectedSOPInstanceUID])
-            if message.refused is not None and message.refused.status is not None:
-                status = message.refused.status
-            else:
-                status = await incoming.pop(message.context_id).finish()
-            if status == Status.SUCCESS:
-                result.stored.append(instance)
-            response = c_store_rsp(
-                number(message.command, Tag.MessageID),
-                str(message.command[Tag.AffectedSOPClassUID]),
-                instance,
-                status,
-            )
-            await association.send_message(message.context_id, response, None)
+            await _answer_store(association, message, incoming, result)
+            if result.cancelled is None and stop_when is not None:
+                result.cancelled = stop_when()
+                if result.cancelled is not None:
+                    deadline = await _cancel_get(association, message_id, result.cancelled)
             continue
         if (
             message.field is not CommandField.C_GET_RSP
@@ -357,3 +369,52 @@ async def _get_answers(
             raise AssociationError(f"{association.peer} answered our C-GET out of order")
         _note_response(message.command, result)
     return result
+
+
+async def _answer_store(
+    association: Association,
+    message: Message,
+    incoming: dict[int, InboundObject],
+    result: RetrieveResult,
+) -> None:
+    """Finish a C-GET's C-STORE sub-operation and answer it with the status it earned."""
+    instance = str(message.command[Tag.AffectedSOPInstanceUID])
+    if message.refused is not None and message.refused.status is not None:
+        status = message.refused.status
+    else:
+        status = await incoming.pop(message.context_id).finish()
+    if status == Status.SUCCESS:
+        result.stored.append(instance)
+    response = c_store_rsp(
+        number(message.command, Tag.MessageID),
+        str(message.command[Tag.AffectedSOPClassUID]),
+        instance,
+        status,
+    )
+    await association.send_message(message.context_id, response, None)
+
+
+async def _cancel_get(association: Association, message_id: int, why: str) -> float:
+    """C-CANCEL the C-GET (one line saying why); when the peer must have ended it by."""
+    log.warning("C-GET at %s: %s; sending C-CANCEL", association.peer, why)
+    await cancel(association, message_id)
+    return asyncio.get_running_loop().time() + (association.dimse_timeout or CANCEL_GRACE)
+
+
+async def _next_answer(
+    association: Association,
+    sink_for: Callable[[CommandReceived], DatasetSink | None],
+    deadline: float | None,
+    cancelled: str | None,
+) -> Message | None:
+    """The peer's next message; once we cancelled, only until ``deadline`` (then A-ABORT)."""
+    if deadline is None:
+        return await association.receive_message(sink_for)
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await association.receive_message(sink_for)
+    except TimeoutError:
+        association.protocol_failure("C-GET still pending after our C-CANCEL")
+        raise AssociationError(
+            f"C-GET at {association.peer} still pending after our C-CANCEL ({cancelled}); aborted"
+        ) from None

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.node.index import Index, InstanceFacts
+from dicomtls.node.room import DEFAULT_FLOOR, Floor
 from dicomtls.node.storage import PRIVATE_FILE_MODE, DurableStore, FileMeta, StoredObject
 
 __all__ = ["Backends", "IncomingObject", "IndexBackend", "ObjectStore", "open_backends"]
@@ -136,6 +137,7 @@ def open_backends(
     objects: str | None = None,
     fsync: bool = True,
     file_mode: int = PRIVATE_FILE_MODE,
+    floor: Floor | None = DEFAULT_FLOOR,
 ) -> Backends:
     """The index and object store a node's settings name (see the module's docstring).
 
@@ -144,7 +146,7 @@ def open_backends(
     """
     _check_settings(index, objects)
     if not is_postgresql(index):
-        folder = DurableStore(store, fsync=fsync, file_mode=file_mode)
+        folder = DurableStore(store, fsync=fsync, file_mode=file_mode, floor=floor)
         return Backends(Index(store / "index.sqlite", mode=file_mode), folder)
     from dicomtls.node.index_pg import PostgresIndex
     from dicomtls.node.objects_s3 import S3ObjectStore, parse_s3_url
@@ -153,7 +155,8 @@ def open_backends(
     shared = PostgresIndex(str(index), node=node_name())
     try:
         if location is None:
-            return Backends(shared, DurableStore(store, fsync=fsync, file_mode=file_mode))
+            folder = DurableStore(store, fsync=fsync, file_mode=file_mode, floor=floor)
+            return Backends(shared, folder)
         return Backends(shared, S3ObjectStore(location, shared, store / ".spool"))
     except Exception:
         shared.close()

@@ -33,6 +33,7 @@ from dicomtls.node.index import INDEXED_KEYWORDS, Index
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
+from dicomtls.node.room import DEFAULT_FLOOR, Floor
 from dicomtls.node.storage import PRIVATE_FILE_MODE
 from dicomtls.node.store_scp import DurableStoreHandler, OnStored
 from dicomtls.pki.bundle import store_ca_key_folder
@@ -92,6 +93,9 @@ class NodeConfig:
     janitor_interval: float | None = 600.0
     """With objects in S3: how often this node offers to run the janitor (one node at a time
     runs it); None: never (run ``dicomtls janitor`` from elsewhere)."""
+    min_free_space: Floor = DEFAULT_FLOOR
+    """The store folder's disk keeps this free (room for the index and the audit trail): a
+    C-STORE that would go below it is refused with A700H (see ``node.room``)."""
 
 
 class CertificateWatch:
@@ -300,6 +304,7 @@ def _open_backends(config: NodeConfig) -> Backends:
         objects=config.objects,
         fsync=config.fsync,
         file_mode=config.file_mode,
+        floor=config.min_free_space,
     )
     store, index = backends.store, backends.index
     leftovers = store.recover()

@@ -44,6 +44,7 @@ from dicomtls.dimse.part10 import encode_file_header
 from dicomtls.dimse.uids import uid_problem
 from dicomtls.errors import DicomTLSError
 from dicomtls.logs import get_logger
+from dicomtls.node.room import CHECK_STEP, DEFAULT_FLOOR, Floor, Room
 
 __all__ = [
     "GROUP_FILE_MODE",
@@ -218,7 +219,10 @@ class IncomingObject:
         self._stored: StoredObject | None = None
         self._size = 0
         self._written_back = 0  # bytes the kernel was asked to write out (fsync on)
+        self._taken = self._unchecked = 0  # bytes counted against the store's room; since a look
         try:
+            if store.room is not None:
+                store.room.admit()
             self._fd = store.open_temporary(self._temp)
             self.write(header)
         except OSError as exc:
@@ -230,6 +234,7 @@ class IncomingObject:
         assert self._fd is not None, "write after commit or abort"
         view = memoryview(data)
         try:
+            self._make_room(len(view))
             while len(view):
                 written = os.write(self._fd, view)
                 view = view[written:]
@@ -241,6 +246,24 @@ class IncomingObject:
             raise StorageError(
                 exc.errno, f"cannot write {self._final.name}: {exc.strerror}"
             ) from exc
+
+    def _make_room(self, size: int) -> None:
+        """Count ``size`` more bytes against the store's room, and every :data:`CHECK_STEP`
+        look at the disk's free space again (an OSError, ENOSPC, when there is none)."""
+        room = self._store.room
+        if room is None:
+            return
+        room.take(size)
+        self._taken += size
+        self._unchecked += size
+        if self._unchecked >= CHECK_STEP:
+            self._unchecked = 0
+            room.admit()
+
+    def _give_back(self) -> None:
+        if self._store.room is not None and self._taken:
+            self._store.room.give_back(self._taken)
+            self._taken = 0
 
     def _write_back(self) -> None:
         """Start writing out what has arrived (the fsync at commit is still what counts).
@@ -324,6 +347,7 @@ class IncomingObject:
                 _fsync_directory(stored.path.parent)
         except OSError:
             return  # the temporary name stays: the next start indexes or forgets the file
+        self._give_back()
         DurableStore.settle([self._temp])
 
     def abort(self) -> None:
@@ -332,6 +356,7 @@ class IncomingObject:
             os.close(self._fd)
             self._fd = None
         self._temp.unlink(missing_ok=True)
+        self._give_back()
 
 
 class DurableStore:
@@ -345,6 +370,10 @@ class DurableStore:
     A flat store's folder (C-GET ``--out``) is the user's: it gets the mode only if made here,
     and our temporary files go in a hidden folder of the run's own, gone at :meth:`close`
     (or when the store is collected, or the process exits).
+
+    An object is refused while the disk's free space is below ``floor`` (by default 1 GiB or
+    5% of the disk, whichever is smaller; None: no floor), and past ``max_bytes`` received
+    (None: no bound); see :mod:`dicomtls.node.room`.
     """
 
     def __init__(
@@ -354,6 +383,8 @@ class DurableStore:
         fsync: bool = True,
         flat: bool = False,
         file_mode: int = PRIVATE_FILE_MODE,
+        floor: Floor | None = DEFAULT_FLOOR,
+        max_bytes: int | None = None,
     ) -> None:
         self.root = root
         self.fsync = fsync
@@ -376,6 +407,11 @@ class DurableStore:
             else (root, self.objects, self.incoming, self.spares)
         )
         self._set_folder_modes(ours)
+        self.room = (
+            None
+            if floor is None and max_bytes is None
+            else Room(root, floor or Floor(0, None), max_bytes)
+        )
         self._buckets: set[Path] = {self.objects}
         self._spares: list[tuple[Path, int]] = []
         self._spare_lock = threading.Lock()  # spares are made on a worker thread
