@@ -347,19 +347,11 @@ async def _get_answers(
     while status_category(result.status) is Category.PENDING:
         message = await _next_answer(association, sink_for, deadline, result.cancelled)
         if message is None:
-            for inbound in incoming.values():
-                inbound.abort()
-            cancelled = f" (after our C-CANCEL: {result.cancelled})" if result.cancelled else ""
-            raise AssociationError(
-                f"association with {association.peer} ended during C-GET{cancelled}: "
-                f"{association.end_reason}"
-            )
+            raise _ended_during_get(association, incoming, result)
         if message.field is CommandField.C_STORE_RQ:
             await _answer_store(association, message, incoming, result)
             if result.cancelled is None and stop_when is not None:
-                result.cancelled = stop_when()
-                if result.cancelled is not None:
-                    deadline = await _cancel_get(association, message_id, result.cancelled)
+                deadline = await _stop_if_asked(association, message_id, result, stop_when)
             continue
         if (
             message.field is not CommandField.C_GET_RSP
@@ -369,6 +361,30 @@ async def _get_answers(
             raise AssociationError(f"{association.peer} answered our C-GET out of order")
         _note_response(message.command, result)
     return result
+
+
+def _ended_during_get(
+    association: Association, incoming: dict[int, InboundObject], result: RetrieveResult
+) -> AssociationError:
+    """The association ended before the C-GET did: nothing half-received is kept."""
+    for inbound in incoming.values():
+        inbound.abort()
+    cancelled = f" (after our C-CANCEL: {result.cancelled})" if result.cancelled else ""
+    return AssociationError(
+        f"association with {association.peer} ended during C-GET{cancelled}: "
+        f"{association.end_reason}"
+    )
+
+
+async def _stop_if_asked(
+    association: Association, message_id: int, result: RetrieveResult, stop_when: StopWhen
+) -> float | None:
+    """Ask ``stop_when`` after an object; with a reason, cancel the C-GET and return the
+    moment the peer must have ended it by."""
+    result.cancelled = stop_when()
+    if result.cancelled is None:
+        return None
+    return await _cancel_get(association, message_id, result.cancelled)
 
 
 async def _answer_store(
