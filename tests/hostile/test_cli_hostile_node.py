@@ -66,10 +66,11 @@ def dicomtls_get(
     out: Path,
     find: Callable[[SCPLink], None],
     get: Callable[..., None],
+    *options: str,
 ) -> tuple[int, str, str, SCPLink]:
     """Run ``dicomtls get`` into ``out`` against a hostile node: ``find`` answers the
-    question for the study's SOP classes, ``get`` the C-GET's association. The command's
-    exit code, output, errors, and the C-GET's link as the node saw it."""
+    question for the study's SOP classes, ``get`` the C-GET's association; ``options`` added
+    to the command. Its exit code, output, errors, and the C-GET's link as the node saw it."""
     finder = HostileSCP(scp_context, find).start()
     getter = HostileSCP(scp_context, get, server=finder.server)
     client = pki.files["client"]
@@ -77,14 +78,14 @@ def dicomtls_get(
         EXE, "get", "127.0.0.1", str(finder.port), "--out", str(out),
         "--called-ae", "HOSTILE", "--ca", str(pki.ca_file),
         "--tls-cert", str(client.cert), "--tls-key", str(client.key),
-        "-k", "StudyInstanceUID=1.2.3",
+        "-k", "StudyInstanceUID=1.2.3", *options,
     ]  # fmt: skip
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
     ) as got:
         finder.join()
         getter.start()  # the C-GET's association waits in the listen queue until now
-        said, err = got.communicate(timeout=60)
+        said, err = got.communicate(timeout=120)
     return got.returncode, said, err, getter.join()
 
 

@@ -47,13 +47,12 @@ from dicomtls.net.association import Association, associate
 from dicomtls.net.qr_scu import QueryModel
 from dicomtls.tls.settings import TLSSettings
 
-from ..cli.test_node_cli import ENV, EXE
 from ..conftest import MatrixPKI
 from ..node.test_storage import CT, SERIES_UID, STUDY_UID, _make_file
 from .conftest import AE, PATIENT, LiveNode, _timeouts, _tls_args
 from .dimse import message_pdus
-from .scp import HostileSCP, SCPLink
-from .test_cli_hostile_node import STUDY, _classes_in_study, answering_find
+from .scp import SCPLink
+from .test_cli_hostile_node import STUDY, _classes_in_study, answering_find, dicomtls_get
 from .test_get_folder import _data_set, _receiving_context
 from .test_store_identity import PROPOSALS
 
@@ -249,23 +248,9 @@ def _get_endless(
     """``dicomtls get --out out`` against a node pushing ``made`` without end."""
     _make_file(made, pixels=BIG)
     endless = _Endless(made)
-    finder = HostileSCP(scp_context, answering_find(_classes_in_study(CT))).start()
-    getter = HostileSCP(scp_context, endless, server=finder.server)
-    client = pki.files["client"]
-    command = [
-        EXE, "get", "127.0.0.1", str(finder.port), "--out", str(out),
-        "--called-ae", "HOSTILE", "--ca", str(pki.ca_file),
-        "--tls-cert", str(client.cert), "--tls-key", str(client.key),
-        "-k", "StudyInstanceUID=1.2.3", *options,
-    ]  # fmt: skip
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-    ) as got:
-        finder.join()
-        getter.start()  # the C-GET's association waits in the listen queue until now
-        out_text, err = got.communicate(timeout=120)
-    getter.join()
-    return endless, subprocess.CompletedProcess(command, got.returncode, out_text, err)
+    find = answering_find(_classes_in_study(CT))
+    code, said, err, _ = dicomtls_get(pki, scp_context, out, find, endless, *options)
+    return endless, subprocess.CompletedProcess(["dicomtls", "get"], code, said, err)
 
 
 def test_get_from_a_node_that_never_ends_stops_at_the_out_folders_floor(

@@ -13,6 +13,8 @@ __all__ = ["AnsweredStatus", "Category", "Status", "status_category", "status_na
 
 
 class Category(enum.StrEnum):
+    """What a status means, whatever its code: PS3.7 C.1's five kinds."""
+
     SUCCESS = "success"
     PENDING = "pending"
     CANCEL = "cancel"
