@@ -30,6 +30,9 @@ import os
 import re
 import ssl
 import subprocess
+import time
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +76,30 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def _health(node: LiveNode) -> tuple[int, str]:
+    """The node's /healthz answer: its status and body."""
+    try:
+        with urllib.request.urlopen(f"http://{_metrics(node)}/healthz", timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def _health_until(node: LiveNode, status: int, timeout: float = 20) -> tuple[int, str]:
+    """Ask /healthz until it answers ``status`` (the node asks its disk at most once a
+    second), or the deadline passes; the last answer."""
+    deadline = time.monotonic() + timeout
+    while (answer := _health(node))[0] != status and time.monotonic() < deadline:
+        time.sleep(0.1)  # the interval between two looks at an observable, not a guess
+    return answer
+
+
+def _metrics(node: LiveNode) -> str:
+    found = re.search(r"metrics on http://([^/]+)/metrics", node.output())
+    assert found, node.output()
+    return found[1]
 
 
 def _free(path: Path) -> int:
@@ -148,6 +175,7 @@ def test_a_peer_storing_until_the_disk_is_full_leaves_index_and_audit_their_room
         *_tls_args(matrix_pki),
         *_timeouts(PATIENT, PATIENT, PATIENT),
         *("--audit", f"file:{audit}"),
+        *("--metrics-port", "0"),
     )
     made = tmp_path / "made"
     made.mkdir()
@@ -162,7 +190,11 @@ def test_a_peer_storing_until_the_disk_is_full_leaves_index_and_audit_their_room
         # Full, as far as peers go: everyone else is still served, and audited.
         for _ in range(10):
             assert asyncio.run(filler.find_and_echo()) == (stored, Status.SUCCESS)
+        # ... and a balancer is told to send new clients elsewhere until there is room again
+        health = _health(node)
+        assert health[0] == 503 and "store below its free-space floor" in health[1], health
         ballast.unlink()
+        assert _health_until(node, 200) == (200, "ok\n")
         assert asyncio.run(filler.store_one()) == Status.SUCCESS  # no restart needed
     finally:
         said = node.stop()

@@ -33,7 +33,7 @@ from dicomtls.node.index import INDEXED_KEYWORDS, Index
 from dicomtls.node.metrics import MetricsServer, NodeMetrics, start_metrics_server
 from dicomtls.node.policy import AccessPolicy
 from dicomtls.node.reporting import Reporter
-from dicomtls.node.room import DEFAULT_FLOOR, Floor
+from dicomtls.node.room import DEFAULT_FLOOR, Floor, size_text
 from dicomtls.node.storage import PRIVATE_FILE_MODE
 from dicomtls.node.store_scp import DurableStoreHandler, OnStored
 from dicomtls.pki.bundle import store_ca_key_folder
@@ -196,15 +196,25 @@ class RunningNode:
         now = time.monotonic()
         if now - checked < _HEALTH_CACHE:
             return problem
-        problem = None
+        problem = self._below_floor()
         for name, check in (("index", self.index.check), ("object store", self.store.check)):
+            if problem is not None:
+                break
             try:
                 check()
             except Exception as exc:
                 problem = f"{name} unreachable: {exc}"
-                break
         self._health = (now, problem)
         return problem
+
+    def _below_floor(self) -> str | None:
+        """Why the store takes no more objects, when its disk is below the free-space floor:
+        every C-STORE would be refused, so the balancer should send new clients elsewhere."""
+        room = getattr(self.store, "room", None)
+        if room is None or not room.floor or (free := room.free()) >= room.floor:
+            return None
+        floor = size_text(room.floor)
+        return f"store below its free-space floor: {size_text(free)} free, floor {floor}"
 
     def reload_tls(self) -> bool:
         """Reread certificate, key, CA and CRL files now (SIGHUP); False if they were refused."""
