@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydicom.dataset import Dataset
 
 from dicomtls.audit.messages import AuditMessage
@@ -94,6 +95,18 @@ def _health_until(node: LiveNode, status: int, timeout: float = 20) -> tuple[int
     while (answer := _health(node))[0] != status and time.monotonic() < deadline:
         time.sleep(0.1)  # the interval between two looks at an observable, not a guess
     return answer
+
+
+def _room_gauges(node: LiveNode) -> dict[str, float]:
+    """The store's free bytes and floor, as the node's /metrics says them."""
+    with urllib.request.urlopen(f"http://{_metrics(node)}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("dicomtls_store_")
+    }
 
 
 def _metrics(node: LiveNode) -> str:
@@ -193,8 +206,13 @@ def test_a_peer_storing_until_the_disk_is_full_leaves_index_and_audit_their_room
         # ... and a balancer is told to send new clients elsewhere until there is room again
         health = _health(node)
         assert health[0] == 503 and "store below its free-space floor" in health[1], health
+        full = _room_gauges(node)
+        assert full["dicomtls_store_free_bytes"] < full["dicomtls_store_floor_bytes"], full
         ballast.unlink()
         assert _health_until(node, 200) == (200, "ok\n")
+        freed = _room_gauges(node)
+        assert freed["dicomtls_store_free_bytes"] >= freed["dicomtls_store_floor_bytes"], freed
+        assert freed["dicomtls_store_floor_bytes"] == DISK // 20  # the default: 5% of it
         assert asyncio.run(filler.store_one()) == Status.SUCCESS  # no restart needed
     finally:
         said = node.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -56,7 +56,32 @@ def _label(value: str) -> str:
     return value[:MAX_LABEL_LENGTH]
 
 
-class _CertificateExpiryCollector:
+class _ScrapeTimeGauges:
+    """Unlabelled gauges computed when scraped (:attr:`GAUGES`: name and help of each); a
+    subclass says their values, or None while there are none (the series are absent then)."""
+
+    GAUGES: tuple[tuple[str, str], ...] = ()
+
+    def values(self) -> tuple[float, ...] | None:
+        raise NotImplementedError
+
+    def describe(self) -> Iterable[Metric]:
+        # Lets the registry detect name clashes even while there are no values.
+        return [GaugeMetricFamily(name, help_text) for name, help_text in self.GAUGES]
+
+    def collect(self) -> Iterable[Metric]:
+        values = self.values()
+        if values is None:
+            return []
+        families = []
+        for (name, help_text), value in zip(self.GAUGES, values, strict=True):
+            family = GaugeMetricFamily(name, help_text)
+            family.add_metric([], value)
+            families.append(family)
+        return families
+
+
+class _CertificateExpiryCollector(_ScrapeTimeGauges):
     """Days until the node's own certificate expires, computed at scrape time.
 
     Computed on each scrape rather than stored, so the value keeps falling between
@@ -80,23 +105,14 @@ class _CertificateExpiryCollector:
     WARNING_HELP = "1 while the node's own TLS certificate has under 30 days left (or has expired)."
     WARNING_DAYS = 30
 
-    def describe(self) -> Iterable[Metric]:
-        # Lets the registry detect name clashes even while no certificate is set.
-        return [
-            GaugeMetricFamily(self.NAME, self.HELP),
-            GaugeMetricFamily(self.WARNING, self.WARNING_HELP),
-        ]
+    GAUGES = ((NAME, HELP), (WARNING, WARNING_HELP))
 
-    def collect(self) -> Iterable[Metric]:
+    def values(self) -> tuple[float, ...] | None:
         not_after = self._not_after
         if not_after is None:
-            return []
+            return None
         days = (not_after - _utcnow()).total_seconds() / _SECONDS_PER_DAY
-        family = GaugeMetricFamily(self.NAME, self.HELP)
-        family.add_metric([], days)
-        warning = GaugeMetricFamily(self.WARNING, self.WARNING_HELP)
-        warning.add_metric([], float(days < self.WARNING_DAYS))
-        return [family, warning]
+        return days, float(days < self.WARNING_DAYS)
 
 
 class _TrustExpiryCollector:
@@ -127,6 +143,31 @@ class _TrustExpiryCollector:
         for kind, name, end in self._ends:
             family.add_metric([kind, _label(name)], (end - now).total_seconds() / _SECONDS_PER_DAY)
         return [family]
+
+
+class _StoreRoomCollector(_ScrapeTimeGauges):
+    """The store's disk at scrape time: its free bytes and the floor below which C-STOREs are
+    refused (``min_free_space``), so an alert fires before senders are turned away."""
+
+    GAUGES = (
+        (
+            "dicomtls_store_free_bytes",
+            "Bytes free on the disk of the node's store (what an unprivileged writer may use).",
+        ),
+        (
+            "dicomtls_store_floor_bytes",
+            "The free-space floor of the node's store: below it C-STOREs are refused (A700H).",
+        ),
+    )
+
+    def __init__(self) -> None:
+        self._room: Callable[[], tuple[int, int]] | None = None
+
+    def set(self, room: Callable[[], tuple[int, int]] | None) -> None:
+        self._room = room  # one reference assignment: safe against a concurrent scrape
+
+    def values(self) -> tuple[float, ...] | None:
+        return None if self._room is None else tuple(map(float, self._room()))
 
 
 class NodeMetrics:
@@ -180,6 +221,8 @@ class NodeMetrics:
         self.registry.register(self._expiry)
         self._trust = _TrustExpiryCollector()
         self.registry.register(self._trust)
+        self._room = _StoreRoomCollector()
+        self.registry.register(self._room)
         # Pre-create the fixed-vocabulary series so they read 0, not absent, before the first
         # event: rate() and "no failures yet" alerts then work from the first scrape.
         self._associations.labels(result="accepted", reason="")
@@ -219,6 +262,10 @@ class NodeMetrics:
     def set_certificate(self, not_after: datetime.datetime | None) -> None:
         """Set the expiry of the node's own certificate (naive means UTC); None removes the gauge."""
         self._expiry.set(not_after)
+
+    def set_store_room(self, room: Callable[[], tuple[int, int]] | None) -> None:
+        """Give the gauges of the store's disk: ``room()`` says (free bytes, floor) when asked."""
+        self._room.set(room)
 
     def set_trust(self, ends: Iterable[tuple[str, str, datetime.datetime]]) -> None:
         """Set when each trusted CA (``ca``, subject) and CRL (``crl``, issuer) runs out."""

@@ -296,6 +296,9 @@ async def start_node(config: NodeConfig, *, events: LinkEvents | None = None) ->
         proxy=config.proxy,
     )
     node = RunningNode(config, server, backends.store, backends.index, reporter, certificates)
+    room = getattr(backends.store, "room", None)
+    if metrics is not None and room is not None:
+        metrics.set_store_room(lambda: (room.free(), room.floor))
     if config.proxy is not None:
         log.info("PROXY protocol v2 required, from %s", config.proxy.describe())
     node.janitor = _start_janitor(config, backends)
