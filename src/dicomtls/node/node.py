@@ -143,15 +143,16 @@ class CertificateWatch:
         """
         self.close()
         identity = settings.identity
+        found = deadlines(settings)  # read once: names printed, fingerprints taken
         if self.metrics is not None:
             expiry = None if identity is None else identity.certificate.not_valid_after_utc
             self.metrics.set_certificate(expiry)
             self.metrics.set_trust(
-                (d.kind, d.name, d.expires_at) for d in deadlines(settings) if d.kind != "ours"
+                (d.kind, d.name, d.expires_at) for d in found if d.kind != "ours"
             )
-        for warning in self._expiry.check(settings):
+        for warning in self._expiry.check(found):
             log.warning("%s", warning)
-        due = self._expiry.next_check(settings)
+        due = self._expiry.next_check(found)
         if due is None:
             return
         delay = (due - dt.datetime.now(dt.UTC)).total_seconds()

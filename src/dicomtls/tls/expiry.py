@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -150,11 +150,11 @@ class ExpiryWatch:
     def __init__(self) -> None:
         self._said: dict[str, State] = {}
 
-    def check(self, settings: TLSSettings, now: dt.datetime | None = None) -> list[str]:
-        """The warnings due now that were not said yet."""
+    def check(self, found: Sequence[Deadline], now: dt.datetime | None = None) -> list[str]:
+        """The warnings due now (of the :func:`deadlines` ``found``) that were not said yet."""
         now = now or dt.datetime.now(dt.UTC)
         warnings = []
-        for deadline in deadlines(settings):
+        for deadline in found:
             state = deadline.state(now)
             if state is not State.FINE and self._said.get(deadline.key) is not state:
                 warnings.append(deadline.sentence(now))
@@ -162,12 +162,12 @@ class ExpiryWatch:
         return warnings
 
     @staticmethod
-    def next_check(settings: TLSSettings, now: dt.datetime | None = None) -> dt.datetime | None:
-        """The next moment a deadline changes state; None when nothing is ahead."""
+    def next_check(found: Sequence[Deadline], now: dt.datetime | None = None) -> dt.datetime | None:
+        """The next moment one of ``found`` changes state; None when nothing is ahead."""
         now = now or dt.datetime.now(dt.UTC)
         moments = [
             moment
-            for deadline in deadlines(settings)
+            for deadline in found
             for moment in (deadline.warn_at, deadline.expires_at + _WHOLE_SECOND)
             if moment > now
         ]
